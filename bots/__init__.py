@@ -1,0 +1,1 @@
+"""Switchboard runtime: load artifacts, understand, decide, act, store, count."""

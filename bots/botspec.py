@@ -1,0 +1,284 @@
+"""A bot is a folder with ``bot.yml``. This module loads and validates it.
+
+```yaml
+name: support
+fallback_threshold: 0.45        # below this confidence the bot says it did not understand
+channels: [web, slack, telegram]
+intents:
+  cancel_order:
+    examples:
+      - I want to cancel order [123](order_id)
+      - cancel my purchase
+    response:                   # one text, or variants: the first whose {entities} are all known
+      - "Order {order_id} is being cancelled."
+      - "Which order would you like to cancel?"
+```
+
+Every problem is reported with ``file:line`` and what to fix, all at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bots.errors import ConfigError
+from bots.types import Entity
+from bots.yamlspan import Located, load_located, plain
+
+KNOWN_CHANNELS = ("web", "slack", "telegram")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Rasa annotations: [value](entity), [value](entity:normalised) (Rasa 1) and
+# [value]{"entity": "x", "value": "normalised"} (Rasa 2+).
+_ANNOTATION = re.compile(r"\[(?P<text>[^\[\]]+)\](?:\((?P<paren>[^()]+)\)|(?P<json>\{[^{}]*\}))")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# Sections validated elsewhere (dialogue engine, answers, training) but allowed here.
+_SECTIONS = {
+    "name", "description", "language", "fallback_threshold", "channels", "intents",
+    "synonyms", "training", "slots", "forms", "rules", "actions", "action_endpoint",
+    "session_expiry_minutes", "answers", "knowledge_base", "retention_days", "pii",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A training example: plain text plus entity spans (character offsets)."""
+
+    text: str
+    entities: tuple[Entity, ...] = ()
+
+
+@dataclass(frozen=True)
+class Intent:
+    name: str
+    examples: tuple[Example, ...]
+    responses: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class BotSpec:
+    name: str
+    directory: Path
+    intents: dict[str, Intent]
+    fallback_threshold: float = 0.4
+    channels: tuple[str, ...] = ("web",)
+    description: str = ""
+    synonyms: dict[str, str] = field(default_factory=dict)  # variant (lower-case) -> canonical
+    # Later sections keep their located YAML so their own validators can point at lines.
+    sections: dict[str, Located] = field(default_factory=dict)
+
+    @property
+    def file(self) -> Path:
+        return self.directory / "bot.yml"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.directory / "models"
+
+    def section(self, key: str, default: Any = None) -> Any:
+        item = self.sections.get(key)
+        return default if item is None else plain(item)
+
+
+def parse_example(raw: str) -> Example:
+    """``I want to cancel [123](order_id)`` → text without markup + entity offsets."""
+    text_parts: list[str] = []
+    entities: list[Entity] = []
+    pos = 0
+    length = 0
+    for m in _ANNOTATION.finditer(raw):
+        before = raw[pos:m.start()]
+        text_parts.append(before)
+        length += len(before)
+        shown = m.group("text")
+        if m.group("paren") is not None:
+            entity, _, normalised = m.group("paren").partition(":")
+            value = normalised or shown
+        else:
+            try:
+                meta = json.loads(m.group("json"))
+            except json.JSONDecodeError:
+                raise ValueError(f"entity annotation {m.group('json')} is not valid JSON") from None
+            if not isinstance(meta, dict) or not isinstance(meta.get("entity"), str):
+                raise ValueError(f'entity annotation {m.group("json")} needs an "entity" key')
+            entity = meta["entity"]
+            value = str(meta.get("value", shown))
+        entity = entity.strip()
+        if not entity:
+            raise ValueError(f"entity annotation [{shown}] has no entity name")
+        entities.append(Entity(entity=entity, value=value, start=length, end=length + len(shown)))
+        text_parts.append(shown)
+        length += len(shown)
+        pos = m.end()
+    text_parts.append(raw[pos:])
+    return Example(text="".join(text_parts), entities=tuple(entities))
+
+
+def placeholders(template: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(template))
+
+
+def fill_template(variants: tuple[str, ...] | list[str], values: Mapping[str, str]) -> str | None:
+    """The first variant whose placeholders are all known, filled; ``None`` if none is."""
+    for variant in variants:
+        if placeholders(variant) <= values.keys():
+            return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), variant)
+    return None
+
+
+def _examples_of(item: Located, problems: list[str], intent: str) -> list[tuple[str, int]]:
+    """Examples as a YAML list or as Rasa's block string of ``- `` lines."""
+    if isinstance(item.value, str):
+        lines = []
+        for offset, raw in enumerate(item.value.splitlines()):
+            stripped = raw.strip()
+            if not stripped:
+                continue
+            if not stripped.startswith("- "):
+                problems.append(f"{item.file}:{item.line + 1 + offset}: intent {intent!r}: example lines must "
+                                f"start with '- '")
+                continue
+            lines.append((stripped[2:].strip(), item.line + 1 + offset))
+        return lines
+    if isinstance(item.value, list):
+        out = []
+        for x in item.value:
+            if not isinstance(x.value, str | int | float) or isinstance(x.value, bool) or not str(x.value).strip():
+                problems.append(f"{x.where()}: intent {intent!r}: each example must be non-empty text")
+                continue
+            out.append((str(x.value).strip(), x.line))
+        return out
+    problems.append(f"{item.where()}: intent {intent!r}: 'examples' must be a list of texts")
+    return []
+
+
+def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | None:
+    if not _NAME.match(name):
+        problems.append(f"{item.where()}: intent name {name!r} must be letters, digits, '_', '-' or '.'")
+        return None
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: intent {name!r} must be a mapping with 'examples' and 'response'")
+        return None
+    fields: dict[str, Located] = item.value
+    for key, located in fields.items():
+        if key not in ("examples", "response"):
+            problems.append(f"{located.where()}: intent {name!r}: unknown key {key!r} (expected examples, response)")
+    examples: list[Example] = []
+    if "examples" not in fields:
+        problems.append(f"{item.where()}: intent {name!r} has no 'examples'")
+    else:
+        for raw, line in _examples_of(fields["examples"], problems, name):
+            try:
+                examples.append(parse_example(raw))
+            except ValueError as exc:
+                problems.append(f"{item.file}:{line}: {exc}")
+        if not examples and isinstance(fields["examples"].value, list | str):
+            problems.append(f"{fields['examples'].where()}: intent {name!r} needs at least one example")
+    responses: list[str] = []
+    if "response" in fields:
+        r = fields["response"]
+        raw_list = r.value if isinstance(r.value, list) else [r]
+        for x in raw_list:
+            if not isinstance(x.value, str) or not x.value.strip():
+                problems.append(f"{x.where()}: intent {name!r}: a response must be non-empty text")
+            else:
+                responses.append(x.value)
+    return Intent(name=name, examples=tuple(examples), responses=tuple(responses), line=item.line)
+
+
+def load_bot(directory: Path | str) -> BotSpec:
+    """Load ``DIR/bot.yml``; raise ConfigError listing every problem as ``file:line: ...``."""
+    directory = Path(directory)
+    path = directory / "bot.yml"
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: not a bot folder (expected a folder containing bot.yml)")
+    root = load_located(path)
+    return parse_bot(root, directory)
+
+
+def parse_bot(root: Located, directory: Path) -> BotSpec:
+    problems: list[str] = []
+    if not isinstance(root.value, dict):
+        raise ConfigError(f"{root.where()}: bot.yml must be a mapping with name, intents, ...")
+    top: dict[str, Located] = root.value
+    for key, item in top.items():
+        if key not in _SECTIONS:
+            problems.append(f"{item.where()}: unknown key {key!r} (known: {', '.join(sorted(_SECTIONS))})")
+
+    name = ""
+    if "name" not in top:
+        problems.append(f"{root.file}:1: missing 'name' (the bot's id, e.g. name: support)")
+    elif not isinstance(top["name"].value, str) or not _NAME.match(top["name"].value):
+        problems.append(f"{top['name'].where()}: 'name' must be letters, digits, '_', '-' or '.' (max 64)")
+    else:
+        name = top["name"].value
+
+    threshold = 0.4
+    if "fallback_threshold" in top:
+        t = top["fallback_threshold"]
+        if isinstance(t.value, bool) or not isinstance(t.value, int | float) or not 0.0 <= t.value <= 1.0:
+            problems.append(f"{t.where()}: 'fallback_threshold' must be a number between 0 and 1")
+        else:
+            threshold = float(t.value)
+
+    channels: tuple[str, ...] = ("web",)
+    if "channels" in top:
+        c = top["channels"]
+        if not isinstance(c.value, list) or not c.value:
+            problems.append(f"{c.where()}: 'channels' must be a non-empty list of {', '.join(KNOWN_CHANNELS)}")
+        else:
+            found = []
+            for x in c.value:
+                if x.value not in KNOWN_CHANNELS:
+                    problems.append(f"{x.where()}: unknown channel {x.value!r} (use {', '.join(KNOWN_CHANNELS)})")
+                else:
+                    found.append(x.value)
+            channels = tuple(found)
+
+    synonyms: dict[str, str] = {}
+    if "synonyms" in top:
+        s = top["synonyms"]
+        if not isinstance(s.value, dict):
+            problems.append(f"{s.where()}: 'synonyms' must map a canonical value to a list of variants")
+        else:
+            for canonical, variants in s.value.items():
+                if not isinstance(variants.value, list):
+                    problems.append(f"{variants.where()}: synonyms of {canonical!r} must be a list")
+                    continue
+                for v in variants.value:
+                    synonyms[str(v.value).lower()] = canonical
+
+    intents: dict[str, Intent] = {}
+    if "intents" not in top:
+        problems.append(f"{root.file}:1: missing 'intents' (a mapping of intent name to examples and response)")
+    elif not isinstance(top["intents"].value, dict) or not top["intents"].value:
+        problems.append(f"{top['intents'].where()}: 'intents' must be a non-empty mapping of intent names")
+    else:
+        for intent_name, item in top["intents"].value.items():
+            intent = _parse_intent(intent_name, item, problems)
+            if intent is not None:
+                intents[intent_name] = intent
+        if len(intents) < 2 and not problems:
+            problems.append(f"{top['intents'].where()}: a bot needs at least two intents to classify")
+
+    if problems:
+        raise ConfigError(problems)
+    sections = {k: v for k, v in top.items() if k not in ("name", "fallback_threshold", "channels", "intents",
+                                                          "synonyms", "description")}
+    description = top["description"].value if "description" in top else ""
+    return BotSpec(
+        name=name,
+        directory=directory,
+        intents=intents,
+        fallback_threshold=threshold,
+        channels=channels,
+        description=str(description or ""),
+        synonyms=synonyms,
+        sections=sections,
+    )

@@ -1,0 +1,35 @@
+"""The runtime's exceptions. One root; user-facing messages say what to do."""
+
+from __future__ import annotations
+
+
+class SwitchboardError(Exception):
+    """Root of every error Switchboard raises on purpose."""
+
+
+class ConfigError(SwitchboardError):
+    """Bad configuration or bot data. ``problems`` lists each one as ``file:line: message``."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ArtifactError(SwitchboardError):
+    """A model artifact is missing or unusable."""
+
+
+class StoreUnavailable(SwitchboardError):
+    """The conversation store cannot be reached; channels answer 503 so the sender retries."""
+
+
+class ConversationNotFound(SwitchboardError):
+    pass
+
+
+class Busy(SwitchboardError):
+    """Back-pressure: the runtime has too much in flight; answer 503 with Retry-After."""
+
+    def __init__(self, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"busy, retry after {retry_after_s:g}s")

@@ -1,0 +1,81 @@
+"""Every Prometheus metric Switchboard exports, declared in one place.
+
+Names share the ``switchboard_`` prefix and base units. Labels come only from bounded sets
+(bot, channel, direction, intent, outcome, ...) and never carry user or conversation ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """A registry per app instance (tests build many apps in one process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "switchboard_messages_total", "Messages by bot, channel and direction (in = from customers).",
+            ["bot", "channel", "direction"], registry=r,
+        )
+        self.message_seconds = Histogram(
+            "switchboard_message_seconds", "Time from receiving a customer message to having the answer.",
+            ["bot", "channel"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.nlu_seconds = Histogram(
+            "switchboard_nlu_seconds", "NLU inference time per batch.", ["bot"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.nlu_batch_size = Histogram(
+            "switchboard_nlu_batch_size", "Texts per NLU inference batch.", ["bot"],
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=r,
+        )
+        self.intents = Counter(
+            "switchboard_intents_total", "Predicted intents.", ["bot", "intent"], registry=r,
+        )
+        self.fallbacks = Counter(
+            "switchboard_fallbacks_total", "Messages answered by the fallback.", ["bot", "channel"], registry=r,
+        )
+        self.handoffs = Counter(
+            "switchboard_handoffs_total", "Conversations handed to a human.", ["bot", "channel"], registry=r,
+        )
+        self.duplicates = Counter(
+            "switchboard_duplicate_messages_total", "Redelivered messages answered from the store.",
+            ["bot", "channel"], registry=r,
+        )
+        self.rejected = Counter(
+            "switchboard_rejected_requests_total", "Requests refused before processing.",
+            ["channel", "reason"], registry=r,
+        )
+        self.errors = Counter(
+            "switchboard_errors_total", "Failures while processing a message.", ["bot", "channel", "stage"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "switchboard_in_flight_messages", "Messages being processed now.", ["bot"], registry=r,
+        )
+        self.outgoing_retries = Counter(
+            "switchboard_outgoing_retries_total", "Retried calls to channel APIs.", ["channel", "reason"], registry=r,
+        )
+        self.outgoing_failures = Counter(
+            "switchboard_outgoing_failures_total", "Channel API calls that failed after retries.", ["channel"],
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "switchboard_store_up", "1 when the conversation store answers.", ["store"], registry=r,
+        )
+        self.store_seconds = Histogram(
+            "switchboard_store_seconds", "Conversation store operation time.", ["store", "operation"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.model_info = Gauge(
+            "switchboard_model_info", "The model version served (value 1).", ["bot", "version"], registry=r,
+        )
+        self.handoff_queue = Gauge(
+            "switchboard_handoff_queue", "Conversations waiting for an agent.", ["bot"], registry=r,
+        )
+        self.handoff_oldest_seconds = Gauge(
+            "switchboard_handoff_oldest_seconds", "Age of the oldest conversation waiting for an agent.", ["bot"],
+            registry=r,
+        )

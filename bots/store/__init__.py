@@ -1,0 +1,1 @@
+"""Conversation stores: the embedded SQLite store (default) and MongoDB."""

@@ -1,0 +1,276 @@
+"""The conversation store contract, shared by the embedded (SQLite) and MongoDB stores.
+
+Schema (both stores keep the same shape):
+
+* a **conversation** record per (bot, conversation id): the summary support teams filter on
+  (channel, user, started, last activity, last intent, min confidence, fallback / handoff /
+  flagged / reviewed flags, tags), the channel address, and ``next_seq``;
+* a **turn** record per processed unit of work, written atomically as ONE record: the
+  customer's message (if any) plus every event the bot produced for it (bot replies, slot
+  changes, pauses, ...). Turns are numbered per conversation (``seq``) and unique per
+  (bot, conversation, message_id), which is what makes redelivery idempotent;
+* a **lease** per conversation being processed, so that replicas sharing only the store
+  process one conversation's messages one at a time, in arrival (``seq``) order.
+
+A turn is first stored ``pending`` (the customer's message is safe the moment it arrives),
+then ``done`` together with the bot's events. Nothing is ever half-written: each write is a
+single-record operation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from bots.types import JSON
+
+TurnStatus = Literal["pending", "done"]
+
+# Event kinds. The dialogue engine rebuilds state from these (see bots.dialogue).
+USER = "user"
+NLU = "nlu"  # what the model understood of the user message before it (intent, entities)
+BOT = "bot"
+AGENT = "agent"
+SLOT = "slot"
+FORM = "form"
+PAUSE = "pause"
+RESUME = "resume"
+SESSION_START = "session_start"
+RESTART = "restart"
+CORRECTION = "correction"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    data: JSON = field(default_factory=dict)
+    timestamp: float = field(default_factory=time.time)
+
+    def to_dict(self) -> JSON:
+        return {"kind": self.kind, "data": dict(self.data), "timestamp": self.timestamp}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        return cls(kind=str(d["kind"]), data=dict(d.get("data") or {}), timestamp=float(d["timestamp"]))
+
+
+@dataclass(frozen=True)
+class Turn:
+    bot: str
+    conversation_id: str
+    seq: int
+    message_id: str | None
+    status: TurnStatus
+    events: tuple[Event, ...]
+    created_at: float
+    completed_at: float | None = None
+
+    @property
+    def user_event(self) -> Event | None:
+        return next((e for e in self.events if e.kind == USER), None)
+
+    def responses(self) -> list[JSON]:
+        """The replies produced for this turn (bot and agent messages), in order."""
+        return [e.data for e in self.events if e.kind in (BOT, AGENT)]
+
+    def to_dict(self) -> JSON:
+        return {
+            "bot": self.bot,
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "message_id": self.message_id,
+            "status": self.status,
+            "events": [e.to_dict() for e in self.events],
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Turn:
+        return cls(
+            bot=str(d["bot"]),
+            conversation_id=str(d["conversation_id"]),
+            seq=int(d["seq"]),
+            message_id=d.get("message_id"),
+            status=d["status"],
+            events=tuple(Event.from_dict(e) for e in d.get("events", ())),
+            created_at=float(d["created_at"]),
+            completed_at=None if d.get("completed_at") is None else float(d["completed_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    bot: str
+    conversation_id: str
+    channel: str
+    user_id: str = ""
+    address: Mapping[str, str] = field(default_factory=dict)
+    started_at: float = 0.0
+    last_activity: float = 0.0
+    last_intent: str | None = None
+    min_confidence: float | None = None
+    turns: int = 0
+    fallback: bool = False
+    handoff: bool = False
+    flagged: bool = False
+    reviewed: bool = False
+    tags: tuple[str, ...] = ()
+
+    def to_dict(self) -> JSON:
+        return {
+            "bot": self.bot,
+            "conversation_id": self.conversation_id,
+            "channel": self.channel,
+            "user_id": self.user_id,
+            "address": dict(self.address),
+            "started_at": self.started_at,
+            "last_activity": self.last_activity,
+            "last_intent": self.last_intent,
+            "min_confidence": self.min_confidence,
+            "turns": self.turns,
+            "fallback": self.fallback,
+            "handoff": self.handoff,
+            "flagged": self.flagged,
+            "reviewed": self.reviewed,
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ConversationSummary:
+        return cls(
+            bot=str(d["bot"]),
+            conversation_id=str(d["conversation_id"]),
+            channel=str(d["channel"]),
+            user_id=str(d.get("user_id") or ""),
+            address=dict(d.get("address") or {}),
+            started_at=float(d.get("started_at") or 0.0),
+            last_activity=float(d.get("last_activity") or 0.0),
+            last_intent=d.get("last_intent"),
+            min_confidence=None if d.get("min_confidence") is None else float(d["min_confidence"]),
+            turns=int(d.get("turns") or 0),
+            fallback=bool(d.get("fallback")),
+            handoff=bool(d.get("handoff")),
+            flagged=bool(d.get("flagged")),
+            reviewed=bool(d.get("reviewed")),
+            tags=tuple(d.get("tags") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class SummaryUpdate:
+    """What a completed turn changes in the conversation summary. ``None`` = unchanged."""
+
+    last_intent: str | None = None
+    confidence: float | None = None  # folded into min_confidence
+    fallback: bool | None = None
+    handoff: bool | None = None
+    flagged: bool | None = None
+    reviewed: bool | None = None
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    summary: ConversationSummary
+    turns: tuple[Turn, ...]
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for t in self.turns for e in t.events]
+
+
+@dataclass(frozen=True)
+class TranscriptQuery:
+    """Filters of the review UI. Every value is matched literally (never as an operator)."""
+
+    bot: str | None = None
+    channel: str | None = None
+    since: float | None = None
+    until: float | None = None
+    intent: str | None = None
+    confidence_below: float | None = None
+    fallback: bool | None = None
+    handoff: bool | None = None
+    flagged: bool | None = None
+    reviewed: bool | None = None
+    tag: str | None = None
+    text: str | None = None
+    sort: Literal["last_activity", "started_at", "min_confidence"] = "last_activity"
+    descending: bool = True
+    offset: int = 0
+    limit: int = 50
+
+    def with_page(self, offset: int, limit: int) -> TranscriptQuery:
+        return replace(self, offset=offset, limit=limit)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: tuple[ConversationSummary, ...]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    turn: Turn
+    created: bool  # False: the message id was seen before; ``turn`` is the stored one
+
+
+class ConversationStore(Protocol):
+    """Everything the runtime and the review UI need from storage. Both stores pass one
+    contract suite (tests/bots/test_store_contract.py)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Create tables/collections/indexes. Must not fail when the database is down:
+        the store then reports not ready through ``ping`` until it comes back."""
+
+    async def ping(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+    async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
+                      address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
+        """Store a customer's message as a pending turn with the next seq (atomically creating
+        the conversation). A known message id returns the stored turn, ``created=False``."""
+        ...
+
+    async def pending(self, bot: str, conversation_id: str) -> list[Turn]:
+        """Pending turns in seq order."""
+        ...
+
+    async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
+                       summary: SummaryUpdate) -> Turn:
+        """Mark a pending turn done with the bot's events appended, in one write."""
+        ...
+
+    async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
+                     summary: SummaryUpdate) -> Turn:
+        """A done turn without a customer message (agent reply, hand back) for an existing
+        conversation. Raises ``ConversationNotFound``."""
+        ...
+
+    async def get_turn(self, bot: str, conversation_id: str, message_id: str) -> Turn | None: ...
+
+    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None: ...
+
+    async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None: ...
+
+    async def update_summary(self, bot: str, conversation_id: str, summary: SummaryUpdate) -> ConversationSummary:
+        """Flags/tags/reviewed set by agents. Raises ``ConversationNotFound``."""
+        ...
+
+    async def search(self, query: TranscriptQuery) -> Page: ...
+
+    async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+        """Take the conversation's processing lease if free or expired (or already ours)."""
+        ...
+
+    async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None: ...

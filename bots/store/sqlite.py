@@ -1,0 +1,434 @@
+"""The embedded conversation store: one SQLite file in the data dir, no server.
+
+Writes run in a worker thread (SQLite is blocking) behind one asyncio lock; every write is
+one ``BEGIN IMMEDIATE`` transaction, so several processes may share the file too.
+
+Retention: with ``retention={bot: seconds}`` a background task (started by ``start``) calls
+``purge_expired`` every ``purge_interval_s``: a turn goes ``seconds`` after it was completed
+(or created, while pending), a conversation ``seconds`` after its last activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bots.errors import ConversationNotFound
+from bots.store.base import (
+    Conversation,
+    ConversationSummary,
+    EnqueueResult,
+    Event,
+    Page,
+    SummaryUpdate,
+    TranscriptQuery,
+    Turn,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger("switchboard.store.sqlite")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    bot TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    user_id TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT '{}',
+    started_at REAL NOT NULL,
+    last_activity REAL NOT NULL,
+    last_intent TEXT,
+    min_confidence REAL,
+    turns INTEGER NOT NULL DEFAULT 0,
+    fallback INTEGER NOT NULL DEFAULT 0,
+    handoff INTEGER NOT NULL DEFAULT 0,
+    flagged INTEGER NOT NULL DEFAULT 0,
+    reviewed INTEGER NOT NULL DEFAULT 0,
+    tags TEXT NOT NULL DEFAULT '[]',
+    next_seq INTEGER NOT NULL DEFAULT 1,
+    lease_owner TEXT,
+    lease_expires REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (bot, conversation_id)
+);
+CREATE INDEX IF NOT EXISTS conv_activity ON conversations (bot, last_activity);
+CREATE INDEX IF NOT EXISTS conv_intent ON conversations (bot, last_intent, last_activity);
+CREATE INDEX IF NOT EXISTS conv_conf ON conversations (bot, min_confidence);
+CREATE TABLE IF NOT EXISTS turns (
+    bot TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    message_id TEXT,
+    status TEXT NOT NULL,
+    events TEXT NOT NULL,
+    text TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    completed_at REAL,
+    PRIMARY KEY (bot, conversation_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS turn_message ON turns (bot, conversation_id, message_id)
+    WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS turn_pending ON turns (status, bot, conversation_id, seq);
+"""
+
+_SUMMARY_COLUMNS = (
+    "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
+    "min_confidence, turns, fallback, handoff, flagged, reviewed, tags"
+)
+
+
+def _summary_from_row(row: sqlite3.Row) -> ConversationSummary:
+    d = dict(row)
+    d["address"] = json.loads(d["address"])
+    d["tags"] = json.loads(d["tags"])
+    return ConversationSummary.from_dict(d)
+
+
+def _turn_from_row(row: sqlite3.Row) -> Turn:
+    d = dict(row)
+    d["events"] = json.loads(d["events"])
+    return Turn.from_dict(d)
+
+
+def _turn_text(events: Sequence[Event]) -> str:
+    return "\n".join(str(e.data.get("text", "")) for e in events if e.data.get("text"))
+
+
+class SQLiteStore:
+    name = "sqlite"
+
+    def __init__(self, path: Path, *, retention: Mapping[str, float] | None = None,
+                 purge_interval_s: float = 3600.0) -> None:
+        self.path = path
+        self.retention = {bot: float(s) for bot, s in (retention or {}).items()}
+        for bot, seconds in self.retention.items():
+            if seconds <= 0:
+                raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
+        self.purge_interval_s = purge_interval_s
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._purger: asyncio.Task[None] | None = None
+
+    # -- plumbing -------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._lock:
+            if self._conn is None:
+                self._conn = await asyncio.to_thread(self._connect)
+            conn = self._conn
+            return await asyncio.to_thread(fn, conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(tx)
+
+    async def start(self) -> None:
+        await self._run(lambda conn: None)
+        if self.retention and self._purger is None:
+            self._purger = asyncio.create_task(self._purge_periodically())
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            try:
+                purged = await self.purge_expired()
+            except sqlite3.Error as exc:
+                log.warning("purging expired conversations failed", extra={"error": str(exc)})
+            else:
+                if purged:
+                    log.info("purged expired conversation records", extra={"records": purged})
+            await asyncio.sleep(self.purge_interval_s)
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        """Delete the turns and conversations that retention has expired; returns how many records."""
+        when = time.time() if now is None else now
+
+        def tx(conn: sqlite3.Connection) -> int:
+            purged = 0
+            for bot, ttl in self.retention.items():
+                cutoff = when - ttl
+                purged += conn.execute(
+                    "DELETE FROM turns WHERE bot=? AND (COALESCE(completed_at, created_at) < ? OR conversation_id IN"
+                    " (SELECT conversation_id FROM conversations WHERE bot=? AND last_activity < ?))",
+                    (bot, cutoff, bot, cutoff),
+                ).rowcount
+                purged += conn.execute(
+                    "DELETE FROM conversations WHERE bot=? AND last_activity < ?", (bot, cutoff)
+                ).rowcount
+            return purged
+
+        return await self._write(tx)
+
+    async def ping(self) -> bool:
+        try:
+            await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        except sqlite3.Error:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
+        async with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- turns ----------------------------------------------------------------------
+    async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
+                      address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
+        def tx(conn: sqlite3.Connection) -> EnqueueResult:
+            row = conn.execute(
+                "SELECT * FROM turns WHERE bot=? AND conversation_id=? AND message_id=?",
+                (ref_bot, conversation_id, message_id),
+            ).fetchone()
+            if row is not None:
+                return EnqueueResult(_turn_from_row(row), created=False)
+            now = user_event.timestamp
+            conn.execute(
+                "INSERT INTO conversations (bot, conversation_id, channel, user_id, address, started_at,"
+                " last_activity) VALUES (?,?,?,?,?,?,?) ON CONFLICT (bot, conversation_id) DO NOTHING",
+                (ref_bot, conversation_id, channel, user_id, json.dumps(dict(address)), now, now),
+            )
+            seq = conn.execute(
+                "UPDATE conversations SET next_seq = next_seq + 1, last_activity = MAX(last_activity, ?)"
+                " WHERE bot=? AND conversation_id=? RETURNING next_seq - 1",
+                (now, ref_bot, conversation_id),
+            ).fetchone()[0]
+            turn = Turn(ref_bot, conversation_id, seq, message_id, "pending", (user_event,), now)
+            conn.execute(
+                "INSERT INTO turns (bot, conversation_id, seq, message_id, status, events, text, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (ref_bot, conversation_id, seq, message_id, "pending",
+                 json.dumps([user_event.to_dict()]), _turn_text([user_event]), now),
+            )
+            return EnqueueResult(turn, created=True)
+
+        return await self._write(tx)
+
+    async def pending(self, bot: str, conversation_id: str) -> list[Turn]:
+        rows = await self._run(lambda conn: conn.execute(
+            "SELECT * FROM turns WHERE status='pending' AND bot=? AND conversation_id=? ORDER BY seq",
+            (bot, conversation_id),
+        ).fetchall())
+        return [_turn_from_row(r) for r in rows]
+
+    @staticmethod
+    def _apply_summary(conn: sqlite3.Connection, bot: str, conversation_id: str,
+                       summary: SummaryUpdate, now: float, count_turn: bool) -> None:
+        row = conn.execute(
+            "SELECT tags, min_confidence FROM conversations WHERE bot=? AND conversation_id=?",
+            (bot, conversation_id),
+        ).fetchone()
+        if row is None:
+            raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+        tags = [t for t in json.loads(row["tags"]) if t not in summary.remove_tags]
+        tags += [t for t in summary.add_tags if t not in tags]
+        sets: dict[str, Any] = {"tags": json.dumps(tags), "last_activity": now}
+        if summary.last_intent is not None:
+            sets["last_intent"] = summary.last_intent
+        if summary.confidence is not None:
+            current = row["min_confidence"]
+            sets["min_confidence"] = summary.confidence if current is None else min(current, summary.confidence)
+        for flag in ("fallback", "handoff", "flagged", "reviewed"):
+            value = getattr(summary, flag)
+            if value is not None:
+                sets[flag] = int(value)
+        assignments = ", ".join(f"{k}=?" for k in sets)
+        if count_turn:
+            assignments += ", turns = turns + 1"
+        conn.execute(
+            f"UPDATE conversations SET {assignments} WHERE bot=? AND conversation_id=?",  # noqa: S608 - keys are ours
+            (*sets.values(), bot, conversation_id),
+        )
+
+    async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
+                       summary: SummaryUpdate) -> Turn:
+        now = time.time()
+
+        def tx(conn: sqlite3.Connection) -> Turn:
+            row = conn.execute(
+                "SELECT * FROM turns WHERE bot=? AND conversation_id=? AND seq=?", (bot, conversation_id, seq)
+            ).fetchone()
+            if row is None:
+                raise ConversationNotFound(f"no turn {seq} in {conversation_id!r}")
+            turn = _turn_from_row(row)
+            if turn.status == "done":
+                return turn
+            all_events = (*turn.events, *events)
+            conn.execute(
+                "UPDATE turns SET status='done', events=?, text=?, completed_at=?"
+                " WHERE bot=? AND conversation_id=? AND seq=?",
+                (json.dumps([e.to_dict() for e in all_events]), _turn_text(all_events), now,
+                 bot, conversation_id, seq),
+            )
+            self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=True)
+            return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
+
+        return await self._write(tx)
+
+    async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
+                     summary: SummaryUpdate) -> Turn:
+        now = time.time()
+
+        def tx(conn: sqlite3.Connection) -> Turn:
+            row = conn.execute(
+                "UPDATE conversations SET next_seq = next_seq + 1 WHERE bot=? AND conversation_id=?"
+                " RETURNING next_seq - 1",
+                (bot, conversation_id),
+            ).fetchone()
+            if row is None:
+                raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+            seq = row[0]
+            conn.execute(
+                "INSERT INTO turns (bot, conversation_id, seq, message_id, status, events, text, created_at,"
+                " completed_at) VALUES (?,?,?,NULL,'done',?,?,?,?)",
+                (bot, conversation_id, seq, json.dumps([e.to_dict() for e in events]), _turn_text(events),
+                 now, now),
+            )
+            self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=False)
+            return Turn(bot, conversation_id, seq, None, "done", tuple(events), now, now)
+
+        return await self._write(tx)
+
+    async def get_turn(self, bot: str, conversation_id: str, message_id: str) -> Turn | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT * FROM turns WHERE bot=? AND conversation_id=? AND message_id=?",
+            (bot, conversation_id, message_id),
+        ).fetchone())
+        return None if row is None else _turn_from_row(row)
+
+    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None:
+        def read(conn: sqlite3.Connection) -> Conversation | None:
+            srow = conn.execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE bot=? AND conversation_id=?",  # noqa: S608
+                (bot, conversation_id),
+            ).fetchone()
+            if srow is None:
+                return None
+            if last_n is None:
+                rows = conn.execute(
+                    "SELECT * FROM turns WHERE bot=? AND conversation_id=? ORDER BY seq", (bot, conversation_id)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM (SELECT * FROM turns WHERE bot=? AND conversation_id=? ORDER BY seq DESC"
+                    " LIMIT ?) ORDER BY seq",
+                    (bot, conversation_id, last_n),
+                ).fetchall()
+            return Conversation(_summary_from_row(srow), tuple(_turn_from_row(r) for r in rows))
+
+        return await self._run(read)
+
+    async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None:
+        row = await self._run(lambda conn: conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE bot=? AND conversation_id=?",  # noqa: S608
+            (bot, conversation_id),
+        ).fetchone())
+        return None if row is None else _summary_from_row(row)
+
+    async def update_summary(self, bot: str, conversation_id: str, summary: SummaryUpdate) -> ConversationSummary:
+        def tx(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT last_activity FROM conversations WHERE bot=? AND conversation_id=?", (bot, conversation_id)
+            ).fetchone()
+            if row is None:
+                raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+            self._apply_summary(conn, bot, conversation_id, summary, row["last_activity"], count_turn=False)
+
+        await self._write(tx)
+        result = await self.summary(bot, conversation_id)
+        assert result is not None
+        return result
+
+    async def search(self, query: TranscriptQuery) -> Page:
+        where: list[str] = []
+        args: list[Any] = []
+
+        def add(clause: str, *values: Any) -> None:
+            where.append(clause)
+            args.extend(values)
+
+        if query.bot is not None:
+            add("bot = ?", query.bot)
+        if query.channel is not None:
+            add("channel = ?", query.channel)
+        if query.since is not None:
+            add("last_activity >= ?", query.since)
+        if query.until is not None:
+            add("started_at < ?", query.until)
+        if query.intent is not None:
+            add("last_intent = ?", query.intent)
+        if query.confidence_below is not None:
+            add("min_confidence < ?", query.confidence_below)
+        for flag in ("fallback", "handoff", "flagged", "reviewed"):
+            value = getattr(query, flag)
+            if value is not None:
+                add(f"{flag} = ?", int(value))
+        if query.tag is not None:
+            add("EXISTS (SELECT 1 FROM json_each(conversations.tags) WHERE json_each.value = ?)", query.tag)
+        if query.text:
+            add(
+                "EXISTS (SELECT 1 FROM turns t WHERE t.bot = conversations.bot AND"
+                " t.conversation_id = conversations.conversation_id AND instr(lower(t.text), lower(?)) > 0)",
+                query.text,
+            )
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        order = f"{query.sort} {'DESC' if query.descending else 'ASC'}, conversation_id"
+
+        def read(conn: sqlite3.Connection) -> Page:
+            total = conn.execute(f"SELECT COUNT(*) FROM conversations {clause}", args).fetchone()[0]  # noqa: S608
+            rows = conn.execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM conversations {clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
+                (*args, query.limit, query.offset),
+            ).fetchall()
+            return Page(tuple(_summary_from_row(r) for r in rows), total, query.offset, query.limit)
+
+        return await self._run(read)
+
+    # -- leases ---------------------------------------------------------------------
+    async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE conversations SET lease_owner=?, lease_expires=? WHERE bot=? AND conversation_id=?"
+                " AND (lease_owner IS NULL OR lease_owner=? OR lease_expires < ?)",
+                (owner, now + ttl_s, bot, conversation_id, owner, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(tx)
+
+    async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
+        await self._write(lambda conn: conn.execute(
+            "UPDATE conversations SET lease_owner=NULL, lease_expires=0 WHERE bot=? AND conversation_id=?"
+            " AND lease_owner=?",
+            (bot, conversation_id, owner),
+        ))

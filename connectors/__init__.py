@@ -1,0 +1,1 @@
+"""Channels: convert Slack/Telegram/web traffic to UserMessage and BotResponse back."""

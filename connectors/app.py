@@ -1,0 +1,133 @@
+"""The FastAPI application of ``switchboard serve``: channels, admin API, probes, metrics.
+
+Start-up never blocks on the model or the database: ``/healthz`` answers at once, and
+``/readyz`` turns 200 once every bot's model is loaded and the store answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bots.errors import Busy, ConfigError, ConversationNotFound, StoreUnavailable
+from bots.metrics import Metrics
+from bots.runtime import ModelLoader, Runtime, UnknownBot, load_onnx_model
+from bots.settings import Settings
+from bots.store.base import ConversationStore
+from connectors.admin import admin_router
+from connectors.base import Channel
+from connectors.limits import BodySizeLimit
+from connectors.web import WebChannel
+
+log = logging.getLogger("switchboard.app")
+
+
+def _default_store(settings: Settings) -> ConversationStore:
+    from bots.store.factory import open_store
+
+    return open_store(uri=settings.mongodb_uri, data_dir=settings.data_dir, retention={})
+
+
+def create_app(
+    settings: Settings,
+    bot_dirs: Sequence[Path],
+    *,
+    store: ConversationStore | None = None,
+    channels: Sequence[Channel] | None = None,
+    model_loader: ModelLoader = load_onnx_model,
+) -> FastAPI:
+    if not bot_dirs:
+        raise ConfigError("no bot folder given: `switchboard serve BOT_DIR [BOT_DIR ...]`")
+    bot_dirs = [Path(p) for p in bot_dirs]
+    metrics = Metrics()
+    runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)
+    channel_list: list[Channel] = list(channels) if channels is not None else [WebChannel()]
+    loading: dict[str, str] = {}
+
+    async def load_all() -> None:
+        for bot_dir in bot_dirs:
+            try:
+                await runtime.load_bot(bot_dir)
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
+                loading[str(bot_dir)] = str(exc)
+                log.error("bot failed to load", extra={"bot_dir": str(bot_dir), "error": str(exc)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.store.start()
+        loader = asyncio.create_task(load_all())
+        app.state.loader = loader
+        try:
+            yield
+        finally:
+            loader.cancel()
+            finished = await runtime.drain(settings.drain_timeout_s)
+            log.info("drained", extra={"complete": finished})
+            for channel in channel_list:
+                await channel.aclose()
+            await runtime.aclose()
+
+    app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(UnknownBot)
+    async def unknown_bot(request: Request, exc: UnknownBot) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ConversationNotFound)
+    async def not_found(request: Request, exc: ConversationNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> JSONResponse:
+        return JSONResponse({"detail": "the bot is busy, retry shortly"}, status_code=503,
+                            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": "conversation store unavailable, retry shortly"}, status_code=503,
+                            headers={"Retry-After": "2"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            reasons.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
+        return JSONResponse({"detail": "; ".join(reasons) or "invalid request"}, status_code=status)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> PlainTextResponse:
+        ok, reason = await runtime.ready()
+        if not ok and loading:
+            reason = "; ".join(f"{k}: {v}" for k, v in loading.items())
+        return PlainTextResponse(reason, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        names = sorted(runtime.bots) or [p.name for p in bot_dirs]
+        return RedirectResponse(f"/bots/{names[0]}/chat")
+
+    for channel in channel_list:
+        app.include_router(channel.router(runtime))
+    app.include_router(admin_router(runtime))
+    return app

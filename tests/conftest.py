@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny bot trained once per test session, and apps serving it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_BOT = ROOT / "tests" / "data" / "tiny_bot"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def tiny_bot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/tiny_bot trained (fast mode) into a temporary copy."""
+    from training.cli import main as training_main
+
+    bot_dir = tmp_path_factory.mktemp("bots") / "tiny"
+    shutil.copytree(TINY_BOT, bot_dir)
+    code = training_main(["train", str(bot_dir), "--fast", "--seed", "0"])
+    assert code == 0, "training the tiny test bot failed"
+    return bot_dir
+
+
+@pytest.fixture
+def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from bots.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN, nlu_max_wait_ms=0.0)
+
+
+@pytest.fixture
+def web_client(tiny_bot_dir: Path, settings) -> Iterator:  # type: ignore[no-untyped-def]
+    """A TestClient of an app serving the tiny bot with the embedded store; waits until ready."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from connectors.app import create_app
+
+    app = create_app(settings, [tiny_bot_dir])
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.05)
+        yield client

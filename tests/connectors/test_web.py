@@ -1,0 +1,138 @@
+"""The web connector end to end: a trained tiny bot, the embedded store, the real app."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def post(client, text="I want to cancel my order 123", conversation_id="c1", message_id="m1", **extra):  # type: ignore[no-untyped-def]
+    body = {"conversation_id": conversation_id, "message_id": message_id, "text": text, **extra}
+    return client.post("/bots/tiny/webhooks/web", json=body)
+
+
+def metric(client, name: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    text = client.get("/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_cancel_order_answered_and_transcript_stored(web_client) -> None:  # type: ignore[no-untyped-def]
+    r = post(web_client)
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert reply["responses"][0]["text"] == "Order 123 is being cancelled."
+    assert reply["responses"][0]["source"] == "template"
+
+    t = web_client.get("/bots/tiny/conversations/c1", headers=AUTH)
+    assert t.status_code == 200, t.text
+    transcript = t.json()
+    assert transcript["summary"]["channel"] == "web"
+    assert transcript["summary"]["last_intent"] == "cancel_order"
+    [turn] = transcript["turns"]
+    kinds = [e["kind"] for e in turn["events"]]
+    assert kinds[0] == "user" and kinds[-1] == "bot"
+    user, nlu = turn["events"][0], turn["events"][1]
+    assert user["data"]["text"] == "I want to cancel my order 123"
+    assert nlu["data"]["intent"] == "cancel_order"
+    assert 0.3 <= nlu["data"]["confidence"] <= 1.0
+    assert {"entity": "order_id", "value": "123"}.items() <= nlu["data"]["entities"][0].items()
+    assert turn["events"][-1]["data"]["text"] == "Order 123 is being cancelled."
+
+
+def test_repeated_message_id_is_answered_once(web_client) -> None:  # type: ignore[no-untyped-def]
+    first = post(web_client, message_id="dup").json()
+    again = post(web_client, message_id="dup").json()
+    assert first == again
+    turns = web_client.get("/bots/tiny/conversations/c1", headers=AUTH).json()["turns"]
+    assert len(turns) == 1
+    assert metric(web_client, "switchboard_messages_total", bot="tiny", channel="web", direction="in") == 1
+    assert metric(web_client, "switchboard_duplicate_messages_total", bot="tiny", channel="web") == 1
+
+
+def test_low_confidence_falls_back_with_top_intents(web_client) -> None:  # type: ignore[no-untyped-def]
+    r = post(web_client, text="zxq vbnm qwpo")
+    assert r.status_code == 200
+    [resp] = r.json()["responses"]
+    if resp["source"] != "fallback":
+        pytest.fail(f"gibberish was answered confidently: {resp}")
+    assert resp["text"].startswith("Sorry, I didn't understand")
+    assert 1 <= len(resp["buttons"]) <= 3
+    assert all(b["payload"].startswith("/") for b in resp["buttons"])
+    assert metric(web_client, "switchboard_fallbacks_total", bot="tiny", channel="web") == 1
+
+
+def test_button_payload_selects_intent(web_client) -> None:  # type: ignore[no-untyped-def]
+    r = post(web_client, text="track order", payload='/track_order{"order_id": "77"}')
+    assert r.json()["responses"][0]["text"] == "Order 77 is on its way."
+
+
+def test_metrics_count_messages_and_latency(web_client) -> None:  # type: ignore[no-untyped-def]
+    post(web_client, message_id="a")
+    post(web_client, text="hello", message_id="b")
+    assert metric(web_client, "switchboard_messages_total", bot="tiny", channel="web", direction="in") == 2
+    assert metric(web_client, "switchboard_messages_total", bot="tiny", channel="web", direction="out") == 2
+    assert metric(web_client, "switchboard_message_seconds_count", bot="tiny", channel="web") == 2
+    assert metric(web_client, "switchboard_nlu_seconds_count", bot="tiny") >= 1
+    assert metric(web_client, "switchboard_model_info", bot="tiny") == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "reason"),
+    [
+        ({"text": ""}, 422, "text is empty"),
+        ({"text": "   "}, 422, "text is empty"),
+        ({"text": "x" * 5000}, 422, "the limit is 4000"),
+        ({"text": "x" * 100_000}, 413, "larger than"),
+        ({"conversation_id": "../etc"}, 422, "conversation_id"),
+        ({"message_id": ""}, 422, "message_id"),
+        ({"colour": "red"}, 422, "colour"),
+    ],
+)
+def test_bad_input_rejected_with_reason_and_nothing_stored(web_client, kwargs, status, reason) -> None:  # type: ignore[no-untyped-def]
+    r = post(web_client, **kwargs)
+    assert r.status_code == status, r.text
+    assert reason in r.json()["detail"]
+    listing = web_client.get("/bots/tiny/conversations", headers=AUTH).json()
+    assert listing["total"] == 0
+    assert metric(web_client, "switchboard_messages_total", direction="in") == 0
+
+
+def test_malformed_json_and_unknown_bot(web_client) -> None:  # type: ignore[no-untyped-def]
+    r = web_client.post("/bots/tiny/webhooks/web", content=b'{"conversation_id": "c1", "text": ',
+                        headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "JSON" in r.json()["detail"]
+    r = web_client.post("/bots/nope/webhooks/web", json={"conversation_id": "c", "message_id": "m", "text": "hi"})
+    assert r.status_code == 404
+    assert "no bot named 'nope'" in r.json()["detail"]
+    assert web_client.get("/bots/tiny/conversations", headers=AUTH).json()["total"] == 0
+
+
+def test_admin_api_requires_the_token(web_client) -> None:  # type: ignore[no-untyped-def]
+    post(web_client)
+    assert web_client.get("/bots/tiny/conversations/c1").status_code == 401
+    wrong = web_client.get("/bots/tiny/conversations/c1", headers={"Authorization": "Bearer wrong-token"})
+    assert wrong.status_code == 401
+    assert wrong.json()["detail"] == "wrong admin token"
+    assert web_client.get("/bots/tiny/conversations/nope", headers=AUTH).status_code == 404
+
+
+def test_probes_and_chat_page(web_client) -> None:  # type: ignore[no-untyped-def]
+    assert web_client.get("/healthz").text == "ok"
+    assert web_client.get("/readyz").status_code == 200
+    page = web_client.get("/", follow_redirects=True)
+    assert page.status_code == 200
+    assert 'const bot = "tiny"' in page.text
+    assert "textContent" in page.text

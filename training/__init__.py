@@ -1,0 +1,1 @@
+"""Training: turn bot data into a versioned model artifact (may import torch)."""
