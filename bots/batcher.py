@@ -28,9 +28,14 @@ class MicroBatcher(Generic[In, Out]):
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu")
+        self._busy = 0  # batches running
+        self._closed = False
 
     async def __call__(self, item: In) -> Out:
         loop = asyncio.get_running_loop()
+        if self._closed:
+            # A caller that picked this model before it was swapped out still gets an answer.
+            return (await asyncio.to_thread(self._fn, [item]))[0]
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._run())
@@ -55,6 +60,7 @@ class MicroBatcher(Generic[In, Out]):
                 self._wakeup.set()
             items = [item for item, _ in batch]
             started = time.perf_counter()
+            self._busy += 1
             try:
                 results = await loop.run_in_executor(self._executor, self._fn, items)
             except Exception as exc:  # noqa: BLE001 - handed to every waiter
@@ -62,6 +68,8 @@ class MicroBatcher(Generic[In, Out]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._busy -= 1
             if self._on_batch is not None:
                 self._on_batch(len(items), time.perf_counter() - started)
             for (_, future), result in zip(batch, results, strict=True):
@@ -69,6 +77,10 @@ class MicroBatcher(Generic[In, Out]):
                     future.set_result(result)
 
     async def aclose(self) -> None:
+        """Finish what is queued, then stop. Later calls still work, unbatched."""
+        self._closed = True
+        while self._queue or self._busy:
+            await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
             try:

@@ -29,6 +29,7 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
     drain_timeout_s: float = 20.0
+    model_poll_s: float = 10.0  # how often to look for a newer model artifact (0: never)
     # Channel secrets (never logged: see __repr__).
     slack_signing_secret: str | None = None
     slack_bot_token: str | None = None
@@ -113,6 +114,7 @@ class Settings:
             log_level=log_level,
             log_json=log_json in ("true", "1"),
             drain_timeout_s=float(number("drain_timeout_s", float, 20.0, 0.0, 3600.0)),
+            model_poll_s=float(number("model_poll_s", float, 10.0, 0.0, 86400.0)),
             slack_signing_secret=get("slack_signing_secret"),
             slack_bot_token=get("slack_bot_token"),
             telegram_token=get("telegram_token"),

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bots.artifact import resolve_artifact
 from bots.errors import Busy, ConfigError, ConversationNotFound, StoreUnavailable
 from bots.metrics import Metrics
 from bots.runtime import ModelLoader, Runtime, UnknownBot, load_onnx_model
@@ -25,6 +26,7 @@ from bots.store.base import ConversationStore
 from connectors.admin import admin_router
 from connectors.base import Channel
 from connectors.limits import BodySizeLimit
+from connectors.review.ui import ReviewUI
 from connectors.web import WebChannel
 
 log = logging.getLogger("switchboard.app")
@@ -50,15 +52,32 @@ def create_app(
     metrics = Metrics()
     runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)
     channel_list: list[Channel] = list(channels) if channels is not None else [WebChannel()]
+    review = ReviewUI(runtime, {c.name: c for c in channel_list})
     loading: dict[str, str] = {}
 
+    served: dict[Path, str] = {}  # bot folder -> artifact folder name being served
+
+    async def load(bot_dir: Path) -> None:
+        try:
+            artifact = await asyncio.to_thread(resolve_artifact, bot_dir)
+            if served.get(bot_dir) == artifact.name:
+                return
+            await runtime.load_bot(bot_dir)
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log; the old model stays
+            loading[str(bot_dir)] = str(exc)
+            log.error("bot failed to load", extra={"bot_dir": str(bot_dir), "error": str(exc)})
+        else:
+            served[bot_dir] = artifact.name
+            loading.pop(str(bot_dir), None)
+
     async def load_all() -> None:
-        for bot_dir in bot_dirs:
-            try:
-                await runtime.load_bot(bot_dir)
-            except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
-                loading[str(bot_dir)] = str(exc)
-                log.error("bot failed to load", extra={"bot_dir": str(bot_dir), "error": str(exc)})
+        await asyncio.gather(*(load(d) for d in bot_dirs))
+        # A newer artifact (e.g. `switchboard train` while serving) is loaded in the background
+        # and swapped in with one assignment: requests in flight finish on the old model.
+        while settings.model_poll_s > 0:
+            await asyncio.sleep(settings.model_poll_s)
+            for bot_dir in bot_dirs:
+                await load(bot_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,15 +88,20 @@ def create_app(
             yield
         finally:
             loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
             finished = await runtime.drain(settings.drain_timeout_s)
             log.info("drained", extra={"complete": finished})
             for channel in channel_list:
                 await channel.aclose()
             await runtime.aclose()
+            await review.aclose()
 
     app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.metrics = metrics
+    app.state.channels = {c.name: c for c in channel_list}
+    app.state.review = review
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(UnknownBot)
@@ -113,9 +137,11 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> PlainTextResponse:
+        if len(served) < len(bot_dirs):
+            problems = "; ".join(f"{k}: {v}" for k, v in loading.items())
+            return PlainTextResponse(problems or f"loading models ({len(served)}/{len(bot_dirs)} ready)",
+                                     status_code=503)
         ok, reason = await runtime.ready()
-        if not ok and loading:
-            reason = "; ".join(f"{k}: {v}" for k, v in loading.items())
         return PlainTextResponse(reason, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
@@ -130,4 +156,5 @@ def create_app(
     for channel in channel_list:
         app.include_router(channel.router(runtime))
     app.include_router(admin_router(runtime))
+    app.include_router(review.router())
     return app
