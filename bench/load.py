@@ -1,0 +1,171 @@
+"""Load benchmark: N concurrent simulated customers over the web connector against a running
+`switchboard serve` (store on), and the same load against a naive baseline (a Hugging Face
+pipeline per request behind FastAPI, bench/naive_server.py) in the same run.
+
+    python bench/load.py --bot examples/support --concurrency 50 --duration 30
+
+Prints msgs/s, p50/p95/p99 latency, errors, server RSS and time to ready, for both.
+Loopback only; the run is bounded by --duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bots.botspec import load_bot  # noqa: E402
+from tests.fixtures.server import free_port  # noqa: E402
+
+TEXTS = [
+    "I want to cancel my order 123", "where is my package", "how do I change my shipping address",
+    "I need a refund for order 98765", "can I talk to a human", "what payment methods do you accept",
+    "I forgot my password", "I want to open a premium account", "how long does delivery take",
+    "send me the invoice 55555",
+]
+
+
+@dataclass
+class Result:
+    name: str
+    messages: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+    rss_mb: float
+    ready_s: float
+
+    def line(self) -> str:
+        lat = np.array(self.latencies) * 1000 if self.latencies else np.array([float("nan")])
+        return (f"{self.name:<12} {self.messages / self.seconds:8.1f} msg/s  p50 {np.percentile(lat, 50):7.1f} ms  "
+                f"p95 {np.percentile(lat, 95):7.1f} ms  p99 {np.percentile(lat, 99):7.1f} ms  errors {self.errors:5d}  "
+                f"RSS {self.rss_mb:6.0f} MB  ready {self.ready_s:5.1f} s")
+
+
+def rss_mb(pid: int) -> float:
+    total = 0.0
+    pids = [pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+                    .stdout.split()]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            pass
+    return total
+
+
+async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: float) -> tuple[int, int, list[float]]:
+    latencies: list[float] = []
+    counts = {"ok": 0, "err": 0}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        start = time.monotonic()
+        measure_from = start + warmup
+        stop_at = measure_from + duration
+
+        async def customer(n: int) -> None:
+            i = 0
+            while time.monotonic() < stop_at:
+                body = {"conversation_id": f"load-{n}-{int(start)}", "message_id": f"m{i}",
+                        "text": TEXTS[(n + i) % len(TEXTS)]}
+                sent = time.monotonic()
+                try:
+                    r = await client.post(f"{url}/bots/{bot}/webhooks/web", json=body)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                done = time.monotonic()
+                if sent >= measure_from:
+                    counts["ok" if ok else "err"] += 1
+                    if ok:
+                        latencies.append(done - sent)
+                i += 1
+
+        await asyncio.gather(*(customer(n) for n in range(concurrency)))
+    return counts["ok"], counts["err"], latencies
+
+
+def run_server(cmd: list[str], env: dict[str, str], url: str) -> tuple[subprocess.Popen[bytes], float]:
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {' '.join(cmd)}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - started > 120:
+            proc.kill()
+            raise SystemExit("server not ready after 120 s")
+        time.sleep(0.05)
+
+
+def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, args: argparse.Namespace) -> Result:
+    url = f"http://127.0.0.1:{port}"
+    proc, ready_s = run_server(cmd, env, url)
+    try:
+        ok, err, lat = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup))
+        rss = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return Result(name, ok, err, args.duration, lat, rss, ready_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bot", type=Path, default=ROOT / "examples" / "support")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=1, help="NLU threads of each server")
+    parser.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded store")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+
+    spec = load_bot(args.bot)
+    print(f"bot {spec.name} ({len(spec.intents)} intents), {args.concurrency} concurrent customers, "
+          f"{args.duration:g} s (+{args.warmup:g} s warm-up), NLU threads {args.threads}, "
+          f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    data_dir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
+    env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+           "SWITCHBOARD_NLU_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    if args.mongodb_uri:
+        env["SWITCHBOARD_MONGODB_URI"] = args.mongodb_uri
+    results = []
+    port = free_port()
+    results.append(bench("switchboard", [sys.executable, "-m", "connectors.cli", "serve", str(args.bot), "--port",
+                                         str(port)], env, port, spec.name, args))
+    print(results[-1].line(), flush=True)
+    if not args.skip_baseline:
+        port = free_port()
+        results.append(bench("naive-hf", [sys.executable, "bench/naive_server.py", "--port", str(port), "--labels",
+                                          str(len(spec.intents)), "--threads", str(args.threads)],
+                             env, port, spec.name, args))
+        print(results[-1].line(), flush=True)
+        a, b = results
+        print(f"ratio: {(a.messages / max(b.messages, 1)):.1f}x throughput, p99 "
+              f"{np.percentile(b.latencies, 99) / np.percentile(a.latencies, 99):.1f}x lower"
+              if a.latencies and b.latencies else "ratio: n/a")
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
