@@ -227,6 +227,12 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
         else:
             threshold = float(t.value)
 
+    if "retention_days" in top:
+        r = top["retention_days"]
+        if isinstance(r.value, bool) or not isinstance(r.value, int | float) or r.value <= 0:
+            problems.append(f"{r.where()}: 'retention_days' must be a positive number of days (or leave it out "
+                            "to keep conversations forever)")
+
     channels: tuple[str, ...] = ("web",)
     if "channels" in top:
         c = top["channels"]

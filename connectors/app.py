@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bots.artifact import resolve_artifact
+from bots.botspec import load_bot
 from bots.errors import Busy, ConfigError, ConversationNotFound, StoreUnavailable
 from bots.metrics import Metrics
 from bots.runtime import ModelLoader, Runtime, UnknownBot, load_onnx_model
@@ -32,10 +33,24 @@ from connectors.web import WebChannel
 log = logging.getLogger("switchboard.app")
 
 
-def _default_store(settings: Settings) -> ConversationStore:
+def _default_store(settings: Settings, retention: dict[str, float]) -> ConversationStore:
     from bots.store.factory import open_store
 
-    return open_store(uri=settings.mongodb_uri, data_dir=settings.data_dir, retention={})
+    return open_store(uri=settings.mongodb_uri, data_dir=settings.data_dir, retention=retention)
+
+
+def _default_channels(settings: Settings) -> list[Channel]:
+    """Web, plus Slack and Telegram when configured (their libraries are imported only then)."""
+    found: list[Channel | None] = [WebChannel()]
+    if settings.slack_signing_secret or settings.slack_bot_token or settings.slack_tokens:
+        from connectors.slack import SlackChannel
+
+        found.append(SlackChannel.from_settings(settings))
+    if settings.telegram_token or settings.telegram_tokens:
+        from connectors.telegram import TelegramChannel
+
+        found.append(TelegramChannel.from_settings(settings))
+    return [c for c in found if c is not None]
 
 
 def create_app(
@@ -49,9 +64,14 @@ def create_app(
     if not bot_dirs:
         raise ConfigError("no bot folder given: `switchboard serve BOT_DIR [BOT_DIR ...]`")
     bot_dirs = [Path(p) for p in bot_dirs]
+    # bot.yml is read now, so a broken one stops start-up with file:line reasons (models load later).
+    specs = [load_bot(d) for d in bot_dirs]
+    expected = {spec.name for spec in specs}
+    retention = {spec.name: float(spec.section("retention_days")) * 86400.0
+                 for spec in specs if spec.section("retention_days") is not None}
     metrics = Metrics()
-    runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)
-    channel_list: list[Channel] = list(channels) if channels is not None else [WebChannel()]
+    runtime = Runtime(settings, store or _default_store(settings, retention), metrics, model_loader=model_loader)
+    channel_list: list[Channel] = list(channels) if channels is not None else _default_channels(settings)
     review = ReviewUI(runtime, {c.name: c for c in channel_list})
     loading: dict[str, str] = {}
 
@@ -106,6 +126,9 @@ def create_app(
 
     @app.exception_handler(UnknownBot)
     async def unknown_bot(request: Request, exc: UnknownBot) -> JSONResponse:
+        if request.path_params.get("bot") in expected:  # served here, model still loading: retry
+            return JSONResponse({"detail": "the bot is starting, retry shortly"}, status_code=503,
+                                headers={"Retry-After": "1"})
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(ConversationNotFound)

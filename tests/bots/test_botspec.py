@@ -76,6 +76,7 @@ def test_every_problem_reported_with_file_and_line(tmp_path: Path) -> None:
 fallback_threshold: 2
 channels: [web, fax]
 colour: blue
+retention_days: soon
 intents:
   greet:
     examples: []
@@ -89,10 +90,11 @@ intents:
     assert f"{path}:2: 'fallback_threshold' must be a number between 0 and 1" in joined
     assert f"{path}:3: unknown channel 'fax'" in joined
     assert f"{path}:4: unknown key 'colour'" in joined
-    assert f"{path}:7: intent 'greet' needs at least one example" in joined
-    assert f"{path}:8: intent 'greet': a response must be non-empty text" in joined
-    assert f"{path}:10: intent 'bye': unknown key 'exmples'" in joined
-    assert f"{path}:10: intent 'bye' has no 'examples'" in joined
+    assert f"{path}:5: 'retention_days' must be a positive number of days" in joined
+    assert f"{path}:8: intent 'greet' needs at least one example" in joined
+    assert f"{path}:9: intent 'greet': a response must be non-empty text" in joined
+    assert f"{path}:11: intent 'bye': unknown key 'exmples'" in joined
+    assert f"{path}:11: intent 'bye' has no 'examples'" in joined
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:

@@ -1,0 +1,45 @@
+"""Chaos in CI: two server processes and the MongoDB-protocol server; one server SIGKILLed
+mid-run and restarted, the database restarted once; clients redeliver. Every conversation
+must end with each message exactly once, in order, with one answer.
+
+Size: SWITCHBOARD_CHAOS_CONVERSATIONS x SWITCHBOARD_CHAOS_MESSAGES (default 1000 x 20).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from tests.conftest import ADMIN_TOKEN
+from tests.fixtures.chaos import Chaos, ChaosPlan
+from tests.fixtures.mongo import SecantusServer
+from tests.fixtures.server import ServeProcess
+
+CONVERSATIONS = int(os.environ.get("SWITCHBOARD_CHAOS_CONVERSATIONS", "1000"))
+MESSAGES = int(os.environ.get("SWITCHBOARD_CHAOS_MESSAGES", "20"))
+
+
+def test_kill_a_replica_and_restart_the_database_nothing_lost_or_doubled(tiny_bot_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "db").mkdir()
+    db = SecantusServer(tmp_path / "db")
+    db.start()
+    env = {"SWITCHBOARD_MONGODB_URI": db.uri(), "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN,
+           "SWITCHBOARD_LOG_LEVEL": "WARNING", "SWITCHBOARD_LEASE_TTL_S": "5"}
+    servers = [ServeProcess([tiny_bot_dir], data_dir=tmp_path / f"s{i}", env=env) for i in range(2)]
+    try:
+        for server in servers:
+            server.start()
+        plan = ChaosPlan(conversations=CONVERSATIONS, messages=MESSAGES)
+        report = asyncio.run(Chaos(servers, "tiny", plan, restart_db=db.restart, admin_token=ADMIN_TOKEN).run())
+    finally:
+        for server in servers:
+            server.stop()
+        db.stop()
+    print(report.summary())
+    assert report.checked_conversations == CONVERSATIONS
+    faults = (report.lost, report.duplicated, report.reordered, report.unanswered, report.extra_answers)
+    assert faults == (0, 0, 0, 0, 0), report.summary()
+    assert report.answered == CONVERSATIONS * MESSAGES
+    assert any("SIGKILL" in e for e in report.events) and any("database back" in e for e in report.events)
+    assert not [o for o in report.outcomes if o.startswith("5") and o != "503"], report.outcomes
