@@ -146,7 +146,9 @@ def main() -> None:
           f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
     data_dir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
     env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
-           "SWITCHBOARD_NLU_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+           "SWITCHBOARD_NLU_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
+           # every simulated customer comes from 127.0.0.1: per-client rate limits would cap the run
+           "SWITCHBOARD_RATE_PER_IP": "0", "SWITCHBOARD_RATE_PER_CONVERSATION": "0"}
     if args.mongodb_uri:
         env["SWITCHBOARD_MONGODB_URI"] = args.mongodb_uri
     results = []

@@ -30,6 +30,11 @@ class Settings:
     log_json: bool = True
     drain_timeout_s: float = 20.0
     model_poll_s: float = 10.0  # how often to look for a newer model artifact (0: never)
+    # Abuse limits on the customer-facing web channel (per second, with bursts; 0 turns one off).
+    rate_per_ip: float = 5.0
+    rate_per_ip_burst: float = 30.0
+    rate_per_conversation: float = 1.0
+    rate_per_conversation_burst: float = 10.0
     # Channel secrets (never logged: see __repr__).
     slack_signing_secret: str | None = None
     slack_bot_token: str | None = None
@@ -115,6 +120,10 @@ class Settings:
             log_json=log_json in ("true", "1"),
             drain_timeout_s=float(number("drain_timeout_s", float, 20.0, 0.0, 3600.0)),
             model_poll_s=float(number("model_poll_s", float, 10.0, 0.0, 86400.0)),
+            rate_per_ip=float(number("rate_per_ip", float, 5.0, 0.0, 1e6)),
+            rate_per_ip_burst=float(number("rate_per_ip_burst", float, 30.0, 1.0, 1e6)),
+            rate_per_conversation=float(number("rate_per_conversation", float, 1.0, 0.0, 1e6)),
+            rate_per_conversation_burst=float(number("rate_per_conversation_burst", float, 10.0, 1.0, 1e6)),
             slack_signing_secret=get("slack_signing_secret"),
             slack_bot_token=get("slack_bot_token"),
             telegram_token=get("telegram_token"),
