@@ -22,129 +22,46 @@ One turn, in order:
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bots.botspec import BotSpec, Intent, fill_template
 from bots.dialogue_spec import AnswerKind, DialogueSpec, FormSpec
 from bots.forms import check_value, next_slot, render, shown_values
-from bots.rasa_protocol import ActionFailed, ActionRejected, ActionRunner, tracker_json
-from bots.rasa_protocol import REQUESTED_SLOT, response_from_rasa
-from bots.store.base import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.rasa_protocol import (
+    REQUESTED_SLOT,
+    ActionFailed,
+    ActionRejected,
+    ActionRunner,
+    response_from_rasa,
+    tracker_json,
+)
+from bots.state import State
+from bots.store.base import BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
 from bots.types import JSON, BotResponse, Button, Understanding
 
 log = logging.getLogger("switchboard.dialogue")
 
-_HISTORY = 200  # events kept for custom actions' trackers
 _MAX_FOLLOWUPS = 5  # FollowupAction chains longer than this are cut (a loop in the actions)
 HANDOFF_TEXT = ("Sorry, I'm having trouble understanding. I'm handing you over to a colleague from our support "
                 "team; please stay in this chat.")
 ACTION_ERROR_TEXT = "Sorry, something went wrong on our side. Please try again in a moment, or ask for a human."
 FORM_DONE_TEXT = "Thank you, that's everything I need."
-
-
-@dataclass
-class State:
-    """What the bot knows about a conversation, rebuilt from its events."""
-
-    sender_id: str = ""
-    slots: dict[str, Any] = field(default_factory=dict)
-    paused: bool = False
-    active_form: str | None = None
-    requested_slot: str | None = None
-    last_intent: str | None = None
-    latest_message: JSON = field(default_factory=dict)
-    latest_action: str | None = None
-    fallbacks_in_a_row: int = 0
-    session_started_at: float | None = None
-    last_activity: float | None = None
-    history: list[Event] = field(default_factory=list)  # this session's events, for custom actions
-
-    @classmethod
-    def from_events(cls, events: Sequence[Event], sender_id: str = "") -> State:
-        state = cls(sender_id=sender_id)
-        for event in events:
-            state.apply(event)
-        return state
-
-    def copy(self) -> State:
-        return copy.deepcopy(self)
-
-    def expired(self, now: float, expiry_s: float) -> bool:
-        """True when ``now`` opens a new session (first message, or idle longer than the expiry)."""
-        if self.session_started_at is None or self.last_activity is None:
-            return True
-        return expiry_s > 0 and now - self.last_activity > expiry_s
-
-    def _reset(self) -> None:
-        self.slots.clear()
-        self.active_form = None
-        self.requested_slot = None
-        self.fallbacks_in_a_row = 0
-
-    def apply(self, event: Event) -> None:
-        kind, data = event.kind, event.data
-        self.last_activity = max(self.last_activity or event.timestamp, event.timestamp)
-        self.history.append(event)
-        if kind == SESSION_START:
-            # Slots and form go; the conversation stays with a human if it was handed off.
-            self._reset()
-            self.session_started_at = event.timestamp
-            start = max((i for i, e in enumerate(self.history) if e.kind == USER), default=len(self.history) - 1)
-            self.history = self.history[start:]  # keep the message that opened the session
-        elif kind == RESTART:
-            self._reset()
-            self.paused = False
-            self.session_started_at = event.timestamp
-            self.history = [event]
-        elif kind == SLOT:
-            name, value = data.get("name"), data.get("value")
-            if name == REQUESTED_SLOT:
-                self.requested_slot = value if isinstance(value, str) else None
-            elif isinstance(name, str):
-                if value is None:
-                    self.slots.pop(name, None)
-                else:
-                    self.slots[name] = value
-        elif kind == FORM:
-            name = data.get("name")
-            self.active_form = name if isinstance(name, str) else None
-            requested = data.get("requested_slot")
-            self.requested_slot = requested if isinstance(requested, str) and self.active_form else None
-        elif kind == PAUSE:
-            self.paused = True
-        elif kind == RESUME:
-            self.paused = False
-            self.fallbacks_in_a_row = 0
-        elif kind == USER:
-            self.latest_message = {"text": data.get("text"), "channel": data.get("channel")}
-        elif kind == NLU:
-            self.latest_message = {**self.latest_message, **data}
-            self.last_intent = data.get("intent") or self.last_intent
-        elif kind == BOT:
-            if data.get("source") == "fallback":
-                self.fallbacks_in_a_row += 1
-            else:
-                self.fallbacks_in_a_row = 0
-            action = (data.get("metadata") or {}).get("action")
-            if action:
-                self.latest_action = str(action)
-        elif kind == AGENT:
-            self.fallbacks_in_a_row = 0
-        if len(self.history) > _HISTORY:
-            del self.history[: len(self.history) - _HISTORY]
+HUMAN_TEXT = "I'll connect you with a member of our support team. Please stay in this chat."
 
 
 class AnswerProvider(Protocol):
-    """Answers an intent from another source than its template (bots.answers).
+    """Where answers come from besides templates (bots.answers.AnswerSelector, adapted).
 
-    Called for intents whose rule says ``answer: retrieval`` or ``answer: generation``;
-    ``None`` means "no good answer": the intent's template response is used instead."""
+    ``kind`` is what the intent's rule asks for (``answer: retrieval``), or ``None`` when bot.yml's
+    rules do not say (the provider's own per-intent configuration decides). It is asked for every
+    confident intent that no rule gives a response, action or form, and for uncertain messages before
+    the fallback. ``None`` means "nothing fits": the intent's template (or the fallback) is used."""
 
-    async def answer(self, kind: AnswerKind, intent: str | None, text: str, state: State) -> BotResponse | None: ...
+    async def answer(self, kind: AnswerKind | None, text: str, understanding: Understanding,
+                     values: Mapping[str, str]) -> BotResponse | None: ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +79,7 @@ class Message:
     text: str
     understanding: Understanding
     timestamp: float
+    channel: str = ""
 
 
 @dataclass(frozen=True)
@@ -209,12 +127,13 @@ class _Turn:
         self.state = state.copy()
         u = message.understanding
         # The customer's message and what the NLU understood are stored by the runtime; replay them here.
-        self.state.apply(Event(USER, {"text": message.text}, timestamp=message.timestamp))
+        self.state.apply(Event(USER, {"text": message.text, "channel": message.channel}, timestamp=message.timestamp))
         self.state.apply(Event(NLU, u.to_dict(), timestamp=message.timestamp))
         self.events: list[Event] = []
         self.fallback = False
         self.handoff = False
         self.failed_actions: list[str] = []
+        self.filled: set[str] = set()  # slots this turn gave a value
 
     # -- emitting -------------------------------------------------------------------
     def emit(self, kind: str, data: JSON) -> None:
@@ -226,6 +145,7 @@ class _Turn:
         self.emit(BOT, response.to_dict())
 
     def set_slot(self, name: str, value: Any) -> None:
+        self.filled.add(name)
         if self.state.slots.get(name) != value:
             self.emit(SLOT, {"name": name, "value": value})
 
@@ -269,6 +189,8 @@ class _Turn:
         u = self.message.understanding
         intent = self.bot.intents.get(u.intent)
         if intent is None or not self.confident:
+            if await self._answer_from_provider(None):
+                return
             self.fallback = True
             if self.state.fallbacks_in_a_row >= 1:
                 self._hand_off(BotResponse(text=HANDOFF_TEXT, source="system"), reason="fallback")
@@ -277,7 +199,7 @@ class _Turn:
             return
         rule = self.dialogue.rules.get(intent.name)
         if rule is None:
-            await self._answer(intent, "template")
+            await self._answer(intent, None)
             return
         if rule.form is not None:
             await self._start_form(self.dialogue.forms[rule.form])
@@ -286,20 +208,26 @@ class _Turn:
         elif rule.response:
             self.say(BotResponse(text=render(rule.response, self.state.slots), source="template",
                                  metadata={"intent": intent.name}))
-        elif rule.answer != "template" or not rule.handoff:
+        elif intent.responses or rule.answer != "template" or not rule.handoff:
             await self._answer(intent, rule.answer)
-        elif intent.responses:
-            await self._answer(intent, "template")
         if rule.handoff and not self.state.paused:
-            self._hand_off(None, reason=intent.name)
+            said = any(e.kind == BOT for e in self.events)
+            self._hand_off(None if said else BotResponse(text=HUMAN_TEXT, source="system"), reason=intent.name)
 
-    async def _answer(self, intent: Intent, kind: AnswerKind) -> None:
-        """The intent's answer: from the answer provider for retrieval/generation, else its template."""
-        if kind != "template" and self.services.answers is not None:
-            response = await self.services.answers.answer(kind, intent.name, self.message.text, self.state)
-            if response is not None:
-                self.say(response)
-                return
+    async def _answer_from_provider(self, kind: AnswerKind | None) -> bool:
+        if self.services.answers is None:
+            return False
+        response = await self.services.answers.answer(kind, self.message.text, self.message.understanding,
+                                                      shown_values(self.state.slots))
+        if response is not None:
+            self.say(response)
+        return response is not None
+
+    async def _answer(self, intent: Intent, kind: AnswerKind | None) -> None:
+        """The intent's answer: from the answer provider if there is one (the hook for retrieval and
+        generation), else its template response filled with the slots."""
+        if kind != "template" and await self._answer_from_provider(kind):
+            return
         text = fill_template(intent.responses, shown_values(self.state.slots)) if intent.responses else None
         if text is None:
             # No variant can be filled: never show a raw {placeholder}.
@@ -318,6 +246,10 @@ class _Turn:
 
     # -- forms ----------------------------------------------------------------------
     async def _start_form(self, form: FormSpec) -> None:
+        """A form starts fresh: its slots keep only the values this message gave."""
+        for name in form.required_slots:
+            if name not in self.filled:
+                self.set_slot(name, None)
         slot = next_slot(form, self.state.slots)
         self.emit(FORM, {"name": form.name, "requested_slot": slot})
         await self._ask_or_submit(form)
@@ -378,7 +310,7 @@ class _Turn:
         """Run the form's rasa-sdk validation action on the candidate; apply what it returns."""
         name = form.validation_action or ""
         candidate = {"event": "slot", "timestamp": self.message.timestamp, "name": slot, "value": value}
-        outcome = await self._call(name, extra_events=[candidate])
+        outcome = await self._call(name, extra_events=[candidate], refusing=(form, slot))
         if outcome is None:
             return False
         events, responses = outcome
@@ -398,8 +330,10 @@ class _Turn:
         return True
 
     # -- custom actions -------------------------------------------------------------
-    async def _call(self, name: str, extra_events: Sequence[JSON] = ()) -> tuple[list[JSON], list[BotResponse]] | None:
-        """Run an action; ``None`` when it failed or refused (the customer has been told)."""
+    async def _call(self, name: str, extra_events: Sequence[JSON] = (), refusing: tuple[FormSpec, str] | None = None,
+                    ) -> tuple[list[JSON], list[BotResponse]] | None:
+        """Run an action; ``None`` when it failed or refused (the customer has been told). A validation
+        action (``refusing`` = its form and slot) that refuses to run refuses the answer."""
         runner = self.services.actions
         try:
             if runner is None:
@@ -407,6 +341,11 @@ class _Turn:
             outcome = await runner.run(name, tracker_json(self.state, self.dialogue, extra_events=extra_events))
         except ActionRejected as exc:
             log.info("custom action rejected", extra={"action": name, "error": str(exc)})
+            if refusing is not None:
+                form, slot = refusing
+                self._refuse(form, slot, [BotResponse(text=f"Sorry, that isn't a valid {slot.replace('_', ' ')}.",
+                                                      source="template")])
+                return None
             self.fallback = True
             self.say(fallback_response(self.bot, self.message.understanding))
             return None
@@ -433,7 +372,7 @@ class _Turn:
             for response in responses:
                 self.say(response)
             followup = await self._apply_action_events(name, events)
-            if followup is None:
+            if followup is None or followup == "action_listen":
                 return
             if followup in self.dialogue.forms:
                 await self._start_form(self.dialogue.forms[followup])
@@ -451,6 +390,7 @@ class _Turn:
                     if self.state.active_form:
                         self.emit(FORM, {"name": self.state.active_form, "requested_slot": e.get("value")})
                 else:
+                    self.filled.add(e["name"])
                     self.emit(SLOT, {"name": e["name"], "value": e.get("value")})
             elif kind == "reset_slots":
                 for name in list(self.state.slots):

@@ -5,6 +5,12 @@ channel may acknowledge it); ``process`` answers it. Messages of one conversatio
 processed one at a time, in arrival (seq) order, by whichever replica holds the
 conversation's lease in the store — replicas share nothing else. A redelivered message id
 is answered from the stored turn and never processed twice.
+
+Two more rules keep the order when replicas race: the lease is renewed before each turn (a long
+backlog never outlives it; keep custom-action timeouts well under ``lease_ttl_s``), and a turn
+waits, boundedly (``gap_wait_s``), for an earlier seq that another replica has allocated but not
+yet stored.
+What a turn says is decided by bots.dialogue from the state rebuilt from the stored events.
 """
 
 from __future__ import annotations
@@ -16,24 +22,39 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bots.actions import load_actions
 from bots.artifact import Manifest, resolve_artifact
 from bots.batcher import MicroBatcher
 from bots.botspec import BotSpec, load_bot
-from bots.dialogue import Decision, State, decide
+from bots.dialogue import AnswerProvider, Message, Services, State, decide
+from bots.dialogue_spec import DialogueSpec, parse_dialogue
 from bots.errors import Busy, StoreUnavailable, SwitchboardError
 from bots.metrics import Metrics
+from bots.rasa_protocol import ActionRunner
 from bots.settings import Settings
-from bots.store.base import NLU, USER, ConversationStore, Event, SummaryUpdate, Turn
+from bots.store.base import (
+    NLU,
+    PAUSE,
+    RESTART,
+    RESUME,
+    USER,
+    Conversation,
+    ConversationStore,
+    Event,
+    SummaryUpdate,
+    Turn,
+)
 from bots.types import BotResponse, Entity, IntentScore, Understanding, UserMessage
 
 log = logging.getLogger("switchboard.runtime")
 
 _PAYLOAD = re.compile(r"^/(?P<intent>[A-Za-z0-9][A-Za-z0-9_.-]*)(?P<entities>\{.*\})?$", re.DOTALL)
 _STATE_TURNS = 200  # turns read back to rebuild the state of a conversation
+_GAP_POLL_S = 0.02
 
 
 class UnknownBot(SwitchboardError):
@@ -60,6 +81,14 @@ class BotRuntime:
     spec: BotSpec
     model: IntentModel
     understand: MicroBatcher[str, Understanding]
+    dialogue: DialogueSpec = field(default_factory=DialogueSpec)
+    actions: ActionRunner | None = None
+    # Retrieval/generation answers (bots.answers, adapted to bots.dialogue.AnswerProvider); None: templates only.
+    answers: AnswerProvider | None = None
+
+    @property
+    def services(self) -> Services:
+        return Services(actions=self.actions, answers=self.answers)
 
     @property
     def name(self) -> str:
@@ -88,14 +117,23 @@ def parse_payload(payload: str, bot: BotSpec) -> Understanding | None:
     return Understanding(intent, 1.0, (IntentScore(intent, 1.0),), tuple(entities))
 
 
+def _window_misses_the_handoff(conversation: Conversation) -> bool:
+    """True when the turns read back start after the conversation's beginning and contain no pause or
+    resume: whether a human has it then comes from the summary's handoff flag."""
+    truncated = bool(conversation.turns) and conversation.turns[0].seq > 1
+    return truncated and not any(e.kind in (PAUSE, RESUME, RESTART) for e in conversation.events)
+
+
 class Runtime:
     def __init__(self, settings: Settings, store: ConversationStore, metrics: Metrics | None = None,
-                 *, model_loader: ModelLoader = load_onnx_model) -> None:
+                 *, model_loader: ModelLoader = load_onnx_model, gap_wait_s: float = 2.0) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics or Metrics()
         self.bots: dict[str, BotRuntime] = {}
         self._model_loader = model_loader
+        # How long to wait for a turn whose seq another replica allocated but has not stored yet.
+        self.gap_wait_s = gap_wait_s
         self._owner = f"{uuid.uuid4().hex[:12]}"
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._in_flight = 0
@@ -106,13 +144,16 @@ class Runtime:
     # -- bots -----------------------------------------------------------------------
     async def load_bot(self, bot_dir: Path) -> BotRuntime:
         spec = await asyncio.to_thread(load_bot, bot_dir)
+        dialogue = parse_dialogue(spec)
+        actions = await asyncio.to_thread(load_actions, spec, dialogue)
         artifact = await asyncio.to_thread(resolve_artifact, bot_dir)
         model = await asyncio.to_thread(self._model_loader, artifact, spec, self.settings)
-        bot = self._install(spec, model)
+        bot = self._install(spec, model, dialogue, actions)
         log.info("bot loaded", extra={"bot": spec.name, "version": model.manifest.version})
         return bot
 
-    def _install(self, spec: BotSpec, model: IntentModel) -> BotRuntime:
+    def _install(self, spec: BotSpec, model: IntentModel, dialogue: DialogueSpec | None = None,
+                 actions: ActionRunner | None = None, answers: AnswerProvider | None = None) -> BotRuntime:
         old = self.bots.get(spec.name)
         nlu_seconds = self.metrics.nlu_seconds.labels(spec.name)
         batch_size = self.metrics.nlu_batch_size.labels(spec.name)
@@ -125,11 +166,14 @@ class Runtime:
             model.predict, max_batch=self.settings.nlu_max_batch, max_wait_ms=self.settings.nlu_max_wait_ms,
             on_batch=observe,
         )
-        bot = BotRuntime(spec=spec, model=model, understand=batcher)
+        bot = BotRuntime(spec=spec, model=model, understand=batcher, dialogue=dialogue or DialogueSpec(),
+                         actions=actions, answers=answers)
         self.bots[spec.name] = bot  # one assignment: in-flight messages keep the old model object
         if old is not None:
             self.metrics.model_info.remove(spec.name, old.version)
             asyncio.get_running_loop().create_task(old.understand.aclose())
+            if old.actions is not None and old.actions is not actions:
+                asyncio.get_running_loop().create_task(old.actions.aclose())
         self.metrics.model_info.labels(spec.name, bot.version).set(1)
         return bot
 
@@ -238,37 +282,72 @@ class Runtime:
         pending = await self.store.pending(bot.name, conversation_id)
         if not pending:
             return
-        conversation = await self.store.load(bot.name, conversation_id, last_n=_STATE_TURNS)
+        conversation = await self._load_without_gaps(bot, conversation_id, pending[-1].seq)
+        pending = [t for t in conversation.turns if t.status == "pending"] if conversation else pending
         done_turns = [t for t in conversation.turns if t.status == "done"] if conversation else []
-        state = State.from_events([e for t in done_turns for e in t.events])
+        state = State.from_events([e for t in done_turns for e in t.events], sender_id=conversation_id)
+        if conversation is not None and _window_misses_the_handoff(conversation):
+            state.paused = conversation.summary.handoff
         channel = conversation.summary.channel if conversation else "unknown"
-        for turn in pending:
-            decision, understanding = await self._answer(bot, state, turn)
-            events = [Event(NLU, understanding.to_dict()), *decision.events]
+        for i, turn in enumerate(pending):
+            if i and not await self.store.acquire_lease(bot.name, conversation_id, self._owner,
+                                                        self.settings.lease_ttl_s):
+                log.warning("lease lost while draining; another replica goes on",
+                            extra={"bot": bot.name, "seq": turn.seq})
+                return  # renewed per turn: slow custom actions never let two replicas answer one turn
+            user = turn.user_event
+            assert user is not None, "a pending turn always starts with the customer's message"
+            understanding = await self._understand(bot, user)
+            message = Message(text=str(user.data.get("text", "")), understanding=understanding,
+                              timestamp=user.timestamp, channel=str(user.data.get("channel", "")))
+            decision = await decide(bot.spec, bot.dialogue, state, message, bot.services)
+            events = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events]
             await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
                 SummaryUpdate(last_intent=understanding.intent, confidence=understanding.confidence,
                               fallback=True if decision.fallback else None,
                               handoff=True if decision.handoff else None),
             )
-            for event in events:
+            for event in (user, *events):
                 state.apply(event)
             self.metrics.intents.labels(bot.name, understanding.intent).inc()
             if decision.fallback:
                 self.metrics.fallbacks.labels(bot.name, channel).inc()
             if decision.handoff:
                 self.metrics.handoffs.labels(bot.name, channel).inc()
+            for _ in decision.failed_actions:
+                self.metrics.errors.labels(bot.name, channel, "action").inc()
             self.metrics.messages.labels(bot.name, channel, "out").inc(len(decision.responses))
 
-    async def _answer(self, bot: BotRuntime, state: State, turn: Turn) -> tuple[Decision, Understanding]:
-        user = turn.user_event
-        assert user is not None, "a pending turn always starts with the customer's message"
+    async def _load_without_gaps(self, bot: BotRuntime, conversation_id: str, last_seq: int) -> Conversation | None:
+        """The conversation once every seq up to ``last_seq`` is stored.
+
+        A store may allocate a seq and write its turn in two steps (MongoDB: counter, then insert), so
+        another replica's message k can be invisible while k+1 is pending here. Answering k+1 first would
+        break arrival order: wait (bounded by ``gap_wait_s``) for the missing turns. A seq still missing
+        after that was abandoned (its writer died; the channel redelivers the message under a new seq)."""
+        deadline = time.monotonic() + self.gap_wait_s
+        while True:
+            conversation = await self.store.load(bot.name, conversation_id, last_n=_STATE_TURNS)
+            if conversation is None:
+                return None
+            seqs = {t.seq for t in conversation.turns}
+            done = max((t.seq for t in conversation.turns if t.status == "done"), default=0)
+            missing = [s for s in range(done + 1, last_seq) if s not in seqs]
+            if not missing:
+                return conversation
+            if time.monotonic() >= deadline:
+                log.warning("turns allocated but never stored; answering without them",
+                            extra={"bot": bot.name, "missing_seqs": missing[:10]})
+                return conversation
+            await asyncio.sleep(_GAP_POLL_S)
+
+    async def _understand(self, bot: BotRuntime, user: Event) -> Understanding:
         payload = user.data.get("payload")
         understanding = parse_payload(str(payload), bot.spec) if payload else None
         if understanding is None:
             understanding = await bot.understand(str(user.data.get("text", "")))
-        state.apply(Event(USER, {"intent": understanding.intent}))
-        return decide(bot.spec, state, understanding), understanding
+        return understanding
 
     # -- lifecycle ------------------------------------------------------------------
     async def drain(self, timeout_s: float) -> bool:
@@ -283,4 +362,6 @@ class Runtime:
     async def aclose(self) -> None:
         for bot in self.bots.values():
             await bot.understand.aclose()
+            if bot.actions is not None:
+                await bot.actions.aclose()
         await self.store.aclose()

@@ -14,6 +14,9 @@ against the text before use:
   nearest the given offset) and that span is used; if it cannot be found the annotation is dropped
   and the utterance is kept as a plain example.
 
+The dialogue (slots, the change-order form, rules, custom actions) is written by hand in
+``dialogue.yml`` beside this file and merged in as it is; its actions live in ``actions.py``.
+
 The responses are written for this bot, not copied from Bitext (whose answers contain
 ``{{Placeholders}}`` and other customers' order numbers): see ``_RESPONSES``. The output is
 deterministic: intents sorted by name, examples in CSV order.
@@ -27,6 +30,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,6 +38,8 @@ _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent.parent
 DEFAULT_SOURCE = _REPO.parent / "shared" / "data" / "bitext" / "customer_support_responses.csv"
 DEFAULT_OUTPUT = _HERE / "bot.yml"
+DEFAULT_DIALOGUE = _HERE / "dialogue.yml"
+_DIALOGUE_SECTIONS = ("session_expiry_minutes", "slots", "forms", "rules", "actions", "action_endpoint")
 _COLUMNS = ("instruction", "intent", "entity_type", "entity_value", "start_offset", "end_offset")
 
 _HEADER = """\
@@ -317,16 +323,34 @@ def read_examples(source: Path) -> tuple[dict[str, list[str]], Report]:
     return examples, report
 
 
-def render(examples: dict[str, list[str]]) -> str:
+def read_dialogue(path: Path) -> dict[str, Any]:
+    """The hand-written dialogue sections (validated in full when the bot is loaded)."""
+    if not path.is_file():
+        raise BuildError(f"{path}: no such file (the bot's hand-written dialogue sections)")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
+        raise BuildError(f"{path}:{line}: invalid YAML: {exc.problem}") from None
+    if not isinstance(doc, dict):
+        raise BuildError(f"{path}:1: expected a mapping of {', '.join(_DIALOGUE_SECTIONS)}")
+    unknown = sorted(set(doc) - set(_DIALOGUE_SECTIONS))
+    if unknown:
+        raise BuildError(f"{path}: unknown section(s) {', '.join(unknown)} (allowed: {', '.join(_DIALOGUE_SECTIONS)})")
+    return doc
+
+
+def render(examples: dict[str, list[str]], dialogue: dict[str, Any] | None = None) -> str:
     missing = sorted(set(_RESPONSES) - set(examples))
     if missing:
         raise BuildError(f"no examples for intent(s) {', '.join(missing)}")
-    doc = {
+    doc: dict[str, Any] = {
         "name": "support",
         "description": _DESCRIPTION,
         "fallback_threshold": 0.45,
         "channels": ["web", "slack", "telegram"],
         "synonyms": _SYNONYMS,
+        **(dialogue or {}),
         "intents": {name: {"response": _RESPONSES[name], "examples": examples[name]} for name in sorted(examples)},
     }
     body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110, default_flow_style=False)
@@ -338,11 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
                         help=f"Bitext customer_support_responses.csv (default: {DEFAULT_SOURCE})")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write bot.yml")
+    parser.add_argument("--dialogue", type=Path, default=DEFAULT_DIALOGUE,
+                        help=f"the hand-written dialogue sections to merge in (default: {DEFAULT_DIALOGUE})")
     parser.add_argument("--quiet", action="store_true", help="do not print the build report")
     args = parser.parse_args(argv)
     try:
         examples, report = read_examples(args.source)
-        text = render(examples)
+        text = render(examples, read_dialogue(args.dialogue))
     except (BuildError, UnicodeDecodeError, csv.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,218 @@
+"""Custom actions written with rasa-sdk, run unchanged: in this process or on an action server.
+
+* ``actions: actions`` in bot.yml: the bot folder's ``actions.py`` (or ``actions/`` package) is
+  imported and its ``Action`` classes are registered with rasa-sdk's own ``ActionExecutor``,
+  which runs them exactly as ``python -m rasa_sdk`` would.
+* ``action_endpoint: URL``: the actions run on a rasa-sdk action server, spoken to with its webhook
+  protocol (request: next_action, sender_id, tracker, domain, version; response: events and
+  responses). As Rasa does: 400 = the action rejected the call, 404 = unknown action, 449 = the
+  server needs the domain (sent again with it), 500 = the action crashed. Every call is bounded by
+  ``timeout_s``.
+
+With both, an action the module defines runs in process and every other one on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import inspect
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from bots.botspec import BotSpec
+from bots.dialogue_spec import DEFAULT_ACTION_TIMEOUT_S, ActionEndpoint, DialogueSpec
+from bots.errors import ConfigError
+from bots.rasa_protocol import RASA_VERSION, ActionFailed, ActionOutcome, ActionRejected, ActionRunner, domain_json
+from bots.types import JSON
+
+if TYPE_CHECKING:  # rasa-sdk (Sanic and all) is imported only by bots that run actions in process
+    from rasa_sdk.executor import ActionExecutor
+
+log = logging.getLogger("switchboard.actions")
+
+
+def _call(name: str, tracker: JSON) -> JSON:
+    return {"next_action": name, "sender_id": tracker.get("sender_id", ""), "tracker": tracker,
+            "version": RASA_VERSION}
+
+
+def _outcome(name: str, body: Any) -> ActionOutcome:
+    if body is None:
+        return ActionOutcome()
+    if not isinstance(body, dict):
+        raise ActionFailed(name, f"answered {type(body).__name__}, expected an object with events and responses")
+    events, responses = body.get("events") or [], body.get("responses") or []
+    if not isinstance(events, list) or not isinstance(responses, list):
+        raise ActionFailed(name, "'events' and 'responses' must be lists")
+    return ActionOutcome(events=[e for e in events if isinstance(e, dict)],
+                         responses=[r for r in responses if isinstance(r, dict)])
+
+
+def _import_module(path: Path, bot: str) -> ModuleType:
+    """Import the bot's actions module under a name of its own (two bots may both have actions.py)."""
+    package = path.name == "__init__.py"
+    stem = path.parent.name if package else path.stem
+    name = f"switchboard_actions_{bot.replace('-', '_').replace('.', '_')}_{stem}"
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(path.parent)] if package else None)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - any error in the user's module becomes a config error
+        sys.modules.pop(name, None)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).parent == path.parent]
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(path)
+        raise ConfigError(f"{where}: importing the actions module failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+class InProcessActions:
+    """rasa-sdk actions from the bot's own module, run by rasa-sdk's ``ActionExecutor`` in this process."""
+
+    def __init__(self, executor: ActionExecutor, domain: JSON, timeout_s: float = DEFAULT_ACTION_TIMEOUT_S) -> None:
+        self.executor = executor
+        self.domain = domain
+        self.timeout_s = timeout_s
+
+    @staticmethod
+    def executor_for(module: ModuleType) -> ActionExecutor:
+        """Register the ``Action`` classes the module (or package) defines, as the action server would."""
+        from rasa_sdk.executor import ActionExecutor
+        from rasa_sdk.interfaces import Action
+
+        executor = ActionExecutor()
+        prefix = module.__name__
+        classes = {cls for mod_name, mod in list(sys.modules.items())
+                   if mod_name == prefix or mod_name.startswith(prefix + ".")
+                   for _, cls in inspect.getmembers(mod, inspect.isclass)}
+        for cls in sorted(classes, key=lambda c: c.__qualname__):
+            own = cls.__module__ == prefix or cls.__module__.startswith(prefix + ".")
+            if own and issubclass(cls, Action) and not inspect.isabstract(cls):
+                executor.register_action(cls)
+        return executor
+
+    def names(self) -> set[str]:
+        return set(self.executor.actions)
+
+    async def run(self, name: str, tracker: JSON) -> ActionOutcome:
+        from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundException
+
+        call = {**_call(name, tracker), "domain": self.domain}
+        try:
+            result = await asyncio.wait_for(self.executor.run(call), timeout=self.timeout_s)
+        except ActionExecutionRejection as exc:
+            raise ActionRejected(name, exc.message) from None
+        except ActionNotFoundException:
+            raise ActionFailed(name, "no such action in the actions module") from None
+        except TimeoutError:
+            raise ActionFailed(name, f"no result within {self.timeout_s:g}s") from None
+        except Exception as exc:
+            log.exception("custom action raised", extra={"action": name})
+            raise ActionFailed(name, f"raised {type(exc).__name__}: {exc}") from None
+        return _outcome(name, None if result is None else result.model_dump())
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RemoteActions:
+    """Actions on a rasa-sdk action server (``python -m rasa_sdk``), over its webhook protocol."""
+
+    def __init__(self, endpoint: ActionEndpoint, domain: JSON, *, client: httpx.AsyncClient | None = None) -> None:
+        self.endpoint = endpoint
+        self.domain = domain
+        self.digest = hashlib.sha256(json.dumps(domain, sort_keys=True).encode()).hexdigest()
+        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(endpoint.timeout_s))
+        self._domain_sent = False
+
+    def names(self) -> set[str] | None:
+        return None
+
+    async def _post(self, name: str, body: JSON) -> httpx.Response:
+        try:
+            return await self._client.post(self.endpoint.url, json=body, timeout=self.endpoint.timeout_s)
+        except httpx.TimeoutException:
+            raise ActionFailed(name, f"the action server did not answer within {self.endpoint.timeout_s:g}s") from None
+        except httpx.HTTPError as exc:
+            raise ActionFailed(name, f"the action server at {self.endpoint.url} is unreachable ({exc})") from None
+
+    async def run(self, name: str, tracker: JSON) -> ActionOutcome:
+        body = {**_call(name, tracker), "domain_digest": self.digest}
+        if not self._domain_sent:
+            body["domain"] = self.domain
+        response = await self._post(name, body)
+        if response.status_code == 449:  # the server has not seen this domain: send it (as Rasa does)
+            response = await self._post(name, {**body, "domain": self.domain})
+        if response.status_code == 200:
+            self._domain_sent = True
+            try:
+                return _outcome(name, response.json())
+            except ValueError:
+                raise ActionFailed(name, "the action server answered with invalid JSON") from None
+        error = _error_text(response)
+        if response.status_code == 400:
+            raise ActionRejected(name, error)
+        if response.status_code == 404:
+            raise ActionFailed(name, f"the action server has no such action ({error})")
+        raise ActionFailed(name, f"the action server answered HTTP {response.status_code}: {error}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("error", body))[:200] if isinstance(body, dict) else str(body)[:200]
+
+
+class CombinedActions:
+    """The module's actions in process, the rest on the action server."""
+
+    def __init__(self, local: InProcessActions, remote: RemoteActions) -> None:
+        self.local, self.remote = local, remote
+
+    def names(self) -> set[str] | None:
+        return None
+
+    async def run(self, name: str, tracker: JSON) -> ActionOutcome:
+        runner: ActionRunner = self.local if name in self.local.names() else self.remote
+        return await runner.run(name, tracker)
+
+    async def aclose(self) -> None:
+        await self.remote.aclose()
+
+
+def load_actions(bot: BotSpec, dialogue: DialogueSpec) -> ActionRunner | None:
+    """The bot's action runner, or ``None`` without actions; unknown action names are a ConfigError."""
+    local: InProcessActions | None = None
+    names: set[str] = set()
+    if dialogue.actions_module is not None:
+        executor = InProcessActions.executor_for(_import_module(dialogue.actions_module, bot.name))
+        names = set(executor.actions)
+        local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s)
+        if dialogue.action_endpoint is None:
+            problems = [f"{where}: unknown action {name!r} ({dialogue.actions_module} defines "
+                        f"{', '.join(sorted(names)) or 'no Action classes'})"
+                        for name, where in dialogue.action_refs if name not in names]
+            if problems:
+                raise ConfigError(problems)
+    if dialogue.action_endpoint is None:
+        return local
+    all_names = sorted(names | {name for name, _ in dialogue.action_refs})
+    remote = RemoteActions(dialogue.action_endpoint, domain_json(bot, dialogue, all_names))
+    return remote if local is None else CombinedActions(local, remote)

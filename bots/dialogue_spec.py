@@ -1,0 +1,436 @@
+"""The dialogue sections of ``bot.yml``: slots, forms, rules, actions, sessions.
+
+```yaml
+session_expiry_minutes: 60          # a new session (slots cleared) after this much silence; 0 = never
+slots:
+  order_id:
+    type: text                      # text | float | integer | bool | categorical | any
+    regex: '\\d{3,12}'              # the whole answer must match
+    invalid: Order numbers are digits only, like 12345.   # the reason given when an answer is refused
+    entity: order_id                # filled from this entity (default: the slot's name)
+    from_text: true                 # inside a form the whole answer may fill it (default: true)
+forms:
+  change_order_form:
+    required_slots: [order_id, order_change]
+    ask:
+      order_id: Which order would you like to change?
+      order_change: What would you like to change in order {order_id}?
+    validation_action: validate_change_order_form    # optional rasa-sdk FormValidationAction
+    stop_intents: [greet]           # optional: these intents leave the form
+    submit:
+      response: Thanks, I've passed the change to order {order_id} on to the warehouse.
+      action: action_submit_change  # optional
+rules:
+  - intent: change_order
+    form: change_order_form
+  - intent: contact_human_agent
+    handoff: true                   # say the intent's response (or `response:`), then hand off
+  - intent: track_order
+    action: action_check_order_status
+  - intent: check_refund_policy
+    answer: retrieval               # template | retrieval | generation (see bots.dialogue.AnswerProvider)
+actions: actions                    # a Python module in the bot folder: actions.py or actions/
+                                    # (or {module: actions, timeout_s: 5}: async actions are cut off then)
+action_endpoint: http://127.0.0.1:5055/webhook   # or {url: ..., timeout_s: 5}
+```
+
+Every problem is reported as ``file:line: what to fix``, all at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+from bots.botspec import BotSpec, placeholders
+from bots.errors import ConfigError
+from bots.yamlspan import Located
+
+SlotType = Literal["text", "float", "integer", "bool", "categorical", "any"]
+AnswerKind = Literal["template", "retrieval", "generation"]
+SLOT_TYPES: tuple[str, ...] = ("text", "float", "integer", "bool", "categorical", "any")
+ANSWER_KINDS: tuple[str, ...] = ("template", "retrieval", "generation")
+DEFAULT_SESSION_EXPIRY_MINUTES = 60.0
+DEFAULT_ACTION_TIMEOUT_S = 10.0
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    name: str
+    type: SlotType = "text"
+    choices: tuple[str, ...] = ()
+    regex: re.Pattern[str] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    entity: str | None = None
+    from_text: bool = True
+    invalid: str | None = None
+
+
+@dataclass(frozen=True)
+class FormSpec:
+    name: str
+    required_slots: tuple[str, ...]
+    ask: dict[str, tuple[str, ...]]
+    validation_action: str | None = None
+    stop_intents: tuple[str, ...] = ()
+    submit_response: tuple[str, ...] = ()
+    submit_action: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Rule:
+    intent: str
+    response: tuple[str, ...] = ()
+    action: str | None = None
+    form: str | None = None
+    handoff: bool = False
+    answer: AnswerKind = "template"
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ActionEndpoint:
+    url: str
+    timeout_s: float = DEFAULT_ACTION_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class DialogueSpec:
+    slots: dict[str, SlotSpec] = field(default_factory=dict)
+    forms: dict[str, FormSpec] = field(default_factory=dict)
+    rules: dict[str, Rule] = field(default_factory=dict)
+    actions_module: Path | None = None
+    actions_timeout_s: float = DEFAULT_ACTION_TIMEOUT_S
+    action_endpoint: ActionEndpoint | None = None
+    session_expiry_s: float = DEFAULT_SESSION_EXPIRY_MINUTES * 60
+    # Every action named in rules/forms with where it was named, to check against the registered ones.
+    action_refs: tuple[tuple[str, str], ...] = ()
+
+    def slot_for_entity(self, entity: str) -> str | None:
+        """The slot an entity fills: the declared slot mapped from it; else a slot of its own name, unless
+        a declared slot of that name is not filled from entities (``entity: null`` or another entity)."""
+        for slot in self.slots.values():
+            if slot.entity == entity:
+                return slot.name
+        return None if entity in self.slots else entity
+
+
+def _where(item: Located) -> str:
+    return item.where()
+
+
+def _texts(item: Located, what: str, problems: list[str]) -> tuple[str, ...]:
+    """One text or a list of variants."""
+    raw = item.value if isinstance(item.value, list) else [item]
+    out: list[str] = []
+    for x in raw:
+        if not isinstance(x.value, str) or not x.value.strip():
+            problems.append(f"{x.where()}: {what} must be non-empty text")
+        else:
+            out.append(x.value)
+    return tuple(out)
+
+
+def _number(item: Located, what: str, problems: list[str], *, low: float, high: float) -> float | None:
+    if isinstance(item.value, bool) or not isinstance(item.value, int | float) or not low <= item.value <= high:
+        problems.append(f"{item.where()}: {what} must be a number between {low:g} and {high:g}")
+        return None
+    return float(item.value)
+
+
+def _mapping(item: Located, what: str, allowed: tuple[str, ...], problems: list[str]) -> dict[str, Located] | None:
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: {what} must be a mapping ({', '.join(allowed)})")
+        return None
+    fields = cast(dict[str, Located], item.value)
+    for key, value in fields.items():
+        if key not in allowed:
+            problems.append(f"{value.where()}: {what}: unknown key {key!r} (expected {', '.join(allowed)})")
+    return fields
+
+
+def _parse_slot(name: str, item: Located, problems: list[str]) -> SlotSpec | None:
+    if not _NAME.match(name):
+        problems.append(f"{item.where()}: slot name {name!r} must be letters, digits or '_'")
+        return None
+    keys = ("type", "choices", "regex", "min", "max", "entity", "from_text", "invalid")
+    fields = _mapping(item, f"slot {name!r}", keys, problems) if item.value is not None else {}
+    if fields is None:
+        return None
+    kind = "text"
+    if "type" in fields:
+        if fields["type"].value not in SLOT_TYPES:
+            problems.append(f"{fields['type'].where()}: slot {name!r}: unknown type {fields['type'].value!r} "
+                            f"(use {', '.join(SLOT_TYPES)})")
+        else:
+            kind = fields["type"].value
+    choices: tuple[str, ...] = ()
+    if "choices" in fields:
+        c = fields["choices"]
+        if not isinstance(c.value, list) or not c.value or any(
+                not isinstance(x.value, str | int | float) or isinstance(x.value, bool) for x in c.value):
+            problems.append(f"{c.where()}: slot {name!r}: 'choices' must be a non-empty list of values")
+        else:
+            choices = tuple(str(x.value) for x in c.value)
+    if kind == "categorical" and not choices:
+        problems.append(f"{item.where()}: slot {name!r} is categorical: list its 'choices'")
+    regex = None
+    if "regex" in fields:
+        r = fields["regex"]
+        try:
+            regex = re.compile(str(r.value))
+        except re.error as exc:
+            problems.append(f"{r.where()}: slot {name!r}: invalid regex: {exc}")
+        if kind not in ("text", "any"):
+            problems.append(f"{r.where()}: slot {name!r}: 'regex' applies to text slots only")
+    bounds: dict[str, float | None] = {"min": None, "max": None}
+    for key in bounds:
+        if key in fields:
+            if kind not in ("float", "integer"):
+                problems.append(f"{fields[key].where()}: slot {name!r}: '{key}' applies to float/integer slots only")
+            bounds[key] = _number(fields[key], f"slot {name!r}: '{key}'", problems, low=-1e18, high=1e18)
+    entity: str | None = name
+    if "entity" in fields:
+        e = fields["entity"]
+        if e.value is None or e.value is False:
+            entity = None
+        elif not isinstance(e.value, str) or not e.value.strip():
+            problems.append(f"{e.where()}: slot {name!r}: 'entity' must be an entity name (or null)")
+        else:
+            entity = e.value.strip()
+    from_text = True
+    if "from_text" in fields:
+        if not isinstance(fields["from_text"].value, bool):
+            problems.append(f"{fields['from_text'].where()}: slot {name!r}: 'from_text' must be true or false")
+        else:
+            from_text = fields["from_text"].value
+    invalid = None
+    if "invalid" in fields:
+        texts = _texts(fields["invalid"], f"slot {name!r}: 'invalid'", problems)
+        invalid = texts[0] if texts else None
+    return SlotSpec(name=name, type=cast(SlotType, kind), choices=choices, regex=regex, minimum=bounds["min"],
+                    maximum=bounds["max"], entity=entity, from_text=from_text, invalid=invalid)
+
+
+def _action_name(item: Located, what: str, problems: list[str], refs: list[tuple[str, str]]) -> str | None:
+    if not isinstance(item.value, str) or not _NAME.match(item.value):
+        problems.append(f"{item.where()}: {what} must be an action name (letters, digits, '_')")
+        return None
+    refs.append((item.value, item.where()))
+    return item.value
+
+
+def _parse_form(name: str, item: Located, bot: BotSpec, slots: dict[str, SlotSpec], problems: list[str],
+                refs: list[tuple[str, str]]) -> FormSpec | None:
+    keys = ("required_slots", "ask", "validation_action", "stop_intents", "submit")
+    fields = _mapping(item, f"form {name!r}", keys, problems)
+    if fields is None:
+        return None
+    required: list[str] = []
+    r = fields.get("required_slots")
+    if r is None or not isinstance(r.value, list) or not r.value:
+        problems.append(f"{(r or item).where()}: form {name!r} needs 'required_slots': a non-empty list of slots")
+    else:
+        for x in r.value:
+            if x.value not in slots:
+                problems.append(f"{x.where()}: form {name!r}: slot {x.value!r} is not declared under 'slots'")
+            elif x.value in required:
+                problems.append(f"{x.where()}: form {name!r}: slot {x.value!r} is listed twice")
+            else:
+                required.append(x.value)
+    ask: dict[str, tuple[str, ...]] = {}
+    a = fields.get("ask")
+    if a is not None:
+        asks = _mapping(a, f"form {name!r}: 'ask'", tuple(required), problems) or {}
+        for slot, prompt in asks.items():
+            ask[slot] = _texts(prompt, f"form {name!r}: the question for {slot!r}", problems)
+            for variant in ask[slot]:
+                unknown = placeholders(variant) - set(slots)
+                if unknown:
+                    problems.append(f"{prompt.where()}: form {name!r}: unknown slot(s) {', '.join(sorted(unknown))} "
+                                    f"in the question for {slot!r}")
+    for slot in required:
+        if slot not in ask:
+            problems.append(f"{(a or item).where()}: form {name!r}: no question to ask for {slot!r} "
+                            f"(add it under 'ask')")
+    validation = None
+    if "validation_action" in fields:
+        validation = _action_name(fields["validation_action"], f"form {name!r}: 'validation_action'", problems, refs)
+    stop: list[str] = []
+    if "stop_intents" in fields:
+        s = fields["stop_intents"]
+        if not isinstance(s.value, list):
+            problems.append(f"{s.where()}: form {name!r}: 'stop_intents' must be a list of intents")
+        else:
+            for x in s.value:
+                if x.value not in bot.intents:
+                    problems.append(f"{x.where()}: form {name!r}: unknown intent {x.value!r} in 'stop_intents'")
+                else:
+                    stop.append(x.value)
+    submit_response: tuple[str, ...] = ()
+    submit_action = None
+    if "submit" in fields:
+        sub = _mapping(fields["submit"], f"form {name!r}: 'submit'", ("response", "action"), problems) or {}
+        if "response" in sub:
+            submit_response = _texts(sub["response"], f"form {name!r}: the submit response", problems)
+        if "action" in sub:
+            submit_action = _action_name(sub["action"], f"form {name!r}: the submit action", problems, refs)
+    return FormSpec(name=name, required_slots=tuple(required), ask=ask, validation_action=validation,
+                    stop_intents=tuple(stop), submit_response=submit_response, submit_action=submit_action,
+                    line=item.line)
+
+
+def _parse_rule(item: Located, bot: BotSpec, forms: dict[str, FormSpec], problems: list[str],
+                refs: list[tuple[str, str]]) -> Rule | None:
+    keys = ("intent", "response", "action", "form", "handoff", "answer")
+    fields = _mapping(item, "a rule", keys, problems)
+    if fields is None:
+        return None
+    intent = fields.get("intent")
+    if intent is None:
+        problems.append(f"{item.where()}: a rule needs 'intent' (the intent it answers)")
+        return None
+    if intent.value not in bot.intents:
+        problems.append(f"{intent.where()}: rule for unknown intent {intent.value!r}")
+        return None
+    steps = [k for k in ("response", "action", "form", "answer") if k in fields]
+    handoff = False
+    if "handoff" in fields:
+        if not isinstance(fields["handoff"].value, bool):
+            problems.append(f"{fields['handoff'].where()}: rule {intent.value!r}: 'handoff' must be true or false")
+        else:
+            handoff = fields["handoff"].value
+    if len(steps) > 1:
+        problems.append(f"{item.where()}: rule {intent.value!r}: use only one of {', '.join(steps)}")
+        return None
+    if not steps and not handoff:
+        problems.append(f"{item.where()}: rule {intent.value!r} does nothing: give it a response, action, form, "
+                        f"answer or handoff")
+        return None
+    rule = Rule(intent=intent.value, handoff=handoff, line=item.line)
+    if "response" in fields:
+        rule = Rule(intent.value, response=_texts(fields["response"], f"rule {intent.value!r}: the response",
+                                                    problems), handoff=handoff, line=item.line)
+    elif "action" in fields:
+        rule = Rule(intent.value, action=_action_name(fields["action"], f"rule {intent.value!r}: 'action'",
+                                                      problems, refs), handoff=handoff, line=item.line)
+    elif "form" in fields:
+        f = fields["form"]
+        if handoff:
+            problems.append(f"{f.where()}: rule {intent.value!r}: a form cannot also hand off")
+        if f.value not in forms:
+            problems.append(f"{f.where()}: rule {intent.value!r}: unknown form {f.value!r} (declare it under 'forms')")
+            return None
+        rule = Rule(intent.value, form=f.value, line=item.line)
+    elif "answer" in fields:
+        a = fields["answer"]
+        if a.value not in ANSWER_KINDS:
+            problems.append(f"{a.where()}: rule {intent.value!r}: 'answer' must be one of {', '.join(ANSWER_KINDS)}")
+            return None
+        rule = Rule(intent.value, answer=cast(AnswerKind, a.value), handoff=handoff, line=item.line)
+    return rule
+
+
+def _endpoint(item: Located, problems: list[str]) -> ActionEndpoint | None:
+    raw: dict[str, Located] = {"url": item}
+    if isinstance(item.value, dict):
+        raw = _mapping(item, "'action_endpoint'", ("url", "timeout_s"), problems) or {}
+    url = raw.get("url")
+    if url is None or not isinstance(url.value, str) or not re.match(r"^https?://[^\s/]+", url.value):
+        problems.append(f"{(url or item).where()}: 'action_endpoint' needs an http(s) URL, e.g. "
+                        f"http://127.0.0.1:5055/webhook")
+        return None
+    timeout = DEFAULT_ACTION_TIMEOUT_S
+    if "timeout_s" in raw:
+        timeout = _number(raw["timeout_s"], "'action_endpoint: timeout_s'", problems, low=0.1, high=120) or timeout
+    return ActionEndpoint(url=url.value, timeout_s=timeout)
+
+
+def _actions_module(item: Located, directory: Path, problems: list[str]) -> tuple[Path | None, float]:
+    timeout = DEFAULT_ACTION_TIMEOUT_S
+    if isinstance(item.value, dict):
+        fields = _mapping(item, "'actions'", ("module", "timeout_s"), problems) or {}
+        if "timeout_s" in fields:
+            timeout = _number(fields["timeout_s"], "'actions: timeout_s'", problems, low=0.1, high=120) or timeout
+        if "module" not in fields:
+            problems.append(f"{item.where()}: 'actions' needs 'module' (a Python module in the bot folder)")
+            return None, timeout
+        item = fields["module"]
+    return _module_path(item, directory, problems), timeout
+
+
+def _module_path(item: Located, directory: Path, problems: list[str]) -> Path | None:
+    if not isinstance(item.value, str) or not _MODULE.match(item.value):
+        problems.append(f"{item.where()}: 'actions' must name a Python module in the bot folder, e.g. actions")
+        return None
+    relative = Path(*item.value.split("."))
+    for candidate in (directory / relative.with_suffix(".py"), directory / relative / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    problems.append(f"{item.where()}: 'actions': neither {relative.with_suffix('.py')} nor {relative}/__init__.py "
+                    f"exists in {directory}")
+    return None
+
+
+def parse_dialogue(bot: BotSpec) -> DialogueSpec:
+    """Validate the dialogue sections of a loaded bot; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    sections = bot.sections
+    slots: dict[str, SlotSpec] = {}
+    if "slots" in sections:
+        s = sections["slots"]
+        if not isinstance(s.value, dict):
+            problems.append(f"{s.where()}: 'slots' must map slot names to their settings")
+        else:
+            for name, item in s.value.items():
+                slot = _parse_slot(name, item, problems)
+                if slot is not None:
+                    slots[name] = slot
+    refs: list[tuple[str, str]] = []
+    forms: dict[str, FormSpec] = {}
+    if "forms" in sections:
+        f = sections["forms"]
+        if not isinstance(f.value, dict):
+            problems.append(f"{f.where()}: 'forms' must map form names to their settings")
+        else:
+            for name, item in f.value.items():
+                form = _parse_form(name, item, bot, slots, problems, refs)
+                if form is not None:
+                    forms[name] = form
+    rules: dict[str, Rule] = {}
+    if "rules" in sections:
+        r = sections["rules"]
+        if not isinstance(r.value, list):
+            problems.append(f"{r.where()}: 'rules' must be a list of rules (- intent: ...)")
+        else:
+            for item in r.value:
+                rule = _parse_rule(item, bot, forms, problems, refs)
+                if rule is None:
+                    continue
+                if rule.intent in rules:
+                    problems.append(f"{item.where()}: a second rule for intent {rule.intent!r} "
+                                    f"(first at line {rules[rule.intent].line})")
+                rules[rule.intent] = rule
+    expiry = DEFAULT_SESSION_EXPIRY_MINUTES
+    if "session_expiry_minutes" in sections:
+        expiry = _number(sections["session_expiry_minutes"], "'session_expiry_minutes'", problems,
+                         low=0, high=525_600) or 0.0
+    module, actions_timeout = (_actions_module(sections["actions"], bot.directory, problems) if "actions" in sections
+                               else (None, DEFAULT_ACTION_TIMEOUT_S))
+    endpoint = _endpoint(sections["action_endpoint"], problems) if "action_endpoint" in sections else None
+    if refs and "actions" not in sections and "action_endpoint" not in sections:
+        name, where = refs[0]
+        problems.append(f"{where}: action {name!r} is used but the bot has neither 'actions' (a Python module) nor "
+                        f"'action_endpoint' (an action server URL)")
+    if problems:
+        raise ConfigError(problems)
+    return DialogueSpec(slots=slots, forms=forms, rules=rules, actions_module=module,
+                        actions_timeout_s=actions_timeout, action_endpoint=endpoint,
+                        session_expiry_s=expiry * 60, action_refs=tuple(refs))
+

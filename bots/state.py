@@ -1,0 +1,106 @@
+"""A conversation's state, rebuilt from its stored events (see ``State.apply``)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bots.rasa_protocol import REQUESTED_SLOT
+from bots.store.base import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.types import JSON
+
+_HISTORY = 200  # events kept for custom actions' trackers
+
+
+@dataclass
+class State:
+    """What the bot knows about a conversation, rebuilt from its events."""
+
+    sender_id: str = ""
+    slots: dict[str, Any] = field(default_factory=dict)
+    paused: bool = False
+    active_form: str | None = None
+    requested_slot: str | None = None
+    last_intent: str | None = None
+    latest_message: JSON = field(default_factory=dict)
+    latest_action: str | None = None
+    fallbacks_in_a_row: int = 0
+    session_started_at: float | None = None
+    last_activity: float | None = None
+    history: list[Event] = field(default_factory=list)  # this session's events, for custom actions
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], sender_id: str = "") -> State:
+        state = cls(sender_id=sender_id)
+        for event in events:
+            state.apply(event)
+        return state
+
+    def copy(self) -> State:
+        return copy.deepcopy(self)
+
+    def expired(self, now: float, expiry_s: float) -> bool:
+        """True when ``now`` opens a new session (first message, or idle longer than the expiry)."""
+        if self.session_started_at is None or self.last_activity is None:
+            return True
+        return expiry_s > 0 and now - self.last_activity > expiry_s
+
+    def _reset(self) -> None:
+        self.slots.clear()
+        self.active_form = None
+        self.requested_slot = None
+        self.fallbacks_in_a_row = 0
+
+    def apply(self, event: Event) -> None:
+        kind, data = event.kind, event.data
+        self.last_activity = max(self.last_activity or event.timestamp, event.timestamp)
+        self.history.append(event)
+        if kind == SESSION_START:
+            # Slots and form go; the conversation stays with a human if it was handed off.
+            self._reset()
+            self.session_started_at = event.timestamp
+            start = max((i for i, e in enumerate(self.history) if e.kind == USER), default=len(self.history) - 1)
+            self.history = self.history[start:]  # keep the message that opened the session
+        elif kind == RESTART:
+            self._reset()
+            self.paused = False
+            self.session_started_at = event.timestamp
+            self.history = [event]
+        elif kind == SLOT:
+            name, value = data.get("name"), data.get("value")
+            if name == REQUESTED_SLOT:
+                self.requested_slot = value if isinstance(value, str) else None
+            elif isinstance(name, str):
+                if value is None:
+                    self.slots.pop(name, None)
+                else:
+                    self.slots[name] = value
+        elif kind == FORM:
+            name = data.get("name")
+            self.active_form = name if isinstance(name, str) else None
+            requested = data.get("requested_slot")
+            self.requested_slot = requested if isinstance(requested, str) and self.active_form else None
+        elif kind == PAUSE:
+            self.paused = True
+        elif kind == RESUME:
+            self.paused = False
+            self.fallbacks_in_a_row = 0
+        elif kind == USER:
+            self.latest_message = {"text": data.get("text"), "channel": data.get("channel")}
+        elif kind == NLU:
+            self.latest_message = {**self.latest_message, **data}
+            self.last_intent = data.get("intent") or self.last_intent
+        elif kind == BOT:
+            if data.get("source") == "fallback":
+                self.fallbacks_in_a_row += 1
+            else:
+                self.fallbacks_in_a_row = 0
+            action = (data.get("metadata") or {}).get("action")
+            if action:
+                self.latest_action = str(action)
+        elif kind == AGENT:
+            self.fallbacks_in_a_row = 0
+        if len(self.history) > _HISTORY:
+            del self.history[: len(self.history) - _HISTORY]

@@ -1,0 +1,228 @@
+"""The dialogue engine: state from stored events, sessions, rules, two-step fallback, human handoff."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from bots.botspec import load_bot
+from bots.dialogue import HANDOFF_TEXT, Message, Services, decide
+from bots.dialogue_spec import AnswerKind, parse_dialogue
+from bots.errors import ConfigError
+from bots.runtime import Runtime
+from bots.settings import Settings
+from bots.state import State
+from bots.store.base import AGENT, PAUSE, RESUME, SESSION_START, Event, SummaryUpdate
+from bots.store.sqlite import SQLiteStore
+from bots.types import BotResponse, IntentScore, Understanding
+from tests.bots.keyword_model import copy_bot, message, say, start_runtime
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    rt = await start_runtime(copy_bot(tmp_path), tmp_path / "store.db")
+    yield rt
+    await rt.aclose()
+
+
+async def _events(runtime: Runtime, conversation: str = "c1", bot: str = "shop") -> list:  # type: ignore[type-arg]
+    loaded = await runtime.store.load(bot, conversation)
+    assert loaded is not None
+    return loaded.events
+
+
+async def test_uncertain_message_offers_top_intents_then_second_failure_hands_off(runtime: Runtime) -> None:
+    first = await runtime.handle(message("blorp"))
+    assert first[0].text == "Sorry, I didn't understand that. Did you mean one of these?"
+    assert [(b.title, b.payload) for b in first[0].buttons] == [
+        ("track order", "/track_order"), ("change order", "/change_order"), ("greet", "/greet")]
+    assert first[0].source == "fallback"
+    assert await say(runtime, "zzzt") == [HANDOFF_TEXT]
+    assert (await _events(runtime))[-1].kind == PAUSE
+    summary = await runtime.store.summary("shop", "c1")
+    assert summary is not None and summary.handoff and summary.fallback
+    # Paused: the bot stays silent, the messages are kept for the agent.
+    assert await say(runtime, "hello? anyone?") == []
+    assert (await _events(runtime))[-2].data["text"] == "hello? anyone?"
+    # An agent answers and hands the conversation back (what the review UI appends).
+    await runtime.store.append("shop", "c1", [Event(AGENT, {"text": "Hi, Ana here. Sorted!"}), Event(RESUME, {})],
+                               SummaryUpdate(handoff=False))
+    assert await say(runtime, "hello") == ["Hello! How can I help you today?"]
+    # The fallback count started over: one uncertain message is a question again, not a handoff.
+    assert (await runtime.handle(message("blorp")))[0].source == "fallback"
+
+
+async def test_a_button_click_between_failures_resets_the_fallback(runtime: Runtime) -> None:
+    await say(runtime, "blorp")
+    assert await say(runtime, "", payload="/greet") == ["Hello! How can I help you today?"]
+    assert (await runtime.handle(message("blorp")))[0].source == "fallback"
+    state = State.from_events(await _events(runtime))
+    assert not state.paused and state.fallbacks_in_a_row == 1
+
+
+async def test_asking_for_a_human_hands_off_at_once(runtime: Runtime) -> None:
+    assert await say(runtime, "I want to talk to a human") == [
+        "Of course, I'll connect you with a colleague. Please stay in this chat."]
+    state = State.from_events(await _events(runtime))
+    assert state.paused
+    labels = {"bot": "shop", "channel": "web"}
+    assert runtime.metrics.registry.get_sample_value("switchboard_handoffs_total", labels) == 1
+    assert await say(runtime, "still there?") == []
+
+
+async def test_session_expires_after_idle_time(runtime: Runtime) -> None:
+    t0 = time.time() - 3600
+    await say(runtime, "please change order 55555", at=t0)
+    state = State.from_events(await _events(runtime))
+    assert state.slots == {"order_id": "55555"} and state.active_form == "change_order_form"
+    # 10 minutes later: same session, the form goes on.
+    assert await say(runtime, "2", at=t0 + 600) == ["What else would you like to change in order 55555?"]
+    # 31 minutes of silence (expiry: 30): a new session without slots or form.
+    assert await say(runtime, "hello", at=t0 + 600 + 31 * 60) == ["Hello! How can I help you today?"]
+    events = await _events(runtime)
+    assert [e.kind for e in events].count(SESSION_START) == 2  # the first message opened one too
+    state = State.from_events(events)
+    assert state.slots == {} and state.active_form is None
+    assert state.session_started_at == pytest.approx(t0 + 600 + 31 * 60)
+
+
+async def test_rebuilt_state_equals_the_state_of_the_live_turns(runtime: Runtime) -> None:
+    for text in ("change my order", "12345", "4"):
+        await say(runtime, text)
+    rebuilt = State.from_events(await _events(runtime), sender_id="c1")
+    # The turn decided next sees the same state: the form goes on where it stood.
+    assert rebuilt.active_form == "change_order_form" and rebuilt.requested_slot == "order_change"
+    assert rebuilt.slots == {"order_id": "12345", "quantity": 4}
+
+
+async def test_a_redelivered_message_while_paused_is_answered_once(runtime: Runtime) -> None:
+    await say(runtime, "get me an agent")
+    again = message("are you there", message_id="dup-1")
+    assert await runtime.handle(again) == [] and await runtime.handle(again) == []
+    events = await _events(runtime)
+    assert [e.data.get("text") for e in events].count("are you there") == 1
+
+
+async def test_answer_provider_hook_answers_before_the_template(tmp_path: Path) -> None:
+    bot_dir = copy_bot(tmp_path, extra_yaml="")
+    text = (bot_dir / "bot.yml").read_text().replace(
+        "  - intent: goodbye\n", "  - intent: greet\n    answer: retrieval\n  - intent: goodbye\n", 1)
+    (bot_dir / "bot.yml").write_text(text)
+    bot = load_bot(bot_dir)
+    dialogue = parse_dialogue(bot)
+    asked: list[tuple[AnswerKind | None, str]] = []
+
+    class Retrieval:
+        async def answer(self, kind: AnswerKind | None, text: str, understanding: Understanding,
+                         values: Mapping[str, str]) -> BotResponse | None:
+            asked.append((kind, understanding.intent))
+            return BotResponse(text="Hi from the knowledge base", source="retrieval") if kind else None
+
+    hello = Understanding("greet", 0.9, (IntentScore("greet", 0.9),))
+    decision = await decide(bot, dialogue, State(), Message("hello", hello, time.time()),
+                            Services(answers=Retrieval()))
+    assert [r.text for r in decision.responses] == ["Hi from the knowledge base"]
+    # An intent without an answer rule: the provider is asked (kind None) and declines: the template.
+    unknown = Understanding("track_order", 0.1, (IntentScore("track_order", 0.1),))
+    decision = await decide(bot, dialogue, State(), Message("hmm", unknown, time.time()), Services(answers=Retrieval()))
+    assert decision.fallback and asked == [("retrieval", "greet"), (None, "track_order")]
+
+
+@pytest.mark.parametrize(("yaml", "expected"), [
+    ("slots:\n  order_id:\n    type: colour\n", "bot.yml:{n2}: slot 'order_id': unknown type 'colour'"),
+    ("slots:\n  size:\n    type: categorical\n", "bot.yml:{n2}: slot 'size' is categorical: list its 'choices'"),
+    ("slots:\n  code:\n    regex: '[a-'\n", "bot.yml:{n2}: slot 'code': invalid regex"),
+    ("rules:\n  - intent: greet\n    form: nope\n", "bot.yml:{n2}: rule 'greet': unknown form 'nope'"),
+    ("rules:\n  - intent: dance\n    response: hi\n", "bot.yml:{n1}: rule for unknown intent 'dance'"),
+    ("rules:\n  - intent: greet\n    response: hi\n    action: action_x\n",
+     "bot.yml:{n1}: rule 'greet': use only one of response, action"),
+    ("rules:\n  - intent: greet\n    action: action_x\n",
+     "bot.yml:{n2}: action 'action_x' is used but the bot has neither 'actions'"),
+    ("forms:\n  f:\n    required_slots: [ghost]\n    ask: {ghost: hi}\n",
+     "bot.yml:{n2}: form 'f': slot 'ghost' is not declared under 'slots'"),
+    ("slots:\n  a: {}\nforms:\n  f:\n    required_slots: [a]\n",
+     "bot.yml:{n4}: form 'f': no question to ask for 'a'"),
+    ("session_expiry_minutes: -5\n", "bot.yml:{n0}: 'session_expiry_minutes' must be a number"),
+    ("action_endpoint: ftp://x\n", "bot.yml:{n0}: 'action_endpoint' needs an http(s) URL"),
+    ("actions: nothing_here\n", "bot.yml:{n0}: 'actions': neither nothing_here.py nor nothing_here/__init__.py"),
+])
+def test_dialogue_config_errors_name_file_and_line(tmp_path: Path, yaml: str, expected: str) -> None:
+    bot_dir = tmp_path / "bot"
+    bot_dir.mkdir()
+    head = "name: t\nintents:\n  greet:\n    examples: [hi]\n  bye:\n    examples: [bye]\n"
+    (bot_dir / "bot.yml").write_text(head + yaml)
+    n0 = head.count("\n") + 1
+    with pytest.raises(ConfigError) as err:
+        parse_dialogue(load_bot(bot_dir))
+    assert expected.format(n0=n0, n1=n0 + 1, n2=n0 + 2, n4=n0 + 4) in str(err.value)
+
+
+async def test_the_trained_tiny_bot_hands_off_on_request(tiny_bot_dir: Path, tmp_path: Path) -> None:
+    """The real ONNX model end to end: understanding, a rule with handoff, silence while paused."""
+    bot_dir = tmp_path / "tiny"
+    shutil.copytree(tiny_bot_dir, bot_dir)
+    with (bot_dir / "bot.yml").open("a", encoding="utf-8") as f:
+        f.write("rules:\n  - intent: contact_human_agent\n    handoff: true\n")
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.start()
+    runtime = Runtime(Settings(data_dir=tmp_path, nlu_max_wait_ms=0.0), store)
+    try:
+        await runtime.load_bot(bot_dir)
+
+        async def tiny(text: str) -> list[str]:
+            return [r.text for r in await runtime.handle(message(text, "t1", bot="tiny"))]
+
+        assert await tiny("hello there") == ["Hello! How can I help you today?"]
+        assert await tiny("please cancel order 98765") == ["Order 98765 is being cancelled."]
+        assert await tiny("I need to talk to a real person") == ["Let me get a colleague for you."]
+        assert await tiny("hello?") == []
+        events = await _events(runtime, "t1", bot="tiny")
+        state = State.from_events(events)
+        assert state.paused and state.slots["order_id"] == "98765"
+        assert state.last_intent == "greet"  # understood, recorded, not answered
+    finally:
+        await runtime.aclose()
+
+
+SUPPORT_BOT = Path(__file__).resolve().parents[2] / "examples" / "support"
+
+
+async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp_path: Path) -> None:
+    """examples/support: the change-order form with validation (regex + the rasa-sdk validation action
+    in examples/support/actions.py), the order-status action setting a slot, and a handoff on request."""
+    runtime = await start_runtime(copy_bot(tmp_path, SUPPORT_BOT), tmp_path / "store.db")
+    try:
+        async def support(text: str) -> list[str]:
+            return await say(runtime, text, "s1", bot="support")
+
+        ask_order = "Sure, I can help you change your order. What is the order number?"
+        ask_change = "What would you like to change in order 12345? You can add, remove or replace items."
+        assert await support("I want to change my order") == [ask_order]
+        assert await support("the one from last week") == [
+            "Order numbers contain digits only, like 3707955617; you'll find yours in the confirmation email.",
+            ask_order]
+        assert await support("3707955617") == [
+            "Order 3707955617 has already shipped, so it can't be changed any more. You can return items once "
+            "you have them.", ask_order]
+        assert await support("12345") == [ask_change]
+        assert await support("scarf") == ["Please describe the change in a few words, e.g. 'add a blue scarf'.",
+                                          ask_change]
+        assert await support("add a blue scarf") == [
+            "Thanks! I've asked our warehouse to change order 12345 (add a blue scarf). You'll get an email as soon "
+            "as the change is confirmed."]
+        assert await support("where is my order 98765") == [
+            "Order 98765 is delivered. You can follow it under My orders."]
+        state = State.from_events(await _events(runtime, "s1", bot="support"))
+        assert state.slots["order_status"] == "delivered" and state.active_form is None
+        assert await support("I want to talk to a human") == [
+            "Of course, I'll connect you with a member of our support team. Please stay in this chat; an agent will "
+            "be with you as soon as one is available."]
+        summary = await runtime.store.summary("support", "s1")
+        assert summary is not None and summary.handoff
+        assert await support("hello?") == []
+    finally:
+        await runtime.aclose()
