@@ -45,6 +45,9 @@ def _to_located(node: yaml.Node, file: str) -> Located:
         value = loader.construct_object(node, deep=True)
     finally:
         loader.dispose()
+    if isinstance(value, str) and any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ConfigError(f"{file}:{line}: text contains a lone UTF-16 surrogate (e.g. an escaped emoji half "
+                          "like \\ud83d): write the character itself")
     return Located(value, line, file)
 
 

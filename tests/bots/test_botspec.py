@@ -127,3 +127,10 @@ intents:
     response: B
 """)
     assert any(p.startswith(f"{tmp_path / 'bot.yml'}:5:") and '"entity" key' in p for p in problems)
+
+
+def test_lone_surrogate_escape_is_reported(tmp_path: Path) -> None:
+    text = 'name: x\nintents:\n  a:\n    examples: [hi]\n    response: "smile \\ud83d\\ude00"\n'
+    problems = problems_of(tmp_path, text)
+    assert problems == [f"{tmp_path / 'bot.yml'}:5: text contains a lone UTF-16 surrogate (e.g. an escaped emoji half "
+                        "like \\ud83d): write the character itself"]
