@@ -32,17 +32,20 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from slack_bolt import BoltResponse
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.errors import Busy, ConfigError, StoreUnavailable
 from bots.settings import Settings
 from bots.types import BotResponse, ConversationRef, UserMessage
 from connectors.outgoing import ReplyTasks, Retry, RetryPolicy, call_with_retry, split_text
+from connectors.slack_payloads import malformed_request
 
 if TYPE_CHECKING:
     from bots.runtime import Runtime
@@ -83,6 +86,7 @@ class SlackChannel:
                              process_before_response=True, ssl_check_enabled=True)
         self._register(self._app)
         self._handler = AsyncSlackRequestHandler(self._app)
+        self._verifier = SignatureVerifier(signing_secret)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackChannel | None:
@@ -98,12 +102,26 @@ class SlackChannel:
         self._runtime = runtime
         router = APIRouter(tags=["slack"])
 
-        @router.post("/bots/{bot}/webhooks/slack", responses={401: {}, 404: {}, 503: {}})
+        @router.post("/bots/{bot}/webhooks/slack", responses={400: {}, 401: {}, 404: {}, 503: {}})
         async def receive(bot: str, request: Request) -> Response:
             """Slack Events API and interactivity (Request URL of both)."""
-            response = await self._handler.handle(request, {"switchboard_bot": bot})
-            if response.status_code == 401:
+            body = await request.body()
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                return JSONResponse({"detail": "malformed Slack request: the body is not UTF-8"}, status_code=400)
+            if not self._verifier.is_valid_request(body, dict(request.headers)):
                 runtime.metrics.rejected.labels(self.name, "signature").inc()
+                return JSONResponse({"detail": "invalid Slack signature or stale timestamp"}, status_code=401)
+            problem = malformed_request(body, request.headers.get("content-type", ""))
+            if problem is not None:
+                runtime.metrics.rejected.labels(self.name, "malformed").inc()
+                return JSONResponse({"detail": f"malformed Slack request: {problem}"}, status_code=400)
+            response = await self._handler.handle(request, {"switchboard_bot": bot})
+            if response.status_code >= 400 and not response.body.startswith(b'{"detail"'):
+                reason = bytes(response.body).decode(errors="replace") or "refused"
+                return JSONResponse({"detail": reason}, status_code=response.status_code,
+                                    headers={k: v for k, v in response.headers.items() if k.lower() == "retry-after"})
             return response
 
         return router
