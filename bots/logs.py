@@ -21,8 +21,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        # exc_text first: the PII filter leaves a redacted traceback there.
+        exc = record.exc_text or (self.formatException(record.exc_info) if record.exc_info else None)
+        if exc:
+            entry["exc"] = exc
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY_BOT = ROOT / "tests" / "data" / "tiny_bot"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures.mongo"]
 
 
 @pytest.fixture(scope="session")

@@ -115,6 +115,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._purger: asyncio.Task[None] | None = None
+        self._started = False
 
     # -- plumbing -------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -148,8 +149,22 @@ class SQLiteStore:
 
     async def start(self) -> None:
         await self._run(lambda conn: None)
-        if self.retention and self._purger is None:
+        self._started = True
+        self._start_purger()
+
+    def _start_purger(self) -> None:
+        if self.retention and self._started and self._purger is None:
             self._purger = asyncio.create_task(self._purge_periodically())
+
+    def set_retention(self, bot: str, seconds: float | None) -> None:
+        """Keep ``bot``'s conversations ``seconds`` (``None``: forever), e.g. when a bot is loaded."""
+        if seconds is None:
+            self.retention.pop(bot, None)
+            return
+        if seconds <= 0:
+            raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
+        self.retention[bot] = float(seconds)
+        self._start_purger()
 
     async def _purge_periodically(self) -> None:
         while True:
@@ -195,6 +210,7 @@ class SQLiteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
             self._purger = None
+        self._started = False
         async with self._lock:
             if self._conn is not None:
                 self._conn.close()

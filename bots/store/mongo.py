@@ -1,0 +1,480 @@
+"""The MongoDB conversation store (pymongo's async API), for several replicas sharing one database.
+
+Collections (see docs/store.md for the full schema):
+
+* ``conversations``: one small summary document per (bot, conversation id), ``_id`` is
+  ``["bot", "conversation id"]`` as JSON text; it also holds ``next_seq`` (a hint, see below),
+  the processing lease and ``expire_at`` (retention);
+* ``turns``: one document per unit of work, so a conversation never grows one document
+  without bound. Unique on (bot, conversation_id, seq) and, where a message id exists, on
+  (bot, conversation_id, message_id).
+
+Every write is a single-document operation. Turn numbers are allocated by inserting the
+turn itself under the unique (bot, conversation_id, seq) index: the conversation's
+``next_seq`` is only a hint (advanced with each summary update, so it costs no extra write)
+and a collision re-reads the highest stored seq. So turn ``n`` is never stored before turn
+``n - 1`` exists and a reader of pending turns cannot overtake a message still being
+enqueued (seqs handed out by an ``$inc`` counter before the insert would leave that window
+open between two replicas).
+
+Any database failure surfaces as :class:`bots.errors.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.uri_parser import parse_uri
+
+from bots.errors import ConversationNotFound, StoreUnavailable
+from bots.store.base import (
+    Conversation,
+    ConversationSummary,
+    EnqueueResult,
+    Event,
+    Page,
+    SummaryUpdate,
+    TranscriptQuery,
+    Turn,
+)
+
+log = logging.getLogger("switchboard.store.mongo")
+
+DEFAULT_DATABASE = "switchboard"
+# Applied only when the URI does not set them: fail fast so channels get a 503 and retry.
+_CLIENT_DEFAULTS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": 2000,
+    "connectTimeoutMS": 2000,
+    "socketTimeoutMS": 10000,
+    "appname": "switchboard",
+}
+_SEQ_ATTEMPTS = 64  # enqueue/append collisions on seq before giving up (two replicas need a few)
+_APPLIED_KEEP = 32  # seqs whose summary update is remembered, so re-applying is a no-op
+_PENDING_SEEN_MAX = 10_000
+_SORTS = ("last_activity", "started_at", "min_confidence")
+_FLAGS = ("fallback", "handoff", "flagged", "reviewed")
+
+
+def _index(name: str, *fields: str, **options: Any) -> IndexModel:
+    """``"-field"`` is descending."""
+    keys = [(f.lstrip("-"), DESCENDING if f.startswith("-") else ASCENDING) for f in fields]
+    return IndexModel(keys, name=name, **options)
+
+
+_CONVERSATION_INDEXES = [
+    _index("bot_conversation", "bot", "conversation_id", unique=True),
+    _index("bot_activity", "bot", "-last_activity"),
+    _index("bot_started", "bot", "-started_at"),
+    _index("bot_intent", "bot", "last_intent", "-last_activity"),
+    _index("bot_confidence", "bot", "min_confidence"),
+    _index("bot_fallback", "bot", "fallback", "-last_activity"),
+    _index("bot_handoff", "bot", "handoff", "-last_activity"),
+    _index("bot_review", "bot", "flagged", "reviewed", "-last_activity"),
+    _index("bot_tags", "bot", "tags", "-last_activity"),
+    _index("retention", "expire_at", expireAfterSeconds=0),
+]
+_TURN_INDEXES = [
+    _index("turn_seq", "bot", "conversation_id", "seq", unique=True),
+    _index("turn_message", "bot", "conversation_id", "message_id", unique=True,
+           partialFilterExpression={"message_id": {"$type": "string"}}),
+    # Lookups by message id: a query planner may only use the partial index above when the query
+    # repeats its filter (SecantusDB never does), so redelivery checks get a plain index.
+    _index("turn_message_lookup", "bot", "conversation_id", "message_id", "seq"),
+    _index("turn_status", "bot", "conversation_id", "status", "seq"),
+    _index("retention", "expire_at", expireAfterSeconds=0),
+]
+
+
+def conversation_key(bot: str, conversation_id: str) -> str:
+    """The ``_id`` of a conversation document: unambiguous for any conversation id."""
+    return json.dumps([bot, conversation_id], ensure_ascii=False)
+
+
+def _turn_text(events: Sequence[Event]) -> str:
+    return "\n".join(str(e.data.get("text", "")) for e in events if e.data.get("text"))
+
+
+def _lit(value: Any) -> dict[str, Any]:
+    """A literal inside an update pipeline: a value starting with ``$`` is never a field path."""
+    return {"$literal": value}
+
+
+def _eq(value: Any) -> Any:
+    """A query value matched literally: ``{"$gt": ""}`` is a value here, never an operator.
+
+    Scalars are safe as they are (and keep the filter index-friendly); anything else is wrapped."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return {"$eq": value}
+
+
+class MongoStore:
+    name = "mongodb"
+
+    def __init__(self, uri: str, *, database: str | None = None,
+                 retention: Mapping[str, float] | None = None, **client_options: Any) -> None:
+        parsed = parse_uri(uri)  # raises pymongo.errors.InvalidURI / ConfigurationError on a bad URI
+        given = {k.lower() for k in parsed["options"]}
+        self._options = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.lower() not in given}
+        self._options.update(client_options)
+        self.uri = uri
+        self.database = database or parsed.get("database") or DEFAULT_DATABASE
+        self.retention = {bot: float(s) for bot, s in (retention or {}).items()}
+        for bot, seconds in self.retention.items():
+            if seconds <= 0:
+                raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._indexed = False
+        self._index_lock = asyncio.Lock()
+        # Pending turns this process just read (the runtime completes them next), so complete()
+        # skips re-reading them; if one was completed elsewhere meanwhile, the conditional
+        # update below finds out and the summary guard keeps it from counting twice.
+        self._pending_seen: dict[tuple[str, str, int], Turn] = {}
+
+    # -- plumbing -------------------------------------------------------------------
+    @property
+    def _db(self) -> Any:
+        if self._client is None:
+            self._client = AsyncMongoClient(self.uri, **self._options)
+        return self._client[self.database]
+
+    @property
+    def _convs(self) -> Any:
+        return self._db["conversations"]
+
+    @property
+    def _turns(self) -> Any:
+        return self._db["turns"]
+
+    async def _ensure_indexes(self) -> None:
+        if self._indexed:
+            return
+        async with self._index_lock:
+            if not self._indexed:
+                await self._convs.create_indexes(_CONVERSATION_INDEXES)
+                await self._turns.create_indexes(_TURN_INDEXES)
+                self._indexed = True
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """Indexes first (they make redelivery idempotent), and every driver error -> StoreUnavailable."""
+        try:
+            await self._ensure_indexes()
+            yield
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"MongoDB could not {what}: {exc}. The request can be retried later.") from exc
+
+    def set_retention(self, bot: str, seconds: float | None) -> None:
+        """Keep ``bot``'s conversations ``seconds`` (``None``: forever), e.g. when a bot is loaded.
+        Applies to what is written from now on (``expire_at`` is set at write time)."""
+        if seconds is None:
+            self.retention.pop(bot, None)
+            return
+        if seconds <= 0:
+            raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
+        self.retention[bot] = float(seconds)
+
+    def _expire_at(self, bot: str, at: float) -> dict[str, dt.datetime]:
+        ttl = self.retention.get(bot)
+        if ttl is None:
+            return {}
+        return {"expire_at": dt.datetime.fromtimestamp(at + ttl, tz=dt.UTC)}
+
+    async def start(self) -> None:
+        try:
+            await self._ensure_indexes()
+        except PyMongoError as exc:
+            log.warning("MongoDB not reachable at start; not ready until it answers", extra={"error": str(exc)})
+
+    async def ping(self) -> bool:
+        try:
+            await self._db.command("ping")
+            await self._ensure_indexes()
+        except PyMongoError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            self._indexed = False
+            self._pending_seen.clear()
+            await client.close()
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        """Delete what retention has expired (the TTL index does this on its own every minute)."""
+        cutoff = dt.datetime.fromtimestamp(time.time() if now is None else now, tz=dt.UTC)
+        async with self._guard("purge expired conversations"):
+            turns = await self._turns.delete_many({"expire_at": {"$lt": cutoff}})
+            convs = await self._convs.delete_many({"expire_at": {"$lt": cutoff}})
+        return int(turns.deleted_count + convs.deleted_count)
+
+    # -- turns ----------------------------------------------------------------------
+    async def _find_message(self, bot: str, conversation_id: str, message_id: str) -> Turn | None:
+        doc = await self._turns.find_one(
+            {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "message_id": _eq(message_id)})
+        return None if doc is None else Turn.from_dict(doc)
+
+    async def _insert_turn(self, draft: Turn, hint: int) -> Turn | None:
+        """Insert ``draft`` at the first free seq from ``hint`` on. ``None``: its message id is stored already."""
+        seq = hint
+        for _ in range(_SEQ_ATTEMPTS):
+            turn = replace(draft, seq=seq)
+            doc = {**turn.to_dict(), "text": _turn_text(turn.events),
+                   **self._expire_at(turn.bot, turn.completed_at or turn.created_at)}
+            try:
+                await self._turns.insert_one(doc)
+            except DuplicateKeyError:
+                if turn.message_id is not None and (
+                        await self._find_message(turn.bot, turn.conversation_id, turn.message_id)) is not None:
+                    return None
+                last = await self._turns.find_one(
+                    {"bot": _eq(turn.bot), "conversation_id": _eq(turn.conversation_id)},
+                    projection={"seq": 1}, sort=[("seq", DESCENDING)])
+                seq = max(seq + 1, 1 if last is None else int(last["seq"]) + 1)
+                continue
+            return turn
+        raise StoreUnavailable(f"could not allocate a turn number in {draft.conversation_id!r}: too much contention")
+
+    async def _upsert_conversation(self, key: str, update: dict[str, Any]) -> dict[str, Any]:
+        """Create or touch the conversation document and return its ``next_seq``.
+
+        Two replicas creating one conversation at once may collide: MongoDB answers one of them
+        with a duplicate-key error (and SecantusDB 0.7 with no document at all); the document
+        exists by then, so the update is simply tried again (``$setOnInsert``/``$max`` are idempotent).
+        """
+        for attempt in range(_SEQ_ATTEMPTS):
+            try:
+                conv = await self._convs.find_one_and_update(
+                    {"_id": key}, update, upsert=True, projection={"next_seq": 1},
+                    return_document=ReturnDocument.AFTER)
+            except DuplicateKeyError:
+                conv = None
+            if conv is not None:
+                return dict(conv)
+            await asyncio.sleep(0.001 * attempt)
+        raise StoreUnavailable(f"could not create conversation {key}: too much contention")
+
+    async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
+                      address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
+        key = conversation_key(ref_bot, conversation_id)
+        now = user_event.timestamp
+        async with self._guard("store the message"):
+            stored = await self._find_message(ref_bot, conversation_id, message_id)
+            if stored is not None:
+                return EnqueueResult(stored, created=False)
+            initial = ConversationSummary(ref_bot, conversation_id, channel, user_id, dict(address),
+                                          started_at=now, last_activity=now).to_dict()
+            del initial["last_activity"]
+            update = {
+                "$setOnInsert": {**initial, "next_seq": 1, "lease_owner": None, "lease_expires": 0.0},
+                "$max": {"last_activity": now, **self._expire_at(ref_bot, now)},
+            }
+            conv = await self._upsert_conversation(key, update)
+            pending = Turn(ref_bot, conversation_id, 0, message_id, "pending", (user_event,), now)
+            turn = await self._insert_turn(pending, int(conv["next_seq"]))
+            if turn is None:
+                stored = await self._find_message(ref_bot, conversation_id, message_id)
+                assert stored is not None
+                return EnqueueResult(stored, created=False)
+            return EnqueueResult(turn, created=True)
+
+    async def pending(self, bot: str, conversation_id: str) -> list[Turn]:
+        async with self._guard("read pending messages"):
+            cursor = self._turns.find(
+                {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "status": "pending"},
+                sort=[("seq", ASCENDING)])
+            turns = [Turn.from_dict(d) async for d in cursor]
+        for turn in turns:  # complete() follows for each: it need not read the turn again
+            self._pending_seen[(bot, conversation_id, turn.seq)] = turn
+        while len(self._pending_seen) > _PENDING_SEEN_MAX:
+            self._pending_seen.pop(next(iter(self._pending_seen)))
+        return turns
+
+    async def _apply_summary(self, bot: str, conversation_id: str, summary: SummaryUpdate, now: float | None,
+                             count_turn: bool, seq: int | None) -> bool:
+        """One pipeline update of the conversation document; with ``seq``, applied at most once."""
+        key = conversation_key(bot, conversation_id)
+        sets: dict[str, Any] = {}
+        if now is not None:
+            sets["last_activity"] = {"$max": ["$last_activity", _lit(now)]}
+        if summary.last_intent is not None:
+            sets["last_intent"] = _lit(summary.last_intent)
+        if summary.confidence is not None:
+            sets["min_confidence"] = {"$ifNull": [{"$min": ["$min_confidence", _lit(summary.confidence)]},
+                                                  _lit(summary.confidence)]}
+        for flag in _FLAGS:
+            value = getattr(summary, flag)
+            if value is not None:
+                sets[flag] = _lit(bool(value))
+        if summary.add_tags or summary.remove_tags:
+            kept = {"$filter": {"input": {"$ifNull": ["$tags", []]},
+                                "cond": {"$not": [{"$in": ["$$this", _lit(list(summary.remove_tags))]}]}}}
+            added = [t for i, t in enumerate(summary.add_tags) if t not in summary.add_tags[:i]]
+            new = {"$filter": {"input": _lit(added), "cond": {"$not": [{"$in": ["$$this", kept]}]}}}
+            sets["tags"] = {"$concatArrays": [kept, new]}
+        if count_turn:
+            sets["turns"] = {"$add": [{"$ifNull": ["$turns", 0]}, 1]}
+        query: dict[str, Any] = {"_id": key}
+        if seq is not None:
+            query["applied"] = {"$ne": seq}
+            sets["applied"] = {"$slice": [{"$concatArrays": [{"$ifNull": ["$applied", []]}, [_lit(seq)]]},
+                                          -_APPLIED_KEEP]}
+            sets["next_seq"] = {"$max": [{"$ifNull": ["$next_seq", 1]}, _lit(seq + 1)]}
+        if not sets:
+            return await self._convs.count_documents({"_id": key}, limit=1) == 1
+        if now is not None:
+            expire = self._expire_at(bot, now)
+            if expire:
+                sets["expire_at"] = {"$max": ["$expire_at", _lit(expire["expire_at"])]}
+        result = await self._convs.update_one(query, [{"$set": sets}])
+        return bool(result.matched_count)
+
+    async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
+                       summary: SummaryUpdate) -> Turn:
+        """The summary is updated first, at most once per seq, then the turn is marked done in one
+        write (the commit point). An outage between the two leaves the turn pending: the channel's
+        redelivery completes it, and the summary update is not applied twice."""
+        now = time.time()
+        where = {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "seq": _eq(seq)}
+        async with self._guard("store the reply"):
+            turn = self._pending_seen.pop((bot, conversation_id, seq), None)
+            if turn is None:
+                doc = await self._turns.find_one(where)
+                if doc is None:
+                    raise ConversationNotFound(f"no turn {seq} in {conversation_id!r}")
+                turn = Turn.from_dict(doc)
+                if turn.status == "done":
+                    return turn
+            await self._apply_summary(bot, conversation_id, summary, now, count_turn=True, seq=seq)
+            all_events = (*turn.events, *events)
+            result = await self._turns.update_one(
+                {**where, "status": "pending"},
+                {"$set": {"status": "done", "events": [e.to_dict() for e in all_events],
+                          "text": _turn_text(all_events), "completed_at": now, **self._expire_at(bot, now)}})
+            if result.modified_count == 1:
+                return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
+            doc = await self._turns.find_one(where)  # completed by someone else meanwhile
+            if doc is None:
+                raise ConversationNotFound(f"no turn {seq} in {conversation_id!r}")
+            return Turn.from_dict(doc)
+
+    async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
+                     summary: SummaryUpdate) -> Turn:
+        key = conversation_key(bot, conversation_id)
+        now = time.time()
+        async with self._guard("store the events"):
+            conv = await self._convs.find_one({"_id": key}, projection={"next_seq": 1})
+            if conv is None:
+                raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+            draft = Turn(bot, conversation_id, 0, None, "done", tuple(events), now, now)
+            turn = await self._insert_turn(draft, int(conv["next_seq"]))
+            assert turn is not None
+            await self._apply_summary(bot, conversation_id, summary, now, count_turn=False, seq=turn.seq)
+            return turn
+
+    async def get_turn(self, bot: str, conversation_id: str, message_id: str) -> Turn | None:
+        async with self._guard("read the message"):
+            return await self._find_message(bot, conversation_id, message_id)
+
+    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None:
+        async with self._guard("load the conversation"):
+            doc = await self._convs.find_one({"_id": conversation_key(bot, conversation_id)})
+            if doc is None:
+                return None
+            where = {"bot": _eq(bot), "conversation_id": _eq(conversation_id)}
+            if last_n is None:
+                docs = await self._turns.find(where, sort=[("seq", ASCENDING)]).to_list()
+            elif last_n <= 0:  # (a limit of 0 would mean "no limit" to MongoDB)
+                docs = []
+            else:
+                docs = await self._turns.find(where, sort=[("seq", DESCENDING)], limit=last_n).to_list()
+                docs.reverse()
+            return Conversation(ConversationSummary.from_dict(doc), tuple(Turn.from_dict(d) for d in docs))
+
+    async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None:
+        async with self._guard("read the conversation"):
+            doc = await self._convs.find_one({"_id": conversation_key(bot, conversation_id)})
+        return None if doc is None else ConversationSummary.from_dict(doc)
+
+    async def update_summary(self, bot: str, conversation_id: str, summary: SummaryUpdate) -> ConversationSummary:
+        key = conversation_key(bot, conversation_id)
+        async with self._guard("update the conversation"):
+            if not await self._apply_summary(bot, conversation_id, summary, None, count_turn=False, seq=None):
+                raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+            doc = await self._convs.find_one({"_id": key})
+        if doc is None:
+            raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+        return ConversationSummary.from_dict(doc)
+
+    async def _text_matches(self, query: TranscriptQuery) -> list[str]:
+        """Keys of the conversations with a turn containing ``query.text`` (case-insensitive, literal)."""
+        assert query.text
+        match: dict[str, Any] = {"text": {"$regex": re.escape(query.text), "$options": "i"}}
+        if query.bot is not None:
+            match["bot"] = _eq(query.bot)
+        cursor = await self._turns.aggregate([
+            {"$match": match},
+            {"$group": {"_id": {"bot": "$bot", "conversation_id": "$conversation_id"}}},
+        ])
+        return [conversation_key(d["_id"]["bot"], d["_id"]["conversation_id"]) async for d in cursor]
+
+    async def search(self, query: TranscriptQuery) -> Page:
+        if query.sort not in _SORTS:
+            raise ValueError(f"cannot sort by {query.sort!r}; use one of {', '.join(_SORTS)}")
+        where: dict[str, Any] = {}
+        for field_name, attr in (("bot", "bot"), ("channel", "channel"), ("last_intent", "intent"), ("tags", "tag")):
+            value = getattr(query, attr)
+            if value is not None:
+                where[field_name] = _eq(value)
+        if query.since is not None:
+            where.setdefault("last_activity", {})["$gte"] = float(query.since)
+        if query.until is not None:
+            where["started_at"] = {"$lt": float(query.until)}
+        if query.confidence_below is not None:
+            where["min_confidence"] = {"$lt": float(query.confidence_below)}
+        for flag in _FLAGS:
+            value = getattr(query, flag)
+            if value is not None:
+                where[flag] = _eq(bool(value))
+        async with self._guard("search conversations"):
+            if query.text:
+                where["_id"] = {"$in": await self._text_matches(query)}
+            total = await self._convs.count_documents(where)
+            order = DESCENDING if query.descending else ASCENDING
+            cursor = self._convs.find(where, sort=[(query.sort, order), ("conversation_id", ASCENDING)],
+                                      skip=max(query.offset, 0), limit=max(query.limit, 0))
+            items = tuple([ConversationSummary.from_dict(d) async for d in cursor]) if query.limit > 0 else ()
+        return Page(items, total, query.offset, query.limit)
+
+    # -- leases ---------------------------------------------------------------------
+    async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+        holder = {"$ifNull": ["$lease_owner", None]}
+        free = {"$or": [{"$eq": [holder, None]}, {"$eq": [holder, _lit(owner)]},
+                        {"$lt": [{"$ifNull": ["$lease_expires", 0.0]}, _lit(now)]}]}
+        async with self._guard("take the conversation lease"):
+            # one atomic update by _id: take the lease if free, else leave it as it is
+            doc = await self._convs.find_one_and_update(
+                {"_id": conversation_key(bot, conversation_id)},
+                [{"$set": {"lease_owner": {"$cond": [free, _lit(owner), holder]},
+                           "lease_expires": {"$cond": [free, _lit(now + ttl_s), "$lease_expires"]}}}],
+                projection={"lease_owner": 1, "lease_expires": 1}, return_document=ReturnDocument.AFTER)
+        return doc is not None and doc.get("lease_owner") == owner and doc.get("lease_expires") == now + ttl_s
+
+    async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
+        async with self._guard("release the conversation lease"):
+            await self._convs.update_one(
+                {"_id": conversation_key(bot, conversation_id), "lease_owner": _eq(owner)},
+                {"$set": {"lease_owner": None, "lease_expires": 0.0}})
