@@ -34,6 +34,7 @@ from bots.dialogue import AnswerProvider, Message, Services, State, decide
 from bots.dialogue_spec import DialogueSpec, parse_dialogue
 from bots.errors import Busy, StoreUnavailable, SwitchboardError
 from bots.metrics import Metrics
+from bots.pii import Redactor
 from bots.rasa_protocol import ActionRunner
 from bots.settings import Settings
 from bots.store.base import (
@@ -85,6 +86,13 @@ class BotRuntime:
     actions: ActionRunner | None = None
     # Retrieval/generation answers (bots.answers, adapted to bots.dialogue.AnswerProvider); None: templates only.
     answers: AnswerProvider | None = None
+    # PII redaction (bot.yml `pii:`), applied to every event before it is stored; None: off.
+    redactor: Redactor | None = None
+
+    def redacted(self, event: Event) -> Event:
+        if self.redactor is None:
+            return event
+        return Event(event.kind, self.redactor.redact_data(dict(event.data)), timestamp=event.timestamp)
 
     @property
     def services(self) -> Services:
@@ -148,12 +156,17 @@ class Runtime:
         actions = await asyncio.to_thread(load_actions, spec, dialogue)
         artifact = await asyncio.to_thread(resolve_artifact, bot_dir)
         model = await asyncio.to_thread(self._model_loader, artifact, spec, self.settings)
-        bot = self._install(spec, model, dialogue, actions)
+        pii = spec.sections.get("pii")
+        redactor = Redactor.from_config(spec.section("pii"), where=f"{pii.where()}: pii") if pii else None
+        days = spec.section("retention_days")
+        self.store.set_retention(spec.name, float(days) * 86400.0 if days is not None else None)
+        bot = self._install(spec, model, dialogue, actions, redactor=redactor)
         log.info("bot loaded", extra={"bot": spec.name, "version": model.manifest.version})
         return bot
 
     def _install(self, spec: BotSpec, model: IntentModel, dialogue: DialogueSpec | None = None,
-                 actions: ActionRunner | None = None, answers: AnswerProvider | None = None) -> BotRuntime:
+                 actions: ActionRunner | None = None, answers: AnswerProvider | None = None,
+                 redactor: Redactor | None = None) -> BotRuntime:
         old = self.bots.get(spec.name)
         nlu_seconds = self.metrics.nlu_seconds.labels(spec.name)
         batch_size = self.metrics.nlu_batch_size.labels(spec.name)
@@ -167,7 +180,7 @@ class Runtime:
             on_batch=observe,
         )
         bot = BotRuntime(spec=spec, model=model, understand=batcher, dialogue=dialogue or DialogueSpec(),
-                         actions=actions, answers=answers)
+                         actions=actions, answers=answers, redactor=redactor)
         self.bots[spec.name] = bot  # one assignment: in-flight messages keep the old model object
         if old is not None:
             self.metrics.model_info.remove(spec.name, old.version)
@@ -211,7 +224,7 @@ class Runtime:
                                    "channel": message.ref.channel}
         if message.payload:
             data["payload"] = message.payload
-        event = Event(USER, data, timestamp=message.received_at)
+        event = bot.redacted(Event(USER, data, timestamp=message.received_at))
         started = time.perf_counter()
         result = await self.store.enqueue(
             bot.name, message.ref.conversation_id, message.ref.channel, message.user_id,
@@ -301,7 +314,8 @@ class Runtime:
             message = Message(text=str(user.data.get("text", "")), understanding=understanding,
                               timestamp=user.timestamp, channel=str(user.data.get("channel", "")))
             decision = await decide(bot.spec, bot.dialogue, state, message, bot.services)
-            events = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events]
+            events = [bot.redacted(e) for e in
+                      (Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events)]
             await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
                 SummaryUpdate(last_intent=understanding.intent, confidence=understanding.confidence,
