@@ -26,17 +26,18 @@ from bots.settings import Settings
 from bots.store.base import ConversationStore
 from connectors.admin import admin_router
 from connectors.base import Channel
-from connectors.limits import BodySizeLimit
+from connectors.limits import BodySizeLimit, ClientRateLimit, RateLimiter
 from connectors.review.ui import ReviewUI
 from connectors.web import WebChannel
 
 log = logging.getLogger("switchboard.app")
 
 
-def _default_store(settings: Settings, retention: dict[str, float]) -> ConversationStore:
+def _default_store(settings: Settings) -> ConversationStore:
     from bots.store.factory import open_store
 
-    return open_store(uri=settings.mongodb_uri, data_dir=settings.data_dir, retention=retention)
+    # Each bot's retention (bot.yml retention_days) is set when its model loads.
+    return open_store(uri=settings.mongodb_uri, data_dir=settings.data_dir)
 
 
 def _default_channels(settings: Settings) -> list[Channel]:
@@ -67,10 +68,8 @@ def create_app(
     # bot.yml is read now, so a broken one stops start-up with file:line reasons (models load later).
     specs = [load_bot(d) for d in bot_dirs]
     expected = {spec.name for spec in specs}
-    retention = {spec.name: float(spec.section("retention_days")) * 86400.0
-                 for spec in specs if spec.section("retention_days") is not None}
     metrics = Metrics()
-    runtime = Runtime(settings, store or _default_store(settings, retention), metrics, model_loader=model_loader)
+    runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)
     channel_list: list[Channel] = list(channels) if channels is not None else _default_channels(settings)
     review = ReviewUI(runtime, {c.name: c for c in channel_list})
     loading: dict[str, str] = {}
@@ -123,6 +122,8 @@ def create_app(
     app.state.channels = {c.name: c for c in channel_list}
     app.state.review = review
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ClientRateLimit, limiter=RateLimiter(settings.rate_per_ip, settings.rate_per_ip_burst),
+                       path_pattern=r"^/bots/[^/]+/webhooks/web")
 
     @app.exception_handler(UnknownBot)
     async def unknown_bot(request: Request, exc: UnknownBot) -> JSONResponse:

@@ -21,11 +21,12 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bots.logs import configure
+    from bots.pii import RedactingFilter, Redactor
     from bots.settings import Settings
     from connectors.app import create_app
 
     settings = Settings.from_env()
-    configure(settings.log_level, json_lines=settings.log_json)
+    configure(settings.log_level, json_lines=settings.log_json, filters=[RedactingFilter(Redactor())])
     for bot_dir in args.bot_dirs:
         if not (bot_dir / "bot.yml").is_file():
             raise ConfigError(f"{bot_dir}: not a bot folder (no bot.yml)")
@@ -37,6 +38,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _telegram(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bots.logs import configure
+    from bots.pii import RedactingFilter, Redactor
+    from bots.settings import Settings
+    from connectors import telegram
+
+    settings = Settings.from_env()
+    if args.telegram_command == "set-webhook":
+        url = asyncio.run(telegram.set_webhook(settings, args.bot_dir, args.url))
+        print(f"webhook set: {url} (with SWITCHBOARD_TELEGRAM_SECRET as its secret token)")
+        return 0
+    configure(settings.log_level, json_lines=settings.log_json, filters=[RedactingFilter(Redactor())])
+    print(f"polling Telegram for {args.bot_dir} (Ctrl+C stops)", file=sys.stderr)
+    try:
+        asyncio.run(telegram.poll_until(settings, args.bot_dir))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Train, evaluate and serve support bots.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,8 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("SWITCHBOARD_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("SWITCHBOARD_PORT", "8000")))
     serve.set_defaults(func=_serve)
+    tg = sub.add_parser("telegram", help="Telegram: register the webhook once, or long-poll for development")
+    tg_sub = tg.add_subparsers(dest="telegram_command", required=True)
+    hook = tg_sub.add_parser("set-webhook", help="register the webhook and its secret token (once, not per replica)")
+    hook.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
+    hook.add_argument("--url", required=True, help="the server's public base URL, e.g. https://bots.example.com")
+    poll = tg_sub.add_parser("poll", help="answer by long polling (local development, no public URL needed)")
+    poll.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
+    tg.set_defaults(func=_telegram)
     for name in _TRAINING_COMMANDS:
         sub.add_parser(name, help=f"{name} a model (see `switchboard {name} --help`)", add_help=False)
+    from connectors.review.commands import add_review_commands
+
+    add_review_commands(sub)
     return parser
 
 

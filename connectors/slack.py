@@ -118,7 +118,7 @@ class SlackChannel:
                 runtime.metrics.rejected.labels(self.name, "malformed").inc()
                 return JSONResponse({"detail": f"malformed Slack request: {problem}"}, status_code=400)
             response = await self._handler.handle(request, {"switchboard_bot": bot})
-            if response.status_code >= 400 and not response.body.startswith(b'{"detail"'):
+            if response.status_code >= 400 and not bytes(response.body).startswith(b'{"detail"'):
                 reason = bytes(response.body).decode(errors="replace") or "refused"
                 return JSONResponse({"detail": reason}, status_code=response.status_code,
                                     headers={k: v for k, v in response.headers.items() if k.lower() == "retry-after"})

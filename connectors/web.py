@@ -1,26 +1,76 @@
-"""The web channel: a JSON webhook the chat page (and any website) posts messages to.
+"""The web channel: the embeddable chat widget, its WebSocket, and a JSON webhook.
 
-``POST /bots/{bot}/webhooks/web`` with ``{"conversation_id", "message_id", "text"}`` (or a
-button ``payload``) answers ``{"responses": [...]}``. The client picks the message id; a
-retry with the same id gets the stored answer, never a second one.
+* ``<script src="https://HOST/widget.js" data-bot="BOT"></script>`` puts the widget on any page
+  of an allowed origin (``SWITCHBOARD_WIDGET_ORIGINS``: comma-separated origins such as
+  ``https://shop.example.com``, or ``*``; this server's own origin is always allowed).
+* ``WS /bots/{bot}/webhooks/web/ws?conversation_id=...&after=SEQ``: the widget's connection.
+  Frames from the browser: ``{"type": "message", "id", "text"}`` (or ``"payload"`` for a
+  button). From the server: ``ack`` (the message is stored), ``typing``, ``partial`` (streamed
+  text of an answer being generated), ``reply`` (the bot's answer, with the turn's ``seq``),
+  ``agent`` (a support agent's message), ``error``. A resent message id is answered from the
+  stored turn, never twice, so the widget resends whatever was not answered after a reconnect.
+* ``GET /bots/{bot}/webhooks/web/history?conversation_id=...``: the conversation so far.
+* ``POST /bots/{bot}/webhooks/web`` with ``{"conversation_id", "message_id", "text"}`` (or a
+  button ``payload``) answers ``{"responses": [...]}`` (scripts and simple integrations).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import re
 from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from bots.errors import Busy, ConfigError, StoreUnavailable
+from bots.store.base import AGENT, BOT, USER, Conversation
 from bots.types import BotResponse, ConversationRef, UserMessage
+from connectors.limits import RateLimiter
 
 if TYPE_CHECKING:
     from bots.runtime import Runtime
 
+log = logging.getLogger("switchboard.web")
+
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ORIGINS_ENV = "SWITCHBOARD_WIDGET_ORIGINS"
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_POLL_S = 3.0  # how often an open socket checks the store for agent messages sent from another replica
+
+
+class OriginPolicy:
+    """Which web pages may embed the widget: exact origins (``https://shop.example.com``), or ``*``.
+    A page served by this server itself is always allowed."""
+
+    def __init__(self, origins: frozenset[str], any_origin: bool) -> None:
+        self.origins = origins
+        self.any_origin = any_origin
+
+    @classmethod
+    def parse(cls, raw: str) -> OriginPolicy:
+        found: set[str] = set()
+        for item in (x.strip().rstrip("/") for x in raw.split(",")):
+            if not item:
+                continue
+            if item == "*":
+                return cls(frozenset(), True)
+            if not _ORIGIN.match(item):
+                raise ValueError(f"{item!r} is not an origin: use scheme://host[:port], e.g. https://shop.example.com")
+            found.add(item.lower())
+        return cls(frozenset(found), False)
+
+    def allows(self, origin: str, host: str) -> bool:
+        origin = origin.lower()
+        if origin in (f"http://{host}".lower(), f"https://{host}".lower()):
+            return True
+        return self.any_origin or origin in self.origins
 
 
 class WebMessage(BaseModel):
@@ -31,6 +81,15 @@ class WebMessage(BaseModel):
     text: str = Field(default="", description="What the customer typed.")
     payload: str | None = Field(default=None, max_length=1000, description="A button's payload, e.g. /cancel_order.")
     user_id: str = Field(default="", max_length=128)
+
+
+class SocketFrame(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    id: Id
+    text: str = ""
+    payload: str | None = Field(default=None, max_length=1000)
 
 
 class ButtonOut(BaseModel):
@@ -58,32 +117,185 @@ def _out(responses: Sequence[BotResponse]) -> list[ResponseOut]:
     ]
 
 
+def _json(responses: Sequence[BotResponse]) -> list[dict[str, Any]]:
+    return [r.model_dump() for r in _out(responses)]
+
+
+def history_json(conversation: Conversation | None) -> dict[str, Any]:
+    """What the customer saw: their messages and the bot's and agents' replies (nothing internal)."""
+    messages: list[dict[str, Any]] = []
+    last_seq = 0
+    for turn in conversation.turns if conversation else ():
+        last_seq = max(last_seq, turn.seq)
+        for event in turn.events:
+            if event.kind == USER:
+                messages.append({"seq": turn.seq, "role": "user", "message_id": turn.message_id,
+                                 "text": str(event.data.get("text", "")), "answered": turn.status == "done"})
+            elif event.kind in (BOT, AGENT):
+                r = BotResponse.from_dict(event.data)
+                messages.append({"seq": turn.seq, "role": "agent" if event.kind == AGENT else "bot",
+                                 "message_id": turn.message_id, **_out([r])[0].model_dump()})
+    return {"conversation_id": conversation.summary.conversation_id if conversation else None,
+            "last_seq": last_seq, "messages": messages}
+
+
+class _Socket:
+    """One open widget connection: a send lock and a wake-up for agent messages."""
+
+    def __init__(self, websocket: WebSocket, after: int) -> None:
+        self.websocket = websocket
+        self.delivered = after  # agent messages in turns up to this seq were sent (or seen in history)
+        self.wake = asyncio.Event()
+        self.closed = False
+        self._lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send a frame; a customer who left meanwhile is not an error (their answer is stored)."""
+        async with self._lock:
+            try:
+                await self.websocket.send_json(frame)
+            except Exception:  # noqa: BLE001 - any closed-socket error of the server in use
+                self.closed = True
+
+
 class WebChannel:
     name = "web"
 
+    def __init__(self, allowed_origins: Sequence[str] | None = None) -> None:
+        raw = os.environ.get(ORIGINS_ENV, "") if allowed_origins is None else ",".join(allowed_origins)
+        try:
+            self.origins = OriginPolicy.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{ORIGINS_ENV}: {exc}") from None
+        self._sockets: dict[tuple[str, str], set[_Socket]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
+
+    # -- pushing into open widgets ----------------------------------------------------
+    async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None:
+        """Agent replies are stored first (the review UI does); this wakes the conversation's open
+        widgets, which read them from the store, so a reply is delivered once even across replicas."""
+        for socket in self._sockets.get((ref.bot, ref.conversation_id), ()):
+            socket.wake.set()
+
+    async def partial(self, ref: ConversationRef, message_id: str, text: str) -> None:
+        """Streaming hook: show ``text`` (the answer so far) while an answer is being generated.
+        The final ``reply`` frame replaces it."""
+        for socket in list(self._sockets.get((ref.bot, ref.conversation_id), ())):
+            with contextlib.suppress(Exception):
+                await socket.send({"type": "partial", "id": message_id, "text": text})
+
+    async def aclose(self) -> None:
+        for sockets in list(self._sockets.values()):
+            for socket in list(sockets):
+                with contextlib.suppress(Exception):
+                    await socket.websocket.close(code=1001)
+
+    # -- routes -------------------------------------------------------------------------
     def router(self, runtime: Runtime) -> APIRouter:
         router = APIRouter(tags=["web"])
         max_chars = runtime.settings.max_message_chars
+        # Messages over a socket count like webhook requests: per client address.
+        frame_limit = RateLimiter(runtime.settings.rate_per_ip, runtime.settings.rate_per_ip_burst)
 
-        @router.post("/bots/{bot}/webhooks/web", response_model=WebReply,
-                     responses={400: {}, 404: {}, 413: {}, 422: {}, 503: {}})
-        async def receive(bot: str, body: WebMessage) -> WebReply:
-            runtime.bot(bot)  # 404 before anything else
-            text = body.text.strip()
-            if not text and not body.payload:
+        def cors(request: Request, response: Response) -> None:
+            origin = request.headers.get("origin")
+            if origin is None:
+                return
+            if not self.origins.allows(origin, request.headers.get("host", "")):
+                raise HTTPException(403, f"origin {origin!r} may not use this widget: add it to {ORIGINS_ENV}")
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+
+        def check_text(text: str, payload: str | None) -> str:
+            text = text.strip()
+            if not text and not payload:
                 raise HTTPException(422, "text is empty: send what the customer typed, or a button payload")
             if len(text) > max_chars:
                 raise HTTPException(422, f"text is {len(text)} characters; the limit is {max_chars}")
+            return text
+
+        @router.options("/bots/{bot}/webhooks/web", include_in_schema=False)
+        @router.options("/bots/{bot}/webhooks/web/history", include_in_schema=False)
+        async def preflight(request: Request, bot: str) -> Response:
+            response = Response(status_code=204)
+            cors(request, response)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+            return response
+
+        @router.post("/bots/{bot}/webhooks/web", response_model=WebReply,
+                     responses={400: {}, 403: {}, 404: {}, 413: {}, 422: {}, 503: {}})
+        async def receive(request: Request, response: Response, bot: str, body: WebMessage) -> WebReply:
+            cors(request, response)
+            runtime.bot(bot)  # 404 before anything else
+            text = check_text(body.text, body.payload)
             message = UserMessage(
                 ref=ConversationRef(bot=bot, channel=self.name, conversation_id=body.conversation_id),
-                message_id=body.message_id,
-                text=text,
-                user_id=body.user_id,
-                payload=body.payload,
+                message_id=body.message_id, text=text, user_id=body.user_id, payload=body.payload,
             )
             responses = await runtime.handle(message)
             return WebReply(conversation_id=body.conversation_id, message_id=body.message_id,
                             responses=_out(responses))
+
+        @router.get("/bots/{bot}/webhooks/web/history", responses={403: {}, 404: {}, 422: {}})
+        async def history(request: Request, response: Response, bot: str,
+                          conversation_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]) -> dict[str, Any]:
+            cors(request, response)
+            runtime.bot(bot)
+            response.headers["Cache-Control"] = "no-store"
+            return history_json(await runtime.store.load(bot, conversation_id))
+
+        @router.websocket("/bots/{bot}/webhooks/web/ws")
+        async def socket(websocket: WebSocket, bot: str, conversation_id: str = "", after: int = 0) -> None:
+            origin = websocket.headers.get("origin")
+            if origin is not None and not self.origins.allows(origin, websocket.headers.get("host", "")):
+                await websocket.close(code=1008, reason="origin not allowed")
+                return
+            if bot not in runtime.bots or not _valid_id(conversation_id):
+                await websocket.close(code=1008, reason="unknown bot or bad conversation_id")
+                return
+            await websocket.accept()
+            conn = _Socket(websocket, max(0, after))
+            key = (bot, conversation_id)
+            self._sockets.setdefault(key, set()).add(conn)
+            pump = asyncio.create_task(self._pump_agent_messages(runtime, bot, conversation_id, conn))
+            try:
+                while True:
+                    raw = await websocket.receive_json()
+                    try:
+                        frame = SocketFrame.model_validate(raw)
+                    except ValidationError:
+                        await conn.send({"type": "error", "id": None, "retry": False,
+                                         "detail": "a frame needs type 'message' and an id (letters, digits, _ -)"})
+                        continue
+                    if frame.type != "message":
+                        continue
+                    wait = frame_limit.allow(websocket.client.host if websocket.client else "unknown")
+                    if wait > 0:
+                        await conn.send({"type": "error", "id": frame.id, "retry": True, "retry_after": wait,
+                                         "detail": "too many messages; this one will be sent again shortly"})
+                        continue
+                    # Answered even if the customer leaves meanwhile: the reply is stored for their return.
+                    task = asyncio.create_task(self._answer(runtime, bot, conversation_id, frame, conn, max_chars))
+                    self._answering.add(task)
+                    task.add_done_callback(self._answering.discard)
+            except (WebSocketDisconnect, RuntimeError, ValueError):
+                pass
+            finally:
+                conn.closed = True
+                pump.cancel()
+                sockets = self._sockets.get(key)
+                if sockets is not None:
+                    sockets.discard(conn)
+                    if not sockets:
+                        self._sockets.pop(key, None)
+
+        @router.get("/widget.js", include_in_schema=False)
+        async def widget_js() -> Response:
+            body = resources.files("connectors").joinpath("static/widget.js").read_bytes()
+            return Response(body, media_type="text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"})
 
         @router.get("/bots/{bot}/chat", response_class=HTMLResponse, include_in_schema=False)
         async def chat_page(bot: str) -> HTMLResponse:
@@ -94,9 +306,59 @@ class WebChannel:
 
         return router
 
-    async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None:
-        """Web replies outside a request are picked up by the page from the transcript."""
-        return None
+    async def _answer(self, runtime: Runtime, bot: str, conversation_id: str, frame: SocketFrame, conn: _Socket,
+                      max_chars: int) -> None:
+        text = frame.text.strip()
+        if not text and not frame.payload:
+            await conn.send({"type": "error", "id": frame.id, "retry": False, "detail": "the message is empty"})
+            return
+        if len(text) > max_chars:
+            await conn.send({"type": "error", "id": frame.id, "retry": False,
+                             "detail": f"the message is {len(text)} characters; the limit is {max_chars}"})
+            return
+        message = UserMessage(ref=ConversationRef(bot=bot, channel=self.name, conversation_id=conversation_id),
+                              message_id=frame.id, text=text, payload=frame.payload)
+        try:
+            turn = await runtime.accept(message)
+            await conn.send({"type": "ack", "id": frame.id, "seq": turn.seq})
+            if turn.status != "done":
+                await conn.send({"type": "typing", "on": True, "id": frame.id})
+            responses = await runtime.process(message, turn)
+        except (Busy, StoreUnavailable):
+            await conn.send({"type": "error", "id": frame.id, "retry": True,
+                             "detail": "the bot is busy; the message will be sent again"})
+            return
+        await conn.send({"type": "reply", "id": frame.id, "seq": turn.seq, "responses": _json(responses)})
 
-    async def aclose(self) -> None:
-        return None
+    async def _pump_agent_messages(self, runtime: Runtime, bot: str, conversation_id: str, conn: _Socket) -> None:
+        """Send agent messages stored after ``conn.delivered``: at once when woken by ``send``, else
+        every few seconds (an agent on another replica)."""
+        seen_activity = 0.0
+        first = True
+        while True:
+            if not first:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.wake.wait(), timeout=_POLL_S)
+            first = False
+            woken = conn.wake.is_set()
+            conn.wake.clear()
+            try:
+                if not woken:
+                    summary = await runtime.store.summary(bot, conversation_id)
+                    if summary is None or summary.last_activity == seen_activity:
+                        continue
+                    seen_activity = summary.last_activity
+                conversation = await runtime.store.load(bot, conversation_id, last_n=20)
+            except StoreUnavailable:
+                continue
+            for turn in conversation.turns if conversation else ():
+                if turn.seq <= conn.delivered:
+                    continue
+                agent = [BotResponse.from_dict(e.data) for e in turn.events if e.kind == AGENT]
+                if agent:  # agent turns are stored complete: never revisited
+                    await conn.send({"type": "agent", "seq": turn.seq, "responses": _json(agent)})
+                conn.delivered = turn.seq
+
+
+def _valid_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isascii() and (c.isalnum() or c in "_-") for c in value)

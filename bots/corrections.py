@@ -1,0 +1,173 @@
+"""Corrections made by support agents in the review UI, turned into training data.
+
+An agent's fix of a message's intent or entities is stored as a ``correction`` event
+``{"seq": <the customer's turn>, "intent": ..., "entities": [{entity, value, start, end}], "by": ...}``
+and the conversation is tagged ``corrected``. ``export_corrections`` collects the latest
+correction of every message and writes ``BOT_DIR/corrections.yml`` in the Rasa NLU format that
+``switchboard train --data`` reads, with bot.yml's annotation syntax::
+
+    # Corrections exported from the review UI for bot 'shop'. ...
+    version: "3.1"
+    nlu:
+    - intent: cancel_order
+      examples:
+      - please cancel [123](order_id) now
+      - stop that purchase
+
+Exporting again merges: a message corrected again gets its latest label, examples exported
+earlier (whose conversations may have expired since) are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bots.botspec import BotSpec, parse_example
+from bots.errors import ConfigError
+from bots.store.base import CORRECTION, Conversation, ConversationStore, TranscriptQuery
+from bots.types import Entity
+
+CORRECTED_TAG = "corrected"
+CORRECTIONS_FILE = "corrections.yml"
+_PAGE = 200
+
+
+@dataclass(frozen=True)
+class CorrectedExample:
+    text: str
+    intent: str
+    entities: tuple[Entity, ...] = ()
+    source: str = ""  # "<conversation id>#<seq>" or the file it was read from
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    written: int  # examples in the file
+    new: int  # examples taken from the store this time
+    skipped: tuple[str, ...]  # corrections that could not be written, each with the reason
+
+
+def corrections_in(conversation: Conversation) -> list[CorrectedExample]:
+    """The latest correction of each customer message of one conversation, in turn order."""
+    texts: dict[int, str] = {}
+    for turn in conversation.turns:
+        user = turn.user_event
+        if user is not None:
+            texts[turn.seq] = str(user.data.get("text", ""))
+    latest: dict[int, dict[str, Any]] = {}
+    for event in conversation.events:
+        if event.kind == CORRECTION and isinstance(event.data.get("seq"), int):
+            latest[int(event.data["seq"])] = event.data
+    found = []
+    for seq in sorted(latest):
+        if seq not in texts or not texts[seq].strip():
+            continue
+        data = latest[seq]
+        entities = tuple(Entity.from_dict(e) for e in data.get("entities") or ())
+        found.append(CorrectedExample(texts[seq], str(data.get("intent", "")), entities,
+                                      f"{conversation.summary.conversation_id}#{seq}"))
+    return found
+
+
+async def collect_corrections(store: ConversationStore, bot: str) -> list[CorrectedExample]:
+    """Every corrected message of the bot's stored conversations (found by the ``corrected`` tag)."""
+    found: list[CorrectedExample] = []
+    offset = 0
+    while True:
+        page = await store.search(TranscriptQuery(bot=bot, tag=CORRECTED_TAG, sort="started_at", descending=False,
+                                                  offset=offset, limit=_PAGE))
+        for summary in page.items:
+            conversation = await store.load(bot, summary.conversation_id)
+            if conversation is not None:
+                found.extend(corrections_in(conversation))
+        offset += len(page.items)
+        if not page.items or offset >= page.total:
+            return found
+
+
+def annotate(text: str, entities: Sequence[Entity]) -> str:
+    """``please cancel 123`` + order_id@14..17 → ``please cancel [123](order_id)``."""
+    parts: list[str] = []
+    pos = 0
+    for e in sorted(entities, key=lambda e: e.start):
+        if e.start < pos or not 0 <= e.start < e.end <= len(text):
+            raise ValueError(f"entity {e.entity!r} at {e.start}..{e.end} overlaps another or lies outside the text")
+        shown = text[e.start:e.end]
+        label = e.entity if shown == e.value else f"{e.entity}:{e.value}"
+        parts += [text[pos:e.start], f"[{shown}]({label})"]
+        pos = e.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _check(example: CorrectedExample, spec: BotSpec) -> str:
+    """The annotated example line; ValueError with the reason if it cannot be written faithfully."""
+    if example.intent not in spec.intents:
+        raise ValueError(f"intent {example.intent!r} is not an intent of bot {spec.name!r}")
+    text = " ".join(example.text.split())
+    if text != example.text:
+        raise ValueError("the message spans several lines or has odd spacing; bot.yml examples are one line")
+    line = annotate(text, example.entities)
+    back = parse_example(line)
+    wanted = sorted((e.entity, e.value, e.start, e.end) for e in example.entities)
+    if back.text != text or sorted((e.entity, e.value, e.start, e.end) for e in back.entities) != wanted:
+        raise ValueError("the message contains [text](name) markup that bot.yml would read as an entity")
+    return line
+
+
+def read_corrections(path: Path) -> list[tuple[str, str]]:
+    """(intent, annotated example) pairs of an existing corrections file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the corrections file ({exc}); move it away and export again") from exc
+    pairs = []
+    for item in (data or {}).get("nlu") or []:
+        if isinstance(item, dict) and isinstance(item.get("intent"), str):
+            pairs += [(item["intent"], str(x)) for x in item.get("examples") or [] if isinstance(x, str | int)]
+    return pairs
+
+
+def render(bot: str, pairs: Iterable[tuple[str, str]]) -> str:
+    by_intent: dict[str, list[str]] = {}
+    for intent, line in pairs:
+        by_intent.setdefault(intent, []).append(line)
+    body = yaml.safe_dump(
+        {"version": "3.1", "nlu": [{"intent": i, "examples": by_intent[i]} for i in sorted(by_intent)]},
+        sort_keys=False, allow_unicode=True, width=10_000,
+    )
+    header = (f"# Corrections exported from the review UI for bot {bot!r}.\n"
+              "# Rasa NLU format with bot.yml's [value](entity) annotations; train with them:\n"
+              "#   switchboard train BOT_DIR --data BOT_DIR/corrections.yml\n"
+              "# Re-exporting merges: the latest label of a message wins.\n")
+    return header + body
+
+
+def export_corrections(spec: BotSpec, examples: Sequence[CorrectedExample], path: Path | None = None
+                       ) -> ExportResult:
+    """Merge ``examples`` into ``BOT_DIR/corrections.yml`` (created if missing); returns what happened."""
+    path = path or spec.directory / CORRECTIONS_FILE
+    merged: dict[str, tuple[str, str]] = {}  # plain text (case-folded) -> (intent, line)
+    if path.exists():
+        for intent, line in read_corrections(path):
+            merged[" ".join(parse_example(line).text.lower().split())] = (intent, line)
+    skipped: list[str] = []
+    new = 0
+    for example in examples:
+        try:
+            line = _check(example, spec)
+        except ValueError as exc:
+            skipped.append(f"{example.source}: {exc}")
+            continue
+        merged[" ".join(example.text.lower().split())] = (example.intent, line)
+        new += 1
+    tmp = path.with_suffix(".yml.tmp")
+    tmp.write_text(render(spec.name, merged.values()), encoding="utf-8")
+    tmp.replace(path)
+    return ExportResult(path, len(merged), new, tuple(skipped))

@@ -1,0 +1,208 @@
+"""Live takeover and the web widget's server side: the WebSocket protocol (ack, typing, reply,
+idempotent resend, agent messages, streaming hook), the origin allow-list, history, and an
+agent's reply reaching a Slack customer through the fake Slack API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from bots.settings import Settings
+from bots.types import ConversationRef
+from connectors.app import create_app
+from connectors.outgoing import RetryPolicy
+from connectors.slack import SlackChannel
+from connectors.web import WebChannel
+from tests.connectors.test_review_api import add_users, sign_in
+from tests.fixtures.fake_slack import FakeSlack, event_body, sign
+from tests.fixtures.fake_slack import fake_slack as fake_slack
+
+SHOP = "https://shop.example"
+WS = "/bots/tiny/webhooks/web/ws"
+
+
+def _ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 30
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def web(tiny_bot_dir: Path, settings: Settings) -> Iterator[TestClient]:
+    add_users(settings.data_dir, ann="agent")
+    app = create_app(settings, [tiny_bot_dir], channels=[WebChannel([SHOP])])
+    with TestClient(app) as client:
+        _ready(client)
+        yield client
+
+
+def frames_until(ws: Any, kind: str, limit: int = 10) -> list[dict[str, Any]]:
+    seen = []
+    for _ in range(limit):
+        frame = ws.receive_json()
+        seen.append(frame)
+        if frame["type"] == kind:
+            return seen
+    raise AssertionError(f"no {kind!r} frame in {seen}")
+
+
+def test_message_ack_typing_reply_and_idempotent_resend(web: TestClient) -> None:
+    with web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": SHOP}) as ws:
+        ws.send_json({"type": "message", "id": "m1", "text": "I want to cancel my order 123"})
+        frames = frames_until(ws, "reply")
+        assert [f["type"] for f in frames] == ["ack", "typing", "reply"]
+        reply = frames[-1]
+        assert reply["id"] == "m1" and reply["seq"] == 1
+        assert reply["responses"][0]["text"] == "Order 123 is being cancelled."
+        ws.send_json({"type": "message", "id": "m1", "text": "I want to cancel my order 123"})  # a resend
+        again = frames_until(ws, "reply")
+        assert again[-1]["responses"] == reply["responses"] and again[-1]["seq"] == 1
+        ws.send_json({"type": "message", "id": "m2", "text": "   "})
+        assert ws.receive_json() == {"type": "error", "id": "m2", "retry": False, "detail": "the message is empty"}
+        ws.send_json({"type": "message", "id": "m3", "payload": '/track_order{"order_id": "77"}', "text": "Track"})
+        assert frames_until(ws, "reply")[-1]["responses"][0]["text"] == "Order 77 is on its way."
+    history = web.get("/bots/tiny/webhooks/web/history?conversation_id=w1", headers={"origin": SHOP})
+    assert history.status_code == 200
+    assert history.headers["access-control-allow-origin"] == SHOP
+    body = history.json()
+    assert body["last_seq"] == 2  # the resend was answered from the stored turn, not stored again
+    assert [(m["role"], m["text"]) for m in body["messages"]] == [
+        ("user", "I want to cancel my order 123"), ("bot", "Order 123 is being cancelled."),
+        ("user", "Track"), ("bot", "Order 77 is on its way.")]
+
+
+def test_origin_allow_list(web: TestClient) -> None:
+    with pytest.raises(WebSocketDisconnect) as closed, \
+            web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": "https://evil.example"}) as ws:
+        ws.receive_json()
+    assert closed.value.code == 1008
+    with web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": "http://testserver"}) as ws:
+        ws.send_json({"type": "message", "id": "m1", "text": "hello"})  # the server's own pages are allowed
+        assert frames_until(ws, "reply")[-1]["responses"][0]["text"] == "Hello! How can I help you today?"
+    with pytest.raises(WebSocketDisconnect) as closed, \
+            web.websocket_connect(f"{WS}?conversation_id=bad%20id", headers={"origin": SHOP}) as ws:
+        ws.receive_json()
+    assert closed.value.code == 1008
+    r = web.options("/bots/tiny/webhooks/web", headers={"origin": SHOP, "access-control-request-method": "POST"})
+    assert r.status_code == 204 and r.headers["access-control-allow-origin"] == SHOP
+    r = web.options("/bots/tiny/webhooks/web", headers={"origin": "https://evil.example"})
+    assert r.status_code == 403 and "SWITCHBOARD_WIDGET_ORIGINS" in r.json()["detail"]
+    r = web.post("/bots/tiny/webhooks/web", json={"conversation_id": "p1", "message_id": "m1", "text": "hello"},
+                 headers={"origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert web.get("/widget.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_bad_origin_setting_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bots.errors import ConfigError
+
+    monkeypatch.setenv("SWITCHBOARD_WIDGET_ORIGINS", "https://ok.example, shop.example")
+    with pytest.raises(ConfigError, match=r"SWITCHBOARD_WIDGET_ORIGINS: 'shop\.example' is not an origin"):
+        WebChannel()
+    monkeypatch.setenv("SWITCHBOARD_WIDGET_ORIGINS", "https://ok.example,http://127.0.0.1:8080")
+    assert WebChannel().origins.allows("http://127.0.0.1:8080", "bots.example")
+
+
+def test_takeover_reply_reaches_the_widget_and_hand_back_resumes_the_bot(web: TestClient) -> None:
+    csrf = sign_in(web, "ann")
+    h = {"X-CSRF-Token": csrf}
+    base = "/review/api/bots/tiny/conversations/w1"
+    with web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": SHOP}) as ws:
+        ws.send_json({"type": "message", "id": "m1", "text": "I want to talk to a human"})
+        frames_until(ws, "reply")
+        assert web.post(f"{base}/takeover", headers=h).json() == {"paused": True}
+        queue = web.get("/review/api/queue").json()
+        assert [c["conversation_id"] for c in queue["items"]] == ["w1"]
+
+        r = web.post(f"{base}/reply", json={"text": "Hi, I'm Ann from support <b>here</b>"}, headers=h)
+        assert r.status_code == 200 and r.json()["delivered"] is True
+        agent = frames_until(ws, "agent")[-1]
+        assert agent["responses"][0]["text"] == "Hi, I'm Ann from support <b>here</b>"
+        assert agent["responses"][0]["source"] == "human"
+
+        ws.send_json({"type": "message", "id": "m2", "text": "hello"})  # the bot stays silent while paused
+        assert frames_until(ws, "reply")[-1]["responses"] == []
+
+        assert web.post(f"{base}/handback", headers=h).json() == {"paused": False}
+        ws.send_json({"type": "message", "id": "m3", "text": "hello"})
+        assert frames_until(ws, "reply")[-1]["responses"][0]["text"] == "Hello! How can I help you today?"
+
+    t = web.get(base).json()
+    kinds = [e["kind"] for turn in t["turns"] for e in turn["events"] if e["kind"] in ("pause", "agent", "resume")]
+    assert kinds == ["pause", "agent", "resume"]
+    assert t["summary"]["handoff"] is False and t["paused"] is False
+    assert web.get("/review/api/queue").json()["total"] == 0
+    history = web.get("/bots/tiny/webhooks/web/history?conversation_id=w1").json()
+    assert ("agent", "Hi, I'm Ann from support <b>here</b>") in [(m["role"], m["text"]) for m in history["messages"]]
+
+
+def test_agent_reply_reaches_a_reconnecting_widget_once(web: TestClient) -> None:
+    csrf = sign_in(web, "ann")
+    with web.websocket_connect(f"{WS}?conversation_id=w2", headers={"origin": SHOP}) as ws:
+        ws.send_json({"type": "message", "id": "m1", "text": "hello"})
+        last_seq = frames_until(ws, "reply")[-1]["seq"]
+    # the customer is offline while the agent answers; the widget reconnects with what it has seen
+    web.post("/review/api/bots/tiny/conversations/w2/reply", json={"text": "Are you still there?"},
+             headers={"X-CSRF-Token": csrf})
+    with web.websocket_connect(f"{WS}?conversation_id=w2&after={last_seq}", headers={"origin": SHOP}) as ws:
+        agent = frames_until(ws, "agent")[-1]
+        assert agent["responses"][0]["text"] == "Are you still there?"
+        ws.send_json({"type": "message", "id": "m2", "text": "yes"})
+        frames = frames_until(ws, "reply")
+        assert not [f for f in frames if f["type"] == "agent"]  # not sent twice
+
+
+def test_streaming_hook_sends_partial_text(web: TestClient) -> None:
+    channel = web.app.state.channels["web"]  # type: ignore[attr-defined]
+    with web.websocket_connect(f"{WS}?conversation_id=w3", headers={"origin": SHOP}) as ws:
+        ws.send_json({"type": "message", "id": "m1", "text": "hello"})
+        frames_until(ws, "reply")
+        ref = ConversationRef("tiny", "web", "w3")
+        web.portal.call(channel.partial, ref, "m9", "Your order")  # type: ignore[union-attr]
+        assert ws.receive_json() == {"type": "partial", "id": "m9", "text": "Your order"}
+
+
+def test_agent_reply_reaches_a_slack_customer(tiny_bot_dir: Path, settings: Settings, fake_slack: FakeSlack) -> None:
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    add_users(settings.data_dir, ann="agent")
+    slack = SlackChannel(signing_secret=secret, tokens={"T1": "xoxb-team-one"}, api_url=fake_slack.base_url,
+                         policy=RetryPolicy(attempts=2, base_delay_s=0.01))
+    with TestClient(create_app(settings, [tiny_bot_dir], channels=[WebChannel(), slack])) as client:
+        _ready(client)
+        body = event_body({"type": "message", "channel": "D1", "channel_type": "im", "user": "U42",
+                           "text": "I need a live agent", "ts": "1700000001.000100", "event_ts": "1700000001.000100"})
+        r = client.post("/bots/tiny/webhooks/slack", content=body,
+                        headers={"Content-Type": "application/json", **sign(secret, body)})
+        assert r.status_code == 200
+        fake_slack.wait_for("chat.postMessage")
+        csrf = sign_in(client, "ann")
+        r = client.post("/review/api/bots/tiny/conversations/slack:T1:D1/reply",
+                        json={"text": "Ann here, how can I help?"}, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200, r.text
+        calls = fake_slack.wait_for("chat.postMessage", 2)
+        assert calls[-1].params["channel"] == "D1"
+        assert calls[-1].params["text"] == "Ann here, how can I help?"
+        assert calls[-1].token == "xoxb-team-one"
+
+
+def test_socket_messages_are_rate_limited_per_client(tiny_bot_dir: Path, settings: Settings) -> None:
+    from dataclasses import replace
+
+    limited = replace(settings, rate_per_ip=0.01, rate_per_ip_burst=2)
+    with TestClient(create_app(limited, [tiny_bot_dir], channels=[WebChannel()])) as client:
+        _ready(client)
+        with client.websocket_connect(f"{WS}?conversation_id=r1") as ws:
+            for i in range(2):
+                ws.send_json({"type": "message", "id": f"m{i}", "text": "hello"})
+                frames_until(ws, "reply")
+            ws.send_json({"type": "message", "id": "m9", "text": "hello"})
+            error = ws.receive_json()
+            assert error["type"] == "error" and error["id"] == "m9" and error["retry"] is True
+            assert error["retry_after"] > 1
