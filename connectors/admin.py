@@ -40,11 +40,15 @@ def admin_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 
     @router.get("/bots/{bot}/conversations/{conversation_id}", responses={401: {}, 403: {}, 404: {}})
-    async def transcript(bot: str, conversation_id: str) -> dict[str, Any]:
+    async def transcript(bot: str, conversation_id: str, request: Request) -> dict[str, Any]:
         runtime.bot(bot)
         conversation = await runtime.store.load(bot, conversation_id)
         if conversation is None:
             raise HTTPException(404, f"no conversation {conversation_id!r} for bot {bot!r}")
+        review = getattr(request.app.state, "review", None)
+        if review is not None:  # every transcript read is audited, whoever reads it
+            await review.auth.audit(request, "admin-token", "export_transcript", bot=bot,
+                                    conversation_id=conversation_id)
         return transcript_json(conversation)
 
     @router.get("/bots/{bot}/conversations", responses={401: {}, 403: {}, 404: {}})

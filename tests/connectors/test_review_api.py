@@ -18,6 +18,7 @@ from bots.settings import Settings
 from bots.staff.accounts import Accounts
 from bots.staff.sqlite import STAFF_FILE, SQLiteStaffStore
 from connectors.app import create_app
+from tests.conftest import ADMIN_TOKEN
 from tests.fixtures.mongo import mongo_uri as mongo_uri
 from tests.fixtures.mongo import secantus as secantus
 
@@ -177,6 +178,9 @@ def test_api_tokens_for_scripts_and_the_audit_log(review: TestClient, settings: 
     r = review.post("/review/api/bots/tiny/conversations/c1/tags", json={"add": ["billing"]}, headers=auth)
     assert r.status_code == 200 and r.json()["tags"] == ["billing"]
     assert review.get("/review/api/conversations", headers={"Authorization": "Bearer sbt_forged"}).status_code == 401
+    # the plain admin API is audited too
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert review.get("/bots/tiny/conversations/c1", headers=admin).status_code == 200
 
     sign_in(review, "ada")
     review.get("/review/bots/tiny/conversations/c1")
@@ -184,7 +188,8 @@ def test_api_tokens_for_scripts_and_the_audit_log(review: TestClient, settings: 
     actions = [(e["actor"], e["action"], e["conversation_id"]) for e in log]
     assert ("ada", "view_transcript", "c1") in actions
     assert ("ann (token nightly-export)", "export_transcript", "c1") in actions
-    assert sum(1 for a in actions if a[1] == "export_transcript") == 2  # the JSON read and the download
+    assert sum(1 for a in actions if a[1] == "export_transcript") == 3  # JSON read, download, admin API
+    assert ("admin-token", "export_transcript", "c1") in actions
     assert ("ada", "sign_in", "") in actions
     assert ("ann (token nightly-export)", "tag", "c1") in actions
 
