@@ -35,6 +35,7 @@ class Settings:
     rate_per_ip_burst: float = 30.0
     rate_per_conversation: float = 1.0
     rate_per_conversation_burst: float = 10.0
+    ws_idle_timeout_s: float = 300.0  # a web-widget socket with no message for this long is closed
     # Channel secrets (never logged: see __repr__).
     slack_signing_secret: str | None = None
     slack_bot_token: str | None = None
@@ -124,6 +125,7 @@ class Settings:
             rate_per_ip_burst=float(number("rate_per_ip_burst", float, 30.0, 1.0, 1e6)),
             rate_per_conversation=float(number("rate_per_conversation", float, 1.0, 0.0, 1e6)),
             rate_per_conversation_burst=float(number("rate_per_conversation_burst", float, 10.0, 1.0, 1e6)),
+            ws_idle_timeout_s=float(number("ws_idle_timeout_s", float, 300.0, 1.0, 86400.0)),
             slack_signing_secret=get("slack_signing_secret"),
             slack_bot_token=get("slack_bot_token"),
             telegram_token=get("telegram_token"),

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -196,6 +198,10 @@ class WebChannel:
         max_chars = runtime.settings.max_message_chars
         # Messages over a socket count like webhook requests: per client address.
         frame_limit = RateLimiter(runtime.settings.rate_per_ip, runtime.settings.rate_per_ip_burst)
+        conversation_limit = RateLimiter(runtime.settings.rate_per_conversation,
+                                         runtime.settings.rate_per_conversation_burst)
+        max_frame = runtime.settings.max_body_bytes
+        idle_s = runtime.settings.ws_idle_timeout_s
 
         def cors(request: Request, response: Response) -> None:
             origin = request.headers.get("origin")
@@ -230,6 +236,10 @@ class WebChannel:
             cors(request, response)
             runtime.bot(bot)  # 404 before anything else
             text = check_text(body.text, body.payload)
+            wait = conversation_limit.allow(f"{bot}/{body.conversation_id}")
+            if wait > 0:
+                raise HTTPException(429, f"too many messages in this conversation; retry in {math.ceil(wait)} s",
+                                    headers={"Retry-After": str(math.ceil(wait))})
             message = UserMessage(
                 ref=ConversationRef(bot=bot, channel=self.name, conversation_id=body.conversation_id),
                 message_id=body.message_id, text=text, user_id=body.user_id, payload=body.payload,
@@ -262,7 +272,15 @@ class WebChannel:
             pump = asyncio.create_task(self._pump_agent_messages(runtime, bot, conversation_id, conn))
             try:
                 while True:
-                    raw = await websocket.receive_json()
+                    try:  # an idle socket is closed; the widget reconnects when the customer types
+                        text = await asyncio.wait_for(websocket.receive_text(), timeout=idle_s)
+                    except TimeoutError:
+                        await websocket.close(code=1000, reason="idle")
+                        break
+                    if len(text) > max_frame:
+                        await websocket.close(code=1009, reason=f"frame larger than {max_frame} bytes")
+                        break
+                    raw = json.loads(text)
                     try:
                         frame = SocketFrame.model_validate(raw)
                     except ValidationError:
@@ -271,7 +289,8 @@ class WebChannel:
                         continue
                     if frame.type != "message":
                         continue
-                    wait = frame_limit.allow(websocket.client.host if websocket.client else "unknown")
+                    wait = max(frame_limit.allow(websocket.client.host if websocket.client else "unknown"),
+                               conversation_limit.allow(f"{bot}/{conversation_id}"))
                     if wait > 0:
                         await conn.send({"type": "error", "id": frame.id, "retry": True, "retry_after": wait,
                                          "detail": "too many messages; this one will be sent again shortly"})

@@ -41,3 +41,47 @@ def test_web_connector_answers_429_with_retry_after_per_client(tiny_bot_dir: Pat
         assert int(r.headers["Retry-After"]) >= 1
         assert "too many messages" in r.json()["detail"]
         assert client.get("/healthz").status_code == 200  # probes and metrics are never limited
+
+
+def _ready(client: TestClient) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_per_conversation_limit_on_the_webhook(tiny_bot_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    limited = replace(settings, rate_per_ip=0.0, rate_per_conversation=0.2, rate_per_conversation_burst=2.0)
+    with TestClient(create_app(limited, [tiny_bot_dir])) as client:
+        _ready(client)
+
+        def say(cid: str, mid: str) -> int:
+            return client.post("/bots/tiny/webhooks/web",
+                               json={"conversation_id": cid, "message_id": mid, "text": "hello"}).status_code
+
+        assert [say("one", f"m{i}") for i in range(3)] == [200, 200, 429]
+        assert say("two", "m0") == 200  # another conversation is not held back
+
+
+def test_websocket_frames_are_bounded_and_idle_sockets_closed(tiny_bot_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    from starlette.websockets import WebSocketDisconnect
+
+    small = replace(settings, max_body_bytes=2048, ws_idle_timeout_s=1.0)
+    with TestClient(create_app(small, [tiny_bot_dir])) as client:
+        _ready(client)
+        url = "/bots/tiny/webhooks/web/ws?conversation_id=ws1"
+        with client.websocket_connect(url) as ws:
+            ws.send_text('{"type": "message", "id": "m1", "text": "' + "x" * 4000 + '"}')
+            try:
+                while True:
+                    ws.receive_json()
+            except WebSocketDisconnect as exc:
+                assert exc.code == 1009
+        with client.websocket_connect(url) as ws:
+            try:
+                while True:
+                    ws.receive_json()  # say nothing: the server closes the idle socket
+            except WebSocketDisconnect as exc:
+                assert exc.code == 1000
