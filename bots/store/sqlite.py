@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS conversations (
 CREATE INDEX IF NOT EXISTS conv_activity ON conversations (bot, last_activity);
 CREATE INDEX IF NOT EXISTS conv_intent ON conversations (bot, last_intent, last_activity);
 CREATE INDEX IF NOT EXISTS conv_conf ON conversations (bot, min_confidence);
+CREATE INDEX IF NOT EXISTS conv_fallback ON conversations (bot, fallback, last_activity);
+CREATE INDEX IF NOT EXISTS conv_handoff ON conversations (bot, handoff, last_activity);
+CREATE INDEX IF NOT EXISTS conv_flagged ON conversations (bot, flagged, reviewed, last_activity);
+CREATE INDEX IF NOT EXISTS conv_channel ON conversations (bot, channel, last_activity);
 CREATE TABLE IF NOT EXISTS turns (
     bot TEXT NOT NULL,
     conversation_id TEXT NOT NULL,
