@@ -15,5 +15,11 @@ if [ -z "${SWITCHBOARD_ADMIN_TOKEN:-}" ]; then
   export SWITCHBOARD_ADMIN_TOKEN
   echo "admin token for this run (transcripts API): $SWITCHBOARD_ADMIN_TOKEN"
 fi
-echo "web chat: http://127.0.0.1:8000/"
+if ! .venv/bin/switchboard users list 2>/dev/null | grep -q '^admin[[:space:]]'; then
+  password=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))')
+  echo "$password" | .venv/bin/switchboard users add admin --role admin --password-stdin >/dev/null
+  echo "review UI sign-in (first run only): admin / $password"
+fi
+echo "web chat:  http://127.0.0.1:8000/"
+echo "review UI: http://127.0.0.1:8000/review/"
 exec .venv/bin/switchboard serve examples/support --host 127.0.0.1 --port 8000
