@@ -51,7 +51,8 @@ def malformed_request(body: bytes, content_type: str) -> str | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return "the body is not UTF-8"
-    if content_type.startswith("application/x-www-form-urlencoded"):
+    # slack-bolt reads a body that starts with "{" as JSON whatever its content type says.
+    if content_type.startswith("application/x-www-form-urlencoded") and not text.startswith("{"):
         fields = parse_qs(text)
         if "payload" not in fields:
             return None  # bolt answers ssl_check and other form requests itself

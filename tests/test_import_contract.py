@@ -10,8 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# bots.nlu: evaluation runs the exported artifact through the serving path.
-TRAINING_MAY_USE = {"bots.artifact", "bots.nlu", "bots.botspec", "bots.types", "bots.errors", "bots.yamlspan"}
+# bots.nlu, bots.answers, bots.grounding: evaluation runs the exported artifact through the serving path.
+TRAINING_MAY_USE = {"bots.artifact", "bots.nlu", "bots.answers", "bots.grounding", "bots.botspec", "bots.types",
+                    "bots.errors", "bots.yamlspan"}
 CHANNEL_LIBRARIES = {"slack_bolt", "slack_sdk", "aiogram", "fastapi", "starlette", "torch", "transformers", "training",
                      "connectors"}
 
