@@ -40,10 +40,6 @@ def test_exported_corrections_fix_those_messages_after_retraining(
         capsys: pytest.CaptureFixture[str]) -> None:
     bot_dir = tmp_path / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir)
-    # Retrain on every example: a held-out validation split could take a corrected message out of
-    # training (training should keep corrections in the training split; see the report to training).
-    with (bot_dir / "bot.yml").open("a") as f:
-        f.write("training:\n  validation_fraction: 0\n")
     add_users(settings.data_dir, ann="agent")
     with TestClient(create_app(settings, [bot_dir])) as client:
         deadline = time.monotonic() + 30
@@ -77,8 +73,8 @@ def test_exported_corrections_fix_those_messages_after_retraining(
     assert by_intent == {"cancel_order": ["scrap order [4411](order_id)", "forget the order I placed"],
                          "greet": ["sup bot"]}
 
-    assert training_main(["train", str(bot_dir), "--fast", "--seed", "0",
-                          "--data", str(bot_dir / "corrections.yml")]) == 0
+    # BOT_DIR/corrections.yml is merged by `train` itself, always into the training split.
+    assert training_main(["train", str(bot_dir), "--fast", "--seed", "0"]) == 0
     assert _predict(bot_dir, list(FIXES)) == [intent for intent, _ in FIXES.values()]
 
 

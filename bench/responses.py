@@ -1,0 +1,208 @@
+"""Answer selection on held-out Bitext question→answer pairs: retrieval (and optionally generation).
+
+    .venv/bin/python bench/responses.py [--max-test N] [--held-out 0.1] [--generator-seconds S]
+                                        [--generator-test N] [--guard-test N] [--threads N] [--keep DIR]
+
+Splits Bitext's 4.5k pairs per intent (seeded), trains a fast-mode NLU model and the answer index
+on the training part with ``switchboard train`` (a temporary bot folder: intents with annotated
+examples, ``answers.pairs`` = the training pairs), then serves the held-out questions:
+
+* intent consistency: the NLU model classifies the chosen answer; it should be the question's intent;
+* ROUGE-L against the reference answer (both with Bitext's {{Placeholders}} shown as their names);
+* leaked values: answers showing an id/number (3+ digits in a row), e-mail or amount that is not in
+  the question;
+  compared with answering with the nearest training question's raw Bitext answer;
+* the grounding guard: false rejections of retrieved answers and catch rates of broken copies;
+* latency per answer (NLU + selection, batch 1);
+* exact-search time over 10k and 100k random normalised vectors (the index scale limit);
+* with --generator-seconds: a from-scratch generator trained for that long, served on
+  --generator-test held-out questions (its own held-out gate decides whether it would be on).
+
+Not part of the test run. Prints the load average: on a shared machine it says how far to trust
+the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one thread per request, no BLAS pool
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from bots.answers import AnswerSelector  # noqa: E402
+from bots.nlu import OnnxNLU  # noqa: E402
+from training.answers import QAPair, _pair_from_row, bitext_placeholder_name  # noqa: E402
+from training.answers_eval import evaluate_answers, evaluate_guard, rouge_l  # noqa: E402
+from training.cli import main as train_main  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_responses.csv"
+_VALUE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|(?<![\w-])[A-Za-z#-]*\d{3,}[\w-]*|[$€£]\s?\d[\d,.]*")
+_BITEXT = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+
+
+def _load(path: Path) -> list[tuple[QAPair, dict[str, str]]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return [(_pair_from_row(r["instruction"].strip(), r["response"].strip(), r["intent"].strip(), r,
+                                f"{path}:{i}"), r) for i, r in enumerate(csv.DictReader(f), start=2)]
+
+
+def _split(rows: list[tuple[QAPair, dict[str, str]]], fraction: float,
+           seed: int) -> tuple[list[tuple[QAPair, dict[str, str]]], list[tuple[QAPair, dict[str, str]]]]:
+    rng = random.Random(seed)
+    by_intent: dict[str, list[tuple[QAPair, dict[str, str]]]] = defaultdict(list)
+    for row in rows:
+        by_intent[row[0].intent].append(row)
+    train, test = [], []
+    for name in sorted(by_intent):
+        group = by_intent[name]
+        rng.shuffle(group)
+        n = max(1, round(len(group) * fraction))
+        test += group[:n]
+        train += group[n:]
+    asked = {p.question.lower() for p, _ in test}
+    train = [r for r in train if r[0].question.lower() not in asked]  # no held-out question seen in training
+    return train, test
+
+
+def _annotated(pair: QAPair) -> str:
+    text = pair.question.replace("[", "(").replace("]", ")")
+    for e in sorted(pair.entities, key=lambda e: -e.start):
+        text = text[:e.start] + f"[{text[e.start:e.end]}]({e.entity})" + text[e.end:]
+    return text
+
+
+def _write_bot(folder: Path, train: list[tuple[QAPair, dict[str, str]]], labels: list[str]) -> None:
+    intents: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"examples": []})
+    seen: set[str] = set()
+    for pair, _ in train:
+        if pair.question.lower() not in seen:
+            seen.add(pair.question.lower())
+            intents[pair.intent]["examples"].append(_annotated(pair))
+    with (folder / "pairs.csv").open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(train[0][1].keys()))
+        w.writeheader()
+        w.writerows(r for _, r in train)
+    spec = {"name": "bitext", "fallback_threshold": 0.3, "intents": dict(intents),
+            "answers": {"default": "retrieval", "pairs": "pairs.csv",
+                        "values": {bitext_placeholder_name(label): label for label in labels}}}
+    (folder / "bot.yml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _leaks(answer: str, question: str) -> bool:
+    """A value in the answer that the asker did not give ("#123456" and "$350." count as "123456", "350")."""
+    return any(v.lstrip("#$€£ ").rstrip(".,") not in question for v in _VALUE.findall(answer))
+
+
+def _exact_search_ms(rows: int, dim: int = 384, queries: int = 50) -> float:
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((rows, dim), dtype=np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    qs = m[rng.integers(0, rows, queries)]
+    started = time.perf_counter()
+    for q in qs:
+        sims = m @ q
+        top = np.argpartition(-sims, 40)[:40]
+        top[np.argsort(-sims[top])]
+    return (time.perf_counter() - started) * 1000 / queries
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--held-out", type=float, default=0.1)
+    p.add_argument("--max-test", type=int, default=0, help="score at most N held-out pairs (0 = all)")
+    p.add_argument("--guard-test", type=int, default=200)
+    p.add_argument("--generator-seconds", type=float, default=0.0)
+    p.add_argument("--generator-test", type=int, default=60)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--keep", type=Path, help="keep the temporary bot and artifact here")
+    args = p.parse_args()
+    print(f"load average before: {os.getloadavg()}")
+    rows = _load(args.data)
+    labels = sorted({m.group(1) for _, r in rows for m in _BITEXT.finditer(r["response"])})
+    train, test = _split(rows, args.held_out, args.seed)
+    if args.max_test:
+        test = random.Random(args.seed).sample(test, min(args.max_test, len(test)))
+    print(f"bitext: {len(rows)} pairs, {len(train)} train, {len(test)} held out")
+    work = Path(tempfile.mkdtemp(prefix="bench-responses-"))
+    try:
+        bot = work / "bot"
+        bot.mkdir()
+        _write_bot(bot, train, labels)
+        if args.generator_seconds:
+            spec = yaml.safe_load((bot / "bot.yml").read_text(encoding="utf-8"))
+            spec["answers"]["generation"] = {"train_seconds": args.generator_seconds, "train_steps": 100_000,
+                                             "max_new_tokens": 120, "max_seconds": 5.0}
+            (bot / "bot.yml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        artifact = work / "artifact"
+        started = time.perf_counter()
+        code = train_main(["train", str(bot), "--fast", "--no-quantize", "--threads", str(args.threads),
+                           "--out", str(artifact)])
+        if code != 0:
+            return code
+        print(f"train (fast NLU + answer index{' + generator' if args.generator_seconds else ''}): "
+              f"{time.perf_counter() - started:.0f}s")
+        nlu = OnnxNLU.load(artifact, threads=args.threads)
+        selector = AnswerSelector.load(artifact, nlu)
+        assert selector is not None
+        pairs = [p for p, _ in test]
+        result = evaluate_answers(selector, nlu, pairs, mode="retrieval")
+        print("retrieval:", json.dumps(result.to_dict()))
+        answers = []
+        for q in pairs:
+            a = selector.answer(q.question, nlu.predict([q.question])[0], {}, mode="retrieval")
+            answers.append(a.text if a else "")
+        naive = _naive_answers(nlu, train, pairs)
+        ours = sum(_leaks(a, q.question) for a, q in zip(answers, pairs, strict=True)) / len(pairs)
+        raw = sum(_leaks(a, q.question) for a, q in zip(naive, pairs, strict=True)) / len(pairs)
+        raw_rouge = np.mean([rouge_l(a, q.answer) for a, q in zip(naive, pairs, strict=True)])
+        print(f"leaked values: retrieval {ours:.4f}, raw nearest-neighbour answer {raw:.4f} "
+              f"(ROUGE-L of the raw answers {raw_rouge:.4f})")
+        guard = evaluate_guard(selector, nlu, pairs[:args.guard_test])
+        print("guard:", json.dumps(guard.to_dict()))
+        for n in (10_000, 100_000):
+            print(f"exact search over {n} vectors: {_exact_search_ms(n):.2f} ms/query")
+        if args.generator_seconds and selector.generator is not None:
+            print("generator:", json.dumps({k: selector.generator.meta[k] for k in
+                                            ("parameters", "steps", "train_seconds", "train_loss", "val_loss")}))
+            print("generator gate:", json.dumps(selector.generator.gate))
+            sub = pairs[:args.generator_test]
+            gen = evaluate_answers(selector, nlu, sub, mode="generation")
+            ret = evaluate_answers(selector, nlu, sub, mode="retrieval")
+            print(f"on {len(sub)} held-out: generation(served, with fallback):", json.dumps(gen.to_dict()))
+            print(f"on {len(sub)} held-out: retrieval:", json.dumps(ret.to_dict()))
+        print(f"load average after: {os.getloadavg()}")
+    finally:
+        if args.keep:
+            shutil.copytree(work, args.keep, dirs_exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _naive_answers(nlu: OnnxNLU, train: list[tuple[QAPair, dict[str, str]]], test: list[QAPair]) -> list[str]:
+    """The nearest training question's raw Bitext answer (no normalisation): the leak baseline."""
+    vectors = nlu.embed([p.question for p, _ in train])
+    queries = nlu.embed([p.question for p in test])
+    best = np.argmax(queries @ vectors.T, axis=1)
+    return [_BITEXT.sub(lambda m: m.group(1), train[int(i)][0].answer) for i in best]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

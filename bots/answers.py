@@ -1,0 +1,381 @@
+"""Choosing the answer: the best template for a known question, a composed answer for a new one.
+
+``AnswerSelector.load(artifact_dir, encoder)`` reads ``ARTIFACT/responses/`` (written by
+training/answers.py). ``answer(text, understanding, values)`` returns an ``Answer`` or ``None``
+(nothing fits: the dialogue falls back). Per intent the bot's config picks the path:
+
+* ``template``: the intent's own ``response`` variants, filled.
+* ``retrieval``: exact nearest-neighbour search over the normalised question vectors; the
+  nearest question's answer template, filled. A question far from every known question is
+  answered from the knowledge base (its closest sentences, composed in document order).
+* ``generation``: the generation model writes an answer from the retrieved passages; it is
+  used only when grounded (bots/grounding.py) and confident, else the retrieval answer is.
+
+A template is used only when all its ``{placeholders}`` can be filled from the message's
+entities, the conversation's slots or the bot's ``answers.values``: never an unfilled one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from bots.botspec import fill_template, placeholders
+from bots.errors import ArtifactError
+from bots.generation import Generated, OnnxGenerator
+from bots.grounding import Support, check_support
+from bots.types import AnswerSource, BotResponse, Understanding
+
+RESPONSES_DIR = "responses"
+_FORMAT = 1
+_GENERIC = "entity"  # training/answers.py GENERIC_PLACEHOLDER
+_SENTENCE_MARGIN = 0.12  # knowledge-base sentences this much less similar than the best are left out
+
+
+class Encoder(Protocol):
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    source: AnswerSource  # template | retrieval | generation
+    intent: str | None
+    score: float  # similarity of the evidence used (1.0 for a fixed template)
+    passages: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)  # why: nearest question, guard verdict, ...
+
+    def metadata(self) -> dict[str, Any]:
+        return {"intent": self.intent, "score": round(self.score, 4), **self.detail}
+
+    def to_response(self) -> BotResponse:
+        return BotResponse(text=self.text, source=self.source, metadata=self.metadata())
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """A piece of a streamed answer; the last one carries the finished ``Answer``."""
+
+    text: str
+    final: Answer | None = None
+
+
+@dataclass(frozen=True)
+class _Template:
+    variants: tuple[str, ...]
+    intent: str
+    source: str
+    from_bot: bool  # the intent's own ``response`` in bot.yml
+
+
+def _load_matrix(folder: Path, name: str, rows: int) -> np.ndarray:
+    path = folder / name
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: missing {name}; retrain the bot")
+    m = np.load(path, allow_pickle=False).astype(np.float32)
+    if rows and m.shape[0] != rows:
+        raise ArtifactError(f"{path}: {m.shape[0]} rows for {rows} entries; retrain the bot")
+    return m if rows else np.zeros((0, 1), dtype=np.float32)
+
+
+class AnswerSelector:
+    def __init__(self, folder: Path, index: dict[str, Any], encoder: Encoder,
+                 generator: OnnxGenerator | None = None) -> None:
+        cfg = index["config"]
+        self.folder = folder
+        self.config: dict[str, Any] = cfg
+        self.encoder = encoder
+        self.generator = generator
+        self.values: dict[str, str] = {str(k): str(v) for k, v in cfg.get("values", {}).items()}
+        self.templates = [_Template(tuple(t["variants"]), t["intent"], t.get("source", ""), bool(t.get("from_bot")))
+                          for t in index["templates"]]
+        self.question_texts = [q["text"] for q in index["questions"]]
+        self.question_template = np.array([q["template"] for q in index["questions"]], dtype=np.int64)
+        self.chunks: list[dict[str, Any]] = index["chunks"]
+        self.sentences = [s["text"] for s in index["sentences"]]
+        self.sentence_chunk = np.array([s["chunk"] for s in index["sentences"]], dtype=np.int64)
+        self.questions = _load_matrix(folder, "questions.npy", len(self.question_texts))
+        self.template_vectors = _load_matrix(folder, "templates.npy", len(self.templates))
+        self.chunk_vectors = _load_matrix(folder, "chunks.npy", len(self.chunks))
+        self.sentence_vectors = _load_matrix(folder, "sentences.npy", len(self.sentences))
+        intents = np.array([t.intent for t in self.templates] or [""])
+        self._rows_of: dict[str, np.ndarray] = {
+            name: np.flatnonzero(intents[self.question_template] == name) for name in set(intents.tolist())
+        } if len(self.question_template) else {}
+
+    @classmethod
+    def load(cls, artifact_dir: Path, encoder: Encoder, *, load_generator: bool = True) -> AnswerSelector | None:
+        """``None`` when the artifact has no answer index (trained before answers existed)."""
+        folder = Path(artifact_dir) / RESPONSES_DIR
+        if not (folder / "index.json").is_file():
+            return None
+        try:
+            index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{folder / 'index.json'}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        if index.get("format") != _FORMAT:
+            raise ArtifactError(f"{folder / 'index.json'}: format {index.get('format')!r}, expected {_FORMAT}")
+        generator = None
+        if load_generator and (folder / "generator" / "generator.json").is_file():
+            generator = OnnxGenerator.load(folder / "generator")
+        return cls(folder, index, encoder, generator)
+
+    # -- configuration -------------------------------------------------------------------
+    def mode_for(self, intent: str | None) -> str:
+        mode = str(self.config.get("intents", {}).get(intent, self.config.get("default", "retrieval")))
+        if mode == "generation" and not self.generation_enabled:
+            return "retrieval"
+        return mode
+
+    @property
+    def generation_enabled(self) -> bool:
+        if self.generator is None:
+            return False
+        gen = self.config.get("generation") or {}
+        return bool(self.generator.gate_passed or not gen.get("require_gate", True))
+
+    # -- answering -----------------------------------------------------------------------
+    def answer(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
+               vector: np.ndarray | None = None, mode: str | None = None) -> Answer | None:
+        """The answer to ``text`` (CPU-bound: call it off the event loop). ``values``: the conversation's
+        slots; ``vector``: the question's embedding if already computed; ``mode`` overrides the config."""
+        plan = self._plan(text, understanding, values, vector, mode)
+        if isinstance(plan, Answer) or plan is None:
+            return plan
+        generated = self.generator.generate(*plan.prompt, **plan.limits) if self.generator else None
+        return self._judge(plan, generated)
+
+    async def stream(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
+                     mode: str | None = None) -> AsyncIterator[AnswerDelta]:
+        """Partial text as it is produced; the last delta carries the finished answer. A generated
+        answer is shown sentence by sentence, each one checked against the passages first."""
+        plan = await asyncio.to_thread(self._plan, text, understanding, values, None, mode)
+        if plan is None or isinstance(plan, Answer):
+            if plan is not None:
+                yield AnswerDelta(plan.text, plan)
+            return
+        assert self.generator is not None
+        shown = ""
+        last: Generated | None = None
+        async for sentence, confidence, done in self.generator.stream_sentences(*plan.prompt, **plan.limits):
+            last = done or last
+            if sentence:
+                candidate = (shown + " " + sentence).strip()
+                filled = fill_template([sentence], plan.values)
+                support = check_support(candidate, plan.passages, plan.question, values=plan.values,
+                                        min_support=plan.min_support)
+                if filled is None or not support.grounded or confidence < plan.min_confidence:
+                    break
+                yield AnswerDelta((" " if shown else "") + filled)
+                shown = (shown + " " + filled).strip()
+        if shown:  # what was shown was checked sentence by sentence; an unsupported rest is dropped
+            yield AnswerDelta("", Answer(shown, "generation", plan.intent, plan.fallback_score, plan.passages,
+                                         {"grounded": True, "complete": last is not None and last.stopped == "eos"}))
+        elif plan.fallback is not None:
+            fallback = plan.fallback
+            why = {"grounded": False, "reason": "its first sentence was unsupported, unfillable or unsure"}
+            yield AnswerDelta(fallback.text, Answer(fallback.text, fallback.source, fallback.intent, fallback.score,
+                                                    fallback.passages, {**fallback.detail, "generation_rejected": why}))
+
+    # -- internals -----------------------------------------------------------------------
+    def _plan(self, text: str, understanding: Understanding, values: Mapping[str, str] | None,
+              vector: np.ndarray | None, mode: str | None) -> Answer | _GenerationPlan | None:
+        known = {**self.values, **(values or {}), **{e.entity: e.value for e in understanding.entities}}
+        if len(understanding.entities) == 1:
+            known.setdefault(_GENERIC, understanding.entities[0].value)
+        trusted = understanding.confidence >= float(self.config.get("fallback_threshold", 0.4))
+        intent = understanding.intent if trusted and understanding.intent in self._rows_of else None
+        mode = mode or self.mode_for(intent)
+        if mode == "template" and intent is not None:
+            filled = self._fill_intent_template(intent, known)
+            if filled is not None:
+                return filled
+        q = vector if vector is not None else self.encoder.embed([text])[0]
+        best = self._retrieve(q, intent, known)
+        kb = self._compose_from_kb(q)
+        min_sim = float(self.config.get("min_similarity", 0.6))
+        near_known = best is not None and best.score >= min_sim
+        choice: Answer | None = best if near_known or intent is not None else None
+        if not near_known and kb is not None and (intent is None or best is None or kb.score >= best.score):
+            choice = kb
+        if mode == "generation" and self.generator is not None and choice is not None:  # evidence to write from
+            passages = self._passages(q, known)
+            gen = self.config.get("generation") or {}
+            return _GenerationPlan(
+                prompt=(passages, text), question=text, passages=tuple(passages), values=known,
+                intent=intent, fallback=choice, fallback_score=choice.score if choice else 0.0,
+                min_support=float(gen.get("min_support", 0.7)), min_confidence=float(gen.get("min_confidence", 0.35)),
+                limits={"max_new_tokens": int(gen.get("max_new_tokens", 80)),
+                        "max_seconds": float(gen.get("max_seconds", 2.0)),
+                        "sample": gen.get("sampling") == "sample", "temperature": float(gen.get("temperature", 0.8)),
+                        "top_k": int(gen.get("top_k", 40)),
+                        "repetition_penalty": float(gen.get("repetition_penalty", 1.2))})
+        return choice
+
+    def _judge(self, plan: _GenerationPlan, generated: Generated | None) -> Answer | None:
+        if generated is not None and generated.text:
+            support = check_support(generated.text, plan.passages, plan.question, values=plan.values,
+                                    min_support=plan.min_support)
+            filled = fill_template([generated.text], plan.values)
+            confident = generated.confidence >= plan.min_confidence
+            detail = _verdict(support, generated, confident)
+            if support.grounded and confident and filled is not None:
+                return Answer(filled, "generation", plan.intent, support.score, plan.passages, detail)
+        else:
+            detail = {"grounded": False, "reason": "the model wrote nothing"}
+        if plan.fallback is None:
+            return None
+        return Answer(plan.fallback.text, plan.fallback.source, plan.fallback.intent, plan.fallback.score,
+                      plan.fallback.passages, {**plan.fallback.detail, "generation_rejected": detail})
+
+    def _fill_intent_template(self, intent: str, known: Mapping[str, str]) -> Answer | None:
+        for t in self.templates:
+            if t.intent == intent and t.from_bot:
+                text = fill_template(t.variants, known)
+                if text is not None:
+                    return Answer(text, "template", intent, 1.0, (), {"template_source": t.source})
+        return None
+
+    def _retrieve(self, q: np.ndarray, intent: str | None, known: Mapping[str, str]) -> Answer | None:
+        """Nearest questions (within the trusted intent, else all) → the first fillable template. The
+        nearest few are ranked first (argpartition); only if none of them can be filled is the rest sorted."""
+        if not len(self.question_texts):
+            return None
+        rows = self._rows_of.get(intent) if intent is not None else None
+        sims = self.questions @ q if rows is None else self.questions[rows] @ q
+        k = min(len(sims), max(1, int(self.config.get("top_k", 5))) * 8)
+        head = np.argpartition(-sims, k - 1)[:k]
+        head = head[np.argsort(-sims[head], kind="stable")]
+        seen: set[int] = set()
+        for part in (head, None):
+            if part is None:  # rare: every near question's template needs a value we do not have
+                rest = np.ones(len(sims), dtype=bool)
+                rest[head] = False
+                part = np.flatnonzero(rest)
+                part = part[np.argsort(-sims[part], kind="stable")]
+            for i in part:
+                row = int(rows[i]) if rows is not None else int(i)
+                tid = int(self.question_template[row])
+                if tid in seen:
+                    continue
+                seen.add(tid)
+                t = self.templates[tid]
+                text = fill_template(t.variants, known)
+                if text is not None:
+                    return Answer(text, "retrieval", t.intent, float(sims[i]), (),
+                                  {"nearest_question": self.question_texts[row], "template_source": t.source})
+        return None
+
+    def _compose_from_kb(self, q: np.ndarray) -> Answer | None:
+        """The knowledge-base chunk nearest to the question, reduced to its closest sentences."""
+        if not self.chunks:
+            return None
+        sims = self.chunk_vectors @ q
+        best = int(np.argmax(sims))
+        if sims[best] < float(self.config.get("kb_min_similarity", 0.35)):
+            return None
+        rows = np.flatnonzero(self.sentence_chunk == best)
+        n = max(1, int(self.config.get("kb_sentences", 3)))
+        s_sims = self.sentence_vectors[rows] @ q
+        order = np.argsort(-s_sims)[:n]
+        order = order[s_sims[order] >= s_sims[order[0]] - _SENTENCE_MARGIN]  # only the sentences that matter
+        chosen = sorted(rows[order].tolist())
+        text = " ".join(self.sentences[i] for i in chosen)
+        chunk = self.chunks[best]
+        return Answer(text, "retrieval", None, float(sims[best]), (chunk["text"],),
+                      {"knowledge_base": f"{chunk['document']}:{chunk['line']}", "title": chunk["title"]})
+
+    def passages_for(self, text: str, values: Mapping[str, str], *, exclude_question: int | None = None) -> list[str]:
+        """The passages generation is conditioned on for ``text`` (training uses this to build its
+        examples, leaving the example's own question out with ``exclude_question``)."""
+        return self._passages(self.encoder.embed([text])[0], values, exclude_question)
+
+    def _passages(self, q: np.ndarray, known: Mapping[str, str], exclude_question: int | None = None) -> list[str]:
+        """What generation is conditioned on: the nearest answer templates and knowledge-base chunks."""
+        n = max(1, int((self.config.get("generation") or {}).get("passages", 3)))
+        scored: list[tuple[float, str]] = []
+        if len(self.templates):
+            sims = self.questions @ q
+            if exclude_question is not None:
+                sims[exclude_question] = -np.inf
+            seen: set[int] = set()
+            for i in np.argsort(-sims)[: n * 8]:
+                tid = int(self.question_template[i])
+                text = _fillable_variant(self.templates[tid].variants, known)
+                if tid not in seen and text is not None:
+                    seen.add(tid)
+                    scored.append((float(sims[i]), text))
+                if len(seen) >= n:
+                    break
+        if self.chunks:
+            sims = self.chunk_vectors @ q
+            scored.extend((float(sims[i]), self.chunks[int(i)]["text"]) for i in np.argsort(-sims)[:n])
+        scored.sort(key=lambda x: -x[0])
+        return [t for _, t in scored[:n]]
+
+
+def _fillable_variant(variants: Sequence[str], known: Mapping[str, str]) -> str | None:
+    """The first variant whose placeholders are all known, unfilled (as the generator was trained on)."""
+    for v in variants:
+        if placeholders(v) <= known.keys():
+            return v
+    return None
+
+
+@dataclass(frozen=True)
+class _GenerationPlan:
+    prompt: tuple[list[str], str]  # passages, question
+    question: str
+    passages: tuple[str, ...]
+    values: Mapping[str, str]
+    intent: str | None
+    fallback: Answer | None
+    fallback_score: float
+    min_support: float
+    min_confidence: float
+    limits: dict[str, Any]
+
+
+def _verdict(support: Support, generated: Generated, confident: bool) -> dict[str, Any]:
+    reasons = list(support.problems)
+    if not confident:
+        reasons.append(f"model unsure (confidence {generated.confidence:.2f})")
+    return {"grounded": support.grounded, "support": round(support.score, 3), "text": generated.text,
+            "confidence": round(generated.confidence, 3), "stopped": generated.stopped,
+            "generation_seconds": round(generated.seconds, 3), "reason": "; ".join(reasons)}
+
+
+
+class AnswerService:
+    """``bots.dialogue.AnswerProvider`` over an ``AnswerSelector``: the CPU work runs off the event loop,
+    and a rule's ``answer: generation`` is served only when the generator passed its gate."""
+
+    def __init__(self, selector: AnswerSelector) -> None:
+        self.selector = selector
+
+    @classmethod
+    def load(cls, artifact_dir: Path, encoder: Encoder) -> AnswerService | None:
+        selector = AnswerSelector.load(artifact_dir, encoder)
+        return None if selector is None else cls(selector)
+
+    def _mode(self, kind: str | None) -> str | None:
+        if kind == "generation" and not self.selector.generation_enabled:
+            return "retrieval"
+        return kind
+
+    async def answer(self, kind: str | None, text: str, understanding: Understanding,
+                     values: Mapping[str, str]) -> BotResponse | None:
+        found = await asyncio.to_thread(self.selector.answer, text, understanding, values, mode=self._mode(kind))
+        return None if found is None or not found.text else found.to_response()
+
+    async def stream(self, kind: str | None, text: str, understanding: Understanding,
+                     values: Mapping[str, str]) -> AsyncIterator[AnswerDelta]:
+        """Partial text for channels that show it (web); the last delta carries the answer."""
+        async for delta in self.selector.stream(text, understanding, values, mode=self._mode(kind)):
+            yield delta

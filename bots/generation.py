@@ -1,0 +1,184 @@
+"""Serving the answer generation model: ONNX Runtime + tokenizers, no torch.
+
+``responses/generator/`` (written by training/generator.py) holds ``model.onnx`` (input
+``input_ids`` [batch, seq] int64 → output ``next_token_logits`` [batch, vocab]),
+``tokenizer.json`` and ``generator.json`` (end-of-text id, context size, and the held-out
+comparison with retrieval that decides whether generation may be switched on).
+
+The prompt is the one the model was trained on (training/generator.py ``prompt_ids``)::
+
+    Context: <passage> | <passage> ...\\nQuestion: <question>\\nAnswer: <answer><eos>
+
+Generation is bounded by ``max_new_tokens`` and by ``max_seconds`` of wall time, greedy or
+sampled (temperature, top-k), with a repetition penalty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from bots.errors import ArtifactError
+
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    confidence: float  # geometric mean probability of the chosen tokens
+    stopped: str  # eos | length | time
+    seconds: float
+    tokens: int
+
+
+def prompt_ids(tokenizer: Tokenizer, passages: Sequence[str], question: str, budget: int,
+               bos_id: int | None = None) -> list[int]:
+    """Context (cut to fit) + question + ``Answer:``; at most ``budget`` ids. Same as training's."""
+    head = tokenizer.encode(f"\nQuestion: {question.strip()}\nAnswer:", add_special_tokens=False).ids
+    head = head[-max(1, budget // 2):]
+    context = tokenizer.encode("Context: " + " | ".join(p.strip() for p in passages),
+                               add_special_tokens=False).ids
+    start = [bos_id] if bos_id is not None else []
+    room = max(0, budget - len(head) - len(start))
+    return start + context[:room] + head
+
+
+class OnnxGenerator:
+    def __init__(self, folder: Path, meta: dict[str, Any], session: ort.InferenceSession,
+                 tokenizer: Tokenizer) -> None:
+        self.folder = folder
+        self.meta = meta
+        self.eos_id = int(meta["eos_id"])
+        self.bos_id: int | None = meta.get("bos_id")
+        self.max_positions = int(meta["max_positions"])
+        self.gate: dict[str, Any] = meta.get("gate", {})
+        self._session = session
+        self._tokenizer = tokenizer
+
+    @property
+    def gate_passed(self) -> bool:
+        return bool(self.gate.get("passed", False))
+
+    @classmethod
+    def load(cls, folder: Path, *, threads: int = 1) -> OnnxGenerator:
+        meta_path = folder / "generator.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{meta_path}: unreadable generator description ({exc}); retrain the bot") from None
+        for needed in ("model.onnx", "tokenizer.json"):
+            if not (folder / needed).is_file():
+                raise ArtifactError(f"{folder}: missing {needed}; retrain the bot")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own non-exported exception types
+            raise ArtifactError(f"{folder / 'model.onnx'}: cannot load ONNX model ({exc})") from None
+        return cls(folder, meta, session, Tokenizer.from_file(str(folder / "tokenizer.json")))
+
+    def _steps(self, passages: Sequence[str], question: str, *, max_new_tokens: int, max_seconds: float,
+               sample: bool, temperature: float, top_k: int, repetition_penalty: float,
+               seed: int | None = None) -> Iterator[tuple[int, float, str]]:
+        """(token id, its probability, "") per step, then (-1, 0, why it stopped)."""
+        deadline = time.perf_counter() + max_seconds
+        max_new_tokens = max(1, min(max_new_tokens, self.max_positions // 2))
+        ids = prompt_ids(self._tokenizer, passages, question, self.max_positions - max_new_tokens, self.bos_id)
+        rng = np.random.default_rng(seed)
+        produced: list[int] = []
+        for _ in range(max_new_tokens):
+            if time.perf_counter() >= deadline:
+                yield -1, 0.0, "time"
+                return
+            logits = self._session.run(["next_token_logits"],
+                                       {"input_ids": np.array([ids], dtype=np.int64)})[0][0].astype(np.float64)
+            probs = _softmax(logits)
+            if produced and repetition_penalty != 1.0:
+                seen = np.array(sorted(set(produced)))
+                logits[seen] = np.where(logits[seen] > 0, logits[seen] / repetition_penalty,
+                                        logits[seen] * repetition_penalty)
+            if sample:
+                scaled = logits / max(temperature, 1e-3)
+                if 0 < top_k < len(scaled):
+                    cut = np.partition(scaled, -top_k)[-top_k]
+                    scaled = np.where(scaled < cut, -np.inf, scaled)
+                token = int(rng.choice(len(scaled), p=_softmax(scaled)))
+            else:
+                token = int(np.argmax(logits))
+            if token == self.eos_id:
+                yield -1, 0.0, "eos"
+                return
+            produced.append(token)
+            ids.append(token)
+            yield token, float(probs[token]), ""
+        yield -1, 0.0, "length"
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+    def generate(self, passages: Sequence[str], question: str, *, max_new_tokens: int = 80,
+                 max_seconds: float = 2.0, sample: bool = False, temperature: float = 0.8, top_k: int = 40,
+                 repetition_penalty: float = 1.2, seed: int | None = None) -> Generated:
+        started = time.perf_counter()
+        ids: list[int] = []
+        logp: list[float] = []
+        stopped = "length"
+        for token, p, why in self._steps(passages, question, max_new_tokens=max_new_tokens, max_seconds=max_seconds,
+                                         sample=sample, temperature=temperature, top_k=top_k,
+                                         repetition_penalty=repetition_penalty, seed=seed):
+            if token < 0:
+                stopped = why
+                break
+            ids.append(token)
+            logp.append(float(np.log(max(p, 1e-12))))
+        return _result(self._decode(ids), logp, stopped, started)
+
+    async def stream_sentences(self, passages: Sequence[str], question: str,
+                               **limits: Any) -> AsyncIterator[tuple[str, float, Generated | None]]:
+        """(sentence, confidence so far, None) for each complete sentence as it is written (each step
+        runs off the event loop); the last item carries the trailing text and the finished result."""
+        started = time.perf_counter()
+        steps = self._steps(passages, question, **limits)
+        ids: list[int] = []
+        logp: list[float] = []
+        shown = 0
+        stopped = "length"
+        while True:
+            token, p, why = await asyncio.to_thread(next, steps)
+            if token < 0:
+                stopped = why
+                break
+            ids.append(token)
+            logp.append(float(np.log(max(p, 1e-12))))
+            text = self._decode(ids)
+            ends = [m.end() for m in _SENTENCE_END.finditer(text, shown)]
+            if ends:
+                yield text[shown:ends[-1]].strip(), float(np.exp(np.mean(logp))), None
+                shown = ends[-1]
+        text = self._decode(ids)
+        done = _result(text, logp, stopped, started)
+        yield text[shown:].strip(), done.confidence, done
+
+
+def _result(text: str, logp: Sequence[float], stopped: str, started: float) -> Generated:
+    confidence = float(np.exp(np.mean(logp))) if logp else 0.0
+    return Generated(text, confidence, stopped, time.perf_counter() - started, len(logp))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - np.max(x)
+    e = np.exp(z)
+    return np.asarray(e / e.sum())

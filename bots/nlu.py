@@ -1,0 +1,193 @@
+"""Serving the NLU model: ONNX Runtime + tokenizers, no torch.
+
+``OnnxNLU.load(artifact_dir)`` reads an artifact written by ``training/`` (format in
+bots/artifact.py) and answers ``predict(texts)`` with an intent ranking and entities
+(character offsets, values normalised by synonyms), and ``embed(texts)`` with the
+L2-normalised sentence embeddings. Each call pads to the longest text of its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from bots.artifact import Manifest, read_manifest
+from bots.errors import ArtifactError
+from bots.types import Entity, IntentScore, Understanding
+
+OUT_OF_SCOPE = "out_of_scope"
+_BATCH = 32
+_RANKING = 10
+
+
+@dataclass(frozen=True)
+class _Batch:
+    texts: Sequence[str]
+    offsets: list[list[tuple[int, int]]]
+    special: list[list[int]]
+    outputs: dict[str, np.ndarray]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+class OnnxNLU:
+    """An IntentModel served from an artifact folder."""
+
+    def __init__(self, artifact_dir: Path, manifest: Manifest, session: ort.InferenceSession, tokenizer: Tokenizer,
+                 synonyms: Mapping[str, str]) -> None:
+        self.artifact_dir = artifact_dir
+        self.manifest = manifest
+        self.labels: tuple[str, ...] = manifest.labels
+        self.entity_tags: tuple[str, ...] = manifest.entity_tags
+        self.synonyms = {k.lower(): v for k, v in synonyms.items()}
+        self._session = session
+        self._tokenizer = tokenizer
+        self._outputs = [o.name for o in session.get_outputs()]
+        missing = {"intent_logits", "entity_logits", "sentence_embedding"} - set(self._outputs)
+        if missing:
+            raise ArtifactError(f"{artifact_dir}: the ONNX model lacks output(s) {sorted(missing)}; retrain the bot")
+        shape = next(o.shape for o in session.get_outputs() if o.name == "sentence_embedding")
+        self.dimension: int | None = shape[-1] if isinstance(shape[-1], int) else None
+
+    @classmethod
+    def load(cls, artifact_dir: Path, *, threads: int = 1, synonyms: Mapping[str, str] | None = None,
+             onnx_file: str | None = None) -> OnnxNLU:
+        """``threads`` sets ONNX Runtime's intra-op threads; ``synonyms`` (variant → canonical) add to
+        the artifact's own; ``onnx_file`` overrides the manifest's choice (e.g. to compare fp32/int8)."""
+        artifact_dir = Path(artifact_dir)
+        return cls.from_manifest(artifact_dir, read_manifest(artifact_dir), threads=threads, synonyms=synonyms,
+                                 onnx_file=onnx_file)
+
+    @classmethod
+    def from_manifest(cls, artifact_dir: Path, manifest: Manifest, *, threads: int = 1,
+                      synonyms: Mapping[str, str] | None = None, onnx_file: str | None = None) -> OnnxNLU:
+        """Load with a manifest given in memory (training evaluates a model before its manifest is written)."""
+        model_path = artifact_dir / (onnx_file or manifest.onnx_file)
+        tok_path = artifact_dir / "tokenizer.json"
+        for needed in (model_path, tok_path):
+            if not needed.is_file():
+                raise ArtifactError(f"{artifact_dir}: missing {needed.name}; retrain the bot")
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
+            raise ArtifactError(f"{model_path}: cannot load ONNX model ({exc})") from None
+        try:
+            tokenizer = Tokenizer.from_file(str(tok_path))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
+            raise ArtifactError(f"{tok_path}: cannot load tokenizer ({exc})") from None
+        tokenizer.enable_truncation(max_length=manifest.max_length)
+        pad_id = tokenizer.token_to_id("[PAD]")
+        tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id,
+                                 pad_token="[PAD]" if pad_id is not None else "<pad>")
+        merged = dict(manifest.extra.get("synonyms", {}))
+        merged.update(synonyms or {})
+        return cls(artifact_dir, manifest, session, tokenizer, merged)
+
+    @property
+    def oos_threshold(self) -> float | None:
+        return self.manifest.oos_threshold
+
+    def _run(self, texts: Sequence[str]) -> list[_Batch]:
+        out = []
+        for i in range(0, len(texts), _BATCH):
+            chunk = [str(t) for t in texts[i:i + _BATCH]]
+            encs = self._tokenizer.encode_batch(chunk)
+            ids = np.array([e.ids for e in encs], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+            values = self._session.run(self._outputs, {"input_ids": ids, "attention_mask": mask})
+            out.append(_Batch(chunk, [list(e.offsets) for e in encs], [list(e.special_tokens_mask) for e in encs],
+                              dict(zip(self._outputs, values, strict=True))))
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence embeddings [len(texts), dim], L2-normalised (cosine = dot product)."""
+        if not texts:
+            return np.zeros((0, self.dimension or 0), dtype=np.float32)
+        return np.concatenate([b.outputs["sentence_embedding"] for b in self._run(texts)]).astype(np.float32)
+
+    def intent_probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Softmax over ``labels`` for each text, [len(texts), len(labels)]."""
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate([_softmax(b.outputs["intent_logits"]) for b in self._run(texts)])
+
+    def predict(self, texts: Sequence[str]) -> list[Understanding]:
+        """Intent ranking (best first, top 10) and entities per text. When the artifact has a calibrated
+        ``oos_threshold`` and the best confidence is below it, ``intent`` is ``out_of_scope`` while
+        ``confidence`` and ``ranking`` stay the model's own."""
+        results: list[Understanding] = []
+        for batch in self._run(texts):
+            probs = _softmax(batch.outputs["intent_logits"])
+            tag_probs = _softmax(batch.outputs["entity_logits"])
+            for row, text in enumerate(batch.texts):
+                results.append(self._understand(text, probs[row], tag_probs[row], batch.offsets[row],
+                                                batch.special[row]))
+        return results
+
+    def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
+                    special: list[int]) -> Understanding:
+        order = np.argsort(-probs, kind="stable")[:_RANKING]
+        ranking = tuple(IntentScore(self.labels[i], float(probs[i])) for i in order)
+        intent, confidence = ranking[0].name, ranking[0].confidence
+        threshold = self.manifest.oos_threshold
+        if threshold is not None and confidence < threshold:
+            intent = OUT_OF_SCOPE
+        entities = self._entities(text, tag_probs, offsets, special)
+        return Understanding(intent=intent, confidence=confidence, ranking=ranking, entities=entities)
+
+    def _entities(self, text: str, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
+                  special: list[int]) -> tuple[Entity, ...]:
+        """BIO decoding: B-x starts a span, I-x continues one of the same type (a stray I-x starts one)."""
+        if len(self.entity_tags) <= 1:
+            return ()
+        spans: list[tuple[str, int, int, list[float]]] = []
+        current: tuple[str, int, int, list[float]] | None = None
+        for col, ((start, end), is_special) in enumerate(zip(offsets, special, strict=True)):
+            if is_special or end <= start:
+                continue
+            tag_id = int(tag_probs[col].argmax())
+            tag = self.entity_tags[tag_id]
+            score = float(tag_probs[col, tag_id])
+            if tag == "O":
+                current = None
+                continue
+            prefix, _, kind = tag.partition("-")
+            if prefix == "I" and current is not None and current[0] == kind:
+                current[3].append(score)
+                current = (kind, current[1], end, current[3])
+                spans[-1] = current
+            else:
+                current = (kind, start, end, [score])
+                spans.append(current)
+        out = []
+        for kind, start, end, scores in spans:
+            start, end = _word_bounds(text, start, end)
+            shown = text[start:end]
+            value = self.synonyms.get(shown.lower(), shown)
+            out.append(Entity(entity=kind, value=value, start=start, end=end,
+                              confidence=float(np.mean(scores))))
+        return tuple(out)
+
+
+def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a span cut inside a word (a word piece tagged O) to the whole word."""
+    while start > 0 and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while end < len(text) and text[end].isalnum() and text[end - 1].isalnum():
+        end += 1
+    return start, end

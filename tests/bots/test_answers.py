@@ -1,0 +1,226 @@
+"""bots.answers serves the answer index of a trained bot: templates for paraphrases of known
+questions, filled or not used, knowledge-base answers for new questions, and the grounding guard."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bots.answers import AnswerSelector, AnswerService
+from bots.botspec import placeholders
+from bots.errors import ArtifactError
+from bots.grounding import check_support
+from bots.nlu import OnnxNLU
+from bots.types import Entity, IntentScore, Understanding
+
+BOT = Path(__file__).resolve().parents[1] / "data" / "answers_bot"
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.cli import main
+
+    out = tmp_path_factory.mktemp("answers") / "v1"
+    assert main(["train", str(BOT), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def nlu(artifact: Path) -> OnnxNLU:
+    return OnnxNLU.load(artifact)
+
+
+@pytest.fixture(scope="module")
+def selector(artifact: Path, nlu: OnnxNLU) -> AnswerSelector:
+    found = AnswerSelector.load(artifact, nlu)
+    assert found is not None
+    return found
+
+
+def _ask(selector: AnswerSelector, nlu: OnnxNLU, text: str, values: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return selector.answer(text, nlu.predict([text])[0], values or {})
+
+
+@pytest.mark.parametrize(("question", "expected"), [
+    ("I'd like to erase my account", "Delete account"),
+    ("could you get rid of my user profile", "Delete account"),
+    ("please stop the newsletter mails", "unsubscribe"),
+    ("put me on your mailing list", "Sign up under Newsletter"),
+])
+def test_paraphrases_get_the_right_template(selector: AnswerSelector, nlu: OnnxNLU, question: str,
+                                            expected: str) -> None:
+    answer = _ask(selector, nlu, question)
+    assert answer is not None and answer.source == "retrieval"
+    assert expected in answer.text
+    assert "{" not in answer.text and "}" not in answer.text
+    assert "shop.example.com" in answer.text or "Account settings" in answer.text
+
+
+def test_entities_fill_the_template_and_never_another_customers_value(selector: AnswerSelector,
+                                                                       nlu: OnnxNLU) -> None:
+    answer = _ask(selector, nlu, "please cancel my order 39393")
+    assert answer is not None
+    assert "39393" in answer.text
+    for other in ("12345", "98765", "44110", "24680", "55512", "31337"):  # values of the training questions
+        assert other not in answer.text
+    # The pairs file's answers repeated their asker's order numbers; the index keeps only templates.
+    index = json.loads((selector.folder / "index.json").read_text(encoding="utf-8"))
+    texts = " ".join(v for t in index["templates"] for v in t["variants"])
+    assert "55512" not in texts and "31337" not in texts and "24680" not in texts
+    assert "{entity}" in texts and "{order_id}" in texts
+
+
+def test_without_the_entity_the_variant_that_needs_none_is_used(selector: AnswerSelector, nlu: OnnxNLU) -> None:
+    answer = _ask(selector, nlu, "could you cancel an order for me")
+    assert answer is not None
+    assert answer.text == "Which order would you like to cancel? Please give me its order number."
+
+
+def test_an_unfillable_template_is_never_shown(artifact: Path, nlu: OnnxNLU, tmp_path: Path) -> None:
+    copy = tmp_path / "v1"
+    shutil.copytree(artifact, copy)
+    index_path = copy / "responses" / "index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    index["config"]["values"] = {}  # account settings and website name unknown now
+    index_path.write_text(json.dumps(index), encoding="utf-8")
+    selector = AnswerSelector.load(copy, nlu)
+    assert selector is not None
+    for question in ("I'd like to erase my account", "unsubscribe me from the newsletter", "where is order 12345"):
+        answer = _ask(selector, nlu, question)
+        assert answer is None or not placeholders(answer.text), answer
+    assert _ask(selector, nlu, "I'd like to erase my account") is None  # every delete_account answer needs values
+
+
+def test_slots_fill_placeholders_too(selector: AnswerSelector) -> None:
+    u = Understanding("track_order", 0.95, (IntentScore("track_order", 0.95),), ())
+    answer = selector.answer("where is my order", u, {"order_id": "80001"})
+    assert answer is not None and answer.text == "Order 80001 is on its way."
+
+
+def test_a_message_entity_overrides_a_slot(selector: AnswerSelector) -> None:
+    text = "where is my order 4242"
+    u = Understanding("track_order", 0.95, (IntentScore("track_order", 0.95),),
+                      (Entity("order_id", "4242", 18, 22),))
+    answer = selector.answer(text, u, {"order_id": "80001"})
+    assert answer is not None and "4242" in answer.text and "80001" not in answer.text
+
+
+def test_template_mode_uses_the_intents_own_response(selector: AnswerSelector, nlu: OnnxNLU) -> None:
+    answer = _ask(selector, nlu, "hi there")
+    assert answer is not None
+    assert (answer.source, answer.text) == ("template", "Hello! How can I help you today?")
+
+
+@pytest.mark.parametrize(("question", "document", "must_contain"), [
+    ("how long do I have to send an item back?", "returns.md", "30 days"),
+    ("is there a warranty on electronics?", "warranty.txt", "two year warranty"),
+    ("how much does express shipping cost", "shipping.md", "9 euros"),
+])
+def test_new_questions_are_answered_from_the_knowledge_base(selector: AnswerSelector, nlu: OnnxNLU, question: str,
+                                                            document: str, must_contain: str) -> None:
+    answer = _ask(selector, nlu, question)
+    assert answer is not None and answer.source == "retrieval"
+    assert answer.detail["knowledge_base"].startswith(document)
+    assert must_contain in answer.text
+    # Composed from the chunk's own sentences: fully supported by the passage it came from.
+    assert check_support(answer.text, answer.passages, question).grounded
+
+
+def test_unrelated_question_gets_no_answer(selector: AnswerSelector) -> None:
+    u = Understanding("out_of_scope", 0.2, (IntentScore("track_order", 0.2),), ())
+    assert selector.answer("what's the capital of Mongolia in the 12th century", u, {}) is None
+
+
+def test_exact_search_returns_the_nearest_question(selector: AnswerSelector) -> None:
+    q = selector.questions[7]
+    u = Understanding("out_of_scope", 0.1)
+    answer = selector.answer("ignored: the vector is given", u, {**selector.values, "order_id": "1", "entity": "2"},
+                             vector=q)
+    assert answer is not None
+    assert answer.detail["nearest_question"] == selector.question_texts[7]
+    assert answer.score == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_service_adapts_the_selector_for_the_dialogue(artifact: Path, nlu: OnnxNLU) -> None:
+    service = AnswerService.load(artifact, nlu)
+    assert service is not None
+    text = "I'd like to erase my account"
+    response = await service.answer(None, text, nlu.predict([text])[0], {})
+    assert response is not None and response.source == "retrieval" and "Delete account" in response.text
+    assert response.metadata["intent"] == "delete_account"
+    json.dumps(response.to_dict())  # stored as an event: must be plain JSON
+    deltas = [d async for d in service.stream(None, text, nlu.predict([text])[0], {})]
+    assert "".join(d.text for d in deltas) == response.text
+    assert deltas[-1].final is not None and deltas[-1].final.text == response.text
+    # No generator in this artifact: a rule asking for generation gets retrieval.
+    assert service.selector.mode_for("delete_account") == "retrieval"
+    response = await service.answer("generation", text, nlu.predict([text])[0], {})
+    assert response is not None and response.source == "retrieval"
+
+
+def test_artifact_without_answers_has_no_selector(tmp_path: Path, nlu: OnnxNLU) -> None:
+    assert AnswerSelector.load(tmp_path, nlu) is None
+
+
+def test_damaged_index_is_an_artifact_error(artifact: Path, nlu: OnnxNLU, tmp_path: Path) -> None:
+    copy = tmp_path / "v1"
+    shutil.copytree(artifact, copy)
+    np.save(copy / "responses" / "questions.npy", np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(ArtifactError, match="rows"):
+        AnswerSelector.load(copy, nlu)
+    (copy / "responses" / "index.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ArtifactError, match=r"index\.json:1"):
+        AnswerSelector.load(copy, nlu)
+
+
+# -- the grounding guard ------------------------------------------------------------------------
+PASSAGES = ("Returns are accepted within 30 days of delivery. Items must be unused and in their original packaging.",
+            "Standard shipping is free for orders over 50 euros. Gift cards are not refundable.")
+
+
+def test_guard_accepts_a_faithful_answer() -> None:
+    verdict = check_support("Returns are accepted within 30 days of delivery if the items are unused.", PASSAGES,
+                            "can I return my shoes?")
+    assert verdict.grounded, verdict.problems
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    ("Returns are accepted within 90 days of delivery.", "number 90"),
+    ("Returns are not accepted after delivery.", "contradicts"),
+    ("Gift cards are refundable.", "contradicts"),
+    ("Standard shipping is paid for orders over 50 euros.", "free/paid"),
+    ("We offer a lifetime warranty and free pizza with every laptop.", "words are in the passages"),
+    ("Your order {order_id} can be returned within 30 days of delivery.", "placeholder"),
+])
+def test_guard_rejects_answers_that_contradict_or_leave_the_passages(answer: str, why: str) -> None:
+    verdict = check_support(answer, PASSAGES, "can I return my order?")
+    assert not verdict.grounded
+    assert any(why in p for p in verdict.problems), verdict.problems
+
+
+# -- through the dialogue engine's answer hook ---------------------------------------------------------
+async def test_dialogue_answers_through_the_service(artifact: Path, nlu: OnnxNLU) -> None:
+    from bots.botspec import load_bot
+    from bots.dialogue import Message, Services, decide
+    from bots.dialogue_spec import parse_dialogue
+    from bots.state import State
+
+    bot = load_bot(BOT)
+    service = AnswerService.load(artifact, nlu)
+    assert service is not None
+    services = Services(answers=service)
+
+    async def reply(text: str) -> list[str]:
+        message = Message(text=text, understanding=nlu.predict([text])[0], timestamp=0.0, channel="web")
+        decision = await decide(bot, parse_dialogue(bot), State(), message, services)
+        return [f"{r.source}: {r.text}" for r in decision.responses]
+
+    assert await reply("hello") == ["template: Hello! How can I help you today?"]
+    (paraphrase,) = await reply("I'd like to erase my account")
+    assert paraphrase.startswith("retrieval: ") and "Delete account" in paraphrase
+    (kb,) = await reply("how long do I have to send an item back?")
+    assert kb.startswith("retrieval: ") and "30 days" in kb

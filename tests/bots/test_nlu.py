@@ -1,0 +1,124 @@
+"""bots.nlu serves a trained artifact with ONNX Runtime + tokenizers, never torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bots.artifact import read_manifest, write_manifest
+from bots.errors import ArtifactError
+from bots.nlu import OUT_OF_SCOPE, OnnxNLU
+
+ROOT = Path(__file__).resolve().parents[2]
+_BOT = """\
+name: nlu-test
+synonyms:
+  new york:
+    - nyc
+    - big apple
+intents:
+  greet:
+    examples: [hello, hi there, good morning, hey, hey there, good evening]
+  book_flight:
+    examples:
+      - book a flight to [Paris](city)
+      - I need a flight to [London](city)
+      - fly me to [Berlin](city) please
+      - get me a ticket to [NYC](city)
+      - flights to [Rome](city) tomorrow
+      - book me to [Madrid](city)
+  goodbye:
+    examples: [bye, goodbye, see you later, bye bye, talk to you later, farewell]
+"""
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.cli import main
+
+    bot = tmp_path_factory.mktemp("nlu_bot")
+    (bot / "bot.yml").write_text(_BOT, encoding="utf-8")
+    out = bot / "models" / "a1"
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--out", str(out)]) == 0
+    return out
+
+
+def test_predict_ranks_intents_and_extracts_entities(artifact: Path) -> None:
+    nlu = OnnxNLU.load(artifact, threads=1)
+    assert nlu.labels == ("book_flight", "goodbye", "greet") == nlu.manifest.labels
+    hello, flight = nlu.predict(["hello", "book a flight to Paris"])
+    assert hello.intent == "greet" and flight.intent == "book_flight"
+    assert len(flight.ranking) == 3 and abs(sum(s.confidence for s in flight.ranking) - 1.0) < 1e-4
+    assert flight.confidence == flight.ranking[0].confidence
+    (city,) = flight.entities
+    assert (city.entity, city.value, city.start, city.end) == ("city", "Paris", 17, 22)
+    assert 0.0 < city.confidence <= 1.0
+
+
+def test_synonyms_from_bot_and_from_caller(artifact: Path) -> None:
+    (r,) = OnnxNLU.load(artifact).predict(["get me a ticket to NYC"])
+    assert [(e.entity, e.value) for e in r.entities] == [("city", "new york")]
+    (r,) = OnnxNLU.load(artifact, synonyms={"paris": "Paris, France"}).predict(["book a flight to paris"])
+    assert [e.value for e in r.entities] == ["Paris, France"]
+
+
+def test_dynamic_padding_does_not_change_results(artifact: Path) -> None:
+    nlu = OnnxNLU.load(artifact)
+    alone = nlu.intent_probabilities(["hi there"])
+    padded = nlu.intent_probabilities(["hi there", "I need a flight to London tomorrow morning with my whole family"])
+    np.testing.assert_allclose(alone[0], padded[0], atol=1e-5)
+
+
+def test_embed_is_normalised_and_meaningful(artifact: Path) -> None:
+    nlu = OnnxNLU.load(artifact)
+    emb = nlu.embed(["book a flight", "reserve a plane ticket", "good morning"])
+    assert emb.shape == (3, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
+    assert nlu.embed([]).shape == (0, 384) and nlu.predict([]) == [] and nlu.dimension == 384
+
+
+def test_oos_threshold_from_manifest_is_applied(artifact: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "strict"
+    copy.mkdir()
+    for name in ("model.onnx", "tokenizer.json"):
+        os.symlink(artifact / name, copy / name)
+    write_manifest(copy, dataclasses.replace(read_manifest(artifact), oos_threshold=0.999))
+    (r,) = OnnxNLU.load(copy).predict(["purple elephants dance"])
+    assert r.intent == OUT_OF_SCOPE and r.ranking[0].name != OUT_OF_SCOPE and r.confidence < 0.999
+
+
+def test_missing_model_file_is_an_artifact_error(artifact: Path, tmp_path: Path) -> None:
+    write_manifest(tmp_path, read_manifest(artifact))
+    with pytest.raises(ArtifactError, match=r"missing model\.onnx"):
+        OnnxNLU.load(tmp_path)
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
+        OnnxNLU.load(tmp_path / "nothing")
+    (tmp_path / "model.onnx").write_bytes(b"not a model")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="cannot load ONNX model"):
+        OnnxNLU.load(tmp_path)
+
+
+def test_serving_never_imports_torch(artifact: Path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from bots.nlu import OnnxNLU
+        nlu = OnnxNLU.load(Path({str(artifact)!r}))
+        assert nlu.predict(["book a flight to Rome"])[0].intent == "book_flight"
+        nlu.embed(["hello"])
+        banned = [m for m in ("torch", "transformers", "training", "sklearn") if m in sys.modules]
+        assert not banned, banned
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

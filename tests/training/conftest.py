@@ -1,0 +1,68 @@
+"""A tiny bot to train on: four intents with 8 examples each, one entity type, one synonym."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_BOT = """\
+name: tiny
+fallback_threshold: 0.3
+synonyms:
+  express:
+    - expedited
+    - fast
+intents:
+  greet:
+    examples:
+      - hello
+      - hi there
+      - good morning
+      - hey
+      - hello, anyone here?
+      - hi!
+      - good evening
+      - hey there
+    response: Hello!
+  cancel_order:
+    examples:
+      - cancel order [12345](order_id)
+      - I want to cancel order [98765](order_id)
+      - please cancel my order [55512](order_id)
+      - cancel my purchase [40404](order_id)
+      - stop order [31337](order_id) please
+      - I need to cancel [77001](order_id)
+      - can you cancel order number [24680](order_id)
+      - cancel the order [13579](order_id) now
+    response: Order {order_id} is cancelled.
+  track_order:
+    examples:
+      - where is my package
+      - track my order
+      - when will my parcel arrive
+      - has my order shipped yet
+      - where is my delivery
+      - tracking status of my shipment
+      - my package has not arrived
+      - how long until my order arrives
+    response: It is on its way.
+  shipping_speed:
+    examples:
+      - I want [express](shipping) shipping
+      - can I get [expedited](shipping:express) delivery
+      - use [standard](shipping) shipping please
+      - switch to [fast](shipping:express) shipping
+      - send it with [standard](shipping) delivery
+      - I prefer [express](shipping) delivery
+      - is [standard](shipping) shipping free
+      - upgrade to [express](shipping) shipping
+    response: Shipping set.
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny_bot")
+    (directory / "bot.yml").write_text(TINY_BOT, encoding="utf-8")
+    return directory

@@ -1,0 +1,272 @@
+"""Fitting answers: config validation, answer normalisation, knowledge-base chunking, the index,
+the from-scratch generator (tiny) and its served artifact, and the evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bots.answers import AnswerSelector
+from bots.botspec import load_bot
+from bots.errors import ConfigError
+from bots.generation import OnnxGenerator
+from bots.generation import prompt_ids as serving_prompt_ids
+from bots.grounding import check_support
+from bots.nlu import OnnxNLU
+from bots.types import Entity
+from training.answers import QAPair, chunk_documents, normalise_answer, read_pairs_csv
+from training.answers_config import parse_answers_config
+from training.answers_eval import evaluate_answers, evaluate_guard, perturb_negation, rouge_l
+from training.cli import main
+from training.generator import prompt_ids as training_prompt_ids
+
+BOT = Path(__file__).resolve().parents[1] / "data" / "answers_bot"
+TINY_GENERATION = """\
+  generation:
+    layers: 1
+    width: 32
+    heads: 2
+    vocab_size: 300
+    context_tokens: 128
+    batch_size: 4
+    train_steps: 12
+    max_new_tokens: 24
+    require_gate: false
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The answers bot with a tiny from-scratch generator, trained by ``switchboard train``."""
+    bot = tmp_path_factory.mktemp("bot") / "answers_bot"
+    shutil.copytree(BOT, bot)
+    text = (bot / "bot.yml").read_text(encoding="utf-8")
+    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n",
+                                              "  kb_min_similarity: 0.3\n" + TINY_GENERATION), encoding="utf-8")
+    out = bot / "models" / "v1"
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
+    return out
+
+
+# -- configuration -------------------------------------------------------------------------------
+def _bot_with(tmp_path: Path, answers: str) -> Path:
+    shutil.copytree(BOT, tmp_path / "bot")
+    text = (tmp_path / "bot" / "bot.yml").read_text(encoding="utf-8")
+    head = text[:text.index("answers:\n")]
+    (tmp_path / "bot" / "bot.yml").write_text(head + answers, encoding="utf-8")
+    return tmp_path / "bot"
+
+
+def test_bad_answers_section_lists_every_problem_with_its_line(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bot = _bot_with(tmp_path, """answers:
+  default: magic
+  intents:
+    greet: generation
+    nope: retrieval
+  pairs: missing.csv
+  min_similarity: 1.5
+  colour: blue
+knowledge_base: no_such_folder
+""")
+    first = (bot / "bot.yml").read_text(encoding="utf-8").splitlines().index("answers:") + 1
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    f = bot / "bot.yml"
+    for line, words in [(first + 1, "'default' must be one of"), (first + 4, "unknown intent 'nope'"),
+                        (first + 5, "pairs file 'missing.csv' not found"), (first + 6, "'min_similarity' must be"),
+                        (first + 7, "unknown answers key 'colour'"), (first + 8, "knowledge base folder")]:
+        assert f"{f}:{line}: {words}" in err, (line, words, err)
+    assert "generation' is not configured" in err
+    assert not (tmp_path / "out").exists()  # nothing trained
+
+
+def test_generation_keys_are_checked(tmp_path: Path) -> None:
+    bot = _bot_with(tmp_path, "answers:\n  generation:\n    sampling: beam\n    layers: 0\n    lr: 1\n")
+    with pytest.raises(ConfigError) as err:
+        parse_answers_config(load_bot(bot))
+    text = "\n".join(err.value.problems)
+    assert "'sampling' must be greedy or sample" in text and "'layers' must be" in text
+    assert "unknown generation key 'lr'" in text
+
+
+def test_config_defaults_and_modes() -> None:
+    cfg = parse_answers_config(load_bot(BOT))
+    assert cfg.default == "retrieval" and cfg.mode_for("greet") == "template" and cfg.mode_for("newsletter") == \
+        "retrieval"
+    assert cfg.kb_folder == "kb" and cfg.pairs == ("pairs.csv",) and cfg.generation is None
+    assert cfg.values["website_name"] == "shop.example.com" and cfg.fallback_threshold == 0.4
+
+
+# -- normalisation, pairs, chunks ------------------------------------------------------------------
+def test_normalise_answer_removes_the_askers_values() -> None:
+    q = "I want a refund of $50 for order ABC-12345, mail me at jo@example.com"
+    answer = ("Refund of $50 for order ABC-12345 is on its way to jo@example.com. Visit {{Website Name}} "
+              "or call us 24/7 within 30 days.")
+    got = normalise_answer(q, [Entity("refund_amount", "$50", 19, 22)], answer)
+    assert got == ("Refund of {refund_amount} for order {entity} is on its way to {entity}. Visit {website_name} "
+                   "or call us 24/7 within 30 days.")
+
+
+def test_literal_braces_cannot_become_placeholders() -> None:
+    assert normalise_answer("hi", [], "Use the code {SPRING} at checkout") == "Use the code (SPRING) at checkout"
+
+
+def test_pairs_csv_reads_bitext_columns_and_reports_bad_rows(tmp_path: Path) -> None:
+    good = tmp_path / "bitext.csv"
+    good.write_text("instruction,intent,entity_type,entity_value,response\n"
+                    "cancel purchase 00123842 now,cancel_order,order_id,00123842,Purchase 00123842 is cancelled.\n",
+                    encoding="utf-8")
+    (pair,) = read_pairs_csv(good)
+    assert pair.entities == (Entity("order_id", "00123842", 16, 24),) and pair.intent == "cancel_order"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,answer,intent\nhello,hi,greet\nbye,,goodbye\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"{bad}:3: empty"):
+        read_pairs_csv(bad)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("message,label\nhello,greet\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"{wrong}:1: .*missing question, answer"):
+        read_pairs_csv(wrong)
+
+
+def test_chunks_keep_sections_sentences_and_lines(tmp_path: Path) -> None:
+    chunks = chunk_documents(BOT / "kb", chunk_words=20, overlap_sentences=1)
+    refunds = [c for c in chunks if c.title == "Refunds"]
+    assert refunds and refunds[0].document == "returns.md" and refunds[0].line == 6
+    assert all(len(c.text.split(": ", 1)[1].split()) <= 20 or len(c.sentences) == 1 for c in chunks)
+    assert {c.document for c in chunks} == {"returns.md", "shipping.md", "warranty.txt"}
+    long_section = [c for c in chunks if c.title == "Returns and refunds"]
+    assert len(long_section) >= 2 and long_section[0].sentences[-1] == long_section[1].sentences[0]  # overlap
+    (tmp_path / "bad.md").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.md: not UTF-8"):
+        chunk_documents(tmp_path)
+
+
+# -- the index and the generator --------------------------------------------------------------------
+def test_train_writes_the_answer_index(trained: Path) -> None:
+    folder = trained / "responses"
+    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    assert index["format"] == 1
+    for name, key in (("questions.npy", "questions"), ("templates.npy", "templates"), ("chunks.npy", "chunks"),
+                      ("sentences.npy", "sentences")):
+        m = np.load(folder / name)
+        assert m.shape[0] == len(index[key]) > 0
+        assert np.allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-4)
+    assert sum(1 for t in index["templates"] if t["from_bot"]) == 3  # greet, cancel_order, track_order
+
+
+def test_prompts_are_built_the_same_in_training_and_serving(trained: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(trained / "responses" / "generator" / "tokenizer.json"))
+    passages = ["Returns are accepted within 30 days.", "Refunds take 5 business days. " * 40]
+    for budget in (16, 64, 400):
+        a = training_prompt_ids(tok, passages, "how do returns work?", budget)
+        assert a == serving_prompt_ids(tok, passages, "how do returns work?", budget)
+        assert len(a) <= budget
+    assert tok.decode(a).rstrip().endswith("Answer:")
+
+
+def test_generator_trains_and_its_artifact_serves(trained: Path) -> None:
+    folder = trained / "responses" / "generator"
+    meta = json.loads((folder / "generator.json").read_text(encoding="utf-8"))
+    assert meta["steps"] == 12 and meta["parameters"] < 200_000 and meta["export_max_diff"] < 1e-3
+    assert meta["gate"]["held_out"] >= 1 and "retrieval" in meta["gate"] and "passed" in meta["gate"]
+    generator = OnnxGenerator.load(folder)
+    out = generator.generate(["Returns are accepted within 30 days."], "how long for returns?", max_new_tokens=10)
+    assert 0 <= out.tokens <= 10 and out.stopped in ("eos", "length") and 0.0 <= out.confidence <= 1.0
+    sampled = [generator.generate([], "hello", max_new_tokens=8, sample=True, temperature=1.5, seed=s).text
+               for s in range(4)]
+    assert len(set(sampled)) > 1  # sampling is random, greedy is not
+    greedy = {generator.generate([], "hello", max_new_tokens=8).text for _ in range(2)}
+    assert len(greedy) == 1
+
+
+def test_generation_time_is_bounded(trained: Path) -> None:
+    generator = OnnxGenerator.load(trained / "responses" / "generator")
+    started = time.perf_counter()
+    out = generator.generate(["x " * 50], "a question", max_new_tokens=10_000, max_seconds=0.05)
+    elapsed = time.perf_counter() - started
+    assert out.stopped in ("time", "eos", "length")
+    assert elapsed < 0.05 + 0.5  # one step past the deadline at most, with a generous margin for a busy CPU
+    assert out.tokens <= generator.max_positions // 2  # the length bound holds even for an absurd request
+
+
+def test_generated_answers_are_shown_only_when_grounded(trained: Path) -> None:
+    nlu = OnnxNLU.load(trained)
+    selector = AnswerSelector.load(trained, nlu)
+    assert selector is not None and selector.generation_enabled  # require_gate: false
+    for question in ("please cancel my order 39393", "how fast are refunds?", "I'd like to erase my account"):
+        answer = selector.answer(question, nlu.predict([question])[0], {}, mode="generation")
+        assert answer is not None
+        if answer.source == "generation":
+            assert check_support(answer.text, answer.passages, question, values=selector.values).grounded
+        else:  # rejected: the best template (or knowledge-base answer) instead, with the reason
+            assert answer.detail["generation_rejected"]["reason"]
+            assert "{" not in answer.text
+
+
+async def test_streamed_answer_ends_with_the_final_answer(trained: Path) -> None:
+    nlu = OnnxNLU.load(trained)
+    selector = AnswerSelector.load(trained, nlu)
+    assert selector is not None
+    question = "how fast are refunds?"
+    deltas = [d async for d in selector.stream(question, nlu.predict([question])[0], {}, mode="generation")]
+    final = deltas[-1].final
+    assert final is not None and all(d.final is None for d in deltas[:-1])
+    assert "".join(d.text for d in deltas).strip() == final.text.strip()
+    assert "{" not in final.text
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+def test_rouge_l() -> None:
+    assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == 1.0
+    assert rouge_l("dogs bark", "the cat sat") == 0.0
+    assert rouge_l("", "anything") == 0.0
+    # LCS("a b c d", "a c d e") = 3: precision 3/4, recall 3/4
+    assert rouge_l("a b c d", "a c d e") == pytest.approx(0.75)
+    # LCS = 2 ("a", "b"): precision 2/2, recall 2/4 → F1 = 2/3
+    assert rouge_l("A b!", "a x b y") == pytest.approx(2 / 3)
+
+
+def test_negation_perturbation() -> None:
+    assert perturb_negation("Refunds are issued in 5 days.") == "Refunds are not issued in 5 days."
+    assert perturb_negation("Gift cards are not refundable.") == "Gift cards are refundable."
+
+
+def test_evaluation_scores_retrieval_on_held_out_pairs(trained: Path) -> None:
+    nlu = OnnxNLU.load(trained)
+    selector = AnswerSelector.load(trained, nlu, load_generator=False)
+    assert selector is not None
+    pairs = [QAPair("could you erase my account", "To close your account, open Account settings on "
+                    "shop.example.com and choose Delete account.", "delete_account"),
+             QAPair("unsubscribe me from your newsletter please", "You can unsubscribe with the link at the bottom of "
+                    "any newsletter.", "newsletter")]
+    result = evaluate_answers(selector, nlu, pairs, mode="retrieval")
+    assert result.examples == 2 and result.answered == 1.0 and result.sources == {"retrieval": 2}
+    assert result.intent_consistency == 1.0
+    assert 0.3 < result.rouge_l <= 1.0 and result.latency_ms_mean > 0
+    guard = evaluate_guard(selector, nlu, pairs)
+    assert guard.answers == 2 and guard.false_rejections == 0.0
+    assert guard.caught["negation"] == 1.0 and guard.caught["other_intent"] == 1.0
+
+
+def test_evaluate_prints_and_writes_the_answer_scores(trained: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "held_out.csv"
+    data.write_text("text,intent,answer\n"
+                    "could you erase my account,delete_account,To close your account open Account settings.\n"
+                    "unsubscribe me from your newsletter please,newsletter,Use the unsubscribe link in a newsletter.\n"
+                    "where is my parcel 4411,track_order,Order 4411 is on its way.\n", encoding="utf-8")
+    assert main(["evaluate", str(trained), str(data), "--out", str(tmp_path / "reports")]) == 0
+    out = capsys.readouterr().out
+    assert "answers (configured): intent consistency" in out and "answers (generation)" in out
+    assert "grounding guard: false rejections" in out
+    report = json.loads((tmp_path / "reports" / "answers.json").read_text(encoding="utf-8"))
+    assert report["configured"]["examples"] == 3 and "passed" in report["generation_gate"]
+    assert 0.0 <= report["retrieval"]["rouge_l"] <= 1.0

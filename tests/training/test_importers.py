@@ -1,0 +1,82 @@
+"""Rasa, CSV and Bitext files load into training data; broken files name file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bots.errors import ConfigError
+from training.data import clean, merge
+from training.importers import load_data
+
+RASA = Path(__file__).parent / "data" / "rasa"
+
+
+def test_rasa_nlu_loads_unchanged() -> None:
+    data = load_data(RASA / "nlu.yml")
+    by_text = {s.text: s for s in data.samples}
+    assert len(data.samples) == 9 and data.intents == ["check_balance", "greet", "inform_city"]
+    (berlin,) = by_text["I live in Berlin"].entities
+    assert (berlin.entity, berlin.value, berlin.start, berlin.end) == ("city", "Berlin", 10, 16)
+    assert by_text["I am moving to NYC"].entities[0].value == "New York"
+    sf = by_text["ship it to San Francisco"].entities[0]
+    assert (sf.value, sf.start, sf.end) == ("SF", 11, 24)
+    assert "what is my balance" in by_text
+    assert data.synonyms == {"the big apple": "New York", "big apple": "New York"}
+    assert by_text["hello there"].source == f"{RASA / 'nlu.yml'}:7"
+    assert data.annotation_synonyms()["nyc"] == "New York"
+
+
+def test_rasa_domain_declares_intents() -> None:
+    data = clean(merge([load_data(RASA / "nlu.yml"), load_data(RASA / "domain.yml")]), min_examples=1)
+    assert data.warnings == ("intent 'goodbye' is declared but has no examples; the model cannot predict it",)
+
+
+def test_broken_rasa_file_names_line(tmp_path: Path) -> None:
+    bad = tmp_path / "nlu.yml"
+    bad.write_text('nlu:\n- intent: greet\n  examples: |\n    - hi\n    hello\n- intnt: x\n  examples: "- y"\n')
+    with pytest.raises(ConfigError) as err:
+        load_data(bad)
+    assert err.value.problems == [f"{bad}:5: intent 'greet': example lines must start with '- '",
+                                  f"{bad}:6: nlu item needs one of intent, synonym, regex, lookup"]
+
+
+def test_csv_with_intent_or_category_column(tmp_path: Path) -> None:
+    f = tmp_path / "b77.csv"
+    f.write_text('text,category\nI am still waiting on my card?,card_arrival\n"Hi, where is it",card_arrival\n')
+    data = load_data(f)
+    assert [(s.text, s.intent) for s in data.samples] == [("I am still waiting on my card?", "card_arrival"),
+                                                          ("Hi, where is it", "card_arrival")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\nhi,greet\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv:1: CSV header must name a 'text'"):
+        load_data(bad)
+
+
+def test_bitext_csv_with_entity_offsets(tmp_path: Path) -> None:
+    f = tmp_path / "bitext.csv"
+    f.write_text(
+        "instruction,intent,entity_type,entity_value,start_offset,end_offset,category,response\n"
+        "how can I cancel purchase 00004587345?,cancel_order,order_id,4587345,26,37,ORDER,sure\n"
+        "I want a refund,get_refund,,,,,REFUND,\"multi\nline\"\n"
+        "where is order 123,track_order,order_id,123,99,102,ORDER,x\n")
+    with pytest.raises(ConfigError) as err:
+        load_data(f)
+    assert err.value.problems == [f"{f}:5: entity offsets 99..102 fall outside the text"]
+    f.write_text(f.read_text().replace("99,102", "15,18"))
+    cancel, refund, track = load_data(f).samples
+    (order,) = cancel.entities
+    assert (order.entity, order.value, order.start, order.end) == ("order_id", "00004587345", 26, 37)
+    assert refund.entities == () and track.entities[0].value == "123"
+
+
+def test_unknown_file_kinds(tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(ConfigError, match="unsupported data file"):
+        load_data(tmp_path / "x.txt")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_data(tmp_path / "missing.csv")
+    (tmp_path / "stories.yml").write_text("stories: []\n")
+    with pytest.raises(ConfigError, match="not Rasa training data"):
+        load_data(tmp_path / "stories.yml")

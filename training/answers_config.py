@@ -1,0 +1,226 @@
+"""The ``answers:`` and ``knowledge_base:`` sections of bot.yml, validated with ``file:line`` errors.
+
+```yaml
+answers:
+  default: retrieval          # template | retrieval | generation
+  intents: {greet: template}  # per-intent override
+  pairs: [faq.csv]            # extra question→answer pairs (question,answer,intent or Bitext CSV)
+  values: {website_name: shop.example.com}   # bot-wide placeholder values
+  min_similarity: 0.6         # a question this close to a known one gets that one's answer template
+  kb_min_similarity: 0.35     # else a knowledge-base chunk this close gives a composed answer
+  generation:                 # optional: a domain-tuned generation model (see GenerationSettings)
+    base_model: ""            # local HF causal LM folder; "" = small GPT-2 from scratch
+knowledge_base: kb/           # or {folder: kb/, chunk_words: 120, overlap_sentences: 1}
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bots.botspec import BotSpec
+from bots.errors import ConfigError
+from bots.yamlspan import Located
+
+MODES = ("template", "retrieval", "generation")
+KB_SUFFIXES = (".md", ".markdown", ".txt")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    base_model: str = ""  # local Hugging Face causal LM folder; "" = a small GPT-2-style model from scratch
+    max_new_tokens: int = 80
+    max_seconds: float = 2.0
+    sampling: str = "greedy"  # greedy | sample
+    temperature: float = 0.8
+    top_k: int = 40
+    repetition_penalty: float = 1.2
+    min_confidence: float = 0.35  # mean probability of the generated tokens
+    min_support: float = 0.7  # share of the answer's content words found in the passages or question
+    passages: int = 3
+    require_gate: bool = True  # serve generation only if it beat retrieval on held-out pairs
+    gate_examples: int = 50  # held-out pairs (of the bot's own) the gate compares on
+    train_steps: int = 2000
+    train_seconds: float = 600.0
+    layers: int = 4
+    width: int = 256
+    heads: int = 4
+    vocab_size: int = 4000
+    context_tokens: int = 384
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class AnswersConfig:
+    default: str = "retrieval"
+    intents: dict[str, str] = field(default_factory=dict)  # intent -> mode
+    pairs: tuple[str, ...] = ()  # CSV files (question/answer/intent or Bitext columns), relative to the bot
+    max_pairs_per_intent: int = 0  # 0 = all
+    values: dict[str, str] = field(default_factory=dict)  # bot-wide placeholder values
+    top_k: int = 5
+    min_similarity: float = 0.6  # nearest known question at least this close: answer with its template
+    kb_min_similarity: float = 0.35  # nearest knowledge-base chunk at least this close: compose from it
+    kb_sentences: int = 3
+    kb_folder: str = ""
+    chunk_words: int = 120
+    overlap_sentences: int = 1
+    fallback_threshold: float = 0.4  # copied from the bot: below it the intent is not trusted
+    generation: GenerationSettings | None = None
+
+    def mode_for(self, intent: str) -> str:
+        return self.intents.get(intent, self.default)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pairs"] = list(self.pairs)
+        return d
+
+
+_INT_KEYS = {"max_pairs_per_intent", "top_k", "kb_sentences", "chunk_words", "overlap_sentences"}
+_FLOAT_KEYS = {"min_similarity", "kb_min_similarity"}
+
+
+def _number(item: Located, key: str, kind: type, problems: list[str], low: float, high: float) -> Any:
+    v = item.value
+    ok = not isinstance(v, bool) and isinstance(v, int | float) and (kind is float or isinstance(v, int))
+    if not ok or not low <= v <= high:
+        what = "a whole number" if kind is int else "a number"
+        problems.append(f"{item.where()}: '{key}' must be {what} between {low:g} and {high:g}")
+        return None
+    return kind(v)
+
+
+def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings | None:
+    if item.value is None or item.value is True:
+        return GenerationSettings()
+    if item.value is False:
+        return None
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: 'generation' must be a mapping of generation settings (or true)")
+        return None
+    defaults = GenerationSettings()
+    values: dict[str, Any] = {}
+    for key, sub in item.value.items():
+        if not hasattr(defaults, key):
+            known = ", ".join(sorted(GenerationSettings.__dataclass_fields__))
+            problems.append(f"{sub.where()}: unknown generation key {key!r} (known: {known})")
+            continue
+        default = getattr(defaults, key)
+        if key == "sampling":
+            if sub.value not in ("greedy", "sample"):
+                problems.append(f"{sub.where()}: 'sampling' must be greedy or sample")
+                continue
+            values[key] = sub.value
+        elif isinstance(default, bool):
+            if not isinstance(sub.value, bool):
+                problems.append(f"{sub.where()}: {key!r} must be true or false")
+                continue
+            values[key] = sub.value
+        elif isinstance(default, str):
+            if not isinstance(sub.value, str):
+                problems.append(f"{sub.where()}: {key!r} must be text (a local model folder)")
+                continue
+            values[key] = sub.value
+        else:
+            high = 1.0 if key in ("min_confidence", "min_support") else 1e7
+            low = 1 if isinstance(default, int) else 0.0
+            got = _number(sub, key, type(default), problems, low, high)
+            if got is not None:
+                values[key] = got
+    return GenerationSettings(**values)
+
+
+def parse_answers_config(bot: BotSpec) -> AnswersConfig:
+    """The ``answers:`` and ``knowledge_base:`` sections, every problem as ``file:line: ...``."""
+    problems: list[str] = []
+    values: dict[str, Any] = {"fallback_threshold": bot.fallback_threshold}
+    section = bot.sections.get("answers")
+    if section is not None and section.value is not None:
+        if not isinstance(section.value, dict):
+            raise ConfigError(f"{section.where()}: 'answers' must be a mapping (default, intents, pairs, values, ...)")
+        for key, item in section.value.items():
+            if key == "default":
+                if item.value not in MODES:
+                    problems.append(f"{item.where()}: 'default' must be one of {', '.join(MODES)}")
+                else:
+                    values[key] = item.value
+            elif key == "intents":
+                values[key] = _parse_modes(item, bot, problems)
+            elif key == "pairs":
+                raw = item.value if isinstance(item.value, list) else [item]
+                for x in raw:
+                    if not isinstance(x.value, str) or not (bot.directory / x.value).is_file():
+                        problems.append(f"{x.where()}: pairs file {x.value!r} not found (a CSV path relative to "
+                                        f"{bot.directory})")
+                values[key] = tuple(str(x.value) for x in raw)
+            elif key == "values":
+                if not isinstance(item.value, dict) or any(not isinstance(v.value, str | int | float)
+                                                           for v in item.value.values()):
+                    problems.append(f"{item.where()}: 'values' must map placeholder names to texts")
+                else:
+                    values[key] = {k: str(v.value) for k, v in item.value.items()}
+            elif key == "generation":
+                values[key] = _parse_generation(item, problems)
+            elif key in _INT_KEYS | _FLOAT_KEYS:
+                kind = int if key in _INT_KEYS else float
+                got = _number(item, key, kind, problems, 0, 1.0 if kind is float else 1e6)
+                if got is not None:
+                    values[key] = got
+            else:
+                known = ["default", "intents", "pairs", "values", "generation", *sorted(_INT_KEYS | _FLOAT_KEYS)]
+                problems.append(f"{item.where()}: unknown answers key {key!r} (known: {', '.join(known)})")
+    _parse_knowledge_base(bot, values, problems)
+    if values.get("generation") is None and "generation" in values.get("intents", {}).values():
+        problems.append(f"{section.where() if section else bot.file}: an intent uses generation but "
+                        "'answers.generation' is not configured")
+    if problems:
+        raise ConfigError(problems)
+    return AnswersConfig(**values)
+
+
+def _parse_modes(item: Located, bot: BotSpec, problems: list[str]) -> dict[str, str]:
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: 'intents' must map intent names to {', '.join(MODES)}")
+        return {}
+    modes: dict[str, str] = {}
+    for name, mode in item.value.items():
+        if name not in bot.intents:
+            problems.append(f"{mode.where()}: unknown intent {name!r} in answers.intents")
+        elif mode.value not in MODES:
+            problems.append(f"{mode.where()}: answer mode of {name!r} must be one of {', '.join(MODES)}")
+        elif mode.value == "template" and not bot.intents[name].responses:
+            problems.append(f"{mode.where()}: intent {name!r} uses 'template' but has no 'response'")
+        else:
+            modes[name] = str(mode.value)
+    return modes
+
+
+def _parse_knowledge_base(bot: BotSpec, values: dict[str, Any], problems: list[str]) -> None:
+    kb = bot.sections.get("knowledge_base")
+    if kb is None or kb.value is None:
+        return
+    if isinstance(kb.value, str):
+        folder, where = kb.value, kb
+    elif isinstance(kb.value, dict) and isinstance(kb.value.get("folder"), Located):
+        folder, where = kb.value["folder"].value, kb.value["folder"]
+        for key, item in kb.value.items():
+            if key in ("chunk_words", "overlap_sentences"):
+                got = _number(item, key, int, problems, 1 if key == "chunk_words" else 0, 10_000)
+                if got is not None:
+                    values[key] = got
+            elif key != "folder":
+                problems.append(f"{item.where()}: unknown knowledge_base key {key!r} "
+                                "(known: folder, chunk_words, overlap_sentences)")
+    else:
+        problems.append(f"{kb.where()}: 'knowledge_base' must be a folder path or a mapping with 'folder'")
+        return
+    if not isinstance(folder, str) or not (bot.directory / folder).is_dir():
+        problems.append(f"{where.where()}: knowledge base folder {folder!r} not found in {bot.directory}")
+        return
+    path = bot.directory / folder
+    if not any(p.suffix.lower() in KB_SUFFIXES for p in path.rglob("*")):
+        problems.append(f"{where.where()}: knowledge base folder {folder!r} has no .md or .txt documents")
+    values["kb_folder"] = folder

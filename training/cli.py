@@ -1,0 +1,159 @@
+"""``switchboard train`` and ``switchboard evaluate``.
+
+    train BOT_DIR [--fast] [--epochs N] [--max-examples-per-intent N] [--threads N] [--seed N]
+                  [--out DIR] [--data FILE ...] [--base-model DIR] [--no-quantize]
+    evaluate MODEL DATA... [--out DIR] [--threads N] [--min-accuracy X] [--cross-validation K] [--fast]
+
+Bad bot data prints ``file:line: message`` lines on stderr and exits 2; a missed
+``--min-accuracy`` exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bots.artifact import Manifest
+from bots.errors import ArtifactError, ConfigError
+
+EXIT_OK, EXIT_GATE, EXIT_CONFIG = 0, 1, 2
+CORRECTIONS_FILE = "corrections.yml"  # written by `switchboard export-corrections`; merged by train
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchboard", description="Train and evaluate a bot's NLU model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train BOT_DIR's model into BOT_DIR/models/<version>/")
+    t.add_argument("bot_dir", type=Path)
+    t.add_argument("--fast", action="store_true", help="frozen encoder + linear heads (seconds, for iterating)")
+    t.add_argument("--epochs", type=int, help="fine-tuning epochs (default 4; early stopping on validation)")
+    t.add_argument("--max-examples-per-intent", type=int, help="cap per intent, sampled with the seed (0 = all)")
+    t.add_argument("--threads", type=int, help="torch / ONNX Runtime threads (default 1)")
+    t.add_argument("--seed", type=int, help="seed for the split, sampling and initialisation (default 13)")
+    t.add_argument("--base-model", help="a local Hugging Face encoder folder (default: packaged all-MiniLM-L6-v2)")
+    t.add_argument("--data", type=Path, action="append", default=[],
+                   help="extra training data: Rasa nlu.yml/domain.yml, CSV text,intent, Bitext CSV (repeatable)")
+    t.add_argument("--no-quantize", action="store_true", help="skip the int8 export")
+    t.add_argument("--out", type=Path, help="artifact folder (default BOT_DIR/models/<version>)")
+    e = sub.add_parser("evaluate", help="score a trained model on labelled data and write reports")
+    e.add_argument("model", type=Path, help="an artifact folder, a models folder or a bot folder")
+    e.add_argument("data", type=Path, nargs="+", help="bot folder, bot.yml, Rasa nlu.yml, CSV or Bitext CSV")
+    e.add_argument("--out", type=Path, help="report folder (default MODEL/reports)")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--min-accuracy", type=float, help="exit 1 when accuracy (0-1) is below this")
+    e.add_argument("--cross-validation", type=int, metavar="K",
+                   help="train K models on K stratified folds of DATA with MODEL's config and report on all")
+    e.add_argument("--fast", action="store_true", help="with --cross-validation: train the folds in fast mode")
+    return p
+
+
+def _config_from_bot(section: Any) -> dict[str, Any]:
+    """The bot.yml ``training:`` section, each unknown key reported at its own line."""
+    from bots.yamlspan import plain
+    from training.config import TrainConfig
+
+    if section is None:
+        return {}
+    if not isinstance(section.value, dict):
+        raise ConfigError(f"{section.where()}: 'training' must be a mapping of training settings")
+    known = set(TrainConfig.__dataclass_fields__)
+    problems = [f"{v.where()}: unknown training key {k!r} (known: {', '.join(sorted(known))})"
+                for k, v in section.value.items() if k not in known]
+    if problems:
+        raise ConfigError(problems)
+    values = plain(section)
+    assert isinstance(values, dict)
+    return values
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bots.botspec import load_bot
+    from training.config import TrainConfig
+    from training.data import clean, from_bot, merge
+    from training.importers import load_data
+
+    bot = load_bot(args.bot_dir)
+    from training.answers import parse_answers_config, wants_answers
+
+    answers = wants_answers(bot)
+    if answers:
+        parse_answers_config(bot)  # a bad answers/knowledge_base section fails before minutes of training
+    section = bot.sections.get("training")
+    cfg = TrainConfig.from_dict(_config_from_bot(section), where=section.where() if section else "training config")
+    cfg = cfg.with_overrides(
+        mode="fast" if args.fast else None, epochs=args.epochs, max_examples_per_intent=args.max_examples_per_intent,
+        threads=args.threads, seed=args.seed, base_model=args.base_model,
+        quantize=False if args.no_quantize else None)
+    parts = [from_bot(bot), *(load_data(p) for p in args.data)]
+    corrections = bot.directory / CORRECTIONS_FILE
+    if corrections.is_file() and corrections.resolve() not in {Path(p).resolve() for p in args.data}:
+        # The review UI's exported corrections: trained on always, never held out.
+        fixed = load_data(corrections)
+        parts.append(replace(fixed, samples=tuple(replace(s, pinned=True) for s in fixed.samples)))
+        print(f"using {len(fixed.samples)} corrections from {corrections}")
+    data = merge(parts)
+    data = clean(data, min_examples=cfg.min_examples_per_intent, max_per_intent=cfg.max_examples_per_intent,
+                 seed=cfg.seed)
+    for w in data.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+    from training.pipeline import train
+
+    def fit_answer_index(artifact_dir: Path, manifest: Manifest) -> None:
+        """The answer index goes in before the manifest marks the artifact finished."""
+        from bots.nlu import OnnxNLU
+        from training.answers import fit_answers
+
+        nlu = OnnxNLU.from_manifest(artifact_dir, manifest, threads=cfg.threads, synonyms=bot.synonyms)
+        fit_answers(bot, artifact_dir, nlu)
+
+    result = train(data, cfg, bot_name=bot.name, out_dir=args.out, models_dir=bot.models_dir,
+                   before_manifest=fit_answer_index if answers else None)
+    m = result.manifest.metrics
+    print(f"wrote {result.directory}")
+    linear = result.manifest.extra.get("linear_accuracy")
+    if cfg.mode == "finetune" and linear is not None:
+        print(f"fine-tuning: best epoch {result.manifest.extra.get('best_epoch')} (0 = the linear head), "
+              f"linear-head validation accuracy {linear:.4f}")
+    print(f"held-out accuracy {m.get('accuracy', 0):.4f} ({m.get('evaluated_on')}), serving {result.manifest.onnx_file}"
+          + (f", out-of-scope threshold {result.manifest.oos_threshold:.3f}"
+             if result.manifest.oos_threshold is not None else ""))
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.answers_eval import report_answers
+    from training.evaluate import run_evaluation
+
+    code = run_evaluation(args)
+    if args.cross_validation is None:
+        report_answers(args.model, args.data, args.out, threads=args.threads)  # when DATA has answers
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed usage and the reason
+        return exit_.code if isinstance(exit_.code, int) else EXIT_CONFIG
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _evaluate(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Training data from other tools' files, each into ``NluData``.
+
+- Rasa ``nlu.yml`` (``nlu:`` items with ``intent``/``synonym``/``regex``/``lookup``; examples as
+  Rasa's block string of ``- `` lines; ``[text](entity)``, ``[text](entity:value)`` and
+  ``[text]{"entity": ..., "value": ...}`` annotations) and ``domain.yml`` (intents, entities,
+  responses: checked against the data, never required).
+- CSV with a header ``text,intent`` (``category`` or ``label`` is accepted for ``intent``, as in BANKING77).
+- The Bitext customer-support CSV (``instruction,intent,entity_type,...,start_offset,end_offset``).
+
+Every problem is reported as ``file:line: reason``, all at once.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from bots.botspec import load_bot, parse_example
+from bots.errors import ConfigError
+from bots.types import Entity
+from bots.yamlspan import Located, load_located
+from training.data import NluData, Sample, from_bot
+
+_RASA_KEYS = ("intent", "synonym", "regex", "lookup")
+_INTENT_COLUMNS = ("intent", "category", "label")
+
+
+def load_data(path: Path) -> NluData:
+    """Any supported file (or a bot folder) by its shape."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "bot.yml").is_file():
+            return from_bot(load_bot(path))
+        raise ConfigError(f"{path}: a folder of training data must contain bot.yml")
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    if path.suffix.lower() == ".csv":
+        return load_csv(path)
+    if path.suffix.lower() in (".yml", ".yaml"):
+        if path.name == "bot.yml":
+            return from_bot(load_bot(path.parent))
+        root = load_located(path)
+        if isinstance(root.value, dict) and "nlu" in root.value:
+            return load_rasa_nlu(path, root)
+        if isinstance(root.value, dict) and "intents" in root.value:
+            return load_rasa_domain(path, root)
+        raise ConfigError(f"{path}:1: not Rasa training data (expected an 'nlu:' list or a domain with 'intents:')")
+    raise ConfigError(f"{path}: unsupported data file (use bot.yml, Rasa .yml, or .csv)")
+
+
+def _examples(item: Located, problems: list[str], what: str) -> list[tuple[str, int]]:
+    if isinstance(item.value, str):
+        first = item.line + 1  # a block scalar's text starts on the line after "examples: |"
+        out = []
+        for offset, raw in enumerate(item.value.splitlines()):
+            stripped = raw.strip()
+            if not stripped:
+                continue
+            if not stripped.startswith("- "):
+                problems.append(f"{item.file}:{first + offset}: {what}: example lines must start with '- '")
+                continue
+            out.append((stripped[2:].strip(), first + offset))
+        return out
+    if isinstance(item.value, list):  # Rasa also allows "- text: ..." items with metadata
+        out = []
+        for x in item.value:
+            value = x.value
+            if isinstance(value, dict) and "text" in value:
+                value = value["text"].value
+            if not isinstance(value, str | int | float) or not str(value).strip():
+                problems.append(f"{x.where()}: {what}: each example must be non-empty text")
+                continue
+            out.append((str(value).strip(), x.line))
+        return out
+    problems.append(f"{item.where()}: {what}: 'examples' must be a block of '- ' lines")
+    return []
+
+
+def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
+    root = root or load_located(path)
+    problems: list[str] = []
+    samples: list[Sample] = []
+    synonyms: dict[str, str] = {}
+    if not isinstance(root.value, dict):
+        raise ConfigError(f"{root.where()}: Rasa NLU data must be a mapping with 'nlu:'")
+    nlu = root.value.get("nlu")
+    if nlu is None or not isinstance(nlu.value, list):
+        raise ConfigError(f"{(nlu or root).where()}: 'nlu' must be a list of intent/synonym/regex/lookup items")
+    for item in nlu.value:
+        if not isinstance(item.value, dict):
+            problems.append(f"{item.where()}: each nlu item must be a mapping (e.g. intent: greet)")
+            continue
+        fields: dict[str, Located] = item.value
+        kind = next((k for k in _RASA_KEYS if k in fields), None)
+        if kind is None:
+            problems.append(f"{item.where()}: nlu item needs one of {', '.join(_RASA_KEYS)}")
+            continue
+        name = str(fields[kind].value)
+        if "examples" not in fields:
+            problems.append(f"{item.where()}: {kind} {name!r} has no 'examples'")
+            continue
+        lines = _examples(fields["examples"], problems, f"{kind} {name!r}")
+        if kind == "synonym":
+            for text, _ in lines:
+                synonyms[text.lower()] = name
+        elif kind == "intent":
+            for raw, line in lines:
+                try:
+                    ex = parse_example(raw)
+                except ValueError as exc:
+                    problems.append(f"{path}:{line}: {exc}")
+                    continue
+                samples.append(Sample(ex.text, name, ex.entities, f"{path}:{line}"))
+        # regex and lookup items are features Rasa uses; here they load and are not needed.
+    if problems:
+        raise ConfigError(problems)
+    return NluData(tuple(samples), synonyms)
+
+
+def load_rasa_domain(path: Path, root: Located | None = None) -> NluData:
+    """A domain declares intents but holds no examples: it loads, and each declared intent
+    without examples in the other data becomes a warning."""
+    root = root or load_located(path)
+    if not isinstance(root.value, dict) or "intents" not in root.value:
+        raise ConfigError(f"{root.where()}: a Rasa domain needs 'intents:'")
+    intents = root.value["intents"]
+    if not isinstance(intents.value, list):
+        raise ConfigError(f"{intents.where()}: 'intents' must be a list")
+    names = []
+    for x in intents.value:
+        value: Any = x.value
+        names.append(str(next(iter(value))) if isinstance(value, dict) and value else str(value))
+    return NluData((), {}, (), tuple(names))
+
+
+def load_csv(path: Path) -> NluData:
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip().lower() for c in reader.fieldnames or []]
+        if "instruction" in columns and "start_offset" in columns:
+            return _bitext(path, reader)
+        text_col = next((c for c in reader.fieldnames or [] if c.strip().lower() == "text"), None)
+        intent_col = next((c for c in reader.fieldnames or [] if c.strip().lower() in _INTENT_COLUMNS), None)
+        if text_col is None or intent_col is None:
+            raise ConfigError(f"{path}:1: CSV header must name a 'text' and an 'intent' column, got {columns}")
+        samples, problems = [], []
+        line = 1
+        for row in reader:
+            start = line + 1
+            line = reader.line_num
+            text, intent = (row.get(text_col) or "").strip(), (row.get(intent_col) or "").strip()
+            if not text or not intent:
+                problems.append(f"{path}:{start}: both text and intent are required")
+                continue
+            samples.append(Sample(text, intent, (), f"{path}:{start}"))
+    if problems:
+        raise ConfigError(problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else []))
+    return NluData(tuple(samples))
+
+
+def _bitext(path: Path, reader: csv.DictReader[str]) -> NluData:
+    samples, problems = [], []
+    line = 1
+    for row in reader:
+        start_line = line + 1
+        line = reader.line_num
+        text, intent = (row.get("instruction") or "").strip(), (row.get("intent") or "").strip()
+        if not text or not intent:
+            problems.append(f"{path}:{start_line}: instruction and intent are required")
+            continue
+        entities: tuple[Entity, ...] = ()
+        kind = (row.get("entity_type") or "").strip()
+        if kind:
+            try:
+                s, e = int(row.get("start_offset") or ""), int(row.get("end_offset") or "")
+            except ValueError:
+                problems.append(f"{path}:{start_line}: start_offset and end_offset must be integers")
+                continue
+            raw = row.get("instruction") or ""
+            lead = len(raw) - len(raw.lstrip())
+            s, e = s - lead, e - lead
+            if not 0 <= s < e <= len(text):
+                problems.append(f"{path}:{start_line}: entity offsets {s}..{e} fall outside the text")
+                continue
+            # The value column holds ids normalised per row (leading zeros cut): not a synonym.
+            entities = (Entity(kind, text[s:e], s, e),)
+        samples.append(Sample(text, intent, entities, f"{path}:{start_line}"))
+    if problems:
+        raise ConfigError(problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else []))
+    return NluData(tuple(samples))

@@ -1,0 +1,109 @@
+"""The fast mode's heads: logistic regression on frozen encoder features.
+
+Encoding once and fitting linear models takes seconds after the forward pass; the result is
+copied into the JointModel's heads, so the fast model exports through the same ONNX
+interface, and full fine-tuning starts from it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from tqdm import tqdm
+
+from training.model import JointModel, mean_pool
+from training.tokens import IGNORE, Encoded
+
+_MAX_TOKEN_ROWS = 200_000  # cap on token rows fed to the entity regression
+
+
+def length_batches(enc: Encoded, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Index batches in the given order, each to be trimmed to its own longest row."""
+    for i in range(0, len(indices), batch_size):
+        yield indices[i:i + batch_size]
+
+
+def to_tensors(enc: Encoded, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    seq = int(enc.lengths[idx].max())
+    return (torch.from_numpy(enc.input_ids[idx, :seq]), torch.from_numpy(enc.attention_mask[idx, :seq]),
+            torch.from_numpy(enc.tag_ids[idx, :seq]))
+
+
+@dataclass(frozen=True)
+class Features:
+    embeddings: np.ndarray  # [n, hidden], L2-normalised mean pool
+    token_states: np.ndarray  # [m, hidden] for labelled tokens (empty without entities)
+    token_tags: np.ndarray  # [m]
+
+
+@torch.no_grad()
+def extract(model: JointModel, enc: Encoded, *, batch_size: int = 64, tokens: bool = True,
+            desc: str = "encoding") -> Features:
+    model.eval()
+    n = len(enc.lengths)
+    order = np.argsort(enc.lengths, kind="stable")
+    emb = np.zeros((n, model.intent_head.in_features), dtype=np.float32)
+    states: list[np.ndarray] = []
+    tags: list[np.ndarray] = []
+    for idx in tqdm(list(length_batches(enc, order, batch_size)), desc=desc, unit="batch", leave=False):
+        ids, mask, tag = to_tensors(enc, idx)
+        hidden = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        emb[idx] = torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1).numpy()
+        if tokens:
+            keep = tag != IGNORE
+            states.append(hidden[keep].numpy())
+            tags.append(tag[keep].numpy())
+    width = model.intent_head.in_features
+    return Features(emb, np.concatenate(states) if states else np.zeros((0, width), np.float32),
+                    np.concatenate(tags) if tags else np.zeros((0,), np.int64))
+
+
+def _fit(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression → (weights [n_classes, dim], bias [n_classes])."""
+    weight = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
+    bias = np.full((n_classes,), -20.0, dtype=np.float32)  # classes never seen stay improbable
+    present = np.unique(y)
+    if len(present) == 1:
+        bias[present[0]] = 0.0
+        return weight, bias
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(present) == 2:  # sklearn's binary form: one row for the positive class
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    for row, cls in enumerate(clf.classes_):
+        weight[cls] = coef[row]
+        bias[cls] = intercept[row]
+    return weight, bias
+
+
+def fit_heads(model: JointModel, feats: Features, intent_ids: np.ndarray, *, c: float, seed: int) -> None:
+    """Fit both heads on frozen features and copy them into ``model``."""
+    w, b = _fit(feats.embeddings, intent_ids, model.intent_head.out_features, c, seed)
+    _set(model.intent_head, w, b)
+    n_tags = model.entity_head.out_features
+    if n_tags > 1 and len(feats.token_tags):
+        x, y = feats.token_states, feats.token_tags
+        if len(y) > _MAX_TOKEN_ROWS:
+            keep = np.random.default_rng(seed).choice(len(y), _MAX_TOKEN_ROWS, replace=False)
+            x, y = x[keep], y[keep]
+        w, b = _fit(x, y, n_tags, c, seed)
+    else:
+        w = np.zeros((n_tags, model.entity_head.in_features), np.float32)
+        b = np.zeros((n_tags,), np.float32)
+    _set(model.entity_head, w, b)
+
+
+def _set(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
+        layer.bias.copy_(torch.from_numpy(bias.astype(np.float32)))

@@ -1,0 +1,161 @@
+"""From clean training data to a finished artifact folder.
+
+split → tokenise → encode (frozen) → fit linear heads → [fine-tune] → export ONNX (fp32,
+int8) → score what is served on the held-out split → calibrate out-of-scope → manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bots.artifact import MANIFEST, Manifest, new_version, write_manifest
+from bots.nlu import OnnxNLU
+from training.config import TrainConfig
+from training.data import NluData, Sample, stratified_split
+from training.export import export_onnx, quantize_int8
+from training.linear import extract, fit_heads
+from training.model import JointModel, load_encoder
+from training.scoring import calibrate_threshold, summary_metrics
+from training.tokens import base_model_path, bio_tags, encode, load_tokenizer
+from training.trainer import fine_tune, validate
+
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class TrainedArtifact:
+    directory: Path
+    manifest: Manifest
+    model: JointModel  # the trained torch model (eval mode), e.g. for benchmarks against ONNX
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(data: NluData, cfg: TrainConfig) -> tuple[JointModel, Any, tuple[str, ...], tuple[str, ...]]:
+    model_dir = base_model_path(cfg.base_model)
+    labels = tuple(data.intents)
+    tags = bio_tags(data.entity_types)
+    tokenizer = load_tokenizer(model_dir, cfg.max_length)
+    model = JointModel(load_encoder(model_dir), len(labels), len(tags))
+    return model, tokenizer, labels, tags
+
+
+def fit(model: JointModel, tokenizer: Any, labels: tuple[str, ...], tags: tuple[str, ...], train: list[Sample],
+        val: list[Sample], cfg: TrainConfig) -> dict[str, Any]:
+    """Train ``model`` in place; returns training facts for the manifest."""
+    index = {name: i for i, name in enumerate(labels)}
+    train_enc = encode(tokenizer, train, tags)
+    train_y = np.array([index[s.intent] for s in train], dtype=np.int64)
+    val_enc = encode(tokenizer, val, tags) if val else None
+    val_y = np.array([index[s.intent] for s in val], dtype=np.int64) if val else None
+    facts: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if cfg.mode == "fast" or cfg.init_head_from_linear:
+        feats = extract(model, train_enc, tokens=len(tags) > 1, desc="encoding (frozen)")
+        fit_heads(model, feats, train_y, c=cfg.linear_c, seed=cfg.seed)
+        if val_enc is not None and val_y is not None:
+            facts["linear_accuracy"] = validate(model, val_enc, val_y, cfg)[0]
+    if cfg.mode == "finetune":
+        result = fine_tune(model, train_enc, train_y, val_enc, val_y, cfg)
+        facts["best_epoch"] = result.best_epoch
+        facts["examples_per_second"] = round(result.examples_per_second, 2)
+        facts["history"] = [{"epoch": h.epoch, "train_loss": None if np.isnan(h.train_loss) else h.train_loss,
+                             "val_accuracy": h.val_accuracy, "val_loss": h.val_loss, "seconds": round(h.seconds, 2)}
+                            for h in result.history]
+    facts["train_seconds"] = round(time.perf_counter() - t0, 2)
+    model.eval()
+    return facts
+
+
+def int8_is_good_enough(fp32_accuracy: float, int8_accuracy: float, max_loss_points: float) -> bool:
+    """Serve int8 only when it loses less than ``max_loss_points`` accuracy points (0-100 scale)."""
+    return (fp32_accuracy - int8_accuracy) * 100 < max_loss_points
+
+
+def _score(directory: Path, manifest: Manifest, onnx_file: str, samples: list[Sample]) -> dict[str, Any]:
+    nlu = OnnxNLU.from_manifest(directory, manifest, onnx_file=onnx_file)
+    return summary_metrics(samples, nlu.predict([s.text for s in samples]))
+
+
+def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | None = None,
+          models_dir: Path | None = None,
+          before_manifest: Callable[[Path, Manifest], None] | None = None) -> TrainedArtifact:
+    """Train on ``data`` and write an artifact to ``out_dir`` (or a new version under ``models_dir``).
+
+    ``before_manifest(artifact_dir, manifest)`` runs once the model files are in place and before
+    the manifest marks the artifact finished (e.g. to fit the answer index with the served model)."""
+    seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    data_hash = data.data_hash()
+    if out_dir is None:
+        if models_dir is None:
+            raise ValueError("give out_dir or models_dir")
+        out_dir = models_dir / new_version(data_hash)
+    train_set, val_set = stratified_split(data.samples, cfg.validation_fraction, cfg.seed)
+    tqdm.write(f"training {bot_name}: {len(train_set)} examples, {len(val_set)} held out, "
+               f"{len(data.intents)} intents, {len(data.entity_types)} entity types, mode {cfg.mode}")
+    model, tokenizer, labels, tags = build_model(data, cfg)
+    facts = fit(model, tokenizer, labels, tags, train_set, val_set, cfg)
+
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # retraining into a folder: unfinished until the end
+    try:
+        export_onnx(model, tokenizer, out_dir / "model.onnx")
+        tokenizer.save(str(out_dir / "tokenizer.json"))
+        manifest = Manifest(
+            bot=bot_name, version=out_dir.name, data_hash=data_hash,
+            base_model=cfg.base_model or DEFAULT_BASE_MODEL, labels=labels,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), entity_tags=tags,
+            max_length=cfg.max_length, training_config=cfg.to_dict(),
+            extra={"synonyms": data.annotation_synonyms(), "train_examples": len(train_set),
+                   "validation_examples": len(val_set), "warnings": list(data.warnings), **facts},
+        )
+        guard_set = val_set or train_set
+        metrics: dict[str, Any] = {"evaluated_on": "validation" if val_set else "training data (no held-out split)"}
+        fp32 = _score(out_dir, manifest, "model.onnx", guard_set)
+        metrics.update(fp32)
+        metrics["fp32_accuracy"] = fp32["accuracy"]
+        onnx_file = "model.onnx"
+        if cfg.quantize:
+            quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx")
+            int8 = _score(out_dir, manifest, "model.int8.onnx", guard_set)
+            metrics["int8_accuracy"] = int8["accuracy"]
+            if int8_is_good_enough(fp32["accuracy"], int8["accuracy"], cfg.int8_max_loss):
+                onnx_file = "model.int8.onnx"
+                metrics.update(int8)
+        metrics["served"] = onnx_file
+        threshold = None
+        if val_set:
+            nlu = OnnxNLU.from_manifest(out_dir, manifest, onnx_file=onnx_file)
+            results = nlu.predict([s.text for s in val_set])
+            threshold = calibrate_threshold([s.intent for s in val_set], [r.ranking[0].name for r in results],
+                                            [r.confidence for r in results])
+            if threshold is not None:
+                calibrated = dataclasses.replace(manifest, oos_threshold=threshold)
+                after = _score(out_dir, calibrated, onnx_file, val_set)
+                metrics.update({k: v for k, v in after.items() if k != "examples"})
+        manifest = dataclasses.replace(manifest, metrics=metrics, onnx_file=onnx_file, oos_threshold=threshold)
+        if before_manifest is not None:
+            before_manifest(out_dir, manifest)
+        write_manifest(out_dir, manifest)
+    except BaseException:
+        if created:  # never delete a folder the user pointed at that already held something
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return TrainedArtifact(out_dir, manifest, model)
