@@ -39,7 +39,8 @@ _REPO = _HERE.parent.parent
 DEFAULT_SOURCE = _REPO.parent / "shared" / "data" / "bitext" / "customer_support_responses.csv"
 DEFAULT_OUTPUT = _HERE / "bot.yml"
 DEFAULT_DIALOGUE = _HERE / "dialogue.yml"
-_DIALOGUE_SECTIONS = ("session_expiry_minutes", "slots", "forms", "rules", "actions", "action_endpoint")
+_DIALOGUE_SECTIONS = ("session_expiry_minutes", "slots", "forms", "rules", "actions", "action_endpoint", "training",
+                      "answers", "knowledge_base", "pii", "retention_days")
 _COLUMNS = ("instruction", "intent", "entity_type", "entity_value", "start_offset", "end_offset")
 
 _HEADER = """\
