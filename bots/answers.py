@@ -22,7 +22,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,6 +38,7 @@ _GENERIC = "entity"  # training/answers.py GENERIC_PLACEHOLDER
 _SENTENCE_MARGIN = 0.12  # knowledge-base sentences this much less similar than the best are left out
 
 
+@runtime_checkable
 class Encoder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 

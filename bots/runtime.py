@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bots.actions import load_actions
+from bots.answers import AnswerService, Encoder
 from bots.artifact import Manifest, resolve_artifact
 from bots.batcher import MicroBatcher
 from bots.botspec import BotSpec, load_bot
@@ -107,6 +108,13 @@ class BotRuntime:
         return self.model.manifest.version
 
 
+def _load_answers(artifact_dir: Path, model: IntentModel) -> AnswerProvider | None:
+    """Retrieval (and gated generation) answers, when the artifact has an answer index."""
+    if not isinstance(model, Encoder):
+        return None  # a model without sentence embeddings: templates only
+    return AnswerService.load(artifact_dir, model)
+
+
 def parse_payload(payload: str, bot: BotSpec) -> Understanding | None:
     """A button payload ``/intent`` or ``/intent{"entity": "value"}`` (Rasa's convention)."""
     m = _PAYLOAD.match(payload.strip())
@@ -160,7 +168,8 @@ class Runtime:
         redactor = Redactor.from_config(spec.section("pii"), where=f"{pii.where()}: pii") if pii else None
         days = spec.section("retention_days")
         self.store.set_retention(spec.name, float(days) * 86400.0 if days is not None else None)
-        bot = self._install(spec, model, dialogue, actions, redactor=redactor)
+        answers = await asyncio.to_thread(_load_answers, artifact, model)
+        bot = self._install(spec, model, dialogue, actions, answers, redactor=redactor)
         log.info("bot loaded", extra={"bot": spec.name, "version": model.manifest.version})
         return bot
 

@@ -1,0 +1,96 @@
+"""The example support bot (examples/support), trained here in fast mode on a slice of its
+data, holds a conversation on the web, in Slack and in Telegram (fake APIs on 127.0.0.1,
+requests signed the real way): "I want to cancel my order 123" gets the cancel_order answer
+filled with 123, the transcript has both turns, asking for a human hands the conversation off."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bots.botspec import fill_template, load_bot
+from bots.settings import Settings
+from connectors.app import create_app
+from connectors.outgoing import RetryPolicy
+from connectors.slack import SlackChannel
+from connectors.telegram import TelegramChannel
+from connectors.web import WebChannel
+from tests.conftest import ADMIN_TOKEN, ROOT
+from tests.connectors import test_slack, test_telegram
+from tests.fixtures.fake_slack import FakeSlack, event_body
+from tests.fixtures.fake_slack import fake_slack as fake_slack  # the fixture
+from tests.fixtures.fake_telegram import TOKEN, FakeTelegram, text_update
+from tests.fixtures.fake_telegram import fake_telegram as fake_telegram  # the fixture
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def support_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.cli import main as training_main
+
+    bot = tmp_path_factory.mktemp("example") / "support"
+    shutil.copytree(ROOT / "examples" / "support", bot, ignore=shutil.ignore_patterns("models"))
+    assert training_main(["train", str(bot), "--fast", "--max-examples-per-intent", "25", "--seed", "0"]) == 0
+    return bot
+
+
+@pytest.fixture
+def app(support_bot: Path, settings: Settings, fake_slack: FakeSlack,
+        fake_telegram: FakeTelegram) -> Iterator[TestClient]:
+    slack = SlackChannel(signing_secret=test_slack.SECRET, tokens={"T1": "xoxb-team-one"}, api_url=fake_slack.base_url,
+                         policy=RetryPolicy(attempts=3, base_delay_s=0.01))
+    telegram = TelegramChannel(tokens={"support": TOKEN}, secret=test_telegram.SECRET, api_url=fake_telegram.base_url,
+                               policy=RetryPolicy(attempts=3, base_delay_s=0.01))
+    with TestClient(create_app(settings, [support_bot], channels=[WebChannel(), slack, telegram])) as client:
+        test_slack._ready(client)
+        yield client
+
+
+def cancel_answer(bot_dir: Path) -> str:
+    text = fill_template(load_bot(bot_dir).intents["cancel_order"].responses, {"order_id": "123"})
+    assert text is not None and "123" in text
+    return text
+
+
+def test_cancel_order_on_the_web(app: TestClient, support_bot: Path) -> None:
+    r = app.post("/bots/support/webhooks/web", json={"conversation_id": "w1", "message_id": "m1",
+                                                     "text": "I want to cancel my order 123"})
+    assert r.status_code == 200, r.text
+    assert r.json()["responses"][0]["text"] == cancel_answer(support_bot)
+    turns = app.get("/bots/support/conversations/w1", headers=AUTH).json()["turns"]
+    kinds = [[e["kind"] for e in t["events"]] for t in turns]
+    assert any("user" in k and "bot" in k for k in kinds)
+    nlu = next(e["data"] for t in turns for e in t["events"] if e["kind"] == "nlu")
+    assert nlu["intent"] == "cancel_order"
+    assert [(e["entity"], e["value"]) for e in nlu["entities"]] == [("order_id", "123")]
+
+
+def test_slack_conversation_with_handoff(app: TestClient, support_bot: Path, fake_slack: FakeSlack) -> None:
+    url = "/bots/support/webhooks/slack"
+    first = event_body(test_slack.dm("I want to cancel my order 123"))
+    assert test_slack.deliver(app, first, url=url).status_code == 200
+    [reply] = fake_slack.wait_for("chat.postMessage")
+    assert reply.params["text"].startswith(cancel_answer(support_bot)[:40])
+    body = event_body(test_slack.dm("I want to talk to a human agent", ts="1700000002.000100"), event_id="Ev2")
+    assert test_slack.deliver(app, body, url=url).status_code == 200
+    fake_slack.wait_for("chat.postMessage", 2)
+    summary = app.get("/bots/support/conversations/slack:T1:D1", headers=AUTH).json()["summary"]
+    assert summary["handoff"] is True
+
+
+def test_telegram_conversation(app: TestClient, support_bot: Path, fake_telegram: FakeTelegram) -> None:
+    assert test_telegram.deliver(app, text_update(1, "I want to cancel my order 123"),
+                                 url="/bots/support/webhooks/telegram").status_code == 200
+    [reply] = fake_telegram.wait_for("sendMessage")
+    assert reply.params["text"].startswith(cancel_answer(support_bot)[:40])
+    assert test_telegram.deliver(app, text_update(2, "where is my order 555"),
+                                 url="/bots/support/webhooks/telegram").status_code == 200
+    fake_telegram.wait_for("sendMessage", 2)
+    turns = app.get("/bots/support/conversations/telegram:1001", headers=AUTH).json()["turns"]
+    assert [t["events"][0]["data"]["text"] for t in turns if t["events"][0]["kind"] == "user"] == [
+        "I want to cancel my order 123", "where is my order 555"]
