@@ -94,3 +94,16 @@ def test_telegram_conversation(app: TestClient, support_bot: Path, fake_telegram
     turns = app.get("/bots/support/conversations/telegram:1001", headers=AUTH).json()["turns"]
     assert [t["events"][0]["data"]["text"] for t in turns if t["events"][0]["kind"] == "user"] == [
         "I want to cancel my order 123", "where is my order 555"]
+
+
+@pytest.mark.parametrize(("question", "fact"), [
+    ("can I send back a personalised item?", "Personalised items"),
+    ("can I use two voucher codes on one order?", "one voucher code"),
+])
+def test_knowledge_base_questions_get_grounded_composed_answers(app: TestClient, question: str, fact: str) -> None:
+    r = app.post("/bots/support/webhooks/web", json={"conversation_id": "kb", "message_id": fact[:8].replace(" ", "_"),
+                                                     "text": question})
+    assert r.status_code == 200, r.text
+    [answer] = r.json()["responses"]
+    assert answer["source"] == "retrieval", answer
+    assert fact in answer["text"], answer
