@@ -31,6 +31,7 @@ from torch import nn
 
 from bots.botspec import BotSpec
 from bots.errors import ConfigError
+from bots.generation import prompt_ids  # one prompt format for training and serving
 from training.answers import AnswerIndex, QAPair
 from training.answers_config import AnswersConfig, GenerationSettings
 
@@ -38,18 +39,6 @@ EOS = "<|endoftext|>"
 IGNORE = -100
 _MAX_ANSWER_TOKENS = 160
 OUTPUT = "next_token_logits"
-
-
-def prompt_ids(tokenizer: Tokenizer, passages: Sequence[str], question: str, budget: int,
-               bos_id: int | None = None) -> list[int]:
-    """Context (cut to fit) + question + ``Answer:``. Must equal bots/generation.py prompt_ids."""
-    head = tokenizer.encode(f"\nQuestion: {question.strip()}\nAnswer:", add_special_tokens=False).ids
-    head = head[-max(1, budget // 2):]
-    context = tokenizer.encode("Context: " + " | ".join(p.strip() for p in passages),
-                               add_special_tokens=False).ids
-    start = [bos_id] if bos_id is not None else []
-    room = max(0, budget - len(head) - len(start))
-    return start + context[:room] + head
 
 
 @dataclass(frozen=True)
