@@ -32,7 +32,7 @@ from tests.fixtures.server import free_port  # noqa: E402
 
 TEXTS = [
     "I want to cancel my order 123", "where is my package", "how do I change my shipping address",
-    "I need a refund for order 98765", "can I talk to a human", "what payment methods do you accept",
+    "I need a refund for order 98765", "my payment did not go through", "what payment methods do you accept",
     "I forgot my password", "I want to open a premium account", "how long does delivery take",
     "send me the invoice 55555",
 ]
