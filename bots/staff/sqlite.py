@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bots.sqlite_file import SQLiteFile
 from bots.staff.base import ApiToken, AuditEntry, Session, StaffError, StaffUser
 
 T = TypeVar("T")
@@ -37,31 +37,16 @@ class SQLiteStaffStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_SCHEMA)
-        return conn
+        self._db = SQLiteFile(path, _SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await asyncio.to_thread(self._connect)
-            return await asyncio.to_thread(fn, self._conn)
+        return await self._db.run(fn)
 
     async def start(self) -> None:
         await self._run(lambda conn: None)
 
     async def aclose(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        await self._db.close()
 
     # -- users ----------------------------------------------------------------------
     async def add_user(self, user: StaffUser) -> None:

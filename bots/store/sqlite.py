@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bots.errors import ConversationNotFound
+from bots.sqlite_file import SQLiteFile
 from bots.store.base import (
     Conversation,
     ConversationSummary,
@@ -116,40 +117,16 @@ class SQLiteStore:
             if seconds <= 0:
                 raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
         self.purge_interval_s = purge_interval_s
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db = SQLiteFile(path, _SCHEMA, pragmas=("journal_mode=WAL", "synchronous=NORMAL"))
         self._purger: asyncio.Task[None] | None = None
         self._started = False
 
     # -- plumbing -------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        return conn
-
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await asyncio.to_thread(self._connect)
-            conn = self._conn
-            return await asyncio.to_thread(fn, conn)
+        return await self._db.run(fn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def tx(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await self._run(tx)
+        return await self._db.write(fn)
 
     async def start(self) -> None:
         await self._run(lambda conn: None)
@@ -215,10 +192,7 @@ class SQLiteStore:
                 await self._purger
             self._purger = None
         self._started = False
-        async with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        await self._db.close()
 
     # -- turns ----------------------------------------------------------------------
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
