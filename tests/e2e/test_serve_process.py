@@ -28,6 +28,7 @@ class Load:
         self.stop = threading.Event()
         self.outcomes: Counter[str] = Counter()
         self.answered: list[tuple[str, str]] = []
+        self.dropped: list[tuple[str, str, str]] = []  # (conversation, message, error) without an answer
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(conversations)
 
@@ -48,6 +49,8 @@ class Load:
                     time.sleep(0.05)
                 except httpx.HTTPError as exc:
                     outcome = type(exc).__name__
+                    with self._lock:
+                        self.dropped.append((cid, mid, outcome))
                 with self._lock:
                     self.outcomes[outcome] += 1
                 i += 1
@@ -79,15 +82,19 @@ def test_sigterm_drains_in_flight_messages(tiny_bot_dir: Path, tmp_path: Path) -
     assert code in (0, -signal.SIGTERM), server.log()
     assert "\"complete\": true" in server.log(), server.log()
     assert exit_s < 12, f"took {exit_s:.1f}s to exit"
-    # Every request either got its answer, or was refused before it reached the app: nothing
-    # failed half-way (a dropped connection mid-request would show up as ReadError/RemoteProtocolError).
-    assert set(load.outcomes) <= {"200", "503", "refused"}, load.outcomes
     db = sqlite3.connect(tmp_path / "conversations.db")
     statuses = Counter(s for (s,) in db.execute("SELECT status FROM turns"))
     assert statuses["pending"] == 0, statuses
     stored = {(c, m) for c, m in db.execute("SELECT conversation_id, message_id FROM turns")}
     assert set(load.answered) <= stored
     assert len(stored) == statuses["done"]
+    # Every request got its answer, a 503, or was refused before it reached the app. The one
+    # exception HTTP/1.1 allows: a request sent on an idle keep-alive connection at the moment the
+    # server closes it (RFC 9112 9.3.1; Slack and Telegram redeliver). Such a request never reached
+    # the app, so its message must not be in the store; one the app had read and then lost would be.
+    assert set(load.outcomes) <= {"200", "503", "refused", "ReadError", "RemoteProtocolError"}, load.outcomes
+    assert len(load.dropped) <= 3, load.dropped
+    assert not {(c, m) for c, m, _ in load.dropped} & stored, load.dropped
 
 
 def _copy_as_new_version(bot_dir: Path) -> str:
