@@ -156,7 +156,7 @@ class AnswerSelector:
                      mode: str | None = None) -> AsyncIterator[AnswerDelta]:
         """Partial text as it is produced; the last delta carries the finished answer. A generated
         answer is shown sentence by sentence, each one checked against the passages first."""
-        plan = await asyncio.to_thread(self._plan, text, understanding, values, None, mode)
+        plan = await asyncio.to_thread(self._plan, text, understanding, values, understanding.embedding, mode)
         if plan is None or isinstance(plan, Answer):
             if plan is not None:
                 yield AnswerDelta(plan.text, plan)
@@ -372,7 +372,8 @@ class AnswerService:
 
     async def answer(self, kind: str | None, text: str, understanding: Understanding,
                      values: Mapping[str, str]) -> BotResponse | None:
-        found = await asyncio.to_thread(self.selector.answer, text, understanding, values, mode=self._mode(kind))
+        found = await asyncio.to_thread(self.selector.answer, text, understanding, values,
+                                        vector=understanding.embedding, mode=self._mode(kind))
         return None if found is None or not found.text else found.to_response()
 
     async def stream(self, kind: str | None, text: str, understanding: Understanding,

@@ -134,13 +134,14 @@ class OnnxNLU:
         for batch in self._run(texts):
             probs = _softmax(batch.outputs["intent_logits"])
             tag_probs = _softmax(batch.outputs["entity_logits"])
+            vectors = batch.outputs["sentence_embedding"].astype(np.float32)
             for row, text in enumerate(batch.texts):
                 results.append(self._understand(text, probs[row], tag_probs[row], batch.offsets[row],
-                                                batch.special[row]))
+                                                batch.special[row], vectors[row]))
         return results
 
     def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
-                    special: list[int]) -> Understanding:
+                    special: list[int], vector: np.ndarray) -> Understanding:
         order = np.argsort(-probs, kind="stable")[:_RANKING]
         ranking = tuple(IntentScore(self.labels[i], float(probs[i])) for i in order)
         intent, confidence = ranking[0].name, ranking[0].confidence
@@ -148,7 +149,8 @@ class OnnxNLU:
         if threshold is not None and confidence < threshold:
             intent = OUT_OF_SCOPE
         entities = self._entities(text, tag_probs, offsets, special)
-        return Understanding(intent=intent, confidence=confidence, ranking=ranking, entities=entities)
+        return Understanding(intent=intent, confidence=confidence, ranking=ranking, entities=entities,
+                             embedding=vector)
 
     def _entities(self, text: str, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
                   special: list[int]) -> tuple[Entity, ...]:

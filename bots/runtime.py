@@ -21,6 +21,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,24 @@ def parse_payload(payload: str, bot: BotSpec) -> Understanding | None:
     return Understanding(intent, 1.0, (IntentScore(intent, 1.0),), tuple(entities))
 
 
+@dataclass
+class _Known:
+    """A conversation's dialogue state as this replica left it: every turn up to ``seq`` applied."""
+
+    state: State
+    seq: int
+    started_at: float
+
+
+@dataclass
+class _Drained:
+    """What a drain did: the turns it answered (by message id), and whether its last write released
+    the conversation lease."""
+
+    answered: dict[str, Turn] = field(default_factory=dict)
+    released: bool = False
+
+
 def _window_misses_the_handoff(conversation: Conversation) -> bool:
     """True when the turns read back start after the conversation's beginning and contain no pause or
     resume: whether a human has it then comes from the summary's handoff flag."""
@@ -152,6 +171,7 @@ class Runtime:
         self.gap_wait_s = gap_wait_s
         self._owner = f"{uuid.uuid4().hex[:12]}"
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()  # LRU of dialogue states
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -284,10 +304,14 @@ class Runtime:
                 while True:
                     if await self.store.acquire_lease(bot.name, conversation_id, self._owner,
                                                       self.settings.lease_ttl_s):
+                        drained = _Drained()
                         try:
-                            await self._drain(bot, conversation_id)
+                            await self._drain(bot, conversation_id, drained)
                         finally:
-                            await self.store.release_lease(bot.name, conversation_id, self._owner)
+                            if not drained.released:
+                                await self.store.release_lease(bot.name, conversation_id, self._owner)
+                        if message_id in drained.answered:  # answered here: no need to read it back
+                            return drained.answered[message_id]
                     turn = await self.store.get_turn(bot.name, conversation_id, message_id)
                     if turn is not None and turn.status == "done":
                         return turn
@@ -299,18 +323,44 @@ class Runtime:
             if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
                 self._locks.pop(key, None)
 
-    async def _drain(self, bot: BotRuntime, conversation_id: str) -> None:
-        """Answer every pending turn of the conversation, oldest first (we hold the lease)."""
-        pending = await self.store.pending(bot.name, conversation_id)
-        if not pending:
+    async def _drain(self, bot: BotRuntime, conversation_id: str, drained: _Drained) -> None:
+        """Answer every pending turn of the conversation, oldest first (we hold the lease). The last
+        turn's write releases the lease (``drained.released``); answered turns go to ``drained.answered``.
+
+        The dialogue state is rebuilt from the last turns, or, for a conversation this replica answered
+        before, taken from memory and brought up to date with the turns stored since (done turns are
+        never changed, only added: agents' replies and corrections are turns of their own)."""
+        key = (bot.name, conversation_id)
+        known = self._known.pop(key, None)  # back only when this drain finishes cleanly
+        loaded = await self._load_without_gaps(bot, conversation_id, known.seq if known else None)
+        if loaded is not None and known is not None and loaded[0].summary.started_at != known.started_at:
+            known = None  # the conversation was purged and started again
+            loaded = await self._load_without_gaps(bot, conversation_id, None)
+        if loaded is None:
             return
-        conversation = await self._load_without_gaps(bot, conversation_id, pending[-1].seq)
-        pending = [t for t in conversation.turns if t.status == "pending"] if conversation else pending
-        done_turns = [t for t in conversation.turns if t.status == "done"] if conversation else []
-        state = State.from_events([e for t in done_turns for e in t.events], sender_id=conversation_id)
-        if conversation is not None and _window_misses_the_handoff(conversation):
-            state.paused = conversation.summary.handoff
-        channel = conversation.summary.channel if conversation else "unknown"
+        conversation, gapless = loaded
+        pending = [t for t in conversation.turns if t.status == "pending"]
+        if not pending:
+            if known is not None and gapless:
+                for event in (e for t in conversation.turns for e in t.events):
+                    known.state.apply(event)
+                self._remember(key, known, conversation)
+            return
+        complete_window = gapless
+        if known is None and len(conversation.turns) >= _STATE_TURNS and conversation.turns[0].status == "pending":
+            # more pending turns than the state window holds: take them all, oldest first
+            pending = await self.store.pending(bot.name, conversation_id)
+            complete_window = False
+        done_events = [e for t in conversation.turns if t.status == "done" for e in t.events]
+        if known is None:
+            state = State.from_events(done_events, sender_id=conversation_id)
+            if _window_misses_the_handoff(conversation):
+                state.paused = conversation.summary.handoff
+        else:
+            state = known.state
+            for event in done_events:
+                state.apply(event)
+        channel = conversation.summary.channel
         for i, turn in enumerate(pending):
             if i and not await self.store.acquire_lease(bot.name, conversation_id, self._owner,
                                                         self.settings.lease_ttl_s):
@@ -325,13 +375,18 @@ class Runtime:
             decision = await decide(bot.spec, bot.dialogue, state, message, bot.services)
             events = [bot.redacted(e) for e in
                       (Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events)]
-            await self.store.complete(
+            last = i == len(pending) - 1
+            done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
                 SummaryUpdate(last_intent=understanding.intent, confidence=understanding.confidence,
                               fallback=True if decision.fallback else None,
                               handoff=True if decision.handoff else None),
+                release_lease_of=self._owner if last else None,
             )
-            for event in (user, *events):
+            drained.released = last
+            if done.message_id is not None:
+                drained.answered[done.message_id] = done
+            for event in done.events:  # as stored (another replica may have answered it meanwhile)
                 state.apply(event)
             self.metrics.intents.labels(bot.name, understanding.intent).inc()
             if decision.fallback:
@@ -341,9 +396,23 @@ class Runtime:
             for _ in decision.failed_actions:
                 self.metrics.errors.labels(bot.name, channel, "action").inc()
             self.metrics.messages.labels(bot.name, channel, "out").inc(len(decision.responses))
+        if complete_window:
+            self._remember(key, _Known(state, 0, conversation.summary.started_at), conversation)
 
-    async def _load_without_gaps(self, bot: BotRuntime, conversation_id: str, last_seq: int) -> Conversation | None:
-        """The conversation once every seq up to ``last_seq`` is stored.
+    def _remember(self, key: tuple[str, str], known: _Known, conversation: Conversation) -> None:
+        """Keep ``known.state``: every turn up to the last one of ``conversation`` is done and applied."""
+        if self.settings.state_cache <= 0:
+            return
+        known.seq = max([known.seq, *(t.seq for t in conversation.turns)])
+        self._known[key] = known
+        self._known.move_to_end(key)
+        while len(self._known) > self.settings.state_cache:
+            self._known.popitem(last=False)
+
+    async def _load_without_gaps(self, bot: BotRuntime, conversation_id: str,
+                                 after_seq: int | None) -> tuple[Conversation, bool] | None:
+        """The conversation (its last turns, or those after ``after_seq``) once every seq up to its
+        last stored one is stored, and whether it is: ``False`` when some were given up on.
 
         A store may allocate a seq and write its turn in two steps (MongoDB: counter, then insert), so
         another replica's message k can be invisible while k+1 is pending here. Answering k+1 first would
@@ -351,18 +420,19 @@ class Runtime:
         after that was abandoned (its writer died; the channel redelivers the message under a new seq)."""
         deadline = time.monotonic() + self.gap_wait_s
         while True:
-            conversation = await self.store.load(bot.name, conversation_id, last_n=_STATE_TURNS)
+            conversation = await self.store.load(bot.name, conversation_id, last_n=_STATE_TURNS, after_seq=after_seq)
             if conversation is None:
                 return None
             seqs = {t.seq for t in conversation.turns}
-            done = max((t.seq for t in conversation.turns if t.status == "done"), default=0)
+            last_seq = max(seqs, default=0)
+            done = max([after_seq or 0, *(t.seq for t in conversation.turns if t.status == "done")])
             missing = [s for s in range(done + 1, last_seq) if s not in seqs]
             if not missing:
-                return conversation
+                return conversation, True
             if time.monotonic() >= deadline:
                 log.warning("turns allocated but never stored; answering without them",
                             extra={"bot": bot.name, "missing_seqs": missing[:10]})
-                return conversation
+                return conversation, False
             await asyncio.sleep(_GAP_POLL_S)
 
     async def _understand(self, bot: BotRuntime, user: Event) -> Understanding:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,10 @@ class State:
         return state
 
     def copy(self) -> State:
-        return copy.deepcopy(self)
+        """A working copy: ``apply`` replaces (never mutates) events and the latest message, so only
+        the slot values need a deep copy; the history shares its (frozen) events."""
+        return dataclasses.replace(self, slots=copy.deepcopy(self.slots), latest_message=dict(self.latest_message),
+                                   history=list(self.history))
 
     def expired(self, now: float, expiry_s: float) -> bool:
         """True when ``now`` opens a new session (first message, or idle longer than the expiry)."""

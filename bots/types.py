@@ -56,6 +56,9 @@ class Understanding:
     confidence: float
     ranking: tuple[IntentScore, ...] = ()
     entities: tuple[Entity, ...] = ()
+    # The text's sentence embedding when the model computed one (numpy, L2-normalised): answer
+    # retrieval reuses it instead of encoding the text a second time. Never stored.
+    embedding: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> JSON:
         return {

@@ -247,8 +247,10 @@ class ConversationStore(Protocol):
         ...
 
     async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
-                       summary: SummaryUpdate) -> Turn:
-        """Mark a pending turn done with the bot's events appended, in one write."""
+                       summary: SummaryUpdate, *, release_lease_of: str | None = None) -> Turn:
+        """Mark a pending turn done with the bot's events appended, in one write. With
+        ``release_lease_of``, that owner's conversation lease is released with it (saves a round
+        trip after a conversation's last pending turn), also when the turn was done already."""
         ...
 
     async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
@@ -259,7 +261,11 @@ class ConversationStore(Protocol):
 
     async def get_turn(self, bot: str, conversation_id: str, message_id: str) -> Turn | None: ...
 
-    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None: ...
+    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None,
+                   after_seq: int | None = None) -> Conversation | None:
+        """The summary and turns in seq order: all, the last ``last_n``, or (``after_seq``) only the
+        turns after that seq (the first ``last_n`` of them)."""
+        ...
 
     async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None: ...
 

@@ -27,9 +27,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -48,6 +47,7 @@ from bots.store.base import (
     TranscriptQuery,
     Turn,
 )
+from bots.store.text import prefix_end, query_words, turn_words
 
 log = logging.getLogger("switchboard.store.mongo")
 
@@ -92,6 +92,9 @@ _TURN_INDEXES = [
     # repeats its filter (SecantusDB never does), so redelivery checks get a plain index.
     _index("turn_message_lookup", "bot", "conversation_id", "message_id", "seq"),
     _index("turn_status", "bot", "conversation_id", "status", "seq"),
+    # Transcript search (bots/store/text.py): multikey over each turn's distinct words. The word
+    # leads, so one prefix range serves a search with or without a bot (the bot bounds it further).
+    _index("turn_words", "words", "bot"),
     _index("retention", "expire_at", expireAfterSeconds=0),
 ]
 
@@ -231,7 +234,7 @@ class MongoStore:
         seq = hint
         for _ in range(_SEQ_ATTEMPTS):
             turn = replace(draft, seq=seq)
-            doc = {**turn.to_dict(), "text": _turn_text(turn.events),
+            doc = {**turn.to_dict(), "text": _turn_text(turn.events), "words": turn_words(turn.events),
                    **self._expire_at(turn.bot, turn.completed_at or turn.created_at)}
             try:
                 await self._turns.insert_one(doc)
@@ -296,17 +299,26 @@ class MongoStore:
                 {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "status": "pending"},
                 sort=[("seq", ASCENDING)])
             turns = [Turn.from_dict(d) async for d in cursor]
-        for turn in turns:  # complete() follows for each: it need not read the turn again
-            self._pending_seen[(bot, conversation_id, turn.seq)] = turn
-        while len(self._pending_seen) > _PENDING_SEEN_MAX:
-            self._pending_seen.pop(next(iter(self._pending_seen)))
+        self._remember_pending(turns)
         return turns
 
+    def _remember_pending(self, turns: Iterable[Turn]) -> None:
+        """complete() follows for each pending turn read: it need not read the turn again."""
+        for turn in turns:
+            self._pending_seen[(turn.bot, turn.conversation_id, turn.seq)] = turn
+        while len(self._pending_seen) > _PENDING_SEEN_MAX:
+            self._pending_seen.pop(next(iter(self._pending_seen)))
+
     async def _apply_summary(self, bot: str, conversation_id: str, summary: SummaryUpdate, now: float | None,
-                             count_turn: bool, seq: int | None) -> bool:
-        """One pipeline update of the conversation document; with ``seq``, applied at most once."""
+                             count_turn: bool, seq: int | None, release_lease_of: str | None = None) -> bool:
+        """One pipeline update of the conversation document; with ``seq``, applied at most once. With
+        ``release_lease_of``, that owner's lease is released in the same update."""
         key = conversation_key(bot, conversation_id)
         sets: dict[str, Any] = {}
+        if release_lease_of is not None:
+            ours = {"$eq": [{"$ifNull": ["$lease_owner", None]}, _lit(release_lease_of)]}
+            sets["lease_owner"] = {"$cond": [ours, None, "$lease_owner"]}
+            sets["lease_expires"] = {"$cond": [ours, 0.0, "$lease_expires"]}
         if now is not None:
             sets["last_activity"] = {"$max": ["$last_activity", _lit(now)]}
         if summary.last_intent is not None:
@@ -342,7 +354,7 @@ class MongoStore:
         return bool(result.matched_count)
 
     async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
-                       summary: SummaryUpdate) -> Turn:
+                       summary: SummaryUpdate, *, release_lease_of: str | None = None) -> Turn:
         """The summary is updated first, at most once per seq, then the turn is marked done in one
         write (the commit point). An outage between the two leaves the turn pending: the channel's
         redelivery completes it, and the summary update is not applied twice."""
@@ -356,13 +368,19 @@ class MongoStore:
                     raise ConversationNotFound(f"no turn {seq} in {conversation_id!r}")
                 turn = Turn.from_dict(doc)
                 if turn.status == "done":
+                    if release_lease_of is not None:
+                        await self._release(bot, conversation_id, release_lease_of)
                     return turn
-            await self._apply_summary(bot, conversation_id, summary, now, count_turn=True, seq=seq)
+            applied = await self._apply_summary(bot, conversation_id, summary, now, count_turn=True, seq=seq,
+                                                release_lease_of=release_lease_of)
+            if release_lease_of is not None and not applied:  # applied before (a retry): release on its own
+                await self._release(bot, conversation_id, release_lease_of)
             all_events = (*turn.events, *events)
             result = await self._turns.update_one(
                 {**where, "status": "pending"},
                 {"$set": {"status": "done", "events": [e.to_dict() for e in all_events],
-                          "text": _turn_text(all_events), "completed_at": now, **self._expire_at(bot, now)}})
+                          "text": _turn_text(all_events), "words": turn_words(all_events),
+                          "completed_at": now, **self._expire_at(bot, now)}})
             if result.modified_count == 1:
                 return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
             doc = await self._turns.find_one(where)  # completed by someone else meanwhile
@@ -388,20 +406,32 @@ class MongoStore:
         async with self._guard("read the message"):
             return await self._find_message(bot, conversation_id, message_id)
 
-    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None:
+    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None,
+                   after_seq: int | None = None) -> Conversation | None:
+        where: dict[str, Any] = {"bot": _eq(bot), "conversation_id": _eq(conversation_id)}
+
+        async def turn_docs() -> list[Any]:
+            if last_n is not None and last_n <= 0:  # (a limit of 0 would mean "no limit" to MongoDB)
+                return []
+            if after_seq is not None:
+                cursor = self._turns.find({**where, "seq": {"$gt": int(after_seq)}}, sort=[("seq", ASCENDING)],
+                                          limit=last_n or 0)
+                return list(await cursor.to_list())
+            if last_n is None:
+                return list(await self._turns.find(where, sort=[("seq", ASCENDING)]).to_list())
+            docs = await self._turns.find(where, sort=[("seq", DESCENDING)], limit=last_n).to_list()
+            return list(reversed(docs))
+
         async with self._guard("load the conversation"):
-            doc = await self._convs.find_one({"_id": conversation_key(bot, conversation_id)})
+            # both reads at once: one round trip of latency (a turn written in between is either
+            # seen or not, as with two sequential reads)
+            doc, docs = await asyncio.gather(self._convs.find_one({"_id": conversation_key(bot, conversation_id)}),
+                                             turn_docs())
             if doc is None:
                 return None
-            where = {"bot": _eq(bot), "conversation_id": _eq(conversation_id)}
-            if last_n is None:
-                docs = await self._turns.find(where, sort=[("seq", ASCENDING)]).to_list()
-            elif last_n <= 0:  # (a limit of 0 would mean "no limit" to MongoDB)
-                docs = []
-            else:
-                docs = await self._turns.find(where, sort=[("seq", DESCENDING)], limit=last_n).to_list()
-                docs.reverse()
-            return Conversation(ConversationSummary.from_dict(doc), tuple(Turn.from_dict(d) for d in docs))
+            turns = tuple(Turn.from_dict(d) for d in docs)
+        self._remember_pending(t for t in turns if t.status == "pending")
+        return Conversation(ConversationSummary.from_dict(doc), turns)
 
     async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None:
         async with self._guard("read the conversation"):
@@ -419,16 +449,25 @@ class MongoStore:
         return ConversationSummary.from_dict(doc)
 
     async def _text_matches(self, query: TranscriptQuery) -> list[str]:
-        """Keys of the conversations with a turn containing ``query.text`` (case-insensitive, literal)."""
+        """Keys of the conversations matching ``query.text`` (semantics: bots/store/text.py).
+
+        One lookup per query word, an index range on ``turn_words`` (``words`` leads, the bot
+        follows), most selective word first; the conversations found are intersected here, so a
+        conversation matches with its words spread over several turns. Each lookup is a plain
+        ``{words: {$gte, $lt}, bot}`` filter because SecantusDB only plans an index for filters
+        without ``$and``/``$all``/``$regex`` (see docs/store.md)."""
         assert query.text
-        match: dict[str, Any] = {"text": {"$regex": re.escape(query.text), "$options": "i"}}
-        if query.bot is not None:
-            match["bot"] = _eq(query.bot)
-        cursor = await self._turns.aggregate([
-            {"$match": match},
-            {"$group": {"_id": {"bot": "$bot", "conversation_id": "$conversation_id"}}},
-        ])
-        return [conversation_key(d["_id"]["bot"], d["_id"]["conversation_id"]) async for d in cursor]
+        found: set[tuple[str, str]] | None = None
+        for word in query_words(query.text):
+            match: dict[str, Any] = {"words": {"$gte": word, "$lt": prefix_end(word)}}
+            if query.bot is not None:
+                match["bot"] = _eq(query.bot)
+            cursor = self._turns.find(match, projection={"_id": 0, "bot": 1, "conversation_id": 1})
+            keys = {(d["bot"], d["conversation_id"]) async for d in cursor}
+            found = keys if found is None else found & keys
+            if not found:
+                break
+        return [conversation_key(bot, conversation_id) for bot, conversation_id in sorted(found or ())]
 
     async def search(self, query: TranscriptQuery) -> Page:
         if query.sort not in _SORTS:
@@ -450,7 +489,11 @@ class MongoStore:
                 where[flag] = _eq(bool(value))
         async with self._guard("search conversations"):
             if query.text:
-                where["_id"] = {"$in": await self._text_matches(query)}
+                keys = await self._text_matches(query)
+                if not keys:
+                    return Page((), 0, query.offset, query.limit)
+                # `_id` first: SecantusDB then plans the point lookups of `_id` (one clause of a filter)
+                where = {"_id": {"$in": keys}, **where}
             total = await self._convs.count_documents(where)
             order = DESCENDING if query.descending else ASCENDING
             cursor = self._convs.find(where, sort=[(query.sort, order), ("conversation_id", ASCENDING)],
@@ -475,6 +518,9 @@ class MongoStore:
 
     async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
         async with self._guard("release the conversation lease"):
-            await self._convs.update_one(
-                {"_id": conversation_key(bot, conversation_id), "lease_owner": _eq(owner)},
-                {"$set": {"lease_owner": None, "lease_expires": 0.0}})
+            await self._release(bot, conversation_id, owner)
+
+    async def _release(self, bot: str, conversation_id: str, owner: str) -> None:
+        await self._convs.update_one(
+            {"_id": conversation_key(bot, conversation_id), "lease_owner": _eq(owner)},
+            {"$set": {"lease_owner": None, "lease_expires": 0.0}})

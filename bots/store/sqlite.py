@@ -32,6 +32,7 @@ from bots.store.base import (
     TranscriptQuery,
     Turn,
 )
+from bots.store.text import prefix_end, query_words, turn_words
 
 T = TypeVar("T")
 
@@ -81,6 +82,18 @@ CREATE TABLE IF NOT EXISTS turns (
 CREATE UNIQUE INDEX IF NOT EXISTS turn_message ON turns (bot, conversation_id, message_id)
     WHERE message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS turn_pending ON turns (status, bot, conversation_id, seq);
+-- transcript search (bots/store/text.py): each turn's distinct words; a query word is a range on `word`
+CREATE TABLE IF NOT EXISTS turn_words (
+    word TEXT NOT NULL,
+    bot TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (word, bot, conversation_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS turn_words_turn ON turn_words (bot, conversation_id, seq);
+CREATE TRIGGER IF NOT EXISTS turn_words_purge AFTER DELETE ON turns BEGIN
+    DELETE FROM turn_words WHERE bot = old.bot AND conversation_id = old.conversation_id AND seq = old.seq;
+END;
 """
 
 _SUMMARY_COLUMNS = (
@@ -104,6 +117,14 @@ def _turn_from_row(row: sqlite3.Row) -> Turn:
 
 def _turn_text(events: Sequence[Event]) -> str:
     return "\n".join(str(e.data.get("text", "")) for e in events if e.data.get("text"))
+
+
+def _index_words(conn: sqlite3.Connection, bot: str, conversation_id: str, seq: int, events: Sequence[Event]) -> None:
+    """Add the turn's searchable words (in the caller's write transaction; words already there stay)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO turn_words (word, bot, conversation_id, seq) SELECT value, ?, ?, ? FROM json_each(?)",
+        (bot, conversation_id, seq, json.dumps(turn_words(events))),
+    )
 
 
 class SQLiteStore:
@@ -222,6 +243,7 @@ class SQLiteStore:
                 (ref_bot, conversation_id, seq, message_id, "pending",
                  json.dumps([user_event.to_dict()]), _turn_text([user_event]), now),
             )
+            _index_words(conn, ref_bot, conversation_id, seq, [user_event])
             return EnqueueResult(turn, created=True)
 
         return await self._write(tx)
@@ -263,10 +285,12 @@ class SQLiteStore:
         )
 
     async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
-                       summary: SummaryUpdate) -> Turn:
+                       summary: SummaryUpdate, *, release_lease_of: str | None = None) -> Turn:
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> Turn:
+            if release_lease_of is not None:
+                _release(conn, bot, conversation_id, release_lease_of)
             row = conn.execute(
                 "SELECT * FROM turns WHERE bot=? AND conversation_id=? AND seq=?", (bot, conversation_id, seq)
             ).fetchone()
@@ -282,6 +306,7 @@ class SQLiteStore:
                 (json.dumps([e.to_dict() for e in all_events]), _turn_text(all_events), now,
                  bot, conversation_id, seq),
             )
+            _index_words(conn, bot, conversation_id, seq, all_events)
             self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=True)
             return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
 
@@ -306,6 +331,7 @@ class SQLiteStore:
                 (bot, conversation_id, seq, json.dumps([e.to_dict() for e in events]), _turn_text(events),
                  now, now),
             )
+            _index_words(conn, bot, conversation_id, seq, events)
             self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=False)
             return Turn(bot, conversation_id, seq, None, "done", tuple(events), now, now)
 
@@ -318,7 +344,8 @@ class SQLiteStore:
         ).fetchone())
         return None if row is None else _turn_from_row(row)
 
-    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None:
+    async def load(self, bot: str, conversation_id: str, *, last_n: int | None = None,
+                   after_seq: int | None = None) -> Conversation | None:
         def read(conn: sqlite3.Connection) -> Conversation | None:
             srow = conn.execute(
                 f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE bot=? AND conversation_id=?",  # noqa: S608
@@ -326,7 +353,12 @@ class SQLiteStore:
             ).fetchone()
             if srow is None:
                 return None
-            if last_n is None:
+            if after_seq is not None:
+                rows = conn.execute(
+                    "SELECT * FROM turns WHERE bot=? AND conversation_id=? AND seq > ? ORDER BY seq LIMIT ?",
+                    (bot, conversation_id, after_seq, -1 if last_n is None else max(last_n, 0)),
+                ).fetchall()
+            elif last_n is None:
                 rows = conn.execute(
                     "SELECT * FROM turns WHERE bot=? AND conversation_id=? ORDER BY seq", (bot, conversation_id)
                 ).fetchall()
@@ -387,12 +419,17 @@ class SQLiteStore:
                 add(f"{flag} = ?", int(value))
         if query.tag is not None:
             add("EXISTS (SELECT 1 FROM json_each(conversations.tags) WHERE json_each.value = ?)", query.tag)
-        if query.text:
-            add(
-                "EXISTS (SELECT 1 FROM turns t WHERE t.bot = conversations.bot AND"
-                " t.conversation_id = conversations.conversation_id AND instr(lower(t.text), lower(?)) > 0)",
-                query.text,
-            )
+        if query.text:  # every query word starts a word of some turn (bots/store/text.py)
+            wanted = query_words(query.text)
+            if not wanted:
+                add("0")
+            for word in wanted:
+                if query.bot is not None:
+                    add("conversation_id IN (SELECT conversation_id FROM turn_words WHERE word >= ? AND word < ?"
+                        " AND bot = ?)", word, prefix_end(word), query.bot)
+                else:
+                    add("(bot, conversation_id) IN (SELECT bot, conversation_id FROM turn_words"
+                        " WHERE word >= ? AND word < ?)", word, prefix_end(word))
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         order = f"{query.sort} {'DESC' if query.descending else 'ASC'}, conversation_id"
 
@@ -421,8 +458,12 @@ class SQLiteStore:
         return await self._write(tx)
 
     async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
-        await self._write(lambda conn: conn.execute(
-            "UPDATE conversations SET lease_owner=NULL, lease_expires=0 WHERE bot=? AND conversation_id=?"
-            " AND lease_owner=?",
-            (bot, conversation_id, owner),
-        ))
+        await self._write(lambda conn: _release(conn, bot, conversation_id, owner))
+
+
+def _release(conn: sqlite3.Connection, bot: str, conversation_id: str, owner: str) -> None:
+    conn.execute(
+        "UPDATE conversations SET lease_owner=NULL, lease_expires=0 WHERE bot=? AND conversation_id=?"
+        " AND lease_owner=?",
+        (bot, conversation_id, owner),
+    )

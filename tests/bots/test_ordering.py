@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bots.runtime import Runtime
-from bots.store.base import NLU, USER, Event, Turn
+from bots.store.base import NLU, USER, Event, SummaryUpdate, Turn
 from bots.store.sqlite import SQLiteStore
 from tests.bots.keyword_model import KeywordModel, copy_bot, message, start_runtime
 
@@ -231,3 +231,51 @@ async def test_two_server_processes_sharing_one_store_answer_like_one_sequential
             assert said == expected == answered[turn.message_id], (turn.seq, user.data["text"])
     finally:
         await reference.aclose()
+
+
+class _CountingLoads:
+    """Records the turns each ``store.load`` call returned (to see what a replica reads back)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.calls: list[tuple[int | None, int]] = []  # (after_seq, turns returned)
+        load = runtime.store.load
+
+        async def counting(bot: str, conversation_id: str, **kwargs: int | None) -> object:
+            found = await load(bot, conversation_id, **kwargs)  # type: ignore[arg-type]
+            self.calls.append((kwargs.get("after_seq"), len(found.turns) if found else 0))
+            return found
+
+        runtime.store.load = counting  # type: ignore[method-assignment]
+
+
+async def test_a_known_conversation_reads_only_its_new_turns_and_sees_the_other_replicas(
+        replicas: tuple[Runtime, Runtime]) -> None:
+    """The dialogue state a replica keeps between messages is brought up to date with the turns
+    stored since, including those another replica answered: the form goes on with its slots."""
+    a, b = replicas
+    loads = _CountingLoads(a)
+    for i, (text, expected) in enumerate(CYCLE[:4]):
+        replica = a if i % 2 == 0 else b
+        answer = await replica.handle(message(text, "k1", message_id=f"k{i}"))
+        assert [r.text for r in answer] == [expected]
+    # a answered turns 1 and 3; for turn 3 it read only turns 2 (b's) and 3, not the whole conversation
+    assert loads.calls == [(None, 1), (1, 2)], loads.calls
+    for i in range(4, 8):  # a alone: one new turn read per message
+        await a.handle(message("hello", "k1", message_id=f"k{i}"))
+    assert loads.calls[2:] == [(3, 2), (5, 1), (6, 1), (7, 1)], loads.calls  # (b answered turn 4)
+
+
+async def test_a_known_conversation_sees_an_agents_takeover_and_a_restarted_conversation(
+        replicas: tuple[Runtime, Runtime]) -> None:
+    a, _ = replicas
+    assert [r.text for r in await a.handle(message("hello", "k2", message_id="t1"))] == [
+        "Hello! How can I help you today?"]
+    await a.store.append("shop", "k2", [Event("pause", {"by": "ana"})], SummaryUpdate(handoff=True))
+    assert await a.handle(message("hello?", "k2", message_id="t2")) == []  # a human has it: the bot is silent
+    # Retention purges the conversation; it starts again at seq 1 and is answered from scratch.
+    a.store.set_retention("shop", 1.0)
+    assert await a.store.purge_expired(now=time.time() + 10) >= 1
+    assert await a.store.load("shop", "k2") is None
+    a.store.set_retention("shop", None)
+    again = await a.handle(message("hello", "k2", message_id="t3"))
+    assert [r.text for r in again] == ["Hello! How can I help you today?"]
