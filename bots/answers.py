@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -371,9 +371,21 @@ class AnswerService:
         return kind
 
     async def answer(self, kind: str | None, text: str, understanding: Understanding,
-                     values: Mapping[str, str]) -> BotResponse | None:
-        found = await asyncio.to_thread(self.selector.answer, text, understanding, values,
-                                        vector=understanding.embedding, mode=self._mode(kind))
+                     values: Mapping[str, str], *,
+                     partial: Callable[[str], Awaitable[None]] | None = None) -> BotResponse | None:
+        """The answer; with ``partial``, a generated one is shown sentence by sentence as it is
+        written (``partial(text so far)``), each sentence checked against the passages first."""
+        if partial is None:
+            found = await asyncio.to_thread(self.selector.answer, text, understanding, values,
+                                            vector=understanding.embedding, mode=self._mode(kind))
+        else:
+            found, shown = None, ""
+            async for delta in self.stream(kind, text, understanding, values):
+                if delta.final is not None:
+                    found = delta.final
+                elif delta.text:
+                    shown += delta.text
+                    await partial(shown)
         return None if found is None or not found.text else found.to_response()
 
     async def stream(self, kind: str | None, text: str, understanding: Understanding,

@@ -23,7 +23,7 @@ One turn, in order:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,15 +61,22 @@ class AnswerProvider(Protocol):
     the fallback. ``None`` means "nothing fits": the intent's template (or the fallback) is used."""
 
     async def answer(self, kind: AnswerKind | None, text: str, understanding: Understanding,
-                     values: Mapping[str, str]) -> BotResponse | None: ...
+                     values: Mapping[str, str], *, partial: PartialSink | None = None) -> BotResponse | None:
+        """With ``partial``, an answer being generated is shown as it grows: ``partial(text so far)``."""
+        ...
+
+
+PartialSink = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Services:
-    """What ``decide`` may call out to; both are optional."""
+    """What ``decide`` may call out to; all optional. ``partial`` shows a generated answer as it
+    grows, on channels that can (the web widget)."""
 
     actions: ActionRunner | None = None
     answers: AnswerProvider | None = None
+    partial: PartialSink | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ class _Turn:
         if self.services.answers is None:
             return False
         response = await self.services.answers.answer(kind, self.message.text, self.message.understanding,
-                                                      shown_values(self.state.slots))
+                                                      shown_values(self.state.slots), partial=self.services.partial)
         if response is not None:
             self.say(response)
         return response is not None

@@ -92,14 +92,25 @@ def check_support(answer: str, passages: Sequence[str], question: str = "", *,
     problems: list[str] = []
     evidence_text = " ".join([*passages, question, *values.values()])
     evidence = {_stem(w) for w in _words(evidence_text)}
-    content = _content(_words(_PLACEHOLDER.sub(" ", answer)))
-    supported = sum(1 for w in content if _stem(w) in evidence)
-    score = supported / len(content) if content else 0.0
-    if not content:
+    # Every sentence must be supported on its own: two faithful sentences must not carry an invented
+    # third one through an average. The answer's score is its weakest sentence's.
+    score = 1.0
+    weakest: list[str] = []
+    any_content = False
+    for sentence in _SENTENCE.split(answer):
+        content = _content(_words(_PLACEHOLDER.sub(" ", sentence)))
+        if not content:
+            continue
+        any_content = True
+        sentence_score = sum(1 for w in content if _stem(w) in evidence) / len(content)
+        if sentence_score < score:
+            score, weakest = sentence_score, content
+    if not any_content:
+        score = 0.0
         problems.append("no content words")
     elif score < min_support:
-        missing = sorted({w for w in content if _stem(w) not in evidence})[:5]
-        problems.append(f"only {score:.0%} of its words are in the passages (e.g. {', '.join(missing)})")
+        missing = sorted({w for w in weakest if _stem(w) not in evidence})[:5]
+        problems.append(f"only {score:.0%} of a sentence's words are in the passages (e.g. {', '.join(missing)})")
     known_numbers = {n.replace(",", "") for n in _NUMBER.findall(evidence_text)}
     for number in _NUMBER.findall(answer):
         if number.replace(",", "") not in known_numbers:

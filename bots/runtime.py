@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +32,7 @@ from bots.answers import AnswerService, Encoder
 from bots.artifact import Manifest, resolve_artifact
 from bots.batcher import MicroBatcher
 from bots.botspec import BotSpec, load_bot
-from bots.dialogue import AnswerProvider, Message, Services, State, decide
+from bots.dialogue import AnswerProvider, Message, PartialSink, Services, State, decide
 from bots.dialogue_spec import DialogueSpec, parse_dialogue
 from bots.errors import Busy, StoreUnavailable, SwitchboardError
 from bots.metrics import Metrics
@@ -51,7 +51,7 @@ from bots.store.base import (
     SummaryUpdate,
     Turn,
 )
-from bots.types import BotResponse, Entity, IntentScore, Understanding, UserMessage
+from bots.types import BotResponse, ConversationRef, Entity, IntentScore, Understanding, UserMessage
 
 log = logging.getLogger("switchboard.runtime")
 
@@ -71,6 +71,8 @@ class IntentModel(Protocol):
 
 
 ModelLoader = Callable[[Path, BotSpec, Settings], IntentModel]
+# (conversation, message id, the answer so far): a channel showing an answer as it is generated.
+ChannelPartialSink = Callable[[ConversationRef, str, str], Awaitable[None]]
 
 
 def load_onnx_model(artifact_dir: Path, spec: BotSpec, settings: Settings) -> IntentModel:
@@ -96,9 +98,8 @@ class BotRuntime:
             return event
         return Event(event.kind, self.redactor.redact_data(dict(event.data)), timestamp=event.timestamp)
 
-    @property
-    def services(self) -> Services:
-        return Services(actions=self.actions, answers=self.answers)
+    def services(self, partial: PartialSink | None = None) -> Services:
+        return Services(actions=self.actions, answers=self.answers, partial=partial)
 
     @property
     def name(self) -> str:
@@ -172,6 +173,8 @@ class Runtime:
         self._owner = f"{uuid.uuid4().hex[:12]}"
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()  # LRU of dialogue states
+        # Channels that show an answer while it is generated (web) register here, by channel name.
+        self.partial_sinks: dict[str, ChannelPartialSink] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -372,7 +375,8 @@ class Runtime:
             understanding = await self._understand(bot, user)
             message = Message(text=str(user.data.get("text", "")), understanding=understanding,
                               timestamp=user.timestamp, channel=str(user.data.get("channel", "")))
-            decision = await decide(bot.spec, bot.dialogue, state, message, bot.services)
+            decision = await decide(bot.spec, bot.dialogue, state, message,
+                                    bot.services(self._partial_sink(bot, conversation, turn, message.channel)))
             events = [bot.redacted(e) for e in
                       (Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events)]
             last = i == len(pending) - 1
@@ -398,6 +402,19 @@ class Runtime:
             self.metrics.messages.labels(bot.name, channel, "out").inc(len(decision.responses))
         if complete_window:
             self._remember(key, _Known(state, 0, conversation.summary.started_at), conversation)
+
+    def _partial_sink(self, bot: BotRuntime, conversation: Conversation, turn: Turn,
+                      channel: str) -> PartialSink | None:
+        sink = self.partial_sinks.get(channel)
+        if sink is None or turn.message_id is None:
+            return None
+        ref = ConversationRef(bot.name, channel, conversation.summary.conversation_id, conversation.summary.address)
+        message_id = turn.message_id
+
+        async def partial(text: str) -> None:
+            await sink(ref, message_id, text)
+
+        return partial
 
     def _remember(self, key: tuple[str, str], known: _Known, conversation: Conversation) -> None:
         """Keep ``known.state``: every turn up to the last one of ``conversation`` is done and applied."""

@@ -71,6 +71,9 @@ def create_app(
     metrics = Metrics()
     runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)
     channel_list: list[Channel] = list(channels) if channels is not None else _default_channels(settings)
+    for channel in channel_list:  # channels that can show a generated answer as it is written
+        if isinstance(channel, WebChannel):
+            runtime.partial_sinks[channel.name] = channel.partial
     review = ReviewUI(runtime, {c.name: c for c in channel_list})
     loading: dict[str, str] = {}
 

@@ -234,6 +234,7 @@
         if (!div) {
           div = document.createElement("div");
           div.className = "msg bot streaming";
+          div.setAttribute("aria-busy", "true");  // screen readers wait for the finished reply
           log.appendChild(div);
           streaming.set(frame.id, div);
         }

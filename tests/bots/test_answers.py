@@ -194,6 +194,9 @@ def test_guard_accepts_a_faithful_answer() -> None:
     ("Gift cards are refundable.", "contradicts"),
     ("Standard shipping is paid for orders over 50 euros.", "free/paid"),
     ("We offer a lifetime warranty and free pizza with every laptop.", "words are in the passages"),
+    # two faithful sentences do not carry an invented third one through an average
+    ("Returns are accepted within 30 days of delivery. Items must be unused and in their original packaging. "
+     "Refunds are paid in gold bars.", "words are in the passages"),
     ("Your order {order_id} can be returned within 30 days of delivery.", "placeholder"),
 ])
 def test_guard_rejects_answers_that_contradict_or_leave_the_passages(answer: str, why: str) -> None:

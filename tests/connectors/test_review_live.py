@@ -5,7 +5,7 @@ agent's reply reaching a Slack customer through the fake Slack API."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from bots.settings import Settings
-from bots.types import ConversationRef
+from bots.types import BotResponse, Understanding
 from connectors.app import create_app
 from connectors.outgoing import RetryPolicy
 from connectors.slack import SlackChannel
@@ -159,14 +159,36 @@ def test_agent_reply_reaches_a_reconnecting_widget_once(web: TestClient) -> None
         assert not [f for f in frames if f["type"] == "agent"]  # not sent twice
 
 
-def test_streaming_hook_sends_partial_text(web: TestClient) -> None:
-    channel = web.app.state.channels["web"]  # type: ignore[attr-defined]
+class _StreamingAnswers:
+    """An answer provider that writes its answer in three steps, as a generation model does."""
+
+    async def answer(self, kind: str | None, text: str, understanding: Understanding, values: Mapping[str, str],
+                     *, partial: Callable[[str], Awaitable[None]] | None = None) -> BotResponse | None:
+        if understanding.intent != "track_order":
+            return None
+        shown = ""
+        for piece in ("Your parcel", " left our warehouse", " this morning."):
+            shown += piece
+            if partial is not None:
+                await partial(shown)
+        return BotResponse(text=shown, source="generation")
+
+
+def test_a_generated_answer_streams_to_the_widget_before_the_reply(web: TestClient) -> None:
+    runtime = web.app.state.runtime  # type: ignore[attr-defined]
+    runtime.bots["tiny"].answers = _StreamingAnswers()
     with web.websocket_connect(f"{WS}?conversation_id=w3", headers={"origin": SHOP}) as ws:
-        ws.send_json({"type": "message", "id": "m1", "text": "hello"})
-        frames_until(ws, "reply")
-        ref = ConversationRef("tiny", "web", "w3")
-        web.portal.call(channel.partial, ref, "m9", "Your order")  # type: ignore[union-attr]
-        assert ws.receive_json() == {"type": "partial", "id": "m9", "text": "Your order"}
+        ws.send_json({"type": "message", "id": "m1", "text": "where is my order 42"})
+        frames = frames_until(ws, "reply")
+    assert [f["type"] for f in frames] == ["ack", "typing", "partial", "partial", "partial", "reply"]
+    assert [f["text"] for f in frames if f["type"] == "partial"] == [
+        "Your parcel", "Your parcel left our warehouse", "Your parcel left our warehouse this morning."]
+    assert all(f["id"] == "m1" for f in frames[2:])
+    assert frames[-1]["responses"][0]["text"] == "Your parcel left our warehouse this morning."
+    # the webhook (no socket to stream to) gets the same answer, once, with no partials anywhere
+    r = web.post("/bots/tiny/webhooks/web", json={"conversation_id": "w4", "message_id": "m1",
+                                                  "text": "where is my order 42"})
+    assert r.json()["responses"][0]["text"] == "Your parcel left our warehouse this morning."
 
 
 def test_agent_reply_reaches_a_slack_customer(tiny_bot_dir: Path, settings: Settings, fake_slack: FakeSlack) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
+import re
 import shutil
 import threading
 import time
@@ -410,3 +412,45 @@ def test_widget_reconnects_and_resends_what_was_not_answered(stack: dict[str, An
     history = customer.request.get(f"{stack['url']}/bots/tiny/webhooks/web/history?conversation_id={conversation_id}")
     users = [m["text"] for m in history.json()["messages"] if m["role"] == "user"]
     assert users == ["hello", "where is my order 8080"]  # stored once each
+
+
+def test_widget_shows_a_generated_answer_as_it_is_written(stack: dict[str, Any], customer: Page) -> None:
+    """The widget's side of streaming, in the browser: partial frames grow one bubble (marked busy for
+    screen readers), the reply replaces it. The socket is answered by the test (Playwright's WebSocket
+    routing), which sends the frames the server sends for a generated answer (tests/connectors cover
+    the server side)."""
+    sockets: list[Any] = []
+    ids: list[str] = []
+
+    def on_socket(ws: Any) -> None:
+        sockets.append(ws)
+
+        def on_message(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") != "message":
+                return
+            mid = frame["id"]
+            ids.append(mid)
+            ws.send(json.dumps({"type": "ack", "id": mid, "seq": 1}))
+            ws.send(json.dumps({"type": "typing", "id": mid, "on": True}))
+            for text in ("Your parcel", "Your parcel left our warehouse"):
+                ws.send(json.dumps({"type": "partial", "id": mid, "text": text}))
+
+        ws.on_message(on_message)
+
+    customer.route_web_socket(re.compile(r".*/webhooks/web/ws.*"), on_socket)
+    customer.goto(stack["site"] + "/")
+    customer.get_by_role("button", name="Open chat").click()
+    log = customer.get_by_role("log", name="Conversation")
+    box = customer.get_by_label("Your message")
+    box.fill("where is my parcel?")
+    box.press("Enter")
+    streaming = log.locator(".msg.bot.streaming")
+    expect(streaming).to_have_text("Your parcel left our warehouse")
+    expect(streaming).to_have_attribute("aria-busy", "true")
+    shot(customer, "15-widget-streaming")
+    sockets[-1].send(json.dumps({"type": "reply", "id": ids[-1], "seq": 2, "responses": [
+        {"text": "Your parcel left our warehouse this morning.", "buttons": [], "source": "generation"}]}))
+    expect(streaming).to_have_count(0)
+    expect(log.locator(".msg.bot")).to_have_count(1)
+    expect(log.locator(".msg.bot")).to_have_text("Your parcel left our warehouse this morning.")

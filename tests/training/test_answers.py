@@ -3,18 +3,21 @@ the from-scratch generator (tiny) and its served artifact, and the evaluation.""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bots.answers import AnswerSelector
+from bots.answers import AnswerSelector, AnswerService
 from bots.botspec import load_bot
 from bots.errors import ConfigError
-from bots.generation import OnnxGenerator
+from bots.generation import Generated, OnnxGenerator
 from bots.generation import prompt_ids as serving_prompt_ids
 from bots.grounding import check_support
 from bots.nlu import OnnxNLU
@@ -221,6 +224,49 @@ async def test_streamed_answer_ends_with_the_final_answer(trained: Path) -> None
     assert final is not None and all(d.final is None for d in deltas[:-1])
     assert "".join(d.text for d in deltas).strip() == final.text.strip()
     assert "{" not in final.text
+
+
+class _EchoGenerator:
+    """A generator that writes the first retrieved passage back, sentence by sentence (grounded by
+    construction), then one sentence the passages do not support."""
+
+    gate_passed = True
+
+    def __init__(self, unsupported: str) -> None:
+        self.unsupported = unsupported
+
+    async def stream_sentences(self, passages: list[str], question: str,
+                               **limits: object) -> AsyncIterator[tuple[str, float, Generated | None]]:
+        sentences = [s.strip() + "." for s in passages[0].split(".") if s.strip()][:2]
+        for sentence in [*sentences, self.unsupported]:
+            await asyncio.sleep(0)
+            yield sentence, 0.9, None
+        text = " ".join([*sentences, self.unsupported])
+        yield "", 0.9, Generated(text, 0.9, "eos", 0.01, 20)
+
+
+async def test_the_service_shows_a_generated_answer_as_it_grows(trained: Path) -> None:
+    """``partial`` sees the text so far, sentence by sentence, each checked against the passages:
+    the unsupported last sentence is never shown, and the answer is what was shown. Without
+    generation nothing is streamed."""
+    nlu = OnnxNLU.load(trained)
+    service = AnswerService.load(trained, nlu)
+    assert service is not None
+    service.selector.generator = _EchoGenerator("Refunds are paid in gold bars to the moon.")  # type: ignore[assignment]
+    question = "how fast are refunds?"
+    shown: list[str] = []
+
+    async def partial(text: str) -> None:
+        shown.append(text)
+
+    response = await service.answer("generation", question, nlu.predict([question])[0], {}, partial=partial)
+    assert response is not None and response.source == "generation", response
+    assert len(shown) >= 1 and shown[-1] == response.text
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(shown))
+    assert "gold" not in response.text and "gold" not in "".join(shown)
+    shown.clear()
+    retrieved = await service.answer("retrieval", question, nlu.predict([question])[0], {}, partial=partial)
+    assert retrieved is not None and retrieved.source != "generation" and shown == []
 
 
 # -- evaluation --------------------------------------------------------------------------------------
