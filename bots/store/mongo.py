@@ -229,8 +229,9 @@ class MongoStore:
             {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "message_id": _eq(message_id)})
         return None if doc is None else Turn.from_dict(doc)
 
-    async def _insert_turn(self, draft: Turn, hint: int) -> Turn | None:
-        """Insert ``draft`` at the first free seq from ``hint`` on. ``None``: its message id is stored already."""
+    async def _insert_turn(self, draft: Turn, hint: int) -> EnqueueResult:
+        """Insert ``draft`` at the first free seq from ``hint`` on; if its message id is stored already,
+        that turn (``created=False``)."""
         seq = hint
         for _ in range(_SEQ_ATTEMPTS):
             turn = replace(draft, seq=seq)
@@ -239,15 +240,16 @@ class MongoStore:
             try:
                 await self._turns.insert_one(doc)
             except DuplicateKeyError:
-                if turn.message_id is not None and (
-                        await self._find_message(turn.bot, turn.conversation_id, turn.message_id)) is not None:
-                    return None
+                if turn.message_id is not None:
+                    stored = await self._find_message(turn.bot, turn.conversation_id, turn.message_id)
+                    if stored is not None:
+                        return EnqueueResult(stored, created=False)
                 last = await self._turns.find_one(
                     {"bot": _eq(turn.bot), "conversation_id": _eq(turn.conversation_id)},
                     projection={"seq": 1}, sort=[("seq", DESCENDING)])
                 seq = max(seq + 1, 1 if last is None else int(last["seq"]) + 1)
                 continue
-            return turn
+            return EnqueueResult(turn, created=True)
         raise StoreUnavailable(f"could not allocate a turn number in {draft.conversation_id!r}: too much contention")
 
     async def _upsert_conversation(self, key: str, update: dict[str, Any]) -> dict[str, Any]:
@@ -274,9 +276,8 @@ class MongoStore:
         key = conversation_key(ref_bot, conversation_id)
         now = user_event.timestamp
         async with self._guard("store the message"):
-            stored = await self._find_message(ref_bot, conversation_id, message_id)
-            if stored is not None:
-                return EnqueueResult(stored, created=False)
+            # No lookup first: the unique (bot, conversation, message id) index turns a redelivery
+            # into a duplicate-key error on insert, which then reads the stored turn.
             initial = ConversationSummary(ref_bot, conversation_id, channel, user_id, dict(address),
                                           started_at=now, last_activity=now).to_dict()
             del initial["last_activity"]
@@ -286,12 +287,7 @@ class MongoStore:
             }
             conv = await self._upsert_conversation(key, update)
             pending = Turn(ref_bot, conversation_id, 0, message_id, "pending", (user_event,), now)
-            turn = await self._insert_turn(pending, int(conv["next_seq"]))
-            if turn is None:
-                stored = await self._find_message(ref_bot, conversation_id, message_id)
-                assert stored is not None
-                return EnqueueResult(stored, created=False)
-            return EnqueueResult(turn, created=True)
+            return await self._insert_turn(pending, int(conv["next_seq"]))
 
     async def pending(self, bot: str, conversation_id: str) -> list[Turn]:
         async with self._guard("read pending messages"):
@@ -397,8 +393,7 @@ class MongoStore:
             if conv is None:
                 raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
             draft = Turn(bot, conversation_id, 0, None, "done", tuple(events), now, now)
-            turn = await self._insert_turn(draft, int(conv["next_seq"]))
-            assert turn is not None
+            turn = (await self._insert_turn(draft, int(conv["next_seq"]))).turn
             await self._apply_summary(bot, conversation_id, summary, now, count_turn=False, seq=turn.seq)
             return turn
 
