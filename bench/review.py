@@ -3,12 +3,21 @@
     .venv/bin/python bench/review.py                          # SQLite + a SecantusDB started here
     .venv/bin/python bench/review.py --store sqlite --conversations 20000
     .venv/bin/python bench/review.py --store mongodb --mongodb-uri mongodb://db:27017/bench
+    .venv/bin/python bench/review.py --store mongodb --bulk --repeat 5 --only "free text"
 
 Fills a store with ``--conversations`` one-message conversations through the store API (as the
 runtime writes them: varied channels, intents, confidences, fallbacks, some flagged or tagged,
 1 % mentioning a refund), trains the tiny test bot (fast mode) to serve, then times each filter
 of the review list through HTTP (an API token, ``GET /review/api/conversations`` and the HTML
 page ``/review``): p50 / p95 in milliseconds over ``--repeat`` requests.
+
+``--bulk`` (MongoDB): the store API needs about eight round trips per conversation, which takes
+hours for 100 000 conversations on SecantusDB. With ``--bulk`` the first ``--bulk-sample``
+conversations go through the store API and the rest are written with ``insert_many``: each
+bulk document gets exactly the fields of the store-written sample documents (the run stops if a
+field is unknown here, i.e. the store's schema changed), its values from the same generated
+data and the store's own helpers (``Turn.to_dict``, ``ConversationSummary.to_dict``,
+``conversation_key``, the transcript text and search words).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,9 +39,11 @@ import httpx
 
 from bots.settings import Settings
 from bots.staff.accounts import Accounts
-from bots.store.base import BOT, NLU, USER, ConversationStore, Event, SummaryUpdate
-from bots.store.mongo import MongoStore
+from bots.store.base import BOT, NLU, USER, ConversationStore, ConversationSummary, Event, SummaryUpdate, Turn
+from bots.store.mongo import MongoStore, conversation_key
+from bots.store.mongo import _turn_text as mongo_turn_text
 from bots.store.sqlite import SQLiteStore
+from bots.store.text import turn_words
 
 ROOT = Path(__file__).resolve().parent.parent
 INTENTS = ("cancel_order", "track_order", "greet", "contact_human_agent")
@@ -58,30 +70,101 @@ def _queries() -> list[tuple[str, str]]:
     ]
 
 
-async def fill(store: ConversationStore, n: int, concurrency: int) -> float:
-    rng = random.Random(0)
-    gate = asyncio.Semaphore(concurrency)
-    now = time.time()
+class Generated:
+    """One bench conversation: the customer's message, the bot's answer and the review marks."""
 
-    async def one(i: int) -> None:
+    def __init__(self, i: int, rng: random.Random, now: float) -> None:
+        self.cid = f"c{i:06d}"
+        self.user_id = f"u{i}"
+        self.intent = rng.choice(INTENTS)
+        self.confidence = round(rng.uniform(0.2, 1.0), 3)
+        topic = "I want a refund for order" if rng.random() < 0.01 else "where is my order"
+        self.started = now - rng.uniform(0, 30 * DAY)
+        self.channel = rng.choice(CHANNELS)
+        self.user = Event(USER, {"text": f"{topic} {rng.randrange(10**6)}"}, timestamp=self.started)
+        self.summary = SummaryUpdate(last_intent=self.intent, confidence=self.confidence,
+                                     fallback=True if self.confidence < 0.3 else None)
+        self.marks: SummaryUpdate | None = None
+        if rng.random() < 0.02 or rng.random() < 0.05:
+            self.marks = SummaryUpdate(flagged=True if rng.random() < 0.4 else None,
+                                       add_tags=("vip",) if rng.random() < 0.6 else ())
+
+    def reply(self, at: float) -> list[Event]:
+        return [Event(NLU, {"intent": self.intent, "confidence": self.confidence, "ranking": [], "entities": []},
+                      timestamp=at),
+                Event(BOT, {"text": "It ships today.", "buttons": [], "source": "template", "metadata": {}},
+                      timestamp=at)]
+
+
+def generate(n: int) -> list[Generated]:
+    rng, now = random.Random(0), time.time()
+    return [Generated(i, rng, now) for i in range(n)]
+
+
+async def fill(store: ConversationStore, conversations: list[Generated], concurrency: int) -> float:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(c: Generated) -> None:
         async with gate:
-            cid = f"c{i:06d}"
-            intent = rng.choice(INTENTS)
-            confidence = round(rng.uniform(0.2, 1.0), 3)
-            topic = "I want a refund for order" if rng.random() < 0.01 else "where is my order"
-            started = now - rng.uniform(0, 30 * DAY)
-            result = await store.enqueue("tiny", cid, rng.choice(CHANNELS), f"u{i}", {}, "m1",
-                                         Event(USER, {"text": f"{topic} {rng.randrange(10**6)}"}, timestamp=started))
-            await store.complete("tiny", cid, result.turn.seq, [
-                Event(NLU, {"intent": intent, "confidence": confidence, "ranking": [], "entities": []}),
-                Event(BOT, {"text": "It ships today.", "buttons": [], "source": "template", "metadata": {}}),
-            ], SummaryUpdate(last_intent=intent, confidence=confidence, fallback=True if confidence < 0.3 else None))
-            if rng.random() < 0.02 or rng.random() < 0.05:
-                await store.update_summary("tiny", cid, SummaryUpdate(
-                    flagged=True if rng.random() < 0.4 else None, add_tags=("vip",) if rng.random() < 0.6 else ()))
+            result = await store.enqueue("tiny", c.cid, c.channel, c.user_id, {}, "m1", c.user)
+            await store.complete("tiny", c.cid, result.turn.seq, c.reply(time.time()), c.summary)
+            if c.marks is not None:
+                await store.update_summary("tiny", c.cid, c.marks)
 
     began = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.gather(*(one(c) for c in conversations))
+    return time.perf_counter() - began
+
+
+def _bulk_docs(c: Generated, at: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The conversation and turn documents MongoStore writes for ``c`` (enqueue, complete, marks)."""
+    marks = c.marks or SummaryUpdate()
+    summary = ConversationSummary(
+        "tiny", c.cid, c.channel, c.user_id, {}, started_at=c.started, last_activity=at, last_intent=c.intent,
+        min_confidence=c.confidence, turns=1, fallback=bool(c.summary.fallback), flagged=bool(marks.flagged),
+        tags=marks.add_tags)
+    conversation = {"_id": conversation_key("tiny", c.cid), **summary.to_dict(), "next_seq": 2, "lease_owner": None,
+                    "lease_expires": 0.0, "applied": [1]}
+    events = (c.user, *c.reply(at))
+    turn = {**Turn("tiny", c.cid, 1, "m1", "done", events, c.started, at).to_dict(),
+            "text": mongo_turn_text(events), "words": turn_words(events)}
+    return conversation, turn
+
+
+def _shaped(doc: dict[str, Any], sample: dict[str, Any], what: str) -> dict[str, Any]:
+    """``doc`` with exactly the fields of ``sample`` (a document the store wrote)."""
+    unknown = sorted(set(sample) - set(doc) - {"_id"})
+    if unknown:
+        raise SystemExit(f"--bulk: the store writes {what} fields {unknown} that the bulk fill does not know; "
+                         "update bench/review.py:_bulk_docs")
+    return {k: v for k, v in doc.items() if k in sample}
+
+
+async def bulk_fill(uri: str, conversations: list[Generated], sample: int, batch: int) -> float:
+    """The first ``sample`` conversations through the store API, the rest with ``insert_many``."""
+    from pymongo import AsyncMongoClient
+
+    began = time.perf_counter()
+    store = MongoStore(uri)
+    await store.start()
+    try:
+        await fill(store, conversations[:sample], 8)
+    finally:
+        await store.aclose()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        db = client.get_default_database()
+        conv_sample = await db.conversations.find_one({"conversation_id": conversations[0].cid})
+        turn_sample = await db.turns.find_one({"conversation_id": conversations[0].cid})
+        assert conv_sample is not None and turn_sample is not None
+        for start in range(sample, len(conversations), batch):
+            part, at = conversations[start:start + batch], time.time()
+            docs = [_bulk_docs(c, at + k * 1e-6) for k, c in enumerate(part)]
+            await db.conversations.insert_many([_shaped(d, conv_sample, "conversation") for d, _ in docs],
+                                               ordered=False)
+            await db.turns.insert_many([_shaped(t, turn_sample, "turn") for _, t in docs], ordered=False)
+    finally:
+        await client.close()
     return time.perf_counter() - began
 
 
@@ -106,12 +189,18 @@ async def bench(store: ConversationStore, label: str, bot_dir: Path, data_dir: P
                 mongodb_uri: str | None) -> None:
     from connectors.app import create_app
 
-    await store.start()
-    try:
-        seconds = await fill(store, args.conversations, args.concurrency)
-    finally:
-        await store.aclose()
-    print(f"{label}: stored {args.conversations} conversations in {seconds:.0f} s", flush=True)
+    conversations = generate(args.conversations)
+    if args.bulk and mongodb_uri is not None:
+        seconds = await bulk_fill(mongodb_uri, conversations, args.bulk_sample, args.bulk_batch)
+        how = f"{min(args.bulk_sample, args.conversations)} through the store API, the rest in bulk"
+    else:
+        await store.start()
+        try:
+            seconds = await fill(store, conversations, args.concurrency)
+        finally:
+            await store.aclose()
+        how = "through the store API"
+    print(f"{label}: stored {args.conversations} conversations ({how}) in {seconds:.0f} s", flush=True)
     settings = Settings(data_dir=data_dir, mongodb_uri=mongodb_uri, nlu_max_wait_ms=0.0)
     app = create_app(settings, [bot_dir])
     async with app.router.lifespan_context(app):
@@ -121,11 +210,13 @@ async def bench(store: ConversationStore, label: str, bot_dir: Path, data_dir: P
         if await accounts.store.get_user("bench") is None:
             await accounts.add_user("bench", "bench-password-123", "viewer")
         token = await accounts.create_token("bench", "bench")
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # an app error counts as -500
         async with httpx.AsyncClient(transport=transport, base_url="http://bench",
                                      headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
             print(f"{'filter':38} {'matches':>8} {'API p50':>9} {'API p95':>9} {'page p50':>9} {'page p95':>9}")
             for name, query in _queries():
+                if args.only and not any(o in name for o in args.only):
+                    continue
                 api = await _time(client, f"/review/api/conversations?{query}", args.repeat)
                 page = await _time(client, f"/review?{query}", args.repeat)
                 print(f"{name:38} {api[2]:8d} {api[0]:7.1f}ms {api[1]:7.1f}ms {page[0]:7.1f}ms {page[1]:7.1f}ms",
@@ -149,6 +240,11 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--bulk", action="store_true",
+                        help="MongoDB: write most conversations with insert_many (see above)")
+    parser.add_argument("--bulk-sample", type=int, default=50, help="--bulk: conversations through the store API")
+    parser.add_argument("--bulk-batch", type=int, default=2000, help="--bulk: documents per insert_many")
+    parser.add_argument("--only", action="append", help="time only the filters whose name contains this (repeatable)")
     parser.add_argument("--bot-dir", type=Path, help="a trained bot folder named tiny (default: train one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:

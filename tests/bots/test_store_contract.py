@@ -143,6 +143,12 @@ async def test_get_turn_and_load_last_n(store: ConversationStore) -> None:
     none = await store.load("shop", "c1", last_n=0)
     assert none is not None and none.turns == () and none.summary.turns == 5
     assert await store.load("shop", "nope") is None
+    after = await store.load("shop", "c1", after_seq=2)
+    assert after is not None and [t.seq for t in after.turns] == [3, 4, 5] and after.summary.turns == 5
+    first_after = await store.load("shop", "c1", after_seq=2, last_n=2)
+    assert first_after is not None and [t.seq for t in first_after.turns] == [3, 4]
+    nothing_new = await store.load("shop", "c1", after_seq=5)
+    assert nothing_new is not None and nothing_new.turns == ()
 
 
 async def test_summary_folds_intent_confidence_flags_and_tags(store: ConversationStore) -> None:
@@ -214,13 +220,59 @@ async def test_search_filters(store: ConversationStore) -> None:
 
 async def test_search_matches_values_literally(store: ConversationStore) -> None:
     await _seed_search(store)
-    assert _ids(await store.search(TranscriptQuery(text="a.c"))) == ["c3"]
-    assert _ids(await store.search(TranscriptQuery(text=".*"))) == []
+    # search text is words (bots/store/text.py): punctuation separates, nothing is an operator or a regex
+    assert _ids(await store.search(TranscriptQuery(text="a.c adapter"))) == ["c3"]
+    assert _ids(await store.search(TranscriptQuery(text="a.c"))) == _ids(await store.search(TranscriptQuery(text="a c")))
+    assert _ids(await store.search(TranscriptQuery(text=".*"))) == []  # no word: nothing, not everything
     assert _ids(await store.search(TranscriptQuery(text="(unbalanced[ regex"))) == []
+    assert _ids(await store.search(TranscriptQuery(text="where|cancel"))) == []  # two words, not an alternation
+    assert _ids(await store.search(TranscriptQuery(text="^wh.*"))) == ["c1"]  # the word prefix "wh"
+    assert _ids(await store.search(TranscriptQuery(text="$where"))) == ["c1"]  # the word "where"
     assert _ids(await store.search(TranscriptQuery(text='{"$gt": ""}'))) == ["c5"]
+    assert _ids(await store.search(TranscriptQuery(text='{"$ne": null}'))) == []
     assert _ids(await store.search(TranscriptQuery(intent='{"$gt": ""}'))) == ["c5"]
     assert _ids(await store.search(TranscriptQuery(bot="$ne", intent="$exists"))) == []
     assert _ids(await store.search(TranscriptQuery(tag="$where"))) == []
+
+
+async def test_search_text_is_word_prefixes_anywhere_in_the_conversation(store: ConversationStore) -> None:
+    seq = await say(store, "t1", "m1", "I want a REFUND for my order", at=100.0)
+    await answer(store, "t1", seq, "Refunds take 5 days.")
+    seq = await say(store, "t2", "m1", "Straße Café", at=200.0)
+    await answer(store, "t2", seq, "ok")
+    seq = await say(store, "t3", "m1", "where is the parcel?", at=300.0)
+    await answer(store, "t3", seq, "The courier has it")
+    seq = await say(store, "t3", "m2", "tracking number 12345", at=301.0)
+    await answer(store, "t3", seq, "thanks")
+    seq = await say(store, "t4", "m1", "hi", at=400.0)
+    await answer(store, "t4", seq, "Here is a voucher")
+    await store.append("shop", "t4", [Event("agent", {"text": "Escalated to billing"})], SummaryUpdate())
+    await say(store, "t5", "m1", "an unanswered question", at=500.0)  # pending: searchable already
+    seq = await say(store, "t6", "m1", "refund please", bot="bank", at=600.0)
+    await answer(store, "t6", seq, "no", bot="bank")
+    long_word = "x" * 100
+
+    async def found(text: str, bot: str | None = "shop") -> list[str]:
+        return _ids(await store.search(TranscriptQuery(bot=bot, text=text)))
+
+    assert await found("refund") == await found("REFUND") == await found("Refund") == ["t1"]  # case-insensitive
+    assert await found("refun") == ["t1"]  # a word prefix ...
+    assert await found("efund") == []  # ... not any substring
+    assert await found("order refund") == await found("REFUND, order!") == ["t1"]  # every word, any order
+    assert await found("refund parcel") == []
+    assert await found("parcel 123") == ["t3"]  # words from different turns of one conversation
+    assert await found("courier") == ["t3"] and await found("voucher") == ["t4"]  # the bot's replies count
+    assert await found("escalated billing") == ["t4"]  # and agents' messages
+    assert await found("unanswered") == ["t5"]
+    assert await found("STRASSE") == await found("straße") == ["t2"]  # Unicode case folding
+    assert await found("CAFÉ") == await found("cafe\u0301") == ["t2"]  # and normalisation
+    assert await found("refund", bot=None) == ["t6", "t1"]
+    assert await found("refund", bot="bank") == ["t6"]
+    assert await found("refund", bot="nobody") == []
+    page = await store.search(TranscriptQuery(bot="shop", text="T", limit=1))  # "take"; "the"; "to" (t4 is newest)
+    assert (_ids(page), page.total) == (["t4"], 3)
+    seq = await say(store, "t7", "m1", f"log {long_word}y and more", at=700.0)
+    assert await found(long_word + "y") == await found(long_word) == await found("x" * 64) == ["t7"]
 
 
 async def test_search_sorts_and_pages(store: ConversationStore) -> None:
@@ -244,6 +296,23 @@ async def test_leases(store: ConversationStore) -> None:
     await store.release_lease("shop", "c1", "a")
     assert await store.acquire_lease("shop", "c1", "b", 0.2)
     await asyncio.sleep(0.3)  # b's lease expired: a may take over
+    assert await store.acquire_lease("shop", "c1", "a", 10)
+
+
+async def test_complete_can_release_the_lease_in_the_same_write(store: ConversationStore) -> None:
+    s1 = await say(store, "c1", "m1", "hi")
+    s2 = await say(store, "c1", "m2", "still there?")
+    assert await store.acquire_lease("shop", "c1", "a", 10)
+    await store.complete("shop", "c1", s1, [Event(BOT, {"text": "hello"})], SummaryUpdate())
+    assert not await store.acquire_lease("shop", "c1", "b", 10)  # kept: more turns to answer
+    await store.complete("shop", "c1", s2, [Event(BOT, {"text": "yes"})], SummaryUpdate(), release_lease_of="a")
+    assert await store.acquire_lease("shop", "c1", "b", 10)  # released with the last reply
+    # someone else's lease is never released; a turn done already still releases the caller's
+    again = await store.complete("shop", "c1", s2, [Event(BOT, {"text": "dup"})], SummaryUpdate(),
+                                 release_lease_of="a")
+    assert again.responses() == [{"text": "yes"}]
+    assert not await store.acquire_lease("shop", "c1", "a", 10)
+    await store.complete("shop", "c1", s2, [], SummaryUpdate(), release_lease_of="b")
     assert await store.acquire_lease("shop", "c1", "a", 10)
 
 
@@ -322,3 +391,22 @@ async def test_sqlite_purges_expired_conversations_on_its_own(tmp_path: Path) ->
         assert await store.summary("shop", "new") is not None
     finally:
         await store.aclose()
+
+
+async def test_sqlite_purge_drops_the_search_words(tmp_path: Path) -> None:
+    """(A trigger deletes a turn's words with the turn; MongoDB keeps them in the turn document.)"""
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "c.db", retention={"shop": 60.0})
+    await store.start()
+    try:
+        await say(store, "old", "m1", "expired words", at=time.time() - 120)
+        await say(store, "new", "m1", "fresh words")
+        await store.purge_expired()
+        assert _ids(await store.search(TranscriptQuery(text="words"))) == ["new"]
+    finally:
+        await store.aclose()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        rows = conn.execute("SELECT word, conversation_id, seq FROM turn_words ORDER BY word").fetchall()
+    conn.close()
+    assert rows == [("fresh", "new", 1), ("words", "new", 1)]

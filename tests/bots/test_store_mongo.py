@@ -114,7 +114,10 @@ async def test_schema_and_indexes(mongo_uri: str) -> None:
         assert db.turns.count_documents({"bot": "shop", "conversation_id": "c1"}) == 30
         expires = conv["expire_at"].replace(tzinfo=dt.UTC).timestamp()
         assert expires == pytest.approx(conv["last_activity"] + 86400, abs=0.01)  # retention: a TTL date
+        turn = db.turns.find_one({"bot": "shop", "conversation_id": "c1", "seq": 3})
+        assert turn is not None and turn["text"] == "t2\nok" and turn["words"] == ["t2", "ok"]  # search words
         turn_indexes = db.turns.index_information()
+        assert turn_indexes["turn_words"]["key"] == [("words", 1), ("bot", 1)]
         assert turn_indexes["turn_seq"]["unique"]
         assert turn_indexes["turn_message"]["unique"]
         assert turn_indexes["turn_message"]["partialFilterExpression"] == {"message_id": {"$type": "string"}}
