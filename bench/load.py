@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -32,12 +34,27 @@ sys.path.insert(0, str(ROOT))
 from bots.botspec import load_bot  # noqa: E402
 from tests.fixtures.server import free_port  # noqa: E402
 
-TEXTS = [
+FALLBACK_TEXTS = [
     "I want to cancel my order 123", "where is my package", "how do I change my shipping address",
     "I need a refund for order 98765", "my payment did not go through", "what payment methods do you accept",
     "I forgot my password", "I want to open a premium account", "how long does delivery take",
     "send me the invoice 55555",
 ]
+BITEXT = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_responses.csv"
+
+
+def customer_texts(path: Path | None, limit: int = 5000) -> tuple[list[str], str]:
+    """What the simulated customers say: distinct real questions (Bitext's, shuffled) so that nothing
+    downstream can profit from a handful of repeated texts; a short built-in list without the data."""
+    if path is not None and path.is_file():
+        with path.open(encoding="utf-8", newline="") as f:
+            texts = sorted({row["instruction"].strip() for row in csv.DictReader(f) if row.get("instruction")})
+        random.Random(0).shuffle(texts)
+        return texts[:limit], f"{min(limit, len(texts))} distinct questions from {path.name}"
+    return FALLBACK_TEXTS, f"{len(FALLBACK_TEXTS)} built-in questions (no {BITEXT.name} here)"
+
+
+TEXTS, TEXTS_FROM = customer_texts(BITEXT)
 
 
 @dataclass
@@ -189,7 +206,7 @@ def main() -> None:
     spec = load_bot(args.bot)
     print(f"bot {spec.name} ({len(spec.intents)} intents), {args.concurrency} concurrent customers, "
           f"{args.duration:g} s (+{args.warmup:g} s warm-up), NLU threads {args.threads}, "
-          f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+          f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; customers say {TEXTS_FROM}")
     data_dir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
     env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
            "SWITCHBOARD_NLU_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",

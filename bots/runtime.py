@@ -209,7 +209,7 @@ class Runtime:
 
         batcher: MicroBatcher[str, Understanding] = MicroBatcher(
             model.predict, max_batch=self.settings.nlu_max_batch, max_wait_ms=self.settings.nlu_max_wait_ms,
-            on_batch=observe,
+            on_batch=observe, workers=self.settings.nlu_workers,
         )
         bot = BotRuntime(spec=spec, model=model, understand=batcher, dialogue=dialogue or DialogueSpec(),
                          actions=actions, answers=answers, redactor=redactor)

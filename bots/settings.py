@@ -20,6 +20,7 @@ class Settings:
     mongodb_uri: str | None = None
     admin_token: str | None = None
     nlu_threads: int = 1
+    nlu_workers: int = 1  # NLU batches run at once per model (each on nlu_threads threads)
     nlu_max_batch: int = 32
     nlu_max_wait_ms: float = 2.0
     max_body_bytes: int = 64 * 1024
@@ -114,6 +115,7 @@ class Settings:
             mongodb_uri=get("mongodb_uri"),
             admin_token=get("admin_token"),
             nlu_threads=int(number("nlu_threads", int, 1, 1, 64)),
+            nlu_workers=int(number("nlu_workers", int, 1, 1, 64)),
             nlu_max_batch=int(number("nlu_max_batch", int, 32, 1, 1024)),
             nlu_max_wait_ms=float(number("nlu_max_wait_ms", float, 2.0, 0.0, 1000.0)),
             max_body_bytes=int(number("max_body_bytes", int, 64 * 1024, 1024, 16 * 1024 * 1024)),
