@@ -316,3 +316,70 @@ def test_evaluate_prints_and_writes_the_answer_scores(trained: Path, tmp_path: P
     report = json.loads((tmp_path / "reports" / "answers.json").read_text(encoding="utf-8"))
     assert report["configured"]["examples"] == 3 and "passed" in report["generation_gate"]
     assert 0.0 <= report["retrieval"]["rouge_l"] <= 1.0
+
+
+# -- fine-tuning a local Hugging Face causal LM ------------------------------------------------------
+def _local_causal_lm(folder: Path, family: str) -> Path:
+    """A small randomly initialised causal LM saved the way Hugging Face models are shipped
+    (config.json, weights, tokenizer.json): what a user's local GPT-2 / SmolLM (Llama) / Qwen2 folder
+    looks like, without downloading one."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    corpus = [line for line in (BOT / "pairs.csv").read_text(encoding="utf-8").splitlines() if line.strip()]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus * 3, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"],
+                            show_progress=False)
+    eos = bpe.token_to_id("<|endoftext|>")
+    size = {"vocab_size": bpe.get_vocab_size(), "bos_token_id": eos, "eos_token_id": eos}
+    if family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_positions=256, n_embd=32, n_layer=1, n_head=2, **size))
+    elif family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=1,
+                                             max_position_embeddings=256, **size))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=1,
+                                             max_position_embeddings=256, **size))
+    folder.mkdir(parents=True)
+    model.save_pretrained(folder)
+    bpe.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
+def test_a_local_hugging_face_causal_lm_is_fine_tuned_exported_and_served(
+        family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = _local_causal_lm(tmp_path / f"{family}-base", family)
+    bot = tmp_path / "answers_bot"
+    shutil.copytree(BOT, bot)
+    generation = TINY_GENERATION.replace("  generation:\n", f"  generation:\n    base_model: {base}\n")
+    text = (bot / "bot.yml").read_text(encoding="utf-8")
+    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n", "  kb_min_similarity: 0.3\n" + generation),
+                                 encoding="utf-8")
+    out = bot / "models" / "v1"
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
+    assert f"fine-tuning {base}" in capsys.readouterr().out
+    folder = out / "responses" / "generator"
+    meta = json.loads((folder / "generator.json").read_text(encoding="utf-8"))
+    assert meta["settings"]["base_model"] == str(base) and meta["steps"] == 12
+    assert meta["export_max_diff"] < 1e-3  # the served ONNX model computes what torch computed
+    generator = OnnxGenerator.load(folder)
+    out_text = generator.generate(["Returns are accepted within 30 days."], "how long for returns?", max_new_tokens=6)
+    assert out_text.tokens <= 6 and out_text.stopped in ("eos", "length")
+
+
+def test_a_base_model_folder_without_a_tokenizer_is_refused_with_the_reason(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = _local_causal_lm(tmp_path / "base", "gpt2")
+    (base / "tokenizer.json").unlink()
+    bot = tmp_path / "answers_bot"
+    shutil.copytree(BOT, bot)
+    generation = TINY_GENERATION.replace("  generation:\n", f"  generation:\n    base_model: {base}\n")
+    text = (bot / "bot.yml").read_text(encoding="utf-8")
+    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n", "  kb_min_similarity: 0.3\n" + generation),
+                                 encoding="utf-8")
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--out", str(bot / "models" / "v1")]) != 0
+    err = capsys.readouterr().err
+    assert "must be a local Hugging Face causal LM folder with config.json and tokenizer.json" in err
