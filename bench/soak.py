@@ -29,6 +29,16 @@ from tests.fixtures.mongo import SecantusServer  # noqa: E402
 from tests.fixtures.server import ServeProcess  # noqa: E402
 
 TOKEN = "soak-admin-token-0123456789abcdef"
+# What the soak's customers say to examples/support: questions it is trained for, none that asks for
+# a human or is out of scope (two uncertain messages in a row rightly hand a conversation to a person,
+# after which the bot stays silent: the harness checks one answer per message). Checked by sending
+# them in random orders: one answer each, forms included.
+SUPPORT_TEXTS = (
+    "I want to cancel my order 123", "what payment methods do you accept", "I need a refund for order 98765",
+    "how long does delivery take", "send me the invoice 55555", "I forgot my password",
+    "how do I change my shipping address", "where is my package", "track order 55", "please cancel order 4411",
+    "where is my order", "I want to open a premium account", "my payment did not go through",
+)
 
 
 def main() -> None:
@@ -63,8 +73,10 @@ def main() -> None:
             round_no += 1
             plan = ChaosPlan(conversations=args.round_conversations, messages=args.messages, kill_at=0.5,
                              db_restart_at=0.25 if round_no % args.db_restart_every == 0 else None)
+            if spec.name == "support":
+                plan.texts = SUPPORT_TEXTS
             chaos = Chaos(servers, spec.name, plan, restart_db=db.restart, admin_token=TOKEN)
-            chaos._cid = lambda n, r=round_no: f"soak-{r}-{n}"  # type: ignore[method-assign]
+            chaos._cid = lambda n, r=round_no: f"soak-{r}-{n}"  # type: ignore[method-assign,misc]
             report = asyncio.run(chaos.run())
             rss = [rss_mb(s.proc.pid) if s.proc else 0.0 for s in servers]
             first_rss = first_rss or rss
