@@ -29,7 +29,7 @@ class Settings:
     lease_ttl_s: float = 30.0
     # Conversations whose dialogue state a replica keeps between messages (LRU): a known
     # conversation reads only its new turns from the store instead of its last 200.
-    state_cache: int = 2000
+    state_cache: int = 1000
     log_level: str = "INFO"
     log_json: bool = True
     drain_timeout_s: float = 20.0
@@ -122,7 +122,7 @@ class Settings:
             max_message_chars=int(number("max_message_chars", int, 4000, 1, 100_000)),
             max_in_flight=int(number("max_in_flight", int, 512, 1, 100_000)),
             lease_ttl_s=float(number("lease_ttl_s", float, 30.0, 1.0, 3600.0)),
-            state_cache=int(number("state_cache", int, 2000, 0, 1_000_000)),
+            state_cache=int(number("state_cache", int, 1000, 0, 1_000_000)),
             log_level=log_level,
             log_json=log_json in ("true", "1"),
             drain_timeout_s=float(number("drain_timeout_s", float, 20.0, 0.0, 3600.0)),
