@@ -142,6 +142,7 @@ class _Known:
     state: State
     seq: int
     started_at: float
+    events: int = 0  # len(state.history) when it was cached: what it weighs in the cache's budget
 
 
 @dataclass
@@ -173,6 +174,7 @@ class Runtime:
         self._owner = f"{uuid.uuid4().hex[:12]}"
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()  # LRU of dialogue states
+        self._known_events = 0  # events held by the cached states (bounded: see _remember)
         # Channels that show an answer while it is generated (web) register here, by channel name.
         self.partial_sinks: dict[str, ChannelPartialSink] = {}
         self._in_flight = 0
@@ -334,7 +336,7 @@ class Runtime:
         before, taken from memory and brought up to date with the turns stored since (done turns are
         never changed, only added: agents' replies and corrections are turns of their own)."""
         key = (bot.name, conversation_id)
-        known = self._known.pop(key, None)  # back only when this drain finishes cleanly
+        known = self._forget(key)  # back only when this drain finishes cleanly
         loaded = await self._load_without_gaps(bot, conversation_id, known.seq if known else None)
         if loaded is not None and known is not None and loaded[0].summary.started_at != known.started_at:
             known = None  # the conversation was purged and started again
@@ -421,10 +423,21 @@ class Runtime:
         if self.settings.state_cache <= 0:
             return
         known.seq = max([known.seq, *(t.seq for t in conversation.turns)])
+        self._forget(key)
+        known.events = len(known.state.history)
         self._known[key] = known
-        self._known.move_to_end(key)
-        while len(self._known) > self.settings.state_cache:
-            self._known.popitem(last=False)
+        self._known_events += known.events
+        # At most state_cache conversations, and on average 50 events each (a state's history keeps
+        # up to 200; about 1.4 KB an event): memory stays bounded however long conversations get.
+        while self._known and (len(self._known) > self.settings.state_cache
+                               or self._known_events > 50 * self.settings.state_cache):
+            self._known_events -= self._known.popitem(last=False)[1].events
+
+    def _forget(self, key: tuple[str, str]) -> _Known | None:
+        known = self._known.pop(key, None)
+        if known is not None:
+            self._known_events -= known.events
+        return known
 
     async def _load_without_gaps(self, bot: BotRuntime, conversation_id: str,
                                  after_seq: int | None) -> tuple[Conversation, bool] | None:

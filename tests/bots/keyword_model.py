@@ -77,8 +77,8 @@ def copy_bot(tmp_path: Path, source: Path = DIALOGUE_BOT, *, extra_yaml: str = "
     return bot_dir
 
 
-async def start_runtime(bot_dir: Path, db: Path, *, gap_wait_s: float = 2.0) -> Runtime:
-    settings = Settings(data_dir=db.parent, nlu_max_wait_ms=0.0, lease_ttl_s=10.0)
+async def start_runtime(bot_dir: Path, db: Path, *, gap_wait_s: float = 2.0, state_cache: int = 1000) -> Runtime:
+    settings = Settings(data_dir=db.parent, nlu_max_wait_ms=0.0, lease_ttl_s=10.0, state_cache=state_cache)
     store = SQLiteStore(db)
     await store.start()
     runtime = Runtime(settings, store, model_loader=keyword_loader, gap_wait_s=gap_wait_s)

@@ -279,3 +279,22 @@ async def test_a_known_conversation_sees_an_agents_takeover_and_a_restarted_conv
     a.store.set_retention("shop", None)
     again = await a.handle(message("hello", "k2", message_id="t3"))
     assert [r.text for r in again] == ["Hello! How can I help you today?"]
+
+
+async def test_the_state_cache_is_bounded_by_conversations_and_by_events(tmp_path: Path) -> None:
+    runtime = await start_runtime(copy_bot(tmp_path), tmp_path / "db.sqlite", state_cache=2)
+    loads = _CountingLoads(runtime)
+    try:
+        for conversation in ("a", "b", "c"):  # three conversations, room for two
+            await runtime.handle(message("hello", conversation, message_id="m1"))
+        for conversation in ("a", "c"):
+            await runtime.handle(message("hello", conversation, message_id="m2"))
+        # a was evicted (least recently used): rebuilt from its last turns; c was kept
+        assert loads.calls[3:] == [(None, 2), (1, 1)], loads.calls
+        # a conversation longer than the event budget (2 x 50 events) is never kept
+        for i in range(40):  # 40 turns of 3+ events
+            await runtime.handle(message("hello", "long", message_id=f"l{i}"))
+        assert ("shop", "long") not in runtime._known
+        assert runtime._known_events == sum(k.events for k in runtime._known.values()) <= 100
+    finally:
+        await runtime.aclose()
