@@ -9,16 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.uri_parser import parse_uri
 
+from bots.errors import StoreUnavailable
 from bots.staff.base import ApiToken, AuditEntry, Session, StaffError, StaffUser
 
 DEFAULT_DATABASE = "switchboard"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A driver error (MongoDB down, restarted, a pooled connection gone stale) becomes
+    StoreUnavailable, which the app answers with 503 and Retry-After, never a 500."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except PyMongoError as exc:
+            what = method.__name__.replace("_", " ")
+            raise StoreUnavailable(f"MongoDB could not {what} (staff accounts): {exc}. "
+                                   "The request can be retried later.") from exc
+
+    return call
 
 
 def _eq(value: Any) -> dict[str, Any]:
@@ -67,6 +88,7 @@ class MongoStaffStore:
         await self._ensure_indexes()
         return self._db[name]
 
+    @_guarded
     async def start(self) -> None:
         await self._ensure_indexes()
 
@@ -77,6 +99,7 @@ class MongoStaffStore:
             await client.close()
 
     # -- users ----------------------------------------------------------------------
+    @_guarded
     async def add_user(self, user: StaffUser) -> None:
         users = await self._col("staff_users")
         try:
@@ -85,19 +108,23 @@ class MongoStaffStore:
         except DuplicateKeyError:
             raise StaffError(f"a user named {user.username!r} already exists") from None
 
+    @_guarded
     async def set_password(self, username: str, password_hash: str) -> bool:
         users = await self._col("staff_users")
         result = await users.update_one({"_id": _eq(username)}, {"$set": {"password_hash": password_hash}})
         return bool(result.matched_count)
 
+    @_guarded
     async def get_user(self, username: str) -> StaffUser | None:
         doc = await (await self._col("staff_users")).find_one({"_id": _eq(username)})
         return None if doc is None else _user(doc)
 
+    @_guarded
     async def list_users(self) -> list[StaffUser]:
         cursor = (await self._col("staff_users")).find({}).sort("_id", ASCENDING)
         return [_user(doc) async for doc in cursor]
 
+    @_guarded
     async def remove_user(self, username: str) -> bool:
         result = await (await self._col("staff_users")).delete_one({"_id": _eq(username)})
         await (await self._col("staff_sessions")).delete_many({"username": _eq(username)})
@@ -105,6 +132,7 @@ class MongoStaffStore:
         return bool(result.deleted_count)
 
     # -- sessions and tokens --------------------------------------------------------
+    @_guarded
     async def add_session(self, key_hash: str, session: Session) -> None:
         await (await self._col("staff_sessions")).insert_one({
             "_id": key_hash, "username": session.username, "csrf_token": session.csrf_token,
@@ -112,6 +140,7 @@ class MongoStaffStore:
             "expires": dt.datetime.fromtimestamp(session.expires_at, tz=dt.UTC),
         })
 
+    @_guarded
     async def get_session(self, key_hash: str) -> Session | None:
         doc = await (await self._col("staff_sessions")).find_one({"_id": _eq(key_hash)})
         if doc is None or float(doc["expires_at"]) <= time.time():
@@ -119,21 +148,26 @@ class MongoStaffStore:
         return Session(str(doc["username"]), str(doc["csrf_token"]), float(doc["created_at"]),
                        float(doc["expires_at"]))
 
+    @_guarded
     async def delete_session(self, key_hash: str) -> None:
         await (await self._col("staff_sessions")).delete_one({"_id": _eq(key_hash)})
 
+    @_guarded
     async def add_token(self, token_hash: str, token: ApiToken) -> None:
         await (await self._col("staff_tokens")).insert_one({
             "_id": token_hash, "username": token.username, "label": token.label, "created_at": token.created_at})
 
+    @_guarded
     async def get_token(self, token_hash: str) -> ApiToken | None:
         doc = await (await self._col("staff_tokens")).find_one({"_id": _eq(token_hash)})
         return None if doc is None else ApiToken(str(doc["username"]), str(doc["label"]), float(doc["created_at"]))
 
     # -- audit ----------------------------------------------------------------------
+    @_guarded
     async def add_audit(self, entry: AuditEntry) -> None:
         await (await self._col("staff_audit")).insert_one(dict(entry.to_dict()))
 
+    @_guarded
     async def audit_log(self, *, offset: int = 0, limit: int = 50, actor: str | None = None,
                         conversation_id: str | None = None) -> tuple[list[AuditEntry], int]:
         audit = await self._col("staff_audit")

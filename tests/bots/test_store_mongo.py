@@ -22,6 +22,8 @@ import pytest
 from pymongo import MongoClient
 
 from bots.errors import ConfigError, StoreUnavailable
+from bots.staff.base import AuditEntry
+from bots.staff.mongo import MongoStaffStore
 from bots.store.base import BOT, USER, ConversationStore, Event, SummaryUpdate, TranscriptQuery
 from bots.store.factory import open_store
 from bots.store.mongo import MongoStore, conversation_key
@@ -253,6 +255,37 @@ async def test_server_stopped_and_restarted_mid_run(secantus_factory: Any) -> No
             await replica.aclose()
 
 
+async def test_staff_accounts_on_mongodb_report_an_outage_as_unavailable(secantus_factory: Any) -> None:
+    """Sign-in, sessions and the audit log live in MongoDB too: while it is down, and on the first use
+    of a pooled connection after it restarted, callers get StoreUnavailable (the app's 503), never a
+    raw driver error (a 500)."""
+    server: SecantusServer = secantus_factory()
+    staff = MongoStaffStore(server.uri("sb_staff"))
+    entry = AuditEntry("ann", "view_transcript", "shop", "c1", "", "127.0.0.1", time.time())
+    try:
+        await staff.add_audit(entry)
+        await asyncio.to_thread(server.restart)  # the pooled connection is now stale
+        outcomes = []
+        for _ in range(3):
+            try:
+                await staff.add_audit(entry)
+                outcomes.append("ok")
+            except StoreUnavailable:
+                outcomes.append("unavailable")
+        assert outcomes[-1] == "ok", outcomes  # recovered by itself
+        await asyncio.to_thread(server.stop)
+        operations = [staff.add_audit(entry), staff.get_user("ann"), staff.get_session("x"), staff.get_token("x"),
+                      staff.audit_log(), staff.list_users()]
+        for operation in operations:
+            with pytest.raises(StoreUnavailable, match="staff accounts"):
+                await operation
+        await asyncio.to_thread(server.start)
+        entries, total = await staff.audit_log()
+        assert total == outcomes.count("ok") + 1 and entries[0].actor == "ann"
+    finally:
+        await staff.aclose()
+
+
 # -- two processes --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_two_processes_share_one_database(mongo_uri: str) -> None:
@@ -320,3 +353,27 @@ if __name__ == "__main__":
     uri_arg, owner_arg, start_arg, conv_arg, msg_arg = sys.argv[1:6]
     report = asyncio.run(_worker(uri_arg, owner_arg, float(start_arg), int(conv_arg), int(msg_arg)))
     print(json.dumps(report))
+
+
+async def test_text_search_by_index_ranges_and_by_reading_candidates(mongo_uri: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of applying the second and later query words give one answer."""
+    import bots.store.mongo as mongo_module
+
+    store = MongoStore(mongo_uri)
+    await store.start()
+    try:
+        texts = {"a": ("refund my order", "ok"), "b": ("refund", "which order?"), "c": ("order status", "shipped"),
+                 "d": ("Refunded?", "yes, ORDERED back")}
+        for conv, (question, reply) in texts.items():
+            seq = (await store.enqueue("shop", conv, "web", "u", {}, "m1", Event(USER, {"text": question}))).turn.seq
+            await store.complete("shop", conv, seq, [Event(BOT, {"text": reply})], SummaryUpdate())
+        queries = {"refund order": ["a", "b", "d"], "order refund shipped": [], "ord ref yes": ["d"],
+                   "status shipped": ["c"], "which": ["b"]}
+        for limit in (2048, 0):
+            monkeypatch.setattr(mongo_module, "_TEXT_VERIFY_MAX", limit)
+            for text, expected in queries.items():
+                page = await store.search(TranscriptQuery(bot="shop", text=text, sort="started_at", descending=False))
+                assert [s.conversation_id for s in page.items] == expected, (limit, text)
+    finally:
+        await store.aclose()
