@@ -8,7 +8,7 @@ L2-normalised sentence embeddings. Each call pads to the longest text of its bat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +22,13 @@ from bots.types import Entity, IntentScore, Understanding
 
 OUT_OF_SCOPE = "out_of_scope"
 _BATCH = 32
+_GROUP = 8  # texts of similar length run together: padding to the longest costs little
 _RANKING = 10
 
 
 @dataclass(frozen=True)
 class _Batch:
+    rows: list[int]  # where each text of this batch is in the caller's list
     texts: Sequence[str]
     offsets: list[list[tuple[int, int]]]
     special: list[list[int]]
@@ -103,42 +105,62 @@ class OnnxNLU:
         return self.manifest.oos_threshold
 
     def _run(self, texts: Sequence[str]) -> list[_Batch]:
+        """Model outputs for ``texts``, in batches of texts of similar token length (sorted, then cut
+        into groups of ``_GROUP``): a batch is padded only to its own longest text, so mixing short
+        and long questions does not multiply the work. Each batch says which texts it holds."""
         out = []
         for i in range(0, len(texts), _BATCH):
             chunk = [str(t) for t in texts[i:i + _BATCH]]
-            encs = self._tokenizer.encode_batch(chunk)
+            encs = self._tokenizer.encode_batch(chunk)  # padded to the chunk's longest; cut per group below
             ids = np.array([e.ids for e in encs], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
-            values = self._session.run(self._outputs, {"input_ids": ids, "attention_mask": mask})
-            out.append(_Batch(chunk, [list(e.offsets) for e in encs], [list(e.special_tokens_mask) for e in encs],
-                              dict(zip(self._outputs, values, strict=True))))
+            lengths = mask.sum(axis=1)
+            order = np.argsort(lengths, kind="stable")
+            for g in range(0, len(order), _GROUP):
+                group = [int(j) for j in order[g:g + _GROUP]]
+                width = max(1, int(lengths[group].max()))
+                values = self._session.run(self._outputs, {"input_ids": ids[group, :width],
+                                                           "attention_mask": mask[group, :width]})
+                out.append(_Batch([i + j for j in group], [chunk[j] for j in group],
+                                  [list(encs[j].offsets[:width]) for j in group],
+                                  [list(encs[j].special_tokens_mask[:width]) for j in group],
+                                  dict(zip(self._outputs, values, strict=True))))
         return out
+
+    def _rows(self, texts: Sequence[str], output: str, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """One output for every text, in the caller's order."""
+        batches = self._run(texts)
+        first = transform(batches[0].outputs[output])
+        result = np.zeros((len(texts), *first.shape[1:]), dtype=np.float32)
+        for batch in batches:
+            result[batch.rows] = transform(batch.outputs[output])
+        return result
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sentence embeddings [len(texts), dim], L2-normalised (cosine = dot product)."""
         if not texts:
             return np.zeros((0, self.dimension or 0), dtype=np.float32)
-        return np.concatenate([b.outputs["sentence_embedding"] for b in self._run(texts)]).astype(np.float32)
+        return self._rows(texts, "sentence_embedding", lambda x: x)
 
     def intent_probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Softmax over ``labels`` for each text, [len(texts), len(labels)]."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return np.concatenate([_softmax(b.outputs["intent_logits"]) for b in self._run(texts)])
+        return self._rows(texts, "intent_logits", _softmax)
 
     def predict(self, texts: Sequence[str]) -> list[Understanding]:
         """Intent ranking (best first, top 10) and entities per text. When the artifact has a calibrated
         ``oos_threshold`` and the best confidence is below it, ``intent`` is ``out_of_scope`` while
         ``confidence`` and ``ranking`` stay the model's own."""
-        results: list[Understanding] = []
+        results: list[Understanding | None] = [None] * len(texts)
         for batch in self._run(texts):
             probs = _softmax(batch.outputs["intent_logits"])
             tag_probs = _softmax(batch.outputs["entity_logits"])
             vectors = batch.outputs["sentence_embedding"].astype(np.float32)
-            for row, text in enumerate(batch.texts):
-                results.append(self._understand(text, probs[row], tag_probs[row], batch.offsets[row],
-                                                batch.special[row], vectors[row]))
-        return results
+            for row, (where, text) in enumerate(zip(batch.rows, batch.texts, strict=True)):
+                results[where] = self._understand(text, probs[row], tag_probs[row], batch.offsets[row],
+                                                  batch.special[row], vectors[row])
+        return [r for r in results if r is not None]
 
     def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
                     special: list[int], vector: np.ndarray) -> Understanding:

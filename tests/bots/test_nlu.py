@@ -76,6 +76,25 @@ def test_dynamic_padding_does_not_change_results(artifact: Path) -> None:
     np.testing.assert_allclose(alone[0], padded[0], atol=1e-5)
 
 
+def test_batches_of_mixed_lengths_keep_the_callers_order_and_results(artifact: Path) -> None:
+    """Texts run in groups of similar length (the longest of a group sets its padding): 70 texts of
+    varied lengths span several groups and two chunks; every result is in the caller's order and
+    equals the text's result on its own."""
+    nlu = OnnxNLU.load(artifact)
+    words = "book a flight to Paris tomorrow morning with my whole family please".split()
+    texts = [" ".join(words[: 1 + (i * 7) % len(words)]) + f" {i}" for i in range(70)]
+    together = nlu.predict(texts)
+    alone = [nlu.predict([t])[0] for t in texts]
+    assert [u.intent for u in together] == [u.intent for u in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert abs(a.confidence - b.confidence) < 1e-4
+        assert [(e.entity, e.value, e.start, e.end) for e in a.entities] == [
+            (e.entity, e.value, e.start, e.end) for e in b.entities]
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-4)
+    np.testing.assert_allclose(nlu.embed(texts), np.stack([u.embedding for u in alone]), atol=1e-4)
+    np.testing.assert_allclose(nlu.intent_probabilities(texts)[5], nlu.intent_probabilities([texts[5]])[0], atol=1e-4)
+
+
 def test_embed_is_normalised_and_meaningful(artifact: Path) -> None:
     nlu = OnnxNLU.load(artifact)
     emb = nlu.embed(["book a flight", "reserve a plane ticket", "good morning"])
