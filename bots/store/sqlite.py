@@ -423,13 +423,15 @@ class SQLiteStore:
             wanted = query_words(query.text)
             if not wanted:
                 add("0")
-            for word in wanted:
-                if query.bot is not None:
-                    add("conversation_id IN (SELECT conversation_id FROM turn_words WHERE word >= ? AND word < ?"
-                        " AND bot = ?)", word, prefix_end(word), query.bot)
-                else:
+            for i, word in enumerate(wanted):
+                if i == 0:  # the longest word: a range on the primary key (no bot here, or the planner walks
+                    # turn_words_turn by bot) ...
                     add("(bot, conversation_id) IN (SELECT bot, conversation_id FROM turn_words"
                         " WHERE word >= ? AND word < ?)", word, prefix_end(word))
+                else:  # ... then each other word in the words of the conversations it found
+                    add("EXISTS (SELECT 1 FROM turn_words w WHERE w.bot = conversations.bot AND"
+                        " w.conversation_id = conversations.conversation_id AND w.word >= ? AND w.word < ?)",
+                        word, prefix_end(word))
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         order = f"{query.sort} {'DESC' if query.descending else 'ASC'}, conversation_id"
 

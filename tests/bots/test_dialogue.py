@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bots.botspec import load_bot
-from bots.dialogue import HANDOFF_TEXT, Message, Services, decide
+from bots.dialogue import HANDOFF_TEXT, Message, PartialSink, Services, decide
 from bots.dialogue_spec import AnswerKind, parse_dialogue
 from bots.errors import ConfigError
 from bots.runtime import Runtime
@@ -118,7 +118,7 @@ async def test_answer_provider_hook_answers_before_the_template(tmp_path: Path) 
 
     class Retrieval:
         async def answer(self, kind: AnswerKind | None, text: str, understanding: Understanding,
-                         values: Mapping[str, str]) -> BotResponse | None:
+                         values: Mapping[str, str], *, partial: PartialSink | None = None) -> BotResponse | None:
             asked.append((kind, understanding.intent))
             return BotResponse(text="Hi from the knowledge base", source="retrieval") if kind else None
 

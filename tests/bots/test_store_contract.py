@@ -215,6 +215,12 @@ async def test_search_filters(store: ConversationStore) -> None:
     assert _ids(await store.search(TranscriptQuery(since=time.time() + 60))) == []  # active since
     assert _ids(await store.search(TranscriptQuery(text="order"))) == ["c4", "c1"]
     assert _ids(await store.search(TranscriptQuery(bot="shop", text="ANSWER TO C2"))) == ["c2"]
+    page = await store.search(TranscriptQuery(text="answer", sort="min_confidence", descending=False, offset=1,
+                                              limit=2))
+    assert (_ids(page), page.total) == (["c4", "c3"], 5)  # text + sort + page
+    page = await store.search(TranscriptQuery(text="answer", sort="started_at", descending=True, limit=2))
+    assert (_ids(page), page.total) == (["c5", "c4"], 5)
+    assert _ids(await store.search(TranscriptQuery(bot="shop", text="answer", fallback=True))) == ["c2"]
     assert _ids(await store.search(TranscriptQuery(flagged=True))) == []
 
 
@@ -222,7 +228,8 @@ async def test_search_matches_values_literally(store: ConversationStore) -> None
     await _seed_search(store)
     # search text is words (bots/store/text.py): punctuation separates, nothing is an operator or a regex
     assert _ids(await store.search(TranscriptQuery(text="a.c adapter"))) == ["c3"]
-    assert _ids(await store.search(TranscriptQuery(text="a.c"))) == _ids(await store.search(TranscriptQuery(text="a c")))
+    dotted = _ids(await store.search(TranscriptQuery(text="a.c")))
+    assert dotted == _ids(await store.search(TranscriptQuery(text="a c")))
     assert _ids(await store.search(TranscriptQuery(text=".*"))) == []  # no word: nothing, not everything
     assert _ids(await store.search(TranscriptQuery(text="(unbalanced[ regex"))) == []
     assert _ids(await store.search(TranscriptQuery(text="where|cancel"))) == []  # two words, not an alternation
