@@ -76,6 +76,9 @@ def _index(name: str, *fields: str, **options: Any) -> IndexModel:
 
 _CONVERSATION_INDEXES = [
     _index("bot_conversation", "bot", "conversation_id", unique=True),
+    # the review list across all bots, newest first (its default view): no in-memory sort of every conversation
+    _index("activity", "-last_activity", "conversation_id"),
+    _index("started", "-started_at", "conversation_id"),
     _index("bot_activity", "bot", "-last_activity"),
     _index("bot_started", "bot", "-started_at"),
     _index("bot_intent", "bot", "last_intent", "-last_activity"),
@@ -526,7 +529,8 @@ class MongoStore:
         async with self._guard("search conversations"):
             if query.text:
                 return await self._search_text(query, where)
-            total = await self._convs.count_documents(where)
+            # no filter: the collection's size from its metadata, not a pass over every document
+            total = await (self._convs.count_documents(where) if where else self._convs.estimated_document_count())
             order = DESCENDING if query.descending else ASCENDING
             cursor = self._convs.find(where, sort=[(query.sort, order), ("conversation_id", ASCENDING)],
                                       skip=max(query.offset, 0), limit=max(query.limit, 0))
