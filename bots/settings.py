@@ -20,8 +20,8 @@ class Settings:
     mongodb_uri: str | None = None
     admin_token: str | None = None
     nlu_threads: int = 1
-    nlu_workers: int = 1  # NLU batches run at once per model (each on nlu_threads threads)
-    nlu_max_batch: int = 32
+    nlu_workers: int = 2  # NLU batches run at once per model (each on nlu_threads threads)
+    nlu_max_batch: int = 16
     nlu_max_wait_ms: float = 2.0
     max_body_bytes: int = 64 * 1024
     max_message_chars: int = 4000
@@ -115,8 +115,8 @@ class Settings:
             mongodb_uri=get("mongodb_uri"),
             admin_token=get("admin_token"),
             nlu_threads=int(number("nlu_threads", int, 1, 1, 64)),
-            nlu_workers=int(number("nlu_workers", int, 1, 1, 64)),
-            nlu_max_batch=int(number("nlu_max_batch", int, 32, 1, 1024)),
+            nlu_workers=int(number("nlu_workers", int, 2, 1, 64)),
+            nlu_max_batch=int(number("nlu_max_batch", int, 16, 1, 1024)),
             nlu_max_wait_ms=float(number("nlu_max_wait_ms", float, 2.0, 0.0, 1000.0)),
             max_body_bytes=int(number("max_body_bytes", int, 64 * 1024, 1024, 16 * 1024 * 1024)),
             max_message_chars=int(number("max_message_chars", int, 4000, 1, 100_000)),

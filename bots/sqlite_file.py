@@ -1,11 +1,19 @@
 """One SQLite file used from async code, shared by the embedded conversation store and the
-staff accounts store: the connection is opened on first use, every operation runs in a worker
-thread (SQLite blocks) one at a time behind an asyncio lock, and writes are ``BEGIN IMMEDIATE``
-transactions, so several processes may share the file too."""
+staff accounts store: the connection is opened on first use, operations run one at a time behind
+an asyncio lock, and writes are ``BEGIN IMMEDIATE`` transactions, so several processes may share
+the file too.
+
+Where an operation runs: by default in a worker thread (SQLite blocks). The small, indexed
+operations of a customer's message (``inline=True``: store it, take the lease, read the new turns,
+store the reply) take a fraction of a millisecond, less than handing them to a thread and back
+costs under load; they run on the event loop on a second connection that never waits for a lock
+(busy timeout 0). If another process holds the file's write lock, the operation is rolled back and
+run in the worker thread instead, which waits for it as usual."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -20,24 +28,37 @@ class SQLiteFile:
         self._schema = schema
         self._pragmas = pragmas
         self._conn: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None  # the event loop's own, busy timeout 0
         self._lock = asyncio.Lock()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, timeout: float = 30.0, *, schema: bool = True) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
         for pragma in self._pragmas:
             conn.execute(f"PRAGMA {pragma}")
-        conn.executescript(self._schema)
+        if schema:
+            conn.executescript(self._schema)
         return conn
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
         async with self._lock:
             if self._conn is None:
                 self._conn = await asyncio.to_thread(self._connect)
+                with contextlib.suppress(sqlite3.OperationalError):  # busy right now: everything in the thread
+                    self._inline = await asyncio.to_thread(self._connect, 0.0, schema=False)
+            if inline and self._inline is not None:
+                try:
+                    return fn(self._inline)
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc):
+                        raise
+                    if self._inline.in_transaction:
+                        self._inline.execute("ROLLBACK")
+                    # another process is writing: wait for it in the worker thread
             return await asyncio.to_thread(fn, self._conn)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
         def tx(conn: sqlite3.Connection) -> T:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -48,10 +69,15 @@ class SQLiteFile:
             conn.execute("COMMIT")
             return result
 
-        return await self.run(tx)
+        return await self.run(tx, inline=inline)
 
     async def close(self) -> None:
         async with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._inline):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._inline = None
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)

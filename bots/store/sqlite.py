@@ -143,11 +143,12 @@ class SQLiteStore:
         self._started = False
 
     # -- plumbing -------------------------------------------------------------------
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.run(fn)
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
+        return await self._db.run(fn, inline=inline)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.write(fn)
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
+        """``inline``: one of a message's small indexed operations (bots/sqlite_file.py)."""
+        return await self._db.write(fn, inline=inline)
 
     async def start(self) -> None:
         await self._run(lambda conn: None)
@@ -246,10 +247,10 @@ class SQLiteStore:
             _index_words(conn, ref_bot, conversation_id, seq, [user_event])
             return EnqueueResult(turn, created=True)
 
-        return await self._write(tx)
+        return await self._write(tx, inline=True)
 
     async def pending(self, bot: str, conversation_id: str) -> list[Turn]:
-        rows = await self._run(lambda conn: conn.execute(
+        rows = await self._run(inline=True, fn=lambda conn: conn.execute(
             "SELECT * FROM turns WHERE status='pending' AND bot=? AND conversation_id=? ORDER BY seq",
             (bot, conversation_id),
         ).fetchall())
@@ -310,7 +311,7 @@ class SQLiteStore:
             self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=True)
             return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
 
-        return await self._write(tx)
+        return await self._write(tx, inline=True)
 
     async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
                      summary: SummaryUpdate) -> Turn:
@@ -338,7 +339,7 @@ class SQLiteStore:
         return await self._write(tx)
 
     async def get_turn(self, bot: str, conversation_id: str, message_id: str) -> Turn | None:
-        row = await self._run(lambda conn: conn.execute(
+        row = await self._run(inline=True, fn=lambda conn: conn.execute(
             "SELECT * FROM turns WHERE bot=? AND conversation_id=? AND message_id=?",
             (bot, conversation_id, message_id),
         ).fetchone())
@@ -370,7 +371,8 @@ class SQLiteStore:
                 ).fetchall()
             return Conversation(_summary_from_row(srow), tuple(_turn_from_row(r) for r in rows))
 
-        return await self._run(read)
+        # the runtime's reads (a window, or the turns after one) are small; a whole transcript is not
+        return await self._run(read, inline=last_n is not None)
 
     async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None:
         row = await self._run(lambda conn: conn.execute(
@@ -457,10 +459,10 @@ class SQLiteStore:
             )
             return cur.rowcount == 1
 
-        return await self._write(tx)
+        return await self._write(tx, inline=True)
 
     async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
-        await self._write(lambda conn: _release(conn, bot, conversation_id, owner))
+        await self._write(lambda conn: _release(conn, bot, conversation_id, owner), inline=True)
 
 
 def _release(conn: sqlite3.Connection, bot: str, conversation_id: str, owner: str) -> None:

@@ -1,0 +1,69 @@
+"""SQLite plumbing: a message's small operations run inline on the event loop, and fall back to the
+worker thread (which waits for the lock) when another process is writing to the file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from bots.sqlite_file import SQLiteFile
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER);"
+
+
+async def test_inline_operations_run_on_the_event_loop(tmp_path: Path) -> None:
+    db = SQLiteFile(tmp_path / "x.db", SCHEMA)
+    seen: list[str] = []
+
+    def write(conn: sqlite3.Connection) -> int:
+        seen.append(threading.current_thread().name)
+        conn.execute("INSERT INTO t VALUES ('a', 1)")
+        return 1
+
+    assert await db.write(write, inline=True) == 1
+    assert await db.write(lambda c: c.execute("UPDATE t SET v = 2").rowcount) == 1  # in the thread
+    assert seen == [threading.main_thread().name]
+    rows = await db.run(lambda c: c.execute("SELECT v FROM t").fetchall(), inline=True)
+    assert [r[0] for r in rows] == [2]
+    await db.close()
+
+
+async def test_an_inline_write_waits_in_the_thread_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    db = SQLiteFile(path, SCHEMA)
+    await db.run(lambda c: None)  # created
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    other.execute("INSERT INTO t VALUES ('other', 1)")
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    threads: list[str] = []
+
+    def write(conn: sqlite3.Connection) -> int:
+        threads.append(threading.current_thread().name)
+        conn.execute("INSERT INTO t VALUES ('mine', 2)")
+        return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+    started = time.monotonic()
+    assert await db.write(write, inline=True) == 2  # saw the other writer's row: it ran after its commit
+    assert time.monotonic() - started >= 0.25
+    assert threads[-1] != threading.main_thread().name  # done in the worker thread
+    # the event loop was never blocked meanwhile
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    pending = asyncio.ensure_future(db.write(lambda c: c.execute("UPDATE t SET v = 3").rowcount, inline=True))
+    for _ in range(5):
+        await asyncio.sleep(0.02)
+        await tick()
+    assert ticks == 5 and not pending.done()
+    assert await pending == 2
+    other.close()
+    await db.close()
