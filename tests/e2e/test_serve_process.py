@@ -93,7 +93,8 @@ def test_sigterm_drains_in_flight_messages(tiny_bot_dir: Path, tmp_path: Path) -
     # server closes it (RFC 9112 9.3.1; Slack and Telegram redeliver). Such a request never reached
     # the app, so its message must not be in the store; one the app had read and then lost would be.
     assert set(load.outcomes) <= {"200", "503", "refused", "ReadError", "RemoteProtocolError"}, load.outcomes
-    assert len(load.dropped) <= 3, load.dropped
+    # at most once per customer's connection (the server closes each idle one once, then refuses)
+    assert len({c for c, _, _ in load.dropped}) == len(load.dropped) <= load.conversations, load.dropped
     assert not {(c, m) for c, m, _ in load.dropped} & stored, load.dropped
 
 
