@@ -129,11 +129,10 @@ class OnnxNLU:
 
     def _rows(self, texts: Sequence[str], output: str, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """One output for every text, in the caller's order."""
-        batches = self._run(texts)
-        first = transform(batches[0].outputs[output])
-        result = np.zeros((len(texts), *first.shape[1:]), dtype=np.float32)
-        for batch in batches:
-            result[batch.rows] = transform(batch.outputs[output])
+        parts = [(batch.rows, transform(batch.outputs[output])) for batch in self._run(texts)]
+        result = np.zeros((len(texts), *parts[0][1].shape[1:]), dtype=np.float32)
+        for rows, values in parts:
+            result[rows] = values
         return result
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

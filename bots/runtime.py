@@ -345,14 +345,11 @@ class Runtime:
             return
         conversation, gapless = loaded
         pending = [t for t in conversation.turns if t.status == "pending"]
-        if not pending:
-            if known is not None and gapless:
-                for event in (e for t in conversation.turns for e in t.events):
-                    known.state.apply(event)
-                self._remember(key, known, conversation)
-            return
+        if not pending and known is None:
+            return  # nothing to answer, no state to bring up to date
         complete_window = gapless
-        if known is None and len(conversation.turns) >= _STATE_TURNS and conversation.turns[0].status == "pending":
+        if pending and known is None and len(conversation.turns) >= _STATE_TURNS \
+                and conversation.turns[0].status == "pending":
             # more pending turns than the state window holds: take them all, oldest first
             pending = await self.store.pending(bot.name, conversation_id)
             complete_window = False
@@ -403,7 +400,8 @@ class Runtime:
                 self.metrics.errors.labels(bot.name, channel, "action").inc()
             self.metrics.messages.labels(bot.name, channel, "out").inc(len(decision.responses))
         if complete_window:
-            self._remember(key, _Known(state, 0, conversation.summary.started_at), conversation)
+            self._remember(key, _Known(state, known.seq if known else 0, conversation.summary.started_at),
+                           conversation)
 
     def _partial_sink(self, bot: BotRuntime, conversation: Conversation, turn: Turn,
                       channel: str) -> PartialSink | None:

@@ -43,14 +43,24 @@ TINY_GENERATION = """\
 """
 
 
+def _answers_bot(folder: Path, generation: str) -> Path:
+    """A copy of the answers bot in ``folder`` with ``generation`` (YAML) in its answers section."""
+    bot = folder / "answers_bot"
+    shutil.copytree(BOT, bot)
+    text = (bot / "bot.yml").read_text(encoding="utf-8")
+    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n", "  kb_min_similarity: 0.3\n" + generation),
+                                 encoding="utf-8")
+    return bot
+
+
+def _with_base_model(base: Path) -> str:
+    return TINY_GENERATION.replace("  generation:\n", f"  generation:\n    base_model: {base}\n")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The answers bot with a tiny from-scratch generator, trained by ``switchboard train``."""
-    bot = tmp_path_factory.mktemp("bot") / "answers_bot"
-    shutil.copytree(BOT, bot)
-    text = (bot / "bot.yml").read_text(encoding="utf-8")
-    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n",
-                                              "  kb_min_similarity: 0.3\n" + TINY_GENERATION), encoding="utf-8")
+    bot = _answers_bot(tmp_path_factory.mktemp("bot"), TINY_GENERATION)
     out = bot / "models" / "v1"
     assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
     return out
@@ -352,12 +362,7 @@ def _local_causal_lm(folder: Path, family: str) -> Path:
 def test_a_local_hugging_face_causal_lm_is_fine_tuned_exported_and_served(
         family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = _local_causal_lm(tmp_path / f"{family}-base", family)
-    bot = tmp_path / "answers_bot"
-    shutil.copytree(BOT, bot)
-    generation = TINY_GENERATION.replace("  generation:\n", f"  generation:\n    base_model: {base}\n")
-    text = (bot / "bot.yml").read_text(encoding="utf-8")
-    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n", "  kb_min_similarity: 0.3\n" + generation),
-                                 encoding="utf-8")
+    bot = _answers_bot(tmp_path, _with_base_model(base))
     out = bot / "models" / "v1"
     assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
     assert f"fine-tuning {base}" in capsys.readouterr().out
@@ -374,12 +379,7 @@ def test_a_base_model_folder_without_a_tokenizer_is_refused_with_the_reason(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = _local_causal_lm(tmp_path / "base", "gpt2")
     (base / "tokenizer.json").unlink()
-    bot = tmp_path / "answers_bot"
-    shutil.copytree(BOT, bot)
-    generation = TINY_GENERATION.replace("  generation:\n", f"  generation:\n    base_model: {base}\n")
-    text = (bot / "bot.yml").read_text(encoding="utf-8")
-    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n", "  kb_min_similarity: 0.3\n" + generation),
-                                 encoding="utf-8")
+    bot = _answers_bot(tmp_path, _with_base_model(base))
     assert main(["train", str(bot), "--fast", "--no-quantize", "--out", str(bot / "models" / "v1")]) != 0
     err = capsys.readouterr().err
     assert "must be a local Hugging Face causal LM folder with config.json and tokenizer.json" in err
