@@ -30,6 +30,7 @@ class Settings:
     # Conversations whose dialogue state a replica keeps between messages (LRU): a known
     # conversation reads only its new turns from the store instead of its last 200.
     state_cache: int = 1000
+    gc_gen0: int = 50_000  # allocations between young garbage collections in `switchboard serve`
     log_level: str = "INFO"
     log_json: bool = True
     drain_timeout_s: float = 20.0
@@ -123,6 +124,7 @@ class Settings:
             max_in_flight=int(number("max_in_flight", int, 512, 1, 100_000)),
             lease_ttl_s=float(number("lease_ttl_s", float, 30.0, 1.0, 3600.0)),
             state_cache=int(number("state_cache", int, 1000, 0, 1_000_000)),
+            gc_gen0=int(number("gc_gen0", int, 50_000, 100, 10_000_000)),
             log_level=log_level,
             log_json=log_json in ("true", "1"),
             drain_timeout_s=float(number("drain_timeout_s", float, 20.0, 0.0, 3600.0)),

@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Each message allocates thousands of short-lived objects; with CPython's default (a young
     # collection every 700 allocations) collections interrupt messages often enough to show in the
     # p99 (bench/RESULTS.md, "Load"). Young objects die young: collect them less often.
-    gc.set_threshold(int(os.environ.get("SWITCHBOARD_GC_GEN0", "50000")), 20, 100)
+    gc.set_threshold(settings.gc_gen0, 20, 100)
     for bot_dir in args.bot_dirs:
         if not (bot_dir / "bot.yml").is_file():
             raise ConfigError(f"{bot_dir}: not a bot folder (no bot.yml)")
