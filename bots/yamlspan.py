@@ -43,6 +43,8 @@ def _to_located(node: yaml.Node, file: str) -> Located:
     loader = yaml.SafeLoader("")
     try:
         value = loader.construct_object(node, deep=True)
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag (`!custom`): only plain YAML is read
+        raise ConfigError(f"{file}:{line}: invalid YAML: {exc.problem}") from None
     finally:
         loader.dispose()
     if isinstance(value, str) and any("\ud800" <= ch <= "\udfff" for ch in value):
