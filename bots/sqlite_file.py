@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -35,11 +36,26 @@ class SQLiteFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        for pragma in self._pragmas:
-            conn.execute(f"PRAGMA {pragma}")
-        if schema:
-            conn.executescript(self._schema)
-        return conn
+        # Processes opening a new file at once both read it and then want it exclusively (to switch
+        # it to WAL, to create the schema): SQLite answers one of them "locked" at once, without
+        # its busy timeout, to break the deadlock. That one retries until the timeout is spent.
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            try:
+                for pragma in self._pragmas:
+                    conn.execute(f"PRAGMA {pragma}")
+                if schema:
+                    conn.executescript(self._schema)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() + pause > deadline:
+                    conn.close()
+                    raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
         async with self._lock:
