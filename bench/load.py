@@ -2,7 +2,8 @@
 `switchboard serve` (store on), and the same load against a naive baseline (a Hugging Face
 pipeline per request behind FastAPI, bench/naive_server.py) in the same run.
 
-    python bench/load.py --bot examples/support --concurrency 50 --duration 30
+    python bench/load.py --bot examples/support --concurrency 50 --duration 30            # flat out
+    python bench/load.py --bot examples/support --concurrency 50 --duration 30 --rate 300 # 300 msg/s
 
 Prints msgs/s, p50/p95/p99 latency, errors, server RSS and time to ready, for both.
 Loopback only; the run is bounded by --duration.
@@ -128,7 +129,14 @@ class _Client:
         self._reader = self._writer = None
 
 
-async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: float) -> tuple[int, int, list[float]]:
+async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: float,
+                rate: float | None = None) -> tuple[int, int, list[float]]:
+    """Each of ``concurrency`` customers sends its next message when the answer to the last one
+    arrives (saturation: the server's most messages per second), or, with ``rate``, at random
+    (Poisson) moments adding up to ``rate`` messages per second over all customers. A customer still
+    waits for an answer before sending again, and latency then counts from the moment the message
+    was due, not when it could be sent, so a slow server cannot hide its stalls by slowing the
+    customers down (no coordinated omission)."""
     latencies: list[float] = []
     counts = {"ok": 0, "err": 0}
     host, port = url.removeprefix("http://").split(":")
@@ -139,12 +147,16 @@ async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: f
 
     async def customer(n: int) -> None:
         client = _Client(host, int(port))
+        rng = random.Random(n)
+        due = start + (rng.expovariate(rate / concurrency) if rate else 0.0)
         i = 0
         try:
-            while time.monotonic() < stop_at:
+            while due < stop_at and time.monotonic() < stop_at:  # a server behind schedule has no time added
+                if rate:
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
                 body = json.dumps({"conversation_id": f"load-{n}-{int(start)}", "message_id": f"m{i}",
                                    "text": TEXTS[(n + i) % len(TEXTS)]}).encode()
-                sent = time.monotonic()
+                sent = due if rate else time.monotonic()
                 try:
                     status, payload = await client.post(path, body)
                     ok = status == 200 and b'"responses"' in payload
@@ -156,6 +168,7 @@ async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: f
                     if ok:
                         latencies.append(done - sent)
                 i += 1
+                due = due + rng.expovariate(rate / concurrency) if rate else time.monotonic()
         finally:
             await client.close()
 
@@ -184,7 +197,7 @@ def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, a
     url = f"http://127.0.0.1:{port}"
     proc, ready_s = run_server(cmd, env, url)
     try:
-        ok, err, lat = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup))
+        ok, err, lat = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup, args.rate))
         rss = rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -201,11 +214,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="NLU threads of each server")
     parser.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded store")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--rate", type=float, help="messages per second over all customers, at random (Poisson) "
+                                                    "moments; default: each customer sends again as soon as answered")
     args = parser.parse_args()
 
     spec = load_bot(args.bot)
     print(f"bot {spec.name} ({len(spec.intents)} intents), {args.concurrency} concurrent customers, "
-          f"{args.duration:g} s (+{args.warmup:g} s warm-up), NLU threads {args.threads}, "
+          f"{args.duration:g} s (+{args.warmup:g} s warm-up), "
+          f"{f'{args.rate:g} msg/s offered' if args.rate else 'each sends when answered'}, NLU threads {args.threads}, "
           f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; customers say {TEXTS_FROM}")
     data_dir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
     env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
