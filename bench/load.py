@@ -176,6 +176,16 @@ async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: f
     return counts["ok"], counts["err"], latencies
 
 
+def server_env(data_dir: Path, mongodb_uri: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment of a benchmarked `switchboard serve`: quiet logs, no hub, and the per-client rate
+    limits off (every simulated customer comes from 127.0.0.1, so they would cap the run)."""
+    env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+           "HF_HUB_OFFLINE": "1", "SWITCHBOARD_RATE_PER_IP": "0", "SWITCHBOARD_RATE_PER_CONVERSATION": "0", **extra}
+    if mongodb_uri:
+        env["SWITCHBOARD_MONGODB_URI"] = mongodb_uri
+    return env
+
+
 def run_server(cmd: list[str], env: dict[str, str], url: str) -> tuple[subprocess.Popen[bytes], float]:
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -224,12 +234,7 @@ def main() -> None:
           f"{f'{args.rate:g} msg/s offered' if args.rate else 'each sends when answered'}, NLU threads {args.threads}, "
           f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; customers say {TEXTS_FROM}")
     data_dir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
-    env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
-           "SWITCHBOARD_NLU_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
-           # every simulated customer comes from 127.0.0.1: per-client rate limits would cap the run
-           "SWITCHBOARD_RATE_PER_IP": "0", "SWITCHBOARD_RATE_PER_CONVERSATION": "0"}
-    if args.mongodb_uri:
-        env["SWITCHBOARD_MONGODB_URI"] = args.mongodb_uri
+    env = server_env(data_dir, args.mongodb_uri, SWITCHBOARD_NLU_THREADS=str(args.threads))
     results = []
     port = free_port()
     results.append(bench("switchboard", [sys.executable, "-m", "connectors.cli", "serve", str(args.bot), "--port",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from load import TEXTS, _Client, rss_mb, run_server  # noqa: E402
+from load import TEXTS, _Client, rss_mb, run_server, server_env  # noqa: E402
 
 from bots.botspec import load_bot  # noqa: E402
 from tests.fixtures.server import free_port  # noqa: E402
@@ -66,12 +65,9 @@ def main() -> None:
 
     spec = load_bot(args.bot)
     data_dir = Path(tempfile.mkdtemp(prefix="switchboard-memory-"))
-    env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
-           "HF_HUB_OFFLINE": "1", "SWITCHBOARD_RATE_PER_IP": "0", "SWITCHBOARD_RATE_PER_CONVERSATION": "0"}
+    env = server_env(data_dir, args.mongodb_uri)
     if args.state_cache is not None:
         env["SWITCHBOARD_STATE_CACHE"] = str(args.state_cache)
-    if args.mongodb_uri:
-        env["SWITCHBOARD_MONGODB_URI"] = args.mongodb_uri
     port = free_port()
     proc, ready_s = run_server([sys.executable, "-m", "connectors.cli", "serve", str(args.bot), "--port", str(port)],
                                env, f"http://127.0.0.1:{port}")

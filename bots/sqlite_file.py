@@ -96,4 +96,5 @@ class SQLiteFile:
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+    """Another connection holds the lock (SQLITE_BUSY or SQLITE_LOCKED, with any extended code)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
