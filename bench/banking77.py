@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bots.nlu import OnnxNLU  # noqa: E402
+from bots.nlu.model import OnnxNLU  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import NluData, clean  # noqa: E402
 from training.importers import load_csv  # noqa: E402

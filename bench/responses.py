@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from bots.answers import AnswerSelector  # noqa: E402
-from bots.nlu import OnnxNLU  # noqa: E402
+from bots.answers.retrieval import AnswerSelector  # noqa: E402
+from bots.nlu.model import OnnxNLU  # noqa: E402
 from training.answers import QAPair, _pair_from_row, bitext_placeholder_name  # noqa: E402
 from training.answers_eval import evaluate_answers, evaluate_guard, rouge_l  # noqa: E402
 from training.cli import main as train_main  # noqa: E402

@@ -37,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
+from bots.events import BOT, NLU, USER, Event
 from bots.settings import Settings
 from bots.staff.accounts import Accounts
-from bots.store.base import BOT, NLU, USER, ConversationStore, ConversationSummary, Event, SummaryUpdate, Turn
+from bots.store.base import ConversationStore, ConversationSummary, SummaryUpdate, Turn
 from bots.store.mongo import MongoStore, conversation_key
 from bots.store.mongo import _turn_text as mongo_turn_text
 from bots.store.sqlite import SQLiteStore

@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bots.store.base import BOT, USER, ConversationStore, Event, SummaryUpdate
+from bots.events import BOT, USER, Event
+from bots.store.base import ConversationStore, SummaryUpdate
 from bots.store.mongo import MongoStore
 from bots.store.sqlite import SQLiteStore
 

@@ -29,7 +29,8 @@ import yaml
 
 from bots.botspec import BotSpec, parse_example
 from bots.errors import ConfigError
-from bots.store.base import CORRECTION, Conversation, ConversationStore, TranscriptQuery
+from bots.events import CORRECTION
+from bots.store.base import Conversation, ConversationStore, TranscriptQuery
 from bots.types import Entity
 
 CORRECTED_TAG = "corrected"

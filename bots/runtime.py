@@ -10,7 +10,7 @@ Two more rules keep the order when replicas race: the lease is renewed before ea
 backlog never outlives it; keep custom-action timeouts well under ``lease_ttl_s``), and a turn
 waits, boundedly (``gap_wait_s``), for an earlier seq that another replica has allocated but not
 yet stored.
-What a turn says is decided by bots.dialogue from the state rebuilt from the stored events.
+What a turn says is decided by bots.dialogue.engine from the state rebuilt from the stored events.
 """
 
 from __future__ import annotations
@@ -27,30 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bots.actions import load_actions
-from bots.answers import AnswerService, Encoder
+from bots.answers.retrieval import AnswerService, Encoder
 from bots.artifact import Manifest, resolve_artifact
-from bots.batcher import MicroBatcher
 from bots.botspec import BotSpec, load_bot
-from bots.dialogue import AnswerProvider, Message, PartialSink, Services, State, decide
-from bots.dialogue_spec import DialogueSpec, parse_dialogue
+from bots.dialogue.actions import load_actions
+from bots.dialogue.engine import AnswerProvider, Message, PartialSink, Services, State, decide
+from bots.dialogue.rasa_protocol import ActionRunner
+from bots.dialogue.spec import DialogueSpec, parse_dialogue
 from bots.errors import Busy, StoreUnavailable, SwitchboardError
+from bots.events import NLU, PAUSE, RESTART, RESUME, USER, Event
 from bots.metrics import Metrics
+from bots.nlu.batcher import MicroBatcher
 from bots.pii import Redactor
-from bots.rasa_protocol import ActionRunner
 from bots.settings import Settings
-from bots.store.base import (
-    NLU,
-    PAUSE,
-    RESTART,
-    RESUME,
-    USER,
-    Conversation,
-    ConversationStore,
-    Event,
-    SummaryUpdate,
-    Turn,
-)
+from bots.store.base import Conversation, ConversationStore, SummaryUpdate, Turn
 from bots.types import BotResponse, ConversationRef, Entity, IntentScore, Understanding, UserMessage
 
 log = logging.getLogger("switchboard.runtime")
@@ -76,7 +66,7 @@ ChannelPartialSink = Callable[[ConversationRef, str, str], Awaitable[None]]
 
 
 def load_onnx_model(artifact_dir: Path, spec: BotSpec, settings: Settings) -> IntentModel:
-    from bots.nlu import OnnxNLU
+    from bots.nlu.model import OnnxNLU
 
     return OnnxNLU.load(artifact_dir, threads=settings.nlu_threads, synonyms=spec.synonyms)
 
@@ -88,7 +78,8 @@ class BotRuntime:
     understand: MicroBatcher[str, Understanding]
     dialogue: DialogueSpec = field(default_factory=DialogueSpec)
     actions: ActionRunner | None = None
-    # Retrieval/generation answers (bots.answers, adapted to bots.dialogue.AnswerProvider); None: templates only.
+    # Retrieval/generation answers (bots.answers.retrieval, adapted to bots.dialogue.engine.AnswerProvider);
+    # None: templates only.
     answers: AnswerProvider | None = None
     # PII redaction (bot.yml `pii:`), applied to every event before it is stored; None: off.
     redactor: Redactor | None = None

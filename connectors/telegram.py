@@ -51,8 +51,8 @@ from pydantic import ValidationError
 
 from bots.botspec import load_bot
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
+from bots.events import BOT
 from bots.settings import Settings
-from bots.store.base import BOT
 from bots.types import BotResponse, ConversationRef, UserMessage
 from connectors.outgoing import ReplyTasks, Retry, RetryPolicy, call_with_retry, split_text, utf16_len
 

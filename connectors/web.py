@@ -32,7 +32,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bots.errors import Busy, ConfigError, StoreUnavailable
-from bots.store.base import AGENT, BOT, USER, Conversation
+from bots.events import AGENT, BOT, USER
+from bots.store.base import Conversation
 from bots.types import BotResponse, ConversationRef, UserMessage
 from connectors.limits import RateLimiter
 

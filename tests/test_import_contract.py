@@ -10,11 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# bots.nlu, bots.answers, bots.grounding, bots.generation: evaluation runs the exported artifact through the
-# serving path, and the generator is prompted exactly as it is served.
-TRAINING_MAY_USE = {"bots.artifact", "bots.nlu", "bots.answers", "bots.grounding", "bots.generation", "bots.botspec",
-                    "bots.types",
-                    "bots.errors", "bots.yamlspan"}
+# bots.nlu.model and bots.answers.*: evaluation runs the exported artifact through the serving path,
+# and the generator is prompted exactly as it is served.
+TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.answers.retrieval", "bots.answers.grounding",
+                    "bots.answers.generation", "bots.botspec", "bots.types", "bots.errors", "bots.yamlspan"}
 CHANNEL_LIBRARIES = {"slack_bolt", "slack_sdk", "aiogram", "fastapi", "starlette", "torch", "transformers", "training",
                      "connectors"}
 

@@ -5,7 +5,7 @@ sections, gathers question→answer pairs (each intent's examples with its ``res
 optional pair files such as Bitext's CSV), normalises every answer into a template (values the
 asker gave, e.g. their order number, become ``{order_id}``; Bitext's ``{{Website Name}}`` becomes
 ``{website_name}``), chunks the knowledge-base documents, embeds everything with the bot's own
-encoder and writes ``ARTIFACT/responses/`` (format below, read by ``bots/answers.py``)::
+encoder and writes ``ARTIFACT/responses/`` (format below, read by ``bots/answers/retrieval.py``)::
 
     index.json       config, templates (variants, intent, source), questions, chunks, sentences
     questions.npy    float32 [questions, dim], L2-normalised
@@ -50,7 +50,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
 class Encoder(Protocol):
-    """What fitting needs from the bot's NLU model (bots.nlu.OnnxNLU fits)."""
+    """What fitting needs from the bot's NLU model (bots.nlu.model.OnnxNLU fits)."""
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 

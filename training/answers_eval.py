@@ -8,7 +8,7 @@
   intent's answer) next to its false-rejection rate on the unchanged ones;
 * latency per answer (NLU + selection).
 
-Like training/pipeline.py this module loads the served runtime (bots.nlu, bots.answers) to
+Like training/pipeline.py this module loads the served runtime (bots.nlu.model, bots.answers.retrieval) to
 score exactly what will be served.
 """
 
@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from bots.answers import AnswerSelector
+from bots.answers.grounding import check_support
+from bots.answers.retrieval import AnswerSelector
 from bots.artifact import resolve_artifact
 from bots.botspec import fill_template
-from bots.grounding import check_support
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from training.answers import QAPair, normalise_answer, read_pairs_csv
 
 _WORD = re.compile(r"\w+")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bots.artifact import read_manifest, resolve_artifact
 from bots.errors import ConfigError
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from bots.types import Understanding
 from training.config import TrainConfig
 from training.data import NluData, Sample, clean, k_folds, merge

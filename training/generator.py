@@ -1,6 +1,6 @@
 """The answer generation model: fine-tune a local causal LM, or train a small GPT-2 from scratch.
 
-Each training example is the prompt the server will build (bots/generation.py), then the
+Each training example is the prompt the server will build (bots/answers/generation.py), then the
 normalised answer template, then end-of-text; the loss is on the answer only::
 
     Context: <passage> | <passage>\\nQuestion: <question>\\nAnswer: <answer><eos>
@@ -29,9 +29,9 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from bots.answers.generation import prompt_ids  # one prompt format for training and serving
 from bots.botspec import BotSpec
 from bots.errors import ConfigError
-from bots.generation import prompt_ids  # one prompt format for training and serving
 from training.answers import AnswerIndex, QAPair
 from training.answers_config import AnswersConfig, GenerationSettings
 
@@ -268,7 +268,7 @@ def fit_generation(bot: BotSpec, cfg: AnswersConfig, index: AnswerIndex, artifac
     import shutil
     import tempfile
 
-    from bots.answers import AnswerSelector
+    from bots.answers.retrieval import AnswerSelector
     from training.answers import build_index, write_index
     from training.answers_eval import evaluate_answers
 

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from bots.artifact import MANIFEST, Manifest, new_version, write_manifest
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from training.config import TrainConfig
 from training.data import NluData, Sample, stratified_split
 from training.export import export_onnx, quantize_int8

@@ -19,42 +19,14 @@ single-record operation.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from bots.events import AGENT, BOT, USER, Event
 from bots.types import JSON
 
 TurnStatus = Literal["pending", "done"]
-
-# Event kinds. The dialogue engine rebuilds state from these (see bots.dialogue).
-USER = "user"
-NLU = "nlu"  # what the model understood of the user message before it (intent, entities)
-BOT = "bot"
-AGENT = "agent"
-SLOT = "slot"
-FORM = "form"
-PAUSE = "pause"
-RESUME = "resume"
-SESSION_START = "session_start"
-RESTART = "restart"
-CORRECTION = "correction"
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str
-    data: JSON = field(default_factory=dict)
-    timestamp: float = field(default_factory=time.time)
-
-    def to_dict(self) -> JSON:
-        return {"kind": self.kind, "data": dict(self.data), "timestamp": self.timestamp}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Event:
-        return cls(kind=str(d["kind"]), data=dict(d.get("data") or {}), timestamp=float(d["timestamp"]))
-
 
 @dataclass(frozen=True)
 class Turn:

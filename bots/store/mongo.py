@@ -37,16 +37,8 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.uri_parser import parse_uri
 
 from bots.errors import ConversationNotFound, StoreUnavailable
-from bots.store.base import (
-    Conversation,
-    ConversationSummary,
-    EnqueueResult,
-    Event,
-    Page,
-    SummaryUpdate,
-    TranscriptQuery,
-    Turn,
-)
+from bots.events import Event
+from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
 
 log = logging.getLogger("switchboard.store.mongo")

@@ -21,17 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bots.errors import ConversationNotFound
+from bots.events import Event
 from bots.sqlite_file import SQLiteFile
-from bots.store.base import (
-    Conversation,
-    ConversationSummary,
-    EnqueueResult,
-    Event,
-    Page,
-    SummaryUpdate,
-    TranscriptQuery,
-    Turn,
-)
+from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
 
 T = TypeVar("T")

@@ -21,7 +21,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bots.store.base import AGENT, PAUSE, RESUME, Event, SummaryUpdate, TranscriptQuery
+from bots.events import AGENT, PAUSE, RESUME, Event
+from bots.store.base import SummaryUpdate, TranscriptQuery
 from bots.types import BotResponse, ConversationRef
 from connectors.review.auth import Auth, Principal
 from connectors.review.transcripts import is_paused, load_or_404

@@ -9,19 +9,9 @@ from fastapi import HTTPException
 
 from bots.botspec import BotSpec
 from bots.corrections import CORRECTED_TAG
-from bots.dialogue import State
-from bots.store.base import (
-    CORRECTION,
-    PAUSE,
-    RESTART,
-    RESUME,
-    SESSION_START,
-    Conversation,
-    ConversationStore,
-    Event,
-    SummaryUpdate,
-    Turn,
-)
+from bots.dialogue.engine import State
+from bots.events import CORRECTION, PAUSE, RESTART, RESUME, SESSION_START, Event
+from bots.store.base import Conversation, ConversationStore, SummaryUpdate, Turn
 from bots.types import Entity
 
 _PAUSE_KINDS = (PAUSE, RESUME, RESTART, SESSION_START)

@@ -15,15 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bots.actions import RemoteActions, load_actions
 from bots.botspec import load_bot
-from bots.dialogue import ACTION_ERROR_TEXT
-from bots.dialogue_spec import ActionEndpoint, parse_dialogue
+from bots.dialogue.actions import RemoteActions, load_actions
+from bots.dialogue.engine import ACTION_ERROR_TEXT
+from bots.dialogue.rasa_protocol import ActionFailed, ActionRejected, domain_json
+from bots.dialogue.spec import ActionEndpoint, parse_dialogue
+from bots.dialogue.state import State
 from bots.errors import ConfigError
-from bots.rasa_protocol import ActionFailed, ActionRejected, domain_json
+from bots.events import PAUSE, RESTART, SLOT, Event
 from bots.runtime import Runtime
-from bots.state import State
-from bots.store.base import PAUSE, RESTART, SLOT, Event
 from tests.bots.keyword_model import DIALOGUE_BOT, copy_bot, message, say, start_runtime
 
 EXTRA_ACTIONS = '''

@@ -1,4 +1,4 @@
-"""bots.answers serves the answer index of a trained bot: templates for paraphrases of known
+"""bots.answers.retrieval serves the answer index of a trained bot: templates for paraphrases of known
 questions, filled or not used, knowledge-base answers for new questions, and the grounding guard."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bots.answers import AnswerSelector, AnswerService
+from bots.answers.grounding import check_support
+from bots.answers.retrieval import AnswerSelector, AnswerService
 from bots.botspec import placeholders
 from bots.errors import ArtifactError
-from bots.grounding import check_support
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from bots.types import Entity, IntentScore, Understanding
 
 BOT = Path(__file__).resolve().parents[1] / "data" / "answers_bot"
@@ -208,9 +208,9 @@ def test_guard_rejects_answers_that_contradict_or_leave_the_passages(answer: str
 # -- through the dialogue engine's answer hook ---------------------------------------------------------
 async def test_dialogue_answers_through_the_service(artifact: Path, nlu: OnnxNLU) -> None:
     from bots.botspec import load_bot
-    from bots.dialogue import Message, Services, decide
-    from bots.dialogue_spec import parse_dialogue
-    from bots.state import State
+    from bots.dialogue.engine import Message, Services, decide
+    from bots.dialogue.spec import parse_dialogue
+    from bots.dialogue.state import State
 
     bot = load_bot(BOT)
     service = AnswerService.load(artifact, nlu)

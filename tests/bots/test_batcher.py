@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from bots.batcher import MicroBatcher
+from bots.nlu.batcher import MicroBatcher
 
 
 class Model:

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from bots.botspec import load_bot
-from bots.dialogue import HANDOFF_TEXT, Message, PartialSink, Services, decide
-from bots.dialogue_spec import AnswerKind, parse_dialogue
+from bots.dialogue.engine import HANDOFF_TEXT, Message, PartialSink, Services, decide
+from bots.dialogue.spec import AnswerKind, parse_dialogue
+from bots.dialogue.state import State
 from bots.errors import ConfigError
+from bots.events import AGENT, PAUSE, RESUME, SESSION_START, Event
 from bots.runtime import Runtime
 from bots.settings import Settings
-from bots.state import State
-from bots.store.base import AGENT, PAUSE, RESUME, SESSION_START, Event, SummaryUpdate
+from bots.store.base import SummaryUpdate
 from bots.store.sqlite import SQLiteStore
 from bots.types import BotResponse, IntentScore, Understanding
 from tests.bots.keyword_model import copy_bot, message, say, start_runtime

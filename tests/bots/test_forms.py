@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bots.dialogue_spec import SlotSpec
-from bots.forms import check_value
+from bots.dialogue.forms import check_value
+from bots.dialogue.spec import SlotSpec
+from bots.dialogue.state import State
+from bots.events import FORM, PAUSE, SLOT
 from bots.runtime import Runtime
-from bots.state import State
-from bots.store.base import FORM, PAUSE, SLOT
 from tests.bots.keyword_model import copy_bot, say, start_runtime
 
 

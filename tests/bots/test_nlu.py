@@ -1,4 +1,4 @@
-"""bots.nlu serves a trained artifact with ONNX Runtime + tokenizers, never torch."""
+"""bots.nlu.model serves a trained artifact with ONNX Runtime + tokenizers, never torch."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from bots.artifact import read_manifest, write_manifest
 from bots.errors import ArtifactError
-from bots.nlu import OUT_OF_SCOPE, OnnxNLU
+from bots.nlu.model import OUT_OF_SCOPE, OnnxNLU
 
 ROOT = Path(__file__).resolve().parents[2]
 _BOT = """\
@@ -130,7 +130,7 @@ def test_serving_never_imports_torch(artifact: Path) -> None:
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from bots.nlu import OnnxNLU
+        from bots.nlu.model import OnnxNLU
         nlu = OnnxNLU.load(Path({str(artifact)!r}))
         assert nlu.predict(["book a flight to Rome"])[0].intent == "book_flight"
         nlu.embed(["hello"])

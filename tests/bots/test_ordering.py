@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bots.events import NLU, USER, Event
 from bots.runtime import Runtime
-from bots.store.base import NLU, USER, Event, SummaryUpdate, Turn
+from bots.store.base import SummaryUpdate, Turn
 from bots.store.sqlite import SQLiteStore
 from tests.bots.keyword_model import KeywordModel, copy_bot, message, start_runtime
 

@@ -13,7 +13,8 @@ import pytest
 import pytest_asyncio
 
 from bots.errors import ConversationNotFound
-from bots.store.base import BOT, USER, ConversationStore, Event, SummaryUpdate, TranscriptQuery
+from bots.events import BOT, USER, Event
+from bots.store.base import ConversationStore, SummaryUpdate, TranscriptQuery
 from bots.store.mongo import MongoStore
 from bots.store.sqlite import SQLiteStore
 

@@ -22,9 +22,10 @@ import pytest
 from pymongo import MongoClient
 
 from bots.errors import ConfigError, StoreUnavailable
+from bots.events import BOT, USER, Event
 from bots.staff.base import AuditEntry
 from bots.staff.mongo import MongoStaffStore
-from bots.store.base import BOT, USER, ConversationStore, Event, SummaryUpdate, TranscriptQuery
+from bots.store.base import ConversationStore, SummaryUpdate, TranscriptQuery
 from bots.store.factory import open_store
 from bots.store.mongo import MongoStore, conversation_key
 from bots.store.sqlite import SQLiteStore

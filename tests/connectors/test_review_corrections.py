@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from bots.artifact import resolve_artifact
 from bots.botspec import load_bot
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from bots.settings import Settings
 from connectors.app import create_app
 from connectors.cli import main as switchboard

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bots.events import BOT, Event
 from bots.settings import Settings
-from bots.store.base import BOT, Event, SummaryUpdate
+from bots.store.base import SummaryUpdate
 from bots.types import BotResponse, Button, ConversationRef
 from connectors.app import create_app
 from connectors.cli import main as cli_main

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from bots.store.base import BOT, NLU, USER, Event, SummaryUpdate
+from bots.events import BOT, NLU, USER, Event
+from bots.store.base import SummaryUpdate
 from bots.store.sqlite import SQLiteStore
 from tests.connectors.test_review_api import PASSWORD, add_users
 from tests.fixtures.server import ServeProcess, free_port

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bots.answers import AnswerSelector, AnswerService
+from bots.answers.generation import Generated, OnnxGenerator
+from bots.answers.generation import prompt_ids as serving_prompt_ids
+from bots.answers.grounding import check_support
+from bots.answers.retrieval import AnswerSelector, AnswerService
 from bots.botspec import load_bot
 from bots.errors import ConfigError
-from bots.generation import Generated, OnnxGenerator
-from bots.generation import prompt_ids as serving_prompt_ids
-from bots.grounding import check_support
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from bots.types import Entity
 from training.answers import QAPair, chunk_documents, normalise_answer, read_pairs_csv
 from training.answers_config import parse_answers_config

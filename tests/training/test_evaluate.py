@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bots.botspec import load_bot
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from training.cli import main
 from training.data import from_bot
 

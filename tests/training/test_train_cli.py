@@ -1,4 +1,4 @@
-"""`switchboard train` end to end on a tiny bot: the artifact it writes is served by bots.nlu."""
+"""`switchboard train` end to end on a tiny bot: the artifact it writes is served by bots.nlu.model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from bots.artifact import list_artifacts, read_manifest
-from bots.nlu import OnnxNLU
+from bots.nlu.model import OnnxNLU
 from training.cli import main
 from training.config import TrainConfig
 

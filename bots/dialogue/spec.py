@@ -28,7 +28,7 @@ rules:
   - intent: track_order
     action: action_check_order_status
   - intent: check_refund_policy
-    answer: retrieval               # template | retrieval | generation (see bots.dialogue.AnswerProvider)
+    answer: retrieval               # template | retrieval | generation (see bots.dialogue.engine.AnswerProvider)
 actions: actions                    # a Python module in the bot folder: actions.py or actions/
                                     # (or {module: actions, timeout_s: 5}: async actions are cut off then)
 action_endpoint: http://127.0.0.1:5055/webhook   # or {url: ..., timeout_s: 5}

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bots.botspec import BotSpec, Intent, fill_template
-from bots.dialogue_spec import AnswerKind, DialogueSpec, FormSpec
-from bots.forms import check_value, next_slot, render, shown_values
-from bots.rasa_protocol import (
+from bots.dialogue.forms import check_value, next_slot, render, shown_values
+from bots.dialogue.rasa_protocol import (
     REQUESTED_SLOT,
     ActionFailed,
     ActionRejected,
@@ -38,8 +37,9 @@ from bots.rasa_protocol import (
     response_from_rasa,
     tracker_json,
 )
-from bots.state import State
-from bots.store.base import BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.dialogue.spec import AnswerKind, DialogueSpec, FormSpec
+from bots.dialogue.state import State
+from bots.events import BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
 from bots.types import JSON, BotResponse, Button, Understanding
 
 log = logging.getLogger("switchboard.dialogue")
@@ -53,7 +53,7 @@ HUMAN_TEXT = "I'll connect you with a member of our support team. Please stay in
 
 
 class AnswerProvider(Protocol):
-    """Where answers come from besides templates (bots.answers.AnswerSelector, adapted).
+    """Where answers come from besides templates (bots.answers.retrieval.AnswerSelector, adapted).
 
     ``kind`` is what the intent's rule asks for (``answer: retrieval``), or ``None`` when bot.yml's
     rules do not say (the provider's own per-intent configuration decides). It is asked for every

@@ -9,7 +9,7 @@ training/answers.py). ``answer(text, understanding, values)`` returns an ``Answe
   nearest question's answer template, filled. A question far from every known question is
   answered from the knowledge base (its closest sentences, composed in document order).
 * ``generation``: the generation model writes an answer from the retrieved passages; it is
-  used only when grounded (bots/grounding.py) and confident, else the retrieval answer is.
+  used only when grounded (bots/answers/grounding.py) and confident, else the retrieval answer is.
 
 A template is used only when all its ``{placeholders}`` can be filled from the message's
 entities, the conversation's slots or the bot's ``answers.values``: never an unfilled one.
@@ -26,10 +26,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from bots.answers.generation import Generated, OnnxGenerator
+from bots.answers.grounding import Support, check_support
 from bots.botspec import fill_template, placeholders
 from bots.errors import ArtifactError
-from bots.generation import Generated, OnnxGenerator
-from bots.grounding import Support, check_support
 from bots.types import AnswerSource, BotResponse, Understanding
 
 RESPONSES_DIR = "responses"
@@ -354,7 +354,7 @@ def _verdict(support: Support, generated: Generated, confident: bool) -> dict[st
 
 
 class AnswerService:
-    """``bots.dialogue.AnswerProvider`` over an ``AnswerSelector``: the CPU work runs off the event loop,
+    """``bots.dialogue.engine.AnswerProvider`` over an ``AnswerSelector``: the CPU work runs off the event loop,
     and a rule's ``answer: generation`` is served only when the generator passed its gate."""
 
     def __init__(self, selector: AnswerSelector) -> None:

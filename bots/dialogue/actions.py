@@ -29,9 +29,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bots.botspec import BotSpec
-from bots.dialogue_spec import DEFAULT_ACTION_TIMEOUT_S, ActionEndpoint, DialogueSpec
+from bots.dialogue.rasa_protocol import (
+    RASA_VERSION,
+    ActionFailed,
+    ActionOutcome,
+    ActionRejected,
+    ActionRunner,
+    domain_json,
+)
+from bots.dialogue.spec import DEFAULT_ACTION_TIMEOUT_S, ActionEndpoint, DialogueSpec
 from bots.errors import ConfigError
-from bots.rasa_protocol import RASA_VERSION, ActionFailed, ActionOutcome, ActionRejected, ActionRunner, domain_json
 from bots.types import JSON
 
 if TYPE_CHECKING:  # rasa-sdk (Sanic and all) is imported only by bots that run actions in process

@@ -1,6 +1,6 @@
 """Forms: which slot to ask for next, and whether an answer is a valid value for a slot.
 
-Everything here is pure; the dialogue engine (bots.dialogue) turns the results into events.
+Everything here is pure; the dialogue engine (bots.dialogue.engine) turns the results into events.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bots.botspec import fill_template, placeholders
-from bots.dialogue_spec import FormSpec, SlotSpec
+from bots.dialogue.spec import FormSpec, SlotSpec
 
 _TRUE = {"yes", "y", "true", "1", "yeah", "yep", "sure", "ok", "okay", "correct", "right"}
 _FALSE = {"no", "n", "false", "0", "nope", "nah", "wrong", "incorrect"}

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bots.rasa_protocol import REQUESTED_SLOT
-from bots.store.base import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
 from bots.types import JSON
+
+REQUESTED_SLOT = "requested_slot"  # the slot a form asks for next (Rasa's name)
 
 _HISTORY = 200  # events kept for custom actions' trackers
 

@@ -1,6 +1,6 @@
 """rasa-sdk's data shapes: the tracker and domain an action reads, the events it returns.
 
-The dialogue engine talks to custom actions only through ``ActionRunner`` (bots.actions has the
+The dialogue engine talks to custom actions only through ``ActionRunner`` (bots.dialogue.actions has the
 in-process and the action-server runners). This module converts between Switchboard's stored
 events and the JSON that rasa-sdk's ``Tracker.from_dict`` and the ``/webhook`` protocol use.
 """
@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from bots.botspec import BotSpec
-from bots.dialogue_spec import DialogueSpec
+from bots.dialogue.spec import DialogueSpec
+from bots.dialogue.state import REQUESTED_SLOT, State
 from bots.errors import SwitchboardError
-from bots.store.base import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
 from bots.types import JSON, BotResponse, Button
 
-if TYPE_CHECKING:
-    from bots.state import State
-
-REQUESTED_SLOT = "requested_slot"
 RASA_VERSION = "3.1.0"  # the Rasa version we speak for; rasa-sdk only warns on a mismatch
 
 

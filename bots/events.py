@@ -1,0 +1,44 @@
+"""Events: the vocabulary a conversation is made of.
+
+Every turn stores the events the bot, an agent or the customer produced; the dialogue engine
+rebuilds a conversation's state by replaying them (bots.dialogue.state). The stores keep them
+opaque (bots.store), so this module depends on nothing but bots.types.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bots.types import JSON
+
+# Event kinds. The dialogue engine rebuilds state from these (see bots.dialogue.state).
+USER = "user"
+NLU = "nlu"  # what the model understood of the user message before it (intent, entities)
+BOT = "bot"
+AGENT = "agent"
+SLOT = "slot"
+FORM = "form"
+PAUSE = "pause"
+RESUME = "resume"
+SESSION_START = "session_start"
+RESTART = "restart"
+CORRECTION = "correction"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    data: JSON = field(default_factory=dict)
+    timestamp: float = field(default_factory=time.time)
+
+    def to_dict(self) -> JSON:
+        return {"kind": self.kind, "data": dict(self.data), "timestamp": self.timestamp}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        return cls(kind=str(d["kind"]), data=dict(d.get("data") or {}), timestamp=float(d["timestamp"]))
+
+
