@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from bots.botspec import BotSpec, placeholders
+from bots.dialogue.domain import Domain, PolicyConfig, Story
 from bots.errors import ConfigError
 from bots.yamlspan import Located
 
@@ -111,6 +112,11 @@ class DialogueSpec:
     session_expiry_s: float = DEFAULT_SESSION_EXPIRY_MINUTES * 60
     # Every action named in rules/forms with where it was named, to check against the registered ones.
     action_refs: tuple[tuple[str, str], ...] = ()
+    # The one internal dialogue model (bots/dialogue/domain.py) both front doors load into: bot.yml's
+    # sections above compile into it, a Rasa project folder (bots/dialogue/rasa_project.py) fills it directly.
+    domain: Domain = field(default_factory=Domain)
+    stories: tuple[Story, ...] = ()
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def slot_for_entity(self, entity: str) -> str | None:
         """The slot an entity fills: the declared slot mapped from it; else a slot of its own name, unless
