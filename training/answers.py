@@ -1,11 +1,12 @@
-"""Fitting the answer index: the bot's answers as templates, its questions and knowledge base as vectors.
+"""The answer index: the bot's answers as templates, its questions and knowledge base as vectors.
 
-``fit_answers(bot, artifact_dir, encoder)`` reads the bot's ``answers:`` and ``knowledge_base:``
-sections, gathers question→answer pairs (each intent's examples with its ``response``, plus
-optional pair files such as Bitext's CSV), normalises every answer into a template (values the
-asker gave, e.g. their order number, become ``{order_id}``; Bitext's ``{{Website Name}}`` becomes
-``{website_name}``), chunks the knowledge-base documents, embeds everything with the bot's own
-encoder and writes ``ARTIFACT/responses/`` (format below, read by ``bots/answers/retrieval.py``)::
+``build_index(bot, cfg)`` reads the bot's ``answers:`` and ``knowledge_base:`` sections,
+gathers question→answer pairs (each intent's examples with its ``response``, plus optional pair
+files such as Bitext's CSV), normalises every answer into a template (values the asker gave, e.g.
+their order number, become ``{order_id}``; Bitext's ``{{Website Name}}`` becomes
+``{website_name}``) and chunks the knowledge-base documents; ``write_index`` embeds everything
+with the bot's own encoder and writes ``ARTIFACT/responses/`` (format below, read by
+``bots/answers/retrieval.py``)::
 
     index.json       config, templates (variants, intent, source), questions, chunks, sentences
     questions.npy    float32 [questions, dim], L2-normalised
@@ -13,6 +14,11 @@ encoder and writes ``ARTIFACT/responses/`` (format below, read by ``bots/answers
     chunks.npy       float32 [chunks, dim]
     sentences.npy    float32 [sentences, dim]
     generator/       optional generation model (training/generator.py)
+
+This module is the shared base of answer training: ``training/generator.py`` and
+``training/answers_eval.py`` import it, and it imports neither (``training/answers_fit.py`` ties
+index, generator and evaluation together), so the three form no import cycle
+(tests/test_import_contract.py).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +38,8 @@ from bots.errors import ConfigError
 from bots.types import Entity
 from training.answers_config import KB_SUFFIXES, AnswersConfig, parse_answers_config
 
-__all__ = ["AnswerIndex", "AnswersConfig", "QAPair", "fit_answers", "parse_answers_config", "wants_answers"]
+__all__ = ["AnswerIndex", "AnswersConfig", "QAPair", "build_index", "parse_answers_config", "wants_answers",
+           "write_index"]
 
 RESPONSES_DIR = "responses"
 INDEX = "index.json"
@@ -287,23 +294,6 @@ def write_index(index: AnswerIndex, encoder: Encoder, artifact_dir: Path) -> Pat
     tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
     tmp.replace(out / INDEX)
     return out
-
-
-def fit_answers(bot: BotSpec, artifact_dir: Path, encoder: Encoder, *, extra_pairs: Sequence[QAPair] = (),
-                log: Callable[[str], None] = print) -> AnswerIndex:
-    """Build and write the answer index for ``bot`` into ``artifact_dir/responses``; with
-    ``answers.generation`` configured, also train the generator and compare it with retrieval
-    (``encoder`` must then be the served NLU model, which also classifies the answers)."""
-    cfg = parse_answers_config(bot)
-    index = build_index(bot, cfg, extra_pairs=extra_pairs)
-    out = write_index(index, encoder, artifact_dir)
-    log(f"answers: {len(index.templates)} templates from {len(index.questions)} questions, "
-        f"{len(index.chunks)} knowledge-base chunks → {out}")
-    if cfg.generation is not None:
-        from training.generator import fit_generation
-
-        fit_generation(bot, cfg, index, artifact_dir, encoder, extra_pairs=extra_pairs, log=log)
-    return index
 
 
 def wants_answers(bot: BotSpec) -> bool:

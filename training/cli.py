@@ -106,7 +106,7 @@ def _train(args: argparse.Namespace) -> int:
     def fit_answer_index(artifact_dir: Path, manifest: Manifest) -> None:
         """The answer index goes in before the manifest marks the artifact finished."""
         from bots.nlu.model import OnnxNLU
-        from training.answers import fit_answers
+        from training.answers_fit import fit_answers
 
         nlu = OnnxNLU.from_manifest(artifact_dir, manifest, threads=cfg.threads, synonyms=bot.synonyms)
         fit_answers(bot, artifact_dir, nlu)

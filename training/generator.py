@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,10 +32,12 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from bots.answers.generation import prompt_ids  # one prompt format for training and serving
+from bots.answers.retrieval import AnswerSelector
 from bots.botspec import BotSpec
 from bots.errors import ConfigError
-from training.answers import AnswerIndex, QAPair
+from training.answers import AnswerIndex, QAPair, build_index, write_index
 from training.answers_config import AnswersConfig, GenerationSettings
+from training.answers_eval import evaluate_answers
 
 EOS = "<|endoftext|>"
 IGNORE = -100
@@ -265,13 +269,6 @@ def fit_generation(bot: BotSpec, cfg: AnswersConfig, index: AnswerIndex, artifac
                    extra_pairs: Sequence[QAPair] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the generator on all but a held-out slice of the pairs, serve both answer paths on
     that slice, and switch generation on only if it beats retrieval (recorded as the gate)."""
-    import shutil
-    import tempfile
-
-    from bots.answers.retrieval import AnswerSelector
-    from training.answers import build_index, write_index
-    from training.answers_eval import evaluate_answers
-
     settings = cfg.generation or GenerationSettings()
     _, held = _split(index.pairs, 0.1, settings.gate_examples, settings.seed)
     with tempfile.TemporaryDirectory(prefix="switchboard-gen-") as tmp:
