@@ -11,16 +11,31 @@
 It leaves alone what support conversations are full of: order numbers (``123456``,
 ``#A-99812``), dates (``2024-01-15``, ``15.01.2024``), times, amounts, and digit runs that
 fail the Luhn check. ``RedactingFilter`` is a ``logging.Filter`` that redacts log records.
+
+Identifiers are not text: a customer's user id (on the web channel whatever the embedding site
+sends, often an e-mail address) cannot be recognised by a pattern, and replacing it with a
+placeholder would lose which conversations belong to one person. ``Pseudonymiser`` turns it into
+a keyed pseudonym, HMAC-SHA256 under ``SWITCHBOARD_PII_KEY``: the same id always gives the same
+pseudonym (the review UI still groups a person's conversations, across replicas sharing the key),
+and without the key nobody can compute it from a list of likely addresses, or reverse it.
+
+``Privacy`` is what a bot with ``pii:`` asks of its conversation store: both stores apply it to
+everything they are about to write (the customer's message, the bot's and agents' replies, slot
+values, the search index built from them, the user id), so no writer can forget it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bots.errors import ConfigError
+from bots.events import Event
 
 _EMAIL = re.compile(
     r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
@@ -166,6 +181,76 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.redact_data(v) for v in value]
         return value
+
+
+PSEUDONYM_PREFIX = "anon-"
+MIN_KEY_CHARS = 32
+
+
+class Pseudonymiser:
+    """Keyed pseudonyms of identifiers: ``anon-`` and 32 hex digits (128 bits of HMAC-SHA256).
+
+    One key, one pseudonym per identifier (stable across restarts and replicas); a new key gives
+    every identifier a new pseudonym, so rotating it separates old conversations from new ones.
+    The empty identifier (a channel that sends none) stays empty."""
+
+    def __init__(self, key: str) -> None:
+        if len(key) < MIN_KEY_CHARS:
+            raise ConfigError(f"the pseudonym key needs at least {MIN_KEY_CHARS} characters "
+                              "(e.g. `openssl rand -hex 32`)")
+        self._key = key.encode("utf-8")
+
+    def __repr__(self) -> str:
+        return "Pseudonymiser(key=***)"
+
+    def pseudonym(self, identifier: str) -> str:
+        if not identifier:
+            return identifier
+        digest = hmac.new(self._key, identifier.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return PSEUDONYM_PREFIX + digest[:32]
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """A bot's ``pii:`` as its store applies it before each write: texts redacted, ids pseudonymised."""
+
+    redactor: Redactor
+    pseudonymiser: Pseudonymiser
+
+    def user_id(self, user_id: str) -> str:
+        return self.pseudonymiser.pseudonym(user_id)
+
+    def event(self, event: Event) -> Event:
+        return Event(event.kind, self.redactor.redact_data(dict(event.data)), timestamp=event.timestamp)
+
+    def events(self, events: Iterable[Event]) -> tuple[Event, ...]:
+        return tuple(self.event(e) for e in events)
+
+
+class PrivacyRules:
+    """Each bot's ``Privacy`` (absent: the bot stores what it is given), kept by a conversation store
+    and set when the bot is loaded (``ConversationStore.set_privacy``)."""
+
+    def __init__(self) -> None:
+        self._by_bot: dict[str, Privacy] = {}
+
+    def set(self, bot: str, privacy: Privacy | None) -> None:
+        if privacy is None:
+            self._by_bot.pop(bot, None)
+        else:
+            self._by_bot[bot] = privacy
+
+    def user_id(self, bot: str, user_id: str) -> str:
+        privacy = self._by_bot.get(bot)
+        return user_id if privacy is None else privacy.user_id(user_id)
+
+    def event(self, bot: str, event: Event) -> Event:
+        privacy = self._by_bot.get(bot)
+        return event if privacy is None else privacy.event(event)
+
+    def events(self, bot: str, events: Iterable[Event]) -> tuple[Event, ...]:
+        privacy = self._by_bot.get(bot)
+        return tuple(events) if privacy is None else privacy.events(events)
 
 
 class RedactingFilter(logging.Filter):

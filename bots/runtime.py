@@ -34,11 +34,11 @@ from bots.dialogue.actions import load_actions
 from bots.dialogue.engine import AnswerProvider, Message, PartialSink, Services, State, decide
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec, parse_dialogue
-from bots.errors import Busy, StoreUnavailable, SwitchboardError
+from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
 from bots.events import NLU, PAUSE, RESTART, RESUME, USER, Event
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
-from bots.pii import Redactor
+from bots.pii import Privacy, Pseudonymiser, Redactor
 from bots.settings import Settings
 from bots.store.base import Conversation, ConversationStore, SummaryUpdate, Turn
 from bots.types import BotResponse, ConversationRef, Entity, IntentScore, Understanding, UserMessage
@@ -81,13 +81,8 @@ class BotRuntime:
     # Retrieval/generation answers (bots.answers.retrieval, adapted to bots.dialogue.engine.AnswerProvider);
     # None: templates only.
     answers: AnswerProvider | None = None
-    # PII redaction (bot.yml `pii:`), applied to every event before it is stored; None: off.
-    redactor: Redactor | None = None
-
-    def redacted(self, event: Event) -> Event:
-        if self.redactor is None:
-            return event
-        return Event(event.kind, self.redactor.redact_data(dict(event.data)), timestamp=event.timestamp)
+    # bot.yml `pii:`: the store redacts every event and pseudonymises user ids before writing; None: off.
+    privacy: Privacy | None = None
 
     def services(self, partial: PartialSink | None = None) -> Services:
         return Services(actions=self.actions, answers=self.answers, partial=partial)
@@ -180,18 +175,17 @@ class Runtime:
         actions = await asyncio.to_thread(load_actions, spec, dialogue)
         artifact = await asyncio.to_thread(resolve_artifact, bot_dir)
         model = await asyncio.to_thread(self._model_loader, artifact, spec, self.settings)
-        pii = spec.sections.get("pii")
-        redactor = Redactor.from_config(spec.section("pii"), where=f"{pii.where()}: pii") if pii else None
+        privacy = self._privacy(spec)
         days = spec.section("retention_days")
         self.store.set_retention(spec.name, float(days) * 86400.0 if days is not None else None)
         answers = await asyncio.to_thread(_load_answers, artifact, model)
-        bot = self._install(spec, model, dialogue, actions, answers, redactor=redactor)
+        bot = self._install(spec, model, dialogue, actions, answers, privacy=privacy)
         log.info("bot loaded", extra={"bot": spec.name, "version": model.manifest.version})
         return bot
 
     def _install(self, spec: BotSpec, model: IntentModel, dialogue: DialogueSpec | None = None,
                  actions: ActionRunner | None = None, answers: AnswerProvider | None = None,
-                 redactor: Redactor | None = None) -> BotRuntime:
+                 privacy: Privacy | None = None) -> BotRuntime:
         old = self.bots.get(spec.name)
         nlu_seconds = self.metrics.nlu_seconds.labels(spec.name)
         batch_size = self.metrics.nlu_batch_size.labels(spec.name)
@@ -205,7 +199,8 @@ class Runtime:
             on_batch=observe, workers=self.settings.nlu_workers,
         )
         bot = BotRuntime(spec=spec, model=model, understand=batcher, dialogue=dialogue or DialogueSpec(),
-                         actions=actions, answers=answers, redactor=redactor)
+                         actions=actions, answers=answers, privacy=privacy)
+        self.store.set_privacy(spec.name, privacy)  # before the first message can reach the store
         self.bots[spec.name] = bot  # one assignment: in-flight messages keep the old model object
         if old is not None:
             self.metrics.model_info.remove(spec.name, old.version)
@@ -214,6 +209,21 @@ class Runtime:
                 asyncio.get_running_loop().create_task(old.actions.aclose())
         self.metrics.model_info.labels(spec.name, bot.version).set(1)
         return bot
+
+    def _privacy(self, spec: BotSpec) -> Privacy | None:
+        """The bot's ``pii:`` section as the store will apply it; ConfigError (bot.yml:LINE) when it is
+        wrong, or on while ``SWITCHBOARD_PII_KEY`` is missing (user ids would be stored raw)."""
+        pii = spec.sections.get("pii")
+        if pii is None:
+            return None
+        where = f"{pii.where()}: pii"
+        redactor = Redactor.from_config(spec.section("pii"), where=where)
+        if redactor is None:
+            return None
+        if not self.settings.pii_key:
+            raise ConfigError(f"{where}: set SWITCHBOARD_PII_KEY (at least 32 characters, e.g. `openssl rand -hex 32`)"
+                              ": with `pii:` on, user ids are stored as pseudonyms keyed by it")
+        return Privacy(redactor, Pseudonymiser(self.settings.pii_key))
 
     def bot(self, name: str) -> BotRuntime:
         try:
@@ -249,7 +259,7 @@ class Runtime:
                                    "channel": message.ref.channel}
         if message.payload:
             data["payload"] = message.payload
-        event = bot.redacted(Event(USER, data, timestamp=message.received_at))
+        event = Event(USER, data, timestamp=message.received_at)  # the store redacts it (bot.privacy)
         started = time.perf_counter()
         result = await self.store.enqueue(
             bot.name, message.ref.conversation_id, message.ref.channel, message.user_id,
@@ -367,8 +377,7 @@ class Runtime:
                               timestamp=user.timestamp, channel=str(user.data.get("channel", "")))
             decision = await decide(bot.spec, bot.dialogue, state, message,
                                     bot.services(self._partial_sink(bot, conversation, turn, message.channel)))
-            events = [bot.redacted(e) for e in
-                      (Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events)]
+            events = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events]
             last = i == len(pending) - 1
             done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bots.errors import ConfigError
+from bots.pii import MIN_KEY_CHARS
 
 PREFIX = "SWITCHBOARD_"
 
@@ -53,10 +54,13 @@ class Settings:
     slack_api_url: str = "https://slack.com/api/"
     telegram_api_url: str = "https://api.telegram.org"
     session_secret: str | None = None
+    # The HMAC key of user-id pseudonyms (bots/pii.py); required by bots with `pii:` on. Changing it
+    # gives every customer a new pseudonym (their old and new conversations no longer group).
+    pii_key: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     _SECRETS = ("admin_token", "slack_signing_secret", "slack_bot_token", "telegram_token",
-                "telegram_secret", "session_secret", "mongodb_uri", "slack_tokens", "telegram_tokens")
+                "telegram_secret", "session_secret", "mongodb_uri", "slack_tokens", "telegram_tokens", "pii_key")
 
     def __repr__(self) -> str:
         parts = []
@@ -143,9 +147,12 @@ class Settings:
             slack_api_url=get("slack_api_url") or "https://slack.com/api/",
             telegram_api_url=get("telegram_api_url") or "https://api.telegram.org",
             session_secret=get("session_secret"),
+            pii_key=get("pii_key"),
         )
         if settings.admin_token is not None and len(settings.admin_token) < 16:
             problems.append(f"{PREFIX}ADMIN_TOKEN: use at least 16 characters (e.g. `openssl rand -hex 32`)")
+        if settings.pii_key is not None and len(settings.pii_key) < MIN_KEY_CHARS:
+            problems.append(f"{PREFIX}PII_KEY: use at least {MIN_KEY_CHARS} characters (e.g. `openssl rand -hex 32`)")
         if problems:
             raise ConfigError(problems)
         if overrides:

@@ -15,6 +15,10 @@ Schema (both stores keep the same shape):
 A turn is first stored ``pending`` (the customer's message is safe the moment it arrives),
 then ``done`` together with the bot's events. Nothing is ever half-written: each write is a
 single-record operation.
+
+For a bot with ``pii:`` (``set_privacy``) the store itself redacts every event and pseudonymises
+the user id before it writes them, so whoever writes (the runtime, an agent's reply, a
+correction) cannot store personal data raw, and the search index only ever sees redacted text.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from bots.events import AGENT, BOT, USER, Event
+from bots.pii import Privacy
 from bots.types import JSON
 
 TurnStatus = Literal["pending", "done"]
@@ -255,6 +260,12 @@ class ConversationStore(Protocol):
 
     def set_retention(self, bot: str, seconds: float | None) -> None:
         """Keep ``bot``'s conversations ``seconds`` after their last activity (``None``: forever)."""
+        ...
+
+    def set_privacy(self, bot: str, privacy: Privacy | None) -> None:
+        """From now on, redact ``bot``'s events and pseudonymise its user ids before every write
+        (``enqueue``, ``complete``, ``append``: turns, summaries and the search index alike);
+        ``None``: store them as given. Set when the bot is loaded, from its ``pii:``."""
         ...
 
     async def purge_expired(self, now: float | None = None) -> int:

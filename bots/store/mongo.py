@@ -38,6 +38,7 @@ from pymongo.uri_parser import parse_uri
 
 from bots.errors import ConversationNotFound, StoreUnavailable
 from bots.events import Event
+from bots.pii import Privacy, PrivacyRules
 from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
 
@@ -141,6 +142,7 @@ class MongoStore:
         # skips re-reading them; if one was completed elsewhere meanwhile, the conditional
         # update below finds out and the summary guard keeps it from counting twice.
         self._pending_seen: dict[tuple[str, str, int], Turn] = {}
+        self._privacy = PrivacyRules()
 
     # -- plumbing -------------------------------------------------------------------
     @property
@@ -184,6 +186,10 @@ class MongoStore:
         if seconds <= 0:
             raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
         self.retention[bot] = float(seconds)
+
+    def set_privacy(self, bot: str, privacy: Privacy | None) -> None:
+        """Redact ``bot``'s events and pseudonymise its user ids before each write (``None``: off)."""
+        self._privacy.set(bot, privacy)
 
     def _expire_at(self, bot: str, at: float) -> dict[str, dt.datetime]:
         ttl = self.retention.get(bot)
@@ -272,6 +278,8 @@ class MongoStore:
                       address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
         key = conversation_key(ref_bot, conversation_id)
         now = user_event.timestamp
+        user_id = self._privacy.user_id(ref_bot, user_id)
+        user_event = self._privacy.event(ref_bot, user_event)
         async with self._guard("store the message"):
             # No lookup first: the unique (bot, conversation, message id) index turns a redelivery
             # into a duplicate-key error on insert, which then reads the stored turn.
@@ -352,6 +360,7 @@ class MongoStore:
         write (the commit point). An outage between the two leaves the turn pending: the channel's
         redelivery completes it, and the summary update is not applied twice."""
         now = time.time()
+        events = self._privacy.events(bot, events)
         where = {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "seq": _eq(seq)}
         async with self._guard("store the reply"):
             turn = self._pending_seen.pop((bot, conversation_id, seq), None)
@@ -385,6 +394,7 @@ class MongoStore:
                      summary: SummaryUpdate) -> Turn:
         key = conversation_key(bot, conversation_id)
         now = time.time()
+        events = self._privacy.events(bot, events)
         async with self._guard("store the events"):
             conv = await self._convs.find_one({"_id": key}, projection={"next_seq": 1})
             if conv is None:

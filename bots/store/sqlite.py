@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from bots.errors import ConversationNotFound
 from bots.events import Event
+from bots.pii import Privacy, PrivacyRules
 from bots.sqlite_file import SQLiteFile
 from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
@@ -133,6 +134,7 @@ class SQLiteStore:
         self._db = SQLiteFile(path, _SCHEMA, pragmas=("journal_mode=WAL", "synchronous=NORMAL"))
         self._purger: asyncio.Task[None] | None = None
         self._started = False
+        self._privacy = PrivacyRules()
 
     # -- plumbing -------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
@@ -160,6 +162,10 @@ class SQLiteStore:
             raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
         self.retention[bot] = float(seconds)
         self._start_purger()
+
+    def set_privacy(self, bot: str, privacy: Privacy | None) -> None:
+        """Redact ``bot``'s events and pseudonymise its user ids before each write (``None``: off)."""
+        self._privacy.set(bot, privacy)
 
     async def _purge_periodically(self) -> None:
         while True:
@@ -211,6 +217,9 @@ class SQLiteStore:
     # -- turns ----------------------------------------------------------------------
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
                       address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
+        user_id = self._privacy.user_id(ref_bot, user_id)
+        user_event = self._privacy.event(ref_bot, user_event)
+
         def tx(conn: sqlite3.Connection) -> EnqueueResult:
             row = conn.execute(
                 "SELECT * FROM turns WHERE bot=? AND conversation_id=? AND message_id=?",
@@ -280,6 +289,7 @@ class SQLiteStore:
     async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
                        summary: SummaryUpdate, *, release_lease_of: str | None = None) -> Turn:
         now = time.time()
+        events = self._privacy.events(bot, events)
 
         def tx(conn: sqlite3.Connection) -> Turn:
             if release_lease_of is not None:
@@ -308,6 +318,7 @@ class SQLiteStore:
     async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
                      summary: SummaryUpdate) -> Turn:
         now = time.time()
+        events = self._privacy.events(bot, events)
 
         def tx(conn: sqlite3.Connection) -> Turn:
             row = conn.execute(
