@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 JSON = dict[str, Any]
@@ -20,25 +20,62 @@ AnswerSource = Literal["template", "retrieval", "generation", "action", "human",
 
 @dataclass(frozen=True)
 class Entity:
-    """An entity found in a message: ``start``/``end`` are character offsets into the text."""
+    """An entity found in a message: ``start``/``end`` are character offsets into the text.
+
+    ``value`` is always text: what the NLU model tagged (after synonyms), or, for the rule extractors
+    (bots/nlu/extractors.py, Duckling-compatible), Duckling's value written out: ``"21"`` for a number,
+    ``"20"`` for twenty dollars, the ISO 8601 instant for a ``time``, ``FROM/TO`` (an ISO 8601 interval)
+    for a time interval. ``additional_info`` holds Duckling's whole value object, numbers as numbers
+    (``{"value": 20, "unit": "USD", "type": "value"}``), and ``rasa_value`` gives the value the way Rasa
+    puts it in an entity's ``value`` (a number, the ISO string, or ``{"from", "to"}``): what rasa-sdk
+    actions and numeric slots expect. ``extractor``, ``role`` and ``group`` are Rasa's fields of the same
+    names. The fields added for these (everything after ``confidence``) are left out of ``to_dict`` while
+    unset, so the entities stored before them keep their shape and load unchanged.
+    """
 
     entity: str
     value: str
     start: int
     end: int
     confidence: float = 1.0
+    extractor: str = ""
+    role: str | None = None
+    group: str | None = None
+    additional_info: JSON | None = None
+
+    @property
+    def rasa_value(self) -> Any:
+        """The value as Rasa's entity dict carries it: Duckling's ``value`` (``{"from", "to"}`` for an
+        interval) when ``additional_info`` holds a Duckling value object, otherwise ``value``."""
+        info = self.additional_info
+        if not info:
+            return self.value
+        if info.get("type") == "interval":
+            ends = {k: info.get(k) for k in ("from", "to")}
+            return {k: v.get("value") if isinstance(v, Mapping) else None for k, v in ends.items()}
+        return info.get("value", self.value)
 
     def to_dict(self) -> JSON:
-        return asdict(self)
+        d: JSON = {"entity": self.entity, "value": self.value, "start": self.start, "end": self.end,
+                   "confidence": self.confidence}
+        for key in ("extractor", "role", "group", "additional_info"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Entity:
+        info = d.get("additional_info")
         return cls(
             entity=str(d["entity"]),
             value=str(d["value"]),
             start=int(d["start"]),
             end=int(d["end"]),
             confidence=float(d.get("confidence", 1.0)),
+            extractor=str(d.get("extractor") or ""),
+            role=None if d.get("role") is None else str(d["role"]),
+            group=None if d.get("group") is None else str(d["group"]),
+            additional_info=dict(info) if isinstance(info, Mapping) else None,
         )
 
 
