@@ -7,6 +7,7 @@ hashes of high-entropy random strings (see ``bots.staff.accounts``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -100,6 +101,18 @@ class StaffStore(Protocol):
     async def get_token(self, token_hash: str) -> ApiToken | None: ...
 
     async def add_audit(self, entry: AuditEntry) -> None: ...
+
+    # Failed sign-ins (bots/staff/throttle.py), shared by every replica using the store.
+    async def add_login_failure(self, keys: Sequence[str], *, at: float, keep_until: float) -> None:
+        """Record one failed sign-in at ``at`` under each key; it may be deleted after ``keep_until``
+        (and failures kept past their own ``keep_until`` may be deleted now)."""
+        ...
+
+    async def login_failures(self, key: str, *, since: float, limit: int) -> list[float]:
+        """The times of ``key``'s failures after ``since``, newest first, at most ``limit``."""
+        ...
+
+    async def clear_login_failures(self, key: str) -> None: ...
 
     async def audit_log(self, *, offset: int = 0, limit: int = 50, actor: str | None = None,
                         conversation_id: str | None = None) -> tuple[list[AuditEntry], int]:

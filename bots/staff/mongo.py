@@ -1,7 +1,8 @@
 """Staff accounts in MongoDB (pymongo's async client), used when ``SWITCHBOARD_MONGODB_URI`` is set.
 
 Collections: ``staff_users`` (``_id`` = username), ``staff_sessions`` and ``staff_tokens``
-(``_id`` = SHA-256 of the secret; sessions expire through a TTL index), ``staff_audit``.
+(``_id`` = SHA-256 of the secret; sessions expire through a TTL index), ``staff_audit``,
+``staff_login_failures`` (one document per failed sign-in and key, expiring through a TTL index).
 Every query value is matched with ``$eq``: a value is never read as an operator.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import datetime as dt
 import functools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
@@ -77,6 +78,10 @@ class MongoStaffStore:
                     IndexModel([("username", ASCENDING)], name="user"),
                 ])
                 await self._db["staff_tokens"].create_indexes([IndexModel([("username", ASCENDING)], name="user")])
+                await self._db["staff_login_failures"].create_indexes([
+                    IndexModel([("key", ASCENDING), ("at", DESCENDING)], name="key_newest"),
+                    IndexModel([("expires", ASCENDING)], name="expiry", expireAfterSeconds=0),
+                ])
                 await self._db["staff_audit"].create_indexes([
                     IndexModel([("timestamp", DESCENDING)], name="newest"),
                     IndexModel([("conversation_id", ASCENDING), ("timestamp", DESCENDING)], name="conversation"),
@@ -161,6 +166,24 @@ class MongoStaffStore:
     async def get_token(self, token_hash: str) -> ApiToken | None:
         doc = await (await self._col("staff_tokens")).find_one({"_id": _eq(token_hash)})
         return None if doc is None else ApiToken(str(doc["username"]), str(doc["label"]), float(doc["created_at"]))
+
+    # -- failed sign-ins -------------------------------------------------------------
+    @_guarded
+    async def add_login_failure(self, keys: Sequence[str], *, at: float, keep_until: float) -> None:
+        expires = dt.datetime.fromtimestamp(keep_until, tz=dt.UTC)  # the TTL index deletes it after this
+        await (await self._col("staff_login_failures")).insert_many(
+            [{"key": key, "at": at, "expires": expires} for key in keys])
+
+    @_guarded
+    async def login_failures(self, key: str, *, since: float, limit: int) -> list[float]:
+        cursor = (await self._col("staff_login_failures")).find(
+            {"key": _eq(key), "at": {"$gt": float(since)}}, projection={"_id": 0, "at": 1},
+        ).sort("at", DESCENDING).limit(limit)
+        return [float(d["at"]) async for d in cursor]
+
+    @_guarded
+    async def clear_login_failures(self, key: str) -> None:
+        await (await self._col("staff_login_failures")).delete_many({"key": _eq(key)})
 
     # -- audit ----------------------------------------------------------------------
     @_guarded

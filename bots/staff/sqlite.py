@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS staff_audit (
     bot TEXT NOT NULL, conversation_id TEXT NOT NULL, detail TEXT NOT NULL, ip TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS staff_audit_conv ON staff_audit (conversation_id, id);
 CREATE INDEX IF NOT EXISTS staff_audit_actor ON staff_audit (actor, id);
+CREATE TABLE IF NOT EXISTS staff_login_failures (key TEXT NOT NULL, at REAL NOT NULL, keep_until REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS staff_login_failures_key ON staff_login_failures (key, at);
+CREATE INDEX IF NOT EXISTS staff_login_failures_expiry ON staff_login_failures (keep_until);
 """
 
 STAFF_FILE = "staff.db"
@@ -117,6 +120,24 @@ class SQLiteStaffStore:
         row = await self._run(lambda conn: conn.execute(
             "SELECT * FROM staff_tokens WHERE token_hash=?", (token_hash,)).fetchone())
         return None if row is None else ApiToken(row["username"], row["label"], row["created_at"])
+
+    # -- failed sign-ins -------------------------------------------------------------
+    async def add_login_failure(self, keys: Sequence[str], *, at: float, keep_until: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM staff_login_failures WHERE keep_until < ?", (at,))
+            conn.executemany("INSERT INTO staff_login_failures (key, at, keep_until) VALUES (?,?,?)",
+                             [(key, at, keep_until) for key in keys])
+
+        await self._db.write(write)
+
+    async def login_failures(self, key: str, *, since: float, limit: int) -> list[float]:
+        rows = await self._run(lambda conn: conn.execute(
+            "SELECT at FROM staff_login_failures WHERE key=? AND at > ? ORDER BY at DESC LIMIT ?",
+            (key, since, limit)).fetchall())
+        return [float(r["at"]) for r in rows]
+
+    async def clear_login_failures(self, key: str) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM staff_login_failures WHERE key=?", (key,)))
 
     # -- audit ----------------------------------------------------------------------
     async def add_audit(self, entry: AuditEntry) -> None:

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import hmac
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -23,14 +21,13 @@ from fastapi import HTTPException, Request, Response
 from bots.settings import Settings
 from bots.staff.accounts import Accounts
 from bots.staff.base import AuditEntry, Role, StaffUser, role_allows
+from bots.staff.throttle import LoginThrottle
 
 SESSION_COOKIE = "sb_session"
 LOGIN_CSRF_COOKIE = "sb_login_csrf"
 CSRF_HEADER = "x-csrf-token"
 COOKIE_PATH = "/review"
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-_MAX_FAILURES = 5
-_FAILURE_WINDOW_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -72,36 +69,12 @@ def same_origin(request: Request) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
-class LoginThrottle:
-    """At most five failed sign-ins per user name and address in ten minutes (in memory, per replica)."""
-
-    def __init__(self) -> None:
-        self._failures: dict[tuple[str, str], deque[float]] = {}
-
-    def retry_after(self, username: str, ip: str) -> float:
-        recent = self._recent((username.lower(), ip))
-        return 0.0 if len(recent) < _MAX_FAILURES else recent[0] + _FAILURE_WINDOW_S - time.time()
-
-    def failed(self, username: str, ip: str) -> None:
-        if len(self._failures) > 10_000:
-            self._failures.clear()
-        self._recent((username.lower(), ip)).append(time.time())
-
-    def succeeded(self, username: str, ip: str) -> None:
-        self._failures.pop((username.lower(), ip), None)
-
-    def _recent(self, key: tuple[str, str]) -> deque[float]:
-        window = self._failures.setdefault(key, deque())
-        while window and window[0] < time.time() - _FAILURE_WINDOW_S:
-            window.popleft()
-        return window
-
-
 class Auth:
     def __init__(self, accounts: Accounts, settings: Settings) -> None:
         self.accounts = accounts
         self.settings = settings
-        self.throttle = LoginThrottle()
+        # failed sign-ins, in the staff store shared by every replica (bots/staff/throttle.py)
+        self.throttle = LoginThrottle(accounts.store)
 
     async def principal(self, request: Request) -> Principal | None:
         header = request.headers.get("authorization", "")

@@ -95,15 +95,18 @@ def pages_router(runtime: Runtime, auth: Auth) -> APIRouter:
         if not cookie or not secrets.compare_digest(cookie, form.get("csrf_token", "")):
             return login_page(request, next_url, "Your sign-in form expired. Please try again.", 403)
         ip = client_ip(request)
-        wait = auth.throttle.retry_after(username, ip)
+        wait = await auth.throttle.retry_after(username, ip)
         if wait > 0:
-            return login_page(request, next_url, f"Too many failed attempts. Try again in {int(wait) + 1} s.", 429)
+            seconds = int(wait) + 1
+            refused = login_page(request, next_url, f"Too many failed attempts. Try again in {seconds} s.", 429)
+            refused.headers["Retry-After"] = str(seconds)
+            return refused
         user = await auth.accounts.authenticate(username, password)
         if user is None:
-            auth.throttle.failed(username, ip)
+            await auth.throttle.failed(username, ip)
             await auth.audit(request, username[:64] or "?", "sign_in_failed")
             return login_page(request, next_url, "Wrong user name or password.", 401)
-        auth.throttle.succeeded(username, ip)
+        await auth.throttle.succeeded(username, ip)
         key, _ = await auth.accounts.open_session(user)
         response = RedirectResponse(_safe_next(next_url), status_code=303)
         set_cookie(response, request, SESSION_COOKIE, key, max_age=int(auth.accounts.session_ttl_s))
