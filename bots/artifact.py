@@ -105,9 +105,10 @@ def latest_artifact(models_dir: Path) -> Path:
 
 
 def resolve_artifact(path: Path) -> Path:
-    """A bot folder, its models folder, or an artifact folder → the artifact folder."""
+    """A bot folder (bot.yml, or a Rasa project: domain.yml or domain/, config.yml), its models folder,
+    or an artifact folder → the artifact folder."""
     if (path / MANIFEST).is_file():
         return path
-    if (path / "bot.yml").is_file():
+    if any((path / name).exists() for name in ("bot.yml", "domain.yml", "domain.yaml", "domain", "config.yml")):
         return latest_artifact(path / "models")
     return latest_artifact(path)

@@ -15,6 +15,10 @@ intents:
 ```
 
 Every problem is reported with ``file:line`` and what to fix, all at once.
+
+A bot folder may instead be a Rasa 3.x project, or bot.yml may point at Rasa files with
+``rasa:`` (then ``intents`` may be left out): bots/loader.py chooses, and
+bots/dialogue/rasa_project.py reads the Rasa files into this same ``BotSpec``.
 """
 
 from __future__ import annotations
@@ -32,16 +36,18 @@ from bots.yamlspan import Located, load_located, plain
 
 KNOWN_CHANNELS = ("web", "slack", "telegram")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Rasa annotations: [value](entity), [value](entity:normalised) (Rasa 1) and
-# [value]{"entity": "x", "value": "normalised"} (Rasa 2+).
-_ANNOTATION = re.compile(r"\[(?P<text>[^\[\]]+)\](?:\((?P<paren>[^()]+)\)|(?P<json>\{[^{}]*\}))")
+# Rasa annotations: [value](entity), [value](entity:normalised) (Rasa 1),
+# [value]{"entity": "x", "value": "normalised", "role": "r", "group": "g"} (Rasa 2+) and
+# [value][{"entity": "x"}, {"entity": "y", "role": "r"}] (several entities on one span).
+_ANNOTATION = re.compile(r"\[(?P<text>[^\[\]]+)\](?:\((?P<paren>[^()]+)\)|(?P<json>\{[^{}]*\})"
+                         r"|\[(?P<list>\{[^\[\]]*\})\])")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Sections validated elsewhere (dialogue engine, answers, training) but allowed here.
 _SECTIONS = {
     "name", "description", "language", "fallback_threshold", "channels", "intents",
     "synonyms", "training", "slots", "forms", "rules", "actions", "action_endpoint",
-    "session_expiry_minutes", "answers", "knowledge_base", "retention_days", "pii",
+    "session_expiry_minutes", "answers", "knowledge_base", "retention_days", "pii", "rasa",
 }
 
 
@@ -51,6 +57,7 @@ class Example:
 
     text: str
     entities: tuple[Entity, ...] = ()
+    where: str = ""   # file:line of the example when it is not the intent's own line (Rasa nlu files)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,16 @@ class Intent:
     examples: tuple[Example, ...]
     responses: tuple[str, ...]
     line: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineComponent:
+    """One NLU component a Rasa ``config.yml`` names (``- name: DucklingEntityExtractor``) with its
+    options, kept for the components Switchboard runs itself (extractors: bots/nlu/)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    where: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,10 +89,20 @@ class BotSpec:
     synonyms: dict[str, str] = field(default_factory=dict)  # variant (lower-case) -> canonical
     # Later sections keep their located YAML so their own validators can point at lines.
     sections: dict[str, Located] = field(default_factory=dict)
+    # The file the bot is defined by, relative to ``directory`` (a Rasa project: its domain).
+    source: str = "bot.yml"
+    # Rasa NLU data: ``regex:`` and ``lookup:`` tables by name (the entity they extract, for
+    # RegexEntityExtractor), with the NLU components config.yml lists.
+    regexes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    lookups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pipeline: tuple[PipelineComponent, ...] = ()
+    # What loading noticed without refusing the bot (``file:line: not supported: ...``); shown by
+    # ``switchboard check`` and ``train``, logged by ``serve``.
+    notes: tuple[str, ...] = ()
 
     @property
     def file(self) -> Path:
-        return self.directory / "bot.yml"
+        return self.directory / self.source
 
     @property
     def models_dir(self) -> Path:
@@ -97,22 +124,32 @@ def parse_example(raw: str) -> Example:
         text_parts.append(before)
         length += len(before)
         shown = m.group("text")
+        found: list[tuple[str, str, str | None, str | None]] = []  # entity, value, role, group
         if m.group("paren") is not None:
             entity, _, normalised = m.group("paren").partition(":")
-            value = normalised or shown
+            found.append((entity, normalised or shown, None, None))
         else:
+            raw_json = m.group("json") if m.group("json") is not None else f"[{m.group('list')}]"
             try:
-                meta = json.loads(m.group("json"))
+                meta = json.loads(raw_json)
             except json.JSONDecodeError:
-                raise ValueError(f"entity annotation {m.group('json')} is not valid JSON") from None
-            if not isinstance(meta, dict) or not isinstance(meta.get("entity"), str):
-                raise ValueError(f'entity annotation {m.group("json")} needs an "entity" key')
-            entity = meta["entity"]
-            value = str(meta.get("value", shown))
-        entity = entity.strip()
-        if not entity:
-            raise ValueError(f"entity annotation [{shown}] has no entity name")
-        entities.append(Entity(entity=entity, value=value, start=length, end=length + len(shown)))
+                raise ValueError(f"entity annotation {raw_json} is not valid JSON") from None
+            for item in meta if isinstance(meta, list) else [meta]:
+                if not isinstance(item, dict) or not isinstance(item.get("entity"), str):
+                    raise ValueError(f'entity annotation {raw_json} needs an "entity" key')
+                unknown = sorted(set(item) - {"entity", "value", "role", "group"})
+                if unknown:
+                    raise ValueError(f"entity annotation {raw_json}: unknown key(s) {', '.join(unknown)} "
+                                     f"(entity, value, role, group)")
+                role, group = item.get("role"), item.get("group")
+                found.append((item["entity"], str(item.get("value", shown)),
+                               None if role is None else str(role), None if group is None else str(group)))
+        for entity, value, role, group in found:
+            entity = entity.strip()
+            if not entity:
+                raise ValueError(f"entity annotation [{shown}] has no entity name")
+            entities.append(Entity(entity=entity, value=value, start=length, end=length + len(shown),
+                                   role=role, group=group))
         text_parts.append(shown)
         length += len(shown)
         pos = m.end()
@@ -261,7 +298,9 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
                     synonyms[str(v.value).lower()] = canonical
 
     intents: dict[str, Intent] = {}
-    if "intents" not in top:
+    if "intents" not in top and "rasa" in top:
+        pass  # the intents come from the Rasa files bot.yml points at (bots/loader.py)
+    elif "intents" not in top:
         problems.append(f"{root.file}:1: missing 'intents' (a mapping of intent name to examples and response)")
     elif not isinstance(top["intents"].value, dict) or not top["intents"].value:
         problems.append(f"{top['intents'].where()}: 'intents' must be a non-empty mapping of intent names")

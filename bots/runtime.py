@@ -29,13 +29,14 @@ from typing import Protocol
 
 from bots.answers.retrieval import AnswerService, Encoder
 from bots.artifact import Manifest, resolve_artifact
-from bots.botspec import BotSpec, load_bot
+from bots.botspec import BotSpec
 from bots.dialogue.actions import load_actions
 from bots.dialogue.engine import AnswerProvider, Message, PartialSink, Services, State, decide
 from bots.dialogue.rasa_protocol import ActionRunner
-from bots.dialogue.spec import DialogueSpec, parse_dialogue
+from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
 from bots.events import NLU, PAUSE, RESTART, RESUME, USER, Event
+from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
 from bots.pii import Privacy, Pseudonymiser, Redactor
@@ -170,8 +171,7 @@ class Runtime:
 
     # -- bots -----------------------------------------------------------------------
     async def load_bot(self, bot_dir: Path) -> BotRuntime:
-        spec = await asyncio.to_thread(load_bot, bot_dir)
-        dialogue = parse_dialogue(spec)
+        spec, dialogue = await asyncio.to_thread(load_bot_folder, bot_dir)
         actions = await asyncio.to_thread(load_actions, spec, dialogue)
         artifact = await asyncio.to_thread(resolve_artifact, bot_dir)
         model = await asyncio.to_thread(self._model_loader, artifact, spec, self.settings)

@@ -1,8 +1,16 @@
 """YAML with line numbers: load a file into plain Python values while remembering where
-each value came from, so that validation errors can say ``file:line: what to fix``."""
+each value came from, so that validation errors can say ``file:line: what to fix``.
+
+``yaml12=True`` reads plain scalars as YAML 1.2's core schema does (as Rasa's loader, ruamel in
+1.2 mode, reads its files): only ``true``/``false`` are booleans, so ``yes``, ``no``, ``on``,
+``off``, ``y`` and ``n`` stay text (an intent named ``yes`` must not become ``True``), ``010``
+is ten, ``0o10`` eight, and ``1:20`` or ``2024-01-01`` stay text. bot.yml keeps PyYAML's YAML
+1.1 reading, as it always had.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +18,34 @@ from typing import Any
 import yaml
 
 from bots.errors import ConfigError
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core schema resolution of plain scalars."""
+
+
+def _construct_int12(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    if digits.startswith("0o"):
+        return sign * int(digits[2:], 8)
+    if digits.startswith("0x"):
+        return sign * int(digits[2:], 16)
+    return sign * int(digits, 10)
+
+
+Yaml12Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789."),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:merge", r"^(?:<<)$", "<"),
+):
+    Yaml12Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int12)
 
 
 @dataclass(frozen=True)
@@ -24,23 +60,23 @@ class Located:
         return f"{self.file}:{self.line}"
 
 
-def _to_located(node: yaml.Node, file: str) -> Located:
+def _to_located(node: yaml.Node, file: str, loader_cls: type[yaml.SafeLoader] = yaml.SafeLoader) -> Located:
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Located] = {}
         for key_node, value_node in node.value:
-            key = _to_located(key_node, file)
+            key = _to_located(key_node, file, loader_cls)
             if not isinstance(key.value, str | int | float | bool):
                 raise ConfigError(f"{file}:{key.line}: mapping keys must be plain names")
             name = str(key.value)
             if name in out:
                 raise ConfigError(f"{file}:{key.line}: duplicate key {name!r} (first at line {out[name].line})")
-            out[name] = _to_located(value_node, file)
+            out[name] = _to_located(value_node, file, loader_cls)
         return Located(out, line, file)
     if isinstance(node, yaml.SequenceNode):
-        return Located([_to_located(n, file) for n in node.value], line, file)
-    # Scalars: resolve tags the way safe_load would.
-    loader = yaml.SafeLoader("")
+        return Located([_to_located(n, file, loader_cls) for n in node.value], line, file)
+    # Scalars: resolve tags the way safe_load would (the loader class composed them with its resolvers).
+    loader = loader_cls("")
     try:
         value = loader.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag (`!custom`): only plain YAML is read
@@ -53,9 +89,10 @@ def _to_located(node: yaml.Node, file: str) -> Located:
     return Located(value, line, file)
 
 
-def load_located(path: Path, *, text: str | None = None) -> Located:
+def load_located(path: Path, *, text: str | None = None, yaml12: bool = False) -> Located:
     """Parse ``path`` (or ``text`` attributed to it). Syntax errors become ConfigError with
-    the line YAML reports."""
+    the line YAML reports. ``yaml12``: plain scalars resolved by YAML 1.2's core schema (Rasa files)."""
+    loader_cls: type[yaml.SafeLoader] = Yaml12Loader if yaml12 else yaml.SafeLoader
     file = str(path)
     if text is None:
         try:
@@ -65,7 +102,7 @@ def load_located(path: Path, *, text: str | None = None) -> Located:
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=loader_cls)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -74,7 +111,7 @@ def load_located(path: Path, *, text: str | None = None) -> Located:
         raise ConfigError(f"{file}: invalid YAML: {exc}") from None
     if node is None:
         return Located({}, 1, file)
-    return _to_located(node, file)
+    return _to_located(node, file, loader_cls)
 
 
 def plain(item: Located) -> Any:

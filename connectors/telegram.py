@@ -49,9 +49,9 @@ from aiogram.utils.token import TokenValidationError, validate_token
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from bots.botspec import load_bot
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
 from bots.events import BOT
+from bots.loader import load_bot_folder
 from bots.settings import Settings
 from bots.types import BotResponse, ConversationRef, UserMessage
 from connectors.outgoing import ReplyTasks, Retry, RetryPolicy, call_with_retry, split_text, utf16_len
@@ -343,7 +343,7 @@ def webhook_url(base_url: str, bot: str) -> str:
 
 async def set_webhook(settings: Settings, bot_dir: Path, base_url: str) -> str:
     """Register the bot's webhook (with the secret token) once; returns the URL registered."""
-    spec = load_bot(bot_dir)
+    spec, _ = load_bot_folder(bot_dir)
     if TelegramChannel.name not in spec.channels:
         raise ConfigError(f"{spec.file}: 'channels' does not list telegram")
     channel = TelegramChannel.from_settings(settings)
@@ -368,7 +368,7 @@ async def poll_until(settings: Settings, bot_dir: Path, stop: asyncio.Event | No
     from bots.runtime import Runtime
     from bots.store.factory import open_store
 
-    spec = load_bot(bot_dir)
+    spec, _ = load_bot_folder(bot_dir)
     if TelegramChannel.name not in spec.channels:
         raise ConfigError(f"{spec.file}: 'channels' does not list telegram")
     channel = TelegramChannel(tokens=settings.telegram_tokens, default_token=settings.telegram_token,

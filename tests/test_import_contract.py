@@ -6,7 +6,8 @@
   artifact and its inputs: bots.artifact (the artifact format), bots.nlu.model (evaluation runs the
   exported model through the serving path), bots.answers.retrieval, bots.answers.grounding and
   bots.answers.generation (answers are evaluated and the generator prompted exactly as served), and
-  the bot definition: bots.botspec, bots.types, bots.errors, bots.yamlspan.
+  the bot definition: bots.botspec, bots.types, bots.errors, bots.yamlspan, with the bot loaders
+  bots.loader (bot.yml or a Rasa project) and bots.dialogue.check (a bot is checked before it trains).
 * No import cycles among the modules of ``bots/``, ``connectors/`` and ``training/``. Every import
   statement counts wherever it is written: inside functions and under ``if TYPE_CHECKING:`` too,
   so a lazy import cannot hide a cycle. Allowed cycles: none.
@@ -24,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.answers.retrieval", "bots.answers.grounding",
-                    "bots.answers.generation", "bots.botspec", "bots.types", "bots.errors", "bots.yamlspan"}
+                    "bots.answers.generation", "bots.botspec", "bots.types", "bots.errors", "bots.yamlspan",
+                    "bots.loader", "bots.dialogue.check"}
 CHANNEL_LIBRARIES = {"slack_bolt", "slack_sdk", "aiogram", "fastapi", "starlette", "torch", "transformers", "training",
                      "connectors"}
 PROJECT_PACKAGES = ("bots", "connectors", "training")

@@ -66,7 +66,7 @@ class NluData:
 
 
 def from_bot(bot: BotSpec) -> NluData:
-    samples = [Sample(ex.text, intent.name, ex.entities, f"{bot.file}:{intent.line}")
+    samples = [Sample(ex.text, intent.name, ex.entities, ex.where or f"{bot.file}:{intent.line}")
                for intent in bot.intents.values() for ex in intent.examples]
     return NluData(tuple(samples), dict(bot.synonyms))
 

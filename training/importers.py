@@ -16,8 +16,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from bots.botspec import load_bot, parse_example
+from bots.botspec import parse_example
 from bots.errors import ConfigError
+from bots.loader import is_bot_folder, load_bot_folder
 from bots.types import Entity
 from bots.yamlspan import Located, load_located
 from training.data import NluData, Sample, from_bot
@@ -30,16 +31,17 @@ def load_data(path: Path) -> NluData:
     """Any supported file (or a bot folder) by its shape."""
     path = Path(path)
     if path.is_dir():
-        if (path / "bot.yml").is_file():
-            return from_bot(load_bot(path))
-        raise ConfigError(f"{path}: a folder of training data must contain bot.yml")
+        if is_bot_folder(path):  # bot.yml, or a Rasa project (its nlu data)
+            return from_bot(load_bot_folder(path)[0])
+        raise ConfigError(f"{path}: a folder of training data must be a bot folder (bot.yml, or a Rasa project "
+                          f"with domain.yml and config.yml)")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     if path.suffix.lower() == ".csv":
         return load_csv(path)
     if path.suffix.lower() in (".yml", ".yaml"):
         if path.name == "bot.yml":
-            return from_bot(load_bot(path.parent))
+            return from_bot(load_bot_folder(path.parent)[0])
         root = load_located(path)
         if isinstance(root.value, dict) and "nlu" in root.value:
             return load_rasa_nlu(path, root)

@@ -98,6 +98,7 @@ class Slot:
 class ResponseButton:
     title: str
     payload: str
+    url: str | None = None              # a link button (Rasa passes ``url`` through to the channel)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,9 @@ class Form:
     required_slots: tuple[str, ...]
     ignored_intents: tuple[str, ...] = ()
     where: str = ""
+    # The rasa-sdk action validating its slots: bot.yml names it; Rasa's is ``validate_<form>`` when the
+    # domain declares such an action.
+    validation_action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,7 @@ class PolicyConfig:
     restrict_rules: bool = True
     check_for_contradictions: bool = True
     learned_epochs: int = 100
+    learned_max_history: int | None = None      # TEDPolicy's own max_history (None: ``max_history``)
 
 
 def response_to_json(variations: tuple[ResponseVariation, ...]) -> list[JSON]:
@@ -245,7 +250,8 @@ def response_to_json(variations: tuple[ResponseVariation, ...]) -> list[JSON]:
         if v.text is not None:
             item["text"] = v.text
         if v.buttons:
-            item["buttons"] = [{"title": b.title, "payload": b.payload} for b in v.buttons]
+            item["buttons"] = [{"title": b.title, "payload": b.payload, **({"url": b.url} if b.url else {})}
+                               for b in v.buttons]
         if v.image is not None:
             item["image"] = v.image
         if v.attachment is not None:

@@ -99,11 +99,11 @@ def _tokens(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bots.botspec import load_bot
     from bots.corrections import collect_corrections, export_corrections
+    from bots.loader import load_bot_folder
     from bots.store.factory import open_store
 
-    spec = load_bot(args.bot_dir)
+    spec, _ = load_bot_folder(args.bot_dir)
     settings = Settings.from_env()
 
     async def run() -> int:

@@ -1,0 +1,45 @@
+"""Custom actions of the restaurant form fixture (rasa-sdk, as `rasa init` projects write them)."""
+
+from typing import Any, Dict, List, Text
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+
+class ValidateRestaurantForm(FormValidationAction):
+    def name(self) -> Text:
+        return "validate_restaurant_form"
+
+    def validate_num_people(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                            domain: DomainDict) -> Dict[Text, Any]:
+        try:
+            people = float(slot_value)
+        except (TypeError, ValueError):
+            dispatcher.utter_message(text="Please give the number of people as a number.")
+            return {"num_people": None}
+        return {"num_people": people if 1 <= people <= 20 else None}
+
+
+class ActionAskFeedback(Action):
+    def name(self) -> Text:
+        return "action_ask_feedback"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+        dispatcher.utter_message(text="How was your last visit?", buttons=[
+            {"title": "great", "payload": '/inform{"feedback": "great"}'},
+            {"title": "bad", "payload": '/inform{"feedback": "bad"}'},
+        ])
+        return []
+
+
+class ActionSetPartySize(Action):
+    def name(self) -> Text:
+        return "action_set_party_size"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+        people = tracker.get_slot("num_people") or 0
+        return [SlotSet("party_size", "large" if float(people) > 8 else "small")]
