@@ -2,7 +2,8 @@
 
 An agent's fix of a message's intent or entities is stored as a ``correction`` event
 ``{"seq": <the customer's turn>, "intent": ..., "entities": [{entity, value, start, end}], "by": ...}``
-and the conversation is tagged ``corrected``. ``export_corrections`` collects the latest
+and the conversation is tagged ``corrected`` (``correct``: what the review UI's route calls, raising
+``InvalidChange`` for a correction that cannot be made). ``export_corrections`` collects the latest
 correction of every message and writes ``BOT_DIR/corrections.yml`` in the Rasa NLU format that
 ``switchboard train --data`` reads, with bot.yml's annotation syntax::
 
@@ -20,7 +21,7 @@ earlier (whose conversations may have expired since) are kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,9 @@ from typing import Any
 import yaml
 
 from bots.botspec import BotSpec, parse_example
-from bots.errors import ConfigError
-from bots.events import CORRECTION
-from bots.store.base import Conversation, ConversationStore, TranscriptQuery
+from bots.errors import ConfigError, InvalidChange
+from bots.events import CORRECTION, Event
+from bots.store.base import Conversation, ConversationStore, SummaryUpdate, TranscriptQuery, Turn, load_existing
 from bots.types import Entity
 
 CORRECTED_TAG = "corrected"
@@ -90,6 +91,52 @@ async def collect_corrections(store: ConversationStore, bot: str) -> list[Correc
         offset += len(page.items)
         if not page.items or offset >= page.total:
             return found
+
+
+def checked_entities(text: str, entities: Sequence[Mapping[str, Any]]) -> list[Entity]:
+    """Entities of a correction: each ``value`` must occur in the text; without ``start``/``end``
+    its first occurrence (case-insensitive) is used. ``InvalidChange`` names the entity and the reason."""
+    out: list[Entity] = []
+    for i, raw in enumerate(entities):
+        name, value = str(raw.get("entity", "")).strip(), str(raw.get("value", "")).strip()
+        if not name or not value:
+            raise InvalidChange(f"entities.{i}: both entity and value are required")
+        start, end = raw.get("start"), raw.get("end")
+        if isinstance(start, int) and isinstance(end, int):
+            if not 0 <= start < end <= len(text):
+                raise InvalidChange(f"entities.{i}: {start}..{end} lies outside the message")
+        else:
+            at = text.lower().find(value.lower())
+            if at < 0:
+                raise InvalidChange(f"entities.{i}: {value!r} does not occur in the message")
+            start, end = at, at + len(value)
+        if any(not (end <= e.start or start >= e.end) for e in out):
+            raise InvalidChange(f"entities.{i}: {value!r} overlaps another entity")
+        out.append(Entity(name, value, start, end))
+    return out
+
+
+def _customer_text(conversation: Conversation, seq: int) -> str:
+    for turn in conversation.turns:
+        if turn.seq == seq:
+            user = turn.user_event
+            if user is None or not str(user.data.get("text", "")).strip():
+                raise InvalidChange(f"seq: turn {seq} has no customer text to correct")
+            return str(user.data["text"])
+    raise InvalidChange(f"seq: the conversation has no turn {seq}")
+
+
+async def correct(store: ConversationStore, spec: BotSpec, conversation_id: str, seq: int, intent: str,
+                  entities: Sequence[Mapping[str, Any]], by: str) -> Turn:
+    """An agent's correction of the customer's message at ``seq``: a ``correction`` event, and the
+    conversation tagged ``corrected``. ``ConversationNotFound``, or ``InvalidChange`` naming the field."""
+    conversation = await load_existing(store, spec.name, conversation_id)
+    if intent not in spec.intents:
+        raise InvalidChange(f"intent: {intent!r} is not an intent of bot {spec.name!r} "
+                            f"(known: {', '.join(sorted(spec.intents))})")
+    checked = checked_entities(_customer_text(conversation, seq), entities)
+    event = Event(CORRECTION, {"seq": seq, "intent": intent, "entities": [e.to_dict() for e in checked], "by": by})
+    return await store.append(spec.name, conversation_id, [event], SummaryUpdate(add_tags=(CORRECTED_TAG,)))
 
 
 def annotate(text: str, entities: Sequence[Entity]) -> str:

@@ -24,7 +24,17 @@ class StoreUnavailable(SwitchboardError):
 
 
 class ConversationNotFound(SwitchboardError):
-    pass
+    """No such conversation (or turn) of that bot (HTTP 404)."""
+
+
+class InvalidChange(SwitchboardError):
+    """A change asked of a conversation (an agent's reply, a correction) that cannot be made as
+    asked; the message names the field and says why (HTTP 422)."""
+
+
+class NotDelivered(SwitchboardError):
+    """An agent's reply is stored in the transcript, but the customer's channel did not take it
+    (HTTP 502): the agent sees it did not reach the customer."""
 
 
 class Busy(SwitchboardError):

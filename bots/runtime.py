@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -35,13 +35,14 @@ from bots.dialogue.engine import AnswerProvider, Message, PartialSink, Services,
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
-from bots.events import NLU, PAUSE, RESTART, RESUME, USER, Event
+from bots.events import NLU, USER, Event
+from bots.handoff import bot_turn, is_paused
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
 from bots.pii import Privacy, Pseudonymiser, Redactor
 from bots.settings import Settings
-from bots.store.base import Conversation, ConversationStore, SummaryUpdate, Turn
+from bots.store.base import Conversation, ConversationStore, Turn
 from bots.types import BotResponse, ConversationRef, Entity, IntentScore, Understanding, UserMessage
 
 log = logging.getLogger("switchboard.runtime")
@@ -139,13 +140,6 @@ class _Drained:
 
     answered: dict[str, Turn] = field(default_factory=dict)
     released: bool = False
-
-
-def _window_misses_the_handoff(conversation: Conversation) -> bool:
-    """True when the turns read back start after the conversation's beginning and contain no pause or
-    resume: whether a human has it then comes from the summary's handoff flag."""
-    truncated = bool(conversation.turns) and conversation.turns[0].seq > 1
-    return truncated and not any(e.kind in (PAUSE, RESUME, RESTART) for e in conversation.events)
 
 
 class Runtime:
@@ -357,8 +351,7 @@ class Runtime:
         done_events = [e for t in conversation.turns if t.status == "done" for e in t.events]
         if known is None:
             state = State.from_events(done_events, sender_id=conversation_id)
-            if _window_misses_the_handoff(conversation):
-                state.paused = conversation.summary.handoff
+            state.paused = is_paused(conversation)  # the window may not reach back to the pause
         else:
             state = known.state
             for event in done_events:
@@ -381,9 +374,8 @@ class Runtime:
             last = i == len(pending) - 1
             done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
-                SummaryUpdate(last_intent=understanding.intent, confidence=understanding.confidence,
-                              fallback=True if decision.fallback else None,
-                              handoff=True if decision.handoff else None),
+                replace(bot_turn(decision.events, user.timestamp), last_intent=understanding.intent,
+                        confidence=understanding.confidence, fallback=True if decision.fallback else None),
                 release_lease_of=self._owner if last else None,
             )
             drained.released = last

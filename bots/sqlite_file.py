@@ -24,9 +24,15 @@ T = TypeVar("T")
 
 
 class SQLiteFile:
-    def __init__(self, path: Path, schema: str, *, pragmas: tuple[str, ...] = ("journal_mode=WAL",)) -> None:
+    """``upgrade`` runs after the schema script on every new connection: it brings a file created by an
+    older version up to date (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was). It
+    must be idempotent and safe when several processes open the file at once."""
+
+    def __init__(self, path: Path, schema: str, *, pragmas: tuple[str, ...] = ("journal_mode=WAL",),
+                 upgrade: Callable[[sqlite3.Connection], None] | None = None) -> None:
         self.path = path
         self._schema = schema
+        self._upgrade = upgrade
         self._pragmas = pragmas
         self._conn: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None  # the event loop's own, busy timeout 0
@@ -47,6 +53,8 @@ class SQLiteFile:
                     conn.execute(f"PRAGMA {pragma}")
                 if schema:
                     conn.executescript(self._schema)
+                    if self._upgrade is not None:
+                        self._upgrade(conn)
                 return conn
             except sqlite3.OperationalError as exc:
                 if not _busy(exc) or time.monotonic() + pause > deadline:

@@ -7,21 +7,14 @@ token the admin API is off (403 saying how to turn it on).
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from bots.store.base import Conversation, TranscriptQuery
+from bots.store.base import SortField, TranscriptQuery, load_existing
 
 if TYPE_CHECKING:
     from bots.runtime import Runtime
-
-
-def transcript_json(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "summary": conversation.summary.to_dict(),
-        "turns": [t.to_dict() for t in conversation.turns],
-    }
 
 
 def admin_router(runtime: Runtime) -> APIRouter:
@@ -42,14 +35,12 @@ def admin_router(runtime: Runtime) -> APIRouter:
     @router.get("/bots/{bot}/conversations/{conversation_id}", responses={401: {}, 403: {}, 404: {}})
     async def transcript(bot: str, conversation_id: str, request: Request) -> dict[str, Any]:
         runtime.bot(bot)
-        conversation = await runtime.store.load(bot, conversation_id)
-        if conversation is None:
-            raise HTTPException(404, f"no conversation {conversation_id!r} for bot {bot!r}")
+        conversation = await load_existing(runtime.store, bot, conversation_id)
         review = getattr(request.app.state, "review", None)
         if review is not None:  # every transcript read is audited, whoever reads it
             await review.auth.audit(request, "admin-token", "export_transcript", bot=bot,
                                     conversation_id=conversation_id)
-        return transcript_json(conversation)
+        return conversation.to_dict()
 
     @router.get("/bots/{bot}/conversations", responses={401: {}, 403: {}, 404: {}})
     async def search(
@@ -65,7 +56,7 @@ def admin_router(runtime: Runtime) -> APIRouter:
         reviewed: bool | None = None,
         tag: Annotated[str | None, Query(max_length=64)] = None,
         text: Annotated[str | None, Query(max_length=200)] = None,
-        sort: Literal["last_activity", "started_at", "min_confidence"] = "last_activity",
+        sort: SortField = "last_activity",
         descending: bool = True,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,

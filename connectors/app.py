@@ -20,7 +20,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bots.artifact import resolve_artifact
 from bots.botspec import load_bot
-from bots.errors import Busy, ConfigError, ConversationNotFound, StoreUnavailable
+from bots.errors import (
+    Busy,
+    ConfigError,
+    ConversationNotFound,
+    InvalidChange,
+    NotDelivered,
+    StoreUnavailable,
+    SwitchboardError,
+)
+from bots.handoff import HandoffGauges
 from bots.metrics import Metrics
 from bots.runtime import ModelLoader, Runtime, UnknownBot, load_onnx_model
 from bots.settings import Settings
@@ -32,6 +41,9 @@ from connectors.review.ui import ReviewUI
 from connectors.web import WebChannel
 
 log = logging.getLogger("switchboard.app")
+
+# Status codes of the errors that carry a reason for the client as they are (see switchboard_error).
+_STATUS: dict[type[SwitchboardError], int] = {ConversationNotFound: 404, InvalidChange: 422, NotDelivered: 502}
 
 
 def _default_store(settings: Settings) -> ConversationStore:
@@ -80,6 +92,8 @@ def create_app(
         if isinstance(channel, WebChannel):
             runtime.partial_sinks[channel.name] = channel.partial
     review = ReviewUI(runtime, {c.name: c for c in channel_list})
+    # Customers waiting for an agent, read from the shared store: the same on every replica.
+    handoff_gauges = HandoffGauges(runtime.store, metrics, lambda: runtime.bots)
     loading: dict[str, str] = {}
 
     served: dict[Path, str] = {}  # bot folder -> artifact folder name being served
@@ -116,12 +130,14 @@ def create_app(
         await runtime.store.start()
         loader = asyncio.create_task(load_all())
         app.state.loader = loader
+        gauges = asyncio.create_task(handoff_gauges.run())
         try:
             yield
         finally:
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
+            for task in (loader, gauges):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             finished = await runtime.drain(settings.drain_timeout_s)
             log.info("drained", extra={"complete": finished})
             for channel in channel_list:
@@ -138,26 +154,24 @@ def create_app(
     app.add_middleware(ClientRateLimit, limiter=RateLimiter(settings.rate_per_ip, settings.rate_per_ip_burst),
                        path_pattern=r"^/bots/[^/]+/webhooks/web")
 
-    @app.exception_handler(UnknownBot)
-    async def unknown_bot(request: Request, exc: UnknownBot) -> JSONResponse:
-        if request.path_params.get("bot") in expected:  # served here, model still loading: retry
-            return JSONResponse({"detail": "the bot is starting, retry shortly"}, status_code=503,
-                                headers={"Retry-After": "1"})
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(ConversationNotFound)
-    async def not_found(request: Request, exc: ConversationNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(Busy)
-    async def busy(request: Request, exc: Busy) -> JSONResponse:
-        return JSONResponse({"detail": "the bot is busy, retry shortly"}, status_code=503,
-                            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
-
-    @app.exception_handler(StoreUnavailable)
-    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": "conversation store unavailable, retry shortly"}, status_code=503,
-                            headers={"Retry-After": "2"})
+    @app.exception_handler(SwitchboardError)
+    async def switchboard_error(request: Request, exc: SwitchboardError) -> JSONResponse:
+        """The one translation of the runtime's and the domain's errors (bots/errors.py) into HTTP."""
+        if isinstance(exc, UnknownBot):
+            if request.path_params.get("bot") in expected:  # served here, model still loading: retry
+                return JSONResponse({"detail": "the bot is starting, retry shortly"}, status_code=503,
+                                    headers={"Retry-After": "1"})
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        if isinstance(exc, Busy):
+            return JSONResponse({"detail": "the bot is busy, retry shortly"}, status_code=503,
+                                headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
+        if isinstance(exc, StoreUnavailable):
+            return JSONResponse({"detail": "conversation store unavailable, retry shortly"}, status_code=503,
+                                headers={"Retry-After": "2"})
+        status = next((_STATUS[t] for t in type(exc).__mro__ if t in _STATUS), None)
+        if status is None:
+            raise exc  # not meant for a client (a bug or a broken deployment): a plain 500, logged
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -183,6 +197,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
+        await handoff_gauges.refresh()  # bounded; on a store failure the last values are exported
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bots.errors import Busy, ConfigError, StoreUnavailable
 from bots.events import AGENT, BOT, USER
+from bots.handoff import is_paused
 from bots.store.base import Conversation
 from bots.types import BotResponse, ConversationRef, UserMessage
 from connectors.limits import RateLimiter
@@ -125,7 +126,8 @@ def _json(responses: Sequence[BotResponse]) -> list[dict[str, Any]]:
 
 
 def history_json(conversation: Conversation | None) -> dict[str, Any]:
-    """What the customer saw: their messages and the bot's and agents' replies (nothing internal)."""
+    """What the customer saw: their messages and the bot's and agents' replies (nothing internal), and
+    whether a person has the conversation now (``paused``: bots.handoff's rule)."""
     messages: list[dict[str, Any]] = []
     last_seq = 0
     for turn in conversation.turns if conversation else ():
@@ -139,7 +141,7 @@ def history_json(conversation: Conversation | None) -> dict[str, Any]:
                 messages.append({"seq": turn.seq, "role": "agent" if event.kind == AGENT else "bot",
                                  "message_id": turn.message_id, **_out([r])[0].model_dump()})
     return {"conversation_id": conversation.summary.conversation_id if conversation else None,
-            "last_seq": last_seq, "messages": messages}
+            "last_seq": last_seq, "messages": messages, "paused": is_paused(conversation) if conversation else False}
 
 
 class _Socket:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bots.events import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import AGENT, BOT, FORM, NLU, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.handoff import paused_after
 from bots.types import JSON
 
 REQUESTED_SLOT = "requested_slot"  # the slot a form asks for next (Rasa's name)
@@ -62,6 +63,7 @@ class State:
         kind, data = event.kind, event.data
         self.last_activity = max(self.last_activity or event.timestamp, event.timestamp)
         self.history.append(event)
+        self.paused = paused_after((event,), self.paused)  # the one rule (bots.handoff)
         if kind == SESSION_START:
             # Slots and form go; the conversation stays with a human if it was handed off.
             self._reset()
@@ -70,7 +72,6 @@ class State:
             self.history = self.history[start:]  # keep the message that opened the session
         elif kind == RESTART:
             self._reset()
-            self.paused = False
             self.session_started_at = event.timestamp
             self.history = [event]
         elif kind == SLOT:
@@ -87,10 +88,7 @@ class State:
             self.active_form = name if isinstance(name, str) else None
             requested = data.get("requested_slot")
             self.requested_slot = requested if isinstance(requested, str) and self.active_form else None
-        elif kind == PAUSE:
-            self.paused = True
         elif kind == RESUME:
-            self.paused = False
             self.fallbacks_in_a_row = 0
         elif kind == USER:
             self.latest_message = {"text": data.get("text"), "channel": data.get("channel")}

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
+from bots.errors import ConversationNotFound
 from bots.events import AGENT, BOT, USER, Event
 from bots.pii import Privacy
 from bots.types import JSON
@@ -95,6 +96,8 @@ class ConversationSummary:
     flagged: bool = False
     reviewed: bool = False
     tags: tuple[str, ...] = ()
+    # since when the customer waits for an agent (the bot handed off, no agent has it yet); None: not waiting
+    waiting_since: float | None = None
 
     def to_dict(self) -> JSON:
         return {
@@ -113,6 +116,7 @@ class ConversationSummary:
             "flagged": self.flagged,
             "reviewed": self.reviewed,
             "tags": list(self.tags),
+            "waiting_since": self.waiting_since,
         }
 
     @classmethod
@@ -133,6 +137,7 @@ class ConversationSummary:
             flagged=bool(d.get("flagged")),
             reviewed=bool(d.get("reviewed")),
             tags=tuple(d.get("tags") or ()),
+            waiting_since=None if d.get("waiting_since") is None else float(d["waiting_since"]),
         )
 
 
@@ -148,6 +153,8 @@ class SummaryUpdate:
     reviewed: bool | None = None
     add_tags: tuple[str, ...] = ()
     remove_tags: tuple[str, ...] = ()
+    waiting_since: float | None = None  # the customer waits for an agent from then on (an earlier start is kept)
+    waiting_over: bool = False  # an agent (or the bot again) has the conversation: nobody waits (wins over the above)
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,14 @@ class Conversation:
     @property
     def events(self) -> list[Event]:
         return [e for t in self.turns for e in t.events]
+
+    def to_dict(self) -> JSON:
+        """The transcript as JSON: the summary and every turn read (admin API, review API, downloads)."""
+        return {"summary": self.summary.to_dict(), "turns": [t.to_dict() for t in self.turns]}
+
+
+SortField = Literal["last_activity", "started_at", "min_confidence"]
+SORT_FIELDS: tuple[SortField, ...] = get_args(SortField)  # what conversation lists can be sorted by
 
 
 @dataclass(frozen=True)
@@ -176,7 +191,7 @@ class TranscriptQuery:
     reviewed: bool | None = None
     tag: str | None = None
     text: str | None = None
-    sort: Literal["last_activity", "started_at", "min_confidence"] = "last_activity"
+    sort: SortField = "last_activity"
     descending: bool = True
     offset: int = 0
     limit: int = 50
@@ -191,6 +206,14 @@ class Page:
     total: int
     offset: int
     limit: int
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A bot's customers waiting for an agent: how many, and since when the longest has waited."""
+
+    count: int = 0
+    since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +275,11 @@ class ConversationStore(Protocol):
 
     async def search(self, query: TranscriptQuery) -> Page: ...
 
+    async def waiting(self, bot: str) -> Waiting:
+        """``bot``'s conversations whose ``waiting_since`` is set, and the earliest of them (an indexed
+        read: the hand-off gauges ask it on every scrape)."""
+        ...
+
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
         """Take the conversation's processing lease if free or expired (or already ours)."""
         ...
@@ -271,3 +299,11 @@ class ConversationStore(Protocol):
     async def purge_expired(self, now: float | None = None) -> int:
         """Delete conversations past their retention; the number deleted."""
         ...
+
+
+async def load_existing(store: ConversationStore, bot: str, conversation_id: str) -> Conversation:
+    """The whole conversation; ``ConversationNotFound`` when there is none."""
+    conversation = await store.load(bot, conversation_id)
+    if conversation is None:
+        raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+    return conversation

@@ -39,6 +39,7 @@ from pymongo.uri_parser import parse_uri
 from bots.errors import ConversationNotFound, StoreUnavailable
 from bots.events import Event
 from bots.pii import Privacy, PrivacyRules
+from bots.store import base
 from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
 
@@ -55,7 +56,6 @@ _CLIENT_DEFAULTS: dict[str, Any] = {
 _SEQ_ATTEMPTS = 64  # enqueue/append collisions on seq before giving up (two replicas need a few)
 _APPLIED_KEEP = 32  # seqs whose summary update is remembered, so re-applying is a no-op
 _PENDING_SEEN_MAX = 10_000
-_SORTS = ("last_activity", "started_at", "min_confidence")
 _FLAGS = ("fallback", "handoff", "flagged", "reviewed")
 _TEXT_CHUNK = 128  # conversations per lookup of a text search (see MongoStore._search_text)
 _TEXT_VERIFY_MAX = 2048  # candidates whose turns are read rather than another word's range scanned
@@ -80,6 +80,7 @@ _CONVERSATION_INDEXES = [
     _index("bot_handoff", "bot", "handoff", "-last_activity"),
     _index("bot_review", "bot", "flagged", "reviewed", "-last_activity"),
     _index("bot_tags", "bot", "tags", "-last_activity"),
+    _index("bot_waiting", "bot", "waiting_since"),  # the hand-off gauges (MongoStore.waiting)
     _index("retention", "expire_at", expireAfterSeconds=0),
 ]
 _TURN_INDEXES = [
@@ -331,6 +332,10 @@ class MongoStore:
             value = getattr(summary, flag)
             if value is not None:
                 sets[flag] = _lit(bool(value))
+        if summary.waiting_over:
+            sets["waiting_since"] = _lit(None)
+        elif summary.waiting_since is not None:
+            sets["waiting_since"] = {"$ifNull": ["$waiting_since", _lit(float(summary.waiting_since))]}
         if summary.add_tags or summary.remove_tags:
             kept = {"$filter": {"input": {"$ifNull": ["$tags", []]},
                                 "cond": {"$not": [{"$in": ["$$this", _lit(list(summary.remove_tags))]}]}}}
@@ -511,8 +516,8 @@ class MongoStore:
         return Page(items, len(found), query.offset, query.limit)
 
     async def search(self, query: TranscriptQuery) -> Page:
-        if query.sort not in _SORTS:
-            raise ValueError(f"cannot sort by {query.sort!r}; use one of {', '.join(_SORTS)}")
+        if query.sort not in base.SORT_FIELDS:
+            raise ValueError(f"cannot sort by {query.sort!r}; use one of {', '.join(base.SORT_FIELDS)}")
         where: dict[str, Any] = {}
         for field_name, attr in (("bot", "bot"), ("channel", "channel"), ("last_intent", "intent"), ("tags", "tag")):
             value = getattr(query, attr)
@@ -538,6 +543,14 @@ class MongoStore:
                                       skip=max(query.offset, 0), limit=max(query.limit, 0))
             items = tuple([ConversationSummary.from_dict(d) async for d in cursor]) if query.limit > 0 else ()
         return Page(items, total, query.offset, query.limit)
+
+    async def waiting(self, bot: str) -> base.Waiting:
+        where = {"bot": _eq(bot), "waiting_since": {"$gt": 0.0}}  # set: a number (null and missing are not)
+        async with self._guard("count the customers waiting for an agent"):
+            count = await self._convs.count_documents(where)
+            first = await self._convs.find_one(where, projection={"waiting_since": 1},
+                                               sort=[("waiting_since", ASCENDING)]) if count else None
+        return base.Waiting(int(count), None if first is None else float(first["waiting_since"]))
 
     # -- leases ---------------------------------------------------------------------
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:

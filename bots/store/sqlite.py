@@ -24,6 +24,7 @@ from bots.errors import ConversationNotFound
 from bots.events import Event
 from bots.pii import Privacy, PrivacyRules
 from bots.sqlite_file import SQLiteFile
+from bots.store import base
 from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
 
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     flagged INTEGER NOT NULL DEFAULT 0,
     reviewed INTEGER NOT NULL DEFAULT 0,
     tags TEXT NOT NULL DEFAULT '[]',
+    waiting_since REAL,
     next_seq INTEGER NOT NULL DEFAULT 1,
     lease_owner TEXT,
     lease_expires REAL NOT NULL DEFAULT 0,
@@ -91,8 +93,27 @@ END;
 
 _SUMMARY_COLUMNS = (
     "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
-    "min_confidence, turns, fallback, handoff, flagged, reviewed, tags"
+    "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since"
 )
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Files written before customers' waits were kept get the ``waiting_since`` column (in one
+    write transaction, so two processes opening such a file do not both add it), then its index."""
+    def columns() -> set[str]:
+        return {row["name"] for row in conn.execute("PRAGMA table_info(conversations)")}
+
+    if "waiting_since" not in columns():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "waiting_since" not in columns():
+                conn.execute("ALTER TABLE conversations ADD COLUMN waiting_since REAL")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    conn.execute("CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since)"
+                 " WHERE waiting_since IS NOT NULL")
 
 
 def _summary_from_row(row: sqlite3.Row) -> ConversationSummary:
@@ -131,7 +152,7 @@ class SQLiteStore:
             if seconds <= 0:
                 raise ValueError(f"retention for bot {bot!r} must be a positive number of seconds, got {seconds}")
         self.purge_interval_s = purge_interval_s
-        self._db = SQLiteFile(path, _SCHEMA, pragmas=("journal_mode=WAL", "synchronous=NORMAL"))
+        self._db = SQLiteFile(path, _SCHEMA, pragmas=("journal_mode=WAL", "synchronous=NORMAL"), upgrade=_upgrade)
         self._purger: asyncio.Task[None] | None = None
         self._started = False
         self._privacy = PrivacyRules()
@@ -261,7 +282,7 @@ class SQLiteStore:
     def _apply_summary(conn: sqlite3.Connection, bot: str, conversation_id: str,
                        summary: SummaryUpdate, now: float, count_turn: bool) -> None:
         row = conn.execute(
-            "SELECT tags, min_confidence FROM conversations WHERE bot=? AND conversation_id=?",
+            "SELECT tags, min_confidence, waiting_since FROM conversations WHERE bot=? AND conversation_id=?",
             (bot, conversation_id),
         ).fetchone()
         if row is None:
@@ -278,6 +299,10 @@ class SQLiteStore:
             value = getattr(summary, flag)
             if value is not None:
                 sets[flag] = int(value)
+        if summary.waiting_over:
+            sets["waiting_since"] = None
+        elif summary.waiting_since is not None and row["waiting_since"] is None:
+            sets["waiting_since"] = summary.waiting_since
         assignments = ", ".join(f"{k}=?" for k in sets)
         if count_turn:
             assignments += ", turns = turns + 1"
@@ -449,6 +474,13 @@ class SQLiteStore:
             return Page(tuple(_summary_from_row(r) for r in rows), total, query.offset, query.limit)
 
         return await self._run(read)
+
+    async def waiting(self, bot: str) -> base.Waiting:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT COUNT(*), MIN(waiting_since) FROM conversations WHERE bot=? AND waiting_since IS NOT NULL",
+            (bot,),
+        ).fetchone())
+        return base.Waiting(int(row[0]), None if row[1] is None else float(row[1]))
 
     # -- leases ---------------------------------------------------------------------
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:

@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from bots.corrections import collect_corrections, export_corrections
-from bots.store.base import SummaryUpdate
+from bots.corrections import collect_corrections, correct, export_corrections
+from bots.store.base import SummaryUpdate, load_existing
 from connectors.review.auth import Auth, Principal
 from connectors.review.filters import parse_filters
-from connectors.review.transcripts import correct, load_or_404, transcript_payload
+from connectors.review.transcripts import transcript_payload
 
 if TYPE_CHECKING:
     from bots.runtime import Runtime
@@ -86,7 +86,7 @@ def api_router(runtime: Runtime, auth: Auth) -> APIRouter:
     async def transcript(request: Request, bot: str, conversation_id: str,
                          principal: Principal = viewer) -> dict[str, Any]:
         spec = runtime.bot(bot).spec
-        conversation = await load_or_404(store, bot, conversation_id)
+        conversation = await load_existing(store, bot, conversation_id)
         await auth.audit(request, principal, "export_transcript", bot=bot, conversation_id=conversation_id,
                          detail="json")
         return transcript_payload(conversation, spec)
@@ -94,11 +94,10 @@ def api_router(runtime: Runtime, auth: Auth) -> APIRouter:
     @router.get("/bots/{bot}/conversations/{conversation_id}/download", responses={401: {}, 404: {}})
     async def download(request: Request, bot: str, conversation_id: str, principal: Principal = viewer) -> Response:
         runtime.bot(bot)
-        conversation = await load_or_404(store, bot, conversation_id)
+        conversation = await load_existing(store, bot, conversation_id)
         await auth.audit(request, principal, "export_transcript", bot=bot, conversation_id=conversation_id,
                          detail="download")
-        body = json.dumps({"summary": conversation.summary.to_dict(),
-                           "turns": [t.to_dict() for t in conversation.turns]}, indent=2)
+        body = json.dumps(conversation.to_dict(), indent=2)
         safe = re.sub(r"[^A-Za-z0-9_-]", "_", conversation_id)
         return Response(body, media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="{bot}-{safe}.json"'})
@@ -140,8 +139,7 @@ def api_router(runtime: Runtime, auth: Auth) -> APIRouter:
     async def correction(request: Request, bot: str, conversation_id: str, body: CorrectionBody,
                          principal: Principal = agent) -> dict[str, Any]:
         spec = runtime.bot(bot).spec
-        conversation = await load_or_404(store, bot, conversation_id)
-        turn = await correct(store, spec, conversation, body.seq, body.intent,
+        turn = await correct(store, spec, conversation_id, body.seq, body.intent,
                              [e.model_dump() for e in body.entities], principal.user.username)
         await auth.audit(request, principal, "correct", bot=bot, conversation_id=conversation_id,
                          detail=f"turn {body.seq} -> {body.intent}")

@@ -15,9 +15,8 @@ from typing import Literal
 
 from fastapi import HTTPException
 
-from bots.store.base import TranscriptQuery
+from bots.store.base import SORT_FIELDS, TranscriptQuery
 
-SORTS = ("last_activity", "started_at", "min_confidence")
 PAGE_SIZES = (25, 50, 100, 200)
 _NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 _TAG = re.compile(r"^[\w .:@-]{1,64}$")
@@ -104,8 +103,8 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
     if text is not None and len(text) > 200:
         raise _fail("q", "search text is limited to 200 characters")
     sort = values["sort"] or "last_activity"
-    if sort not in SORTS:
-        raise _fail("sort", f"use one of {', '.join(SORTS)}")
+    if sort not in SORT_FIELDS:
+        raise _fail("sort", f"use one of {', '.join(SORT_FIELDS)}")
     order = values["order"] or "desc"
     if order not in ("asc", "desc"):
         raise _fail("order", "use asc or desc")

@@ -17,11 +17,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from bots import handoff
 from bots.botspec import KNOWN_CHANNELS
-from bots.store.base import TranscriptQuery
+from bots.store.base import SORT_FIELDS, load_existing
 from connectors.review.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, Principal, client_ip, set_cookie
-from connectors.review.filters import PAGE_SIZES, SORTS, parse_filters
-from connectors.review.transcripts import load_or_404, transcript_payload
+from connectors.review.filters import PAGE_SIZES, parse_filters
+from connectors.review.transcripts import transcript_payload
 
 if TYPE_CHECKING:
     from bots.runtime import Runtime
@@ -143,20 +144,20 @@ def pages_router(runtime: Runtime, auth: Auth) -> APIRouter:
         return render(
             "conversations.html", principal=principal, filters=filters.values, page=page, current=current,
             pages=pages, bots=sorted(runtime.bots), intents=_intents(filters.query.bot), channels=KNOWN_CHANNELS,
-            sorts=SORTS, page_sizes=PAGE_SIZES, nav="conversations",
+            sorts=SORT_FIELDS, page_sizes=PAGE_SIZES, nav="conversations",
             prev_url=f"?{urlencode({**base, 'page': current - 1})}" if current > 1 else "",
             next_url=f"?{urlencode({**base, 'page': current + 1})}" if current < pages else "",
         )
 
     @router.get("/queue")
     async def queue(request: Request, principal: Principal = agent) -> Response:
-        page = await store.search(TranscriptQuery(handoff=True, sort="last_activity", descending=True, limit=200))
+        page = await handoff.queue(store, limit=200)
         return render("queue.html", principal=principal, page=page, nav="queue")
 
     @router.get("/bots/{bot}/conversations/{conversation_id}")
     async def transcript(request: Request, bot: str, conversation_id: str, principal: Principal = viewer) -> Response:
         spec = runtime.bot(bot).spec
-        conversation = await load_or_404(store, bot, conversation_id)
+        conversation = await load_existing(store, bot, conversation_id)
         await auth.audit(request, principal, "view_transcript", bot=bot, conversation_id=conversation_id)
         payload = transcript_payload(conversation, spec)
         return render("transcript.html", principal=principal, payload=payload, summary=conversation.summary,

@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from bots.errors import ConversationNotFound
 from bots.events import BOT, USER, Event
-from bots.store.base import ConversationStore, SummaryUpdate, TranscriptQuery
+from bots.store.base import ConversationStore, SummaryUpdate, TranscriptQuery, Waiting
 from bots.store.mongo import MongoStore
 from bots.store.sqlite import SQLiteStore
 
@@ -418,3 +418,61 @@ async def test_sqlite_purge_drops_the_search_words(tmp_path: Path) -> None:
         rows = conn.execute("SELECT word, conversation_id, seq FROM turn_words ORDER BY word").fetchall()
     conn.close()
     assert rows == [("fresh", "new", 1), ("words", "new", 1)]
+
+
+async def test_customers_waiting_for_an_agent_per_bot(open_store: Any) -> None:
+    """``waiting_since`` (bots/handoff.py): set by a hand-off, an earlier start kept, cleared by
+    ``waiting_over``; ``waiting`` counts a bot's waiting conversations and finds the longest wait,
+    the same from every replica."""
+    store, replica = await open_store(), await open_store()
+    for conv, at in (("c1", 1000.0), ("c2", 1300.0), ("c3", 1600.0)):
+        seq = await say(store, conv, "m1", "get me a human", at=at)
+        await answer(store, conv, seq, "one moment", summary=SummaryUpdate(handoff=True, waiting_since=at))
+    await say(store, "other", "m1", "hi", bot="faq")
+    assert await replica.waiting("shop") == Waiting(3, 1000.0)
+    assert await replica.waiting("faq") == Waiting(0, None)
+    # a later hand-off of a conversation already waiting keeps its start
+    seq = await say(store, "c1", "m2", "hello?", at=2000.0)
+    await answer(store, "c1", seq, "still looking", summary=SummaryUpdate(handoff=True, waiting_since=2000.0))
+    summary = await replica.summary("shop", "c1")
+    assert summary is not None and summary.waiting_since == 1000.0 and summary.to_dict()["waiting_since"] == 1000.0
+    # an agent takes c1 over (a summary update) and answers c2 (an appended turn): c3 waits longest now
+    await replica.update_summary("shop", "c1", SummaryUpdate(handoff=True, waiting_over=True))
+    await replica.append("shop", "c2", [Event(BOT, {"text": "Ann here"})],
+                         SummaryUpdate(handoff=True, waiting_over=True, waiting_since=5.0))
+    assert await store.waiting("shop") == Waiting(1, 1600.0)
+    after = await store.summary("shop", "c1")
+    assert after is not None and after.waiting_since is None and after.handoff
+    assert await store.waiting("nobody") == Waiting(0, None)
+
+
+async def test_sqlite_file_of_an_older_version_gets_the_waiting_column(tmp_path: Path) -> None:
+    """A conversations table written before ``waiting_since`` existed is upgraded when opened (by
+    two stores at once, as two processes would), and its conversations are kept."""
+    import sqlite3
+
+    from bots.store.sqlite import _SCHEMA
+
+    old = _SCHEMA.replace("    waiting_since REAL,\n", "")
+    assert old != _SCHEMA
+    path = tmp_path / "c.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(old)
+        conn.execute("INSERT INTO conversations (bot, conversation_id, channel, started_at, last_activity, handoff)"
+                     " VALUES ('shop', 'c0', 'web', 1.0, 2.0, 1)")
+    conn.close()
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    try:
+        await asyncio.gather(first.start(), second.start())
+        summary = await first.summary("shop", "c0")
+        assert summary is not None and summary.handoff and summary.waiting_since is None
+        seq = await say(second, "c1", "m1", "human please", at=50.0)
+        await answer(second, "c1", seq, "one moment", summary=SummaryUpdate(handoff=True, waiting_since=50.0))
+        assert await first.waiting("shop") == Waiting(1, 50.0)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    with sqlite3.connect(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    assert "conv_waiting" in indexes

@@ -1,0 +1,208 @@
+"""Hand-off: whether a human or the bot has a conversation, and what agents do about it.
+
+**The one rule for "is this conversation paused"** (a human has it; the bot records the
+customer's messages and stays silent): the last ``pause``, ``resume`` or ``restart`` event
+decides (``PAUSES``); ``session_start`` changes nothing, so a conversation handed off stays with
+the human across sessions. When the turns read do not reach back to any of those events (the
+runtime and the live view read only the last turns), the summary's ``handoff`` flag tells: every
+write that pauses or resumes sets it in the same write (``bot_turn`` for the bot's turns, the agent
+actions below for theirs). The dialogue state (bots.dialogue.state), the runtime, the review UI and
+API and the web history all use this rule; before it there were two copies, and after a
+``session_start`` in a window without the pause they disagreed (the review UI said "the bot is
+answering" while the bot stayed silent).
+
+**Agents** (the review UI's routes only translate to these): ``take_over`` (pauses, unless paused
+already), ``reply`` (stored first, pausing too, then sent through the customer's own channel) and
+``hand_back`` (resumes). Each sets the summary's ``handoff`` flag in the same write.
+
+**Waiting for an agent**: the bot's hand-off sets the summary's ``waiting_since`` to the time of
+the customer message that made the bot hand off; an agent taking over, replying or handing back,
+or the bot resuming, clears it. ``HandoffGauges`` reads those from the store, which every replica
+shares, so each replica exports the same ``switchboard_handoff_queue`` and
+``switchboard_handoff_oldest_seconds`` per bot (labelled by bot only) and the alert's
+``max by (bot)`` over replicas is the true value, whichever replica handed off or took over.
+
+Failures are ``SwitchboardError`` subclasses, mapped to HTTP status codes by connectors/app.py:
+``ConversationNotFound`` (404), ``InvalidChange`` (422), ``NotDelivered`` (502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from bots.errors import InvalidChange, NotDelivered
+from bots.events import AGENT, PAUSE, RESTART, RESUME, Event
+from bots.metrics import Metrics
+from bots.store.base import (
+    Conversation,
+    ConversationStore,
+    Page,
+    SummaryUpdate,
+    TranscriptQuery,
+    Turn,
+    Waiting,
+    load_existing,
+)
+from bots.types import BotResponse, ConversationRef
+
+log = logging.getLogger("switchboard.handoff")
+
+# The events that change who has the conversation, and what they change it to (paused or not).
+PAUSES: Mapping[str, bool] = {PAUSE: True, RESUME: False, RESTART: False}
+MAX_REPLY_CHARS = 4000
+GAUGE_REFRESH_S = 10.0  # how often each replica re-reads the waiting customers (and at every scrape)
+
+
+def paused_after(events: Iterable[Event], paused: bool) -> bool:
+    """Whether the conversation is paused after ``events``, given whether it was before them."""
+    for event in events:
+        paused = PAUSES.get(event.kind, paused)
+    return paused
+
+
+def is_paused(conversation: Conversation) -> bool:
+    """True while a human has the conversation: the last pausing event among the turns read, or,
+    when they contain none, the summary's ``handoff`` flag."""
+    return paused_after(conversation.events, conversation.summary.handoff)
+
+
+def bot_turn(events: Sequence[Event], received_at: float) -> SummaryUpdate:
+    """What a bot turn of ``events`` changes in the summary about who has the conversation: a
+    hand-off sets ``handoff`` and starts the customer's wait at ``received_at`` (their message);
+    a resume or restart (a custom action's) clears both; anything else changes nothing."""
+    if not any(e.kind in PAUSES for e in events):
+        return SummaryUpdate()
+    if paused_after(events, False):
+        return SummaryUpdate(handoff=True, waiting_since=received_at)
+    return SummaryUpdate(handoff=False, waiting_over=True)
+
+
+# -- what agents do -----------------------------------------------------------------------
+class Outbox(Protocol):
+    """A channel that can push messages into a conversation outside a request (connectors.base.Channel)."""
+
+    async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None: ...
+
+
+async def take_over(store: ConversationStore, bot: str, conversation_id: str, agent: str) -> None:
+    """The agent has the conversation: a ``pause`` event (unless paused already); nobody waits any more."""
+    conversation = await load_existing(store, bot, conversation_id)
+    update = SummaryUpdate(handoff=True, waiting_over=True)
+    if is_paused(conversation):
+        await store.update_summary(bot, conversation_id, update)
+    else:
+        await store.append(bot, conversation_id, [Event(PAUSE, {"by": agent})], update)
+
+
+async def reply(store: ConversationStore, bot: str, conversation_id: str, agent: str, text: str,
+                channels: Mapping[str, Outbox]) -> Turn:
+    """Store the agent's message (pausing the bot if it had the conversation), then send it through
+    the channel the conversation came from. ``NotDelivered`` when that fails: the reply stays in the
+    transcript (a widget that reconnects shows it) and the agent is told it did not reach the customer."""
+    text = text.strip()
+    if not text:
+        raise InvalidChange("text is empty: type the reply to send")
+    if len(text) > MAX_REPLY_CHARS:
+        raise InvalidChange(f"text: at most {MAX_REPLY_CHARS} characters, got {len(text)}")
+    conversation = await load_existing(store, bot, conversation_id)
+    response = BotResponse(text=text, source="human", metadata={"agent": agent})
+    events = [] if is_paused(conversation) else [Event(PAUSE, {"by": agent})]
+    events.append(Event(AGENT, response.to_dict()))
+    turn = await store.append(bot, conversation_id, events, SummaryUpdate(handoff=True, waiting_over=True))
+    problem = await _deliver(conversation, channels, [response])
+    if problem is not None:
+        raise NotDelivered(f"the reply is saved in the transcript but did not reach the customer: {problem}")
+    return turn
+
+
+async def _deliver(conversation: Conversation, channels: Mapping[str, Outbox],
+                   responses: list[BotResponse]) -> str | None:
+    """Send into the customer's channel; the reason when it could not be delivered."""
+    summary = conversation.summary
+    channel = channels.get(summary.channel)
+    if channel is None:
+        return f"the {summary.channel!r} channel is not served here"
+    ref = ConversationRef(summary.bot, summary.channel, summary.conversation_id, address=dict(summary.address))
+    try:
+        await channel.send(ref, responses)
+    except Exception as exc:  # noqa: BLE001 - any channel failure is reported to the agent
+        log.warning("agent reply not delivered", extra={"bot": summary.bot, "channel": summary.channel,
+                                                         "error": str(exc)})
+        return f"{summary.channel} refused the message: {exc}"
+    return None
+
+
+async def hand_back(store: ConversationStore, bot: str, conversation_id: str, agent: str) -> None:
+    """The bot has the conversation again: a ``resume`` event (if paused); nobody waits for an agent."""
+    conversation = await load_existing(store, bot, conversation_id)
+    update = SummaryUpdate(handoff=False, waiting_over=True)
+    if is_paused(conversation):
+        await store.append(bot, conversation_id, [Event(RESUME, {"by": agent})], update)
+    else:
+        await store.update_summary(bot, conversation_id, update)
+
+
+async def queue(store: ConversationStore, bot: str | None = None, *, offset: int = 0, limit: int = 50) -> Page:
+    """The conversations a human has or should have (handed off by the bot or taken over), most
+    recently active first."""
+    return await store.search(TranscriptQuery(bot=bot, handoff=True, sort="last_activity", descending=True,
+                                              offset=offset, limit=limit))
+
+
+# -- the gauges ---------------------------------------------------------------------------
+class HandoffGauges:
+    """``switchboard_handoff_queue`` (customers waiting for an agent) and
+    ``switchboard_handoff_oldest_seconds`` (how long the longest has waited, 0 when nobody waits)
+    for every bot ``bots()`` names, read from the shared store: by ``run`` every ``GAUGE_REFRESH_S``
+    and by ``refresh`` at each scrape (at most once per ``min_interval_s``, however many scrapers).
+    The age is computed when Prometheus collects, from the last start time read, so it grows between
+    reads and stays right while the store is briefly unreachable."""
+
+    def __init__(self, store: ConversationStore, metrics: Metrics, bots: Callable[[], Iterable[str]], *,
+                 clock: Callable[[], float] = time.time, min_interval_s: float = 1.0) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._bots = bots
+        self._clock = clock
+        self.min_interval_s = min_interval_s
+        self._since: dict[str, float | None] = {}
+        self._read_at = float("-inf")  # time.monotonic() of the last complete read
+        self._lock = asyncio.Lock()
+
+    def oldest_seconds(self, bot: str) -> float:
+        since = self._since.get(bot)
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
+    def _set(self, bot: str, waiting: Waiting) -> None:
+        self._metrics.handoff_queue.labels(bot).set(waiting.count)
+        if bot not in self._since:
+            self._metrics.handoff_oldest_seconds.labels(bot).set_function(lambda: self.oldest_seconds(bot))
+        self._since[bot] = waiting.since
+
+    async def _read(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._read_at < self.min_interval_s:
+                return  # another caller has just read them
+            for bot in sorted(set(self._bots())):
+                self._set(bot, await self._store.waiting(bot))
+            self._read_at = time.monotonic()
+
+    async def refresh(self, timeout_s: float = 2.0) -> bool:
+        """Read the waiting customers now; False (logged, last values kept) when the store did not
+        answer within ``timeout_s``. Never raises: a scrape must not fail because the store does."""
+        try:
+            await asyncio.wait_for(self._read(), timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any store failure; the gauges keep their last values
+            log.warning("hand-off gauges not refreshed", extra={"error": str(exc) or type(exc).__name__})
+            return False
+        return True
+
+    async def run(self, interval_s: float = GAUGE_REFRESH_S) -> None:
+        """Refresh every ``interval_s`` until cancelled."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(interval_s)
