@@ -90,7 +90,7 @@ def _bot_yml_with_rasa(directory: Path, root: Located, findings: Findings) -> tu
     top: dict[str, Located] = root.value
     for key in RASA_OWNED:
         if key in top:
-            findings.error(top[key].where(), f"'{key}' comes from the Rasa files 'rasa:' points at: keep it there "
+            findings.error(top[key].key_where(), f"'{key}' comes from the Rasa files 'rasa:' points at: keep it there "
                                              f"(bot.yml may not say it twice)")
     try:
         own = parse_bot(root, directory)
@@ -111,14 +111,14 @@ def _bot_yml_with_rasa(directory: Path, root: Located, findings: Findings) -> tu
 
 def _inside(directory: Path, item: Located, findings: Findings, *, folder_ok: bool = True) -> Path | None:
     if not isinstance(item.value, str) or not item.value.strip():
-        findings.error(item.where(), "'rasa:' paths are text, relative to the bot folder")
+        findings.error(item.key_where(), "'rasa:' paths are text, relative to the bot folder")
         return None
     path = (directory / item.value.strip()).resolve()
     if not path.exists():
-        findings.error(item.where(), f"{item.value} does not exist in {directory}")
+        findings.error(item.key_where(), f"{item.value} does not exist in {directory}")
         return None
     if path.is_dir() and not folder_ok:
-        findings.error(item.where(), f"{item.value} is a folder; a file is expected here")
+        findings.error(item.key_where(), f"{item.value} is a folder; a file is expected here")
         return None
     return path
 
@@ -129,17 +129,17 @@ def _rasa_paths(directory: Path, item: Located, findings: Findings) -> RasaPaths
         if folder is None:
             return None
         if not folder.is_dir():
-            findings.error(item.where(), "'rasa:' names a Rasa project folder, or maps domain/data/config/... to "
+            findings.error(item.key_where(), "'rasa:' names a Rasa project folder, or maps domain/data/config/... to "
                                          "its files")
             return None
         return RasaPaths.of_folder(folder)
     if not isinstance(item.value, dict):
-        findings.error(item.where(), "'rasa:' names a Rasa project folder, or maps domain/data/config/... to files")
+        findings.error(item.key_where(), "'rasa:' names a Rasa project folder, or maps domain/data/config/... to files")
         return None
     fields: dict[str, Located] = item.value
     for key, value in fields.items():
         if key not in _RASA_KEYS:
-            findings.error(value.where(), f"'rasa:': unknown key '{key}' (known: {', '.join(_RASA_KEYS)})")
+            findings.error(value.key_where(), f"'rasa:': unknown key '{key}' (known: {', '.join(_RASA_KEYS)})")
     defaults = rasa_files(directory)
 
     def several(key: str) -> tuple[Path, ...] | None:
@@ -164,7 +164,7 @@ def _rasa_paths(directory: Path, item: Located, findings: Findings) -> RasaPaths
         candidates = [directory / relative.with_suffix(".py"), directory / relative / "__init__.py"] if module else []
         actions = next((c for c in candidates if c.is_file()), None)
         if actions is None:
-            findings.error(a.where(), f"'rasa: actions' must name a Python module in the bot folder (neither "
+            findings.error(a.key_where(), f"'rasa: actions' must name a Python module in the bot folder (neither "
                                       f"{relative.with_suffix('.py')} nor {relative}/__init__.py exists)")
     config, endpoints = one("config"), one("endpoints")
     if domain is None or data is None:

@@ -55,9 +55,14 @@ class Located:
     value: Any
     line: int
     file: str
+    key_line: int = 0   # a mapping's value: the line of its key (a block value starts on the next line)
 
     def where(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def key_where(self) -> str:
+        """``file:line`` of the key naming this value (``slots:`` entries, ``forms:``...), else of the value."""
+        return f"{self.file}:{self.key_line or self.line}"
 
 
 def _to_located(node: yaml.Node, file: str, loader_cls: type[yaml.SafeLoader] = yaml.SafeLoader) -> Located:
@@ -71,7 +76,8 @@ def _to_located(node: yaml.Node, file: str, loader_cls: type[yaml.SafeLoader] = 
             name = str(key.value)
             if name in out:
                 raise ConfigError(f"{file}:{key.line}: duplicate key {name!r} (first at line {out[name].line})")
-            out[name] = _to_located(value_node, file, loader_cls)
+            value = _to_located(value_node, file, loader_cls)
+            out[name] = Located(value.value, value.line, value.file, key.line)
         return Located(out, line, file)
     if isinstance(node, yaml.SequenceNode):
         return Located([_to_located(n, file, loader_cls) for n in node.value], line, file)

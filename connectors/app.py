@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bots.artifact import resolve_artifact
-from bots.botspec import load_bot
 from bots.errors import (
     Busy,
     ConfigError,
@@ -30,6 +29,7 @@ from bots.errors import (
     SwitchboardError,
 )
 from bots.handoff import HandoffGauges
+from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.runtime import ModelLoader, Runtime, UnknownBot, load_onnx_model
 from bots.settings import Settings
@@ -83,7 +83,7 @@ def create_app(
         raise ConfigError("no bot folder given: `switchboard serve BOT_DIR [BOT_DIR ...]`")
     bot_dirs = [Path(p) for p in bot_dirs]
     # bot.yml is read now, so a broken one stops start-up with file:line reasons (models load later).
-    specs = [load_bot(d) for d in bot_dirs]
+    specs = [load_bot_folder(d)[0] for d in bot_dirs]
     expected = {spec.name for spec in specs}
     metrics = Metrics()
     runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)

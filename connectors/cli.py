@@ -1,7 +1,8 @@
 """The ``switchboard`` command.
 
 ``serve`` runs the runtime (never imports torch); ``train`` and ``evaluate`` hand over to
-``training.cli`` (torch is imported only there).
+``training.cli`` (torch is imported only there); ``check`` validates bot folders, bot.yml or Rasa projects
+(bots/dialogue/check.py).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ def _serve(args: argparse.Namespace) -> int:
     # collection every 700 allocations) collections interrupt messages often enough to show in the
     # p99 (bench/RESULTS.md, "Load"). Young objects die young: collect them less often.
     gc.set_threshold(settings.gc_gen0, 20, 100)
+    from bots.loader import is_bot_folder
+
     for bot_dir in args.bot_dirs:
-        if not (bot_dir / "bot.yml").is_file():
-            raise ConfigError(f"{bot_dir}: not a bot folder (no bot.yml)")
+        if not is_bot_folder(bot_dir):
+            raise ConfigError(f"{bot_dir}: not a bot folder (no bot.yml, and not a Rasa project)")
     app = create_app(settings, args.bot_dirs, freeze_after_load=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None,
                             timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1)
@@ -65,6 +68,22 @@ def _telegram(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """``switchboard check BOT_DIR``: every problem of each bot (bots/dialogue/check.py), errors first;
+    exit 2 when any bot has an error, 0 when there are only warnings and notes."""
+    from bots.dialogue.check import check_bot_folder
+
+    failed = False
+    for bot_dir in args.bot_dirs:
+        report = check_bot_folder(bot_dir)
+        for line in report.lines():
+            print(line)
+        print(f"{bot_dir}: {len(report.errors)} error(s), {len(report.warnings)} warning(s), "
+              f"{len(report.notes)} note(s)")
+        failed = failed or not report.ok
+    return 2 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Train, evaluate and serve support bots.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("SWITCHBOARD_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("SWITCHBOARD_PORT", "8000")))
     serve.set_defaults(func=_serve)
+    check = sub.add_parser("check", help="validate bot folders (bot.yml or Rasa projects) as `rasa data validate` "
+                                         "does: exit 2 on errors")
+    check.add_argument("bot_dirs", nargs="+", type=Path, metavar="BOT_DIR")
+    check.set_defaults(func=_check)
     tg = sub.add_parser("telegram", help="Telegram: register the webhook once, or long-poll for development")
     tg_sub = tg.add_subparsers(dest="telegram_command", required=True)
     hook = tg_sub.add_parser("set-webhook", help="register the webhook and its secret token (once, not per replica)")

@@ -5,7 +5,9 @@
     evaluate MODEL DATA... [--out DIR] [--threads N] [--min-accuracy X] [--cross-validation K] [--fast]
 
 Bad bot data prints ``file:line: message`` lines on stderr and exits 2; a missed
-``--min-accuracy`` exits 1.
+``--min-accuracy`` exits 1. ``train`` runs ``switchboard check`` first (bots/dialogue/check.py): a
+bot whose dialogue is wrong never trains. BOT_DIR is a bot.yml bot or a Rasa 3.x project
+(bots/loader.py).
 """
 
 from __future__ import annotations
@@ -71,12 +73,17 @@ def _config_from_bot(section: Any) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bots.botspec import load_bot
+    from bots.dialogue.check import check_bot_folder
     from training.config import TrainConfig
     from training.data import clean, from_bot, merge
     from training.importers import load_data
 
-    bot = load_bot(args.bot_dir)
+    report = check_bot_folder(args.bot_dir)  # the bot is checked whole before minutes of training
+    for line in report.lines()[len(report.errors):]:
+        print(line, file=sys.stderr)
+    if report.errors or report.loaded is None:
+        raise ConfigError(report.errors or [f"{args.bot_dir}: the bot could not be loaded"])
+    bot = report.loaded[0]
     from training.answers import parse_answers_config, wants_answers
 
     answers = wants_answers(bot)

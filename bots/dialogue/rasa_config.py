@@ -97,11 +97,11 @@ def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
                 "data": "training data paths in config.yml; keep the data under data/",
                 "action_factory": "Rasa 1's action factory"})
     if "recipe" in top and top["recipe"].value not in ("default.v1", None):
-        findings.unsupported(top["recipe"].where(), f"recipe {top['recipe'].value!r} (read as default.v1)")
+        findings.unsupported(top["recipe"].key_where(), f"recipe {top['recipe'].value!r} (read as default.v1)")
     if "language" in top:
         lang = top["language"]
         if not isinstance(lang.value, str) or not lang.value.strip():
-            findings.error(lang.where(), "'language' must be a language code, e.g. en")
+            findings.error(lang.key_where(), "'language' must be a language code, e.g. en")
         else:
             config.language = lang
     if "pipeline" in top and top["pipeline"].value is not None:
@@ -116,7 +116,7 @@ def _component(item: Located, what: str, findings: Findings) -> tuple[str, dict[
     if fields is None:
         return None
     if "name" not in fields:
-        findings.error(item.where(), f"a {what} needs 'name'")
+        findings.error(item.key_where(), f"a {what} needs 'name'")
         return None
     name = name_of(fields["name"], f"the {what} name", findings)
     if name is None:
@@ -144,16 +144,16 @@ def _pipeline(item: Located, findings: Findings) -> tuple[tuple[PipelineComponen
                 if "threshold" in options:
                     found_t = number(options["threshold"], f"{name}: 'threshold'", findings, low=0, high=1)
                     threshold = threshold if found_t is None else found_t
-            kept.append(PipelineComponent(name, {k: plain_json(v) for k, v in options.items()}, x.where()))
+            kept.append(PipelineComponent(name, {k: plain_json(v) for k, v in options.items()}, x.key_where()))
         elif name in UNSUPPORTED_COMPONENTS:
-            findings.unsupported(x.where(), f"{name} ({UNSUPPORTED_COMPONENTS[name]})")
+            findings.unsupported(x.key_where(), f"{name} ({UNSUPPORTED_COMPONENTS[name]})")
         elif "." in name:
-            findings.unsupported(x.where(), f"custom NLU component {name} (it does not run: Switchboard's own "
+            findings.unsupported(x.key_where(), f"custom NLU component {name} (it does not run: Switchboard's own "
                                             f"NLU replaces the pipeline)")
         else:
-            findings.error(x.where(), f"unknown NLU component '{name}' (Rasa 3 has no such component)")
+            findings.error(x.key_where(), f"unknown NLU component '{name}' (Rasa 3 has no such component)")
     if replaced:
-        findings.note(item.where(), f"pipeline components {', '.join(dict.fromkeys(replaced))}: replaced by "
+        findings.note(item.key_where(), f"pipeline components {', '.join(dict.fromkeys(replaced))}: replaced by "
                                     f"Switchboard's NLU (its encoder with intent and entity heads, trained by "
                                     f"`switchboard train`); their options are not read")
     return tuple(kept), threshold
@@ -202,8 +202,8 @@ def _policies(item: Located, findings: Findings) -> PolicyConfig:
             policy = replace(policy, learned=True)
             others = [k for k in options if k not in ("max_history", "epochs")]
             if others:
-                findings.note(x.where(), f"TEDPolicy: {', '.join(others)} not read (Switchboard's learned policy has "
-                                         f"its own architecture; max_history and epochs are)")
+                findings.note(x.key_where(), f"TEDPolicy: {', '.join(others)} not read (Switchboard's learned "
+                                             f"policy has its own architecture; max_history and epochs are)")
             if "max_history" in options:
                 history = _history(options["max_history"], what, findings)
                 if history is not None:
@@ -213,14 +213,14 @@ def _policies(item: Located, findings: Findings) -> PolicyConfig:
                 if epochs is not None:
                     policy = replace(policy, learned_epochs=int(epochs))
         elif name == "UnexpecTEDIntentPolicy":
-            findings.unsupported(x.where(), "UnexpecTEDIntentPolicy (action_unlikely_intent is never predicted)")
+            findings.unsupported(x.key_where(), "UnexpecTEDIntentPolicy (action_unlikely_intent is never predicted)")
         elif name in RASA2_POLICIES:
-            findings.error(x.where(), f"policy '{name}' is Rasa 2's: {RASA2_POLICIES[name]}")
+            findings.error(x.key_where(), f"policy '{name}' is Rasa 2's: {RASA2_POLICIES[name]}")
         elif "." in name:
-            findings.unsupported(x.where(), f"custom policy {name} (it does not run: Switchboard's ensemble is "
+            findings.unsupported(x.key_where(), f"custom policy {name} (it does not run: Switchboard's ensemble is "
                                             f"{', '.join(KNOWN_POLICIES[:4])})")
         else:
-            findings.error(x.where(), f"unknown policy '{name}' (Rasa 3 has {', '.join(KNOWN_POLICIES)})")
+            findings.error(x.key_where(), f"unknown policy '{name}' (Rasa 3 has {', '.join(KNOWN_POLICIES)})")
     if memo_history is not None:
         policy = replace(policy, max_history=memo_history)
     elif policy.learned_max_history is not None:
@@ -230,11 +230,11 @@ def _policies(item: Located, findings: Findings) -> PolicyConfig:
 
 def _history(item: Located, what: str, findings: Findings) -> int | None:
     if item.value is None:
-        findings.unsupported(item.where(), f"{what}: 'max_history: null' (the whole conversation): read as 20")
+        findings.unsupported(item.key_where(), f"{what}: 'max_history: null' (the whole conversation): read as 20")
         return 20
     found = number(item, f"{what}: 'max_history'", findings, low=1, high=100)
     if found is not None and found != int(found):
-        findings.error(item.where(), f"{what}: 'max_history' must be a whole number")
+        findings.error(item.key_where(), f"{what}: 'max_history' must be a whole number")
         return None
     return None if found is None else int(found)
 
@@ -265,11 +265,11 @@ def parse_endpoints(path: Path | None, findings: Findings) -> ActionEndpoint | N
             endpoint = _action_endpoint(item, findings)
         elif key in _ENDPOINT_NOTES:
             if item.value is not None:
-                findings.note(item.where(), f"'{key}' not used: {_ENDPOINT_NOTES[key]}")
+                findings.note(item.key_where(), f"'{key}' not used: {_ENDPOINT_NOTES[key]}")
         elif key == "nlg":
-            findings.unsupported(item.where(), "an NLG server (responses come from the domain)")
+            findings.unsupported(item.key_where(), "an NLG server (responses come from the domain)")
         else:
-            findings.unsupported(item.where(), f"endpoint '{key}'")
+            findings.unsupported(item.key_where(), f"endpoint '{key}'")
     return endpoint
 
 
@@ -284,15 +284,15 @@ def _action_endpoint(item: Located, findings: Findings) -> ActionEndpoint | None
                 "token_name": "see 'token'", "headers": "request headers to the action server",
                 "cafile": "a custom CA: install it in the system's trust store"})
     if "url" not in fields:
-        findings.error(item.where(), "'action_endpoint' needs 'url' (e.g. http://localhost:5055/webhook)")
+        findings.error(item.key_where(), "'action_endpoint' needs 'url' (e.g. http://localhost:5055/webhook)")
         return None
     raw = fields["url"].value
     if not isinstance(raw, str):
-        findings.error(fields["url"].where(), "'action_endpoint: url' must be text")
+        findings.error(fields["url"].key_where(), "'action_endpoint: url' must be text")
         return None
-    url = expand_env(raw, fields["url"].where(), "'action_endpoint: url'", findings)
+    url = expand_env(raw, fields["url"].key_where(), "'action_endpoint: url'", findings)
     if "${" not in url and not _URL.match(url):
-        findings.error(fields["url"].where(), f"'action_endpoint: url' must be an http(s) URL, got {url!r}")
+        findings.error(fields["url"].key_where(), f"'action_endpoint: url' must be an http(s) URL, got {url!r}")
         return None
     timeout = DEFAULT_ACTION_TIMEOUT_S
     if "timeout" in fields:
@@ -324,15 +324,15 @@ def parse_credentials(path: Path | None, findings: Findings) -> tuple[str, ...]:
             channels.append(_CHANNELS[key])
             settings: Any = plain_json(item)
             if key in _SECRETS and isinstance(settings, dict) and settings:
-                findings.note(item.where(), f"{key}: its settings here are not read: Switchboard takes them from "
+                findings.note(item.key_where(), f"{key}: its settings here are not read: Switchboard takes them from "
                                             f"{_SECRETS[key]} (secrets stay out of bot folders)")
             elif key == "socketio" and isinstance(settings, dict) and settings:
-                findings.note(item.where(), "socketio: served by the web channel (its WebSocket widget); the "
+                findings.note(item.key_where(), "socketio: served by the web channel (its WebSocket widget); the "
                                             "socket.io event names are not read")
         elif key == "rasa":
-            findings.note(item.where(), "'rasa' (Rasa X / Enterprise) not used")
+            findings.note(item.key_where(), "'rasa' (Rasa X / Enterprise) not used")
         else:
-            findings.unsupported(item.where(), f"channel '{key}' (Switchboard has web, slack and telegram)")
+            findings.unsupported(item.key_where(), f"channel '{key}' (Switchboard has web, slack and telegram)")
     return tuple(dict.fromkeys(channels)) or ("web",)
 
 

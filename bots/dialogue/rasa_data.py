@@ -107,15 +107,15 @@ def read_data_file(path: Path, data: TrainingData, findings: Findings, *, nlu: b
     data.files.append(path)
     for key, item in top.items():
         if key not in DATA_KEYS:
-            findings.note(item.where(), f"'{key}' is not training data: not read")
+            findings.note(item.key_where(), f"'{key}' is not training data: not read")
     if "version" in top:
         v = top["version"]
         if not isinstance(v.value, str):
-            findings.error(v.where(), "'version' must be text, e.g. \"3.1\" (quoted)")
+            findings.error(v.key_where(), "'version' must be text, e.g. \"3.1\" (quoted)")
         elif not v.value.startswith("3"):
-            findings.note(v.where(), f"written for Rasa {v.value}: read as Rasa 3.x")
+            findings.note(v.key_where(), f"written for Rasa {v.value}: read as Rasa 3.x")
     if "responses" in top:
-        findings.unsupported(top["responses"].where(), "responses in training data (retrieval intents and "
+        findings.unsupported(top["responses"].key_where(), "responses in training data (retrieval intents and "
                                                        "ResponseSelector); move them to the domain's responses")
     if "nlu" in top and nlu:
         for item in as_list(top["nlu"], "'nlu'", findings) or []:
@@ -136,7 +136,7 @@ def _nlu_item(item: Located, data: TrainingData, findings: Findings) -> None:
         return
     kinds = [k for k in _NLU_KINDS if k in fields]
     if len(kinds) != 1:
-        findings.error(item.where(), f"an nlu item needs exactly one of {', '.join(_NLU_KINDS)}")
+        findings.error(item.key_where(), f"an nlu item needs exactly one of {', '.join(_NLU_KINDS)}")
         return
     kind = kinds[0]
     name = name_of(fields[kind], f"the {kind} name", findings)
@@ -145,19 +145,20 @@ def _nlu_item(item: Located, data: TrainingData, findings: Findings) -> None:
     what = f"{kind} '{name}'"
     check_keys(fields, what, (kind, "examples", "metadata"), findings)
     if "metadata" in fields:
-        findings.unsupported(fields["metadata"].where(), f"{what}: metadata (only custom NLU components read it)")
+        findings.unsupported(fields["metadata"].key_where(), f"{what}: metadata (only custom NLU components read it)")
     if "examples" not in fields:
-        findings.error(item.where(), f"{what} has no 'examples'")
+        findings.error(item.key_where(), f"{what} has no 'examples'")
         return
     lines = example_lines(fields["examples"], what, findings)
     if kind == "intent":
         if "/" in name:
             base = name.split("/", 1)[0]
-            findings.unsupported(fields[kind].where(), f"retrieval intent '{name}' (ResponseSelector): its examples "
-                                                       f"train the intent '{base}'")
+            findings.unsupported(fields[kind].key_where(),
+                                 f"retrieval intent '{name}' (ResponseSelector): its examples train the intent "
+                                 f"'{base}'")
             name = base
         bucket = data.examples.setdefault(name, [])
-        data.intent_where.setdefault(name, item.where())
+        data.intent_where.setdefault(name, item.key_where())
         for raw, where in lines:
             try:
                 example = parse_example(raw)
@@ -192,7 +193,7 @@ def parse_story(item: Located, is_rule: bool, findings: Findings) -> Story | Non
         else ("story", "steps", "metadata")
     check_keys(fields, f"a {title}", known, findings)
     if title not in fields:
-        findings.error(item.where(), f"a {title} needs '{title}:' (its name)")
+        findings.error(item.key_where(), f"a {title} needs '{title}:' (its name)")
         return None
     name = name_of(fields[title], f"the {title} name", findings)
     if name is None:
@@ -202,7 +203,7 @@ def parse_story(item: Located, is_rule: bool, findings: Findings) -> Story | Non
     if raw_steps is None:
         return None
     if not raw_steps:
-        findings.note(item.where(), f"{what} has no steps: skipped (as Rasa does)")
+        findings.note(item.key_where(), f"{what} has no steps: skipped (as Rasa does)")
         return None
     steps = [s for s in (parse_step(x, what, is_rule, findings) for x in raw_steps) if s is not None]
     condition: list[Step] = []
@@ -219,7 +220,7 @@ def parse_story(item: Located, is_rule: bool, findings: Findings) -> Story | Non
                 elif "slot_was_set" in cf and len(cf) == 1:
                     step = _slot_was_set(cf["slot_was_set"], what, findings)
                 else:
-                    findings.error(c.where(), f"{what}: a condition is '- active_loop: FORM' or "
+                    findings.error(c.key_where(), f"{what}: a condition is '- active_loop: FORM' or "
                                               f"'- slot_was_set: [...]'")
                     continue
                 if step is not None:
@@ -229,7 +230,7 @@ def parse_story(item: Located, is_rule: bool, findings: Findings) -> Story | Non
         if "wait_for_user_input" in fields:
             wait = boolean(fields["wait_for_user_input"], f"{what}: 'wait_for_user_input'", findings) is not False
     return Story(name, tuple(steps), is_rule=is_rule, condition=tuple(condition), conversation_start=start,
-                 wait_for_user_input=wait, where=item.where())
+                 wait_for_user_input=wait, where=item.key_where())
 
 
 def parse_step(item: Located, what: str, is_rule: bool, findings: Findings) -> Step | None:
@@ -244,28 +245,28 @@ def parse_step(item: Located, what: str, is_rule: bool, findings: Findings) -> S
     if not kind:
         if set(fields) == {"metadata"}:
             return None
-        findings.error(item.where(), f"{what}: unknown step {', '.join(fields) or '{}'} (a step is one of intent, "
+        findings.error(item.key_where(), f"{what}: unknown step {', '.join(fields) or '{}'} (a step is one of intent, "
                                      f"user, action, bot, slot_was_set, active_loop, checkpoint, or)")
         return None
     check_keys(fields, f"{what}: the {kind} step", _STEP_KEYS[kind], findings)
     if is_rule and kind in ("checkpoint", "bot"):
-        findings.error(item.where(), f"{what}: rules cannot have '{kind}' steps (write a story)")
+        findings.error(item.key_where(), f"{what}: rules cannot have '{kind}' steps (write a story)")
         return None
     if kind == "user":
         return _user_step(item, fields, what, findings)
     if kind == "action":
         name = name_of(fields["action"], f"{what}: 'action'", findings)
-        return None if name is None else Step("action", name, where=item.where())
+        return None if name is None else Step("action", name, where=item.key_where())
     if kind == "bot":
         text = text_of(fields["bot"], f"{what}: 'bot'", findings)
-        return None if text is None else Step("bot", text, where=item.where())
+        return None if text is None else Step("bot", text, where=item.key_where())
     if kind == "checkpoint":
         name = name_of(fields["checkpoint"], f"{what}: 'checkpoint'", findings)
         slots: tuple[tuple[str, Any], ...] = ()
         if "slot_was_set" in fields:
             cond = _slot_was_set(fields["slot_was_set"], what, findings, names_allowed=False)
             slots = cond.slots if cond is not None else ()
-        return None if name is None else Step("checkpoint", name, slots=slots, where=item.where())
+        return None if name is None else Step("checkpoint", name, slots=slots, where=item.key_where())
     if kind == "slot_was_set":
         return _slot_was_set(fields["slot_was_set"], what, findings)
     if kind == "active_loop":
@@ -281,14 +282,14 @@ def parse_step(item: Located, what: str, is_rule: bool, findings: Findings) -> S
         elif "slot_was_set" in af and len(af) == 1:
             step = _slot_was_set(af["slot_was_set"], what, findings)
         else:
-            findings.error(alt.where(), f"{what}: an 'or' alternative is an intent or a slot_was_set")
+            findings.error(alt.key_where(), f"{what}: an 'or' alternative is an intent or a slot_was_set")
             continue
         if step is not None:
             alternatives.append(step)
     if len(alternatives) < 2:
-        findings.error(item.where(), f"{what}: 'or' needs at least two alternatives")
+        findings.error(item.key_where(), f"{what}: 'or' needs at least two alternatives")
         return None
-    return Step("or", alternatives=tuple(alternatives), where=item.where())
+    return Step("or", alternatives=tuple(alternatives), where=item.key_where())
 
 
 def _user_step(item: Located, fields: dict[str, Located], what: str, findings: Findings) -> Step | None:
@@ -298,12 +299,12 @@ def _user_step(item: Located, fields: dict[str, Located], what: str, findings: F
         if intent is None:
             return None
         if intent.startswith("/"):
-            findings.note(fields["intent"].where(), f"{what}: intent '{intent}' starts with '/': read as "
+            findings.note(fields["intent"].key_where(), f"{what}: intent '{intent}' starts with '/': read as "
                                                     f"'{intent[1:]}' (as Rasa does)")
             intent = intent[1:]
         if "/" in intent:
             base = intent.split("/", 1)[0]
-            findings.unsupported(fields["intent"].where(), f"{what}: retrieval intent '{intent}': read as '{base}'")
+            findings.unsupported(fields["intent"].key_where(), f"{what}: retrieval intent '{intent}': read as '{base}'")
             intent = base
     entities: list[StoryEntity] = []
     user_text = None
@@ -318,16 +319,16 @@ def _user_step(item: Located, fields: dict[str, Located], what: str, findings: F
             try:
                 example = parse_example(raw)
             except ValueError as exc:
-                findings.error(fields["user"].where(), f"{what}: {exc}")
+                findings.error(fields["user"].key_where(), f"{what}: {exc}")
                 return None
             user_text = example.text
             entities = [StoryEntity(e.entity, e.value, e.role, e.group) for e in example.entities]
         if "entities" in fields:
-            findings.error(fields["entities"].where(), f"{what}: a 'user' step annotates its entities in the text "
+            findings.error(fields["entities"].key_where(), f"{what}: a 'user' step annotates its entities in the text "
                                                        f"([Berlin](city)), not under 'entities'")
     elif "entities" in fields:
         entities = _entities(fields["entities"], what, findings)
-    return Step("intent", intent, entities=tuple(entities), user_text=user_text, where=item.where())
+    return Step("intent", intent, entities=tuple(entities), user_text=user_text, where=item.key_where())
 
 
 def _entities(item: Located, what: str, findings: Findings) -> list[StoryEntity]:
@@ -349,7 +350,8 @@ def _entities(item: Located, what: str, findings: Findings) -> list[StoryEntity]
             else:
                 named = [k for k in props if k not in ("role", "group")]
                 if len(named) != 1:
-                    findings.error(x.where(), f"{what}: an entity is '- NAME: VALUE' (with optional role and group)")
+                    findings.error(x.key_where(),
+                                   f"{what}: an entity is '- NAME: VALUE' (with optional role and group)")
                     continue
                 name, value = named[0], plain_json(props[named[0]])
             role = name_of(props["role"], f"{what}: an entity's role", findings) if "role" in props else None
@@ -375,19 +377,19 @@ def _slot_was_set(item: Located, what: str, findings: Findings, *, names_allowed
         elif names_allowed and isinstance(x.value, str) and x.value.strip():
             slots.append((x.value.strip(), ...))  # set, whatever its value
         else:
-            findings.error(x.where(), f"{what}: each slot_was_set item is '- SLOT: VALUE'"
+            findings.error(x.key_where(), f"{what}: each slot_was_set item is '- SLOT: VALUE'"
                                       + (" or a slot name" if names_allowed else ""))
     if not slots:
-        findings.error(item.where(), f"{what}: 'slot_was_set' lists no slot")
+        findings.error(item.key_where(), f"{what}: 'slot_was_set' lists no slot")
         return None
-    return Step("slot_was_set", slots=tuple(slots), where=item.where())
+    return Step("slot_was_set", slots=tuple(slots), where=item.key_where())
 
 
 def _active_loop(item: Located, what: str, findings: Findings) -> Step | None:
     if item.value is None:
-        return Step("active_loop", None, where=item.where())
+        return Step("active_loop", None, where=item.key_where())
     name = name_of(item, f"{what}: 'active_loop'", findings)
-    return None if name is None else Step("active_loop", name, where=item.where())
+    return None if name is None else Step("active_loop", name, where=item.key_where())
 
 
 def read_test_stories(paths: list[Path]) -> tuple[Story, ...]:

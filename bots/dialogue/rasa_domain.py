@@ -119,9 +119,9 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
     if "version" in top:
         v = top["version"]
         if not isinstance(v.value, str):
-            findings.error(v.where(), "'version' must be text, e.g. \"3.1\" (quoted)")
+            findings.error(v.key_where(), "'version' must be text, e.g. \"3.1\" (quoted)")
         elif not v.value.startswith("3"):
-            findings.note(v.where(), f"written for Rasa {v.value}: read as Rasa 3.x")
+            findings.note(v.key_where(), f"written for Rasa {v.value}: read as Rasa 3.x")
     if "intents" in top:
         for item in as_list(top["intents"], "'intents'", findings) or []:
             intent = _intent(item, findings)
@@ -130,7 +130,7 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
                 continue
             if intent.name in merged.intents:  # lists merge (as Rasa merges them); differing properties: noted
                 if replace(intent, where="") != replace(merged.intents[intent.name], where=""):
-                    findings.note(item.where(), f"intent '{intent.name}' is listed again with other properties "
+                    findings.note(item.key_where(), f"intent '{intent.name}' is listed again with other properties "
                                                 f"(first at {merged.intents[intent.name].where}); the first is used")
                 continue
             merged.intents[intent.name] = intent
@@ -142,7 +142,7 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
                 continue
             if entity.name in merged.entities:
                 if replace(entity, where="") != replace(merged.entities[entity.name], where=""):
-                    findings.note(item.where(), f"entity '{entity.name}' is listed again with other properties "
+                    findings.note(item.key_where(), f"entity '{entity.name}' is listed again with other properties "
                                                 f"(first at {merged.entities[entity.name].where}); the first is used")
                 continue
             merged.entities[entity.name] = entity
@@ -153,7 +153,7 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
                 findings.broken.add(name)
                 continue
             if name in merged.slots:
-                findings.note(item.where(), f"slot '{name}' is defined again (first at "
+                findings.note(item.key_where(), f"slot '{name}' is defined again (first at "
                                             f"{merged.slots[name].where}); the first definition is used")
                 continue
             merged.slots[name] = slot
@@ -164,11 +164,11 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
                 findings.broken.add(name)
                 continue
             if name in merged.responses:
-                findings.note(item.where(), f"response '{name}' is defined again (first at "
+                findings.note(item.key_where(), f"response '{name}' is defined again (first at "
                                             f"{merged.response_where[name]}); the first definition is used")
                 continue
             merged.responses[name] = variations
-            merged.response_where[name] = item.where()
+            merged.response_where[name] = item.key_where()
     if "forms" in top:
         for name, item in (as_mapping(top["forms"], "'forms'", findings) or {}).items():
             form = _form(name, item, findings)
@@ -176,7 +176,7 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
                 findings.broken.add(name)
                 continue
             if name in merged.forms:
-                findings.note(item.where(), f"form '{name}' is defined again (first at "
+                findings.note(item.key_where(), f"form '{name}' is defined again (first at "
                                             f"{merged.forms[name].where}); the first definition is used")
                 continue
             merged.forms[name] = form
@@ -187,7 +187,7 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
                 continue
             if action in merged.actions:
                 continue
-            merged.actions[action] = item.where()
+            merged.actions[action] = item.key_where()
     if "session_config" in top:
         session = _session(top["session_config"], findings)
         if session is not None and merged.session is None:
@@ -204,12 +204,12 @@ def _single_key(item: Located, what: str, findings: Findings) -> tuple[str, Loca
     """``- name`` or ``- name: {properties}``: the name and the properties' located value."""
     if isinstance(item.value, dict):
         if len(item.value) != 1:
-            findings.error(item.where(), f"{what}: each item is a name, or one name with its properties "
+            findings.error(item.key_where(), f"{what}: each item is a name, or one name with its properties "
                                          f"(e.g. '- inform: {{use_entities: [city]}}')")
             return None
         key, props = next(iter(item.value.items()))
         if not str(key).strip():
-            findings.error(item.where(), f"{what} must be a name (text)")
+            findings.error(item.key_where(), f"{what} must be a name (text)")
             return None
         return str(key).strip(), props
     name = name_of(item, what, findings)
@@ -230,7 +230,7 @@ def _intent(item: Located, findings: Findings) -> IntentProperties | None:
     use: tuple[str, ...] | None = None
     ignore: tuple[str, ...] = ()
     if "use_entities" in props and "ignore_entities" in props:
-        findings.error(props["ignore_entities"].where(), f"intent '{name}': give 'use_entities' or "
+        findings.error(props["ignore_entities"].key_where(), f"intent '{name}': give 'use_entities' or "
                                                          f"'ignore_entities', not both")
     if "use_entities" in props:
         u = props["use_entities"]
@@ -241,14 +241,14 @@ def _intent(item: Located, findings: Findings) -> IntentProperties | None:
         elif isinstance(u.value, list):
             use = tuple(n for n, _ in names_of(u, f"intent '{name}': an entity in 'use_entities'", findings))
         else:
-            findings.error(u.where(), f"intent '{name}': 'use_entities' must be true, false or a list of entities")
+            findings.error(u.key_where(), f"intent '{name}': 'use_entities' must be true, false or a list of entities")
     if "ignore_entities" in props:
         i = props["ignore_entities"]
         if not isinstance(i.value, list):
-            findings.error(i.where(), f"intent '{name}': 'ignore_entities' must be a list of entities")
+            findings.error(i.key_where(), f"intent '{name}': 'ignore_entities' must be a list of entities")
         else:
             ignore = tuple(n for n, _ in names_of(i, f"intent '{name}': an entity in 'ignore_entities'", findings))
-    return IntentProperties(name, use_entities=use, ignore_entities=ignore, where=item.where())
+    return IntentProperties(name, use_entities=use, ignore_entities=ignore, where=item.key_where())
 
 
 def _entity(item: Located, findings: Findings) -> EntityProperties | None:
@@ -264,7 +264,7 @@ def _entity(item: Located, findings: Findings) -> EntityProperties | None:
     for key in labels:
         if key in props:
             if not isinstance(props[key].value, list):
-                findings.error(props[key].where(), f"entity '{name}': '{key}' must be a list")
+                findings.error(props[key].key_where(), f"entity '{name}': '{key}' must be a list")
                 continue
             labels[key] = tuple(n for n, _ in names_of(props[key], f"entity '{name}': one of its {key}", findings))
     influence = True
@@ -272,7 +272,7 @@ def _entity(item: Located, findings: Findings) -> EntityProperties | None:
         influence = boolean(props["influence_conversation"], f"entity '{name}': 'influence_conversation'",
                             findings) is not False
     return EntityProperties(name, roles=labels["roles"], groups=labels["groups"], influence_conversation=influence,
-                            where=item.where())
+                            where=item.key_where())
 
 
 def _slot(name: str, item: Located, findings: Findings) -> Slot | None:
@@ -284,20 +284,20 @@ def _slot(name: str, item: Located, findings: Findings) -> Slot | None:
                               "max_value", "mappings"), findings,
                {"auto_fill": "Rasa 2's auto-filling; Rasa 3 fills slots through 'mappings'"})
     if "type" not in fields:
-        findings.error(item.where(), f"{what} needs a 'type' ({', '.join(SLOT_TYPES)})")
+        findings.error(item.key_where(), f"{what} needs a 'type' ({', '.join(SLOT_TYPES)})")
         return None
     t = fields["type"]
     kind = t.value
     if kind == "unfeaturized":
-        findings.error(t.where(), f"{what}: type 'unfeaturized' is Rasa 2's: use 'type: any' with "
+        findings.error(t.key_where(), f"{what}: type 'unfeaturized' is Rasa 2's: use 'type: any' with "
                                   f"'influence_conversation: false'")
         return None
     if not isinstance(kind, str) or kind not in SLOT_TYPES:
         if isinstance(kind, str) and "." in kind:
-            findings.error(t.where(), f"{what}: not supported: a custom slot type ({kind}); use one of "
+            findings.error(t.key_where(), f"{what}: not supported: a custom slot type ({kind}); use one of "
                                       f"{', '.join(SLOT_TYPES)}")
         else:
-            findings.error(t.where(), f"{what}: unknown type {kind!r} (use {', '.join(SLOT_TYPES)})")
+            findings.error(t.key_where(), f"{what}: unknown type {kind!r} (use {', '.join(SLOT_TYPES)})")
         return None
     influence = kind != "any"
     if "influence_conversation" in fields:
@@ -305,30 +305,30 @@ def _slot(name: str, item: Located, findings: Findings) -> Slot | None:
         if flag is not None:
             influence = flag
         if kind == "any" and flag:
-            findings.error(fields["influence_conversation"].where(), f"{what}: a slot of type 'any' cannot "
+            findings.error(fields["influence_conversation"].key_where(), f"{what}: a slot of type 'any' cannot "
                                                                      f"influence the conversation (as in Rasa)")
     values: tuple[str, ...] = ()
     if "values" in fields:
         v = fields["values"]
         if kind != "categorical":
-            findings.error(v.where(), f"{what}: 'values' applies to categorical slots only")
+            findings.error(v.key_where(), f"{what}: 'values' applies to categorical slots only")
         elif not isinstance(v.value, list):
-            findings.error(v.where(), f"{what}: 'values' must be a list")
+            findings.error(v.key_where(), f"{what}: 'values' must be a list")
         else:
             values = tuple(_categorical(x.value) for x in v.value)
     elif kind == "categorical":
-        findings.error(item.where(), f"{what} is categorical: list its 'values'")
+        findings.error(item.key_where(), f"{what} is categorical: list its 'values'")
     bounds = {"min_value": 0.0, "max_value": 1.0}
     for key in bounds:
         if key in fields:
             if kind != "float":
-                findings.error(fields[key].where(), f"{what}: '{key}' applies to float slots only")
+                findings.error(fields[key].key_where(), f"{what}: '{key}' applies to float slots only")
                 continue
             found = number(fields[key], f"{what}: '{key}'", findings)
             if found is not None:
                 bounds[key] = found
     if bounds["min_value"] > bounds["max_value"]:
-        findings.error(item.where(), f"{what}: 'min_value' is above 'max_value'")
+        findings.error(item.key_where(), f"{what}: 'min_value' is above 'max_value'")
     initial: Any = None
     if "initial_value" in fields:
         initial = _initial(fields["initial_value"], what, kind, values, findings)
@@ -340,7 +340,7 @@ def _slot(name: str, item: Located, findings: Findings) -> Slot | None:
                 mappings.append(mapping)
     return Slot(name, type=cast(SlotType, kind), values=values, min_value=bounds["min_value"],
                 max_value=bounds["max_value"], influence_conversation=influence, initial_value=initial,
-                mappings=tuple(mappings), where=item.where())
+                mappings=tuple(mappings), where=item.key_where())
 
 
 def _categorical(value: Any) -> str:
@@ -365,7 +365,7 @@ def _initial(item: Located, what: str, kind: str, values: tuple[str, ...], findi
     if not ok:
         expected = {"text": "text", "bool": "true or false", "float": "a number", "list": "a list",
                     "categorical": f"one of its values ({', '.join(values)})", "any": ""}[kind]
-        findings.error(item.where(), f"{what}: 'initial_value' must be {expected}")
+        findings.error(item.key_where(), f"{what}: 'initial_value' must be {expected}")
         return None
     return plain_json(item)
 
@@ -376,10 +376,10 @@ def _mapping(item: Located, slot_what: str, findings: Findings) -> SlotMapping |
         return None
     t = fields.get("type")
     if t is None:
-        findings.error(item.where(), f"{slot_what}: a mapping needs 'type' ({', '.join(MAPPING_TYPES)})")
+        findings.error(item.key_where(), f"{slot_what}: a mapping needs 'type' ({', '.join(MAPPING_TYPES)})")
         return None
     if t.value not in MAPPING_TYPES:
-        findings.error(t.where(), f"{slot_what}: unknown mapping type {t.value!r} (use {', '.join(MAPPING_TYPES)})")
+        findings.error(t.key_where(), f"{slot_what}: unknown mapping type {t.value!r} (use {', '.join(MAPPING_TYPES)})")
         return None
     kind = str(t.value)
     what = f"{slot_what}: the {kind} mapping"
@@ -387,7 +387,7 @@ def _mapping(item: Located, slot_what: str, findings: Findings) -> SlotMapping |
     entity = role = group = action = None
     if kind == "from_entity":
         if "entity" not in fields:
-            findings.error(item.where(), f"{what} needs 'entity'")
+            findings.error(item.key_where(), f"{what} needs 'entity'")
             return None
         entity = name_of(fields["entity"], f"{what}: 'entity'", findings)
         role = name_of(fields["role"], f"{what}: 'role'", findings) if "role" in fields else None
@@ -395,7 +395,7 @@ def _mapping(item: Located, slot_what: str, findings: Findings) -> SlotMapping |
     value: Any = None
     if kind in ("from_intent", "from_trigger_intent"):
         if "value" not in fields:
-            findings.error(item.where(), f"{what} needs 'value' (what the slot is set to)")
+            findings.error(item.key_where(), f"{what} needs 'value' (what the slot is set to)")
             return None
         value = plain_json(fields["value"])
     if kind == "custom" and "action" in fields:
@@ -412,7 +412,7 @@ def _mapping(item: Located, slot_what: str, findings: Findings) -> SlotMapping |
                 continue
             check_keys(cf, f"{what}: a condition", ("active_loop", "requested_slot"), findings)
             if "active_loop" not in cf:
-                findings.error(c.where(), f"{what}: a condition needs 'active_loop' (a form, or null)")
+                findings.error(c.key_where(), f"{what}: a condition needs 'active_loop' (a form, or null)")
                 continue
             loop = None if cf["active_loop"].value is None else name_of(cf["active_loop"],
                                                                         f"{what}: 'active_loop'", findings)
@@ -421,7 +421,7 @@ def _mapping(item: Located, slot_what: str, findings: Findings) -> SlotMapping |
             conditions.append(MappingCondition(loop, requested))
     return SlotMapping(cast(MappingType, kind), entity=entity, role=role, group=group, intent=intents,
                        not_intent=not_intents, value=value, action=action, conditions=tuple(conditions),
-                       where=item.where())
+                       where=item.key_where())
 
 
 def parse_response(name: str, item: Located, findings: Findings) -> tuple[ResponseVariation, ...] | None:
@@ -431,12 +431,12 @@ def parse_response(name: str, item: Located, findings: Findings) -> tuple[Respon
     if raw is None:
         return None
     if not raw:
-        findings.error(item.where(), f"{what} has no variations (give at least one '- text: ...')")
+        findings.error(item.key_where(), f"{what} has no variations (give at least one '- text: ...')")
         return None
     out: list[ResponseVariation] = []
     for x in raw:
         if isinstance(x.value, str):  # Rasa 1's "- text" shorthand is refused by Rasa 3's schema too
-            findings.error(x.where(), f"{what}: each variation is a mapping, e.g. '- text: \"...\"'")
+            findings.error(x.key_where(), f"{what}: each variation is a mapping, e.g. '- text: \"...\"'")
             continue
         fields = as_mapping(x, f"{what}: a variation", findings)
         if fields is None:
@@ -454,11 +454,11 @@ def _variation(what: str, x: Located, fields: dict[str, Located], findings: Find
     custom = None
     if "custom" in fields:
         if not isinstance(fields["custom"].value, dict):
-            findings.error(fields["custom"].where(), f"{what}: 'custom' must be a mapping (the payload sent as is)")
+            findings.error(fields["custom"].key_where(), f"{what}: 'custom' must be a mapping (the payload sent as is)")
         else:
             custom = plain_json(fields["custom"])
     if text is None and not custom:
-        findings.error(x.where(), f"{what}: a variation needs 'text' or 'custom' (as in Rasa)")
+        findings.error(x.key_where(), f"{what}: a variation needs 'text' or 'custom' (as in Rasa)")
         return None
     buttons: list[ResponseButton] = []
     if "buttons" in fields:
@@ -471,7 +471,7 @@ def _variation(what: str, x: Located, fields: dict[str, Located], findings: Find
     if "attachment" in fields:
         a = fields["attachment"]
         if isinstance(a.value, dict):
-            findings.unsupported(a.where(), f"{what}: an attachment object (give the attachment's URL as text)")
+            findings.unsupported(a.key_where(), f"{what}: an attachment object (give the attachment's URL as text)")
         else:
             attachment = text_of(a, f"{what}: 'attachment'", findings)
     channel = name_of(fields["channel"], f"{what}: 'channel'", findings) if "channel" in fields else None
@@ -479,7 +479,7 @@ def _variation(what: str, x: Located, fields: dict[str, Located], findings: Find
     metadata: dict[str, Any] = {}
     if "metadata" in fields and fields["metadata"].value is not None:
         if not isinstance(fields["metadata"].value, dict):
-            findings.error(fields["metadata"].where(), f"{what}: 'metadata' must be a mapping")
+            findings.error(fields["metadata"].key_where(), f"{what}: 'metadata' must be a mapping")
         else:
             metadata = plain_json(fields["metadata"])
     conditions: list[tuple[str, Any]] = []
@@ -490,17 +490,17 @@ def _variation(what: str, x: Located, fields: dict[str, Located], findings: Find
                 continue
             check_keys(cf, f"{what}: a condition", ("type", "name", "value"), findings)
             if "type" not in cf or cf["type"].value != "slot":
-                findings.error(c.where(), f"{what}: a condition needs 'type: slot' (the only type Rasa 3 has)")
+                findings.error(c.key_where(), f"{what}: a condition needs 'type: slot' (the only type Rasa 3 has)")
                 continue
             if "name" not in cf:
-                findings.error(c.where(), f"{what}: a condition needs 'name' (the slot)")
+                findings.error(c.key_where(), f"{what}: a condition needs 'name' (the slot)")
                 continue
             slot = name_of(cf["name"], f"{what}: a condition's 'name'", findings)
             if slot is not None:
                 conditions.append((slot, plain_json(cf["value"]) if "value" in cf else None))
     return ResponseVariation(text=text, buttons=tuple(buttons), image=image, attachment=attachment, custom=custom,
                              channel=channel, conditions=tuple(conditions), id=ident, metadata=metadata,
-                             where=x.where())
+                             where=x.key_where())
 
 
 def _button(item: Located, what: str, findings: Findings) -> ResponseButton | None:
@@ -510,7 +510,7 @@ def _button(item: Located, what: str, findings: Findings) -> ResponseButton | No
     check_keys(fields, f"{what}: a button", ("title", "payload", "url"), findings,
                {"type": "button types are rendered by each channel"})
     if "title" not in fields:
-        findings.error(item.where(), f"{what}: a button needs 'title'")
+        findings.error(item.key_where(), f"{what}: a button needs 'title'")
         return None
     title = text_of(fields["title"], f"{what}: a button's 'title'", findings)
     payload = text_of(fields["payload"], f"{what}: a button's 'payload'", findings) if "payload" in fields else None
@@ -518,7 +518,7 @@ def _button(item: Located, what: str, findings: Findings) -> ResponseButton | No
     if title is None:
         return None
     if payload is None and url is None:
-        findings.note(item.where(), f"{what}: the button {title!r} has no 'payload': a click sends its title")
+        findings.note(item.key_where(), f"{what}: the button {title!r} has no 'payload': a click sends its title")
         payload = title
     return ResponseButton(title=title, payload=payload or "", url=url)
 
@@ -530,7 +530,7 @@ def _form(name: str, item: Located, findings: Findings) -> Form | None:
         return None
     if "required_slots" not in fields and fields and all(isinstance(v.value, list) for v in fields.values()) \
             and "ignored_intents" not in fields:
-        findings.error(item.where(), f"{what}: Rasa 2 form syntax (slots with their mappings): Rasa 3 lists the "
+        findings.error(item.key_where(), f"{what}: Rasa 2 form syntax (slots with their mappings): Rasa 3 lists the "
                                      f"slot names under 'required_slots' and keeps their mappings under 'slots:'")
         return None
     check_keys(fields, what, ("required_slots", "ignored_intents"), findings)
@@ -538,18 +538,18 @@ def _form(name: str, item: Located, findings: Findings) -> Form | None:
     if "required_slots" in fields:
         r = fields["required_slots"]
         if isinstance(r.value, dict):
-            findings.error(r.where(), f"{what}: Rasa 2 form syntax ('required_slots' with mappings): Rasa 3 lists "
+            findings.error(r.key_where(), f"{what}: Rasa 2 form syntax ('required_slots' with mappings): Rasa 3 lists "
                                       f"the slot names and keeps their mappings under 'slots:'")
             return None
         for slot, x in names_of(r, f"{what}: a required slot", findings) if r.value is not None else []:
             if slot in required:
-                findings.error(x.where(), f"{what}: slot '{slot}' is required twice")
+                findings.error(x.key_where(), f"{what}: slot '{slot}' is required twice")
             else:
                 required.append(slot)
     ignored: tuple[str, ...] = ()
     if "ignored_intents" in fields and fields["ignored_intents"].value is not None:
         ignored = tuple(n for n, _ in names_of(fields["ignored_intents"], f"{what}: an ignored intent", findings))
-    return Form(name, tuple(required), ignored_intents=ignored, where=item.where())
+    return Form(name, tuple(required), ignored_intents=ignored, where=item.key_where())
 
 
 def _action(item: Located, findings: Findings) -> str | None:

@@ -59,7 +59,7 @@ def as_mapping(item: Located, what: str, findings: Findings) -> dict[str, Locate
     if item.value is None:
         return {}
     if not isinstance(item.value, dict):
-        findings.error(item.where(), f"{what} must be a mapping")
+        findings.error(item.key_where(), f"{what} must be a mapping")
         return None
     return item.value  # type: ignore[no-any-return]
 
@@ -68,7 +68,7 @@ def as_list(item: Located, what: str, findings: Findings) -> list[Located] | Non
     if item.value is None:
         return []
     if not isinstance(item.value, list):
-        findings.error(item.where(), f"{what} must be a list")
+        findings.error(item.key_where(), f"{what} must be a list")
         return None
     return item.value  # type: ignore[no-any-return]
 
@@ -81,16 +81,16 @@ def check_keys(fields: dict[str, Located], what: str, known: tuple[str, ...], fi
         if key in known:
             continue
         if unsupported is not None and key in unsupported:
-            findings.unsupported(value.where(), f"{what}: '{key}' ({unsupported[key]})")
+            findings.unsupported(value.key_where(), f"{what}: '{key}' ({unsupported[key]})")
         else:
-            findings.error(value.where(), f"{what}: unknown key '{key}' (known: {', '.join(known)})")
+            findings.error(value.key_where(), f"{what}: unknown key '{key}' (known: {', '.join(known)})")
 
 
 def name_of(item: Located, what: str, findings: Findings) -> str | None:
     """A non-empty name (intent, entity, slot, action, ...). Numbers are names too (``- 42``)."""
     value = item.value
     if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
-        findings.error(item.where(), f"{what} must be a name (text)")
+        findings.error(item.key_where(), f"{what} must be a name (text)")
         return None
     return str(value).strip()
 
@@ -108,7 +108,7 @@ def names_of(item: Located, what: str, findings: Findings) -> list[tuple[str, Lo
 
 def boolean(item: Located, what: str, findings: Findings) -> bool | None:
     if not isinstance(item.value, bool):
-        findings.error(item.where(), f"{what} must be true or false")
+        findings.error(item.key_where(), f"{what} must be true or false")
         return None
     return item.value
 
@@ -123,14 +123,14 @@ def number(item: Located, what: str, findings: Findings, *, low: float = float("
             bounds = f" of at least {low:g}"
         else:
             bounds = f" between {low:g} and {high:g}"
-        findings.error(item.where(), f"{what} must be a number{bounds}")
+        findings.error(item.key_where(), f"{what} must be a number{bounds}")
         return None
     return float(value)
 
 
 def text_of(item: Located, what: str, findings: Findings) -> str | None:
     if isinstance(item.value, bool) or not isinstance(item.value, str | int | float):
-        findings.error(item.where(), f"{what} must be text")
+        findings.error(item.key_where(), f"{what} must be text")
         return None
     return str(item.value)
 
@@ -184,17 +184,17 @@ def example_lines(item: Located, what: str, findings: Findings) -> list[tuple[st
             value: Any = x.value
             if isinstance(value, dict):
                 if "text" not in value:
-                    findings.error(x.where(), f"{what}: an example given as a mapping needs 'text'")
+                    findings.error(x.key_where(), f"{what}: an example given as a mapping needs 'text'")
                     continue
                 check_keys(value, what, ("text", "metadata"), findings)
                 if "metadata" in value:
-                    findings.unsupported(value["metadata"].where(),
+                    findings.unsupported(value["metadata"].key_where(),
                                          f"{what}: example metadata (only custom NLU components read it)")
                 value = value["text"].value
             if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
-                findings.error(x.where(), f"{what}: each example must be non-empty text")
+                findings.error(x.key_where(), f"{what}: each example must be non-empty text")
                 continue
-            out.append((str(value).strip(), x.where()))
+            out.append((str(value).strip(), x.key_where()))
         return out
-    findings.error(item.where(), f"{what}: 'examples' must be a block of '- ' lines")
+    findings.error(item.key_where(), f"{what}: 'examples' must be a block of '- ' lines")
     return []

@@ -57,7 +57,7 @@ def test_moodbot_loads_as_rasa_init_wrote_it() -> None:
         "greet": 13, "goodbye": 10, "affirm": 6, "deny": 7, "mood_great": 14, "mood_unhappy": 14, "bot_challenge": 4}
     first = spec.intents["greet"].examples[0]
     assert (first.text, first.where) == ("hey", f"{MOODBOT / 'data' / 'nlu.yml'}:6")
-    assert spec.notes == (f"{MOODBOT / 'credentials.yml'}:33: 'rasa' (Rasa X / Enterprise) not used",)
+    assert spec.notes == (f"{MOODBOT / 'credentials.yml'}:32: 'rasa' (Rasa X / Enterprise) not used",)
 
     d = dialogue.domain
     assert list(d.intents) == ["greet", "goodbye", "affirm", "deny", "mood_great", "mood_unhappy", "bot_challenge"]
@@ -161,10 +161,10 @@ def test_forms_project_config_endpoints_credentials_and_nlu() -> None:
     assert dialogue.action_endpoint is not None and dialogue.action_endpoint.url == "http://localhost:5055/webhook"
     assert spec.channels == ("web", "slack", "telegram")
     notes = "\n".join(spec.notes)
-    assert f"{FORMS / 'endpoints.yml'}:5: 'tracker_store' not used: Switchboard keeps conversations" in notes
-    assert f"{FORMS / 'credentials.yml'}:19: not supported: channel 'facebook'" in notes
+    assert f"{FORMS / 'endpoints.yml'}:4: 'tracker_store' not used: Switchboard keeps conversations" in notes
+    assert f"{FORMS / 'credentials.yml'}:18: not supported: channel 'facebook'" in notes
     assert "SWITCHBOARD_SLACK_BOT_TOKEN" in notes
-    assert f"{FORMS / 'config.yml'}:6: pipeline components WhitespaceTokenizer, RegexFeaturizer" in notes
+    assert f"{FORMS / 'config.yml'}:5: pipeline components WhitespaceTokenizer, RegexFeaturizer" in notes
     outside = [e for x in spec.intents["inform"].examples for e in x.entities if e.role]
     assert [(e.entity, e.value, e.role) for e in outside] == [("seating", "outside", "outside"),
                                                               ("seating", "inside", "inside")]
@@ -316,17 +316,17 @@ def test_broken_project_reports_every_problem_with_its_line() -> None:
         load_rasa_project(broken)
     problems = caught.value.problems
     expected = [
-        ("domain.yml:14", "unknown key 'slotz'"),
+        ("domain.yml:13", "unknown key 'slotz'"),
         ("domain.yml:7", "give 'use_entities' or 'ignore_entities', not both"),
         ("domain.yml:19", "unknown type 'txt'"),
-        ("domain.yml:24", "is categorical: list its 'values'"),
-        ("domain.yml:29", "'min_value' is above 'max_value'"),
+        ("domain.yml:23", "is categorical: list its 'values'"),
+        ("domain.yml:28", "'min_value' is above 'max_value'"),
         ("domain.yml:33", "the from_entity mapping needs 'entity'"),
         ("domain.yml:36", "type 'any' cannot influence the conversation"),
         ("domain.yml:38", "unknown mapping type 'from_llm'"),
         ("domain.yml:42", "a variation needs 'text' or 'custom'"),
         ("domain.yml:46", "a button needs 'title'"),
-        ("domain.yml:52", "Rasa 2 form syntax"),
+        ("domain.yml:51", "Rasa 2 form syntax"),
         ("domain.yml:61", "must be a number of at least 0"),
         ("data/nlu.yml:6", "example lines must start with '- '"),
         ("data/nlu.yml:7", "is not valid JSON"),
@@ -389,7 +389,7 @@ def test_endpoints_expand_environment_variables(tmp_path: Path, monkeypatch: pyt
     assert dialogue.action_endpoint is not None and dialogue.action_endpoint.url == "http://actions:5055/webhook"
     notes = "\n".join(spec.notes)
     assert "endpoints.yml:3: not supported: 'action_endpoint': 'token'" in notes
-    assert "endpoints.yml:5: not supported: an NLG server" in notes
+    assert "endpoints.yml:4: not supported: an NLG server" in notes
     monkeypatch.delenv("ACTIONS_URL")
     with pytest.raises(ConfigError, match=r"endpoints.yml:2: 'action_endpoint: url': environment variable "
                                           r"ACTIONS_URL is not set"):
@@ -432,7 +432,7 @@ def test_bot_yml_with_rasa_refuses_what_the_rasa_files_own(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         load_bot_folder(bot)
     text = "\n".join(caught.value.problems)
-    assert f"{bot / 'bot.yml'}:3: 'intents' comes from the Rasa files" in text
+    assert f"{bot / 'bot.yml'}:2: 'intents' comes from the Rasa files" in text
     assert f"{bot / 'bot.yml'}:5: 'slots' comes from the Rasa files" in text
     assert f"{bot / 'bot.yml'}:7: nowhere.yml does not exist" in text
     assert f"{bot / 'bot.yml'}:8: 'rasa:': unknown key 'colour'" in text
