@@ -3,6 +3,10 @@
 Every turn stores the events the bot, an agent or the customer produced; the dialogue engine
 rebuilds a conversation's state by replaying them (bots.dialogue.state). The stores keep them
 opaque (bots.store), so this module depends on nothing but bots.types.
+
+An event's data is made valid Unicode when the event is built (``bots.types.valid_unicode``: a
+lone surrogate becomes U+FFFD), whoever wrote it (customer, bot, action, agent): what a store is
+given can always be encoded, on both stores alike.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bots.types import JSON
+from bots.types import JSON, valid_unicode
 
 # Event kinds. The dialogue engine rebuilds state from these (see bots.dialogue.state).
 USER = "user"
@@ -33,6 +37,9 @@ class Event:
     kind: str
     data: JSON = field(default_factory=dict)
     timestamp: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", valid_unicode(self.data))
 
     def to_dict(self) -> JSON:
         return {"kind": self.kind, "data": dict(self.data), "timestamp": self.timestamp}

@@ -3,16 +3,76 @@ and what the conversation store keeps.
 
 Everything here is a plain frozen dataclass with ``to_dict``/``from_dict`` so that the
 same shape travels through HTTP, MongoDB and SQLite without a mapping layer per store.
+
+Valid Unicode, one rule (``valid_text``): a Python ``str`` may hold lone surrogates (JSON allows
+the escape ``"\\ud800"``, and ``json.loads`` keeps it), which UTF-8 cannot encode, so SQLite,
+MongoDB and every JSON response would fail on them (a 500, or a dropped WebSocket message). Every
+shape that carries what people or actions wrote (``UserMessage`` with its ``ConversationRef``,
+``BotResponse`` and ``Button``, and ``bots.events.Event``) makes its strings valid when it is
+built: each lone surrogate becomes U+FFFD (a surrogate pair, the character it encodes). A message
+is never refused for it: the customer's text is stored and answered, identically on both stores.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 JSON = dict[str, Any]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` as valid Unicode: each lone surrogate replaced by U+FFFD, a surrogate pair joined into
+    the character it encodes; any other text is returned as it is (the same object)."""
+    if text.isascii() or _SURROGATES.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _invalid(value: object) -> bool:
+    """Whether a JSON-like value holds a string that ``valid_text`` would change."""
+    if isinstance(value, str):
+        return not value.isascii() and _SURROGATES.search(value) is not None
+    if isinstance(value, dict):  # the common case first: checks of every event's data
+        for key, item in value.items():
+            if _invalid(item) or _invalid(key):
+                return True
+        return False
+    if value is None or isinstance(value, int | float):
+        return False
+    if isinstance(value, list | tuple):
+        for item in value:
+            if _invalid(item):
+                return True
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if _invalid(item) or _invalid(key):
+                return True
+    return False
+
+
+def _repair(value: Any) -> Any:
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, Mapping):
+        return {_repair(k): _repair(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repair(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_repair(v) for v in value)
+    return value
+
+
+def valid_unicode(value: Any) -> Any:
+    """``valid_text`` applied to every string of a JSON-like value (mapping keys too); the value itself
+    when it has nothing to replace (the common case costs one walk, no copy)."""
+    return _repair(value) if _invalid(value) else value
+
 
 # Where an answer came from: shown to support teams next to every bot turn.
 AnswerSource = Literal["template", "retrieval", "generation", "action", "human", "fallback", "system"]
@@ -116,6 +176,11 @@ class ConversationRef:
     # Channel-specific addressing (Slack channel + thread_ts, Telegram chat id, ...).
     address: Mapping[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("bot", "channel", "conversation_id"):
+            object.__setattr__(self, name, valid_text(getattr(self, name)))
+        object.__setattr__(self, "address", valid_unicode(self.address))
+
 
 @dataclass(frozen=True)
 class UserMessage:
@@ -134,11 +199,22 @@ class UserMessage:
     payload: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("message_id", "text", "user_id"):
+            object.__setattr__(self, name, valid_text(getattr(self, name)))
+        if self.payload is not None:
+            object.__setattr__(self, "payload", valid_text(self.payload))
+        object.__setattr__(self, "metadata", valid_unicode(self.metadata))
+
 
 @dataclass(frozen=True)
 class Button:
     title: str
     payload: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "title", valid_text(self.title))
+        object.__setattr__(self, "payload", valid_text(self.payload))
 
 
 @dataclass(frozen=True)
@@ -149,6 +225,10 @@ class BotResponse:
     buttons: tuple[Button, ...] = ()
     source: AnswerSource = "template"
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", valid_text(self.text))
+        object.__setattr__(self, "metadata", valid_unicode(self.metadata))
 
     def to_dict(self) -> JSON:
         return {

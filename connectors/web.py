@@ -36,6 +36,7 @@ from bots.events import AGENT, BOT, USER
 from bots.handoff import is_paused
 from bots.store.base import Conversation
 from bots.types import BotResponse, ConversationRef, UserMessage
+from connectors.bodies import TextBody
 from connectors.limits import RateLimiter
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class OriginPolicy:
         return self.any_origin or origin in self.origins
 
 
-class WebMessage(BaseModel):
+class WebMessage(TextBody):
     model_config = ConfigDict(extra="forbid")
 
     conversation_id: Id = Field(description="The browser's conversation id (letters, digits, _ and -).")
@@ -87,7 +88,7 @@ class WebMessage(BaseModel):
     user_id: str = Field(default="", max_length=128)
 
 
-class SocketFrame(BaseModel):
+class SocketFrame(TextBody):
     model_config = ConfigDict(extra="ignore")
 
     type: str
@@ -283,12 +284,12 @@ class WebChannel:
                     if len(text) > max_frame:
                         await websocket.close(code=1009, reason=f"frame larger than {max_frame} bytes")
                         break
-                    raw = json.loads(text)
                     try:
-                        frame = SocketFrame.model_validate(raw)
-                    except ValidationError:
+                        frame = SocketFrame.model_validate(json.loads(text))
+                    except (ValueError, ValidationError):  # not JSON, or not a frame
                         await conn.send({"type": "error", "id": None, "retry": False,
-                                         "detail": "a frame needs type 'message' and an id (letters, digits, _ -)"})
+                                         "detail": "a frame is a JSON object with type 'message' and an id "
+                                                   "(letters, digits, _ -)"})
                         continue
                     if frame.type != "message":
                         continue
@@ -349,6 +350,14 @@ class WebChannel:
         except (Busy, StoreUnavailable):
             await conn.send({"type": "error", "id": frame.id, "retry": True,
                              "detail": "the bot is busy; the message will be sent again"})
+            return
+        except Exception:  # a task's failure would be dropped unseen: say so, on the socket
+            # Never resent by the widget (the same message would fail the same way); if it was stored
+            # (acknowledged), the conversation's next message answers it.
+            log.exception("web socket message failed", extra={"bot": bot})
+            runtime.metrics.errors.labels(bot, self.name, "internal").inc()
+            await conn.send({"type": "error", "id": frame.id, "retry": False,
+                             "detail": "the message could not be answered; please try again later"})
             return
         await conn.send({"type": "reply", "id": frame.id, "seq": turn.seq, "responses": _json(responses)})
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bots.corrections import collect_corrections, correct, export_corrections
 from bots.store.base import SummaryUpdate, load_existing
+from connectors.bodies import TextBody
 from connectors.review.auth import Auth, Principal
 from connectors.review.filters import parse_filters
 from connectors.review.transcripts import transcript_payload
@@ -51,7 +52,7 @@ class EntityIn(BaseModel):
     end: int | None = None
 
 
-class CorrectionBody(BaseModel):
+class CorrectionBody(TextBody):
     model_config = ConfigDict(extra="forbid")
     seq: int = Field(ge=1)
     intent: str = Field(min_length=1, max_length=64)

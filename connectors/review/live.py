@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bots import handoff
 from bots.errors import NotDelivered
 from bots.store.base import load_existing
+from connectors.bodies import TextBody
 from connectors.review.auth import Auth, Principal
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ _HEARTBEAT_S = 15.0
 _RECENT_TURNS = 50
 
 
-class ReplyBody(BaseModel):
+class ReplyBody(TextBody):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=handoff.MAX_REPLY_CHARS)
 

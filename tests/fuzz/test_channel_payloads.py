@@ -1,11 +1,14 @@
 """Property tests: whatever a (correctly signed) Slack or Telegram request carries, the webhook
-answers without a 5xx, every 4xx says why, and nothing malformed is stored."""
+answers without a 5xx, every 4xx says why, and nothing malformed is stored; text that is not valid
+Unicode (lone surrogates) is stored with U+FFFD in their place, whichever channel brought it."""
 
 from __future__ import annotations
 
 import json
+import re
 import string
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 
 from bots.settings import Settings
 from tests.connectors import test_slack, test_telegram
+from tests.connectors.test_web_socket_failures import until
 from tests.fixtures.fake_slack import FakeSlack, event_body, sign
 from tests.fixtures.fake_slack import fake_slack as fake_slack  # the fixture
 from tests.fixtures.fake_telegram import FakeTelegram, callback_update, text_update
@@ -58,6 +62,12 @@ def check(response: Any) -> None:
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert response.json().get("detail"), response.text
+
+
+@pytest.fixture(name="settings")
+def settings_without_flood_limits(settings: Settings) -> Settings:
+    """The web channel's flood limits off: one test client sends every example."""
+    return replace(settings, rate_per_ip=0.0, rate_per_conversation=0.0)
 
 
 @pytest.fixture
@@ -114,5 +124,96 @@ def test_telegram_updates_with_junk_fields_never_fail(telegram: TestClient) -> N
            | junk)
     def run(update: Any) -> None:
         check(test_telegram.deliver(telegram, update, secret=test_telegram.SECRET))
+
+    run()
+
+
+# -- invalid Unicode: the same texts over every channel ------------------------------------------------
+SURROGATES = st.integers(0xD800, 0xDFFF).map(chr)
+TEXT_CHARS = st.one_of(st.sampled_from(string.ascii_letters + string.digits + " .,?!"),
+                       st.sampled_from(["é", "€", "ß", "漢", "😀", "\ufffd"]), SURROGATES)
+
+
+@st.composite
+def invalid_unicode(draw: st.DrawFn, max_size: int = 30) -> str:
+    """Text with at least one surrogate (lone, or next to another one) and something visible."""
+    before = draw(st.lists(TEXT_CHARS, max_size=max_size // 2))
+    after = draw(st.lists(TEXT_CHARS, max_size=max_size // 2))
+    return "".join([*before, "w", draw(SURROGATES), *after])
+
+
+def as_received(text: str) -> str:
+    """What a server reads from a JSON body carrying ``text``: ``json.dumps`` writes each surrogate as
+    a ``\\udXXX`` escape, and ``json.loads`` joins a high one followed by a low one into one character."""
+    return json.loads(json.dumps(text))
+
+
+def replaced(text: str) -> str:
+    """The promised rule, stated independently: each lone surrogate stored as U+FFFD."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", as_received(text))
+
+
+def stored(client: TestClient, conversation_id: str, message_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The conversation's summary and the customer's event of ``message_id``, as the store keeps them."""
+    r = client.get(f"/bots/tiny/conversations/{conversation_id}", headers=test_slack.AUTH)
+    assert r.status_code == 200, r.text
+    [turn] = [t for t in r.json()["turns"] if t["message_id"] == message_id]
+    return r.json()["summary"], turn["events"][0]["data"]
+
+
+def test_invalid_unicode_is_stored_replaced_on_every_channel(slack: TestClient, telegram: TestClient) -> None:
+    """Lone surrogates (JSON escapes such as \\ud800) in texts, button payloads, user ids and display
+    names, sent alike over web HTTP, the widget's WebSocket, signed Slack events and clicks, and
+    Telegram messages and clicks: never a 5xx or a dropped frame, and the text is stored with
+    each lone surrogate replaced by U+FFFD. (Two apps on one store file: web and Slack, Telegram.)"""
+    client = slack
+    count = iter(range(10**6))
+
+    def to_telegram(update: dict[str, Any]) -> Any:  # escaped JSON, as Telegram sends it
+        return telegram.post(test_telegram.URL, content=json.dumps(update).encode(), headers={
+            "Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": test_telegram.SECRET})
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(invalid_unicode(), invalid_unicode(), invalid_unicode())
+    def run(text: str, other: str, name: str) -> None:
+        n = next(count)
+        expected = replaced(text).strip()
+
+        # web, HTTP: text, button payload and user id
+        body = json.dumps({"conversation_id": f"fz-h{n}", "message_id": "m1", "text": text,
+                           "payload": other, "user_id": name}).encode()
+        r = client.post("/bots/tiny/webhooks/web", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        summary, data = stored(client, f"fz-h{n}", "m1")
+        assert (data["text"], data["payload"], summary["user_id"]) == (expected, replaced(other), replaced(name))
+
+        # web, the widget's WebSocket: acknowledged and answered, never dropped
+        with client.websocket_connect(f"/bots/tiny/webhooks/web/ws?conversation_id=fz-w{n}") as ws:
+            ws.send_text(json.dumps({"type": "message", "id": "m1", "text": text, "payload": other}))
+            frames = until(ws, lambda f: f["type"] in ("reply", "error"))
+        assert [f["type"] for f in frames] == ["ack", "typing", "reply"], frames
+        _, data = stored(client, f"fz-w{n}", "m1")
+        assert (data["text"], data["payload"]) == (expected, replaced(other))
+
+        # Slack, signed: a direct message (its user id too) and a button click
+        ts = f"1700000000.{n:06d}"
+        event = {"type": "message", "channel": f"D{n}", "channel_type": "im", "user": name, "text": text, "ts": ts}
+        check(test_slack.deliver(client, event_body(event, event_id=f"Ev{n}")))
+        summary, data = stored(client, f"slack:T1:D{n}", ts)
+        assert (data["text"], summary["user_id"]) == (expected, replaced(name))
+        check(test_slack.deliver(client, test_slack.click(other, text, channel=f"D{n}", action_ts=f"{n}.5"),
+                                 content_type="application/x-www-form-urlencoded"))
+        _, data = stored(client, f"slack:T1:D{n}", f"action:{n}.5")
+        assert (data["text"], data["payload"]) == (replaced(text), replaced(other))
+
+        # Telegram: a message from a user whose display name is invalid too, and a button click
+        sender = {"id": 42, "is_bot": False, "first_name": name, "username": name}
+        check(to_telegram(text_update(2 * n + 1, text, chat_id=5000 + n, **{"from": sender})))
+        _, data = stored(client, f"telegram:{5000 + n}", str(2 * n + 1))
+        assert data["text"] == expected
+        click = callback_update(2 * n + 2, other, [{"text": text, "callback_data": other}], chat_id=5000 + n)
+        check(to_telegram(click))
+        _, data = stored(client, f"telegram:{5000 + n}", str(2 * n + 2))
+        assert (data["text"], data["payload"]) == (replaced(text), replaced(other))
 
     run()
