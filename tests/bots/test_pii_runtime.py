@@ -87,7 +87,6 @@ def test_user_ids_and_agent_replies_never_reach_the_store_raw(tiny_bot_dir: Path
                  for s in client.get("/bots/tiny/conversations", headers=ADMIN).json()["items"]}
         transcript = client.get("/bots/tiny/conversations/a1", headers=ADMIN).json()
         found = client.get("/bots/tiny/conversations?text=zelda", headers=ADMIN).json()
-        history = client.get("/bots/tiny/webhooks/web/history?conversation_id=a1").json()
         store = client.app.state.runtime.store  # type: ignore[attr-defined]
         stored = everything_stored(store, request, pii_settings.data_dir)
     assert users["a1"] == users["a2"] != users["b1"]  # a person's conversations group under one pseudonym
@@ -95,7 +94,6 @@ def test_user_ids_and_agent_replies_never_reach_the_store_raw(tiny_bot_dir: Path
     agent = [e["data"]["text"] for t in transcript["turns"] for e in t["events"] if e["kind"] == "agent"]
     assert agent == ["Sent to [EMAIL], call us on [PHONE]"]
     assert found["total"] == 0  # not in the search index either
-    assert ("agent", "Sent to [EMAIL], call us on [PHONE]") in [(m["role"], m["text"]) for m in history["messages"]]
     assert "[EMAIL]" in stored
     for raw in ("zelda", "quux", "vexler", "7946"):
         assert raw not in stored, raw
