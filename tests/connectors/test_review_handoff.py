@@ -1,6 +1,7 @@
 """Hand-off through the app: the review routes only translate bots/handoff.py (its errors become
-status codes in connectors/app.py's one handler), and the hand-off gauges on /metrics follow a
-customer waiting for an agent."""
+status codes in connectors/app.py's one handler), the hand-off gauges on /metrics follow a customer
+waiting for an agent, and the web history and the review transcript give the same answer to "is a
+person on this conversation"."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from bots.settings import Settings
 from connectors.app import create_app
+from connectors.web import history_json
 from tests.connectors.test_review_api import add_users, sign_in
 from tests.connectors.test_review_api import review as review
 
@@ -57,6 +59,25 @@ def test_a_waiting_customer_shows_on_metrics_until_an_agent_takes_over(review: T
     assert _gauge(review, "switchboard_handoff_oldest_seconds") == 0
     # still in the live queue (a person has it), no longer waiting
     assert [c["conversation_id"] for c in review.get("/review/api/queue").json()["items"]] == [conversation_id]
+
+
+def test_web_history_and_review_transcript_agree_who_has_the_conversation(review: TestClient) -> None:
+    """Both ask bots.handoff: the review transcript's ``paused`` and the widget history's."""
+    runtime = review.app.state.runtime  # type: ignore[attr-defined]
+    _say(review, "w1", "hello")
+    h = {"X-CSRF-Token": sign_in(review, "ann")}
+    base = "/review/api/bots/tiny/conversations/w1"
+
+    def paused() -> tuple[bool, bool]:
+        conversation = review.portal.call(runtime.store.load, "tiny", "w1")  # type: ignore[union-attr]
+        return history_json(conversation)["paused"], review.get(base).json()["paused"]
+
+    assert paused() == (False, False)
+    assert review.post(f"{base}/reply", json={"text": "Ann here"}, headers=h).status_code == 200
+    assert paused() == (True, True)
+    assert _say(review, "w1", "hello") == []
+    assert review.post(f"{base}/handback", headers=h).json() == {"paused": False}
+    assert paused() == (False, False)
 
 
 def test_domain_errors_become_status_codes_with_their_reason(review: TestClient) -> None:
