@@ -1,6 +1,6 @@
-"""Custom actions of the restaurant form fixture (rasa-sdk, as `rasa init` projects write them)."""
+"""Custom actions of the restaurant form fixture (rasa-sdk, as Rasa projects write them)."""
 
-from typing import Any, Dict, List, Text
+from typing import Any
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import SlotSet
@@ -9,11 +9,11 @@ from rasa_sdk.types import DomainDict
 
 
 class ValidateRestaurantForm(FormValidationAction):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "validate_restaurant_form"
 
     def validate_num_people(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
-                            domain: DomainDict) -> Dict[Text, Any]:
+                            domain: DomainDict) -> dict[str, Any]:
         try:
             people = float(slot_value)
         except (TypeError, ValueError):
@@ -23,11 +23,11 @@ class ValidateRestaurantForm(FormValidationAction):
 
 
 class ActionAskFeedback(Action):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_ask_feedback"
 
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-            domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+            domain: dict[str, Any]) -> list[dict[str, Any]]:
         dispatcher.utter_message(text="How was your last visit?", buttons=[
             {"title": "great", "payload": '/inform{"feedback": "great"}'},
             {"title": "bad", "payload": '/inform{"feedback": "bad"}'},
@@ -36,10 +36,10 @@ class ActionAskFeedback(Action):
 
 
 class ActionSetPartySize(Action):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_set_party_size"
 
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-            domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+            domain: dict[str, Any]) -> list[dict[str, Any]]:
         people = tracker.get_slot("num_people") or 0
         return [SlotSet("party_size", "large" if float(people) > 8 else "small")]
