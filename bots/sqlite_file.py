@@ -8,19 +8,30 @@ operations of a customer's message (``inline=True``: store it, take the lease, r
 store the reply) take a fraction of a millisecond, less than handing them to a thread and back
 costs under load; they run on the event loop on a second connection that never waits for a lock
 (busy timeout 0). If another process holds the file's write lock, the operation is rolled back and
-run in the worker thread instead, which waits for it as usual."""
+run in the worker thread instead, which waits for it as usual.
+
+A file that cannot be written (the disk is full: SQLITE_FULL; an I/O error: SQLITE_IOERR; told
+apart by SQLite's error code, as busy and locked are) is an outage, not a bug: the operation raises
+``StoreUnavailable`` (channels answer 503 with Retry-After, senders redeliver; nothing half-written
+stays, each write being one transaction), and ``failure`` says why until a write succeeds again,
+which readiness probes (``/readyz`` stays false meanwhile)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from bots.errors import StoreUnavailable
+
 T = TypeVar("T")
+
+log = logging.getLogger("switchboard.sqlite")
 
 
 class SQLiteFile:
@@ -37,6 +48,8 @@ class SQLiteFile:
         self._conn: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None  # the event loop's own, busy timeout 0
         self._lock = asyncio.Lock()
+        # Why the file could not be written (disk full, I/O error), until a write succeeds again.
+        self.failure: str | None = None
 
     def _connect(self, timeout: float = 30.0, *, schema: bool = True) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +79,19 @@ class SQLiteFile:
                 pause = min(pause * 2, 0.2)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
+        """``fn`` on the connection; raises ``StoreUnavailable`` when the file cannot be written or read."""
+        try:
+            return await self._run(fn, inline=inline)
+        except sqlite3.Error as exc:
+            if not _unavailable(exc):
+                raise
+            if self.failure is None:
+                log.error("the SQLite file cannot be written; answering 503 and not ready until a write succeeds",
+                          extra={"path": str(self.path), "error": str(exc)})
+            self.failure = str(exc)
+            raise StoreUnavailable(f"{self.path.name}: {exc}. The request can be retried later.") from exc
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool) -> T:
         async with self._lock:
             if self._conn is None:
                 self._conn = await asyncio.to_thread(self._connect)
@@ -87,13 +113,19 @@ class SQLiteFile:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled it back itself (e.g. on SQLITE_FULL)
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
-        return await self.run(tx, inline=inline)
+        result = await self.run(tx, inline=inline)
+        if self.failure is not None:
+            log.warning("the SQLite file can be written again", extra={"path": str(self.path)})
+            self.failure = None
+        return result
 
     async def close(self) -> None:
         async with self._lock:
@@ -106,3 +138,9 @@ class SQLiteFile:
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """Another connection holds the lock (SQLITE_BUSY or SQLITE_LOCKED, with any extended code)."""
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _unavailable(exc: sqlite3.Error) -> bool:
+    """The file cannot be written or read: the disk (or the database's size limit) is full, or an
+    I/O error (SQLITE_FULL or SQLITE_IOERR, with any extended code)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)

@@ -6,6 +6,11 @@ one ``BEGIN IMMEDIATE`` transaction, so several processes may share the file too
 Retention: with ``retention={bot: seconds}`` a background task (started by ``start``) calls
 ``purge_expired`` every ``purge_interval_s``: a turn goes ``seconds`` after it was completed
 (or created, while pending), a conversation ``seconds`` after its last activity.
+
+A full disk or an I/O error makes every operation raise ``StoreUnavailable`` (bots/sqlite_file.py):
+channels answer 503 with Retry-After, and ``ping`` (readiness) is false until a write succeeds
+again; while writes fail, ``ping`` tries one itself (a row that takes a page of its own, deleted in
+the same transaction), so the server turns ready again on its own once space returns.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bots.errors import ConversationNotFound
+from bots.errors import ConversationNotFound, StoreUnavailable
 from bots.events import Event
 from bots.pii import Privacy, PrivacyRules
 from bots.sqlite_file import SQLiteFile
@@ -86,6 +91,8 @@ CREATE TABLE IF NOT EXISTS turn_words (
     PRIMARY KEY (word, bot, conversation_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS turn_words_turn ON turn_words (bot, conversation_id, seq);
+-- readiness while writes fail (ping): a row written and deleted again; always empty
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, pad BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS turn_words_purge AFTER DELETE ON turns BEGIN
     DELETE FROM turn_words WHERE bot = old.bot AND conversation_id = old.conversation_id AND seq = old.seq;
 END;
@@ -166,7 +173,10 @@ class SQLiteStore:
         return await self._db.write(fn, inline=inline)
 
     async def start(self) -> None:
-        await self._run(lambda conn: None)
+        try:
+            await self._run(lambda conn: None)
+        except StoreUnavailable as exc:  # e.g. a new file on a full disk: not ready (ping) until it can be written
+            log.error("the conversation store cannot be opened yet", extra={"error": str(exc)})
         self._started = True
         self._start_purger()
 
@@ -192,7 +202,7 @@ class SQLiteStore:
         while True:
             try:
                 purged = await self.purge_expired()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, StoreUnavailable) as exc:
                 log.warning("purging expired conversations failed", extra={"error": str(exc)})
             else:
                 if purged:
@@ -220,9 +230,14 @@ class SQLiteStore:
         return await self._write(tx)
 
     async def ping(self) -> bool:
+        """Readable, and writable: after a write failed (disk full, I/O error), true only once a write
+        succeeds again, which this tries itself (no traffic reaches a server that is not ready)."""
         try:
-            await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
-        except sqlite3.Error:
+            if self._db.failure is None:
+                await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+            else:
+                await self._write(_probe_write)
+        except (sqlite3.Error, StoreUnavailable):
             return False
         return True
 
@@ -506,3 +521,10 @@ def _release(conn: sqlite3.Connection, bot: str, conversation_id: str, owner: st
         " AND lease_owner=?",
         (bot, conversation_id, owner),
     )
+
+
+def _probe_write(conn: sqlite3.Connection) -> None:
+    """A write that needs a free page, as storing a message may: a row larger than a page (overflow
+    pages), deleted in the same transaction (its pages stay free for the next messages)."""
+    conn.execute("INSERT INTO write_probe (pad) VALUES (zeroblob(8192))")
+    conn.execute("DELETE FROM write_probe")
