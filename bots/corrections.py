@@ -3,24 +3,33 @@
 An agent's fix of a message's intent or entities is stored as a ``correction`` event
 ``{"seq": <the customer's turn>, "intent": ..., "entities": [{entity, value, start, end}], "by": ...}``
 and the conversation is tagged ``corrected`` (``correct``: what the review UI's route calls, raising
-``InvalidChange`` for a correction that cannot be made). ``export_corrections`` collects the latest
-correction of every message and writes ``BOT_DIR/corrections.yml`` in the Rasa NLU format that
-``switchboard train --data`` reads, with bot.yml's annotation syntax::
+``InvalidChange`` for a correction that cannot be made). ``corrections_document`` turns the latest
+correction of every message into a training-data file, in one of two ``FORMATS``:
 
-    # Corrections exported from the review UI for bot 'shop'. ...
-    version: "3.1"
-    nlu:
-    - intent: cancel_order
-      examples:
-      - please cancel [123](order_id) now
-      - stop that purchase
+* ``switchboard``: what ``switchboard train`` reads (``BOT_DIR/corrections.yml``, or ``--data``),
+  Rasa's NLU layout with bot.yml's annotation syntax::
 
-Exporting again merges: a message corrected again gets its latest label, examples exported
-earlier (whose conversations may have expired since) are kept.
+      # Corrections exported from the review UI for bot 'shop'. ...
+      version: "3.1"
+      nlu:
+      - intent: cancel_order
+        examples:
+        - please cancel [123](order_id) now
+        - stop that purchase
+
+* ``rasa``: a Rasa 3 ``nlu.yml`` (``examples: |`` blocks, ``[text]{"entity": ..., "value": ...}``
+  where the value differs from the text), for a Rasa project.
+
+Nothing is written into the bot folder: it is the served, often read-only, source of the bot. The
+review UI hands the file over as a download; ``export_corrections`` (the CLI) writes the path it is
+given, by default under the data dir (``export_path``), 0600. Exporting again to the same file merges:
+a message corrected again gets its latest label, examples exported earlier (whose conversations
+may have expired since) are kept.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +40,13 @@ import yaml
 from bots.botspec import BotSpec, parse_example
 from bots.errors import ConfigError, InvalidChange
 from bots.events import CORRECTION, Event
+from bots.files import write_private
 from bots.store.base import Conversation, ConversationStore, SummaryUpdate, TranscriptQuery, Turn, load_existing
 from bots.types import Entity
 
 CORRECTED_TAG = "corrected"
 CORRECTIONS_FILE = "corrections.yml"
+FORMATS = ("switchboard", "rasa")
 _PAGE = 200
 
 
@@ -53,6 +64,24 @@ class ExportResult:
     written: int  # examples in the file
     new: int  # examples taken from the store this time
     skipped: tuple[str, ...]  # corrections that could not be written, each with the reason
+
+
+@dataclass(frozen=True)
+class CorrectionsDocument:
+    text: str  # the file's content
+    written: int
+    new: int
+    skipped: tuple[str, ...]
+
+    @staticmethod
+    def filename(bot: str, fmt: str) -> str:
+        """What the file is called: ``corrections.yml`` is what ``switchboard train`` picks up in a bot folder."""
+        return CORRECTIONS_FILE if fmt == "switchboard" else f"{bot}-nlu.yml"
+
+
+def export_path(data_dir: Path, bot: str, fmt: str = "switchboard") -> Path:
+    """Where ``switchboard export-corrections`` writes without ``--output``: under the data dir."""
+    return data_dir / "exports" / bot / CorrectionsDocument.filename(bot, fmt)
 
 
 def corrections_in(conversation: Conversation) -> list[CorrectedExample]:
@@ -170,41 +199,86 @@ def _check(example: CorrectedExample, spec: BotSpec) -> str:
 
 
 def read_corrections(path: Path) -> list[tuple[str, str]]:
-    """(intent, annotated example) pairs of an existing corrections file."""
+    """(intent, annotated example in bot.yml's syntax) pairs of an existing corrections file, in either format."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the corrections file ({exc}); move it away and export again") from exc
     pairs = []
     for item in (data or {}).get("nlu") or []:
-        if isinstance(item, dict) and isinstance(item.get("intent"), str):
-            pairs += [(item["intent"], str(x)) for x in item.get("examples") or [] if isinstance(x, str | int)]
+        if not isinstance(item, dict) or not isinstance(item.get("intent"), str):
+            continue
+        raw = item.get("examples") or []
+        lines = ([x.strip()[2:] for x in raw.splitlines() if x.strip().startswith("- ")] if isinstance(raw, str)
+                 else [str(x) for x in raw if isinstance(x, str | int)])
+        for line in lines:
+            try:
+                example = parse_example(line)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {line!r}: {exc}; move the file away and export again") from None
+            pairs.append((item["intent"], annotate(example.text, example.entities)))
     return pairs
 
 
-def render(bot: str, pairs: Iterable[tuple[str, str]]) -> str:
+class _Block(str):
+    """A string written as a YAML literal block (``|``), as Rasa writes ``examples``."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Block, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", str(data),
+                                                                              style="|"))
+
+
+def _rasa_line(line: str) -> str:
+    """bot.yml's ``[shown](entity:value)`` as Rasa 3 writes it, ``[shown]{"entity": ..., "value": ...}``."""
+    example = parse_example(line)
+    parts: list[str] = []
+    pos = 0
+    for e in sorted(example.entities, key=lambda e: e.start):
+        shown = example.text[e.start:e.end]
+        label = (f"({e.entity})" if shown == e.value
+                 else json.dumps({"entity": e.entity, "value": e.value}, ensure_ascii=False))
+        parts += [example.text[pos:e.start], f"[{shown}]{label}"]
+        pos = e.end
+    parts.append(example.text[pos:])
+    return "".join(parts)
+
+
+def render(bot: str, pairs: Iterable[tuple[str, str]], fmt: str = "switchboard", skipped: Sequence[str] = ()) -> str:
+    """The file of ``(intent, example line)`` pairs; corrections that could not be written are listed
+    in its header, each with the reason."""
     by_intent: dict[str, list[str]] = {}
     for intent, line in pairs:
         by_intent.setdefault(intent, []).append(line)
-    body = yaml.safe_dump(
-        {"version": "3.1", "nlu": [{"intent": i, "examples": by_intent[i]} for i in sorted(by_intent)]},
-        sort_keys=False, allow_unicode=True, width=10_000,
-    )
-    header = (f"# Corrections exported from the review UI for bot {bot!r}.\n"
-              "# Rasa NLU format with bot.yml's [value](entity) annotations; train with them:\n"
-              "#   switchboard train BOT_DIR --data BOT_DIR/corrections.yml\n"
-              "# Re-exporting merges: the latest label of a message wins.\n")
+    if fmt == "rasa":
+        nlu: list[dict[str, Any]] = [
+            {"intent": i, "examples": _Block("".join(f"- {_rasa_line(x)}\n" for x in by_intent[i]))}
+            for i in sorted(by_intent)]
+        header = (f"# Corrections exported from Switchboard's review UI for bot {bot!r}: Rasa 3 NLU data.\n")
+    else:
+        nlu = [{"intent": i, "examples": by_intent[i]} for i in sorted(by_intent)]
+        header = (f"# Corrections exported from the review UI for bot {bot!r}.\n"
+                  "# Rasa NLU format with bot.yml's [value](entity) annotations; train with them: save as\n"
+                  "# BOT_DIR/corrections.yml (merged by `switchboard train BOT_DIR`), or pass --data FILE.\n"
+                  "# Re-exporting to the same file merges: the latest label of a message wins.\n")
+    for reason in skipped:
+        header += "# skipped " + " ".join(reason.split()) + "\n"
+    body = yaml.dump({"version": "3.1", "nlu": nlu}, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     width=10_000)
     return header + body
 
 
-def export_corrections(spec: BotSpec, examples: Sequence[CorrectedExample], path: Path | None = None
-                       ) -> ExportResult:
-    """Merge ``examples`` into ``BOT_DIR/corrections.yml`` (created if missing); returns what happened."""
-    path = path or spec.directory / CORRECTIONS_FILE
+def corrections_document(spec: BotSpec, examples: Sequence[CorrectedExample], fmt: str = "switchboard",
+                         previous: Sequence[tuple[str, str]] = ()) -> CorrectionsDocument:
+    """The training-data file of ``examples`` (merged over ``previous`` pairs of an earlier export)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (use {' or '.join(FORMATS)})")
     merged: dict[str, tuple[str, str]] = {}  # plain text (case-folded) -> (intent, line)
-    if path.exists():
-        for intent, line in read_corrections(path):
-            merged[" ".join(parse_example(line).text.lower().split())] = (intent, line)
+    for intent, line in previous:
+        merged[" ".join(parse_example(line).text.lower().split())] = (intent, line)
     skipped: list[str] = []
     new = 0
     for example in examples:
@@ -215,7 +289,15 @@ def export_corrections(spec: BotSpec, examples: Sequence[CorrectedExample], path
             continue
         merged[" ".join(example.text.lower().split())] = (example.intent, line)
         new += 1
-    tmp = path.with_suffix(".yml.tmp")
-    tmp.write_text(render(spec.name, merged.values()), encoding="utf-8")
-    tmp.replace(path)
-    return ExportResult(path, len(merged), new, tuple(skipped))
+    text = render(spec.name, merged.values(), fmt, skipped)
+    return CorrectionsDocument(text, len(merged), new, tuple(skipped))
+
+
+def export_corrections(spec: BotSpec, examples: Sequence[CorrectedExample], path: Path, fmt: str = "switchboard"
+                       ) -> ExportResult:
+    """Merge ``examples`` into the file at ``path`` (created 0600, in 0700 folders, if missing); returns
+    what happened. ``path`` is the caller's choice: never the bot folder by default."""
+    previous = read_corrections(path) if path.exists() else []
+    document = corrections_document(spec, examples, fmt, previous)
+    write_private(path, document.text)
+    return ExportResult(path, document.written, document.new, document.skipped)

@@ -16,6 +16,7 @@ What a turn says is decided by bots.dialogue.engine from the state rebuilt from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -29,9 +30,11 @@ from typing import Protocol
 
 from bots.answers.retrieval import AnswerService, Encoder
 from bots.artifact import Manifest, resolve_artifact
-from bots.botspec import BotSpec
-from bots.dialogue.actions import load_actions
+from bots.botspec import BotSpec, load_bot
+from bots.dialogue.actions import check_actions, load_actions
+from bots.dialogue.check import check_bot_folder
 from bots.dialogue.engine import AnswerProvider, Message, PartialSink, Services, State, decide
+from bots.dialogue.forms import check_value
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
@@ -105,11 +108,19 @@ def _load_answers(artifact_dir: Path, model: IntentModel) -> AnswerProvider | No
     return AnswerService.load(artifact_dir, model)
 
 
-def parse_payload(payload: str, bot: BotSpec) -> Understanding | None:
-    """A button payload ``/intent`` or ``/intent{"entity": "value"}`` (Rasa's convention)."""
+def parse_payload(payload: str, bot: BotSpec, dialogue: DialogueSpec | None = None) -> Understanding | None:
+    """A button payload ``/intent`` or ``/intent{"entity": "value"}`` (Rasa's convention); ``None``
+    when it is not one of the bot's intents (the text is then understood as typed).
+
+    A payload is whatever the client sends, not only the bot's own buttons, so it may set only what
+    a message could: entities the bot declares (annotated in its examples, or filled into a slot), each
+    value passing its slot's checks (type, choices, bounds, regex: ``forms.check_value``). Any other
+    entity is dropped with a logged warning and the message is answered without it; it never reaches
+    slots, templates or actions."""
     m = _PAYLOAD.match(payload.strip())
     if m is None or m.group("intent") not in bot.intents:
         return None
+    dialogue = dialogue or DialogueSpec()
     entities: list[Entity] = []
     if m.group("entities"):
         try:
@@ -118,9 +129,29 @@ def parse_payload(payload: str, bot: BotSpec) -> Understanding | None:
             return None
         if not isinstance(values, dict):
             return None
-        entities = [Entity(str(k), str(v), 0, 0) for k, v in values.items() if isinstance(v, str | int | float)]
+        declared = ({e.entity for i in bot.intents.values() for x in i.examples for e in x.entities}
+                    | {slot.entity for slot in dialogue.slots.values() if slot.entity})
+        for name, value in values.items():
+            refused = _refused_entity(name, value, declared, dialogue)
+            if refused is not None:
+                log.warning("button payload entity dropped",
+                            extra={"bot": bot.name, "entity": str(name)[:64], "reason": refused})
+                continue
+            entities.append(Entity(name, str(value), 0, 0))
     intent = m.group("intent")
     return Understanding(intent, 1.0, (IntentScore(intent, 1.0),), tuple(entities))
+
+
+def _refused_entity(name: str, value: object, declared: set[str], dialogue: DialogueSpec) -> str | None:
+    """Why a payload's entity may not be set (None: it may)."""
+    if name not in declared:
+        return "not an entity of this bot"
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return "the value is not text or a number"
+    slot = dialogue.slots.get(dialogue.slot_for_entity(name) or "")
+    if slot is not None and not check_value(slot, value).ok:
+        return f"the value does not pass slot {slot.name!r}'s checks"
+    return None
 
 
 @dataclass
@@ -164,6 +195,47 @@ class Runtime:
         self.draining = False
 
     # -- bots -----------------------------------------------------------------------
+    def validate(self, bot_dirs: Sequence[Path]) -> list[BotSpec]:
+        """Everything ``load_bot`` reads except the model, for every bot at once, before serving:
+        bot.yml, the dialogue sections, the actions module (imported), ``pii:``, and that no two
+        folders are the same bot. Raises one ConfigError with every problem (``file:line``), so a bad
+        ``rules:`` stops start-up instead of leaving a server that never turns ready."""
+        problems: list[str] = []
+        specs: list[BotSpec] = []
+        first: dict[str, Path] = {}
+        for bot_dir in bot_dirs:
+            # bot.yml or a Rasa project (bots/loader.py), checked as `switchboard check` checks it
+            report = check_bot_folder(bot_dir)
+            problems += report.errors
+            if report.loaded is None:
+                # The dialogue did not load; bot.yml's own sections (pii:) are still checked, so every
+                # problem is reported at once.
+                with contextlib.suppress(ConfigError):  # bot.yml's own problems: reported by the check above
+                    problems += self._privacy_problems(load_bot(bot_dir))
+                continue
+            spec, dialogue = report.loaded
+            for line in report.warnings + report.notes:
+                log.info("bot check: %s", line, extra={"bot": spec.name})
+            if spec.name in first:
+                problems.append(f"{spec.file}: bot {spec.name!r} is already served from {first[spec.name]}")
+            first.setdefault(spec.name, bot_dir)
+            specs.append(spec)
+            try:
+                check_actions(spec, dialogue)
+            except ConfigError as exc:
+                problems += exc.problems
+            problems += self._privacy_problems(spec)
+        if problems:
+            raise ConfigError(problems)
+        return specs
+
+    def _privacy_problems(self, spec: BotSpec) -> list[str]:
+        try:
+            self._privacy(spec)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
     async def load_bot(self, bot_dir: Path) -> BotRuntime:
         spec, dialogue = await asyncio.to_thread(load_bot_folder, bot_dir)
         actions = await asyncio.to_thread(load_actions, spec, dialogue)
@@ -457,7 +529,7 @@ class Runtime:
 
     async def _understand(self, bot: BotRuntime, user: Event) -> Understanding:
         payload = user.data.get("payload")
-        understanding = parse_payload(str(payload), bot.spec) if payload else None
+        understanding = parse_payload(str(payload), bot.spec, bot.dialogue) if payload else None
         if understanding is None:
             understanding = await bot.understand(str(user.data.get("text", "")))
         return understanding

@@ -1,25 +1,45 @@
-"""Process settings: one object read from ``SWITCHBOARD_*`` environment variables and
-validated at start-up. A bad value stops start-up with a message naming the variable."""
+"""Process settings: one object, the only reader of ``SWITCHBOARD_*`` environment variables.
+
+Every variable is the upper-cased name of a field of :class:`Settings` with the prefix
+(``data_dir`` ← ``SWITCHBOARD_DATA_DIR``); a field's default is written once, on the field, and its
+bounds once, in ``_RANGES``. ``Settings.from_env`` reads them all at start-up and reports every
+problem at once, each naming its variable: a bad value, and any ``SWITCHBOARD_*`` variable that is
+not a setting (a typo such as ``SWITCHBOARD_NLU_THREAD`` would otherwise be silently ignored), with
+the closest known name. Nothing runs on a setting nobody reads. An empty value means "not set"
+(the Kubernetes Secret template lists every key with an empty value).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from bots.errors import ConfigError
 from bots.pii import MIN_KEY_CHARS
 
 PREFIX = "SWITCHBOARD_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data")
+    data_dir: Path = Path("data")  # embedded store, staff accounts, exports (created 0700, files 0600)
     mongodb_uri: str | None = None
     admin_token: str | None = None
+    # Where `switchboard serve` listens (its --host/--port win).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Sites allowed to embed the widget and to frame /bots/{bot}/chat (exact origins, or "*"); the
+    # server's own origin always is. Normalised: lower case, no trailing "/".
+    widget_origins: tuple[str, ...] = ()
     nlu_threads: int = 1
     nlu_workers: int = 2  # NLU batches run at once per model (each on nlu_threads threads)
     nlu_max_batch: int = 16
@@ -51,16 +71,16 @@ class Settings:
     slack_tokens: Mapping[str, str] = field(default_factory=dict)
     # SWITCHBOARD_TELEGRAM_TOKENS: {"bot-name": "123:ABC"} per bot; telegram_token serves any other.
     telegram_tokens: Mapping[str, str] = field(default_factory=dict)
+    # The public address `switchboard telegram set-webhook` registers when --url is not given.
+    telegram_webhook_url: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     telegram_api_url: str = "https://api.telegram.org"
-    session_secret: str | None = None
     # The HMAC key of user-id pseudonyms (bots/pii.py); required by bots with `pii:` on. Changing it
     # gives every customer a new pseudonym (their old and new conversations no longer group).
     pii_key: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     _SECRETS = ("admin_token", "slack_signing_secret", "slack_bot_token", "telegram_token",
-                "telegram_secret", "session_secret", "mongodb_uri", "slack_tokens", "telegram_tokens", "pii_key")
+                "telegram_secret", "mongodb_uri", "slack_tokens", "telegram_tokens", "pii_key")
 
     def __repr__(self) -> str:
         parts = []
@@ -72,89 +92,130 @@ class Settings:
         return f"Settings({', '.join(parts)})"
 
     @classmethod
+    def variables(cls) -> tuple[str, ...]:
+        """Every ``SWITCHBOARD_*`` variable there is, one per field."""
+        return tuple(variable(f.name) for f in dataclasses.fields(cls))
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read and validate every ``SWITCHBOARD_*`` variable of ``env`` (default: the process's);
+        raise ConfigError listing every problem, each naming its variable."""
         env = os.environ if env is None else env
         problems: list[str] = []
-
-        def get(name: str) -> str | None:
-            value = env.get(PREFIX + name.upper())
-            return value if value not in (None, "") else None
-
-        def number(name: str, kind: type, default: float, low: float, high: float) -> float:
-            raw = get(name)
-            if raw is None:
-                return default
+        known = cls.variables()
+        for name in sorted(k for k in env if k.startswith(PREFIX) and k not in known):
+            # compared without the prefix, which every name shares
+            close = difflib.get_close_matches(name.removeprefix(PREFIX), [k.removeprefix(PREFIX) for k in known],
+                                              n=1, cutoff=0.7)
+            hint = f"did you mean {PREFIX}{close[0]}?" if close else "see the configuration table in README.md"
+            problems.append(f"{name}: not a setting ({hint})")
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(variable(f.name))
+            if raw in (None, ""):
+                continue
             try:
-                value = kind(raw)
-            except ValueError:
-                problems.append(f"{PREFIX}{name.upper()}={raw!r}: expected a {kind.__name__}")
-                return default
-            if not low <= value <= high:
-                problems.append(f"{PREFIX}{name.upper()}={raw!r}: must be between {low:g} and {high:g}")
-                return default
-            return value
-
-        def string_map(name: str) -> dict[str, str]:
-            raw = get(name)
-            if raw is None:
-                return {}
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{PREFIX}{name.upper()}: not JSON ({exc.msg}); use {{\"key\": \"token\"}}")
-                return {}
-            if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
-                problems.append(f"{PREFIX}{name.upper()}: use a JSON object of non-empty strings, "
-                                '{"key": "token"}')
-                return {}
-            return {str(k): v for k, v in value.items()}
-
-        log_level = (get("log_level") or "INFO").upper()
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            problems.append(f"{PREFIX}LOG_LEVEL={log_level!r}: use DEBUG, INFO, WARNING or ERROR")
-        log_json = (get("log_json") or "true").lower()
-        if log_json not in ("true", "false", "1", "0"):
-            problems.append(f"{PREFIX}LOG_JSON={log_json!r}: use true or false")
-        settings = cls(
-            data_dir=Path(get("data_dir") or "data"),
-            mongodb_uri=get("mongodb_uri"),
-            admin_token=get("admin_token"),
-            nlu_threads=int(number("nlu_threads", int, 1, 1, 64)),
-            nlu_workers=int(number("nlu_workers", int, 2, 1, 64)),
-            nlu_max_batch=int(number("nlu_max_batch", int, 16, 1, 1024)),
-            nlu_max_wait_ms=float(number("nlu_max_wait_ms", float, 2.0, 0.0, 1000.0)),
-            max_body_bytes=int(number("max_body_bytes", int, 64 * 1024, 1024, 16 * 1024 * 1024)),
-            max_message_chars=int(number("max_message_chars", int, 4000, 1, 100_000)),
-            max_in_flight=int(number("max_in_flight", int, 512, 1, 100_000)),
-            lease_ttl_s=float(number("lease_ttl_s", float, 30.0, 1.0, 3600.0)),
-            state_cache=int(number("state_cache", int, 1000, 0, 1_000_000)),
-            gc_gen0=int(number("gc_gen0", int, 50_000, 100, 10_000_000)),
-            log_level=log_level,
-            log_json=log_json in ("true", "1"),
-            drain_timeout_s=float(number("drain_timeout_s", float, 20.0, 0.0, 3600.0)),
-            model_poll_s=float(number("model_poll_s", float, 10.0, 0.0, 86400.0)),
-            rate_per_ip=float(number("rate_per_ip", float, 5.0, 0.0, 1e6)),
-            rate_per_ip_burst=float(number("rate_per_ip_burst", float, 30.0, 1.0, 1e6)),
-            rate_per_conversation=float(number("rate_per_conversation", float, 1.0, 0.0, 1e6)),
-            rate_per_conversation_burst=float(number("rate_per_conversation_burst", float, 10.0, 1.0, 1e6)),
-            ws_idle_timeout_s=float(number("ws_idle_timeout_s", float, 300.0, 1.0, 86400.0)),
-            slack_signing_secret=get("slack_signing_secret"),
-            slack_bot_token=get("slack_bot_token"),
-            telegram_token=get("telegram_token"),
-            telegram_secret=get("telegram_secret"),
-            slack_tokens=string_map("slack_tokens"),
-            telegram_tokens=string_map("telegram_tokens"),
-            slack_api_url=get("slack_api_url") or "https://slack.com/api/",
-            telegram_api_url=get("telegram_api_url") or "https://api.telegram.org",
-            session_secret=get("session_secret"),
-            pii_key=get("pii_key"),
-        )
-        if settings.admin_token is not None and len(settings.admin_token) < 16:
+                values[f.name] = _parse(f, raw.strip())
+            except ValueError as exc:
+                shown = "" if f.name == "widget_origins" else f"={_shown(f.name, raw)}"  # names the bad origin
+                problems.append(f"{variable(f.name)}{shown}: {exc}")
+        token = values.get("admin_token")
+        if token is not None and len(token) < 16:
             problems.append(f"{PREFIX}ADMIN_TOKEN: use at least 16 characters (e.g. `openssl rand -hex 32`)")
-        if settings.pii_key is not None and len(settings.pii_key) < MIN_KEY_CHARS:
+        pii_key = values.get("pii_key")
+        if pii_key is not None and len(pii_key) < MIN_KEY_CHARS:
             problems.append(f"{PREFIX}PII_KEY: use at least {MIN_KEY_CHARS} characters (e.g. `openssl rand -hex 32`)")
         if problems:
             raise ConfigError(problems)
+        settings = cls(**values)
         if overrides:
             settings = replace(settings, **overrides)  # type: ignore[arg-type]
         return settings
+
+
+def variable(name: str) -> str:
+    """The environment variable of a setting: ``data_dir`` → ``SWITCHBOARD_DATA_DIR``."""
+    return PREFIX + name.upper()
+
+
+# Bounds of the numeric settings (inclusive).
+_RANGES: dict[str, tuple[float, float]] = {
+    "port": (1, 65535),
+    "nlu_threads": (1, 64),
+    "nlu_workers": (1, 64),
+    "nlu_max_batch": (1, 1024),
+    "nlu_max_wait_ms": (0.0, 1000.0),
+    "max_body_bytes": (1024, 16 * 1024 * 1024),
+    "max_message_chars": (1, 100_000),
+    "max_in_flight": (1, 100_000),
+    "lease_ttl_s": (1.0, 3600.0),
+    "state_cache": (0, 1_000_000),
+    "gc_gen0": (100, 10_000_000),
+    "drain_timeout_s": (0.0, 3600.0),
+    "model_poll_s": (0.0, 86400.0),
+    "rate_per_ip": (0.0, 1e6),
+    "rate_per_ip_burst": (1.0, 1e6),
+    "rate_per_conversation": (0.0, 1e6),
+    "rate_per_conversation_burst": (1.0, 1e6),
+    "ws_idle_timeout_s": (1.0, 86400.0),
+}
+
+
+def _shown(name: str, raw: str) -> str:
+    return "***" if name in Settings._SECRETS else repr(raw)
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    """One variable's value as its field's type; ValueError says what is expected."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+    if f.name == "log_level":
+        if raw.upper() not in LOG_LEVELS:
+            raise ValueError(f"use {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}")
+        return raw.upper()
+    if f.name == "widget_origins":
+        return parse_origins(raw)
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError("use true or false")
+        return raw.lower() in ("true", "1")
+    if isinstance(default, int | float):
+        kind = type(default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError("expected a whole number" if kind is int else "expected a number") from None
+        low, high = _RANGES[f.name]
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return value
+    if isinstance(default, Path):
+        return Path(raw)
+    if isinstance(default, Mapping):
+        return _string_map(raw)
+    return raw  # text (None as default: optional text)
+
+
+def _string_map(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg}); use {{\"key\": \"token\"}}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError('use a JSON object of non-empty strings, {"key": "token"}')
+    return {str(k): v for k, v in value.items()}
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated web origins (``https://shop.example.com``), or ``*`` for any site:
+    normalised to lower case without a trailing ``/``; ValueError names the first bad one."""
+    found: list[str] = []
+    for item in (x.strip().rstrip("/") for x in raw.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            return ("*",)
+        if not _ORIGIN.match(item):
+            raise ValueError(f"{item!r} is not an origin: use scheme://host[:port], e.g. https://shop.example.com")
+        if item.lower() not in found:
+            found.append(item.lower())
+    return tuple(found)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bots.errors import StoreUnavailable
+from bots.files import private_file
 
 T = TypeVar("T")
 
@@ -52,7 +53,7 @@ class SQLiteFile:
         self.failure: str | None = None
 
     def _connect(self, timeout: float = 30.0, *, schema: bool = True) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 in a 0700 folder (bots/files.py); -wal and -shm take its mode
         conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
         # Processes opening a new file at once both read it and then want it exclusively (to switch

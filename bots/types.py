@@ -23,6 +23,15 @@ from typing import Any, Literal
 
 JSON = dict[str, Any]
 
+# A conversation or message id chosen by a client (the web widget, scripts): 1-64 letters, digits,
+# '_' and '-'. One rule for the request models, the query parameters and the socket handshake.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+
+def valid_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 

@@ -29,7 +29,6 @@ from bots.errors import (
     SwitchboardError,
 )
 from bots.handoff import HandoffGauges
-from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.runtime import ModelLoader, Runtime, UnknownBot, load_onnx_model
 from bots.settings import Settings
@@ -55,7 +54,7 @@ def _default_store(settings: Settings) -> ConversationStore:
 
 def _default_channels(settings: Settings) -> list[Channel]:
     """Web, plus Slack and Telegram when configured (their libraries are imported only then)."""
-    found: list[Channel | None] = [WebChannel()]
+    found: list[Channel | None] = [WebChannel(settings.widget_origins)]
     if settings.slack_signing_secret or settings.slack_bot_token or settings.slack_tokens:
         from connectors.slack import SlackChannel
 
@@ -82,11 +81,12 @@ def create_app(
     if not bot_dirs:
         raise ConfigError("no bot folder given: `switchboard serve BOT_DIR [BOT_DIR ...]`")
     bot_dirs = [Path(p) for p in bot_dirs]
-    # bot.yml is read now, so a broken one stops start-up with file:line reasons (models load later).
-    specs = [load_bot_folder(d)[0] for d in bot_dirs]
-    expected = {spec.name for spec in specs}
     metrics = Metrics()
     runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)
+    # Every bot is validated whole now (bot.yml, dialogue, actions, pii), so a broken one stops start-up
+    # with file:line reasons; only the models load in the background.
+    specs = runtime.validate(bot_dirs)
+    expected = {spec.name for spec in specs}
     channel_list: list[Channel] = list(channels) if channels is not None else _default_channels(settings)
     for channel in channel_list:  # channels that can show a generated answer as it is written
         if isinstance(channel, WebChannel):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,13 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     # collection every 700 allocations) collections interrupt messages often enough to show in the
     # p99 (bench/RESULTS.md, "Load"). Young objects die young: collect them less often.
     gc.set_threshold(settings.gc_gen0, 20, 100)
-    from bots.loader import is_bot_folder
-
-    for bot_dir in args.bot_dirs:
-        if not is_bot_folder(bot_dir):
-            raise ConfigError(f"{bot_dir}: not a bot folder (no bot.yml, and not a Rasa project)")
+    # Every bot is validated whole before listening: a problem exits 2 with every file:line at once.
     app = create_app(settings, args.bot_dirs, freeze_after_load=True)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None,
+    host = settings.host if args.host is None else args.host
+    port = settings.port if args.port is None else args.port
+    config = uvicorn.Config(app, host=host, port=port, log_config=None,
                             timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1)
     server = uvicorn.Server(config)
     server.run()
@@ -56,7 +53,10 @@ def _telegram(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if args.telegram_command == "set-webhook":
-        url = asyncio.run(telegram.set_webhook(settings, args.bot_dir, args.url))
+        base_url = args.url or settings.telegram_webhook_url
+        if not base_url:
+            raise ConfigError("give --url (the server's public address) or set SWITCHBOARD_TELEGRAM_WEBHOOK_URL")
+        url = asyncio.run(telegram.set_webhook(settings, args.bot_dir, base_url))
         print(f"webhook set: {url} (with SWITCHBOARD_TELEGRAM_SECRET as its secret token)")
         return 0
     configure(settings.log_level, json_lines=settings.log_json, filters=[RedactingFilter(Redactor())])
@@ -84,13 +84,26 @@ def _check(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _port(raw: str) -> int:
+    """A TCP port to listen on. Out of range is refused: the socket layer would take it modulo
+    65536 (99999 listened on 34463) and 0 means "any free port"."""
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Train, evaluate and serve support bots.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve bots over HTTP (web chat, Slack, Telegram, admin API, metrics)")
     serve.add_argument("bot_dirs", nargs="+", type=Path, metavar="BOT_DIR")
-    serve.add_argument("--host", default=os.environ.get("SWITCHBOARD_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("SWITCHBOARD_PORT", "8000")))
+    # Defaults from the settings (SWITCHBOARD_HOST, SWITCHBOARD_PORT), read with all the others in _serve.
+    serve.add_argument("--host", help="address to listen on (default: SWITCHBOARD_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="TCP port, 1-65535 (default: SWITCHBOARD_PORT, else 8000)")
     serve.set_defaults(func=_serve)
     check = sub.add_parser("check", help="validate bot folders (bot.yml or Rasa projects) as `rasa data validate` "
                                          "does: exit 2 on errors")
@@ -100,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     tg_sub = tg.add_subparsers(dest="telegram_command", required=True)
     hook = tg_sub.add_parser("set-webhook", help="register the webhook and its secret token (once, not per replica)")
     hook.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
-    hook.add_argument("--url", required=True, help="the server's public base URL, e.g. https://bots.example.com")
+    hook.add_argument("--url", help="the server's public base URL, e.g. https://bots.example.com "
+                                    "(default: SWITCHBOARD_TELEGRAM_WEBHOOK_URL)")
     poll = tg_sub.add_parser("poll", help="answer by long polling (local development, no public URL needed)")
     poll.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
     tg.set_defaults(func=_telegram)

@@ -1,4 +1,11 @@
-"""Abuse limits: request body size (before any parsing) and rate limits per client and conversation."""
+"""Abuse limits: request body size (before any parsing) and rate limits per client and conversation.
+
+A body over ``max_body_bytes`` is answered ``413`` whether its size was declared (``Content-Length``,
+refused before the app runs) or not (``Transfer-Encoding: chunked``, refused when the count passes the
+limit while the app reads it). The second case raises ``BodyTooLarge``, an ``HTTPException``, so the
+framework does not turn it into "400 error parsing the body"; and whatever the app answers after its
+body was cut off is replaced by the 413.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,18 @@ import re
 import time
 from collections import OrderedDict
 
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _too_large(max_bytes))
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"request body is larger than {max_bytes} bytes"
 
 
 class BodySizeLimit:
@@ -31,18 +44,25 @@ class BodySizeLimit:
             return
         seen = 0
         started = False
+        over = False  # the body passed the limit: the answer is ours, a 413
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    over = True
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if over:  # whatever the app made of a body it could not read in full
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -54,7 +74,7 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body is larger than {self.max_bytes} bytes"}).encode()
+        body = json.dumps({"detail": _too_large(self.max_bytes)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

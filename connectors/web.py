@@ -21,8 +21,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from bots.errors import Busy, ConfigError, StoreUnavailable
 from bots.events import AGENT, BOT, USER
 from bots.handoff import is_paused
+from bots.settings import parse_origins, variable
 from bots.store.base import Conversation
-from bots.types import BotResponse, ConversationRef, UserMessage
+from bots.types import ID_PATTERN, BotResponse, ConversationRef, UserMessage, valid_id
 from connectors.bodies import TextBody
 from connectors.limits import RateLimiter
 
@@ -44,9 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.web")
 
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-ORIGINS_ENV = "SWITCHBOARD_WIDGET_ORIGINS"
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+ORIGINS_ENV = variable("widget_origins")
 _POLL_S = 3.0  # how often an open socket checks the store for agent messages sent from another replica
 
 
@@ -60,16 +58,12 @@ class OriginPolicy:
 
     @classmethod
     def parse(cls, raw: str) -> OriginPolicy:
-        found: set[str] = set()
-        for item in (x.strip().rstrip("/") for x in raw.split(",")):
-            if not item:
-                continue
-            if item == "*":
-                return cls(frozenset(), True)
-            if not _ORIGIN.match(item):
-                raise ValueError(f"{item!r} is not an origin: use scheme://host[:port], e.g. https://shop.example.com")
-            found.add(item.lower())
-        return cls(frozenset(found), False)
+        origins = parse_origins(raw)
+        return cls(frozenset(o for o in origins if o != "*"), "*" in origins)
+
+    def frame_ancestors(self) -> str:
+        """The CSP ``frame-ancestors`` source list: the pages that may frame the chat page."""
+        return "*" if self.any_origin else " ".join(["'self'", *sorted(self.origins)])
 
     def allows(self, origin: str, host: str) -> bool:
         origin = origin.lower()
@@ -167,10 +161,10 @@ class _Socket:
 class WebChannel:
     name = "web"
 
-    def __init__(self, allowed_origins: Sequence[str] | None = None) -> None:
-        raw = os.environ.get(ORIGINS_ENV, "") if allowed_origins is None else ",".join(allowed_origins)
+    def __init__(self, allowed_origins: Sequence[str] = ()) -> None:
+        """``allowed_origins``: ``Settings.widget_origins`` (none: only this server's own pages)."""
         try:
-            self.origins = OriginPolicy.parse(raw)
+            self.origins = OriginPolicy.parse(",".join(allowed_origins))
         except ValueError as exc:
             raise ConfigError(f"{ORIGINS_ENV}: {exc}") from None
         self._sockets: dict[tuple[str, str], set[_Socket]] = {}
@@ -254,7 +248,7 @@ class WebChannel:
 
         @router.get("/bots/{bot}/webhooks/web/history", responses={403: {}, 404: {}, 422: {}})
         async def history(request: Request, response: Response, bot: str,
-                          conversation_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]) -> dict[str, Any]:
+                          conversation_id: Annotated[str, Query(pattern=ID_PATTERN)]) -> dict[str, Any]:
             cors(request, response)
             runtime.bot(bot)
             response.headers["Cache-Control"] = "no-store"
@@ -266,7 +260,7 @@ class WebChannel:
             if origin is not None and not self.origins.allows(origin, websocket.headers.get("host", "")):
                 await websocket.close(code=1008, reason="origin not allowed")
                 return
-            if bot not in runtime.bots or not _valid_id(conversation_id):
+            if bot not in runtime.bots or not valid_id(conversation_id):
                 await websocket.close(code=1008, reason="unknown bot or bad conversation_id")
                 return
             await websocket.accept()
@@ -325,7 +319,10 @@ class WebChannel:
             runtime.bot(bot)
             page = resources.files("connectors").joinpath("static/chat.html").read_text(encoding="utf-8")
             # The bot name matched a served bot's name (letters, digits, _ . -): safe to embed.
-            return HTMLResponse(page.replace("__BOT__", bot))
+            # Framed only by this server and the widget's allowed origins (no clickjacking elsewhere).
+            csp = f"frame-ancestors {self.origins.frame_ancestors()}; object-src 'none'; base-uri 'none'"
+            return HTMLResponse(page.replace("__BOT__", bot),
+                                headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
 
         return router
 
@@ -389,7 +386,3 @@ class WebChannel:
                 if agent:  # agent turns are stored complete: never revisited
                     await conn.send({"type": "agent", "seq": turn.seq, "responses": _json(agent)})
                 conn.delivered = turn.seq
-
-
-def _valid_id(value: str) -> bool:
-    return 0 < len(value) <= 64 and all(c.isascii() and (c.isalnum() or c in "_-") for c in value)

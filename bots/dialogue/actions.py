@@ -204,20 +204,31 @@ class CombinedActions:
         await self.remote.aclose()
 
 
+def _local_actions(bot: BotSpec, dialogue: DialogueSpec) -> tuple[InProcessActions | None, set[str]]:
+    """The actions module imported (its errors a ConfigError at file:line) with the names it defines;
+    without an action server every action named in rules and forms must be one of them."""
+    if dialogue.actions_module is None:
+        return None, set()
+    executor = InProcessActions.executor_for(_import_module(dialogue.actions_module, bot.name))
+    names = set(executor.actions)
+    local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s)
+    if dialogue.action_endpoint is None:
+        problems = [f"{where}: unknown action {name!r} ({dialogue.actions_module} defines "
+                    f"{', '.join(sorted(names)) or 'no Action classes'})"
+                    for name, where in dialogue.action_refs if name not in names]
+        if problems:
+            raise ConfigError(problems)
+    return local, names
+
+
+def check_actions(bot: BotSpec, dialogue: DialogueSpec) -> None:
+    """What ``load_actions`` checks, without a client for the action server: for start-up validation."""
+    _local_actions(bot, dialogue)
+
+
 def load_actions(bot: BotSpec, dialogue: DialogueSpec) -> ActionRunner | None:
     """The bot's action runner, or ``None`` without actions; unknown action names are a ConfigError."""
-    local: InProcessActions | None = None
-    names: set[str] = set()
-    if dialogue.actions_module is not None:
-        executor = InProcessActions.executor_for(_import_module(dialogue.actions_module, bot.name))
-        names = set(executor.actions)
-        local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s)
-        if dialogue.action_endpoint is None:
-            problems = [f"{where}: unknown action {name!r} ({dialogue.actions_module} defines "
-                        f"{', '.join(sorted(names)) or 'no Action classes'})"
-                        for name, where in dialogue.action_refs if name not in names]
-            if problems:
-                raise ConfigError(problems)
+    local, names = _local_actions(bot, dialogue)
     if dialogue.action_endpoint is None:
         return local
     all_names = sorted(names | {name for name, _ in dialogue.action_refs})

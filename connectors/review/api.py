@@ -6,16 +6,15 @@ correct intents and entities, export corrections. Admin: read the audit log.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from bots.corrections import collect_corrections, correct, export_corrections
+from bots.corrections import CorrectionsDocument, collect_corrections, correct, corrections_document
 from bots.store.base import SummaryUpdate, load_existing
 from connectors.bodies import TextBody
 from connectors.review.auth import Auth, Principal
@@ -146,15 +145,21 @@ def api_router(runtime: Runtime, auth: Auth) -> APIRouter:
                          detail=f"turn {body.seq} -> {body.intent}")
         return {"turn": turn.to_dict()}
 
-    @router.post("/bots/{bot}/export-corrections", responses={401: {}, 403: {}, 404: {}})
-    async def export(request: Request, bot: str, principal: Principal = agent) -> dict[str, Any]:
+    @router.get("/bots/{bot}/export-corrections", responses={401: {}, 403: {}, 404: {}, 422: {}})
+    async def export(request: Request, bot: str, principal: Principal = agent,
+                     format: Literal["switchboard", "rasa"] = "switchboard") -> Response:
+        """The bot's corrections as a training-data file, for download (never written into the bot
+        folder, which is the served and often read-only source): ``switchboard`` (save as
+        ``BOT_DIR/corrections.yml``) or ``rasa`` (a Rasa 3 nlu.yml). Counts in X-Corrections-* headers."""
         spec = runtime.bot(bot).spec
         examples = await collect_corrections(store, bot)
-        result = await asyncio.to_thread(export_corrections, spec, examples)
+        document = corrections_document(spec, examples, format)
+        filename = CorrectionsDocument.filename(bot, format)
         await auth.audit(request, principal, "export_corrections", bot=bot,
-                         detail=f"{result.new} corrections -> {result.path}")
-        return {"path": str(result.path), "written": result.written, "new": result.new,
-                "skipped": list(result.skipped)}
+                         detail=f"{document.new} corrections -> download {filename} ({format})")
+        return Response(document.text, media_type="application/yaml; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store",
+            "X-Corrections-Examples": str(document.written), "X-Corrections-Skipped": str(len(document.skipped))})
 
     @router.get("/audit", responses={401: {}, 403: {}})
     async def audit_log(

@@ -4,9 +4,11 @@
     switchboard users list
     switchboard users remove NAME
     switchboard tokens create NAME [--label LABEL]
-    switchboard export-corrections BOT_DIR
+    switchboard export-corrections BOT_DIR [--output FILE] [--format switchboard|rasa]
 
 They use the same settings as ``serve`` (``SWITCHBOARD_DATA_DIR`` or ``SWITCHBOARD_MONGODB_URI``).
+``export-corrections`` writes FILE (default under the data dir, never into the bot folder, which may
+be read-only where the bot is served), merging with what an earlier export left there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bots.corrections import FORMATS
 from bots.errors import ConfigError
 from bots.settings import Settings
 from bots.staff.accounts import Accounts, open_staff_store
@@ -44,9 +47,13 @@ def add_review_commands(sub: Any) -> None:
     create.add_argument("--label", default="script")
     tokens.set_defaults(func=_tokens)
 
-    export = sub.add_parser("export-corrections",
-                            help="write the review UI's corrections to BOT_DIR/corrections.yml (training data)")
+    export = sub.add_parser("export-corrections", help="write the review UI's corrections as training data")
     export.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
+    export.add_argument("--output", type=Path, metavar="FILE",
+                        help="where to write (merged with an earlier export there); default: "
+                             "DATA_DIR/exports/BOT/corrections.yml (BOT-nlu.yml with --format rasa)")
+    export.add_argument("--format", choices=FORMATS, default="switchboard",
+                        help="switchboard: what `switchboard train` reads (default); rasa: a Rasa 3 nlu.yml")
     export.set_defaults(func=_export)
 
 
@@ -99,7 +106,7 @@ def _tokens(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bots.corrections import collect_corrections, export_corrections
+    from bots.corrections import collect_corrections, export_corrections, export_path
     from bots.loader import load_bot_folder
     from bots.store.factory import open_store
 
@@ -113,11 +120,15 @@ def _export(args: argparse.Namespace) -> int:
             examples = await collect_corrections(store, spec.name)
         finally:
             await store.aclose()
-        result = export_corrections(spec, examples)
+        path = args.output or export_path(settings.data_dir, spec.name, args.format)
+        result = export_corrections(spec, examples, path, args.format)
         for reason in result.skipped:
             print(f"skipped {reason}", file=sys.stderr)
         print(f"wrote {result.path}: {result.written} example(s), {result.new} from {len(examples)} correction(s) "
-              f"in the store; train with: switchboard train {args.bot_dir} --data {result.path}")
+              "in the store")
+        if args.format == "switchboard":
+            print(f"train with: switchboard train {args.bot_dir} --data {result.path} "
+                  f"(or copy it to {args.bot_dir / 'corrections.yml'}, which train always uses)")
         return 0
 
     return asyncio.run(run())

@@ -96,3 +96,30 @@ def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> Non
         for p in procs:
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err.decode()[-1500:]
+
+
+async def test_data_files_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    """Conversations and staff accounts (password hashes) are created 0600 in 0700 folders, even
+    under the usual umask 022 that would make them world-readable."""
+    import os
+
+    from bots.staff.accounts import Accounts, open_staff_store
+    from bots.store.factory import open_store
+
+    data = tmp_path / "var" / "switchboard"
+    old = os.umask(0o022)
+    try:
+        store = open_store(uri=None, data_dir=data)
+        await store.start()
+        assert await store.ping()
+        accounts = Accounts(open_staff_store(uri=None, data_dir=data))
+        await accounts.add_user("ann", "a long enough password", "agent")
+        files = sorted(p.name for p in data.iterdir())
+        modes = {name: (data / name).stat().st_mode & 0o777 for name in files}
+        await accounts.store.aclose()
+        await store.aclose()
+    finally:
+        os.umask(old)
+    assert {"conversations.db", "conversations.db-wal", "conversations.db-shm", "staff.db"} <= set(files)
+    assert modes == dict.fromkeys(files, 0o600)
+    assert [(p.stat().st_mode & 0o777) for p in (data, data.parent)] == [0o700, 0o700]

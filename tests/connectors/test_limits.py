@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,3 +86,22 @@ def test_websocket_frames_are_bounded_and_idle_sockets_closed(tiny_bot_dir: Path
                     ws.receive_json()  # say nothing: the server closes the idle socket
             except WebSocketDisconnect as exc:
                 assert exc.code == 1000
+
+
+def test_a_chunked_body_over_the_limit_is_413_like_a_declared_one(tiny_bot_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(replace(settings, max_body_bytes=2048), [tiny_bot_dir])
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size is known only while reading
+        yield b'{"conversation_id": "c1", "message_id": "m1", "text": "'
+        for _ in range(4):
+            yield b"x" * 1000
+        yield b'"}'
+
+    with TestClient(app) as client:
+        r = client.post("/bots/tiny/webhooks/web", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.request.headers
+        assert r.status_code == 413, r.text
+        assert r.json() == {"detail": "request body is larger than 2048 bytes"}
+        declared = client.post("/bots/tiny/webhooks/web", content=b"x" * 3000,
+                               headers={"Content-Type": "application/json"})
+        assert (declared.status_code, declared.json()) == (413, r.json())

@@ -1,6 +1,7 @@
-"""Corrections become training data: agents fix misunderstood messages in the review API,
-``switchboard export-corrections`` (and the UI's button) writes them to ``corrections.yml``,
-and retraining with that file makes the model understand those messages."""
+"""Corrections become training data: agents fix misunderstood messages in the review API, the
+UI's button downloads them (``corrections.yml`` or a Rasa ``nlu.yml``), ``switchboard
+export-corrections`` writes them under the data dir or to ``--output``, never into the served bot
+folder, and retraining with that file makes the model understand those messages."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def test_exported_corrections_fix_those_messages_after_retraining(
         capsys: pytest.CaptureFixture[str]) -> None:
     bot_dir = tmp_path / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir)
+    served = _read_only(bot_dir)  # as in Kubernetes: the bot folder of a served bot is read-only
     add_users(settings.data_dir, ann="agent")
     with TestClient(create_app(settings, [bot_dir])) as client:
         deadline = time.monotonic() + 30
@@ -57,23 +59,38 @@ def test_exported_corrections_fix_those_messages_after_retraining(
                             json={"seq": 1, "intent": intent, "entities": entities}, headers={"X-CSRF-Token": csrf})
             assert r.status_code == 200, r.text
         assert wrong >= 2, "the test needs messages the model gets wrong before it is corrected"
-        # the UI's button
-        r = client.post("/review/api/bots/tiny/export-corrections", headers={"X-CSRF-Token": csrf})
+        # the UI's button: a download, nothing written on the server
+        r = client.get("/review/api/bots/tiny/export-corrections")
         assert r.status_code == 200, r.text
-        assert r.json()["new"] == 3 and r.json()["skipped"] == []
+        assert r.headers["content-disposition"] == 'attachment; filename="corrections.yml"'
+        assert (r.headers["x-corrections-examples"], r.headers["x-corrections-skipped"]) == ("3", "0")
+        downloaded = yaml.safe_load(r.text)
+        rasa = client.get("/review/api/bots/tiny/export-corrections", params={"format": "rasa"})
+        assert rasa.headers["content-disposition"] == 'attachment; filename="tiny-nlu.yml"'
+        assert "- scrap order [4411](order_id)\n" in yaml.safe_load(rasa.text)["nlu"][0]["examples"]
+        assert client.get("/review/api/bots/tiny/export-corrections", params={"format": "csv"}).status_code == 422
+    assert served == _snapshot(bot_dir)
 
-    # the command line: same store (SWITCHBOARD_DATA_DIR), merges into the same file
+    # the command line: same store (SWITCHBOARD_DATA_DIR); writes under the data dir and says where
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(settings.data_dir))
     monkeypatch.delenv("SWITCHBOARD_MONGODB_URI", raising=False)
     assert switchboard(["export-corrections", str(bot_dir)]) == 0
-    assert "3 example(s), 3 from 3 correction(s)" in capsys.readouterr().out
-    exported = yaml.safe_load((bot_dir / "corrections.yml").read_text())
-    assert exported["version"] == "3.1"
+    out = capsys.readouterr().out
+    written = settings.data_dir / "exports" / "tiny" / "corrections.yml"
+    assert f"wrote {written}: 3 example(s), 3 from 3 correction(s)" in out
+    assert served == _snapshot(bot_dir)
+    assert written.stat().st_mode & 0o777 == 0o600 and written.parent.stat().st_mode & 0o777 == 0o700
+    exported = yaml.safe_load(written.read_text())
+    assert exported["version"] == "3.1" and exported == downloaded
     by_intent = {item["intent"]: item["examples"] for item in exported["nlu"]}
     assert by_intent == {"cancel_order": ["scrap order [4411](order_id)", "forget the order I placed"],
                          "greet": ["sup bot"]}
 
-    # BOT_DIR/corrections.yml is merged by `train` itself, always into the training split.
+    # Where the bot is trained (its sources, writable), BOT_DIR/corrections.yml is merged by `train`
+    # itself, always into the training split.
+    _writable(bot_dir)
+    assert switchboard(["export-corrections", str(bot_dir), "--output", str(bot_dir / "corrections.yml")]) == 0
+    assert yaml.safe_load((bot_dir / "corrections.yml").read_text()) == exported
     assert training_main(["train", str(bot_dir), "--fast", "--seed", "0"]) == 0
     assert _predict(bot_dir, list(FIXES)) == [intent for intent, _ in FIXES.values()]
 
@@ -85,17 +102,55 @@ def test_export_names_what_it_cannot_write(tiny_bot_dir: Path, tmp_path: Path) -
     bot_dir = tmp_path / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir, ignore=shutil.ignore_patterns("models"))
     spec = load_bot(bot_dir)
+    path = tmp_path / "out" / "corrections.yml"
     result = export_corrections(spec, [
         CorrectedExample("hello there", "greet", (), "c1#1"),
         CorrectedExample("refund please", "refund", (), "c2#1"),
         CorrectedExample("see [docs](link)", "greet", (), "c3#1"),
         CorrectedExample("cancel 12", "cancel_order", (Entity("order_id", "12", 7, 9),), "c4#1"),
-    ])
+    ], path)
     assert result.written == 2 and result.new == 2
     assert [s.split(":")[0] for s in result.skipped] == ["c2#1", "c3#1"]
     assert "not an intent of bot 'tiny'" in result.skipped[0]
     assert "markup" in result.skipped[1]
-    again = export_corrections(spec, [CorrectedExample("Hello there", "track_order", (), "c5#1")])
+    assert "# skipped c2#1: intent 'refund' is not an intent of bot 'tiny'\n" in path.read_text()
+    again = export_corrections(spec, [CorrectedExample("Hello there", "track_order", (), "c5#1")], path)
     assert again.written == 2  # the same message: its latest label wins
-    text = (bot_dir / "corrections.yml").read_text()
+    text = path.read_text()
     assert "track_order" in text and "- hello there" not in text
+    assert not (bot_dir / "corrections.yml").exists()
+
+
+def test_the_rasa_export_is_rasa_nlu_and_merges_like_ours(tiny_bot_dir: Path, tmp_path: Path) -> None:
+    from bots.corrections import CorrectedExample, export_corrections, read_corrections
+    from bots.types import Entity
+
+    spec = load_bot(tiny_bot_dir)
+    path = tmp_path / "tiny-nlu.yml"
+    export_corrections(spec, [CorrectedExample("cancel twelve", "cancel_order", (Entity("order_id", "12", 7, 13),)),
+                              CorrectedExample("cancel 44 now", "cancel_order", (Entity("order_id", "44", 7, 9),))],
+                       path, "rasa")
+    data = yaml.safe_load(path.read_text())
+    assert data == {"version": "3.1", "nlu": [{"intent": "cancel_order", "examples": (
+        '- cancel [twelve]{"entity": "order_id", "value": "12"}\n- cancel [44](order_id) now\n')}]}
+    assert "examples: |" in path.read_text()  # Rasa's block string
+    export_corrections(spec, [CorrectedExample("hi bot", "greet")], path, "rasa")
+    assert read_corrections(path) == [("cancel_order", "cancel [twelve](order_id:12)"),
+                                      ("cancel_order", "cancel [44](order_id) now"), ("greet", "hi bot")]
+
+
+def _snapshot(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in sorted(folder.rglob("*"))}
+
+
+def _read_only(folder: Path) -> dict[str, float]:
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o555)
+    return _snapshot(folder)
+
+
+def _writable(folder: Path) -> None:
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o755)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +101,16 @@ def test_origin_allow_list(web: TestClient) -> None:
     assert web.get("/widget.js").headers["content-type"].startswith("text/javascript")
 
 
-def test_bad_origin_setting_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_origin_setting_stops_start_up(monkeypatch: pytest.MonkeyPatch, tiny_bot_dir: Path,
+                                           settings: Settings) -> None:
     from bots.errors import ConfigError
 
     monkeypatch.setenv("SWITCHBOARD_WIDGET_ORIGINS", "https://ok.example, shop.example")
     with pytest.raises(ConfigError, match=r"SWITCHBOARD_WIDGET_ORIGINS: 'shop\.example' is not an origin"):
-        WebChannel()
+        Settings.from_env()
     monkeypatch.setenv("SWITCHBOARD_WIDGET_ORIGINS", "https://ok.example,http://127.0.0.1:8080")
-    assert WebChannel().origins.allows("http://127.0.0.1:8080", "bots.example")
+    app = create_app(replace(settings, widget_origins=Settings.from_env().widget_origins), [tiny_bot_dir])
+    assert app.state.channels["web"].origins.allows("http://127.0.0.1:8080", "bots.example")
 
 
 def test_takeover_reply_reaches_the_widget_and_hand_back_resumes_the_bot(web: TestClient) -> None:

@@ -77,6 +77,46 @@ def test_button_payload_selects_intent(web_client) -> None:  # type: ignore[no-u
     r = post(web_client, text="track order", payload='/track_order{"order_id": "77"}')
     assert r.json()["responses"][0]["text"] == "Order 77 is on its way."
 
+def test_a_payload_sets_only_the_bots_entities(web_client, caplog) -> None:  # type: ignore[no-untyped-def]
+    # Buttons are the bot's, but the payload is whatever the client sends: an entity the bot does not
+    # declare is dropped (logged), never stored, templated or handed to actions.
+    payload = '/track_order{"order_id": "77", "is_admin": "true", "refund_to": "XX-ATTACKER"}'
+    with caplog.at_level("WARNING", logger="switchboard.runtime"):
+        r = post(web_client, text="track order", payload=payload, conversation_id="p1")
+    assert r.status_code == 200 and r.json()["responses"][0]["text"] == "Order 77 is on its way."
+    [turn] = web_client.get("/bots/tiny/conversations/p1", headers=AUTH).json()["turns"]
+    nlu = next(e for e in turn["events"] if e["kind"] == "nlu")
+    assert [(e["entity"], e["value"]) for e in nlu["data"]["entities"]] == [("order_id", "77")]
+    dropped = sorted(r.entity for r in caplog.records if r.getMessage() == "button payload entity dropped")
+    assert dropped == ["is_admin", "refund_to"]
+
+
+def test_payload_values_pass_the_slots_checks(caplog: pytest.LogCaptureFixture) -> None:
+    from pathlib import Path
+
+    from bots.botspec import load_bot
+    from bots.dialogue.spec import parse_dialogue
+    from bots.runtime import parse_payload
+
+    bot = load_bot(Path(__file__).resolve().parents[1] / "data" / "dialogue_bot")
+    dialogue = parse_dialogue(bot)  # order_id: text, regex \d{3,12}; quantity: integer 1-10, not from entities
+
+    def entities(payload: str) -> list[tuple[str, str]]:
+        understood = parse_payload(payload, bot, dialogue)
+        assert understood is not None and understood.intent == "track_order"
+        return [(e.entity, str(e.value)) for e in understood.entities]
+
+    assert entities('/track_order{"order_id": "12345"}') == [("order_id", "12345")]
+    assert entities('/track_order{"order_id": 4411}') == [("order_id", "4411")]
+    with caplog.at_level("WARNING", logger="switchboard.runtime"):
+        assert entities('/track_order{"order_id": "12; DROP TABLE"}') == []
+        assert entities('/track_order{"order_id": ["12345"]}') == []
+        assert entities('/track_order{"quantity": 3}') == []  # the slot is not filled from entities
+    reasons = [r.reason for r in caplog.records if r.getMessage() == "button payload entity dropped"]
+    assert reasons == ["the value does not pass slot 'order_id''s checks", "the value is not text or a number",
+                       "not an entity of this bot"]
+
+
 
 def test_metrics_count_messages_and_latency(web_client) -> None:  # type: ignore[no-untyped-def]
     post(web_client, message_id="a")
@@ -136,3 +176,25 @@ def test_probes_and_chat_page(web_client) -> None:  # type: ignore[no-untyped-de
     assert page.status_code == 200
     assert 'const bot = "tiny"' in page.text
     assert "textContent" in page.text
+
+def test_the_chat_page_may_be_framed_only_by_allowed_origins(web_client, tiny_bot_dir, settings) -> None:  # type: ignore[no-untyped-def]
+    import time
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from connectors.app import create_app
+
+    def csp(client: TestClient) -> str:
+        deadline = time.monotonic() + 30
+        while (page := client.get("/bots/tiny/chat")).status_code == 503:  # the model is loading
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return str(page.headers["content-security-policy"])
+
+    assert "frame-ancestors 'self';" in csp(web_client)  # by default only this server's own pages
+    shops = replace(settings, widget_origins=("https://shop.example", "http://127.0.0.1:8080"))
+    with TestClient(create_app(shops, [tiny_bot_dir])) as client:
+        assert "frame-ancestors 'self' http://127.0.0.1:8080 https://shop.example;" in csp(client)
+    with TestClient(create_app(replace(settings, widget_origins=("*",)), [tiny_bot_dir])) as client:
+        assert "frame-ancestors *;" in csp(client)

@@ -262,10 +262,16 @@ def test_find_yesterdays_low_confidence_conversations_and_correct_one(stack: dic
     agent.get_by_role("button", name="Mark reviewed").click()
     expect(agent.locator("#status-badges")).to_contain_text("reviewed")
     agent.get_by_role("button", name="Export corrections").click()
-    expect(agent.locator("#notice")).to_contain_text("Exported 1 correction(s)")
+    export = agent.get_by_role("dialog", name="Export corrections")
+    expect(export).to_contain_text("not saved on the server")  # a confirmation step, then a download
+    with agent.expect_download() as downloading:
+        export.get_by_role("button", name="Download").click()
+    download = downloading.value
+    expect(agent.locator("#notice")).to_contain_text("Exported 1 correction(s) as corrections.yml")
     shot(agent, "06-corrected-and-exported")
-    exported = (stack["bot_dir"] / "corrections.yml").read_text()
-    assert "scrap order [4411](order_id)" in exported
+    assert download.suggested_filename == "corrections.yml"
+    assert "scrap order [4411](order_id)" in Path(download.path()).read_text()
+    assert not (stack["bot_dir"] / "corrections.yml").exists()  # nothing written into the served bot folder
 
     agent.goto(stack["url"] + "/review?reviewed=yes")
     expect(agent.locator("table.list")).to_contain_text("yday-low")

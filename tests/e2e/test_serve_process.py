@@ -4,9 +4,12 @@ several bots in one process."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -16,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.server import ServeProcess
+from tests.fixtures.server import ROOT, ServeProcess, free_port
 
 
 class Load:
@@ -154,3 +157,79 @@ def test_bad_setting_stops_start_up_naming_the_variable(tiny_bot_dir: Path, tmp_
     with pytest.raises(RuntimeError) as info:
         server.start()
     assert "SWITCHBOARD_NLU_THREADS" in str(info.value)
+
+
+def _switchboard(args: list[str], env: dict[str, str] | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`switchboard ARGS` as its own process, with only the SWITCHBOARD_* variables given."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    return subprocess.run([sys.executable, "-m", "connectors.cli", *args], cwd=ROOT, env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_bot_is_validated_whole_before_the_server_listens(tiny_bot_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bot_dir, broken)
+    spec = (broken / "bot.yml").read_text().replace("name: tiny", "name: broken", 1)
+    spec += ("slots:\n"
+             "  order_id:\n"
+             "    type: texty\n"
+             "rules:\n"
+             "  - intent: no_such_intent\n"
+             "    response: Hi\n"
+             "pii:\n"
+             "  enabled: true\n"
+             "  colour: blue\n")
+    (broken / "bot.yml").write_text(spec)
+    lines = spec.splitlines()
+    actions = tmp_path / "actions"  # a bot whose actions module cannot be imported
+    shutil.copytree(tiny_bot_dir, actions)
+    (actions / "bot.yml").write_text((actions / "bot.yml").read_text().replace("name: tiny", "name: actions", 1)
+                                     + "actions: actions\n")
+    (actions / "actions.py").write_text("import os\n\nraise RuntimeError('no database configured')\n")
+    port = free_port()
+    # Three bots: the good one does not hide the others' problems, and the server never listens.
+    run = _switchboard(["serve", str(tiny_bot_dir), str(broken), str(actions), "--port", str(port)],
+                       env={"SWITCHBOARD_DATA_DIR": str(tmp_path / "data")})
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    bot_yml = broken / "bot.yml"
+    assert f"error: {bot_yml}:{lines.index('    type: texty') + 1}: slot 'order_id': unknown type 'texty'" in run.stderr
+    assert f"error: {bot_yml}:{lines.index('  - intent: no_such_intent') + 1}:" in run.stderr
+    assert f"error: {bot_yml}:{lines.index('  enabled: true') + 1}: pii: unknown key(s) colour" in run.stderr
+    assert f"error: {actions / 'actions.py'}:3: importing the actions module failed: RuntimeError" in run.stderr
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+
+
+def test_the_port_is_checked_whichever_way_it_is_given(tiny_bot_dir: Path, tmp_path: Path) -> None:
+    # The socket layer would take 99999 modulo 65536 and listen on 34463.
+    run = _switchboard(["serve", str(tiny_bot_dir), "--port", "99999"])
+    assert run.returncode == 2 and "argument --port: 99999 is not a port number (1-65535)" in run.stderr, run.stderr
+    run = _switchboard(["serve", str(tiny_bot_dir)], env={"SWITCHBOARD_PORT": "abc"})
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == "error: SWITCHBOARD_PORT='abc': expected a whole number"
+    run = _switchboard(["serve", str(tiny_bot_dir)], env={"SWITCHBOARD_PORT": "70000", "SWITCHBOARD_NLU_THREAD": "2"})
+    assert run.stderr.splitlines() == [
+        "error: SWITCHBOARD_NLU_THREAD: not a setting (did you mean SWITCHBOARD_NLU_THREADS?)",
+        "error: SWITCHBOARD_PORT='70000': must be between 1 and 65535"]
+
+
+def test_the_port_setting_is_where_the_server_listens(tiny_bot_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env = {**clean, "SWITCHBOARD_PORT": str(port), "SWITCHBOARD_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "connectors.cli", "serve", str(tiny_bot_dir)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

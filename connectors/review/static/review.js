@@ -246,11 +246,40 @@
       const tag = input.value.trim();
       if (tag) changeTags([tag], []).then(() => { input.value = ""; });
     });
-    $("#export-corrections").addEventListener("click", () => act(async () => {
-      const r = await api("POST", `/review/api/bots/${encodeURIComponent(summary.bot)}/export-corrections`);
-      notice(`Exported ${r.new} correction(s); ${r.path} now holds ${r.written} example(s).` +
-        (r.skipped.length ? ` Skipped: ${r.skipped.join("; ")}` : ""));
-    }));
+    // export corrections: confirm (and pick the format), then download; nothing is written on the server
+    const exportDialog = $("#export-dialog");
+    $("#export-corrections").addEventListener("click", () => {
+      $("#export-bot").textContent = summary.bot;
+      $("#export-error").textContent = "";
+      exportDialog.showModal();
+      $("#export-format").focus();
+    });
+    $("#export-cancel").addEventListener("click", () => exportDialog.close());
+    $("#export-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const format = $("#export-format").value;
+      try {
+        const res = await fetch(`/review/api/bots/${encodeURIComponent(summary.bot)}/export-corrections?format=${format}`,
+          { credentials: "same-origin" });
+        if (!res.ok) {
+          const data = await res.json().catch(() => ({}));
+          throw new Error(typeof data.detail === "string" ? data.detail : res.statusText);
+        }
+        const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || "corrections.yml";
+        const url = URL.createObjectURL(await res.blob());
+        const link = el("a", { href: url, download: name });
+        document.body.append(link);
+        link.click();
+        link.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+        exportDialog.close();
+        const skipped = Number(res.headers.get("X-Corrections-Skipped") || 0);
+        notice(`Exported ${res.headers.get("X-Corrections-Examples")} correction(s) as ${name}.` +
+          (skipped ? ` ${skipped} could not be exported: the file's header says why.` : ""));
+      } catch (err) {
+        $("#export-error").textContent = err.message;
+      }
+    });
     $("#takeover").addEventListener("click", () => act(async () => {
       await api("POST", `${base}/takeover`); paused = true; summary.handoff = true; renderSummary();
       $("#reply-text").focus();
