@@ -30,6 +30,15 @@ RESUME = "resume"
 SESSION_START = "session_start"
 RESTART = "restart"
 CORRECTION = "correction"
+# The dialogue engine's own steps (Rasa's ActionExecuted, ActionExecutionRejected, UserUtteranceReverted,
+# ActionReverted, FollowupAction): the policies' frames are rebuilt from them (bots.dialogue.policies).
+ACTION = "action"        # {"name", "policy", "confidence"}: an action ran
+REJECTED = "rejected"    # {"name"}: an action (a form) refused this turn; other policies decide
+REWIND = "rewind"        # the latest user message is undone (as if never said)
+UNDO = "undo"            # the latest action is undone
+FOLLOWUP = "followup"    # {"name"}: the action to run next, whatever the policies say
+REMINDER = "reminder"    # {"name", "intent", "entities", "trigger_at", "kill_on_user_message"}
+REMINDER_CANCELLED = "reminder_cancelled"   # {"name", "intent", "entities"}
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,8 @@ class Form:
     # The rasa-sdk action validating its slots: bot.yml names it; Rasa's is ``validate_<form>`` when the
     # domain declares such an action.
     validation_action: str | None = None
+    # bot.yml: a form starts fresh (its slots keep only what the activating message gave); Rasa keeps them.
+    fresh_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ class Domain:
     forms: dict[str, Form] = field(default_factory=dict)
     actions: tuple[str, ...] = ()                   # custom actions (and utter_ responses) the domain declares
     session: SessionConfig = field(default_factory=SessionConfig)
+    # Responses whose first fillable variation is said (bot.yml's rule); the others pick one at random (Rasa's).
+    ordered_responses: frozenset[str] = frozenset()
 
     @property
     def action_names(self) -> tuple[str, ...]:

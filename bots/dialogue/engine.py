@@ -1,64 +1,108 @@
-"""Deciding what to say: conversation state rebuilt from stored events, then a reply.
+"""Deciding what to say: Rasa's action loop over the one internal dialogue model.
 
-``decide`` turns one customer message into the events of its turn (bot replies, slot and form
-changes, pauses). It never touches the store, the network or the model: custom actions run
-through an injected ``ActionRunner`` and retrieval/generation answers through an injected
-``AnswerProvider``. Replaying the stored events with ``State.apply`` gives back exactly the state
-``decide`` worked with, which is how every replica rebuilds a conversation.
+``decide`` turns one customer message into the events of its turn. It never touches the store, the
+network or the model: custom actions run through an injected ``ActionRunner`` and
+retrieval/generation answers through an injected ``AnswerProvider``. Replaying the stored events
+with ``State.apply`` (and ``policies.Tracker.apply``) gives back exactly the state ``decide``
+worked with, which is how every replica rebuilds a conversation.
 
-One turn, in order:
+One turn, as Rasa runs it:
 
-1. a new session (``SESSION_START``: slots and form cleared) when the conversation was idle longer
-   than ``session_expiry_minutes``;
+1. a new session (``SESSION_START``; slots carried over or not, per ``session_config``) when the
+   conversation was idle longer than the session expiry;
 2. a paused conversation (a human has it) gets no bot reply;
-3. entities fill their slots (values checked against the slot's type, choices and regex);
-4. an active form takes the message as the answer to the slot it asked for: a valid answer fills
-   it and the next missing slot is asked, an invalid one is refused with the reason and asked again;
-   when every slot is filled the form submits (response and/or action);
-5. otherwise: an uncertain message gets "Did you mean ...?" with the top intents as buttons; a second
-   uncertain message in a row hands the conversation to a human (``PAUSE``); a confident one follows
-   its rule (response, action, form, answer source, handoff) or says the intent's response.
+3. ``action_extract_slots``: the domain's slot mappings fill slots from the message (a value that
+   fails the slot's validation never fills it);
+4. the policy ensemble (bots/dialogue/policies.py) predicts the next action, the engine runs it
+   and records it (``ACTION``), until ``action_listen`` (at most ``MAX_PREDICTIONS`` actions).
+   An active form runs first after each user message; when it cannot use the message it rejects
+   it, and rules for the unhappy path (or the other policies) decide instead.
+
+Actions: responses (``utter_*``, rendered from the domain: conditional and channel variations,
+``{slot}`` interpolation, buttons, images, custom payloads), forms, custom actions (rasa-sdk, in
+process or remote) and Rasa's default actions, plus ``action_handoff`` (a human takes over) and
+``action_answer`` (the bot's answer provider: retrieval or generation).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bots.botspec import BotSpec, Intent, fill_template
-from bots.dialogue.forms import check_value, next_slot, render, shown_values
-from bots.dialogue.rasa_protocol import (
+from bots.botspec import BotSpec, fill_template
+from bots.dialogue.domain import (
+    ACTION_ANSWER,
+    ACTION_BACK,
+    ACTION_DEACTIVATE_LOOP,
+    ACTION_DEFAULT_ASK_AFFIRMATION,
+    ACTION_DEFAULT_ASK_REPHRASE,
+    ACTION_DEFAULT_FALLBACK,
+    ACTION_EXTRACT_SLOTS,
+    ACTION_HANDOFF,
+    ACTION_LISTEN,
+    ACTION_RESTART,
+    ACTION_SESSION_START,
+    ACTION_TWO_STAGE_FALLBACK,
+    ACTION_UNLIKELY_INTENT,
     REQUESTED_SLOT,
+    Domain,
+    Form,
+    ResponseVariation,
+    SlotMapping,
+    matching_variations,
+)
+from bots.dialogue.forms import check_value, render, shown_values
+from bots.dialogue.policies import Ensemble, Tracker
+from bots.dialogue.rasa_protocol import (
     ActionFailed,
     ActionRejected,
     ActionRunner,
     response_from_rasa,
     tracker_json,
 )
-from bots.dialogue.spec import AnswerKind, DialogueSpec, FormSpec
+from bots.dialogue.spec import AnswerKind, DialogueSpec
 from bots.dialogue.state import State
-from bots.events import BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import (
+    ACTION,
+    BOT,
+    FOLLOWUP,
+    FORM,
+    NLU,
+    PAUSE,
+    REJECTED,
+    REMINDER,
+    REMINDER_CANCELLED,
+    RESTART,
+    RESUME,
+    REWIND,
+    SESSION_START,
+    SLOT,
+    UNDO,
+    USER,
+    Event,
+)
 from bots.types import JSON, BotResponse, Button, Understanding
 
 log = logging.getLogger("switchboard.dialogue")
 
-_MAX_FOLLOWUPS = 5  # FollowupAction chains longer than this are cut (a loop in the actions)
+MAX_PREDICTIONS = 10  # actions per turn before the engine stops a loop in the stories or actions (Rasa's default)
 HANDOFF_TEXT = ("Sorry, I'm having trouble understanding. I'm handing you over to a colleague from our support "
                 "team; please stay in this chat.")
 ACTION_ERROR_TEXT = "Sorry, something went wrong on our side. Please try again in a moment, or ask for a human."
-FORM_DONE_TEXT = "Thank you, that's everything I need."
 HUMAN_TEXT = "I'll connect you with a member of our support team. Please stay in this chat."
+DEFAULT_TEXT = "Sorry, I didn't get that. Can you rephrase?"   # Rasa's utter_default when the domain has none
+_random = random.Random()  # noqa: S311 - which response variation to say, not a secret
 
 
 class AnswerProvider(Protocol):
     """Where answers come from besides templates (bots.answers.retrieval.AnswerSelector, adapted).
 
-    ``kind`` is what the intent's rule asks for (``answer: retrieval``), or ``None`` when bot.yml's
-    rules do not say (the provider's own per-intent configuration decides). It is asked for every
-    confident intent that no rule gives a response, action or form, and for uncertain messages before
-    the fallback. ``None`` means "nothing fits": the intent's template (or the fallback) is used."""
+    ``kind`` is what the intent's rule asks for (``answer: retrieval``), or ``None`` when the bot does
+    not say (the provider's own per-intent configuration decides). It is asked by ``action_answer``
+    and, before the fallback, by ``action_default_fallback``. ``None`` means "nothing fits"."""
 
     async def answer(self, kind: AnswerKind | None, text: str, understanding: Understanding,
                      values: Mapping[str, str], *, partial: PartialSink | None = None) -> BotResponse | None:
@@ -72,11 +116,13 @@ PartialSink = Callable[[str], Awaitable[None]]
 @dataclass(frozen=True)
 class Services:
     """What ``decide`` may call out to; all optional. ``partial`` shows a generated answer as it
-    grows, on channels that can (the web widget)."""
+    grows, on channels that can (the web widget); ``policies`` is the bot's policy ensemble (built from
+    the dialogue spec when absent)."""
 
     actions: ActionRunner | None = None
     answers: AnswerProvider | None = None
     partial: PartialSink | None = None
+    policies: Ensemble | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +161,18 @@ def fallback_response(bot: BotSpec, understanding: Understanding, *, top_n: int 
     )
 
 
+_ensembles: dict[int, tuple[DialogueSpec, Ensemble]] = {}
+
+
+def policies_for(dialogue: DialogueSpec) -> Ensemble:
+    """The rule and memoisation policies of a dialogue spec (cached per spec; no learned model)."""
+    cached = _ensembles.get(id(dialogue))
+    if cached is None or cached[0] is not dialogue:
+        cached = (dialogue, Ensemble.build(dialogue.domain, dialogue.stories, dialogue.policy))
+        _ensembles[id(dialogue)] = cached
+    return cached[1]
+
+
 async def decide(bot: BotSpec, dialogue: DialogueSpec, state: State, message: Message,
                  services: Services | None = None) -> Decision:
     """The events of the turn that answers ``message``. ``state`` is the state before the message."""
@@ -124,306 +182,567 @@ async def decide(bot: BotSpec, dialogue: DialogueSpec, state: State, message: Me
                     failed_actions=tuple(turn.failed_actions))
 
 
+class _Rejected(Exception):
+    """An action refused to run on this turn (a form that cannot use the message)."""
+
+
+@dataclass
+class _Outcome:
+    events: list[Event] = field(default_factory=list)
+    followup: str | None = None
+    failed: bool = False
+
+
 class _Turn:
     """One turn being decided: a working copy of the state and the events emitted so far."""
 
     def __init__(self, bot: BotSpec, dialogue: DialogueSpec, state: State, message: Message,
                  services: Services) -> None:
         self.bot, self.dialogue, self.message, self.services = bot, dialogue, message, services
+        self.domain: Domain = dialogue.domain
+        self.policies = services.policies or policies_for(dialogue)
         self.expired = state.expired(message.timestamp, dialogue.session_expiry_s)
         self.state = state.copy()
-        u = message.understanding
-        # The customer's message and what the NLU understood are stored by the runtime; replay them here.
-        self.state.apply(Event(USER, {"text": message.text, "channel": message.channel}, timestamp=message.timestamp))
-        self.state.apply(Event(NLU, u.to_dict(), timestamp=message.timestamp))
+        self.tracker = Tracker.replay(self.domain, state.history, bot.fallback_threshold)
         self.events: list[Event] = []
         self.fallback = False
         self.handoff = False
         self.failed_actions: list[str] = []
-        self.filled: set[str] = set()  # slots this turn gave a value
+        self.refused: dict[str, str] = {}          # slot -> why this turn's value for it was refused
+        self.extracted: set[str] = set()            # slots this turn's message filled
+        # Values for the active form's slots wait for its validation before they are set (a refused value
+        # never fills a slot, not even for a moment).
+        self.candidates: dict[str, Any] = {}
+        self.said = False
+        u = message.understanding
+        # The customer's message and what the NLU understood are stored by the runtime; replay them here.
+        for event in (Event(USER, {"text": message.text, "channel": message.channel}, timestamp=message.timestamp),
+                      Event(NLU, u.to_dict(), timestamp=message.timestamp)):
+            self.state.apply(event)
+            self.tracker.apply(event)
 
     # -- emitting -------------------------------------------------------------------
     def emit(self, kind: str, data: JSON) -> None:
         event = Event(kind, data, timestamp=self.message.timestamp)
+        self.apply(event)
+
+    def apply(self, event: Event) -> None:
         self.state.apply(event)
+        self.tracker.apply(event)
         self.events.append(event)
+        if event.kind == BOT:
+            self.said = True
 
     def say(self, response: BotResponse) -> None:
         self.emit(BOT, response.to_dict())
 
-    def set_slot(self, name: str, value: Any) -> None:
-        self.filled.add(name)
-        if self.state.slots.get(name) != value:
-            self.emit(SLOT, {"name": name, "value": value})
+    @property
+    def intent(self) -> str | None:
+        return self.tracker.intent
 
     # -- the turn -------------------------------------------------------------------
     async def run(self) -> None:
         if self.expired:
-            self.emit(SESSION_START, {})
+            self.emit(SESSION_START, {"carry_over": self.domain.session.carry_over_slots_to_new_session})
         if self.state.paused:
             return  # a human has the conversation: the message is only recorded
-        form_answer = self._fill_from_entities()
-        if self.state.active_form is not None and await self._continue_form(form_answer):
-            return
-        await self._follow_intent()
-
-    @property
-    def confident(self) -> bool:
-        u = self.message.understanding
-        return u.intent in self.bot.intents and u.confidence >= self.bot.fallback_threshold
-
-    def _fill_from_entities(self) -> Any:
-        """Set the slots the message's entities fill; return the value offered for the form's requested slot."""
-        offered: Any = None
-        for entity in self.message.understanding.entities:
-            name = self.dialogue.slot_for_entity(entity.entity)
-            if name is None:
-                continue
-            slot = self.dialogue.slots.get(name)
-            if name == self.state.requested_slot:
-                offered = entity.value  # checked (and refused with a reason) by the form
-                continue
-            value: Any = entity.value
-            if slot is not None:
-                checked = check_value(slot, entity.value)
-                if not checked.ok:
-                    continue
-                value = checked.value
-            self.set_slot(name, value)
-        return offered
-
-    async def _follow_intent(self) -> None:
-        u = self.message.understanding
-        intent = self.bot.intents.get(u.intent)
-        if intent is None or not self.confident:
-            if await self._answer_from_provider(None):
-                return
-            self.fallback = True
-            if self.state.fallbacks_in_a_row >= 1:
-                self._hand_off(BotResponse(text=HANDOFF_TEXT, source="system"), reason="fallback")
+        await self._extract_slots()
+        rejected = False
+        excluded: set[str] = set()
+        for _ in range(MAX_PREDICTIONS):
+            followup = self.state.followup_action
+            if followup is not None:
+                name, policy, confidence = followup, "followup", 1.0
             else:
-                self.say(fallback_response(self.bot, u))
-            return
-        rule = self.dialogue.rules.get(intent.name)
-        if rule is None:
-            await self._answer(intent, None)
-            return
-        if rule.form is not None:
-            await self._start_form(self.dialogue.forms[rule.form])
-        elif rule.action is not None:
-            await self._run_action(rule.action)
-        elif rule.response:
-            self.say(BotResponse(text=render(rule.response, self.state.slots), source="template",
-                                 metadata={"intent": intent.name}))
-        elif intent.responses or rule.answer != "template" or not rule.handoff:
-            await self._answer(intent, rule.answer)
-        if rule.handoff and not self.state.paused:
-            said = any(e.kind == BOT for e in self.events)
-            self._hand_off(None if said else BotResponse(text=HUMAN_TEXT, source="system"), reason=intent.name)
+                prediction = self.policies.predict(self.tracker, loop_rejected=rejected,
+                                                   latest_action=self.state.latest_action,
+                                                   excluded=frozenset(excluded))
+                name, policy, confidence = prediction.action, prediction.policy, prediction.confidence
+            if name == ACTION_LISTEN:
+                break
+            try:
+                outcome = await self._run_action(name)
+            except _Rejected:
+                rejected = True
+                excluded.add(name)
+                self.emit(REJECTED, {"name": name})
+                if followup is not None:
+                    self.emit(FOLLOWUP, {"name": None})
+                continue
+            excluded.clear()
+            self.emit(ACTION, {"name": name, "policy": policy, "confidence": round(confidence, 4)})
+            for event in outcome.events:
+                self.apply(event)
+            if outcome.followup is not None:
+                self.emit(FOLLOWUP, {"name": outcome.followup})
+            if self.state.paused:
+                break
+        else:
+            log.error("more than %d actions in one turn: stopped (a loop in the stories or actions?)",
+                      MAX_PREDICTIONS, extra={"bot": self.bot.name})
+        if self.state.followup_action is not None:
+            self.emit(FOLLOWUP, {"name": None})
+        if not self.state.paused:  # a human has it now: the bot does not listen
+            self.emit(ACTION, {"name": ACTION_LISTEN})
 
-    async def _answer_from_provider(self, kind: AnswerKind | None) -> bool:
-        if self.services.answers is None:
+    # -- slots ----------------------------------------------------------------------
+    def _mapping_applies(self, mapping: SlotMapping, slot: str) -> bool:
+        intent = self.intent
+        form = self.domain.forms.get(self.state.active_form or "")
+        if form is not None and intent in form.ignored_intents and slot in form.required_slots:
             return False
-        response = await self.services.answers.answer(kind, self.message.text, self.message.understanding,
-                                                      shown_values(self.state.slots), partial=self.services.partial)
-        if response is not None:
-            self.say(response)
-        return response is not None
+        if mapping.intent and intent not in mapping.intent:
+            return False
+        if intent in mapping.not_intent:
+            return False
+        if mapping.conditions:
+            return any(c.active_loop == self.state.active_form and (
+                c.requested_slot is None or c.requested_slot == self.state.requested_slot)
+                for c in mapping.conditions)
+        return True
 
-    async def _answer(self, intent: Intent, kind: AnswerKind | None) -> None:
-        """The intent's answer: from the answer provider if there is one (the hook for retrieval and
-        generation), else its template response filled with the slots."""
-        if kind != "template" and await self._answer_from_provider(kind):
-            return
-        text = fill_template(intent.responses, shown_values(self.state.slots)) if intent.responses else None
-        if text is None:
-            # No variant can be filled: never show a raw {placeholder}.
-            self.fallback = True
-            self.say(fallback_response(self.bot, self.message.understanding))
-            return
-        self.say(BotResponse(text=text, source="template", metadata={"intent": intent.name}))
+    def _mapped_value(self, mapping: SlotMapping, slot_type: str) -> tuple[bool, Any]:
+        u = self.message.understanding
+        if mapping.type == "from_entity":
+            values = [e.value for e in u.entities if e.entity == mapping.entity
+                      and (mapping.role is None or getattr(e, "role", None) == mapping.role)
+                      and (mapping.group is None or getattr(e, "group", None) == mapping.group)]
+            if not values:
+                return False, None
+            return True, values if slot_type == "list" else values[0]
+        if mapping.type == "from_text":
+            return (True, self.message.text) if self.message.text else (False, None)
+        if mapping.type == "from_intent":
+            return True, mapping.value
+        return False, None
 
-    def _hand_off(self, response: BotResponse | None, *, reason: str) -> None:
-        if response is not None:
-            self.say(response)
+    def _candidate(self, name: str, value: Any) -> tuple[bool, Any]:
+        """Check a value against the slot's validation (bot.yml's type, bounds, choices, regex)."""
+        spec = self.dialogue.slots.get(name)
+        if spec is None:
+            return True, value
+        checked = check_value(spec, value)
+        if not checked.ok:
+            self.refused[name] = checked.reason or ""
+            return False, None
+        return True, checked.value
+
+    def _set(self, name: str, value: Any, events: list[Event] | None = None) -> None:
+        self.extracted.add(name)
+        self.refused.pop(name, None)
+        if self.state.slots.get(name) != value:
+            event = Event(SLOT, {"name": name, "value": value}, timestamp=self.message.timestamp)
+            if events is None:
+                self.apply(event)
+            else:
+                events.append(event)
+
+    async def _extract_slots(self) -> None:
+        """``action_extract_slots``: the slot mappings that apply to this message fill their slots."""
+        form = self.domain.forms.get(self.state.active_form or "")
+        for slot in self.domain.slots.values():
+            for mapping in slot.mappings:
+                if mapping.type in ("custom", "from_trigger_intent") or not self._mapping_applies(mapping, slot.name):
+                    continue
+                if mapping.type == "from_text" and form is not None and slot.name in form.required_slots \
+                        and self.state.requested_slot != slot.name and not mapping.conditions:
+                    continue  # a form's from_text slot takes only the answer to its own question
+                found, value = self._mapped_value(mapping, slot.type)
+                if not found:
+                    continue
+                ok, value = self._candidate(slot.name, value)
+                if ok and form is not None and slot.name in form.required_slots and self._validator(form):
+                    self.extracted.add(slot.name)
+                    self.candidates[slot.name] = value
+                    break
+                if ok:
+                    self._set(slot.name, value)
+                    break
+        for action in dict.fromkeys(m.action for s in self.domain.slots.values() for m in s.mappings
+                                    if m.type == "custom" and m.action):
+            if action in self.domain.actions:
+                outcome = await self._custom(action, quiet=True)
+                if outcome is not None:
+                    for event in outcome.events:
+                        self.apply(event)
+        if "action_validate_slot_mappings" in self.domain.actions and self.extracted:
+            outcome = await self._custom("action_validate_slot_mappings", quiet=True)
+            if outcome is not None:
+                for event in outcome.events:
+                    self.apply(event)
+
+    # -- actions --------------------------------------------------------------------
+    async def _run_action(self, name: str) -> _Outcome:
+        if name in self.domain.forms:
+            return await self._form(self.domain.forms[name])
+        if name.startswith("utter_") and name in self.domain.responses:
+            response = self.render(name)
+            return _Outcome([self._bot_event(response)] if response is not None else [])
+        default = _DEFAULTS.get(name)
+        if default is not None:
+            return await default(self)
+        outcome = await self._custom(name)
+        return outcome if outcome is not None else _Outcome()
+
+    def _bot_event(self, response: BotResponse) -> Event:
+        return Event(BOT, response.to_dict(), timestamp=self.message.timestamp)
+
+    def render(self, name: str, extra: Mapping[str, Any] | None = None,
+               slots: Mapping[str, Any] | None = None) -> BotResponse | None:
+        """A domain response: the variations that fit the slots and channel, one chosen, ``{slot}``s filled."""
+        variations = self.domain.responses.get(name)
+        if not variations:
+            return None
+        slots = self.state.slots if slots is None else slots
+        pool = matching_variations(variations, slots, self.message.channel or None)
+        if not pool:
+            return None
+        values = {**shown_values(slots), **{k: str(v) for k, v in (extra or {}).items() if v is not None}}
+        fillable = [v for v in pool if v.text is None or fill_template((v.text,), values) is not None]
+        if name in self.domain.ordered_responses:
+            chosen = (fillable or pool)[0]
+        else:
+            chosen = _random.choice(fillable or pool)
+        return variation_response(chosen, values, name)
+
+    # -- default actions ------------------------------------------------------------
+    async def _listen(self) -> _Outcome:
+        return _Outcome()
+
+    async def _restart(self) -> _Outcome:
+        events = [Event(RESTART, {}, timestamp=self.message.timestamp)]
+        response = self.render("utter_restart")
+        return _Outcome(([self._bot_event(response)] if response else []) + events)
+
+    async def _session_start(self) -> _Outcome:
+        return _Outcome([Event(SESSION_START, {"carry_over": self.domain.session.carry_over_slots_to_new_session},
+                               timestamp=self.message.timestamp)])
+
+    async def _default_fallback(self) -> _Outcome:
+        answered = await self._answer_from_provider(None)
+        if answered is not None:
+            return _Outcome([self._bot_event(answered)])
+        self.fallback = True
+        if "utter_default" in self.domain.responses:  # Rasa's: say utter_default, forget the message
+            response = self.render("utter_default")
+            return _Outcome(([self._bot_event(response)] if response else [])
+                            + [Event(REWIND, {}, timestamp=self.message.timestamp)])
+        if self.state.fallbacks_in_a_row >= 1:
+            return self._hand_off(BotResponse(text=HANDOFF_TEXT, source="system"), reason="fallback")
+        return _Outcome([self._bot_event(fallback_response(self.bot, self.message.understanding))])
+
+    async def _two_stage_fallback(self) -> _Outcome:
+        self.fallback = True
+        if self.state.fallbacks_in_a_row >= 1:
+            response = self.render("utter_default") or BotResponse(text=DEFAULT_TEXT, source="fallback")
+            return _Outcome([self._bot_event(response), Event(REWIND, {}, timestamp=self.message.timestamp)])
+        return _Outcome([self._bot_event(fallback_response(self.bot, self.message.understanding))])
+
+    async def _ask_affirmation(self) -> _Outcome:
+        return _Outcome([self._bot_event(fallback_response(self.bot, self.message.understanding))])
+
+    async def _ask_rephrase(self) -> _Outcome:
+        response = self.render("utter_ask_rephrase") or BotResponse(text=DEFAULT_TEXT, source="fallback")
+        return _Outcome([self._bot_event(response)])
+
+    async def _deactivate_loop(self) -> _Outcome:
+        return _Outcome([Event(FORM, {"name": None}, timestamp=self.message.timestamp)])
+
+    async def _back(self) -> _Outcome:
+        response = self.render("utter_back")
+        rewinds = [Event(REWIND, {}, timestamp=self.message.timestamp) for _ in range(2)]
+        return _Outcome(([self._bot_event(response)] if response else []) + rewinds)
+
+    async def _extract_action(self) -> _Outcome:
+        await self._extract_slots()
+        return _Outcome()
+
+    async def _handoff_action(self) -> _Outcome:
+        return self._hand_off(None if self.said else BotResponse(text=HUMAN_TEXT, source="system"),
+                              reason=self.intent or "handoff")
+
+    def _hand_off(self, response: BotResponse | None, *, reason: str) -> _Outcome:
+        events = [self._bot_event(response)] if response is not None else []
         if self.state.active_form is not None:
-            self.emit(FORM, {"name": None})
-        self.emit(PAUSE, {"reason": reason})
+            events.append(Event(FORM, {"name": None}, timestamp=self.message.timestamp))
+        events.append(Event(PAUSE, {"reason": reason}, timestamp=self.message.timestamp))
         self.handoff = True
+        return _Outcome(events)
+
+    async def _answer_action(self) -> _Outcome:
+        """The intent's answer: from the answer provider (retrieval, generation) if the bot has one, else its
+        response (``utter_<intent>``); a response that cannot be filled is never shown with a raw {slot}."""
+        intent = self.intent or ""
+        rule = self.dialogue.rules.get(intent)
+        kind: AnswerKind | None = rule.answer if rule is not None else None
+        answered = await self._answer_from_provider(kind) if kind != "template" else None
+        if answered is not None:
+            return _Outcome([self._bot_event(answered)])
+        name = f"utter_{intent}"
+        variations = self.domain.responses.get(name, ())
+        values = shown_values(self.state.slots)
+        if variations and any(v.text is None or fill_template((v.text,), values) is not None for v in variations):
+            response = self.render(name)
+            if response is not None:
+                return _Outcome([self._bot_event(response)])
+        self.fallback = True
+        return _Outcome([self._bot_event(fallback_response(self.bot, self.message.understanding))])
+
+    async def _answer_from_provider(self, kind: AnswerKind | None) -> BotResponse | None:
+        if self.services.answers is None:
+            return None
+        return await self.services.answers.answer(kind, self.message.text, self.message.understanding,
+                                                  shown_values(self.state.slots), partial=self.services.partial)
 
     # -- forms ----------------------------------------------------------------------
-    async def _start_form(self, form: FormSpec) -> None:
-        """A form starts fresh: its slots keep only the values this message gave."""
-        for name in form.required_slots:
-            if name not in self.filled:
-                self.set_slot(name, None)
-        slot = next_slot(form, self.state.slots)
-        self.emit(FORM, {"name": form.name, "requested_slot": slot})
-        await self._ask_or_submit(form)
-
-    async def _ask_or_submit(self, form: FormSpec) -> None:
-        slot = self.state.requested_slot
-        if slot is not None:
-            self.say(BotResponse(text=render(form.ask[slot], self.state.slots), source="template",
-                                 metadata={"form": form.name, "slot": slot}))
-            return
-        self.emit(FORM, {"name": None})
-        if form.submit_response:
-            self.say(BotResponse(text=render(form.submit_response, self.state.slots), source="template",
-                                 metadata={"form": form.name}))
-        if form.submit_action is not None:
-            await self._run_action(form.submit_action)
-        elif not form.submit_response:
-            self.say(BotResponse(text=FORM_DONE_TEXT, source="template", metadata={"form": form.name}))
-
-    async def _continue_form(self, offered: Any) -> bool:
-        """Treat the message as the answer to the form's question. False: the message left the form."""
-        form = self.dialogue.forms.get(self.state.active_form or "")
-        requested = self.state.requested_slot
-        if form is None or requested is None:  # the bot's forms changed since: drop the form
-            self.emit(FORM, {"name": None})
-            return False
-        u = self.message.understanding
-        rule = self.dialogue.rules.get(u.intent)
-        if offered is None and self.confident and (u.intent in form.stop_intents or (rule and rule.handoff)):
-            self.emit(FORM, {"name": None})
-            return False
-        slot = self.dialogue.slots[requested]
-        if offered is None and slot.from_text:
-            offered = self.message.text
-        checked = check_value(slot, offered)
-        if not checked.ok:
-            self._refuse(form, requested, [BotResponse(text=checked.reason or "", source="template",
-                                                       metadata={"form": form.name, "slot": requested})])
-            return True
-        value = checked.value
-        if form.validation_action is not None:
-            accepted = await self._validate_with_action(form, requested, value)
-            if not accepted:
-                return True
+    async def _form(self, form: Form) -> _Outcome:
+        """Rasa's form loop: activate (validating what the message already filled), or take the answer to
+        the slot it asked for (rejecting a message that answers nothing), validate, then ask for the next
+        empty slot or deactivate (rules then run the submit)."""
+        events: list[Event] = []
+        at = self.message.timestamp
+        activating = self.state.active_form != form.name
+        if activating:
+            events.append(Event(FORM, {"name": form.name, "requested_slot": None}, timestamp=at))
+            if form.fresh_start:
+                for slot in form.required_slots:
+                    if slot not in self.extracted and self.state.slots.get(slot) is not None:
+                        events.append(Event(SLOT, {"name": slot, "value": None}, timestamp=at))
+            for slot in form.required_slots:
+                for mapping in self.domain.slots[slot].mappings if slot in self.domain.slots else ():
+                    if mapping.type == "from_trigger_intent" and (not mapping.intent or self.intent in mapping.intent) \
+                            and self.intent not in mapping.not_intent:
+                        ok, value = self._candidate(slot, mapping.value)
+                        if ok:
+                            self._set(slot, value, events)
         else:
-            self.set_slot(requested, value)
-            self.emit(FORM, {"name": form.name, "requested_slot": next_slot(form, self.state.slots)})
-        await self._ask_or_submit(form)
-        return True
+            requested = self.state.requested_slot
+            candidates = [s for s in form.required_slots if s in self.extracted]
+            if requested is not None and not candidates and requested not in self.refused:
+                raise _Rejected(form.name)
+        slots = {**self.state.slots, **self.candidates}
+        for e in events:
+            if e.kind == SLOT:
+                slots[e.data["name"]] = e.data["value"]
+        candidates = [s for s in form.required_slots if s in self.extracted]
+        requested_override: Any = ...
+        responses: list[Event] = []
+        refused_now = [s for s in form.required_slots if s in self.refused and s == self.state.requested_slot]
+        for slot in refused_now:
+            responses.append(self._bot_event(BotResponse(text=self.refused[slot], source="template",
+                                                         metadata={"form": form.name, "slot": slot})))
+        validator = self._validator(form)
+        if validator is not None and candidates:
+            slot_events = [{"event": "slot", "timestamp": at, "name": s, "value": slots.get(s)} for s in candidates]
+            outcome = await self._custom(validator, extra_events=slot_events, refusing=form)
+            if outcome is None or outcome.failed:  # refused outright (or broken): nothing it was given is kept
+                for s in candidates:
+                    slots[s] = None
+                    if self.state.slots.get(s) is not None:
+                        events.append(Event(SLOT, {"name": s, "value": None}, timestamp=at))
+                if outcome is None:
+                    responses.extend(self._bot_event(BotResponse(
+                        text=f"Sorry, that isn't a valid {s.replace('_', ' ')}.", source="template"))
+                        for s in candidates)
+                else:
+                    responses.extend(outcome.events)
+            else:
+                for e in outcome.events:
+                    if e.kind == SLOT and e.data.get("name") == REQUESTED_SLOT:
+                        requested_override = e.data.get("value")
+                        continue
+                    if e.kind == SLOT:
+                        slots[e.data["name"]] = e.data.get("value")
+                        if self.state.slots.get(e.data["name"]) == e.data.get("value"):
+                            continue  # no change (a refused candidate that was never set)
+                    if e.kind == BOT:
+                        responses.append(e)
+                    else:
+                        events.append(e)
+                for s in candidates:  # the values it accepted (and did not set itself) are set now
+                    if s in self.candidates and slots.get(s) is not None and not any(
+                            e.kind == SLOT and e.data.get("name") == s for e in outcome.events):
+                        events.append(Event(SLOT, {"name": s, "value": slots[s]}, timestamp=at))
+                rejected_slots = [s for s in candidates if slots.get(s) is None]
+                if rejected_slots and not any(e.kind == BOT for e in outcome.events):
+                    for s in rejected_slots:
+                        responses.append(self._bot_event(BotResponse(
+                            text=f"Sorry, that isn't a valid {s.replace('_', ' ')}.", source="template")))
+        events.extend(responses)
+        if requested_override is not ...:
+            next_slot = requested_override if isinstance(requested_override, str) else None
+        else:
+            next_slot = next((s for s in form.required_slots if slots.get(s) is None), None)
+        if next_slot is None:
+            events.append(Event(FORM, {"name": None}, timestamp=at))
+            return _Outcome(events)
+        ask = await self._ask(form, next_slot, slots)
+        if activating:  # the FORM event below activates it and names the slot asked for: one event, not two
+            events = [e for e in events if not (e.kind == FORM and e.data.get("name") == form.name)]
+        events.extend(ask)
+        events.append(Event(FORM, {"name": form.name, "requested_slot": next_slot}, timestamp=at))
+        return _Outcome(events)
 
-    def _refuse(self, form: FormSpec, slot: str, reasons: list[BotResponse]) -> None:
-        for reason in reasons:
-            self.say(reason)
-        self.say(BotResponse(text=render(form.ask[slot], self.state.slots), source="template",
-                             metadata={"form": form.name, "slot": slot}))
+    def _validator(self, form: Form) -> str | None:
+        if form.validation_action is not None:
+            return form.validation_action
+        name = f"validate_{form.name}"
+        return name if name in self.domain.actions else None
 
-    async def _validate_with_action(self, form: FormSpec, slot: str, value: Any) -> bool:
-        """Run the form's rasa-sdk validation action on the candidate; apply what it returns."""
-        name = form.validation_action or ""
-        candidate = {"event": "slot", "timestamp": self.message.timestamp, "name": slot, "value": value}
-        outcome = await self._call(name, extra_events=[candidate], refusing=(form, slot))
-        if outcome is None:
-            return False
-        events, responses = outcome
-        values = {e.get("name"): e.get("value") for e in events if e.get("event") == "slot"}
-        if slot in values and values[slot] is None:
-            default = BotResponse(text=f"Sorry, that isn't a valid {slot.replace('_', ' ')}.", source="template")
-            self._refuse(form, slot, responses or [default])
-            return False
-        for response in responses:
-            self.say(response)
-        self.set_slot(slot, values.get(slot, value))
-        for name_, v in values.items():
-            if isinstance(name_, str) and name_ not in (slot, REQUESTED_SLOT):
-                self.set_slot(name_, v)
-        requested = values[REQUESTED_SLOT] if REQUESTED_SLOT in values else next_slot(form, self.state.slots)
-        self.emit(FORM, {"name": form.name, "requested_slot": requested})
-        return True
+    async def _ask(self, form: Form, slot: str, slots: Mapping[str, Any]) -> list[Event]:
+        for name in (f"utter_ask_{form.name}_{slot}", f"utter_ask_{slot}"):
+            if name in self.domain.responses:
+                response = self.render(name, slots={k: v for k, v in slots.items() if v is not None})
+                if response is not None:
+                    response = BotResponse(text=response.text, buttons=response.buttons, source=response.source,
+                                           metadata={**response.metadata, "form": form.name, "slot": slot})
+                    return [self._bot_event(response)]
+        action = f"action_ask_{form.name}_{slot}" if f"action_ask_{form.name}_{slot}" in self.domain.actions \
+            else f"action_ask_{slot}"
+        if action in self.domain.actions:
+            outcome = await self._custom(action)
+            return outcome.events if outcome is not None else []
+        return [self._bot_event(BotResponse(text=f"What is the {slot.replace('_', ' ')}?", source="template",
+                                            metadata={"form": form.name, "slot": slot}))]
 
     # -- custom actions -------------------------------------------------------------
-    async def _call(self, name: str, extra_events: Sequence[JSON] = (), refusing: tuple[FormSpec, str] | None = None,
-                    ) -> tuple[list[JSON], list[BotResponse]] | None:
-        """Run an action; ``None`` when it failed or refused (the customer has been told). A validation
-        action (``refusing`` = its form and slot) that refuses to run refuses the answer."""
+    async def _custom(self, name: str, extra_events: Sequence[JSON] = (), refusing: Form | None = None,
+                      quiet: bool = False) -> _Outcome | None:
+        """Run a rasa-sdk action; ``None`` when it failed or refused (the customer has been told, unless
+        ``quiet``). A validation action (``refusing``) that refuses to run refuses the answer."""
         runner = self.services.actions
         try:
             if runner is None:
                 raise ActionFailed(name, "this bot has no custom actions configured")
-            outcome = await runner.run(name, tracker_json(self.state, self.dialogue, extra_events=extra_events))
+            result = await runner.run(name, tracker_json(self.state, self.dialogue, extra_events=extra_events))
         except ActionRejected as exc:
             log.info("custom action rejected", extra={"action": name, "error": str(exc)})
-            if refusing is not None:
-                form, slot = refusing
-                self._refuse(form, slot, [BotResponse(text=f"Sorry, that isn't a valid {slot.replace('_', ' ')}.",
-                                                      source="template")])
+            if refusing is not None or quiet:
                 return None
-            self.fallback = True
-            self.say(fallback_response(self.bot, self.message.understanding))
-            return None
+            raise _Rejected(name) from None
         except ActionFailed as exc:
             log.error("custom action failed", extra={"action": name, "error": str(exc)})
             self.failed_actions.append(name)
-            self.say(BotResponse(text=ACTION_ERROR_TEXT, source="system", metadata={"action": name}))
-            return None
-        responses = []
-        for message in outcome.responses:
-            response = response_from_rasa(message, name)
-            if response is None:
-                log.warning("action response without text ignored", extra={"action": name})
-            else:
-                responses.append(response)
-        return outcome.events, responses
+            if quiet:
+                return None
+            error = BotResponse(text=ACTION_ERROR_TEXT, source="system", metadata={"action": name})
+            return _Outcome([self._bot_event(error)], failed=True)
+        outcome = _Outcome()
+        for message in result.responses:
+            response = self._dispatched(message, name)
+            if response is not None:
+                outcome.events.append(self._bot_event(response))
+        outcome.followup = self._convert_events(name, result.events, outcome.events)
+        return outcome
 
-    async def _run_action(self, name: str) -> None:
-        for _ in range(_MAX_FOLLOWUPS):
-            outcome = await self._call(name)
-            if outcome is None:
-                return
-            events, responses = outcome
-            for response in responses:
-                self.say(response)
-            followup = await self._apply_action_events(name, events)
-            if followup is None or followup == "action_listen":
-                return
-            if followup in self.dialogue.forms:
-                await self._start_form(self.dialogue.forms[followup])
-                return
-            name = followup
-        log.error("FollowupAction chain too long, stopped", extra={"action": name})
+    def _dispatched(self, message: JSON, action: str) -> BotResponse | None:
+        """A dispatcher message: ``response=`` rendered from the domain with its kwargs and the slots."""
+        template = message.get("response") or message.get("template")
+        if isinstance(template, str) and template:
+            kwargs = {k: v for k, v in message.items() if k not in ("response", "template", "text", "buttons",
+                                                                     "image", "attachment", "elements", "custom",
+                                                                     "quick_replies", "json_message")}
+            kwargs.update(message.get("kwargs") or {} if isinstance(message.get("kwargs"), dict) else {})
+            rendered = self.render(template, kwargs)
+            if rendered is None:
+                log.warning("action uttered an unknown response", extra={"action": action, "response": template})
+                return None
+            return BotResponse(text=rendered.text, buttons=rendered.buttons, source="action",
+                               metadata={**rendered.metadata, "action": action})
+        if message.get("json_message") and not message.get("custom"):
+            message = {**message, "custom": message["json_message"]}
+        response = response_from_rasa(message, action)
+        if response is None:
+            log.warning("action message without content ignored", extra={"action": action})
+        return response
 
-    async def _apply_action_events(self, action: str, events: list[JSON]) -> str | None:
-        """Apply rasa-sdk events; return the FollowupAction's name if there is one."""
+    def _convert_events(self, action: str, events: list[JSON], out: list[Event]) -> str | None:
+        """rasa-sdk events as Switchboard events (appended to ``out``); the FollowupAction's name if any."""
         followup: str | None = None
+        at = self.message.timestamp
         for e in events:
             kind = e.get("event")
             if kind == "slot" and isinstance(e.get("name"), str):
-                if e["name"] == REQUESTED_SLOT:
-                    if self.state.active_form:
-                        self.emit(FORM, {"name": self.state.active_form, "requested_slot": e.get("value")})
+                if e["name"] == REQUESTED_SLOT and self.state.active_form:
+                    out.append(Event(FORM, {"name": self.state.active_form, "requested_slot": e.get("value")},
+                                     timestamp=at))
+                elif e["name"] == REQUESTED_SLOT:
+                    out.append(Event(SLOT, {"name": REQUESTED_SLOT, "value": e.get("value")}, timestamp=at))
                 else:
-                    self.filled.add(e["name"])
-                    self.emit(SLOT, {"name": e["name"], "value": e.get("value")})
+                    self.extracted.add(e["name"])
+                    out.append(Event(SLOT, {"name": e["name"], "value": e.get("value")}, timestamp=at))
             elif kind == "reset_slots":
                 for name in list(self.state.slots):
-                    self.emit(SLOT, {"name": name, "value": None})
+                    out.append(Event(SLOT, {"name": name, "value": None}, timestamp=at))
             elif kind == "followup" and isinstance(e.get("name"), str):
                 followup = e["name"]
             elif kind == "pause":
-                self._hand_off(None, reason=action)
+                out.extend(self._hand_off(None, reason=action).events)
             elif kind == "resume":
-                self.emit(RESUME, {"by": action})
+                out.append(Event(RESUME, {"by": action}, timestamp=at))
             elif kind == "restart":
-                self.emit(RESTART, {})
+                out.append(Event(RESTART, {}, timestamp=at))
             elif kind == "session_started":
-                self.emit(SESSION_START, {})
+                out.append(Event(SESSION_START, {"carry_over": True}, timestamp=at))
             elif kind in ("active_loop", "form"):
                 form = e.get("name")
                 if form is None:
-                    self.emit(FORM, {"name": None})
-                elif form in self.dialogue.forms:
+                    out.append(Event(FORM, {"name": None}, timestamp=at))
+                elif form in self.domain.forms:
                     followup = form
                 else:
                     log.warning("action activated an unknown form", extra={"action": action, "form": form})
             elif kind == "bot":
-                response = response_from_rasa({"text": e.get("text"), **(e.get("data") or {})}, action)
+                response = self._dispatched({"text": e.get("text"), **(e.get("data") or {})}, action)
                 if response is not None:
-                    self.say(response)
+                    out.append(self._bot_event(response))
+            elif kind == "rewind":
+                out.append(Event(REWIND, {}, timestamp=at))
+            elif kind == "undo":
+                out.append(Event(UNDO, {}, timestamp=at))
+            elif kind == "reminder":
+                out.append(Event(REMINDER, {k: e.get(k) for k in ("name", "intent", "entities", "date_time",
+                                                                   "kill_on_user_msg")}, timestamp=at))
+            elif kind == "cancel_reminder":
+                out.append(Event(REMINDER_CANCELLED, {k: e.get(k) for k in ("name", "intent", "entities")},
+                                 timestamp=at))
+            elif kind in ("action", "user", "action_execution_rejected", "agent", "export", "entities",
+                          "user_featurization", "loop_interrupted", "stack"):
+                log.info("action event noted, not applied", extra={"action": action, "event": kind})
             else:
-                log.info("action event not used", extra={"action": action, "event": kind})
+                log.warning("unknown action event ignored", extra={"action": action, "event": kind})
         return followup
+
+
+def variation_response(v: ResponseVariation, values: Mapping[str, str], name: str) -> BotResponse:
+    """A chosen response variation as a reply: text with ``{slot}`` filled (never a raw placeholder), buttons,
+    and images, attachments and custom payloads in the metadata each channel renders."""
+    text = render((v.text,), values) if v.text else ""
+    buttons = tuple(Button(title=render((b.title,), values), payload=b.payload) for b in v.buttons)
+    metadata: dict[str, Any] = {"response": name}
+    if v.image:
+        metadata["image"] = v.image
+    if v.attachment:
+        metadata["attachment"] = v.attachment
+    if v.custom is not None:
+        metadata["custom"] = dict(v.custom)
+    if v.metadata:
+        metadata["response_metadata"] = dict(v.metadata)
+    return BotResponse(text=text, buttons=buttons, source="template", metadata=metadata)
+
+
+_DEFAULTS: dict[str, Callable[[_Turn], Awaitable[_Outcome]]] = {
+    ACTION_LISTEN: _Turn._listen,
+    ACTION_RESTART: _Turn._restart,
+    ACTION_SESSION_START: _Turn._session_start,
+    ACTION_DEFAULT_FALLBACK: _Turn._default_fallback,
+    ACTION_TWO_STAGE_FALLBACK: _Turn._two_stage_fallback,
+    ACTION_DEFAULT_ASK_AFFIRMATION: _Turn._ask_affirmation,
+    ACTION_DEFAULT_ASK_REPHRASE: _Turn._ask_rephrase,
+    ACTION_DEACTIVATE_LOOP: _Turn._deactivate_loop,
+    ACTION_BACK: _Turn._back,
+    ACTION_EXTRACT_SLOTS: _Turn._extract_action,
+    ACTION_UNLIKELY_INTENT: _Turn._listen,
+    ACTION_HANDOFF: _Turn._handoff_action,
+    ACTION_ANSWER: _Turn._answer_action,
+}

@@ -12,10 +12,30 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bots.botspec import BotSpec
+from bots.dialogue.domain import Domain, SlotMapping, response_to_json
 from bots.dialogue.spec import DialogueSpec
 from bots.dialogue.state import REQUESTED_SLOT, State
 from bots.errors import SwitchboardError
-from bots.events import AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import (
+    ACTION,
+    AGENT,
+    BOT,
+    FOLLOWUP,
+    FORM,
+    NLU,
+    PAUSE,
+    REJECTED,
+    REMINDER,
+    REMINDER_CANCELLED,
+    RESTART,
+    RESUME,
+    REWIND,
+    SESSION_START,
+    SLOT,
+    UNDO,
+    USER,
+    Event,
+)
 from bots.types import JSON, BotResponse, Button
 
 RASA_VERSION = "3.1.0"  # the Rasa version we speak for; rasa-sdk only warns on a mismatch
@@ -57,37 +77,70 @@ class ActionRunner(Protocol):
     async def aclose(self) -> None: ...
 
 
-def slot_domain(spec: DialogueSpec) -> dict[str, Any]:
+def _mapping_json(m: SlotMapping) -> JSON:
+    out: dict[str, Any] = {"type": m.type}
+    for key in ("entity", "role", "group", "value", "action"):
+        if getattr(m, key) is not None:
+            out[key] = getattr(m, key)
+    if m.intent:
+        out["intent"] = list(m.intent)
+    if m.not_intent:
+        out["not_intent"] = list(m.not_intent)
+    if m.conditions:
+        out["conditions"] = [{"active_loop": c.active_loop, **({"requested_slot": c.requested_slot}
+                                                              if c.requested_slot else {})} for c in m.conditions]
+    return out
+
+
+def slot_domain(domain: Domain) -> dict[str, Any]:
     """The slots as Rasa's domain describes them (what rasa-sdk actions read)."""
     out: dict[str, Any] = {}
-    for slot in spec.slots.values():
-        mappings: list[dict[str, Any]] = []
-        if slot.entity:
-            mappings.append({"type": "from_entity", "entity": slot.entity})
-        if slot.from_text:
-            mappings.append({"type": "from_text"})
-        rasa_type = {"integer": "float", "any": "any"}.get(slot.type, slot.type)
-        entry: dict[str, Any] = {"type": rasa_type, "influence_conversation": False, "mappings": mappings}
-        if slot.choices:
-            entry["values"] = list(slot.choices)
+    for slot in domain.slots.values():
+        entry: dict[str, Any] = {"type": slot.type, "influence_conversation": slot.influence_conversation,
+                                 "initial_value": slot.initial_value,
+                                 "mappings": [_mapping_json(m) for m in slot.mappings]}
+        if slot.type == "categorical":
+            entry["values"] = list(slot.values)
+        if slot.type == "float":
+            entry["min_value"], entry["max_value"] = slot.min_value, slot.max_value
         out[slot.name] = entry
     return out
 
 
 def domain_json(bot: BotSpec, dialogue: DialogueSpec, actions: Sequence[str] = ()) -> JSON:
-    """The bot as a Rasa domain: what ``FormValidationAction`` and friends read."""
-    entities = sorted({e.entity for i in bot.intents.values() for x in i.examples for e in x.entities}
-                      | {s.entity for s in dialogue.slots.values() if s.entity})
+    """The bot as a Rasa domain, with its real responses, slots, forms and actions: what
+    ``FormValidationAction``, ``dispatcher.utter_message(response=...)`` and friends read."""
+    domain = dialogue.domain
+    intents: list[Any] = []
+    for name, props in domain.intents.items():
+        if props.use_entities is None and not props.ignore_entities:
+            intents.append(name)
+        else:
+            entry: dict[str, Any] = {}
+            if props.use_entities is not None:
+                entry["use_entities"] = list(props.use_entities)
+            if props.ignore_entities:
+                entry["ignore_entities"] = list(props.ignore_entities)
+            intents.append({name: entry})
+    entities: list[Any] = []
+    for name, ent in domain.entities.items():
+        if ent.roles or ent.groups:
+            entities.append({name: {**({"roles": list(ent.roles)} if ent.roles else {}),
+                                    **({"groups": list(ent.groups)} if ent.groups else {})}})
+        else:
+            entities.append(name)
     return {
         "version": "3.1",
-        "session_config": {"session_expiration_time": dialogue.session_expiry_s / 60,
-                           "carry_over_slots_to_new_session": False},
-        "intents": sorted(bot.intents),
+        "session_config": {"session_expiration_time": domain.session.session_expiration_time_min,
+                           "carry_over_slots_to_new_session": domain.session.carry_over_slots_to_new_session},
+        "intents": intents,
         "entities": entities,
-        "slots": slot_domain(dialogue),
-        "responses": {},
-        "actions": sorted(set(actions)),
-        "forms": {f.name: {"required_slots": list(f.required_slots)} for f in dialogue.forms.values()},
+        "slots": slot_domain(domain),
+        "responses": {name: response_to_json(v) for name, v in domain.responses.items()},
+        "actions": sorted(set(actions) | set(domain.actions)),
+        "forms": {f.name: {"required_slots": list(f.required_slots),
+                           **({"ignored_intents": list(f.ignored_intents)} if f.ignored_intents else {})}
+                  for f in domain.forms.values()},
     }
 
 
@@ -132,10 +185,21 @@ def events_to_rasa(events: Sequence[Event]) -> list[JSON]:
             if "requested_slot" in d:
                 out.append({"event": "slot", "timestamp": e.timestamp, "name": REQUESTED_SLOT,
                             "value": d.get("requested_slot")})
-        elif e.kind in (PAUSE, RESUME, RESTART):
+        elif e.kind in (PAUSE, RESUME, RESTART, REWIND, UNDO):
             out.append({"event": e.kind, "timestamp": e.timestamp})
         elif e.kind == SESSION_START:
             out.append({"event": "session_started", "timestamp": e.timestamp})
+        elif e.kind == ACTION:
+            out.append({"event": "action", "timestamp": e.timestamp, "name": d.get("name"),
+                        "policy": d.get("policy"), "confidence": d.get("confidence")})
+        elif e.kind == REJECTED:
+            out.append({"event": "action_execution_rejected", "timestamp": e.timestamp, "name": d.get("name")})
+        elif e.kind == FOLLOWUP and d.get("name"):
+            out.append({"event": "followup", "timestamp": e.timestamp, "name": d.get("name")})
+        elif e.kind == REMINDER:
+            out.append({"event": "reminder", "timestamp": e.timestamp, **d})
+        elif e.kind == REMINDER_CANCELLED:
+            out.append({"event": "cancel_reminder", "timestamp": e.timestamp, **d})
     return out
 
 
@@ -144,7 +208,7 @@ def tracker_json(state: State, dialogue: DialogueSpec, *, extra_events: Sequence
 
     ``extra_events`` are appended last (a form's candidate ``slot`` events, which
     ``Tracker.slots_to_validate`` reads from the end of the events)."""
-    slots: dict[str, Any] = {name: None for name in dialogue.slots}
+    slots: dict[str, Any] = dict.fromkeys(dialogue.domain.slots)
     slots.update(state.slots)
     slots[REQUESTED_SLOT] = state.requested_slot
     for event in extra_events:
@@ -157,7 +221,7 @@ def tracker_json(state: State, dialogue: DialogueSpec, *, extra_events: Sequence
         "latest_message": parse_data(latest, latest.get("text")) if latest else {},
         "events": [*events_to_rasa(state.history), *extra_events],
         "paused": state.paused,
-        "followup_action": None,
+        "followup_action": state.followup_action,
         "active_loop": {"name": state.active_form} if state.active_form else {},
         "latest_action_name": state.latest_action or "action_listen",
         "latest_input_channel": latest.get("channel") if latest else None,

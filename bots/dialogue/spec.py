@@ -42,10 +42,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from bots.botspec import BotSpec, placeholders
-from bots.dialogue.domain import Domain, PolicyConfig, Story
+from bots.dialogue.domain import (
+    ACTION_ANSWER,
+    ACTION_DEACTIVATE_LOOP,
+    ACTION_DEFAULT_FALLBACK,
+    ACTION_HANDOFF,
+    NLU_FALLBACK_INTENT,
+    Domain,
+    EntityProperties,
+    Form,
+    IntentProperties,
+    MappingCondition,
+    PolicyConfig,
+    ResponseVariation,
+    SessionConfig,
+    Slot,
+    SlotMapping,
+    Step,
+    Story,
+)
 from bots.errors import ConfigError
 from bots.yamlspan import Located
 
@@ -436,7 +454,113 @@ def parse_dialogue(bot: BotSpec) -> DialogueSpec:
                         f"'action_endpoint' (an action server URL)")
     if problems:
         raise ConfigError(problems)
+    domain, stories = compile_native(bot, slots, forms, rules, refs, expiry)
     return DialogueSpec(slots=slots, forms=forms, rules=rules, actions_module=module,
                         actions_timeout_s=actions_timeout, action_endpoint=endpoint,
-                        session_expiry_s=expiry * 60, action_refs=tuple(refs))
+                        session_expiry_s=expiry * 60, action_refs=tuple(refs),
+                        domain=domain, stories=stories, policy=NATIVE_POLICY)
+
+
+# bot.yml bots decide with rules only (every intent has one, compiled below); no stories, no learned model.
+NATIVE_POLICY = PolicyConfig(memoization=False, learned=False, check_for_contradictions=True)
+FORM_DONE_TEXT = "Thank you, that's everything I need."
+
+
+def _responses(texts: tuple[str, ...], where: str) -> tuple[ResponseVariation, ...]:
+    return tuple(ResponseVariation(text=t, where=where) for t in texts)
+
+
+def compile_native(bot: BotSpec, slots: dict[str, SlotSpec], forms: dict[str, FormSpec], rules: dict[str, Rule],
+                   refs: list[tuple[str, str]], expiry_minutes: float) -> tuple[Domain, tuple[Story, ...]]:
+    """bot.yml's dialogue sections as the one internal model (bots/dialogue/domain.py): each intent gets
+    a rule (its response, action, form, answer source or hand-off), each form its submit rule and the
+    rules that leave it, each slot its mappings. The engine then runs a bot.yml bot exactly as it runs
+    a Rasa project."""
+    where = str(bot.file)
+    entities = sorted({e.entity for i in bot.intents.values() for x in i.examples for e in x.entities}
+                      | {s.entity for s in slots.values() if s.entity})
+    leave: dict[str, tuple[str, ...]] = {
+        f.name: tuple(dict.fromkeys([*f.stop_intents, *(r.intent for r in rules.values() if r.handoff)]))
+        for f in forms.values()}
+    domain_slots: dict[str, Slot] = {}
+    for spec in slots.values():
+        mappings: list[SlotMapping] = []
+        if spec.entity:
+            mappings.append(SlotMapping("from_entity", entity=spec.entity, where=where))
+        if spec.from_text:
+            for form in forms.values():
+                if spec.name in form.required_slots:
+                    mappings.append(SlotMapping("from_text", not_intent=leave[form.name], where=where,
+                                                conditions=(MappingCondition(form.name, spec.name),)))
+        kind = {"integer": "float"}.get(spec.type, spec.type)
+        domain_slots[spec.name] = Slot(spec.name, type=cast(Any, kind), values=spec.choices,
+                                       influence_conversation=False, mappings=tuple(mappings),
+                                       regex=spec.regex.pattern if spec.regex else None, invalid=spec.invalid,
+                                       where=where)
+    mapped = {s.entity for s in slots.values() if s.entity}
+    for entity in entities:  # an entity no slot maps fills a slot of its own name (for {entity} in responses)
+        if entity not in mapped and entity not in domain_slots:
+            domain_slots[entity] = Slot(entity, influence_conversation=False, where=where,
+                                        mappings=(SlotMapping("from_entity", entity=entity, where=where),))
+    responses: dict[str, tuple[ResponseVariation, ...]] = {}
+    for intent in bot.intents.values():
+        rule = rules.get(intent.name)
+        texts = rule.response if rule is not None and rule.response else intent.responses
+        if texts:
+            responses[f"utter_{intent.name}"] = _responses(texts, f"{where}:{intent.line}")
+    for form in forms.values():
+        for slot, texts in form.ask.items():
+            responses[f"utter_ask_{form.name}_{slot}"] = _responses(texts, f"{where}:{form.line}")
+        if form.submit_response or form.submit_action is None:
+            responses[f"utter_submit_{form.name}"] = _responses(form.submit_response or (FORM_DONE_TEXT,),
+                                                                f"{where}:{form.line}")
+    domain = Domain(
+        intents={name: IntentProperties(name) for name in bot.intents},
+        entities={name: EntityProperties(name, influence_conversation=False) for name in entities},
+        slots=domain_slots, responses=responses,
+        forms={f.name: Form(f.name, f.required_slots, where=f"{where}:{f.line}",
+                            validation_action=f.validation_action, fresh_start=True) for f in forms.values()},
+        actions=tuple(dict.fromkeys(name for name, _ in refs)),
+        session=SessionConfig(session_expiration_time_min=expiry_minutes, carry_over_slots_to_new_session=False),
+        ordered_responses=frozenset(responses),
+    )
+
+    def intent_actions(name: str) -> list[Step]:
+        rule = rules.get(name)
+        at = f"{where}:{rule.line}" if rule is not None else f"{where}:{bot.intents[name].line}"
+        steps: list[Step] = []
+        if rule is not None and rule.form is not None:
+            return [Step("action", rule.form, where=at), Step("active_loop", rule.form, where=at)]
+        if rule is not None and rule.action is not None:
+            steps.append(Step("action", rule.action, where=at))
+        elif rule is not None and rule.response:
+            steps.append(Step("action", f"utter_{name}", where=at))
+        elif rule is None or bot.intents[name].responses or rule.answer != "template" or not rule.handoff:
+            steps.append(Step("action", ACTION_ANSWER, where=at))
+        if rule is not None and rule.handoff:
+            steps.append(Step("action", ACTION_HANDOFF, where=at))
+        return steps
+
+    stories: list[Story] = []
+    for name in bot.intents:
+        stories.append(Story(f"intent {name}", (Step("intent", name, where=where), *intent_actions(name)),
+                             is_rule=True, where=f"{where}:{bot.intents[name].line}"))
+    stories.append(Story("not understood", (Step("intent", NLU_FALLBACK_INTENT, where=where),
+                                            Step("action", ACTION_DEFAULT_FALLBACK, where=where)),
+                         is_rule=True, where=where))
+    for form in forms.values():
+        at = f"{where}:{form.line}"
+        submit = [Step("action", f"utter_submit_{form.name}", where=at)] if f"utter_submit_{form.name}" in responses \
+            else []
+        if form.submit_action is not None:
+            submit.append(Step("action", form.submit_action, where=at))
+        stories.append(Story(f"submit {form.name}", (
+            Step("action", form.name, where=at), Step("active_loop", None, where=at), *submit),
+            is_rule=True, condition=(Step("active_loop", form.name, where=at),), where=at))
+        for leaving in leave[form.name]:
+            stories.append(Story(f"{leaving} leaves {form.name}", (
+                Step("intent", leaving, where=at), Step("action", ACTION_DEACTIVATE_LOOP, where=at),
+                Step("active_loop", None, where=at), *intent_actions(leaving)),
+                is_rule=True, condition=(Step("active_loop", form.name, where=at),), where=at))
+    return domain, tuple(stories)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bots.events import AGENT, BOT, FORM, NLU, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import ACTION, AGENT, BOT, FOLLOWUP, FORM, NLU, RESTART, RESUME, SESSION_START, SLOT, USER, Event
 from bots.handoff import paused_after
 from bots.types import JSON
 
@@ -29,6 +29,7 @@ class State:
     last_intent: str | None = None
     latest_message: JSON = field(default_factory=dict)
     latest_action: str | None = None
+    followup_action: str | None = None
     fallbacks_in_a_row: int = 0
     session_started_at: float | None = None
     last_activity: float | None = None
@@ -65,8 +66,11 @@ class State:
         self.history.append(event)
         self.paused = paused_after((event,), self.paused)  # the one rule (bots.handoff)
         if kind == SESSION_START:
-            # Slots and form go; the conversation stays with a human if it was handed off.
+            # The form goes, the slots too unless the bot carries them over; the conversation stays with a
+            # human if it was handed off.
+            kept = dict(self.slots) if data.get("carry_over") else {}
             self._reset()
+            self.slots.update(kept)
             self.session_started_at = event.timestamp
             start = max((i for i, e in enumerate(self.history) if e.kind == USER), default=len(self.history) - 1)
             self.history = self.history[start:]  # keep the message that opened the session
@@ -100,10 +104,15 @@ class State:
                 self.fallbacks_in_a_row += 1
             else:
                 self.fallbacks_in_a_row = 0
-            action = (data.get("metadata") or {}).get("action")
-            if action:
-                self.latest_action = str(action)
         elif kind == AGENT:
             self.fallbacks_in_a_row = 0
+        elif kind == ACTION:
+            name = data.get("name")
+            self.latest_action = str(name) if name else self.latest_action
+            if self.followup_action == name:
+                self.followup_action = None
+        elif kind == FOLLOWUP:
+            name = data.get("name")
+            self.followup_action = str(name) if name else None
         if len(self.history) > _HISTORY:
             del self.history[: len(self.history) - _HISTORY]
