@@ -6,10 +6,13 @@ processed one at a time, in arrival (seq) order, by whichever replica holds the
 conversation's lease in the store — replicas share nothing else. A redelivered message id
 is answered from the stored turn and never processed twice.
 
-Two more rules keep the order when replicas race: the lease is renewed before each turn (a long
-backlog never outlives it; keep custom-action timeouts well under ``lease_ttl_s``), and a turn
-waits, boundedly (``gap_wait_s``), for an earlier seq that another replica has allocated but not
-yet stored.
+The lease is short (``lease_ttl_s``, 2 s by default) so that a conversation whose replica died
+(SIGKILL, a lost node) goes on at another replica within seconds: the dead holder's lease simply
+expires. A live holder never loses it to a slow turn (a custom action, a generated answer, a
+backlog): a heartbeat renews it every third of its TTL while the holder is processing, and the
+holder checks it before each turn, so two replicas never answer one turn. And a turn waits,
+boundedly (``gap_wait_s``), for an earlier seq that another replica has allocated but not yet
+stored.
 What a turn says is decided by bots.dialogue.engine from the state rebuilt from the stored events.
 """
 
@@ -377,9 +380,13 @@ class Runtime:
                     if await self.store.acquire_lease(bot.name, conversation_id, self._owner,
                                                       self.settings.lease_ttl_s):
                         drained = _Drained()
+                        done = asyncio.Event()
+                        heartbeat = asyncio.create_task(self._keep_lease(bot.name, conversation_id, done))
                         try:
                             await self._drain(bot, conversation_id, drained)
                         finally:
+                            done.set()
+                            await heartbeat  # a renewal in flight ends first (it never re-takes a released lease)
                             if not drained.released:
                                 await self.store.release_lease(bot.name, conversation_id, self._owner)
                         if message_id in drained.answered:  # answered here: no need to read it back
@@ -394,6 +401,24 @@ class Runtime:
         finally:
             if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
                 self._locks.pop(key, None)
+
+    async def _keep_lease(self, bot: str, conversation_id: str, done: asyncio.Event) -> None:
+        """The holder's heartbeat while it processes the conversation: the lease renewed every third of
+        its TTL until ``done``, so a slow turn keeps it and a dead holder loses it within one TTL. A lost
+        lease (this process stalled past the TTL and another replica took it) is not taken back: the
+        drain's check before its next turn stops it there."""
+        interval = self.settings.lease_ttl_s / 3
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=interval)
+            if done.is_set():
+                return
+            try:
+                if not await self.store.renew_lease(bot, conversation_id, self._owner, self.settings.lease_ttl_s):
+                    log.warning("lease lost while processing", extra={"bot": bot})
+                    return
+            except StoreUnavailable:
+                continue  # the drain meets the outage too; renewed again once the store answers
 
     async def _drain(self, bot: BotRuntime, conversation_id: str, drained: _Drained) -> None:
         """Answer every pending turn of the conversation, oldest first (we hold the lease). The last
@@ -434,7 +459,7 @@ class Runtime:
                                                         self.settings.lease_ttl_s):
                 log.warning("lease lost while draining; another replica goes on",
                             extra={"bot": bot.name, "seq": turn.seq})
-                return  # renewed per turn: slow custom actions never let two replicas answer one turn
+                return  # checked (and renewed) before each turn: two replicas never answer one turn
             user = turn.user_event
             assert user is not None, "a pending turn always starts with the customer's message"
             understanding = await self._understand(bot, user)

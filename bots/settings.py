@@ -47,7 +47,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     max_message_chars: int = 4000
     max_in_flight: int = 512
-    lease_ttl_s: float = 30.0
+    # A conversation's processing lease: renewed by a heartbeat while a replica processes it; a dead
+    # replica's conversations go on at another one after at most this long.
+    lease_ttl_s: float = 2.0
     # Conversations whose dialogue state a replica keeps between messages (LRU): a known
     # conversation reads only its new turns from the store instead of its last 200.
     state_cache: int = 1000

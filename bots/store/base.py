@@ -284,6 +284,11 @@ class ConversationStore(Protocol):
         """Take the conversation's processing lease if free or expired (or already ours)."""
         ...
 
+    async def renew_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+        """Extend the lease to ``ttl_s`` from now if ``owner`` still holds it (the holder's heartbeat).
+        Never takes a free or someone else's lease, so a renewal that arrives late is harmless."""
+        ...
+
     async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None: ...
 
     def set_retention(self, bot: str, seconds: float | None) -> None:

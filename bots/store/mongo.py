@@ -567,6 +567,14 @@ class MongoStore:
                 projection={"lease_owner": 1, "lease_expires": 1}, return_document=ReturnDocument.AFTER)
         return doc is not None and doc.get("lease_owner") == owner and doc.get("lease_expires") == now + ttl_s
 
+    async def renew_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+        expires = time.time() + ttl_s
+        async with self._guard("renew the conversation lease"):
+            result = await self._convs.update_one(
+                {"_id": conversation_key(bot, conversation_id), "lease_owner": _eq(owner)},
+                {"$set": {"lease_expires": expires}})
+        return result.matched_count == 1
+
     async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
         async with self._guard("release the conversation lease"):
             await self._release(bot, conversation_id, owner)

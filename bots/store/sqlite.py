@@ -511,6 +511,13 @@ class SQLiteStore:
 
         return await self._write(tx, inline=True)
 
+    async def renew_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+        expires = time.time() + ttl_s
+        return await self._write(inline=True, fn=lambda conn: conn.execute(
+            "UPDATE conversations SET lease_expires=? WHERE bot=? AND conversation_id=? AND lease_owner=?",
+            (expires, bot, conversation_id, owner),
+        ).rowcount == 1)
+
     async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
         await self._write(lambda conn: _release(conn, bot, conversation_id, owner), inline=True)
 

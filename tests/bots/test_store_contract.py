@@ -307,6 +307,21 @@ async def test_leases(store: ConversationStore) -> None:
     assert await store.acquire_lease("shop", "c1", "a", 10)
 
 
+async def test_renewing_a_lease_extends_only_the_holders(store: ConversationStore) -> None:
+    await say(store, "c1", "m1", "hi")
+    assert not await store.renew_lease("shop", "c1", "a", 10)  # free: a renewal never takes it
+    assert await store.acquire_lease("shop", "c1", "a", 0.3)
+    assert await store.renew_lease("shop", "c1", "a", 10)  # the holder's heartbeat
+    assert not await store.renew_lease("shop", "c1", "b", 10)  # not the holder
+    await asyncio.sleep(0.5)  # past the first TTL: still a's, renewed
+    assert not await store.acquire_lease("shop", "c1", "b", 10)
+    await store.release_lease("shop", "c1", "a")
+    assert not await store.renew_lease("shop", "c1", "a", 10)  # a late heartbeat after the release
+    assert await store.acquire_lease("shop", "c1", "b", 10)
+    assert not await store.renew_lease("shop", "c1", "a", 10)  # nor once another replica has it
+    assert not await store.renew_lease("shop", "missing", "a", 10)
+
+
 async def test_complete_can_release_the_lease_in_the_same_write(store: ConversationStore) -> None:
     s1 = await say(store, "c1", "m1", "hi")
     s2 = await say(store, "c1", "m2", "still there?")

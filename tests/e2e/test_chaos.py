@@ -1,6 +1,8 @@
 """Chaos in CI: two server processes and the MongoDB-protocol server; one server SIGKILLed
 mid-run and restarted, the database restarted once; clients redeliver. Every conversation
-must end with each message exactly once, in order, with one answer.
+must end with each message exactly once, in order, with one answer, and a conversation whose
+message was in flight at the killed server must go on within RESUME_BOUND_S of the kill (its lease
+expires: SWITCHBOARD_LEASE_TTL_S, 2 s by default), plus CI_MARGIN_S for a loaded CI machine.
 
 Size: SWITCHBOARD_CHAOS_CONVERSATIONS x SWITCHBOARD_CHAOS_MESSAGES (default 200 x 20 in CI: the MongoDB-protocol
 test server, pure Python, is the bottleneck; the 1000 x 20 run is recorded in bench/RESULTS.md), within
@@ -21,6 +23,10 @@ from tests.fixtures.server import ServeProcess
 CONVERSATIONS = int(os.environ.get("SWITCHBOARD_CHAOS_CONVERSATIONS", "200"))
 MESSAGES = int(os.environ.get("SWITCHBOARD_CHAOS_MESSAGES", "20"))
 DEADLINE_S = float(os.environ.get("SWITCHBOARD_CHAOS_DEADLINE_S", "900"))
+RESUME_BOUND_S = 5.0  # issue 16: a conversation whose replica died resumes within 5 s
+# Two servers, the pure-Python database server and 48 clients share a few CI cores: an answer takes
+# longer there than in production (the measured resume is recorded in bench/RESULTS.md).
+CI_MARGIN_S = 1.5
 
 
 def test_kill_a_replica_and_restart_the_database_nothing_lost_or_doubled(tiny_bot_dir: Path, tmp_path: Path) -> None:
@@ -28,7 +34,7 @@ def test_kill_a_replica_and_restart_the_database_nothing_lost_or_doubled(tiny_bo
     db = SecantusServer(tmp_path / "db")
     db.start()
     env = {"SWITCHBOARD_MONGODB_URI": db.uri(), "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN,
-           "SWITCHBOARD_LOG_LEVEL": "WARNING", "SWITCHBOARD_LEASE_TTL_S": "5"}
+           "SWITCHBOARD_LOG_LEVEL": "WARNING"}  # the default lease: what is shipped is tested
     servers = [ServeProcess([tiny_bot_dir], data_dir=tmp_path / f"s{i}", env=env) for i in range(2)]
     try:
         for server in servers:
@@ -46,3 +52,5 @@ def test_kill_a_replica_and_restart_the_database_nothing_lost_or_doubled(tiny_bo
     assert report.answered == CONVERSATIONS * MESSAGES
     assert any("SIGKILL" in e for e in report.events) and any("database back" in e for e in report.events)
     assert not [o for o in report.outcomes if o.startswith("5") and o != "503"], report.outcomes
+    assert report.resume_seconds, "no conversation was in flight at the killed server: nothing measured"
+    assert max(report.resume_seconds) <= RESUME_BOUND_S + CI_MARGIN_S, report.summary()
