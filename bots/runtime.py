@@ -48,7 +48,7 @@ from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
 from bots.pii import Privacy, Pseudonymiser, Redactor
 from bots.settings import Settings
-from bots.store.base import Conversation, ConversationStore, Turn
+from bots.store.base import Conversation, ConversationStore, ConversationSummary, Turn
 from bots.types import BotResponse, ConversationRef, Entity, IntentScore, Understanding, UserMessage
 
 log = logging.getLogger("switchboard.runtime")
@@ -299,6 +299,20 @@ class Runtime:
             return self.bots[name]
         except KeyError:
             raise UnknownBot(f"no bot named {name!r} is served here") from None
+
+    # -- what channels may ask (connectors.base.Inbox) ------------------------------------
+    @property
+    def limits(self) -> Settings:
+        return self.settings
+
+    def channels_of(self, bot: str) -> frozenset[str]:
+        return frozenset(self.bot(bot).spec.channels)
+
+    async def history(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None:
+        return await self.store.load(bot, conversation_id, last_n=last_n)
+
+    async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None:
+        return await self.store.summary(bot, conversation_id)
 
     async def ready(self) -> tuple[bool, str]:
         if not self.bots:

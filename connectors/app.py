@@ -34,7 +34,7 @@ from bots.runtime import ModelLoader, Runtime, UnknownBot, load_onnx_model
 from bots.settings import Settings
 from bots.store.base import ConversationStore
 from connectors.admin import admin_router
-from connectors.base import Channel
+from connectors.base import Channel, ChannelFactory, Inbox, Streaming
 from connectors.limits import BodySizeLimit, ClientRateLimit, RateLimiter
 from connectors.review.ui import ReviewUI
 from connectors.web import WebChannel
@@ -52,17 +52,21 @@ def _default_store(settings: Settings) -> ConversationStore:
     return open_store(uri=settings.mongodb_uri, data_dir=settings.data_dir)
 
 
-def _default_channels(settings: Settings) -> list[Channel]:
-    """Web, plus Slack and Telegram when configured (their libraries are imported only then)."""
-    found: list[Channel | None] = [WebChannel(settings.widget_origins)]
-    if settings.slack_signing_secret or settings.slack_bot_token or settings.slack_tokens:
+def _channels(inbox: Inbox, settings: Settings, given: Sequence[ChannelFactory]) -> list[Channel]:
+    """The ``given`` channels, then the configured ones of other names: web, plus Slack and Telegram
+    when configured (their libraries are imported only then)."""
+    found: list[Channel | None] = [make(inbox) for make in given]
+    names = {c.name for c in found if c is not None}
+    if WebChannel.name not in names:
+        found.append(WebChannel.from_settings(inbox, settings))
+    if "slack" not in names and (settings.slack_signing_secret or settings.slack_bot_token or settings.slack_tokens):
         from connectors.slack import SlackChannel
 
-        found.append(SlackChannel.from_settings(settings))
-    if settings.telegram_token or settings.telegram_tokens:
+        found.append(SlackChannel.from_settings(inbox, settings))
+    if "telegram" not in names and (settings.telegram_token or settings.telegram_tokens):
         from connectors.telegram import TelegramChannel
 
-        found.append(TelegramChannel.from_settings(settings))
+        found.append(TelegramChannel.from_settings(inbox, settings))
     return [c for c in found if c is not None]
 
 
@@ -71,13 +75,14 @@ def create_app(
     bot_dirs: Sequence[Path],
     *,
     store: ConversationStore | None = None,
-    channels: Sequence[Channel] | None = None,
+    channels: Sequence[ChannelFactory] = (),
     model_loader: ModelLoader = load_onnx_model,
     freeze_after_load: bool = False,
 ) -> FastAPI:
-    """The app of `switchboard serve`. ``freeze_after_load`` (the server process, not tests that
-    build many apps in one process): move what the first model load built out of the garbage
-    collector's sight (``gc.freeze``)."""
+    """The app of `switchboard serve`. ``channels``: built (with the runtime as their ``Inbox``)
+    instead of the configured channels of the same names (tests: fake API servers, quick retries).
+    ``freeze_after_load`` (the server process, not tests that build many apps in one process): move
+    what the first model load built out of the garbage collector's sight (``gc.freeze``)."""
     if not bot_dirs:
         raise ConfigError("no bot folder given: `switchboard serve BOT_DIR [BOT_DIR ...]`")
     bot_dirs = [Path(p) for p in bot_dirs]
@@ -87,9 +92,9 @@ def create_app(
     # with file:line reasons; only the models load in the background.
     specs = runtime.validate(bot_dirs)
     expected = {spec.name for spec in specs}
-    channel_list: list[Channel] = list(channels) if channels is not None else _default_channels(settings)
+    channel_list = _channels(runtime, settings, channels)
     for channel in channel_list:  # channels that can show a generated answer as it is written
-        if isinstance(channel, WebChannel):
+        if isinstance(channel, Streaming):
             runtime.partial_sinks[channel.name] = channel.partial
     review = ReviewUI(runtime, {c.name: c for c in channel_list})
     # Customers waiting for an agent, read from the shared store: the same on every replica.
@@ -128,6 +133,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.store.start()
+        for channel in channel_list:
+            await channel.start()
         loader = asyncio.create_task(load_all())
         app.state.loader = loader
         gauges = asyncio.create_task(handoff_gauges.run())
@@ -206,7 +213,7 @@ def create_app(
         return RedirectResponse(f"/bots/{names[0]}/chat")
 
     for channel in channel_list:
-        app.include_router(channel.router(runtime))
+        app.include_router(channel.router())
     app.include_router(admin_router(runtime))
     app.include_router(review.router())
     return app

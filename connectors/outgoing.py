@@ -7,9 +7,6 @@ Each channel supplies a ``classify`` function that maps its client library's exc
 a ``Retry`` verdict (or ``None``: not worth retrying, e.g. a bad token).
 
 ``split_text`` cuts a long answer on paragraph, then line, then word boundaries.
-
-``ReplyTasks`` runs the replies made after a webhook is acknowledged: one task per message
-(never two for one message in this process), all awaited when the app shuts down.
 """
 
 from __future__ import annotations
@@ -17,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bots.metrics import Metrics
 
@@ -125,28 +122,3 @@ def _fitting_prefix(text: str, limit: int, measure: Callable[[str], int]) -> int
         else:
             high = mid - 1
     return low
-
-
-class ReplyTasks:
-    def __init__(self) -> None:
-        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
-
-    def running(self, key: Hashable) -> bool:
-        return key in self._tasks
-
-    def start(self, key: Hashable, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
-
-    async def aclose(self, timeout_s: float) -> None:
-        """Wait for the replies in progress; cancel what is left after ``timeout_s``."""
-        tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in late:
-            task.cancel()
-        if late:
-            log.warning("replies cancelled at shutdown", extra={"count": len(late)})
-            await asyncio.gather(*late, return_exceptions=True)

@@ -1,16 +1,25 @@
-"""The Slack channel: Events API and interactivity over HTTP, through slack-bolt (async).
+"""The Slack channel: Events API and interactivity over HTTP, with slack-bolt (async) as the converter.
 
 ``POST /bots/{bot}/webhooks/slack`` takes events (JSON) and button clicks (form-encoded
-``payload``). Bolt meets every request first: signing-secret verification with Slack's
-5-minute timestamp window (bad or stale → 401), ``url_verification``, the workspace's
-token (``authorize``: team id → bot token, ``auth.test`` once per token for the bot's ids).
+``payload``). The signing secret is checked once, here, with Slack's 5-minute timestamp window
+(bad or stale → 401; bolt's own check is switched off), then the shape (400) and the bot (404
+when it is not served or does not enable Slack). Bolt then answers ``url_verification`` and
+``ssl_check`` and routes events and clicks to listeners that only convert them to a
+``UserMessage``.
 
-A message is stored (``Runtime.accept``) before Slack gets its 200, so an acknowledged
-message is never lost; if the store is down Slack gets a 503 and redelivers. The answer is
-made and posted after the ack, in a task the app's shutdown waits for. Redeliveries carry
-the same message ``ts``, which is the message id (the ``message`` and ``app_mention``
-events of one message have different ``event_id`` s but one ``ts``): a redelivery whose turn
-is done is acknowledged without a second reply, across replicas (the store decides).
+Nothing in the acknowledgement path calls Slack's Web API. The workspace's token comes from the
+configuration (team id → bot token); the bot's identity (``auth.test``: its user and bot ids) is
+resolved at start-up, in the background, retried with backoff while Slack cannot be reached, and
+cached. Until it is known, the event's own ``authorizations`` name the bot user. So an outage, a
+revoked token or no network never delays an acknowledgement past Slack's 3 seconds.
+
+A message is stored (``connectors.webhook.WebhookFlow``) before Slack gets its 200, so an
+acknowledged message is never lost; if the store is down Slack gets a 503 and redelivers. The
+answer is made and posted after the ack (retried while Slack's API fails), in a task the app's
+shutdown waits for. Redeliveries carry the same message ``ts``, which is the message id (the
+``message`` and ``app_mention`` events of one message have different ``event_id`` s but one
+``ts``): a redelivery whose turn is done is acknowledged without a second reply, across replicas
+(the store decides).
 
 Answered: direct messages, mentions (the mention is stripped), and follow-ups in a
 thread the bot is already part of. Ignored: bot messages, edits, deletions and other
@@ -24,16 +33,18 @@ Conversation ids: ``slack:<team>:<channel>``, or ``slack:<team>:<channel>:<threa
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from slack_bolt import BoltResponse
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
@@ -41,14 +52,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.errors import Busy, ConfigError, StoreUnavailable
+from bots.errors import ConfigError, StoreUnavailable
 from bots.settings import Settings
 from bots.types import BotResponse, ConversationRef, UserMessage
-from connectors.outgoing import ReplyTasks, Retry, RetryPolicy, call_with_retry, split_text
+from connectors.base import Inbox
+from connectors.outgoing import Retry, RetryPolicy, call_with_retry, split_text
 from connectors.slack_payloads import malformed_request
-
-if TYPE_CHECKING:
-    from bots.runtime import Runtime
+from connectors.webhook import WebhookFlow
 
 log = logging.getLogger("switchboard.slack")
 
@@ -59,72 +69,98 @@ _BUTTON_TITLE = 75
 _BUTTON_VALUE = 2000
 _ACTION_PREFIX = "switchboard_button_"
 _ACTION = re.compile("^" + _ACTION_PREFIX)
+_FOUND = "switchboard_found"  # bolt context key: where the listeners put what they converted
+_IDENTITY_COOLDOWN_S = 60.0  # after auth.test failed for good (e.g. invalid_auth): next try no sooner
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """What a listener converted: the message, the token that answers it, and whether it is only
+    ours when the conversation is already known (a thread reply without a mention)."""
+
+    message: UserMessage
+    token: str
+    follow_up_only: bool = False
 
 
 class SlackChannel:
     name = "slack"
 
-    def __init__(self, *, signing_secret: str, tokens: Mapping[str, str] | None = None,
+    def __init__(self, inbox: Inbox, *, signing_secret: str, tokens: Mapping[str, str] | None = None,
                  default_token: str | None = None, api_url: str = "https://slack.com/api/",
-                 policy: RetryPolicy | None = None, drain_timeout_s: float = 20.0) -> None:
+                 policy: RetryPolicy | None = None) -> None:
         if not signing_secret:
             raise ConfigError("SWITCHBOARD_SLACK_SIGNING_SECRET: required for the Slack channel "
                               "(Slack app > Basic Information > Signing Secret)")
         if not tokens and not default_token:
             raise ConfigError("SWITCHBOARD_SLACK_BOT_TOKEN or SWITCHBOARD_SLACK_TOKENS: required for the Slack "
                               "channel (Slack app > OAuth & Permissions > Bot User OAuth Token)")
+        self._inbox = inbox
         self._tokens = dict(tokens or {})
         self._default_token = default_token
         self._policy = policy or RetryPolicy()
-        self._drain_timeout_s = drain_timeout_s
+        # auth.test in the background: retried until Slack answers (backoff up to a minute).
+        self._identity_policy = RetryPolicy(attempts=1_000_000, base_delay_s=self._policy.base_delay_s,
+                                            max_delay_s=60.0)
         # Retries are ours (counted, bounded): the SDK's own retry handlers are switched off.
         self._client = AsyncWebClient(base_url=api_url, retry_handlers=[])
-        self._auth: dict[str, AuthorizeResult] = {}
-        self._replies = ReplyTasks()
-        self._runtime: Runtime | None = None
-        self._app = AsyncApp(signing_secret=signing_secret, client=self._client, authorize=self._authorizer(),
-                             process_before_response=True, ssl_check_enabled=True)
+        self._verifier = SignatureVerifier(signing_secret)
+        self._identities: dict[str, AuthorizeResult] = {}  # token → the bot's ids (auth.test)
+        self._resolving: dict[str, asyncio.Task[None]] = {}
+        self._not_before: dict[str, float] = {}  # token → monotonic time of the next auth.test after a failure
+        self._flow = WebhookFlow(inbox, self.name, api_errors=(SlackApiError, aiohttp.ClientError, TimeoutError))
+        # The signature is checked once, in receive(): bolt's own verification is off.
+        self._app = AsyncApp(client=self._client, authorize=self._authorizer(), process_before_response=True,
+                             request_verification_enabled=False, ssl_check_enabled=True)
         self._register(self._app)
         self._handler = AsyncSlackRequestHandler(self._app)
-        self._verifier = SignatureVerifier(signing_secret)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SlackChannel | None:
+    def from_settings(cls, inbox: Inbox, settings: Settings) -> SlackChannel | None:
         """The channel when Slack is configured (a signing secret or a token is set), else None."""
         if not (settings.slack_signing_secret or settings.slack_bot_token or settings.slack_tokens):
             return None
-        return cls(signing_secret=settings.slack_signing_secret or "", tokens=settings.slack_tokens,
-                   default_token=settings.slack_bot_token, api_url=settings.slack_api_url,
-                   drain_timeout_s=settings.drain_timeout_s)
+        return cls(inbox, signing_secret=settings.slack_signing_secret or "", tokens=settings.slack_tokens,
+                   default_token=settings.slack_bot_token, api_url=settings.slack_api_url)
 
     # -- FastAPI ----------------------------------------------------------------------
-    def router(self, runtime: Runtime) -> APIRouter:
-        self._runtime = runtime
+    def router(self) -> APIRouter:
         router = APIRouter(tags=["slack"])
-
-        @router.post("/bots/{bot}/webhooks/slack", responses={400: {}, 401: {}, 404: {}, 503: {}})
-        async def receive(bot: str, request: Request) -> Response:
-            """Slack Events API and interactivity (Request URL of both)."""
-            body = await request.body()
-            try:
-                body.decode("utf-8")
-            except UnicodeDecodeError:
-                return JSONResponse({"detail": "malformed Slack request: the body is not UTF-8"}, status_code=400)
-            if not self._verifier.is_valid_request(body, dict(request.headers)):
-                runtime.metrics.rejected.labels(self.name, "signature").inc()
-                return JSONResponse({"detail": "invalid Slack signature or stale timestamp"}, status_code=401)
-            problem = malformed_request(body, request.headers.get("content-type", ""))
-            if problem is not None:
-                runtime.metrics.rejected.labels(self.name, "malformed").inc()
-                return JSONResponse({"detail": f"malformed Slack request: {problem}"}, status_code=400)
-            response = await self._handler.handle(request, {"switchboard_bot": bot})
-            if response.status_code >= 400 and not bytes(response.body).startswith(b'{"detail"'):
-                reason = bytes(response.body).decode(errors="replace") or "refused"
-                return JSONResponse({"detail": reason}, status_code=response.status_code,
-                                    headers={k: v for k, v in response.headers.items() if k.lower() == "retry-after"})
-            return response
-
+        router.add_api_route("/bots/{bot}/webhooks/slack", self.receive, methods=["POST"],
+                             responses={400: {}, 401: {}, 404: {}, 503: {}})
         return router
+
+    async def receive(self, bot: str, request: Request) -> Response:
+        """Slack Events API and interactivity (Request URL of both)."""
+        body = await request.body()
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return JSONResponse({"detail": "malformed Slack request: the body is not UTF-8"}, status_code=400)
+        if not self._verifier.is_valid_request(body, dict(request.headers)):
+            self._inbox.metrics.rejected.labels(self.name, "signature").inc()
+            return JSONResponse({"detail": "invalid Slack signature or stale timestamp"}, status_code=401)
+        problem = malformed_request(body, request.headers.get("content-type", ""))
+        if problem is not None:
+            self._inbox.metrics.rejected.labels(self.name, "malformed").inc()
+            return JSONResponse({"detail": f"malformed Slack request: {problem}"}, status_code=400)
+        if self.name not in self._inbox.channels_of(bot):  # UnknownBot: 404 (503 while its model loads)
+            raise HTTPException(404, f"bot {bot!r} does not enable the slack channel (bot.yml channels)")
+        found: list[_Incoming] = []
+        response = await self._handler.handle(request, {"switchboard_bot": bot, _FOUND: found})
+        if response.status_code >= 400:
+            reason = bytes(response.body).decode(errors="replace") or "refused"
+            return JSONResponse({"detail": reason}, status_code=response.status_code)
+        for incoming in found:  # stored before the ack; StoreUnavailable or Busy → 503, Slack redelivers
+            if incoming.follow_up_only and not await self._known(incoming.message.ref):
+                continue
+            await self._flow.accept(incoming.message,
+                                    functools.partial(self._post, incoming.token, incoming.message.ref.address))
+        return response
+
+    async def start(self) -> None:
+        for token in {*self._tokens.values(), *([self._default_token] if self._default_token else [])}:
+            self._resolve_soon(token)
 
     async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None:
         token = self._token(ref.address.get("team"))
@@ -134,150 +170,108 @@ class SlackChannel:
         await self._post(token, ref.address, responses)
 
     async def aclose(self) -> None:
-        await self._replies.aclose(self._drain_timeout_s)
+        await self._flow.aclose()
+        for task in self._resolving.values():
+            task.cancel()
+        await asyncio.gather(*self._resolving.values(), return_exceptions=True)
 
-    # -- bolt listeners -----------------------------------------------------------------
+    # -- bolt listeners: convert, nothing else -------------------------------------------------
     def _register(self, app: AsyncApp) -> None:
         # Closures, not bound methods: bolt injects arguments by the listener's parameter names.
         @app.event("message")
-        async def on_message(event: dict[str, Any], context: AsyncBoltContext) -> BoltResponse | None:
+        async def on_message(event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext) -> None:
             if event.get("subtype") or event.get("bot_id") or not event.get("user"):
-                return None  # edits, deletions, joins, other bots (and our own replies)
+                return  # edits, deletions, joins, other bots (and our own replies)
             if event.get("channel_type") != "im":
                 # In channels: mentions come as app_mention; other messages only in a thread we are in.
-                if not event.get("thread_ts") or _mentions(event.get("text", ""), context.bot_user_id):
-                    return None
-                return await self._receive(context, event, str(event.get("text", "")), follow_up_only=True)
-            return await self._receive(context, event, str(event.get("text", "")))
+                if not event.get("thread_ts") or _mentions(event.get("text", ""), _bot_user(context, body)):
+                    return
+                self._found(context, event, str(event.get("text", "")), follow_up_only=True)
+                return
+            self._found(context, event, str(event.get("text", "")))
 
         @app.event("app_mention")
-        async def on_mention(event: dict[str, Any], context: AsyncBoltContext) -> BoltResponse | None:
-            if event.get("bot_id"):
-                return None
-            return await self._receive(context, event, _strip_mention(str(event.get("text", "")),
-                                                                      context.bot_user_id))
+        async def on_mention(event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext) -> None:
+            if not event.get("bot_id"):
+                self._found(context, event, _strip_mention(str(event.get("text", "")), _bot_user(context, body)))
 
         @app.action(_ACTION)
-        async def on_button(ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> BoltResponse | None:
-            response = await self._receive_click(context, body)
-            if response is None:
-                await ack()
-            return response
+        async def on_button(ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
+            self._found_click(context, body)
+            await ack()
 
         @app.event(re.compile(".*"))
         async def on_other_event() -> None:
             return None  # subscribed but not used: acknowledged so that Slack does not retry
 
     def _authorizer(self) -> Any:
-        async def authorize(team_id: str | None) -> AuthorizeResult | None:
+        async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult | None:
+            """The workspace's token, with the bot's ids once auth.test answered: never waits for Slack."""
             token = self._token(team_id)
             if token is None:
+                # Acknowledged, not stored (Slack would only redeliver). Not None: bolt would then post an
+                # apology to the click's response_url, a call to Slack before the ack.
                 log.error("no Slack token for this workspace", extra={"team": team_id})
-                return None
-            cached = self._auth.get(token)
-            if cached is None:
-                answer = await call_with_retry(
-                    lambda: self._client.auth_test(token=token), channel=self.name, what="auth.test",
-                    classify=_classify, metrics=self._metrics(), policy=self._policy)
-                cached = self._auth[token] = AuthorizeResult.from_auth_test_response(
-                    bot_token=token, auth_test_response=answer)
-            return cached
+                return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id)
+            known = self._identities.get(token)
+            if known is not None:
+                return known
+            self._resolve_soon(token)
+            return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
         return authorize
+
+    def _resolve_soon(self, token: str) -> None:
+        """Look the bot's identity up in the background, unless known, looked up now, or failed lately."""
+        if token in self._identities or token in self._resolving or time.monotonic() < self._not_before.get(token, 0):
+            return
+        task = asyncio.get_running_loop().create_task(self._resolve(token))
+        self._resolving[token] = task
+        task.add_done_callback(lambda _: self._resolving.pop(token, None))
+
+    async def _resolve(self, token: str) -> None:
+        try:
+            answer = await call_with_retry(
+                lambda: self._client.auth_test(token=token), channel=self.name, what="auth.test",
+                classify=_classify, metrics=self._inbox.metrics, policy=self._identity_policy)
+        except Exception:  # noqa: BLE001 - not worth retrying now (invalid_auth, ...): counted and logged
+            self._not_before[token] = time.monotonic() + _IDENTITY_COOLDOWN_S
+            return
+        self._identities[token] = AuthorizeResult.from_auth_test_response(bot_token=token, auth_test_response=answer)
 
     def _token(self, team_id: str | None) -> str | None:
         return self._tokens.get(team_id or "", self._default_token)
 
-    def _metrics(self) -> Any:
-        assert self._runtime is not None, "router() mounts the channel before any request"
-        return self._runtime.metrics
-
     # -- hand-over --------------------------------------------------------------------------
-    async def _receive(self, context: AsyncBoltContext, event: Mapping[str, Any], text: str,
-                       *, follow_up_only: bool = False) -> BoltResponse | None:
-        refused = self._check_bot(context)
-        if refused is not None:
-            return refused
+    def _found(self, context: AsyncBoltContext, event: Mapping[str, Any], text: str,
+               *, follow_up_only: bool = False) -> None:
         text = _unescape(text).strip()
-        if not text or not event.get("ts") or not event.get("channel"):
-            return None
+        if not text or not event.get("ts") or not event.get("channel") or not context.bot_token:
+            return
         ref = _ref(str(context["switchboard_bot"]), str(context.team_id), str(event["channel"]),
                    event.get("thread_ts"))
-        if follow_up_only and not await self._known(ref):
-            return None
-        message = UserMessage(ref=ref, message_id=str(event["ts"]), text=text[: self._max_chars()],
-                              user_id=str(event.get("user", "")))
-        return await self._accept(message, context)
+        message = UserMessage(ref=ref, message_id=str(event["ts"]),
+                              text=text[: self._inbox.limits.max_message_chars], user_id=str(event.get("user", "")))
+        context[_FOUND].append(_Incoming(message, str(context.bot_token), follow_up_only))
 
-    async def _receive_click(self, context: AsyncBoltContext, body: Mapping[str, Any]) -> BoltResponse | None:
-        refused = self._check_bot(context)
-        if refused is not None:
-            return refused
+    def _found_click(self, context: AsyncBoltContext, body: Mapping[str, Any]) -> None:
         action = (body.get("actions") or [{}])[0]
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        if not channel or not action.get("value") or not action.get("action_ts"):
-            return None
+        if not channel or not action.get("value") or not action.get("action_ts") or not context.bot_token:
+            return
         clicked = body.get("message") or {}
         thread_ts = clicked.get("thread_ts") or (body.get("container") or {}).get("thread_ts")
         ref = _ref(str(context["switchboard_bot"]), str(context.team_id), str(channel), thread_ts)
         title = str((action.get("text") or {}).get("text") or action["value"])
         message = UserMessage(ref=ref, message_id=f"action:{action['action_ts']}", text=title,
                               user_id=str((body.get("user") or {}).get("id", "")), payload=str(action["value"]))
-        return await self._accept(message, context)
-
-    def _check_bot(self, context: AsyncBoltContext) -> BoltResponse | None:
-        assert self._runtime is not None
-        name = str(context["switchboard_bot"])
-        bot = self._runtime.bots.get(name)
-        if bot is None:
-            return BoltResponse(status=404, body=f"no bot named {name!r} is served here")
-        if self.name not in bot.spec.channels:
-            return BoltResponse(status=404, body=f"bot {name!r} does not enable the slack channel (bot.yml channels)")
-        return None
-
-    def _max_chars(self) -> int:
-        assert self._runtime is not None
-        return self._runtime.settings.max_message_chars
+        context[_FOUND].append(_Incoming(message, str(context.bot_token)))
 
     async def _known(self, ref: ConversationRef) -> bool:
-        assert self._runtime is not None
         try:
-            return await self._runtime.store.summary(ref.bot, ref.conversation_id) is not None
+            return await self._inbox.summary(ref.bot, ref.conversation_id) is not None
         except StoreUnavailable:
             return True  # let accept decide (it answers 503 while the store is down)
-
-    async def _accept(self, message: UserMessage, context: AsyncBoltContext) -> BoltResponse | None:
-        runtime = self._runtime
-        assert runtime is not None
-        try:
-            turn = await runtime.accept(message)
-        except (StoreUnavailable, Busy) as exc:
-            runtime.metrics.rejected.labels(self.name, "unavailable").inc()
-            log.warning("slack message refused, Slack will redeliver", extra={"error": str(exc)})
-            return BoltResponse(status=503, body="retry shortly", headers={"Retry-After": "2"})
-        key = (message.ref.bot, message.ref.conversation_id, message.message_id)
-        if turn.status == "done" or self._replies.running(key):
-            runtime.metrics.duplicates.labels(message.ref.bot, self.name).inc()
-            return None  # a redelivery: answered (or being answered) already
-        self._replies.start(key, self._reply(message, turn, str(context.bot_token or self._token(context.team_id))))
-        return None
-
-    async def _reply(self, message: UserMessage, turn: Any, token: str) -> None:
-        assert self._runtime is not None
-        try:
-            responses = await self._runtime.process(message, turn)
-        except Exception:
-            # The turn stays in the store (pending): the conversation's next message answers it.
-            log.exception("slack message stored but not answered", extra={
-                "bot": message.ref.bot, "conversation_id": message.ref.conversation_id})
-            return
-        try:
-            await self._post(token, message.ref.address, responses)
-        except (SlackApiError, aiohttp.ClientError, TimeoutError):
-            return  # counted and logged by call_with_retry; the answer stays in the transcript
-        except Exception:
-            log.exception("slack answer not posted", extra={"bot": message.ref.bot,
-                                                            "conversation_id": message.ref.conversation_id})
 
     async def _post(self, token: str, address: Mapping[str, str], responses: Sequence[BotResponse]) -> None:
         for response in responses:
@@ -287,8 +281,18 @@ class SlackChannel:
                     kwargs["thread_ts"] = thread_ts
                 await call_with_retry(
                     functools.partial(self._client.chat_postMessage, token=token, channel=address["channel"], **kwargs),
-                    channel=self.name, what="chat.postMessage", classify=_classify, metrics=self._metrics(),
+                    channel=self.name, what="chat.postMessage", classify=_classify, metrics=self._inbox.metrics,
                     policy=self._policy)
+
+
+def _bot_user(context: AsyncBoltContext, body: Mapping[str, Any]) -> str | None:
+    """The bot's user id: from auth.test once known, else from the event's ``authorizations``."""
+    if context.bot_user_id:
+        return str(context.bot_user_id)
+    for authorization in body.get("authorizations") or ():
+        if isinstance(authorization, dict) and authorization.get("is_bot") and authorization.get("user_id"):
+            return str(authorization["user_id"])
+    return None
 
 
 def _ref(bot: str, team: str, channel: str, thread_ts: object) -> ConversationRef:

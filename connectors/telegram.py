@@ -4,10 +4,11 @@
 against ``SWITCHBOARD_TELEGRAM_SECRET`` (wrong or missing → 401). The webhook is registered
 once with ``switchboard telegram set-webhook BOT_DIR --url URL``, never by replicas at start.
 
-An update is stored (``Runtime.accept``, message id = ``update_id``) before Telegram gets
-its 200, so an acknowledged update is never lost; if the store is down Telegram gets a 503
-and redelivers. A redelivered update whose turn is done is acknowledged without a second
-reply. The answer is made after the ack: ``sendChatAction`` typing, then the messages.
+An update is stored (``connectors.webhook.WebhookFlow``, message id = ``update_id``) before
+Telegram gets its 200, so an acknowledged update is never lost; if the store is down Telegram
+gets a 503 and redelivers. A redelivered update whose turn is done is acknowledged without a
+second reply. The answer is made after the ack: ``sendChatAction`` typing (and
+``answerCallbackQuery`` for a click) while it is made, then the messages.
 
 Text is sent without ``parse_mode``: Telegram shows it exactly as the bot wrote it, with no
 escaping to get wrong (a MarkdownV2 message with one unescaped ``.`` or ``!`` is refused),
@@ -31,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -54,11 +55,9 @@ from bots.events import BOT
 from bots.loader import load_bot_folder
 from bots.settings import Settings
 from bots.types import BotResponse, ConversationRef, UserMessage
-from connectors.outgoing import ReplyTasks, Retry, RetryPolicy, call_with_retry, split_text, utf16_len
-
-if TYPE_CHECKING:
-    from bots.runtime import Runtime
-    from bots.store.base import Turn
+from connectors.base import Inbox
+from connectors.outgoing import Retry, RetryPolicy, call_with_retry, split_text, utf16_len
+from connectors.webhook import WebhookFlow
 
 log = logging.getLogger("switchboard.telegram")
 
@@ -68,12 +67,12 @@ _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what setWebhook accepts as se
 UPDATES = ["message", "callback_query"]
 
 
-class TelegramChannel:
-    name = "telegram"
+class Clients:
+    """The aiogram Bot that speaks for each Switchboard bot (one HTTP session per token); the tokens
+    are checked when this is built."""
 
-    def __init__(self, *, tokens: Mapping[str, str] | None = None, default_token: str | None = None,
-                 secret: str | None = None, api_url: str = "https://api.telegram.org",
-                 policy: RetryPolicy | None = None, drain_timeout_s: float = 20.0) -> None:
+    def __init__(self, tokens: Mapping[str, str] | None = None, default_token: str | None = None,
+                 api_url: str = "https://api.telegram.org") -> None:
         self._tokens = dict(tokens or {})
         self._default_token = default_token
         for where, token in [*((f"SWITCHBOARD_TELEGRAM_TOKENS[{k!r}]", v) for k, v in self._tokens.items()),
@@ -83,90 +82,119 @@ class TelegramChannel:
                     validate_token(token)
                 except TokenValidationError:
                     raise ConfigError(f"{where}: not a bot token (expected 123456:ABC-... from @BotFather)") from None
-        if secret is not None and not _SECRET.match(secret):
-            raise ConfigError("SWITCHBOARD_TELEGRAM_SECRET: use 1-256 characters A-Z, a-z, 0-9, _ and - "
-                              "(e.g. `openssl rand -hex 32`)")
-        self._secret = secret
         self._server = TelegramAPIServer.from_base(api_url)
-        self._policy = policy or RetryPolicy()
-        self._drain_timeout_s = drain_timeout_s
-        self._clients: dict[str, Bot] = {}  # token → aiogram Bot (one HTTP session each)
-        self._replies = ReplyTasks()
-        self._runtime: Runtime | None = None
+        self._bots: dict[str, Bot] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TelegramChannel | None:
-        """The webhook channel when a Telegram token is set, else None."""
+    def from_settings(cls, settings: Settings) -> Clients | None:
+        """The configured tokens, or None when no Telegram token is set."""
         if not (settings.telegram_token or settings.telegram_tokens):
             return None
-        if not settings.telegram_secret:
-            raise ConfigError("SWITCHBOARD_TELEGRAM_SECRET: required with a Telegram token, to verify the webhook "
-                              "(e.g. `openssl rand -hex 32`; `switchboard telegram set-webhook` registers it)")
-        return cls(tokens=settings.telegram_tokens, default_token=settings.telegram_token,
-                   secret=settings.telegram_secret, api_url=settings.telegram_api_url,
-                   drain_timeout_s=settings.drain_timeout_s)
+        return cls(settings.telegram_tokens, settings.telegram_token, settings.telegram_api_url)
 
-    def client(self, bot: str) -> Bot:
-        """The aiogram Bot that speaks for the Switchboard bot ``bot``."""
+    def has_token(self, bot: str) -> bool:
+        return self._tokens.get(bot, self._default_token) is not None
+
+    def __call__(self, bot: str) -> Bot:
         token = self._tokens.get(bot, self._default_token)
         if token is None:
             raise ConfigError(f"no Telegram token for bot {bot!r}: set SWITCHBOARD_TELEGRAM_TOKEN "
                               f"or add it to SWITCHBOARD_TELEGRAM_TOKENS")
-        if token not in self._clients:
-            self._clients[token] = Bot(token, session=AiohttpSession(api=self._server))
-        return self._clients[token]
+        if token not in self._bots:
+            self._bots[token] = Bot(token, session=AiohttpSession(api=self._server))
+        return self._bots[token]
+
+    async def aclose(self) -> None:
+        for tg in self._bots.values():
+            await tg.session.close()
+        self._bots.clear()
+
+
+def webhook_secret(settings: Settings) -> str:
+    """SWITCHBOARD_TELEGRAM_SECRET, required with a token: the webhook is verified with it."""
+    if not settings.telegram_secret:
+        raise ConfigError("SWITCHBOARD_TELEGRAM_SECRET: required with a Telegram token, to verify the webhook "
+                          "(e.g. `openssl rand -hex 32`; `switchboard telegram set-webhook` registers it)")
+    return _checked_secret(settings.telegram_secret)
+
+
+def _checked_secret(secret: str) -> str:
+    if not _SECRET.match(secret):
+        raise ConfigError("SWITCHBOARD_TELEGRAM_SECRET: use 1-256 characters A-Z, a-z, 0-9, _ and - "
+                          "(e.g. `openssl rand -hex 32`)")
+    return secret
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(self, inbox: Inbox, *, tokens: Mapping[str, str] | None = None, default_token: str | None = None,
+                 secret: str | None = None, api_url: str = "https://api.telegram.org",
+                 policy: RetryPolicy | None = None) -> None:
+        self._inbox = inbox
+        self.client = Clients(tokens, default_token, api_url)
+        self._secret = _checked_secret(secret) if secret is not None else None
+        self._policy = policy or RetryPolicy()
+        self._flow = WebhookFlow(inbox, self.name, api_errors=(TelegramAPIError,))
+
+    @classmethod
+    def from_settings(cls, inbox: Inbox, settings: Settings) -> TelegramChannel | None:
+        """The webhook channel when a Telegram token is set, else None."""
+        if not (settings.telegram_token or settings.telegram_tokens):
+            return None
+        return cls(inbox, tokens=settings.telegram_tokens, default_token=settings.telegram_token,
+                   secret=webhook_secret(settings), api_url=settings.telegram_api_url)
 
     # -- webhook ----------------------------------------------------------------------------
-    def router(self, runtime: Runtime) -> APIRouter:
-        self._runtime = runtime
+    def router(self) -> APIRouter:
         router = APIRouter(tags=["telegram"])
-
-        @router.post("/bots/{bot}/webhooks/telegram", responses={400: {}, 401: {}, 404: {}, 503: {}})
-        async def receive(bot: str, request: Request) -> Response:
-            """Telegram Bot API webhook (registered by `switchboard telegram set-webhook`)."""
-            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-            if self._secret is None or not hmac.compare_digest(given.encode(), self._secret.encode()):
-                runtime.metrics.rejected.labels(self.name, "secret").inc()
-                raise HTTPException(401, "wrong or missing X-Telegram-Bot-Api-Secret-Token")
-            self._check_bot(bot)
-            try:
-                update = Update.model_validate(json.loads(await request.body()))
-            except (ValueError, ValidationError) as exc:
-                raise HTTPException(400, f"not a Telegram update: {exc}") from None
-            message = await self._resolve(self.convert(bot, update))
-            if message is None:
-                return Response(status_code=200)
-            try:
-                turn = await runtime.accept(message)
-            except (StoreUnavailable, Busy):
-                runtime.metrics.rejected.labels(self.name, "unavailable").inc()
-                raise  # the app answers 503 with Retry-After; Telegram redelivers
-            self._start_reply(message, turn, update)
-            return Response(status_code=200)
-
+        router.add_api_route("/bots/{bot}/webhooks/telegram", self.receive, methods=["POST"],
+                             responses={400: {}, 401: {}, 404: {}, 503: {}})
         return router
 
+    async def receive(self, bot: str, request: Request) -> Response:
+        """Telegram Bot API webhook (registered by `switchboard telegram set-webhook`)."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if self._secret is None or not hmac.compare_digest(given.encode(), self._secret.encode()):
+            self._inbox.metrics.rejected.labels(self.name, "secret").inc()
+            raise HTTPException(401, "wrong or missing X-Telegram-Bot-Api-Secret-Token")
+        self._check_bot(bot)
+        try:
+            update = Update.model_validate(json.loads(await request.body()))
+        except (ValueError, ValidationError) as exc:
+            raise HTTPException(400, f"not a Telegram update: {exc}") from None
+        message = await self._resolve(self.convert(bot, update))
+        if message is not None:  # StoreUnavailable or Busy: the app answers 503, Telegram redelivers
+            await self._hand_over(message, update)
+        return Response(status_code=200)
+
+    async def start(self) -> None:
+        return None  # nothing to look up: the token is the bot's identity
+
     def _check_bot(self, name: str) -> None:
-        assert self._runtime is not None
-        spec = self._runtime.bot(name).spec  # UnknownBot → 404
-        if self.name not in spec.channels:
+        if self.name not in self._inbox.channels_of(name):  # UnknownBot → 404
             raise HTTPException(404, f"bot {name!r} does not enable the telegram channel (bot.yml channels)")
-        if self._tokens.get(name, self._default_token) is None:
+        if not self.client.has_token(name):
             raise HTTPException(404, f"no Telegram token for bot {name!r}")
 
-    def _start_reply(self, message: UserMessage, turn: Turn, update: Update) -> None:
-        assert self._runtime is not None
-        key = (message.ref.bot, message.ref.conversation_id, message.message_id)
-        if turn.status == "done" or self._replies.running(key):
-            self._runtime.metrics.duplicates.labels(message.ref.bot, self.name).inc()
-            return  # a redelivery: answered (or being answered) already
+    async def _hand_over(self, message: UserMessage, update: Update) -> None:
+        tg = self.client(message.ref.bot)
         callback_id = update.callback_query.id if update.callback_query else None
-        self._replies.start(key, self._reply(message, turn, callback_id))
+        address = message.ref.address
+
+        async def while_answering() -> None:
+            if callback_id is not None:  # stops the button's spinner
+                await self._try(lambda: tg.answer_callback_query(callback_id), "answerCallbackQuery")
+            await self._try(lambda: tg.send_chat_action(chat_id=int(address["chat_id"]), action="typing",
+                                                        message_thread_id=_thread(address)),
+                            "sendChatAction", attempts=1)
+
+        await self._flow.accept(message, functools.partial(self._send_with, tg, address), aside=while_answering)
 
     # -- Telegram → UserMessage ---------------------------------------------------------------
     def convert(self, bot: str, update: Update) -> UserMessage | None:
         """The customer's message in ``update``, or None for what the bot does not answer."""
-        max_chars = self._runtime.settings.max_message_chars if self._runtime else 4000
+        max_chars = self._inbox.limits.max_message_chars
         if update.message is not None:
             m = update.message
             if not m.text or not m.text.strip() or m.from_user is None or m.from_user.is_bot:
@@ -180,10 +208,10 @@ class TelegramChannel:
     async def _resolve(self, message: UserMessage | None) -> UserMessage | None:
         """A click on a button whose payload was too long for callback_data: the payload is
         found in the bot's latest stored answer with the same keyboard (else the title is the text)."""
-        if message is None or "button" not in message.metadata or self._runtime is None:
+        if message is None or "button" not in message.metadata:
             return message
         index, titles = int(message.metadata["button"]), list(message.metadata["keyboard"])
-        conversation = await self._runtime.store.load(message.ref.bot, message.ref.conversation_id, last_n=20)
+        conversation = await self._inbox.history(message.ref.bot, message.ref.conversation_id, last_n=20)
         for event in reversed(conversation.events if conversation else []):
             buttons = (event.data.get("buttons") or []) if event.kind == BOT else []
             if [b.get("title") or b.get("payload") for b in buttons] == titles and index < len(buttons):
@@ -191,33 +219,6 @@ class TelegramChannel:
         return replace(message, metadata={})
 
     # -- BotResponse → Telegram ------------------------------------------------------------------
-    async def _reply(self, message: UserMessage, turn: Turn, callback_id: str | None) -> None:
-        assert self._runtime is not None
-        tg = self.client(message.ref.bot)
-        if callback_id is not None:  # stops the button's spinner
-            await self._try(lambda: tg.answer_callback_query(callback_id), "answerCallbackQuery")
-        address = message.ref.address
-        typing = asyncio.get_running_loop().create_task(self._try(
-            lambda: tg.send_chat_action(chat_id=int(address["chat_id"]), action="typing",
-                                        message_thread_id=_thread(address)),
-            "sendChatAction", attempts=1))
-        try:
-            responses = await self._runtime.process(message, turn)
-        except Exception:
-            # The turn stays in the store (pending): the conversation's next message answers it.
-            log.exception("telegram message stored but not answered", extra={
-                "bot": message.ref.bot, "conversation_id": message.ref.conversation_id})
-            return
-        finally:
-            await typing
-        try:
-            await self._send_with(tg, address, responses)
-        except TelegramAPIError:
-            return  # counted and logged by call_with_retry; the answer stays in the transcript
-        except Exception:
-            log.exception("telegram answer not sent", extra={"bot": message.ref.bot,
-                                                             "conversation_id": message.ref.conversation_id})
-
     async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None:
         await self._send_with(self.client(ref.bot), ref.address, responses)
 
@@ -230,7 +231,7 @@ class TelegramChannel:
                 await call_with_retry(
                     functools.partial(tg.send_message, chat_id=int(address["chat_id"]), text=piece,
                                       reply_markup=markup, message_thread_id=_thread(address)),
-                    channel=self.name, what="sendMessage", classify=_classify, metrics=self._metrics(),
+                    channel=self.name, what="sendMessage", classify=_classify, metrics=self._inbox.metrics,
                     policy=self._policy)
 
     async def _try(self, call: Any, what: str, attempts: int | None = None) -> None:
@@ -238,48 +239,38 @@ class TelegramChannel:
         policy = self._policy if attempts is None else RetryPolicy(attempts, self._policy.base_delay_s,
                                                                    self._policy.max_delay_s)
         try:
-            await call_with_retry(call, channel=self.name, what=what, classify=_classify, metrics=self._metrics(),
-                                  policy=policy)
+            await call_with_retry(call, channel=self.name, what=what, classify=_classify,
+                                  metrics=self._inbox.metrics, policy=policy)
         except TelegramAPIError:
             pass  # counted and logged by call_with_retry
         except Exception:
             log.exception("telegram call failed", extra={"call": what})
 
-    def _metrics(self) -> Any:
-        assert self._runtime is not None, "router() or poll() attaches the runtime first"
-        return self._runtime.metrics
-
     # -- long polling (development) -----------------------------------------------------------------
-    async def poll(self, runtime: Runtime, bot: str, *, stop: asyncio.Event | None = None,
-                   timeout_s: int = 25) -> None:
+    async def poll(self, bot: str, *, stop: asyncio.Event | None = None, timeout_s: int = 25) -> None:
         """Answer ``bot``'s updates by long polling until ``stop`` is set (or the task is cancelled).
         Each update is stored before the next offset acknowledges it to Telegram."""
-        self._runtime = runtime
         stop = stop or asyncio.Event()
         tg = self.client(bot)
         offset: int | None = None
         while not stop.is_set():
             updates = await call_with_retry(
                 functools.partial(tg.get_updates, offset=offset, timeout=timeout_s, allowed_updates=UPDATES),
-                channel=self.name, what="getUpdates", classify=_classify, metrics=runtime.metrics,
+                channel=self.name, what="getUpdates", classify=_classify, metrics=self._inbox.metrics,
                 policy=RetryPolicy(attempts=1_000_000, base_delay_s=1.0, max_delay_s=60.0))
             for update in updates:
                 message = await self._resolve(self.convert(bot, update))
                 if message is not None:
                     try:
-                        turn = await runtime.accept(message)
-                    except (StoreUnavailable, Busy) as exc:
-                        log.warning("store unavailable, polling again shortly", extra={"error": str(exc)})
+                        await self._hand_over(message, update)
+                    except (StoreUnavailable, Busy):
                         await asyncio.sleep(2.0)
                         break  # the offset stays: the update comes again
-                    self._start_reply(message, turn, update)
                 offset = update.update_id + 1
 
     async def aclose(self) -> None:
-        await self._replies.aclose(self._drain_timeout_s)
-        for tg in self._clients.values():
-            await tg.session.close()
-        self._clients.clear()
+        await self._flow.aclose()
+        await self.client.aclose()
 
 
 def _ref(bot: str, m: Message) -> ConversationRef:
@@ -346,18 +337,18 @@ async def set_webhook(settings: Settings, bot_dir: Path, base_url: str) -> str:
     spec, _ = load_bot_folder(bot_dir)
     if TelegramChannel.name not in spec.channels:
         raise ConfigError(f"{spec.file}: 'channels' does not list telegram")
-    channel = TelegramChannel.from_settings(settings)
-    if channel is None:
+    clients = Clients.from_settings(settings)
+    if clients is None:
         raise ConfigError("SWITCHBOARD_TELEGRAM_TOKEN (or SWITCHBOARD_TELEGRAM_TOKENS): not set "
                           "(the token from @BotFather)")
+    secret = webhook_secret(settings)
     url = webhook_url(base_url, spec.name)
     try:
-        await channel.client(spec.name).set_webhook(url=url, secret_token=settings.telegram_secret,
-                                                    allowed_updates=UPDATES)
+        await clients(spec.name).set_webhook(url=url, secret_token=secret, allowed_updates=UPDATES)
     except TelegramAPIError as exc:
         raise SwitchboardError(f"Telegram refused the webhook {url}: {exc.message}") from None
     finally:
-        await channel.aclose()
+        await clients.aclose()
     return url
 
 
@@ -371,14 +362,14 @@ async def poll_until(settings: Settings, bot_dir: Path, stop: asyncio.Event | No
     spec, _ = load_bot_folder(bot_dir)
     if TelegramChannel.name not in spec.channels:
         raise ConfigError(f"{spec.file}: 'channels' does not list telegram")
-    channel = TelegramChannel(tokens=settings.telegram_tokens, default_token=settings.telegram_token,
-                              api_url=settings.telegram_api_url, drain_timeout_s=settings.drain_timeout_s)
-    channel.client(spec.name)  # no token: a ConfigError before anything starts
     runtime = Runtime(settings, open_store(uri=settings.mongodb_uri, data_dir=settings.data_dir), Metrics())
+    channel = TelegramChannel(runtime, tokens=settings.telegram_tokens, default_token=settings.telegram_token,
+                              api_url=settings.telegram_api_url)
+    channel.client(spec.name)  # no token: a ConfigError before anything starts
     await runtime.store.start()
     try:
         bot = await runtime.load_bot(bot_dir)
-        await channel.poll(runtime, bot.name, stop=stop, timeout_s=timeout_s)
+        await channel.poll(bot.name, stop=stop, timeout_s=timeout_s)
     except TelegramConflictError:
         raise SwitchboardError("Telegram refuses polling while a webhook is set for this token: use a separate "
                                "development bot from @BotFather, or remove the webhook (Bot API deleteWebhook)"

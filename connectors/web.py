@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
@@ -32,14 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from bots.errors import Busy, ConfigError, StoreUnavailable
 from bots.events import AGENT, BOT, USER
 from bots.handoff import is_paused
-from bots.settings import parse_origins, variable
+from bots.runtime import UnknownBot
+from bots.settings import Settings, parse_origins, variable
 from bots.store.base import Conversation
 from bots.types import ID_PATTERN, BotResponse, ConversationRef, UserMessage, valid_id
+from connectors.base import Inbox
 from connectors.bodies import TextBody
 from connectors.limits import RateLimiter
-
-if TYPE_CHECKING:
-    from bots.runtime import Runtime
 
 log = logging.getLogger("switchboard.web")
 
@@ -161,14 +160,26 @@ class _Socket:
 class WebChannel:
     name = "web"
 
-    def __init__(self, allowed_origins: Sequence[str] = ()) -> None:
+    def __init__(self, inbox: Inbox, *, allowed_origins: Sequence[str] = ()) -> None:
         """``allowed_origins``: ``Settings.widget_origins`` (none: only this server's own pages)."""
         try:
             self.origins = OriginPolicy.parse(",".join(allowed_origins))
         except ValueError as exc:
             raise ConfigError(f"{ORIGINS_ENV}: {exc}") from None
+        self._inbox = inbox
+        limits = inbox.limits
+        # Messages over a socket count like webhook requests: per client address.
+        self._frame_limit = RateLimiter(limits.rate_per_ip, limits.rate_per_ip_burst)
+        self._conversation_limit = RateLimiter(limits.rate_per_conversation, limits.rate_per_conversation_burst)
         self._sockets: dict[tuple[str, str], set[_Socket]] = {}
         self._answering: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, inbox: Inbox, settings: Settings) -> WebChannel:
+        return cls(inbox, allowed_origins=settings.widget_origins)
+
+    async def start(self) -> None:
+        return None  # nothing to prepare: sockets come and go with the customers
 
     # -- pushing into open widgets ----------------------------------------------------
     async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None:
@@ -191,159 +202,149 @@ class WebChannel:
                     await socket.websocket.close(code=1001)
 
     # -- routes -------------------------------------------------------------------------
-    def router(self, runtime: Runtime) -> APIRouter:
+    def router(self) -> APIRouter:
         router = APIRouter(tags=["web"])
-        max_chars = runtime.settings.max_message_chars
-        # Messages over a socket count like webhook requests: per client address.
-        frame_limit = RateLimiter(runtime.settings.rate_per_ip, runtime.settings.rate_per_ip_burst)
-        conversation_limit = RateLimiter(runtime.settings.rate_per_conversation,
-                                         runtime.settings.rate_per_conversation_burst)
-        max_frame = runtime.settings.max_body_bytes
-        idle_s = runtime.settings.ws_idle_timeout_s
-
-        def cors(request: Request, response: Response) -> None:
-            origin = request.headers.get("origin")
-            if origin is None:
-                return
-            if not self.origins.allows(origin, request.headers.get("host", "")):
-                raise HTTPException(403, f"origin {origin!r} may not use this widget: add it to {ORIGINS_ENV}")
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-
-        def check_text(text: str, payload: str | None) -> str:
-            text = text.strip()
-            if not text and not payload:
-                raise HTTPException(422, "text is empty: send what the customer typed, or a button payload")
-            if len(text) > max_chars:
-                raise HTTPException(422, f"text is {len(text)} characters; the limit is {max_chars}")
-            return text
-
-        @router.options("/bots/{bot}/webhooks/web", include_in_schema=False)
-        @router.options("/bots/{bot}/webhooks/web/history", include_in_schema=False)
-        async def preflight(request: Request, bot: str) -> Response:
-            response = Response(status_code=204)
-            cors(request, response)
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-            response.headers["Access-Control-Max-Age"] = "600"
-            return response
-
-        @router.post("/bots/{bot}/webhooks/web", response_model=WebReply,
-                     responses={400: {}, 403: {}, 404: {}, 413: {}, 422: {}, 503: {}})
-        async def receive(request: Request, response: Response, bot: str, body: WebMessage) -> WebReply:
-            cors(request, response)
-            runtime.bot(bot)  # 404 before anything else
-            text = check_text(body.text, body.payload)
-            wait = conversation_limit.allow(f"{bot}/{body.conversation_id}")
-            if wait > 0:
-                raise HTTPException(429, f"too many messages in this conversation; retry in {math.ceil(wait)} s",
-                                    headers={"Retry-After": str(math.ceil(wait))})
-            message = UserMessage(
-                ref=ConversationRef(bot=bot, channel=self.name, conversation_id=body.conversation_id),
-                message_id=body.message_id, text=text, user_id=body.user_id, payload=body.payload,
-            )
-            responses = await runtime.handle(message)
-            return WebReply(conversation_id=body.conversation_id, message_id=body.message_id,
-                            responses=_out(responses))
-
-        @router.get("/bots/{bot}/webhooks/web/history", responses={403: {}, 404: {}, 422: {}})
-        async def history(request: Request, response: Response, bot: str,
-                          conversation_id: Annotated[str, Query(pattern=ID_PATTERN)]) -> dict[str, Any]:
-            cors(request, response)
-            runtime.bot(bot)
-            response.headers["Cache-Control"] = "no-store"
-            return history_json(await runtime.store.load(bot, conversation_id))
-
-        @router.websocket("/bots/{bot}/webhooks/web/ws")
-        async def socket(websocket: WebSocket, bot: str, conversation_id: str = "", after: int = 0) -> None:
-            origin = websocket.headers.get("origin")
-            if origin is not None and not self.origins.allows(origin, websocket.headers.get("host", "")):
-                await websocket.close(code=1008, reason="origin not allowed")
-                return
-            if bot not in runtime.bots or not valid_id(conversation_id):
-                await websocket.close(code=1008, reason="unknown bot or bad conversation_id")
-                return
-            await websocket.accept()
-            conn = _Socket(websocket, max(0, after))
-            key = (bot, conversation_id)
-            self._sockets.setdefault(key, set()).add(conn)
-            pump = asyncio.create_task(self._pump_agent_messages(runtime, bot, conversation_id, conn))
-            try:
-                while True:
-                    try:  # an idle socket is closed; the widget reconnects when the customer types
-                        text = await asyncio.wait_for(websocket.receive_text(), timeout=idle_s)
-                    except TimeoutError:
-                        await websocket.close(code=1000, reason="idle")
-                        break
-                    if len(text) > max_frame:
-                        await websocket.close(code=1009, reason=f"frame larger than {max_frame} bytes")
-                        break
-                    try:
-                        frame = SocketFrame.model_validate(json.loads(text))
-                    except (ValueError, ValidationError):  # not JSON, or not a frame
-                        await conn.send({"type": "error", "id": None, "retry": False,
-                                         "detail": "a frame is a JSON object with type 'message' and an id "
-                                                   "(letters, digits, _ -)"})
-                        continue
-                    if frame.type != "message":
-                        continue
-                    wait = max(frame_limit.allow(websocket.client.host if websocket.client else "unknown"),
-                               conversation_limit.allow(f"{bot}/{conversation_id}"))
-                    if wait > 0:
-                        await conn.send({"type": "error", "id": frame.id, "retry": True, "retry_after": wait,
-                                         "detail": "too many messages; this one will be sent again shortly"})
-                        continue
-                    # Answered even if the customer leaves meanwhile: the reply is stored for their return.
-                    task = asyncio.create_task(self._answer(runtime, bot, conversation_id, frame, conn, max_chars))
-                    self._answering.add(task)
-                    task.add_done_callback(self._answering.discard)
-            except (WebSocketDisconnect, RuntimeError, ValueError):
-                pass
-            finally:
-                conn.closed = True
-                pump.cancel()
-                sockets = self._sockets.get(key)
-                if sockets is not None:
-                    sockets.discard(conn)
-                    if not sockets:
-                        self._sockets.pop(key, None)
-
-        @router.get("/widget.js", include_in_schema=False)
-        async def widget_js() -> Response:
-            body = resources.files("connectors").joinpath("static/widget.js").read_bytes()
-            return Response(body, media_type="text/javascript; charset=utf-8",
-                            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"})
-
-        @router.get("/bots/{bot}/chat", response_class=HTMLResponse, include_in_schema=False)
-        async def chat_page(bot: str) -> HTMLResponse:
-            runtime.bot(bot)
-            page = resources.files("connectors").joinpath("static/chat.html").read_text(encoding="utf-8")
-            # The bot name matched a served bot's name (letters, digits, _ . -): safe to embed.
-            # Framed only by this server and the widget's allowed origins (no clickjacking elsewhere).
-            csp = f"frame-ancestors {self.origins.frame_ancestors()}; object-src 'none'; base-uri 'none'"
-            return HTMLResponse(page.replace("__BOT__", bot),
-                                headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
-
+        for path in ("/bots/{bot}/webhooks/web", "/bots/{bot}/webhooks/web/history"):
+            router.add_api_route(path, self.preflight, methods=["OPTIONS"], include_in_schema=False)
+        router.add_api_route("/bots/{bot}/webhooks/web", self.receive, methods=["POST"], response_model=WebReply,
+                             responses={400: {}, 403: {}, 404: {}, 413: {}, 422: {}, 503: {}})
+        router.add_api_route("/bots/{bot}/webhooks/web/history", self.history, methods=["GET"],
+                             responses={403: {}, 404: {}, 422: {}})
+        router.add_api_websocket_route("/bots/{bot}/webhooks/web/ws", self.socket)
+        router.add_api_route("/widget.js", widget_js, methods=["GET"], include_in_schema=False)
+        router.add_api_route("/bots/{bot}/chat", self.chat_page, methods=["GET"], response_class=HTMLResponse,
+                             include_in_schema=False)
         return router
 
-    async def _answer(self, runtime: Runtime, bot: str, conversation_id: str, frame: SocketFrame, conn: _Socket,
-                      max_chars: int) -> None:
-        text = frame.text.strip()
-        if not text and not frame.payload:
-            await conn.send({"type": "error", "id": frame.id, "retry": False, "detail": "the message is empty"})
+    def _cors(self, request: Request, response: Response) -> None:
+        origin = request.headers.get("origin")
+        if origin is None:
             return
-        if len(text) > max_chars:
-            await conn.send({"type": "error", "id": frame.id, "retry": False,
-                             "detail": f"the message is {len(text)} characters; the limit is {max_chars}"})
+        if not self.origins.allows(origin, request.headers.get("host", "")):
+            raise HTTPException(403, f"origin {origin!r} may not use this widget: add it to {ORIGINS_ENV}")
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+
+    def _served(self, bot: str) -> None:
+        """404 for a bot not served here (503 while its model loads): UnknownBot, answered by the app."""
+        self._inbox.channels_of(bot)
+
+    async def preflight(self, request: Request, bot: str) -> Response:
+        response = Response(status_code=204)
+        self._cors(request, response)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    async def receive(self, request: Request, response: Response, bot: str, body: WebMessage) -> WebReply:
+        self._cors(request, response)
+        self._served(bot)  # 404 before anything else
+        text = body.text.strip()
+        problem = _text_problem(text, body.payload, self._inbox.limits.max_message_chars)
+        if problem is not None:
+            raise HTTPException(422, problem)
+        wait = self._conversation_limit.allow(f"{bot}/{body.conversation_id}")
+        if wait > 0:
+            raise HTTPException(429, f"too many messages in this conversation; retry in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
+        message = UserMessage(
+            ref=ConversationRef(bot=bot, channel=self.name, conversation_id=body.conversation_id),
+            message_id=body.message_id, text=text, user_id=body.user_id, payload=body.payload,
+        )
+        responses = await self._inbox.handle(message)
+        return WebReply(conversation_id=body.conversation_id, message_id=body.message_id, responses=_out(responses))
+
+    async def history(self, request: Request, response: Response, bot: str,
+                      conversation_id: Annotated[str, Query(pattern=ID_PATTERN)]) -> dict[str, Any]:
+        self._cors(request, response)
+        self._served(bot)
+        response.headers["Cache-Control"] = "no-store"
+        return history_json(await self._inbox.history(bot, conversation_id))
+
+    async def socket(self, websocket: WebSocket, bot: str, conversation_id: str = "", after: int = 0) -> None:
+        origin = websocket.headers.get("origin")
+        if origin is not None and not self.origins.allows(origin, websocket.headers.get("host", "")):
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
+        try:
+            self._served(bot)
+        except UnknownBot:
+            served = False
+        else:
+            served = True
+        if not served or not valid_id(conversation_id):
+            await websocket.close(code=1008, reason="unknown bot or bad conversation_id")
+            return
+        limits = self._inbox.limits
+        await websocket.accept()
+        conn = _Socket(websocket, max(0, after))
+        key = (bot, conversation_id)
+        self._sockets.setdefault(key, set()).add(conn)
+        pump = asyncio.create_task(self._pump_agent_messages(bot, conversation_id, conn))
+        try:
+            while True:
+                try:  # an idle socket is closed; the widget reconnects when the customer types
+                    text = await asyncio.wait_for(websocket.receive_text(), timeout=limits.ws_idle_timeout_s)
+                except TimeoutError:
+                    await websocket.close(code=1000, reason="idle")
+                    break
+                if len(text) > limits.max_body_bytes:
+                    await websocket.close(code=1009, reason=f"frame larger than {limits.max_body_bytes} bytes")
+                    break
+                try:
+                    frame = SocketFrame.model_validate(json.loads(text))
+                except (ValueError, ValidationError):  # not JSON, or not a frame
+                    await conn.send({"type": "error", "id": None, "retry": False,
+                                     "detail": "a frame is a JSON object with type 'message' and an id "
+                                               "(letters, digits, _ -)"})
+                    continue
+                if frame.type != "message":
+                    continue
+                wait = max(self._frame_limit.allow(websocket.client.host if websocket.client else "unknown"),
+                           self._conversation_limit.allow(f"{bot}/{conversation_id}"))
+                if wait > 0:
+                    await conn.send({"type": "error", "id": frame.id, "retry": True, "retry_after": wait,
+                                     "detail": "too many messages; this one will be sent again shortly"})
+                    continue
+                # Answered even if the customer leaves meanwhile: the reply is stored for their return.
+                task = asyncio.create_task(self._answer(bot, conversation_id, frame, conn))
+                self._answering.add(task)
+                task.add_done_callback(self._answering.discard)
+        except (WebSocketDisconnect, RuntimeError, ValueError):
+            pass
+        finally:
+            conn.closed = True
+            pump.cancel()
+            sockets = self._sockets.get(key)
+            if sockets is not None:
+                sockets.discard(conn)
+                if not sockets:
+                    self._sockets.pop(key, None)
+
+    async def chat_page(self, bot: str) -> HTMLResponse:
+        self._served(bot)
+        page = resources.files("connectors").joinpath("static/chat.html").read_text(encoding="utf-8")
+        # The bot name matched a served bot's name (letters, digits, _ . -): safe to embed.
+        # Framed only by this server and the widget's allowed origins (no clickjacking elsewhere).
+        csp = f"frame-ancestors {self.origins.frame_ancestors()}; object-src 'none'; base-uri 'none'"
+        return HTMLResponse(page.replace("__BOT__", bot),
+                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+
+    async def _answer(self, bot: str, conversation_id: str, frame: SocketFrame, conn: _Socket) -> None:
+        text = frame.text.strip()
+        problem = _text_problem(text, frame.payload, self._inbox.limits.max_message_chars)
+        if problem is not None:
+            await conn.send({"type": "error", "id": frame.id, "retry": False, "detail": problem})
             return
         message = UserMessage(ref=ConversationRef(bot=bot, channel=self.name, conversation_id=conversation_id),
                               message_id=frame.id, text=text, payload=frame.payload)
         try:
-            turn = await runtime.accept(message)
+            turn = await self._inbox.accept(message)
             await conn.send({"type": "ack", "id": frame.id, "seq": turn.seq})
             if turn.status != "done":
                 await conn.send({"type": "typing", "on": True, "id": frame.id})
-            responses = await runtime.process(message, turn)
+            responses = await self._inbox.process(message, turn)
         except (Busy, StoreUnavailable):
             await conn.send({"type": "error", "id": frame.id, "retry": True,
                              "detail": "the bot is busy; the message will be sent again"})
@@ -352,13 +353,13 @@ class WebChannel:
             # Never resent by the widget (the same message would fail the same way); if it was stored
             # (acknowledged), the conversation's next message answers it.
             log.exception("web socket message failed", extra={"bot": bot})
-            runtime.metrics.errors.labels(bot, self.name, "internal").inc()
+            self._inbox.metrics.errors.labels(bot, self.name, "internal").inc()
             await conn.send({"type": "error", "id": frame.id, "retry": False,
                              "detail": "the message could not be answered; please try again later"})
             return
         await conn.send({"type": "reply", "id": frame.id, "seq": turn.seq, "responses": _json(responses)})
 
-    async def _pump_agent_messages(self, runtime: Runtime, bot: str, conversation_id: str, conn: _Socket) -> None:
+    async def _pump_agent_messages(self, bot: str, conversation_id: str, conn: _Socket) -> None:
         """Send agent messages stored after ``conn.delivered``: at once when woken by ``send``, else
         every few seconds (an agent on another replica)."""
         seen_activity = 0.0
@@ -372,11 +373,11 @@ class WebChannel:
             conn.wake.clear()
             try:
                 if not woken:
-                    summary = await runtime.store.summary(bot, conversation_id)
+                    summary = await self._inbox.summary(bot, conversation_id)
                     if summary is None or summary.last_activity == seen_activity:
                         continue
                     seen_activity = summary.last_activity
-                conversation = await runtime.store.load(bot, conversation_id, last_n=20)
+                conversation = await self._inbox.history(bot, conversation_id, last_n=20)
             except StoreUnavailable:
                 continue
             for turn in conversation.turns if conversation else ():
@@ -386,3 +387,18 @@ class WebChannel:
                 if agent:  # agent turns are stored complete: never revisited
                     await conn.send({"type": "agent", "seq": turn.seq, "responses": _json(agent)})
                 conn.delivered = turn.seq
+
+
+async def widget_js() -> Response:
+    body = resources.files("connectors").joinpath("static/widget.js").read_bytes()
+    return Response(body, media_type="text/javascript; charset=utf-8",
+                    headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"})
+
+
+def _text_problem(text: str, payload: str | None, max_chars: int) -> str | None:
+    """Why a customer's (stripped) message cannot be taken, or None."""
+    if not text and not payload:
+        return "text is empty: send what the customer typed, or a button payload"
+    if len(text) > max_chars:
+        return f"text is {len(text)} characters; the limit is {max_chars}"
+    return None

@@ -18,9 +18,8 @@ from bots.settings import Settings
 from bots.types import BotResponse, Understanding
 from connectors.app import create_app
 from connectors.outgoing import RetryPolicy
-from connectors.slack import SlackChannel
-from connectors.web import WebChannel
 from tests.connectors.test_review_api import add_users, sign_in
+from tests.connectors.test_slack import slack_channel
 from tests.fixtures.fake_slack import FakeSlack, event_body, sign
 from tests.fixtures.fake_slack import fake_slack as fake_slack
 
@@ -38,7 +37,7 @@ def _ready(client: TestClient) -> None:
 @pytest.fixture
 def web(tiny_bot_dir: Path, settings: Settings) -> Iterator[TestClient]:
     add_users(settings.data_dir, ann="agent")
-    app = create_app(settings, [tiny_bot_dir], channels=[WebChannel([SHOP])])
+    app = create_app(replace(settings, widget_origins=(SHOP,)), [tiny_bot_dir])
     with TestClient(app) as client:
         _ready(client)
         yield client
@@ -66,7 +65,8 @@ def test_message_ack_typing_reply_and_idempotent_resend(web: TestClient) -> None
         again = frames_until(ws, "reply")
         assert again[-1]["responses"] == reply["responses"] and again[-1]["seq"] == 1
         ws.send_json({"type": "message", "id": "m2", "text": "   "})
-        assert ws.receive_json() == {"type": "error", "id": "m2", "retry": False, "detail": "the message is empty"}
+        assert ws.receive_json() == {"type": "error", "id": "m2", "retry": False,
+                                     "detail": "text is empty: send what the customer typed, or a button payload"}
         ws.send_json({"type": "message", "id": "m3", "payload": '/track_order{"order_id": "77"}', "text": "Track"})
         assert frames_until(ws, "reply")[-1]["responses"][0]["text"] == "Order 77 is on its way."
     history = web.get("/bots/tiny/webhooks/web/history?conversation_id=w1", headers={"origin": SHOP})
@@ -197,9 +197,8 @@ def test_a_generated_answer_streams_to_the_widget_before_the_reply(web: TestClie
 def test_agent_reply_reaches_a_slack_customer(tiny_bot_dir: Path, settings: Settings, fake_slack: FakeSlack) -> None:
     secret = "8f742231b10e8888abcd99yyyzzz85a5"
     add_users(settings.data_dir, ann="agent")
-    slack = SlackChannel(signing_secret=secret, tokens={"T1": "xoxb-team-one"}, api_url=fake_slack.base_url,
-                         policy=RetryPolicy(attempts=2, base_delay_s=0.01))
-    with TestClient(create_app(settings, [tiny_bot_dir], channels=[WebChannel(), slack])) as client:
+    slack = slack_channel(fake_slack, policy=RetryPolicy(attempts=2, base_delay_s=0.01))
+    with TestClient(create_app(settings, [tiny_bot_dir], channels=[slack])) as client:
         _ready(client)
         body = event_body({"type": "message", "channel": "D1", "channel_type": "im", "user": "U42",
                            "text": "I need a live agent", "ts": "1700000001.000100", "event_ts": "1700000001.000100"})
@@ -221,7 +220,7 @@ def test_socket_messages_are_rate_limited_per_client(tiny_bot_dir: Path, setting
     from dataclasses import replace
 
     limited = replace(settings, rate_per_ip=0.01, rate_per_ip_burst=2)
-    with TestClient(create_app(limited, [tiny_bot_dir], channels=[WebChannel()])) as client:
+    with TestClient(create_app(limited, [tiny_bot_dir])) as client:
         _ready(client)
         with client.websocket_connect(f"{WS}?conversation_id=r1") as ws:
             for i in range(2):

@@ -3,6 +3,7 @@ store, and a fake Slack Web API on 127.0.0.1. Requests are signed the way Slack 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -20,9 +21,9 @@ from bots.runtime import IntentModel, load_onnx_model
 from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
 from connectors.app import create_app
+from connectors.base import ChannelFactory
 from connectors.outgoing import RetryPolicy
 from connectors.slack import SlackChannel
-from connectors.web import WebChannel
 from tests.conftest import ADMIN_TOKEN
 from tests.connectors.test_web import metric
 from tests.fixtures.fake_slack import BOT_USER_ID, FakeSlack, event_body, sign
@@ -31,6 +32,7 @@ from tests.fixtures.fake_slack import fake_slack as fake_slack  # the fixture
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 URL = "/bots/tiny/webhooks/slack"
+FAST = RetryPolicy(attempts=3, base_delay_s=0.01)
 RESPONSES = {
     "cancel_order": "Which order would you like to cancel?",
     "track_order": "Your order is on its way.",
@@ -61,11 +63,18 @@ def shared_model(artifact: Path, spec: BotSpec, settings: Settings) -> IntentMod
     return _MODELS[key]
 
 
+def slack_channel(fake: FakeSlack, *, default_token: str | None = None, policy: RetryPolicy = FAST,
+                  api_url: str | None = None) -> ChannelFactory:
+    """The Slack channel on the fake Web API: workspace T1 has its own token, others the default one."""
+    return functools.partial(SlackChannel, signing_secret=SECRET, tokens={"T1": "xoxb-team-one"},
+                             default_token=default_token, api_url=api_url or fake.base_url, policy=policy)
+
+
 def _client(settings: Settings, bot_dir: Path, fake: FakeSlack, store: SQLiteStore | None = None,
-            default_token: str | None = "xoxb-team-two") -> TestClient:
-    channel = SlackChannel(signing_secret=SECRET, tokens={"T1": "xoxb-team-one"}, default_token=default_token,
-                           api_url=fake.base_url, policy=RetryPolicy(attempts=3, base_delay_s=0.01))
-    app = create_app(settings, [bot_dir], store=store, channels=[WebChannel(), channel], model_loader=shared_model)
+            default_token: str | None = "xoxb-team-two", policy: RetryPolicy = FAST,
+            api_url: str | None = None) -> TestClient:
+    channel = slack_channel(fake, default_token=default_token, policy=policy, api_url=api_url)
+    app = create_app(settings, [bot_dir], store=store, channels=[channel], model_loader=shared_model)
     return TestClient(app)
 
 
@@ -102,18 +111,20 @@ def dm(text: str, ts: str = "1700000001.000100", **extra: Any) -> dict[str, Any]
 
 
 def click(value: str, title: str, *, channel: str = "D1", thread_ts: str | None = None,
-          action_ts: str = "1700000099.000001") -> bytes:
+          action_ts: str = "1700000099.000001", team: str = "T1", response_url: str | None = None) -> bytes:
     message: dict[str, Any] = {"type": "message", "ts": "1700000050.000100", "bot_id": "BBOT0001"}
     if thread_ts:
         message["thread_ts"] = thread_ts
     payload = {
-        "type": "block_actions", "team": {"id": "T1", "domain": "acme"}, "user": {"id": "U42", "team_id": "T1"},
+        "type": "block_actions", "team": {"id": team, "domain": "acme"}, "user": {"id": "U42", "team_id": team},
         "api_app_id": "A1", "container": {"type": "message", "message_ts": "1700000050.000100",
                                           "channel_id": channel, "is_ephemeral": False},
         "channel": {"id": channel, "name": "directmessage"}, "message": message,
         "actions": [{"type": "button", "action_id": "switchboard_button_0", "block_id": "switchboard_buttons",
                      "value": value, "text": {"type": "plain_text", "text": title}, "action_ts": action_ts}],
     }
+    if response_url is not None:
+        payload["response_url"] = response_url
     return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
 
 
@@ -144,7 +155,8 @@ def test_direct_message_conversation(slack: TestClient, fake_slack: FakeSlack) -
     t = transcript(slack, "slack:T1:D1")
     assert t["summary"]["channel"] == "slack"
     assert [turn["events"][0]["data"]["text"] for turn in t["turns"]] == ["I want to cancel my order 123", "hello"]
-    assert len(fake_slack.calls_to("auth.test")) == 1  # once per token, then cached
+    # The bot's identity: looked up once per configured token, at start-up, then cached.
+    assert sorted(c.token or "" for c in fake_slack.calls_to("auth.test")) == ["xoxb-team-one", "xoxb-team-two"]
 
 
 def test_other_workspace_uses_its_token(slack: TestClient, fake_slack: FakeSlack) -> None:
@@ -161,8 +173,11 @@ def test_workspace_without_a_token_is_not_answered(tiny_bot_dir: Path, settings:
         _ready(client)
         r = deliver(client, event_body(dm("hello"), team="T9"))
         assert r.status_code == 200  # acknowledged (Slack would only retry), logged, not stored
+        r = deliver(client, click("/greet", "Hello", team="T9", response_url=f"{fake_slack.base_url}response_url"),
+                    content_type="application/x-www-form-urlencoded")
+        assert r.status_code == 200  # and nothing is posted to Slack before the ack (no apology either)
         assert client.get("/bots/tiny/conversations", headers=AUTH).json()["total"] == 0
-    assert fake_slack.calls == []
+    assert [c.method for c in fake_slack.calls if c.method != "auth.test"] == []  # auth.test: at start-up
 
 
 def test_url_verification_answers_the_challenge(slack: TestClient) -> None:
@@ -192,7 +207,7 @@ def test_bad_or_stale_signatures_are_refused(slack: TestClient, fake_slack: Fake
     assert slack.get("/bots/tiny/conversations", headers=AUTH).json()["total"] == 0
     assert metric(slack, "switchboard_rejected_requests_total", channel="slack", reason="signature") == 1
     time.sleep(0.1)
-    assert fake_slack.calls == []
+    assert [c.method for c in fake_slack.calls if c.method != "auth.test"] == []  # auth.test: at start-up
 
 
 def test_recent_timestamp_within_the_window_is_accepted(slack: TestClient, fake_slack: FakeSlack) -> None:
@@ -380,3 +395,131 @@ def test_redelivery_to_another_replica_is_not_answered_twice(tiny_bot_dir: Path,
         time.sleep(0.3)
         assert metric(second, "switchboard_duplicate_messages_total", channel="slack") == 1
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+
+# -- Slack's Web API unreachable: the ack never waits for it ------------------------------------------
+def _timed_delivery(client: TestClient, body: bytes) -> tuple[Any, float]:
+    started = time.monotonic()
+    r = deliver(client, body)
+    return r, time.monotonic() - started
+
+
+def test_api_outage_still_stores_and_acks_in_time_and_replies_when_it_is_back(
+        tiny_bot_dir: Path, settings: Settings, fake_slack: FakeSlack) -> None:
+    """Slack's Web API answers 503 from start-up on. A signed event is stored and acknowledged within
+    Slack's 3-second window (the channel's default retry policy, as served); the answer is posted once
+    the API is back, and the bot's identity (auth.test) is resolved in the background meanwhile."""
+    fake_slack.down = True
+    with _client(settings, tiny_bot_dir, fake_slack, policy=RetryPolicy()) as client:
+        _ready(client)
+        r, took = _timed_delivery(client, event_body(dm("hello")))
+        assert r.status_code == 200, r.text
+        assert took < 3.0
+        [turn] = transcript(client, "slack:T1:D1")["turns"]  # stored before the ack
+        assert turn["events"][0]["data"]["text"] == "hello"
+        fake_slack.wait_for("chat.postMessage")  # tried while the API was down
+        tried = len(fake_slack.calls_to("auth.test"))
+        assert tried >= 2  # at start-up, for both tokens, and still retrying
+        fake_slack.down = False
+        calls = fake_slack.wait_for("chat.postMessage", 2)
+        assert section_texts(calls[-1]) == [RESPONSES["greet"]] and calls[-1].token == "xoxb-team-one"
+        # The identity lookups go on in the background and succeed once the API is back.
+        deadline = time.monotonic() + 30
+        while {c.token for c in fake_slack.calls_to("auth.test")[tried:]} != {"xoxb-team-one", "xoxb-team-two"}:
+            assert time.monotonic() < deadline, fake_slack.calls_to("auth.test")
+            time.sleep(0.05)
+    assert len(fake_slack.calls_to("chat.postMessage")) == 2  # one failed try, then the answer
+
+
+def test_unreachable_api_does_not_delay_the_ack(tiny_bot_dir: Path, settings: Settings,
+                                                fake_slack: FakeSlack) -> None:
+    """No network to Slack (connections refused): acknowledged in time, stored, never a 5xx."""
+    closed = f"http://127.0.0.1:{_closed_port()}/api/"
+    with _client(settings, tiny_bot_dir, fake_slack, policy=RetryPolicy(), api_url=closed) as client:
+        _ready(client)
+        r, took = _timed_delivery(client, event_body(dm("I want to cancel my order 123")))
+        assert r.status_code == 200, r.text
+        assert took < 3.0
+        [turn] = transcript(client, "slack:T1:D1")["turns"]
+        assert turn["events"][0]["data"]["text"] == "I want to cancel my order 123"
+
+
+def test_revoked_token_does_not_lose_the_message(tiny_bot_dir: Path, settings: Settings,
+                                                 fake_slack: FakeSlack) -> None:
+    """auth.test says invalid_auth (a revoked or mistyped token): the message is still stored and
+    acknowledged; the reply fails (logged and counted) and the answer stays in the transcript."""
+    with _client(settings, tiny_bot_dir, fake_slack, default_token="xoxb-revoked") as client:
+        _ready(client)
+        r = deliver(client, event_body(dm("hello"), team="T2"))
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 5
+        while metric(client, "switchboard_outgoing_failures_total", channel="slack") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        [turn] = transcript(client, "slack:T2:D1")["turns"]
+        assert turn["events"][0]["data"]["text"] == "hello"
+    assert [c.params.get("channel") for c in fake_slack.calls_to("chat.postMessage")] == ["D1"]
+
+
+@pytest.mark.parametrize("case", ["unknown_bot", "bad_signature"])
+def test_refusals_do_not_depend_on_the_api(tiny_bot_dir: Path, settings: Settings, fake_slack: FakeSlack,
+                                           case: str) -> None:
+    fake_slack.down = True
+    with _client(settings, tiny_bot_dir, fake_slack, policy=RetryPolicy()) as client:
+        _ready(client)
+        started = time.monotonic()
+        if case == "unknown_bot":
+            r = deliver(client, event_body(dm("hello")), url="/bots/nope/webhooks/slack")
+            assert r.status_code == 404, r.text
+            assert "no bot named 'nope'" in r.json()["detail"]
+        else:
+            r = deliver(client, event_body(dm("hello")), secret="not-the-signing-secret")
+            assert r.status_code == 401, r.text
+        assert time.monotonic() - started < 3.0
+        assert client.get("/bots/tiny/conversations", headers=AUTH).json()["total"] == 0
+
+
+def test_bot_identity_is_resolved_at_start_up_and_retried_in_the_background(
+        tiny_bot_dir: Path, settings: Settings, fake_slack: FakeSlack) -> None:
+    fake_slack.fail_next("auth.test", 503, body="upstream unavailable", content_type="text/plain", times=3)
+    with _client(settings, tiny_bot_dir, fake_slack) as client:
+        _ready(client)
+        # Before any event: one successful auth.test per configured token, after the failures.
+        deadline = time.monotonic() + 10
+        while len(fake_slack.calls_to("auth.test")) < 5:
+            assert time.monotonic() < deadline, fake_slack.calls
+            time.sleep(0.02)
+        assert metric(client, "switchboard_outgoing_retries_total", channel="slack", reason="server_error") == 3
+        thread = "1700000000.000001"
+        mention = {"type": "app_mention", "channel": "C7", "user": "U42", "ts": "1700000003.000100",
+                   "text": f"<@{BOT_USER_ID}> hello", "thread_ts": thread}
+        deliver(client, event_body(mention, event_id="EvMention"))
+        fake_slack.wait_for("chat.postMessage")
+    # 3 failures, then one success per token; none since (cached), the event included.
+    assert len(fake_slack.calls_to("auth.test")) == 5
+    assert {c.token for c in fake_slack.calls_to("auth.test")} == {"xoxb-team-one", "xoxb-team-two"}
+
+
+def test_the_signature_is_checked_once(slack: TestClient, fake_slack: FakeSlack,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from slack_sdk.signature import SignatureVerifier
+
+    checks: list[bytes] = []
+    original = SignatureVerifier.is_valid
+
+    def counting(self: SignatureVerifier, body: str | bytes, timestamp: str, signature: str) -> bool:
+        checks.append(body if isinstance(body, bytes) else body.encode())
+        return original(self, body, timestamp, signature)
+
+    monkeypatch.setattr(SignatureVerifier, "is_valid", counting)
+    assert deliver(slack, event_body(dm("hello"))).status_code == 200
+    fake_slack.wait_for("chat.postMessage")
+    assert len(checks) == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -4,6 +4,7 @@ store, and a fake Telegram Bot API on 127.0.0.1. Webhook requests carry the secr
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import time
@@ -20,12 +21,12 @@ from bots.settings import Settings
 from bots.store.base import SummaryUpdate
 from bots.types import BotResponse, Button, ConversationRef
 from connectors.app import create_app
+from connectors.base import ChannelFactory
 from connectors.cli import main as cli_main
 from connectors.outgoing import RetryPolicy, split_text, utf16_len
 from connectors.telegram import TelegramChannel, poll_until
-from connectors.web import WebChannel
 from tests.conftest import ADMIN_TOKEN
-from tests.connectors.test_slack import RESPONSES, FlakyStore, _ready, shared_model
+from tests.connectors.test_slack import FAST, RESPONSES, FlakyStore, _ready, shared_model
 from tests.connectors.test_slack import SECRET as SLACK_SECRET
 from tests.connectors.test_web import metric
 from tests.fixtures.fake_telegram import OTHER_TOKEN, TOKEN, FakeTelegram, callback_update, text_update
@@ -37,12 +38,17 @@ URL = "/bots/tiny/webhooks/telegram"
 SPECIAL = "Hi_there *bold* [link](x) ~strike~ `code` > quote #1 +2 -3 =4 |5| {6}. Done!"
 
 
+def telegram_channel(fake: FakeTelegram, tokens: dict[str, str] | None = None) -> ChannelFactory:
+    """The Telegram channel on the fake Bot API (the tiny bot's token unless ``tokens`` says otherwise)."""
+    return functools.partial(TelegramChannel, tokens=tokens if tokens is not None else {"tiny": TOKEN},
+                             secret=SECRET, api_url=fake.base_url, policy=FAST)
+
+
 def _client(settings: Settings, bot_dir: Path, fake: FakeTelegram, store: Any = None,
             tokens: dict[str, str] | None = None) -> tuple[TestClient, TelegramChannel]:
-    channel = TelegramChannel(tokens=tokens if tokens is not None else {"tiny": TOKEN}, secret=SECRET,
-                              api_url=fake.base_url, policy=RetryPolicy(attempts=3, base_delay_s=0.01))
-    app = create_app(settings, [bot_dir], store=store, channels=[WebChannel(), channel], model_loader=shared_model)
-    return TestClient(app), channel
+    channel = telegram_channel(fake, tokens)
+    app = create_app(settings, [bot_dir], store=store, channels=[channel], model_loader=shared_model)
+    return TestClient(app), app.state.channels["telegram"]
 
 
 @pytest.fixture

@@ -15,10 +15,6 @@ from fastapi.testclient import TestClient
 from bots.botspec import fill_template, load_bot
 from bots.settings import Settings
 from connectors.app import create_app
-from connectors.outgoing import RetryPolicy
-from connectors.slack import SlackChannel
-from connectors.telegram import TelegramChannel
-from connectors.web import WebChannel
 from tests.conftest import ADMIN_TOKEN, ROOT
 from tests.connectors import test_slack, test_telegram
 from tests.fixtures.fake_slack import FakeSlack, event_body
@@ -42,11 +38,8 @@ def support_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def app(support_bot: Path, settings: Settings, fake_slack: FakeSlack,
         fake_telegram: FakeTelegram) -> Iterator[TestClient]:
-    slack = SlackChannel(signing_secret=test_slack.SECRET, tokens={"T1": "xoxb-team-one"}, api_url=fake_slack.base_url,
-                         policy=RetryPolicy(attempts=3, base_delay_s=0.01))
-    telegram = TelegramChannel(tokens={"support": TOKEN}, secret=test_telegram.SECRET, api_url=fake_telegram.base_url,
-                               policy=RetryPolicy(attempts=3, base_delay_s=0.01))
-    with TestClient(create_app(settings, [support_bot], channels=[WebChannel(), slack, telegram])) as client:
+    channels = [test_slack.slack_channel(fake_slack), test_telegram.telegram_channel(fake_telegram, {"support": TOKEN})]
+    with TestClient(create_app(settings, [support_bot], channels=channels)) as client:
         test_slack._ready(client)
         yield client
 
