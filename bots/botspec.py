@@ -41,7 +41,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # [value][{"entity": "x"}, {"entity": "y", "role": "r"}] (several entities on one span).
 _ANNOTATION = re.compile(r"\[(?P<text>[^\[\]]+)\](?:\((?P<paren>[^()]+)\)|(?P<json>\{[^{}]*\})"
                          r"|\[(?P<list>\{[^\[\]]*\})\])")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``{slot}`` in a response; names may hold '-' (``{amount-of-money}``), as Rasa's interpolation reads them.
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 
 # Sections validated elsewhere (dialogue engine, answers, training) but allowed here.
 _SECTIONS = {

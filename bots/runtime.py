@@ -46,6 +46,7 @@ from bots.handoff import bot_turn, is_paused
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
+from bots.nlu.pipeline import NluPipeline
 from bots.pii import Privacy, Pseudonymiser, Redactor
 from bots.settings import Settings
 from bots.store.base import Conversation, ConversationStore, ConversationSummary, Turn
@@ -91,6 +92,9 @@ class BotRuntime:
     answers: AnswerProvider | None = None
     # bot.yml `pii:`: the store redacts every event and pseudonymises user ids before writing; None: off.
     privacy: Privacy | None = None
+    # The config.yml pipeline's extractors and synonym mapper after the model (bots/nlu/pipeline.py);
+    # empty for bot.yml bots.
+    pipeline: NluPipeline = field(default_factory=NluPipeline)
 
     def services(self, partial: PartialSink | None = None) -> Services:
         return Services(actions=self.actions, answers=self.answers, partial=partial)
@@ -116,8 +120,9 @@ def parse_payload(payload: str, bot: BotSpec, dialogue: DialogueSpec | None = No
     when it is not one of the bot's intents (the text is then understood as typed).
 
     A payload is whatever the client sends, not only the bot's own buttons, so it may set only what
-    a message could: entities the bot declares (annotated in its examples, or filled into a slot), each
-    value passing its slot's checks (type, choices, bounds, regex: ``forms.check_value``). Any other
+    a message could: entities the bot declares (annotated in its examples, filled into a slot, or listed
+    in a Rasa domain's ``entities``), each value passing its bot.yml slot's checks (type, choices, bounds,
+    regex: ``forms.check_value``). Any other
     entity is dropped with a logged warning and the message is answered without it; it never reaches
     slots, templates or actions."""
     m = _PAYLOAD.match(payload.strip())
@@ -133,7 +138,9 @@ def parse_payload(payload: str, bot: BotSpec, dialogue: DialogueSpec | None = No
         if not isinstance(values, dict):
             return None
         declared = ({e.entity for i in bot.intents.values() for x in i.examples for e in x.entities}
-                    | {slot.entity for slot in dialogue.slots.values() if slot.entity})
+                    | {slot.entity for slot in dialogue.slots.values() if slot.entity}
+                    | set(dialogue.domain.entities)  # a Rasa domain's entities, and those its slots map from
+                    | {m.entity for slot in dialogue.domain.slots.values() for m in slot.mappings if m.entity})
         for name, value in values.items():
             refused = _refused_entity(name, value, declared, dialogue)
             if refused is not None:
@@ -248,13 +255,16 @@ class Runtime:
         days = spec.section("retention_days")
         self.store.set_retention(spec.name, float(days) * 86400.0 if days is not None else None)
         answers = await asyncio.to_thread(_load_answers, artifact, model)
-        bot = self._install(spec, model, dialogue, actions, answers, privacy=privacy)
+        pipeline = await asyncio.to_thread(NluPipeline.for_bot, spec)  # lookup tables compile off the loop
+        for note in pipeline.notes:
+            log.info("bot check: %s", note, extra={"bot": spec.name})
+        bot = self._install(spec, model, dialogue, actions, answers, privacy=privacy, pipeline=pipeline)
         log.info("bot loaded", extra={"bot": spec.name, "version": model.manifest.version})
         return bot
 
     def _install(self, spec: BotSpec, model: IntentModel, dialogue: DialogueSpec | None = None,
                  actions: ActionRunner | None = None, answers: AnswerProvider | None = None,
-                 privacy: Privacy | None = None) -> BotRuntime:
+                 privacy: Privacy | None = None, pipeline: NluPipeline | None = None) -> BotRuntime:
         old = self.bots.get(spec.name)
         nlu_seconds = self.metrics.nlu_seconds.labels(spec.name)
         batch_size = self.metrics.nlu_batch_size.labels(spec.name)
@@ -268,7 +278,8 @@ class Runtime:
             on_batch=observe, workers=self.settings.nlu_workers,
         )
         bot = BotRuntime(spec=spec, model=model, understand=batcher, dialogue=dialogue or DialogueSpec(),
-                         actions=actions, answers=answers, privacy=privacy)
+                         actions=actions, answers=answers, privacy=privacy,
+                         pipeline=pipeline if pipeline is not None else NluPipeline.for_bot(spec))
         self.store.set_privacy(spec.name, privacy)  # before the first message can reach the store
         self.bots[spec.name] = bot  # one assignment: in-flight messages keep the old model object
         if old is not None:
@@ -276,6 +287,8 @@ class Runtime:
             asyncio.get_running_loop().create_task(old.understand.aclose())
             if old.actions is not None and old.actions is not actions:
                 asyncio.get_running_loop().create_task(old.actions.aclose())
+            if old.pipeline is not bot.pipeline:
+                asyncio.get_running_loop().create_task(old.pipeline.aclose())
         self.metrics.model_info.labels(spec.name, bot.version).set(1)
         return bot
 
@@ -570,7 +583,8 @@ class Runtime:
         payload = user.data.get("payload")
         understanding = parse_payload(str(payload), bot.spec, bot.dialogue) if payload else None
         if understanding is None:
-            understanding = await bot.understand(str(user.data.get("text", "")))
+            text = str(user.data.get("text", ""))
+            understanding = await bot.pipeline.process(text, await bot.understand(text), reference_time=user.timestamp)
         return understanding
 
     # -- lifecycle ------------------------------------------------------------------
@@ -588,4 +602,5 @@ class Runtime:
             await bot.understand.aclose()
             if bot.actions is not None:
                 await bot.actions.aclose()
+            await bot.pipeline.aclose()
         await self.store.aclose()

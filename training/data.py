@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bots.botspec import BotSpec
+from bots.nlu.model import entity_label
 from bots.types import Entity
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -43,12 +44,14 @@ class NluData:
 
     @property
     def entity_types(self) -> list[str]:
-        return sorted({e.entity for s in self.samples for e in s.entities})
+        """The entity head's labels: entity names, with role and group where annotated
+        (``city#role=from``: bots.nlu.model.entity_label)."""
+        return sorted({entity_label(e.entity, e.role, e.group) for s in self.samples for e in s.entities})
 
     def data_hash(self) -> str:
         h = hashlib.sha256()
         for s in self.samples:
-            ents = [(e.entity, e.value, e.start, e.end) for e in s.entities]
+            ents = [(entity_label(e.entity, e.role, e.group), e.value, e.start, e.end) for e in s.entities]
             h.update(json.dumps([s.text, s.intent, ents]).encode("utf-8"))
         h.update(json.dumps(sorted(self.synonyms.items())).encode("utf-8"))
         return h.hexdigest()

@@ -1,5 +1,12 @@
 """``switchboard evaluate MODEL DATA...``: score what is served, write the reports, gate.
 
+What is scored is what the runtime serves: the model, then the bot's NLU pipeline
+(bots/nlu/pipeline.py: the regex, lookup and Duckling extractors and the synonym mapper its
+config.yml lists), when MODEL is a bot folder or an artifact inside one (``BOT/models/VERSION``).
+Entities of those rule extractors are scored for the entity types the data annotates; a type the
+data never annotates (Duckling's ``time`` in data that only labels cities) cannot be judged by it
+and is left out of the entity scores.
+
 With ``--cross-validation K`` the data is split into K stratified folds; K models are
 trained with MODEL's training config (or fast mode) and each is scored on its held-out
 fold, so every example is predicted by a model that never saw it.
@@ -8,14 +15,18 @@ fold, so every example is predicted by a model that never saw it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bots.artifact import read_manifest, resolve_artifact
 from bots.errors import ConfigError
+from bots.loader import is_bot_folder, load_bot_folder
 from bots.nlu.model import OnnxNLU
+from bots.nlu.pipeline import NluPipeline
 from bots.types import Understanding
 from training.config import TrainConfig
 from training.data import NluData, Sample, clean, k_folds, merge
@@ -34,12 +45,34 @@ def _load(paths: Sequence[Path]) -> NluData:
     return data
 
 
-def predict_all(nlu: OnnxNLU, samples: Sequence[Sample]) -> list[Understanding]:
-    return nlu.predict([s.text for s in samples])
+def predict_all(nlu: OnnxNLU, samples: Sequence[Sample], pipeline: NluPipeline | None = None) -> list[Understanding]:
+    """The served understanding of every sample: the model's, then the bot's pipeline."""
+    texts = [s.text for s in samples]
+    results = nlu.predict(texts)
+    if pipeline is None or not pipeline.steps:
+        return results
+    return asyncio.run(pipeline.process_many(texts, results))
 
 
-def cross_validate(data: NluData, cfg: TrainConfig, k: int, *, bot_name: str) -> tuple[list[Sample],
-                                                                                       list[Understanding]]:
+def bot_pipeline(model: Path, artifact_dir: Path) -> NluPipeline:
+    """The pipeline of the bot MODEL belongs to: MODEL itself as a bot folder, or the bot folder holding
+    the artifact; none for an artifact outside a bot folder."""
+    for folder in (Path(model), artifact_dir.parent.parent):
+        if folder.is_dir() and is_bot_folder(folder):
+            return NluPipeline.for_bot(load_bot_folder(folder)[0])
+    return NluPipeline()
+
+
+def judged(samples: Sequence[Sample], results: Sequence[Understanding]) -> list[Understanding]:
+    """``results`` without the rule extractors' entities of types no sample annotates."""
+    annotated = {e.entity for s in samples for e in s.entities}
+    return [r if all(not e.extractor or e.entity in annotated for e in r.entities)
+            else replace(r, entities=tuple(e for e in r.entities if not e.extractor or e.entity in annotated))
+            for r in results]
+
+
+def cross_validate(data: NluData, cfg: TrainConfig, k: int, *, bot_name: str,
+                   pipeline: NluPipeline | None = None) -> tuple[list[Sample], list[Understanding]]:
     from training.pipeline import train
 
     if k < 2:
@@ -56,7 +89,7 @@ def cross_validate(data: NluData, cfg: TrainConfig, k: int, *, bot_name: str) ->
             artifact = train(fold_data, cfg, bot_name=f"{bot_name}-cv{fold}", out_dir=Path(tmp) / f"fold{fold}")
             nlu = OnnxNLU.load(artifact.directory, threads=cfg.threads)
             samples.extend(test_part)
-            results.extend(predict_all(nlu, test_part))
+            results.extend(predict_all(nlu, test_part, pipeline))
     return samples, results
 
 
@@ -67,10 +100,12 @@ def run_evaluation(args: argparse.Namespace) -> int:
     manifest = read_manifest(artifact_dir)
     data = _load(args.data)
     out: Path = args.out or artifact_dir / "reports"
+    pipeline = bot_pipeline(args.model, artifact_dir)
     if args.cross_validation is not None:
         cfg = TrainConfig.from_dict(manifest.training_config, where=f"{artifact_dir}/manifest.json")
         cfg = cfg.with_overrides(mode="fast" if args.fast else None, threads=args.threads)
-        samples, results = cross_validate(data, cfg, args.cross_validation, bot_name=manifest.bot)
+        samples, results = cross_validate(data, cfg, args.cross_validation, bot_name=manifest.bot,
+                                          pipeline=pipeline)
         title = f"{manifest.bot}: {args.cross_validation}-fold cross-validation ({cfg.mode})"
     else:
         unknown = sorted({s.intent for s in data.samples} - set(manifest.labels))
@@ -79,9 +114,11 @@ def run_evaluation(args: argparse.Namespace) -> int:
                   "as errors", file=sys.stderr)
         nlu = OnnxNLU.load(artifact_dir, threads=args.threads, synonyms=data.synonyms)
         samples = list(data.samples)
-        results = predict_all(nlu, samples)
+        results = predict_all(nlu, samples, pipeline)
         title = f"{manifest.bot} model {manifest.version} ({manifest.onnx_file})"
-    metrics = write_reports(out, samples, results, title=title)
+    if pipeline.steps:
+        title += f", with {', '.join(pipeline.names)}"
+    metrics = write_reports(out, samples, judged(samples, results), title=title)
     print(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} on {metrics['examples']} "
           f"examples ({metrics['errors']} misclassified)"
           + (f", entity F1 {metrics['entity_f1']:.4f}" if "entity_f1" in metrics else ""))

@@ -36,8 +36,8 @@ def intent_errors(samples: Sequence[Sample], results: Sequence[Understanding]) -
 def entity_errors(samples: Sequence[Sample], results: Sequence[Understanding]) -> list[dict[str, Any]]:
     out = []
     for s, r in zip(samples, results, strict=True):
-        gold = sorted((e.entity, e.start, e.end) for e in s.entities)
-        got = sorted((e.entity, e.start, e.end) for e in r.entities)
+        gold = sorted((e.entity, e.start, e.end, e.role or "", e.group or "") for e in s.entities)
+        got = sorted((e.entity, e.start, e.end, e.role or "", e.group or "") for e in r.entities)
         if gold != got:
             out.append({"text": s.text, "entities": [e.to_dict() for e in s.entities],
                         "predicted_entities": [e.to_dict() for e in r.entities], "source": s.source})

@@ -2,7 +2,7 @@
 
 ``intent_report`` matches Rasa's ``intent_report.json``: one entry per intent with
 precision, recall, f1-score, support and confused_with, plus accuracy, macro avg and
-weighted avg. ``entity_report`` scores exact spans (type, start, end) per entity type.
+weighted avg. ``entity_report`` scores exact spans (type, start, end, role, group) per entity type.
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ def oos_scores(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float
 
 
 def entity_report(gold: Sequence[Sequence[Entity]], predicted: Sequence[Sequence[Entity]]) -> dict[str, Any]:
-    """Exact-span scores per entity type, plus micro avg over all types."""
+    """Exact-span scores per entity type, plus micro avg over all types. An entity annotated with a role
+    or group is right only with the same role and group."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # tp, fp, fn
     for g_list, p_list in zip(gold, predicted, strict=True):
-        g_set = {(e.entity, e.start, e.end) for e in g_list}
-        p_set = {(e.entity, e.start, e.end) for e in p_list}
+        g_set = {(e.entity, e.start, e.end, e.role, e.group) for e in g_list}
+        p_set = {(e.entity, e.start, e.end, e.role, e.group) for e in p_list}
         for e in p_set:
             counts[e[0]][0 if e in g_set else 1] += 1
         for e in g_set - p_set:

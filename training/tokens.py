@@ -11,6 +11,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from bots.errors import ConfigError
+from bots.nlu.model import entity_label
 from training.data import Sample
 
 IGNORE = -100  # label of special and padding tokens: no loss
@@ -67,15 +68,16 @@ def encode(tok: Tokenizer, samples: Sequence[Sample], tags: Sequence[str]) -> En
         ids[row, :len(enc.ids)] = enc.ids
         mask[row, :len(enc.attention_mask)] = enc.attention_mask
         spans = sorted(sample.entities, key=lambda e: e.start)
+        kinds = [entity_label(e.entity, e.role, e.group) for e in spans]  # role and group are labels too
         for col, ((start, end), special) in enumerate(zip(enc.offsets, enc.special_tokens_mask, strict=True)):
             if special or not enc.attention_mask[col]:
                 continue
             tag = "O"
-            for e in spans:
+            for e, kind in zip(spans, kinds, strict=True):
                 if start < e.end and end > e.start:  # the piece overlaps the entity
-                    inside = col > 0 and labels[row, col - 1] in (tag_index.get(f"B-{e.entity}"),
-                                                                  tag_index.get(f"I-{e.entity}"))
-                    tag = f"I-{e.entity}" if inside and start > e.start else f"B-{e.entity}"
+                    inside = col > 0 and labels[row, col - 1] in (tag_index.get(f"B-{kind}"),
+                                                                  tag_index.get(f"I-{kind}"))
+                    tag = f"I-{kind}" if inside and start > e.start else f"B-{kind}"
                     break
             labels[row, col] = tag_index.get(tag, 0)
     return Encoded(ids, mask, labels, mask.sum(axis=1))

@@ -301,15 +301,19 @@ class _Turn:
                 for c in mapping.conditions)
         return True
 
-    def _mapped_value(self, mapping: SlotMapping, slot_type: str) -> tuple[bool, Any]:
+    def _mapped_value(self, mapping: SlotMapping, slot_type: str, slot: str = "") -> tuple[bool, Any]:
         u = self.message.understanding
         if mapping.type == "from_entity":
-            values = [e.value for e in u.entities if e.entity == mapping.entity
-                      and (mapping.role is None or getattr(e, "role", None) == mapping.role)
-                      and (mapping.group is None or getattr(e, "group", None) == mapping.group)]
+            # Rasa's from_entity: the entity's role and group equal the mapping's (an entity with a role does
+            # not fill a mapping without one), the value as Rasa's entity carries it (``rasa_value``: Duckling's
+            # number, the ISO time), a list slot takes them all and any other slot the last. A bot.yml slot
+            # cannot name a role: it takes the first such entity whatever its role, as it always did.
+            native = slot in self.dialogue.slots
+            values = [e.rasa_value for e in u.entities if e.entity == mapping.entity
+                      and (native or (e.role == mapping.role and e.group == mapping.group))]
             if not values:
                 return False, None
-            return True, values if slot_type == "list" else values[0]
+            return True, values if slot_type == "list" else values[0] if native else values[-1]
         if mapping.type == "from_text":
             return (True, self.message.text) if self.message.text else (False, None)
         if mapping.type == "from_intent":
@@ -347,7 +351,7 @@ class _Turn:
                 if mapping.type == "from_text" and form is not None and slot.name in form.required_slots \
                         and self.state.requested_slot != slot.name and not mapping.conditions:
                     continue  # a form's from_text slot takes only the answer to its own question
-                found, value = self._mapped_value(mapping, slot.type)
+                found, value = self._mapped_value(mapping, slot.type, slot.name)
                 if not found:
                     continue
                 ok, value = self._candidate(slot.name, value)

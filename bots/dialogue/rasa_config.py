@@ -5,8 +5,8 @@ options one to one, Memoization/AugmentedMemoizationPolicy and TEDPolicy's ``max
 ``epochs``. ``pipeline:`` components Switchboard replaces (tokenizers, featurizers, DIET and the
 other classifiers: its own encoder with intent and entity heads) are noted once;
 ``FallbackClassifier``'s ``threshold`` is the bot's fallback threshold; ``EntitySynonymMapper``,
-``RegexEntityExtractor`` and ``DucklingEntityExtractor`` run (their options are kept in
-``BotSpec.pipeline`` for bots/nlu/). A component or policy Rasa 3 does not have is an error
+``RegexEntityExtractor`` and ``DucklingEntityExtractor`` run (their options, checked here, are kept
+in ``BotSpec.pipeline`` for bots/nlu/pipeline.py). A component or policy Rasa 3 does not have is an error
 naming it (Rasa would refuse it too); a custom one (``module.Class``) is noted: it does not run.
 No ``pipeline``/``policies`` (``rasa init`` leaves them commented out) means Rasa's defaults.
 
@@ -39,6 +39,14 @@ from bots.dialogue.rasa_yaml import (
     read_yaml,
 )
 from bots.dialogue.spec import DEFAULT_ACTION_TIMEOUT_S, ActionEndpoint
+from bots.nlu.pipeline import (
+    DUCKLING_EXTRACTOR,
+    DUCKLING_OPTIONS,
+    REGEX_EXTRACTOR,
+    REGEX_OPTIONS,
+    SYNONYM_MAPPER,
+    check_component,
+)
 from bots.yamlspan import Located
 
 # NLU components Switchboard's own model stands in for.
@@ -52,6 +60,9 @@ REPLACED_COMPONENTS = frozenset({
 # Components Switchboard runs (their options travel in BotSpec.pipeline).
 RUN_COMPONENTS = frozenset({"FallbackClassifier", "EntitySynonymMapper", "RegexEntityExtractor",
                             "DucklingEntityExtractor"})
+# Their options, checked at load (bots/nlu/pipeline.py runs them).
+_STEP_OPTIONS: dict[str, tuple[str, ...]] = {SYNONYM_MAPPER: (), REGEX_EXTRACTOR: tuple(REGEX_OPTIONS),
+                                             DUCKLING_EXTRACTOR: DUCKLING_OPTIONS}
 UNSUPPORTED_COMPONENTS = {
     "ResponseSelector": "retrieval intents; write one response per intent in the domain",
     "SpacyEntityExtractor": "spaCy's named entities (PERSON, ORG, ...) are not extracted",
@@ -105,7 +116,8 @@ def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
         else:
             config.language = lang
     if "pipeline" in top and top["pipeline"].value is not None:
-        config.pipeline, config.fallback_threshold = _pipeline(top["pipeline"], findings)
+        language = config.language.value if config.language is not None else None
+        config.pipeline, config.fallback_threshold = _pipeline(top["pipeline"], findings, language)
     if "policies" in top and top["policies"].value is not None:
         config.policy = _policies(top["policies"], findings)
     return config
@@ -124,7 +136,8 @@ def _component(item: Located, what: str, findings: Findings) -> tuple[str, dict[
     return name, {k: v for k, v in fields.items() if k != "name"}
 
 
-def _pipeline(item: Located, findings: Findings) -> tuple[tuple[PipelineComponent, ...], float]:
+def _pipeline(item: Located, findings: Findings,
+              language: str | None = None) -> tuple[tuple[PipelineComponent, ...], float]:
     kept: list[PipelineComponent] = []
     replaced: list[str] = []
     threshold = 0.0   # no FallbackClassifier in the pipeline: Rasa never predicts nlu_fallback
@@ -144,6 +157,13 @@ def _pipeline(item: Located, findings: Findings) -> tuple[tuple[PipelineComponen
                 if "threshold" in options:
                     found_t = number(options["threshold"], f"{name}: 'threshold'", findings, low=0, high=1)
                     threshold = threshold if found_t is None else found_t
+            else:
+                check_keys(options, name, _STEP_OPTIONS[name], findings)
+                known = {k: plain_json(v) for k, v in options.items() if k in _STEP_OPTIONS[name]}
+                reason = check_component(name, known, language)
+                if reason is not None:
+                    findings.error(x.key_where(), reason)
+                    continue
             kept.append(PipelineComponent(name, {k: plain_json(v) for k, v in options.items()}, x.key_where()))
         elif name in UNSUPPORTED_COMPONENTS:
             findings.unsupported(x.key_where(), f"{name} ({UNSUPPORTED_COMPONENTS[name]})")

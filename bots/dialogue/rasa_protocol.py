@@ -36,7 +36,7 @@ from bots.events import (
     USER,
     Event,
 )
-from bots.types import JSON, BotResponse, Button
+from bots.types import JSON, BotResponse, Button, Entity
 
 RASA_VERSION = "3.1.0"  # the Rasa version we speak for; rasa-sdk only warns on a mismatch
 
@@ -150,15 +150,30 @@ def _user_event(event: Event) -> JSON:
             "parse_data": {}}
 
 
+def entity_json(e: JSON) -> JSON:
+    """A stored entity as Rasa's entity dict: ``value`` as Rasa gives it (``Entity.rasa_value``: Duckling's
+    number for a number or an amount of money, the ISO string for a time, ``{"from", "to"}`` for an
+    interval), ``role``, ``group``, ``extractor`` and Duckling's ``additional_info`` where the entity has them."""
+    try:
+        entity = Entity.from_dict(e)
+    except (KeyError, TypeError, ValueError):  # not an entity's shape: passed on as it is stored
+        return {"entity": e.get("entity"), "value": e.get("value"), "start": e.get("start"), "end": e.get("end"),
+                "confidence_entity": e.get("confidence", 1.0)}
+    out: JSON = {"entity": entity.entity, "value": entity.rasa_value, "start": entity.start, "end": entity.end,
+                 "confidence_entity": entity.confidence}
+    for key in ("role", "group", "extractor", "additional_info"):
+        if getattr(entity, key):
+            out[key] = getattr(entity, key)
+    return out
+
+
 def parse_data(nlu: JSON, text: str | None) -> JSON:
     """An NLU event's data as Rasa's ``parse_data`` / ``latest_message``."""
     return {
         "text": text,
         "intent": {"name": nlu.get("intent"), "confidence": nlu.get("confidence")},
         "intent_ranking": list(nlu.get("ranking") or []),
-        "entities": [{"entity": e.get("entity"), "value": e.get("value"), "start": e.get("start"),
-                      "end": e.get("end"), "confidence_entity": e.get("confidence", 1.0)}
-                     for e in nlu.get("entities") or []],
+        "entities": [entity_json(e) for e in nlu.get("entities") or [] if isinstance(e, dict)],
     }
 
 

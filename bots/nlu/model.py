@@ -4,6 +4,11 @@
 bots/artifact.py) and answers ``predict(texts)`` with an intent ranking and entities
 (character offsets, values normalised by synonyms), and ``embed(texts)`` with the
 L2-normalised sentence embeddings. Each call pads to the longest text of its batch.
+
+Entity roles and groups (Rasa's ``[Paris]{"entity": "city", "role": "from"}``) are learned as
+labels of their own: the entity head's tags name ``city#role=from`` (``entity_label``), and
+decoding splits them back into ``Entity.entity``/``role``/``group`` (``split_label``). Artifacts
+trained before roles existed have plain labels and decode as before.
 """
 
 from __future__ import annotations
@@ -33,6 +38,22 @@ class _Batch:
     offsets: list[list[tuple[int, int]]]
     special: list[list[int]]
     outputs: dict[str, np.ndarray]
+
+
+_ROLE_MARK, _GROUP_MARK = "#role=", "#group="
+
+
+def entity_label(entity: str, role: str | None = None, group: str | None = None) -> str:
+    """The entity head's label for an entity with its role and group (``city#role=from#group=1``)."""
+    return (entity + (f"{_ROLE_MARK}{role}" if role is not None else "")
+            + (f"{_GROUP_MARK}{group}" if group is not None else ""))
+
+
+def split_label(label: str) -> tuple[str, str | None, str | None]:
+    """``entity_label`` read back: (entity, role, group)."""
+    rest, _, group = label.partition(_GROUP_MARK)
+    entity, _, role = rest.partition(_ROLE_MARK)
+    return entity, (role if _ROLE_MARK in rest else None), (group if _GROUP_MARK in label else None)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -202,8 +223,9 @@ class OnnxNLU:
             start, end = _word_bounds(text, start, end)
             shown = text[start:end]
             value = self.synonyms.get(shown.lower(), shown)
-            out.append(Entity(entity=kind, value=value, start=start, end=end,
-                              confidence=float(np.mean(scores))))
+            entity, role, group = split_label(kind)
+            out.append(Entity(entity=entity, value=value, start=start, end=end,
+                              confidence=float(np.mean(scores)), role=role, group=group))
         return tuple(out)
 
 
