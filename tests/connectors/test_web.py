@@ -42,13 +42,14 @@ def test_cancel_order_answered_and_transcript_stored(web_client) -> None:  # typ
     assert transcript["summary"]["last_intent"] == "cancel_order"
     [turn] = transcript["turns"]
     kinds = [e["kind"] for e in turn["events"]]
-    assert kinds[0] == "user" and kinds[-1] == "bot"
+    assert kinds[0] == "user" and [k for k in kinds if k != "action"][-1] == "bot"
+    assert turn["events"][-1]["data"] == {"name": "action_listen"}  # the engine records each action it ran
     user, nlu = turn["events"][0], turn["events"][1]
     assert user["data"]["text"] == "I want to cancel my order 123"
     assert nlu["data"]["intent"] == "cancel_order"
     assert 0.3 <= nlu["data"]["confidence"] <= 1.0
     assert {"entity": "order_id", "value": "123"}.items() <= nlu["data"]["entities"][0].items()
-    assert turn["events"][-1]["data"]["text"] == "Order 123 is being cancelled."
+    assert [e["data"]["text"] for e in turn["events"] if e["kind"] == "bot"] == ["Order 123 is being cancelled."]
 
 
 def test_repeated_message_id_is_answered_once(web_client) -> None:  # type: ignore[no-untyped-def]
@@ -76,6 +77,7 @@ def test_low_confidence_falls_back_with_top_intents(web_client) -> None:  # type
 def test_button_payload_selects_intent(web_client) -> None:  # type: ignore[no-untyped-def]
     r = post(web_client, text="track order", payload='/track_order{"order_id": "77"}')
     assert r.json()["responses"][0]["text"] == "Order 77 is on its way."
+
 
 def test_a_payload_sets_only_the_bots_entities(web_client, caplog) -> None:  # type: ignore[no-untyped-def]
     # Buttons are the bot's, but the payload is whatever the client sends: an entity the bot does not
@@ -115,7 +117,6 @@ def test_payload_values_pass_the_slots_checks(caplog: pytest.LogCaptureFixture) 
     reasons = [r.reason for r in caplog.records if r.getMessage() == "button payload entity dropped"]
     assert reasons == ["the value does not pass slot 'order_id''s checks", "the value is not text or a number",
                        "not an entity of this bot"]
-
 
 
 def test_metrics_count_messages_and_latency(web_client) -> None:  # type: ignore[no-untyped-def]
@@ -177,6 +178,7 @@ def test_probes_and_chat_page(web_client) -> None:  # type: ignore[no-untyped-de
     assert 'const bot = "tiny"' in page.text
     assert "textContent" in page.text
 
+
 def test_the_chat_page_may_be_framed_only_by_allowed_origins(web_client, tiny_bot_dir, settings) -> None:  # type: ignore[no-untyped-def]
     import time
     from dataclasses import replace
@@ -198,3 +200,75 @@ def test_the_chat_page_may_be_framed_only_by_allowed_origins(web_client, tiny_bo
         assert "frame-ancestors 'self' http://127.0.0.1:8080 https://shop.example;" in csp(client)
     with TestClient(create_app(replace(settings, widget_origins=("*",)), [tiny_bot_dir])) as client:
         assert "frame-ancestors *;" in csp(client)
+
+
+# ---------------------------------------------------------------- conversation tokens (issue 16, item 9)
+def test_history_needs_the_token_of_its_conversation(web_client, settings) -> None:  # type: ignore[no-untyped-def]
+    """Knowing a conversation id alone (it was in access logs) no longer reads its transcript."""
+    from connectors.web_tokens import ConversationTokens
+
+    first = web_client.post("/bots/tiny/webhooks/web/conversations")
+    second = web_client.post("/bots/tiny/webhooks/web/conversations")
+    assert first.status_code == second.status_code == 201 and first.headers["cache-control"] == "no-store"
+    cid, token = first.json()["conversation_id"], first.json()["token"]
+    assert re.fullmatch(r"[0-9a-f]{32}", cid) and cid != second.json()["conversation_id"]
+    assert post(web_client, conversation_id=cid).status_code == 200
+    url = f"/bots/tiny/webhooks/web/history?conversation_id={cid}"
+    for headers in ({}, {"X-Conversation-Token": "0" * 64}, {"X-Conversation-Token": second.json()["token"]},
+                    {"X-Conversation-Token": token[:-1]}, {"X-Conversation-Token": "x" * 10_000}):
+        refused = web_client.get(url, headers=headers)
+        assert refused.status_code == 403 and "X-Conversation-Token" in refused.json()["detail"], headers
+    shown = web_client.get(url, headers={"X-Conversation-Token": token})
+    assert shown.status_code == 200
+    assert [m["text"] for m in shown.json()["messages"] if m["role"] == "user"] == ["I want to cancel my order 123"]
+    # A token is bound to its bot and is an HMAC under the server key (kept 0600 in the data folder).
+    assert ConversationTokens(settings.web_secret, settings.data_dir).token("tiny", cid) == token
+    assert ConversationTokens(settings.web_secret, settings.data_dir).token("other", cid) != token
+    assert (settings.data_dir / "web-secret").stat().st_mode & 0o777 == 0o600
+    assert web_client.post("/bots/nope/webhooks/web/conversations").status_code == 404
+
+
+def test_history_token_refusal_is_readable_by_the_widget(web_client) -> None:  # type: ignore[no-untyped-def]
+    """The 403 carries the CORS headers (a widget on another site reads it and starts a new
+    conversation) and the preflight allows the token header. The server's own origin is allowed."""
+    origin = "http://testserver"
+    started = web_client.post("/bots/tiny/webhooks/web/conversations", headers={"origin": origin})
+    assert started.status_code == 201 and started.headers["access-control-allow-origin"] == origin
+    preflight = web_client.options("/bots/tiny/webhooks/web/history", headers={
+        "origin": origin, "access-control-request-method": "GET",
+        "access-control-request-headers": "x-conversation-token"})
+    assert "X-Conversation-Token" in preflight.headers["access-control-allow-headers"]
+    refused = web_client.get("/bots/tiny/webhooks/web/history?conversation_id=abc", headers={"origin": origin})
+    assert refused.status_code == 403 and refused.headers["access-control-allow-origin"] == origin
+
+
+def test_the_socket_needs_the_conversation_token_first(web_client, settings) -> None:  # type: ignore[no-untyped-def]
+    from starlette.websockets import WebSocketDisconnect
+
+    cid = web_client.post("/bots/tiny/webhooks/web/conversations").json()["conversation_id"]
+    url = f"/bots/tiny/webhooks/web/ws?conversation_id={cid}"
+    for first in ({"type": "message", "id": "m1", "text": "hello"}, {"type": "auth", "token": "0" * 64},
+                  {"type": "auth"}, {"type": "auth", "token": 12}):
+        with pytest.raises(WebSocketDisconnect) as closed, web_client.websocket_connect(url) as ws:
+            ws.send_json(first)
+            ws.receive_json()
+        assert closed.value.code == 1008 and "token" in closed.value.reason, first
+    with web_client.websocket_connect(url) as ws:
+        ws.send_text("not json")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+    from tests.fixtures.web_widget import widget_socket
+
+    with widget_socket(web_client, settings, cid) as ws:
+        ws.send_json({"type": "message", "id": "m1", "text": "hello"})
+        frames = [ws.receive_json() for _ in range(3)]
+        assert frames[-1]["type"] == "reply" and frames[-1]["responses"][0]["text"].startswith("Hello")
+
+
+def test_metrics_have_no_created_series(web_client) -> None:  # type: ignore[no-untyped-def]
+    post(web_client, message_id="a")
+    text = web_client.get("/metrics").text
+    assert 'switchboard_messages_total{bot="tiny",channel="web",direction="in"} 1.0' in text
+    assert "switchboard_message_seconds_count" in text
+    assert "_created" not in text
