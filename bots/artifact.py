@@ -9,6 +9,10 @@ An artifact is a folder ``BOT_DIR/models/<version>/``::
     model.int8.onnx     optional dynamic-int8 twin; used when the manifest says so
     tokenizer.json      Hugging Face ``tokenizers`` file
     responses/          optional answer index (retrieval), written by training/answers
+    policy.onnx         optional learned next-action model (training/policy.py): input features
+                        (float32, [batch, max_history x features], the multi-hot frames of
+                        bots.dialogue.policies.encode_window), output logits [batch, actions]
+    policy.json         its features, actions and max_history, and the figures of its training
 
 Versions sort by name (``YYYYMMDD-HHMMSS-<datahash8>``); the newest complete one (with a
 manifest, written last) is served.

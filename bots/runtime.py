@@ -38,6 +38,7 @@ from bots.dialogue.actions import check_actions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.dialogue.engine import AnswerProvider, Message, PartialSink, Services, State, decide
 from bots.dialogue.forms import check_value
+from bots.dialogue.policies import Ensemble
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
@@ -95,9 +96,12 @@ class BotRuntime:
     # The config.yml pipeline's extractors and synonym mapper after the model (bots/nlu/pipeline.py);
     # empty for bot.yml bots.
     pipeline: NluPipeline = field(default_factory=NluPipeline)
+    # The policy ensemble, built once per loaded artifact (its learned next-action model, policy.onnx,
+    # when training wrote one); None: the engine's rules and memoisation of the dialogue spec.
+    policies: Ensemble | None = None
 
     def services(self, partial: PartialSink | None = None) -> Services:
-        return Services(actions=self.actions, answers=self.answers, partial=partial)
+        return Services(actions=self.actions, answers=self.answers, partial=partial, policies=self.policies)
 
     @property
     def name(self) -> str:
@@ -258,13 +262,16 @@ class Runtime:
         pipeline = await asyncio.to_thread(NluPipeline.for_bot, spec)  # lookup tables compile off the loop
         for note in pipeline.notes:
             log.info("bot check: %s", note, extra={"bot": spec.name})
-        bot = self._install(spec, model, dialogue, actions, answers, privacy=privacy, pipeline=pipeline)
+        policies = await asyncio.to_thread(Ensemble.build, dialogue.domain, dialogue.stories, dialogue.policy, artifact)
+        bot = self._install(spec, model, dialogue, actions, answers, privacy=privacy, pipeline=pipeline,
+                            policies=policies)
         log.info("bot loaded", extra={"bot": spec.name, "version": model.manifest.version})
         return bot
 
     def _install(self, spec: BotSpec, model: IntentModel, dialogue: DialogueSpec | None = None,
                  actions: ActionRunner | None = None, answers: AnswerProvider | None = None,
-                 privacy: Privacy | None = None, pipeline: NluPipeline | None = None) -> BotRuntime:
+                 privacy: Privacy | None = None, pipeline: NluPipeline | None = None,
+                 policies: Ensemble | None = None) -> BotRuntime:
         old = self.bots.get(spec.name)
         nlu_seconds = self.metrics.nlu_seconds.labels(spec.name)
         batch_size = self.metrics.nlu_batch_size.labels(spec.name)
@@ -279,7 +286,7 @@ class Runtime:
         )
         bot = BotRuntime(spec=spec, model=model, understand=batcher, dialogue=dialogue or DialogueSpec(),
                          actions=actions, answers=answers, privacy=privacy,
-                         pipeline=pipeline if pipeline is not None else NluPipeline.for_bot(spec))
+                         pipeline=pipeline if pipeline is not None else NluPipeline.for_bot(spec), policies=policies)
         self.store.set_privacy(spec.name, privacy)  # before the first message can reach the store
         self.bots[spec.name] = bot  # one assignment: in-flight messages keep the old model object
         if old is not None:

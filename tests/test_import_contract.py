@@ -8,7 +8,9 @@
   bots.answers.retrieval, bots.answers.grounding and
   bots.answers.generation (answers are evaluated and the generator prompted exactly as served), and
   the bot definition: bots.botspec, bots.types, bots.errors, bots.yamlspan, with the bot loaders
-  bots.loader (bot.yml or a Rasa project) and bots.dialogue.check (a bot is checked before it trains).
+  bots.loader (bot.yml or a Rasa project) and bots.dialogue.check (a bot is checked before it trains),
+  and bots.dialogue.domain with bots.dialogue.policies (the learned next-action model trains on the
+  stories featurised exactly as the served policies featurise a conversation).
 * No import cycles among the modules of ``bots/``, ``connectors/`` and ``training/``. Every import
   statement counts wherever it is written: inside functions and under ``if TYPE_CHECKING:`` too,
   so a lazy import cannot hide a cycle. Allowed cycles: none.
@@ -27,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.pipeline", "bots.answers.retrieval",
                     "bots.answers.grounding", "bots.answers.generation", "bots.botspec", "bots.types", "bots.errors",
-                    "bots.yamlspan", "bots.loader", "bots.dialogue.check"}
+                    "bots.yamlspan", "bots.loader", "bots.dialogue.check",
+                    "bots.dialogue.domain", "bots.dialogue.policies"}
 CHANNEL_LIBRARIES = {"slack_bolt", "slack_sdk", "aiogram", "fastapi", "starlette", "torch", "transformers", "training",
                      "connectors"}
 PROJECT_PACKAGES = ("bots", "connectors", "training")

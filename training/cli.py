@@ -1,13 +1,16 @@
 """``switchboard train`` and ``switchboard evaluate``.
 
     train BOT_DIR [--fast] [--epochs N] [--max-examples-per-intent N] [--threads N] [--seed N]
-                  [--out DIR] [--data FILE ...] [--base-model DIR] [--no-quantize]
+                  [--out DIR] [--data FILE ...] [--base-model DIR] [--no-quantize] [--augmentation N]
     evaluate MODEL DATA... [--out DIR] [--threads N] [--min-accuracy X] [--cross-validation K] [--fast]
 
 Bad bot data prints ``file:line: message`` lines on stderr and exits 2; a missed
 ``--min-accuracy`` exits 1. ``train`` runs ``switchboard check`` first (bots/dialogue/check.py): a
 bot whose dialogue is wrong never trains. BOT_DIR is a bot.yml bot or a Rasa 3.x project
-(bots/loader.py).
+(bots/loader.py). When the bot's policies ask for the learned next-action model (a Rasa project
+with TEDPolicy, or none listed) and it has stories, ``train`` trains it first (training/policy.py,
+seconds) and writes it into the artifact with the NLU model; its figures go in the manifest
+(``extra.policy``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=Path, action="append", default=[],
                    help="extra training data: Rasa nlu.yml/domain.yml, CSV text,intent, Bitext CSV (repeatable)")
     t.add_argument("--no-quantize", action="store_true", help="skip the int8 export")
+    t.add_argument("--augmentation", type=int, metavar="N",
+                   help="learned dialogue policy: stories glued into N x 10 conversations (default 50; 0 = off)")
     t.add_argument("--out", type=Path, help="artifact folder (default BOT_DIR/models/<version>)")
     e = sub.add_parser("evaluate", help="score a trained model on labelled data and write reports")
     e.add_argument("model", type=Path, help="an artifact folder, a models folder or a bot folder")
@@ -94,7 +99,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(
         mode="fast" if args.fast else None, epochs=args.epochs, max_examples_per_intent=args.max_examples_per_intent,
         threads=args.threads, seed=args.seed, base_model=args.base_model,
-        quantize=False if args.no_quantize else None)
+        quantize=False if args.no_quantize else None, augmentation_factor=args.augmentation)
     parts = [from_bot(bot), *(load_data(p) for p in args.data)]
     corrections = bot.directory / CORRECTIONS_FILE
     if corrections.is_file() and corrections.resolve() not in {Path(p).resolve() for p in args.data}:
@@ -109,17 +114,31 @@ def _train(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
 
     from training.pipeline import train
+    from training.policy import PolicyTrainConfig, export_policy, summary, train_policy, wants_policy
 
-    def fit_answer_index(artifact_dir: Path, manifest: Manifest) -> None:
-        """The answer index goes in before the manifest marks the artifact finished."""
-        from bots.nlu.model import OnnxNLU
-        from training.answers_fit import fit_answers
+    dialogue = report.loaded[1]
+    policy = None
+    if wants_policy(dialogue.domain, dialogue.stories, dialogue.policy):
+        # Seconds, before the NLU's minutes: the learned next-action model (TEDPolicy's place).
+        policy = train_policy(dialogue.domain, dialogue.stories, PolicyTrainConfig.of(dialogue.policy, cfg))
+        print(summary(policy.facts))
 
-        nlu = OnnxNLU.from_manifest(artifact_dir, manifest, threads=cfg.threads, synonyms=bot.synonyms)
-        fit_answers(bot, artifact_dir, nlu)
+    def before_manifest(artifact_dir: Path, manifest: Manifest) -> dict[str, Any] | None:
+        """The policy model and the answer index go in before the manifest marks the artifact finished."""
+        added: dict[str, Any] = {}
+        if policy is not None:
+            export_policy(policy, artifact_dir)
+            added["policy"] = policy.facts
+        if answers:
+            from bots.nlu.model import OnnxNLU
+            from training.answers_fit import fit_answers
+
+            nlu = OnnxNLU.from_manifest(artifact_dir, manifest, threads=cfg.threads, synonyms=bot.synonyms)
+            fit_answers(bot, artifact_dir, nlu)
+        return added or None
 
     result = train(data, cfg, bot_name=bot.name, out_dir=args.out, models_dir=bot.models_dir,
-                   before_manifest=fit_answer_index if answers else None)
+                   before_manifest=before_manifest)
     m = result.manifest.metrics
     print(f"wrote {result.directory}")
     linear = result.manifest.extra.get("linear_accuracy")

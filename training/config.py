@@ -13,6 +13,7 @@ from bots.errors import ConfigError
 
 Mode = Literal["finetune", "fast"]
 _MODES = ("finetune", "fast")
+_POLICY_ARCHITECTURES = ("transformer", "mlp")  # training/policy.py
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class TrainConfig:
     threads: int = 1
     quantize: bool = True  # also export dynamic int8; served only if it loses < int8_max_loss points
     int8_max_loss: float = 0.5  # accuracy points
+    # The learned next-action model (training/policy.py; trained when the bot's policies ask for it):
+    augmentation_factor: int = 50  # Rasa's `--augmentation`: story paths glued into N x 10 conversations; 0 = off
+    policy_architecture: str = "transformer"  # or "mlp"
 
     def __post_init__(self) -> None:
         problems = _validate(self)
@@ -108,7 +112,10 @@ def _validate(c: TrainConfig) -> list[str]:
         p.append("warmup_ratio must be in [0, 1)")
     if not 0.0 <= c.validation_fraction < 0.9:
         p.append("validation_fraction must be in [0, 0.9)")
-    for name in ("patience", "max_examples_per_intent", "min_examples_per_intent", "seed"):
+    if c.policy_architecture not in _POLICY_ARCHITECTURES:
+        p.append(f"policy_architecture must be one of {', '.join(_POLICY_ARCHITECTURES)}, "
+                 f"got {c.policy_architecture!r}")
+    for name in ("patience", "max_examples_per_intent", "min_examples_per_intent", "seed", "augmentation_factor"):
         if getattr(c, name) < 0:
             p.append(f"{name} must not be negative")
     return p

@@ -94,11 +94,12 @@ def _score(directory: Path, manifest: Manifest, onnx_file: str, samples: list[Sa
 
 def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | None = None,
           models_dir: Path | None = None,
-          before_manifest: Callable[[Path, Manifest], None] | None = None) -> TrainedArtifact:
+          before_manifest: Callable[[Path, Manifest], dict[str, Any] | None] | None = None) -> TrainedArtifact:
     """Train on ``data`` and write an artifact to ``out_dir`` (or a new version under ``models_dir``).
 
     ``before_manifest(artifact_dir, manifest)`` runs once the model files are in place and before
-    the manifest marks the artifact finished (e.g. to fit the answer index with the served model)."""
+    the manifest marks the artifact finished (e.g. to fit the answer index with the served model, or
+    to write the learned dialogue policy); what it returns is added to the manifest's ``extra``."""
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
     data_hash = data.data_hash()
@@ -152,7 +153,9 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
                 metrics.update({k: v for k, v in after.items() if k != "examples"})
         manifest = dataclasses.replace(manifest, metrics=metrics, onnx_file=onnx_file, oos_threshold=threshold)
         if before_manifest is not None:
-            before_manifest(out_dir, manifest)
+            added = before_manifest(out_dir, manifest)
+            if added:
+                manifest = dataclasses.replace(manifest, extra={**manifest.extra, **added})
         write_manifest(out_dir, manifest)
     except BaseException:
         if created:  # never delete a folder the user pointed at that already held something

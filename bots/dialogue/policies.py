@@ -48,7 +48,7 @@ from bots.dialogue.domain import (
     Step,
     Story,
 )
-from bots.errors import ConfigError
+from bots.errors import ArtifactError, ConfigError
 from bots.events import ACTION, FORM, NLU, REJECTED, RESTART, REWIND, SESSION_START, SLOT, UNDO, USER, Event
 
 log = logging.getLogger("switchboard.policies")
@@ -506,10 +506,26 @@ class LearnedPolicy:
 
     @classmethod
     def load(cls, artifact_dir: Path) -> LearnedPolicy | None:
+        """The artifact's model (None: it has none, e.g. a bot without stories); ArtifactError when its
+        files are there but unreadable."""
         model, meta = artifact_dir / POLICY_FILE, artifact_dir / POLICY_META
         if not model.is_file() or not meta.is_file():
             return None
-        return cls(model, json.loads(meta.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            policy = cls(model, data)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{meta}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{meta}: needs features, actions and max_history ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
+            raise ArtifactError(f"{model}: not a loadable ONNX model ({exc})") from None
+        width = len(policy.features) * policy.max_history
+        shape = policy.session.get_inputs()[0].shape
+        if policy.max_history < 1 or not policy.actions or shape[-1] != width:
+            raise ArtifactError(f"{model}: input width {shape[-1]} does not fit {meta} ({len(policy.features)} "
+                                f"features x max_history {policy.max_history})")
+        return policy
 
     def predict(self, tracker: Tracker, current: Frame, excluded: frozenset[str] = frozenset()) -> Prediction | None:
         history = [*tracker.frames[tracker.session_start:], current][-self.max_history:]
@@ -519,6 +535,8 @@ class LearnedPolicy:
         for name in excluded:
             if name in self.actions:
                 scores[self.actions.index(name)] = -np.inf
+        if not np.isfinite(scores).any():
+            return None
         scores = np.exp(scores - scores.max())
         probs = scores / scores.sum()
         best = int(probs.argmax())
@@ -570,7 +588,7 @@ class Ensemble:
             p = self.memo.predict(tracker, current, excluded)
             if p is not None:
                 candidates.append((p.confidence, self.memo.priority, p))
-        if self.learned is not None:
+        if self.learned is not None and not candidates:  # a memoised answer (certain, higher priority) wins anyway
             p = self.learned.predict(tracker, current, excluded)
             if p is not None:
                 candidates.append((p.confidence, self.learned.priority, p))
