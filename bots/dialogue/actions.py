@@ -1,7 +1,7 @@
 """Custom actions written with rasa-sdk, run unchanged: in this process or on an action server.
 
-* ``actions: actions`` in bot.yml: the bot folder's ``actions.py`` (or ``actions/`` package) is
-  imported and its ``Action`` classes are registered with rasa-sdk's own ``ActionExecutor``,
+* ``actions: actions`` in bot.yml: the bot folder's ``actions.py`` (or ``actions/`` package, every
+  module of it) is imported and its ``Action`` classes are registered with rasa-sdk's own ``ActionExecutor``,
   which runs them exactly as ``python -m rasa_sdk`` would.
 * ``action_endpoint: URL``: the actions run on a rasa-sdk action server, spoken to with its webhook
   protocol (request: next_action, sender_id, tracker, domain, version; response: events and
@@ -20,6 +20,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import pkgutil
 import sys
 import traceback
 from pathlib import Path
@@ -74,15 +75,33 @@ def _import_module(path: Path, bot: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ConfigError(f"{path}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
+    _forget_modules(name)  # a reload (a newer model swapped in) imports the package's modules afresh
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+        if package:
+            _import_submodules(module)
     except Exception as exc:  # noqa: BLE001 - any error in the user's module becomes a config error
-        sys.modules.pop(name, None)
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).parent == path.parent]
+        _forget_modules(name)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).is_relative_to(path.parent)]
         where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(path)
         raise ConfigError(f"{where}: importing the actions module failed: {type(exc).__name__}: {exc}") from None
     return module
+
+
+def _import_submodules(package: ModuleType) -> None:
+    """Every module of the package, sub-packages included, as rasa-sdk's ``ActionExecutor.register_package``
+    imports them for ``python -m rasa_sdk --actions actions``: the Action classes of a ``rasa init``
+    project live in ``actions/actions.py``, not in the package's ``__init__.py``."""
+    for info in pkgutil.iter_modules(package.__path__, prefix=f"{package.__name__}."):
+        module = importlib.import_module(info.name)
+        if info.ispkg:
+            _import_submodules(module)
+
+
+def _forget_modules(name: str) -> None:
+    for loaded in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+        del sys.modules[loaded]
 
 
 class InProcessActions:
