@@ -506,6 +506,10 @@ class _Turn:
         events: list[Event] = []
         at = self.message.timestamp
         activating = self.state.active_form != form.name
+        # Run again after an unhappy path (a rule's utter_chitchat after the form rejected the message), the
+        # form does not look at the message again: it asks for the slot it still needs (Rasa's FormAction
+        # validates only when it runs right after action_listen).
+        returning = not activating and self.state.latest_action != ACTION_LISTEN
         if activating:
             events.append(Event(FORM, {"name": form.name, "requested_slot": None}, timestamp=at))
             if form.fresh_start:
@@ -522,16 +526,17 @@ class _Turn:
         else:
             requested = self.state.requested_slot
             candidates = [s for s in form.required_slots if s in self.extracted]
-            if requested is not None and not candidates and requested not in self.refused:
+            if requested is not None and not candidates and requested not in self.refused and not returning:
                 raise _Rejected(form.name)
-        slots = {**self.state.slots, **self.candidates}
+        slots = {**self.state.slots, **({} if returning else self.candidates)}
         for e in events:
             if e.kind == SLOT:
                 slots[e.data["name"]] = e.data["value"]
-        candidates = [s for s in form.required_slots if s in self.extracted]
+        candidates = [] if returning else [s for s in form.required_slots if s in self.extracted]
         requested_override: Any = ...
         responses: list[Event] = []
-        refused_now = [s for s in form.required_slots if s in self.refused and s == self.state.requested_slot]
+        refused_now = [] if returning else [s for s in form.required_slots
+                                             if s in self.refused and s == self.state.requested_slot]
         for slot in refused_now:
             responses.append(self._bot_event(BotResponse(text=self.refused[slot], source="template",
                                                          metadata={"form": form.name, "slot": slot})))

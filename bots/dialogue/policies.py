@@ -116,9 +116,10 @@ class Tracker:
         if self.prev_action is not None:
             features.add(f"prev:{self.prev_action}")
         for name, value in self.slots.items():
-            if name == REQUESTED_SLOT:
-                if value is not None:
-                    features.add(f"slot:{REQUESTED_SLOT}:{value}")
+            if name == REQUESTED_SLOT and name not in self.domain.slots:
+                # Rasa 3 adds requested_slot as a text slot that does not influence the conversation: which
+                # slot a form asks for is no feature, unless the domain declares the slot itself (categorical,
+                # influence_conversation: true), featurised below as any slot.
                 continue
             slot = self.domain.slots.get(name)
             if slot is not None:

@@ -41,5 +41,7 @@ class ActionSetPartySize(Action):
 
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
             domain: dict[str, Any]) -> list[dict[str, Any]]:
-        people = tracker.get_slot("num_people") or 0
+        people = tracker.get_slot("num_people")
+        if people is None:
+            return []  # no party yet: the slot stays unset, so it does not shape the conversation
         return [SlotSet("party_size", "large" if float(people) > 8 else "small")]
