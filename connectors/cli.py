@@ -2,7 +2,8 @@
 
 ``serve`` runs the runtime (never imports torch); ``train`` and ``evaluate`` hand over to
 ``training.cli`` (torch is imported only there); ``check`` validates bot folders, bot.yml or Rasa projects
-(bots/dialogue/check.py).
+(bots/dialogue/check.py); ``test`` runs a bot's test stories through the served pipeline
+(connectors/story_test.py) and writes Rasa's reports (training/story_reports.py).
 """
 
 from __future__ import annotations
@@ -96,6 +97,81 @@ def _port(raw: str) -> int:
     return port
 
 
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
+
+
+def _test(args: argparse.Namespace) -> int:
+    """``switchboard test BOT_DIR [PATHS]``: the test stories through the served pipeline
+    (connectors/story_test.py), Rasa's report files (training/story_reports.py), a summary; exit 1 when a
+    story failed or the action accuracy is below ``--min-accuracy``."""
+    import asyncio
+    import logging
+
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from bots.settings import Settings
+    from connectors.story_test import run_story_tests
+    from training.story_reports import write_story_reports
+
+    settings = Settings.from_env()
+    # What the bot logs (a custom action failing, an unreachable Duckling) is shown above the progress bar.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    bar: tqdm[None] | None = None
+
+    def started(total: int) -> None:
+        nonlocal bar
+        bar = tqdm(total=total, desc="test stories", unit="story")
+
+    def story_done(result: object) -> None:
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        with logging_redirect_tqdm():
+            results = asyncio.run(run_story_tests(args.bot_dir, args.paths, settings=settings,
+                                                  on_start=started, on_story=story_done))
+    finally:
+        if bar is not None:
+            bar.close()
+    out: Path = args.out or args.bot_dir / "results"
+    report = write_story_reports(out, results.action_targets, results.action_predictions,
+                                 conversations=len(results.stories), failed=len(results.failed),
+                                 failed_stories_yaml=results.failed_stories_yaml())
+    for story in results.failed:
+        for line in story.failures:
+            print(f"failed: {line}")
+    actions = len(results.action_targets)
+    correct_actions = sum(1 for t, p in zip(results.action_targets, results.action_predictions, strict=True)
+                          if t == p)
+    passed = len(results.stories) - len(results.failed)
+    print(f"stories: {passed}/{len(results.stories)} passed (conversation accuracy "
+          f"{results.conversation_accuracy:.3f})")
+    print(f"actions: {correct_actions}/{actions} correct (accuracy {results.action_accuracy:.3f}"
+          + (f", macro F1 {report['macro avg']['f1-score']:.3f}" if "macro avg" in report else "") + ")")
+    if results.intent_accuracy is not None:
+        right = sum(1 for t, p in zip(results.intent_targets, results.intent_predictions, strict=True) if t == p)
+        print(f"user messages: {right}/{len(results.intent_targets)} intents right")
+    if results.turn_seconds:
+        ms = sorted(s * 1000 for s in results.turn_seconds)
+        print(f"latency per turn: p50 {ms[len(ms) // 2]:.1f} ms, p95 {ms[min(len(ms) - 1, int(len(ms) * 0.95))]:.1f}"
+              f" ms over {len(ms)} turns")
+    print(f"reports in {out}")
+    code = 1 if results.failed else 0
+    if args.min_accuracy is not None and results.action_accuracy < args.min_accuracy:
+        print(f"action accuracy {results.action_accuracy:.3f} is below --min-accuracy {args.min_accuracy}",
+              file=sys.stderr)
+        code = 1
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Train, evaluate and serve support bots.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
                                          "does: exit 2 on errors")
     check.add_argument("bot_dirs", nargs="+", type=Path, metavar="BOT_DIR")
     check.set_defaults(func=_check)
+    test = sub.add_parser("test", help="run Rasa-format test stories end to end through the served pipeline and "
+                                       "write Rasa's reports: exit 1 on a failed story")
+    test.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
+    test.add_argument("paths", nargs="*", type=Path, metavar="PATHS",
+                      help="test story files or folders (default: BOT_DIR/tests/test_*.yml)")
+    test.add_argument("--out", type=Path, help="report folder (default: BOT_DIR/results)")
+    test.add_argument("--min-accuracy", type=_fraction, metavar="X",
+                      help="exit 1 when the action-level accuracy (0-1) is below X")
+    test.set_defaults(func=_test)
     tg = sub.add_parser("telegram", help="Telegram: register the webhook once, or long-poll for development")
     tg_sub = tg.add_subparsers(dest="telegram_command", required=True)
     hook = tg_sub.add_parser("set-webhook", help="register the webhook and its secret token (once, not per replica)")

@@ -5,7 +5,8 @@ What is scored is what the runtime serves: the model, then the bot's NLU pipelin
 config.yml lists), when MODEL is a bot folder or an artifact inside one (``BOT/models/VERSION``).
 Entities of those rule extractors are scored for the entity types the data annotates; a type the
 data never annotates (Duckling's ``time`` in data that only labels cities) cannot be judged by it
-and is left out of the entity scores.
+and is left out of the entity scores, and so is a rule extractor's entity on a span where the model
+found the same type (the model's, with its role and group, is scored there).
 
 With ``--cross-validation K`` the data is split into K stratified folds; K models are
 trained with MODEL's training config (or fast mode) and each is scored on its held-out
@@ -64,11 +65,17 @@ def bot_pipeline(model: Path, artifact_dir: Path) -> NluPipeline:
 
 
 def judged(samples: Sequence[Sample], results: Sequence[Understanding]) -> list[Understanding]:
-    """``results`` without the rule extractors' entities of types no sample annotates."""
+    """``results`` as the entity scores judge them: a rule extractor's entity (regex, lookup, Duckling) only
+    of a type some sample annotates, and not where the model already found that type on the same span
+    (the model's, with its role and group, is the one scored there)."""
     annotated = {e.entity for s in samples for e in s.entities}
-    return [r if all(not e.extractor or e.entity in annotated for e in r.entities)
-            else replace(r, entities=tuple(e for e in r.entities if not e.extractor or e.entity in annotated))
-            for r in results]
+    out = []
+    for r in results:
+        by_model = {(e.entity, e.start, e.end) for e in r.entities if not e.extractor}
+        kept = tuple(e for e in r.entities if not e.extractor
+                     or (e.entity in annotated and (e.entity, e.start, e.end) not in by_model))
+        out.append(r if len(kept) == len(r.entities) else replace(r, entities=kept))
+    return out
 
 
 def cross_validate(data: NluData, cfg: TrainConfig, k: int, *, bot_name: str,
