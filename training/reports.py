@@ -53,7 +53,9 @@ def confusion_matrix(gold: Sequence[str], predicted: Sequence[str]) -> tuple[lis
     return labels, matrix
 
 
-def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
+def plot_confusion(path: Path, labels: list[str], matrix: np.ndarray, *, what: str = "intent") -> None:
+    """A confusion matrix PNG (rows: true ``what``, columns: predicted), sized and lettered so that a
+    hundred labels stay readable; counts are written in the cells up to 30 labels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,9 +66,9 @@ def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
     image = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=max(4, 10 - len(labels) // 12))
     ax.set_yticks(range(len(labels)), labels, fontsize=max(4, 10 - len(labels) // 12))
-    ax.set_xlabel("predicted intent")
-    ax.set_ylabel("true intent")
-    ax.set_title("Intent confusion matrix")
+    ax.set_xlabel(f"predicted {what}")
+    ax.set_ylabel(f"true {what}")
+    ax.set_title(f"{what.capitalize()} confusion matrix")
     if len(labels) <= 30:
         top = matrix.max() or 1
         for i in range(len(labels)):
@@ -141,7 +143,7 @@ def write_reports(out: Path, samples: Sequence[Sample], results: Sequence[Unders
         _write_json(out / "entity_report.json", ents)
         _write_json(out / "entity_errors.json", entity_errors(samples, results))
     labels, matrix = confusion_matrix(gold, predicted)
-    _plot_confusion(out / "intent_confusion_matrix.png", labels, matrix)
+    plot_confusion(out / "intent_confusion_matrix.png", labels, matrix)
     _plot_histogram(out / "intent_histogram.png",
                     [r.confidence for g, r in zip(gold, results, strict=True) if g == r.intent],
                     [r.confidence for g, r in zip(gold, results, strict=True) if g != r.intent])

@@ -192,6 +192,10 @@ class StoryEntity:
     value: Any = None          # None: "an entity of this name", whatever its value
     role: str | None = None
     group: str | None = None
+    # Where a ``user:`` step's annotation lies in its text (``switchboard test`` writes the failed stories
+    # with their annotations back); None for entities listed under ``entities:``. Not part of equality.
+    start: int | None = field(default=None, compare=False)
+    end: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

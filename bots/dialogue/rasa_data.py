@@ -322,7 +322,7 @@ def _user_step(item: Located, fields: dict[str, Located], what: str, findings: F
                 findings.error(fields["user"].key_where(), f"{what}: {exc}")
                 return None
             user_text = example.text
-            entities = [StoryEntity(e.entity, e.value, e.role, e.group) for e in example.entities]
+            entities = [StoryEntity(e.entity, e.value, e.role, e.group, e.start, e.end) for e in example.entities]
         if "entities" in fields:
             findings.error(fields["entities"].key_where(), f"{what}: a 'user' step annotates its entities in the text "
                                                        f"([Berlin](city)), not under 'entities'")

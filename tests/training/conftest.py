@@ -1,10 +1,15 @@
-"""A tiny bot to train on: four intents with 8 examples each, one entity type, one synonym."""
+"""A tiny bot to train on: four intents with 8 examples each, one entity type, one synonym; and the Rasa
+fixture projects (tests/data/rasa), each trained with ``--fast`` once per session when a test asks for it."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
 
 TINY_BOT = """\
 name: tiny
@@ -66,3 +71,22 @@ def tiny_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny_bot")
     (directory / "bot.yml").write_text(TINY_BOT, encoding="utf-8")
     return directory
+
+
+@pytest.fixture(scope="session")
+def trained_rasa(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``trained_rasa(NAME)``: a copy of tests/data/rasa/NAME trained by ``switchboard train --fast`` (once per
+    session and project, so that the tests of several files share the few seconds each costs)."""
+    from training.cli import main as training_main
+
+    cache: dict[str, Path] = {}
+
+    def trained(name: str) -> Path:
+        if name not in cache:
+            bot_dir = tmp_path_factory.mktemp("rasa") / name
+            shutil.copytree(RASA / name, bot_dir, ignore=shutil.ignore_patterns("__pycache__", "models", "results"))
+            assert training_main(["train", str(bot_dir), "--fast"]) == 0, f"training the {name} fixture failed"
+            cache[name] = bot_dir
+        return cache[name]
+
+    return trained

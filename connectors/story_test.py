@@ -1,0 +1,479 @@
+"""``switchboard test``: Rasa-format test stories run end to end through the served pipeline.
+
+Each test story (``tests/test_*.yml`` by default, as ``rasa test`` finds them; ``or`` and
+checkpoints expanded as Rasa's story graph does) becomes one conversation, sent message by message
+into the real ``bots.runtime.Runtime`` as a channel would send it: the bot's newest artifact loaded
+as ``serve`` loads it (NLU model and entity extraction), the one dialogue engine, custom actions in
+process or on the action server of ``endpoints.yml``, and a temporary embedded store (deleted
+afterwards). A ``user:`` step's text goes through the NLU; an ``intent:`` step without text is sent
+as the button payload ``/intent{"entity": "value"}`` (the intent given directly, as Rasa's test
+does). The bot is validated first exactly as ``serve`` validates it.
+
+After each message the turn's stored events are compared with the story, as ``rasa test`` does:
+
+* **actions**: the actions the bot ran (its ``ACTION`` events, ``action_listen`` included) against
+  the story's ``action:`` (and ``bot:``) steps up to the next user step, plus the ``action_listen``
+  that ends every bot turn; pairwise, position by position. A story action the bot never reached
+  is paired with ``None``. These pairs are the action-level targets and predictions of the report.
+* **user turns**: for a ``user:`` step with ``intent:``, the intent the served NLU gave (``nlu_fallback``
+  below the bot's fallback threshold, as the engine sees it) and its entities (entity and value, as
+  Rasa's evaluation compares them, spans aside; every annotation of the text, no more, no fewer; an
+  entity found by two extractors counts once).
+* **slot_was_set** and **active_loop** steps: the slot has that value (a name alone: any value) and
+  that form is active, at the point of the story where the step stands or later in the same turn (a
+  slot filled by the form's validation instead of the extraction still counts).
+
+A story with any difference fails. Unlike ``rasa test core``, which feeds the story's own actions
+back after a wrong prediction, the conversation goes on with what the bot really did: the story is
+what a customer would have seen. ``failed_test_stories.yml`` holds the failed stories with
+``# predicted: ...`` comments where Rasa writes them; ``training/story_reports.py`` writes the
+report files from ``StoryTestResults``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bots.dialogue.domain import ACTION_LISTEN, DEFAULT_ACTIONS, NLU_FALLBACK_INTENT, REQUESTED_SLOT, Step, Story
+from bots.dialogue.policies import story_paths
+from bots.dialogue.rasa_data import read_test_stories
+from bots.dialogue.rasa_project import rasa_test_files
+from bots.dialogue.spec import DialogueSpec
+from bots.dialogue.state import State
+from bots.errors import ConfigError
+from bots.events import ACTION, BOT, NLU, Event
+from bots.runtime import BotRuntime, ModelLoader, Runtime, load_onnx_model
+from bots.settings import Settings
+from bots.store.sqlite import SQLiteStore
+from bots.types import ConversationRef, UserMessage
+
+CHANNEL = "test"          # the channel the stories' messages arrive on (no channel-specific response variation)
+NONE = "None"             # the prediction paired with a story action the bot never reached
+_NO_FAILURES = "# None of the test stories failed - all good!\n"
+
+
+@dataclass
+class StoryResult:
+    """One test conversation: the story (one path of it), whether it passed, and what differed."""
+
+    name: str
+    source: str                                   # the test file, as given
+    passed: bool
+    failures: list[str] = field(default_factory=list)   # "file:line: what differed"
+    yaml: str = ""                                # the story in Rasa's YAML, with "# predicted:" comments
+    turns: int = 0
+
+
+@dataclass
+class StoryTestResults:
+    stories: list[StoryResult] = field(default_factory=list)
+    action_targets: list[str] = field(default_factory=list)
+    action_predictions: list[str] = field(default_factory=list)
+    intent_targets: list[str] = field(default_factory=list)
+    intent_predictions: list[str] = field(default_factory=list)
+    turn_seconds: list[float] = field(default_factory=list)   # per user message: accepted to answered
+
+    @property
+    def failed(self) -> list[StoryResult]:
+        return [s for s in self.stories if not s.passed]
+
+    @property
+    def conversation_accuracy(self) -> float:
+        return (len(self.stories) - len(self.failed)) / len(self.stories) if self.stories else 0.0
+
+    @property
+    def action_accuracy(self) -> float:
+        pairs = list(zip(self.action_targets, self.action_predictions, strict=True))
+        return sum(1 for t, p in pairs if t == p) / len(pairs) if pairs else 0.0
+
+    @property
+    def intent_accuracy(self) -> float | None:
+        pairs = list(zip(self.intent_targets, self.intent_predictions, strict=True))
+        return sum(1 for t, p in pairs if t == p) / len(pairs) if pairs else None
+
+    def failed_stories_yaml(self) -> str:
+        """``failed_test_stories.yml`` as Rasa writes it."""
+        if not self.failed:
+            return _NO_FAILURES
+        return 'version: "3.1"\nstories:\n' + "".join(s.yaml for s in self.failed)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding and checking the test stories.
+def story_files(bot_dir: Path, paths: Sequence[Path] = ()) -> list[Path]:
+    """The test story files: ``paths`` (files, or folders: every .yml/.yaml below them), else the bot's
+    ``tests/test_*.yml``. ConfigError when there are none or a path does not exist."""
+    if not paths:
+        found = rasa_test_files(bot_dir)
+        if not found:
+            raise ConfigError(f"{bot_dir / 'tests'}: no test stories (tests/test_*.yml, as `rasa test` finds them); "
+                              "write some or give their paths")
+        return found
+    files: dict[Path, None] = {}
+    problems: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            below = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".yml", ".yaml"))
+            if not below:
+                problems.append(f"{path}: no .yml test story files in this folder")
+            files.update(dict.fromkeys(below))
+        elif path.is_file():
+            files[path] = None
+        else:
+            problems.append(f"{path}: no such file or folder")
+    if problems:
+        raise ConfigError(problems)
+    return list(files)
+
+
+def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogue: DialogueSpec) -> list[str]:
+    """Test-story steps naming what the bot does not have (``file:line``): they could never pass."""
+    domain = dialogue.domain
+    actions = {*DEFAULT_ACTIONS, *domain.action_names}
+    intents = set(bot_intents) | set(domain.intents)
+    problems: list[str] = []
+
+    def check(step: Step, what: str) -> None:
+        if step.kind == "intent" and step.name is not None and step.name not in intents:
+            problems.append(f"{step.where}: {what}: intent '{step.name}' is not one of the bot's intents")
+        elif step.kind == "action" and step.name is not None and step.name not in actions:
+            problems.append(f"{step.where}: {what}: action '{step.name}' is not in the domain")
+        elif step.kind == "active_loop" and step.name is not None and step.name not in domain.forms:
+            problems.append(f"{step.where}: {what}: active_loop '{step.name}' is not a form of the domain")
+        elif step.kind == "slot_was_set":
+            for name, _ in step.slots:
+                if name != REQUESTED_SLOT and name not in domain.slots:
+                    problems.append(f"{step.where}: {what}: slot '{name}' is not in the domain")
+        for alt in step.alternatives:
+            check(alt, what)
+
+    for story in stories:
+        for step in story.steps:
+            check(step, f"test story '{story.name}'")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing a story back (Rasa's YAML), with the predictions as end-of-line comments.
+def _scalar(value: Any) -> str:
+    """A YAML 1.2 flow scalar (JSON is one) for a value of a story."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _comment(text: str | None) -> str:
+    return f"  # predicted: {' '.join(text.split())}" if text else ""
+
+
+def annotated(text: str, entities: Sequence[tuple[str, Any, int | None, int | None]]) -> str:
+    """``text`` with Rasa's entity annotations (``[span](entity)``, ``[span]{"entity": ..., "value": ...}`` when
+    the value differs from the span); entities without a position are left out."""
+    placed = sorted((e for e in entities if e[2] is not None and e[3] is not None), key=lambda e: (e[2], e[3]))
+    out: list[str] = []
+    pos = 0
+    for entity, value, start, end in placed:
+        assert start is not None and end is not None
+        if start < pos or end > len(text):
+            continue  # overlapping spans: one annotation each
+        span = text[start:end]
+        out.append(text[pos:start])
+        if value is None or str(value) == span:
+            out.append(f"[{span}]({entity})")
+        else:
+            out.append(f"[{span}]" + json.dumps({"entity": entity, "value": str(value)}, ensure_ascii=False))
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _block(text: str, indent: str) -> list[str]:
+    return [f"{indent}{line}" if line else "" for line in text.splitlines() or [""]]
+
+
+def _step_yaml(step: Step, comment: str | None) -> list[str]:
+    c = _comment(comment)
+    if step.kind == "intent":
+        if step.user_text is not None:
+            text = annotated(step.user_text, [(e.entity, e.value, e.start, e.end) for e in step.entities])
+            lines = ["  - user: |", *_block(text, "      ")]
+            if step.name is not None:
+                lines.append(f"    intent: {step.name}{c}")
+            elif c:
+                lines[0] += c
+            return lines
+        lines = [f"  - intent: {step.name}{c}"]
+        if step.entities:
+            lines.append("    entities:")
+            for e in step.entities:
+                lines.append(f"    - {e.entity}: {_scalar(e.value)}" if e.value is not None else f"    - {e.entity}")
+                if e.role is not None:
+                    lines.append(f"      role: {e.role}")
+                if e.group is not None:
+                    lines.append(f"      group: {e.group}")
+        return lines
+    if step.kind == "action":
+        return [f"  - action: {step.name}{c}"]
+    if step.kind == "bot":
+        return [f"  - bot: {_scalar(step.name)}{c}"]
+    if step.kind == "active_loop":
+        return [f"  - active_loop: {step.name if step.name is not None else 'null'}{c}"]
+    if step.kind == "slot_was_set":
+        lines = ["  - slot_was_set:"]
+        for i, (name, value) in enumerate(step.slots):
+            tail = c if i == 0 else ""
+            lines.append(f"    - {name}{tail}" if value is Ellipsis else f"    - {name}: {_scalar(value)}{tail}")
+        return lines
+    return []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running one story.
+@dataclass
+class _Turn:
+    user: int | None                                              # index of the user step (None: before the first)
+    items: list[int] = field(default_factory=list)                # the steps after it, up to the next user step
+
+
+def _turns(steps: Sequence[Step]) -> list[_Turn]:
+    turns = [_Turn(None)]
+    for i, step in enumerate(steps):
+        if step.kind == "intent":
+            turns.append(_Turn(i))
+        elif step.kind in ("action", "bot", "slot_was_set", "active_loop"):
+            turns[-1].items.append(i)
+    return turns if turns[0].items else turns[1:]
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    if expected is Ellipsis:
+        return actual is not None
+    if expected is None or actual is None:
+        return expected is None and actual is None
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return str(expected).lower() == str(actual).lower()
+    if isinstance(expected, int | float) and not isinstance(actual, bool):
+        try:
+            return float(expected) == float(actual)
+        except (TypeError, ValueError):
+            return False
+    return bool(expected == actual or str(expected) == str(actual))
+
+
+def _payload(step: Step) -> str:
+    values = {e.entity: e.value for e in step.entities if e.value is not None}
+    return f"/{step.name}" + (json.dumps(values, ensure_ascii=False) if values else "")
+
+
+@dataclass
+class _Snapshot:
+    slots: dict[str, Any]
+    form: str | None
+    requested: str | None
+
+    def value(self, slot: str) -> Any:
+        return self.requested if slot == REQUESTED_SLOT else self.slots.get(slot)
+
+
+class _StoryRun:
+    """One story path sent through the runtime, compared turn by turn."""
+
+    def __init__(self, runtime: Runtime, bot: BotRuntime, story: Story, steps: list[Step], source: str,
+                 conversation_id: str, results: StoryTestResults) -> None:
+        self.runtime, self.bot, self.story, self.steps = runtime, bot, story, steps
+        self.source, self.conversation_id, self.results = source, conversation_id, results
+        self.comments: dict[int, str] = {}         # step index -> "# predicted: ..."
+        self.listen_after: dict[int, str] = {}     # step index -> the prediction where the bot should have listened
+        self.failures: list[str] = []
+        self.state = State(sender_id=conversation_id)
+        self.turns = 0
+
+    def fail(self, where: str, what: str) -> None:
+        self.failures.append(f"{where or self.story.where}: story '{self.story.name}': {what}")
+
+    async def run(self) -> StoryResult:
+        for turn in _turns(self.steps):
+            await self._turn(turn)
+        passed = not self.failures
+        return StoryResult(self.story.name, self.source, passed, self.failures,
+                           "" if passed else self._yaml(), self.turns)
+
+    async def _send(self, step: Step) -> tuple[list[Event], float]:
+        text = step.user_text if step.user_text is not None else _payload(step)
+        payload = text if text.startswith("/") else None
+        message_id = f"{self.conversation_id}-{self.turns}"
+        message = UserMessage(ref=ConversationRef(bot=self.bot.name, channel=CHANNEL,
+                                                  conversation_id=self.conversation_id),
+                              message_id=message_id, text=text, user_id=self.conversation_id,
+                              received_at=time.time(), payload=payload)
+        started = time.perf_counter()
+        await self.runtime.handle(message)
+        seconds = time.perf_counter() - started
+        turn = await self.runtime.store.get_turn(self.bot.name, self.conversation_id, message_id)
+        assert turn is not None, "an answered message is stored"
+        return list(turn.events), seconds
+
+    def _check_user(self, index: int, step: Step, events: list[Event]) -> None:
+        nlu = next((e.data for e in events if e.kind == NLU), {})
+        intent = str(nlu.get("intent") or "")
+        confidence = nlu.get("confidence")
+        if isinstance(confidence, int | float) and confidence < self.bot.spec.fallback_threshold:
+            intent = NLU_FALLBACK_INTENT
+        if step.user_text is None or step.name is None:
+            return  # an intent given directly (a payload), or a user text without an intent to compare
+        predicted = [e for e in nlu.get("entities") or [] if isinstance(e, dict)]
+        # Entity and value, as Rasa's evaluation compares them; one finding however many extractors made it.
+        gold = {(e.entity, str(e.value)) for e in step.entities}
+        got = {(str(e.get("entity")), str(e.get("value"))) for e in predicted}
+        self.results.intent_targets.append(step.name)
+        self.results.intent_predictions.append(intent)
+        if intent == step.name and gold == got:
+            return
+        shown = annotated(step.user_text, [(str(e.get("entity")), e.get("value"), e.get("start"), e.get("end"))
+                                           for e in predicted])
+        self.comments[index] = f"{intent}: {shown}"
+        if intent != step.name:
+            self.fail(step.where, f"intent {step.name!r} expected, the NLU predicted {intent!r} "
+                                  f"({confidence if confidence is not None else '?'})")
+        if gold != got:
+            self.fail(step.where, "entities " + _entities_text(gold) + " expected, the NLU found "
+                      + _entities_text(got))
+
+    async def _turn(self, turn: _Turn) -> None:
+        events: list[Event] = []
+        if turn.user is not None:
+            user_step = self.steps[turn.user]
+            events, seconds = await self._send(user_step)
+            self.results.turn_seconds.append(seconds)
+            self.turns += 1
+            self._check_user(turn.user, user_step, events)
+        # Split the turn's events into segments: before the first action (the message and the extraction),
+        # then one per action run (the action's own events follow its ACTION event).
+        snapshots: list[_Snapshot] = []   # state after segment k (k = 0: before any action)
+        predicted: list[tuple[str, list[Event]]] = []
+        for event in events:
+            if event.kind == ACTION:
+                snapshots.append(self._snapshot())
+                predicted.append((str(event.data.get("name")), []))
+            elif predicted:
+                predicted[-1][1].append(event)
+            self.state.apply(event)
+        snapshots.append(self._snapshot())
+        gold = [i for i in turn.items if self.steps[i].kind in ("action", "bot")]
+        listen = turn.user is not None   # every answered message ends with action_listen
+        n = len(gold) + (1 if listen else 0)
+        first_wrong = n
+        for k in range(n):
+            step = self.steps[gold[k]] if k < len(gold) else None
+            if k < len(predicted):
+                name, own = predicted[k]
+                said = next((str(e.data.get("text") or "") for e in own if e.kind == BOT), None)
+            else:
+                name, said = NONE, None
+            if step is None:
+                target, prediction = ACTION_LISTEN, name
+            elif step.kind == "bot":
+                target, prediction = str(step.name), said if said is not None else name
+            else:
+                target, prediction = str(step.name), name
+            self.results.action_targets.append(target)
+            self.results.action_predictions.append(prediction)
+            if target == prediction:
+                continue
+            first_wrong = min(first_wrong, k)
+            where = step.where if step is not None else (self.steps[turn.items[-1]].where if turn.items
+                                                         else self.steps[turn.user or 0].where)
+            if step is not None:
+                self.comments[gold[k]] = prediction
+            else:
+                self.listen_after[(turn.items or [turn.user or 0])[-1]] = prediction
+            self.fail(where, f"{target!r} expected, the bot ran {prediction!r}"
+                      + (" (it was listening already)" if prediction == NONE else ""))
+        # slot_was_set / active_loop: hold after the action they follow (or later in the turn), checked only
+        # while the bot's actions so far were the story's.
+        done = 0
+        for i in turn.items:
+            step = self.steps[i]
+            if step.kind in ("action", "bot"):
+                done += 1
+                continue
+            if done > first_wrong:
+                continue
+            later = snapshots[min(done, len(snapshots) - 1):]
+            if step.kind == "active_loop":
+                if not any(s.form == step.name for s in later):
+                    got_form = later[-1].form
+                    self.comments[i] = f"active_loop: {got_form if got_form is not None else 'null'}"
+                    self.fail(step.where, f"active_loop {step.name!r} expected, the bot has {got_form!r} active")
+                continue
+            for name, value in step.slots:
+                if not any(_same(value, s.value(name)) for s in later):
+                    got = later[-1].value(name)
+                    self.comments.setdefault(i, f"{name}: {_scalar(got)}")
+                    self.fail(step.where, f"slot {name!r} = {'(any value)' if value is Ellipsis else repr(value)} "
+                                          f"expected, the bot has {got!r}")
+
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(dict(self.state.slots), self.state.active_form, self.state.requested_slot)
+
+    def _yaml(self) -> str:
+        lines = [f"- story: {_scalar(f'{self.story.name} ({self.source})')}", "  steps:"]
+        for i, step in enumerate(self.steps):
+            lines += _step_yaml(step, self.comments.get(i))
+            if i in self.listen_after:
+                lines.append(f"  - action: {ACTION_LISTEN}{_comment(self.listen_after[i])}")
+        return "\n".join(lines) + "\n"
+
+
+def _entities_text(entities: set[tuple[str, str]]) -> str:
+    return ", ".join(f"{e}={v!r}" for e, v in sorted(entities)) or "none"
+
+
+# ---------------------------------------------------------------------------------------------------------
+async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings: Settings | None = None,
+                          model_loader: ModelLoader = load_onnx_model,
+                          on_story: Callable[[StoryResult], None] | None = None,
+                          on_start: Callable[[int], None] | None = None) -> StoryTestResults:
+    """Run the test stories of ``bot_dir`` (or ``paths``) through the served pipeline.
+
+    ``settings`` are the serving settings (``Settings.from_env()`` by the CLI); the store is always a
+    temporary embedded one. ``on_start(n)`` is told how many conversations will run, ``on_story`` gets
+    each result as it is known (a progress bar). ConfigError for a bot ``serve`` would refuse, or test
+    stories that are malformed or name what the bot does not have (``file:line``); ArtifactError when
+    the bot has no trained model."""
+    files = story_files(bot_dir, paths)
+    stories = read_test_stories(files)
+    base = settings or Settings()
+    with tempfile.TemporaryDirectory(prefix="switchboard-test-") as tmp:
+        # The conversations exist only for this run: a pseudonym key of its own is as good as any.
+        run_settings = replace(base, data_dir=Path(tmp), mongodb_uri=None,
+                               pii_key=base.pii_key or secrets.token_hex(32))
+        store = SQLiteStore(Path(tmp) / "conversations.db")
+        await store.start()
+        runtime = Runtime(run_settings, store, model_loader=model_loader)
+        try:
+            runtime.validate([bot_dir])  # what serve checks before it listens
+            bot = await runtime.load_bot(bot_dir)
+            problems = _unknown_names(stories, list(bot.spec.intents), bot.dialogue)
+            if problems:
+                raise ConfigError(problems)
+            sources = {str(f.resolve()): str(f) for f in files}
+            paths_ = [(story, steps) for story, steps in story_paths([s for s in stories if not s.is_rule])]
+            if on_start is not None:
+                on_start(len(paths_))
+            results = StoryTestResults()
+            for n, (story, steps) in enumerate(paths_):
+                source = story.where.rsplit(":", 1)[0]
+                source = sources.get(str(Path(source).resolve()), source)
+                outcome = await _StoryRun(runtime, bot, story, steps, source, f"test-{n}", results).run()
+                results.stories.append(outcome)
+                if on_story is not None:
+                    on_story(outcome)
+            return results
+        finally:
+            await runtime.aclose()

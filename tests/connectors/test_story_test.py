@@ -1,0 +1,233 @@
+"""``switchboard test``'s runner (connectors/story_test.py) on the Rasa fixture projects, with a fixed NLU.
+
+The intent model here is a lookup of the project's own NLU examples (no training), so that each test
+decides exactly what the NLU answers and checks what the runner makes of the bot's turns: the pairs it
+scores, the checks of slot_was_set/active_loop, and the failed stories it writes back. The trained model
+end to end is tests/training/test_story_cli.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from bots.botspec import BotSpec
+from bots.dialogue.rasa_data import read_test_stories
+from bots.errors import ArtifactError, ConfigError
+from bots.settings import Settings
+from bots.types import Entity
+from connectors.story_test import NONE, StoryTestResults, annotated, run_story_tests, story_files
+from tests.bots.lookup_model import LookupModel, project
+
+# moodbot's test texts that are not among its examples
+MOOD: dict[str, tuple[str, tuple[Entity, ...]]] = {
+    "hello there!": ("greet", ()), "bye-bye!": ("goodbye", ()), "very terrible": ("mood_unhappy", ())}
+
+
+async def run(bot_dir: Path, overrides: Mapping[str, tuple[str, tuple[Entity, ...]]] | None = None,
+              paths: Sequence[Path] = ()) -> StoryTestResults:
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, overrides or {})
+
+    return await run_story_tests(bot_dir, paths, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader)
+
+
+async def test_moodbot_stories_pass_and_every_bot_turn_ends_listening(tmp_path: Path) -> None:
+    results = await run(project(tmp_path, "moodbot"), MOOD)
+    assert [s.name for s in results.stories] == ["happy path 1", "happy path 2", "sad path 1", "sad path 2",
+                                                "sad path 3", "say goodbye", "bot challenge"]
+    assert all(s.passed for s in results.stories), [f for s in results.stories for f in s.failures]
+    assert results.conversation_accuracy == 1.0 and results.action_accuracy == 1.0
+    # happy path 1: two user turns, each answered by one action and the listen that ends the turn
+    assert results.action_targets[:4] == ["utter_greet", "action_listen", "utter_happy", "action_listen"]
+    assert results.action_targets == results.action_predictions
+    assert results.intent_targets == results.intent_predictions and len(results.intent_targets) == 16
+    assert len(results.turn_seconds) == 16
+    assert results.failed_stories_yaml() == "# None of the test stories failed - all good!\n"
+
+
+async def test_a_wrong_intent_fails_the_story_and_is_written_back_as_rasa_does(tmp_path: Path) -> None:
+    results = await run(project(tmp_path, "moodbot"), {**MOOD, "not good": ("mood_great", ())})
+    failed = {s.name for s in results.failed}
+    assert failed == {"sad path 1", "sad path 2"}  # "very terrible" (sad path 3) is not the overridden text
+    story = next(s for s in results.failed if s.name == "sad path 1")
+    assert any("intent 'mood_unhappy' expected, the NLU predicted 'mood_great'" in f for f in story.failures)
+    yaml = results.failed_stories_yaml()
+    assert yaml.startswith('version: "3.1"\nstories:\n- story: "sad path 1 (')
+    assert "    intent: mood_unhappy  # predicted: mood_great: not good\n" in yaml
+    # The bot went the happy way: it said utter_happy where the story cheers up, and then listened.
+    assert "  - action: utter_cheer_up  # predicted: utter_happy\n" in yaml
+    assert "  - action: utter_did_that_help  # predicted: action_listen\n" in yaml
+    assert ("utter_did_that_help", "action_listen") in zip(results.action_targets, results.action_predictions,
+                                                            strict=True)
+    assert results.conversation_accuracy == pytest.approx(5 / 7)
+    # Rasa can read the failed stories back: the same steps, the comments being comments.
+    written = tmp_path / "failed_test_stories.yml"
+    written.write_text(yaml, encoding="utf-8")
+    again = read_test_stories([written])
+    assert [s.name for s in again] == [f"{s.name} ({s.source})" for s in results.failed]
+    assert [(x.kind, x.name) for x in again[0].steps][:4] == [("intent", "greet"), ("action", "utter_greet"),
+                                                              ("intent", "mood_unhappy"), ("action", "utter_cheer_up")]
+
+
+async def test_an_extra_action_is_reported_where_the_bot_should_have_listened(tmp_path: Path) -> None:
+    tests = """\
+stories:
+- story: greeting only
+  steps:
+  - user: |
+      not good
+    intent: mood_unhappy
+  - action: utter_cheer_up
+"""
+    results = await run(project(tmp_path, "moodbot", tests))
+    (story,) = results.failed
+    assert list(zip(results.action_targets, results.action_predictions, strict=True)) == [
+        ("utter_cheer_up", "utter_cheer_up"), ("action_listen", "utter_did_that_help")]
+    assert story.yaml.endswith("  - action: utter_cheer_up\n  - action: action_listen  # predicted: "
+                               "utter_did_that_help\n")
+
+
+async def test_intent_steps_are_given_directly_and_missing_actions_pair_with_none(tmp_path: Path) -> None:
+    tests = """\
+stories:
+- story: intents given
+  steps:
+  - intent: greet
+  - action: utter_greet
+  - action: utter_happy
+"""
+    results = await run(project(tmp_path, "moodbot", tests), {"/greet": ("goodbye", ())})
+    # "/greet" is a payload: the NLU (which would say goodbye here) is not asked
+    assert list(zip(results.action_targets, results.action_predictions, strict=True)) == [
+        ("utter_greet", "utter_greet"), ("utter_happy", "action_listen"), ("action_listen", NONE)]
+    assert results.intent_targets == []
+
+
+FORM_STORIES = """\
+stories:
+- story: book a table
+  steps:
+  - user: |
+      I'd like to book a table
+    intent: request_restaurant
+  - action: restaurant_form
+  - active_loop: restaurant_form
+  - slot_was_set:
+    - requested_slot: cuisine
+  - user: |
+      [italian](cuisine) food
+    intent: inform
+  - action: restaurant_form
+  - slot_was_set:
+    - cuisine: italian
+  - slot_was_set:
+    - requested_slot: num_people
+  - user: |
+      [5](number) people
+    intent: inform
+  - action: restaurant_form
+  - slot_was_set:
+    - num_people: 5
+    - requested_slot: outdoor_seating
+  - user: |
+      yes
+    intent: affirm
+  - action: restaurant_form
+  - slot_was_set:
+    - outdoor_seating: true
+  - user: |
+      a quiet corner
+    intent: inform
+  - action: restaurant_form
+  - slot_was_set:
+    - preferences
+    - requested_slot: feedback
+  - user: |
+      the food was [great](feedback)
+    intent: inform
+  - action: restaurant_form
+  - active_loop: null
+  - slot_was_set:
+    - requested_slot: null
+  - action: utter_submit
+  - action: utter_slots_values
+"""
+
+
+async def test_a_form_with_its_validation_action_in_process(tmp_path: Path) -> None:
+    results = await run(project(tmp_path, "forms", FORM_STORIES), {"a quiet corner": ("inform", ())})
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.action_targets.count("restaurant_form") == 6
+
+
+async def test_slot_and_loop_checks_fail_with_what_the_bot_has(tmp_path: Path) -> None:
+    wrong = FORM_STORIES.replace("    - cuisine: italian", "    - cuisine: chinese").replace(
+        "  - active_loop: null", "  - active_loop: restaurant_form")
+    results = await run(project(tmp_path, "forms", wrong), {"a quiet corner": ("inform", ())})
+    (story,) = results.failed
+    assert len(story.failures) == 2
+    assert "slot 'cuisine' = 'chinese' expected, the bot has 'italian'" in story.failures[0]
+    assert "active_loop 'restaurant_form' expected, the bot has None" in story.failures[1]
+    assert '    - cuisine: "chinese"  # predicted: cuisine: "italian"\n' in story.yaml
+    assert "  - active_loop: restaurant_form  # predicted: active_loop: null\n" in story.yaml
+    assert results.action_accuracy == 1.0  # the actions were right; the story still failed
+
+
+async def test_wrong_entities_fail_the_user_turn(tmp_path: Path) -> None:
+    results = await run(project(tmp_path, "forms", FORM_STORIES), {
+        "a quiet corner": ("inform", ()),
+        "the food was great": ("inform", (Entity("cuisine", "food", 4, 8),))})
+    (story,) = results.failed
+    assert any("entities feedback='great' expected, the NLU found cuisine='food'" in f for f in story.failures)
+    assert "    intent: inform  # predicted: inform: the [food](cuisine) was great\n" in story.yaml
+
+
+def test_annotations_are_written_as_rasa_writes_them() -> None:
+    assert annotated("fly from Paris to Rome", [("city", "Rome", 18, 22), ("city", "Paris", 9, 14)]) == \
+        "fly from [Paris](city) to [Rome](city)"
+    assert annotated("italiano please", [("cuisine", "italian", 0, 8)]) == \
+        '[italiano]{"entity": "cuisine", "value": "italian"} please'
+    assert annotated("no entities", [("x", "y", None, None)]) == "no entities"
+
+
+async def test_bad_test_stories_name_the_file_and_line(tmp_path: Path) -> None:
+    tests = """\
+stories:
+- story: unknown things
+  steps:
+  - intent: greet
+  - action: utter_hello
+  - intent: order_pizza
+"""
+    with pytest.raises(ConfigError) as raised:
+        await run(project(tmp_path, "moodbot", tests))
+    problems = raised.value.problems
+    assert any(p.endswith("test_stories.yml:5: test story 'unknown things': action 'utter_hello' is not in the "
+                          "domain") for p in problems), problems
+    assert any("test_stories.yml:6:" in p and "intent 'order_pizza'" in p for p in problems), problems
+    with pytest.raises(ConfigError) as raised:
+        (tmp_path / "broken.yml").write_text("stories:\n- story: x\n  steps:\n  - dance: now\n", encoding="utf-8")
+        await run(project(tmp_path, "forms"), paths=[tmp_path / "broken.yml"])
+    assert any("broken.yml:4:" in p for p in raised.value.problems), raised.value.problems
+
+
+def test_test_files_default_to_tests_test_star_and_missing_ones_are_refused(tmp_path: Path) -> None:
+    bot_dir = project(tmp_path, "moodbot")
+    assert story_files(bot_dir) == [bot_dir / "tests" / "test_stories.yml"]
+    assert story_files(bot_dir, [bot_dir / "tests"]) == [bot_dir / "tests" / "test_stories.yml"]
+    with pytest.raises(ConfigError, match="no such file or folder"):
+        story_files(bot_dir, [bot_dir / "nope.yml"])
+    shutil.rmtree(bot_dir / "tests")
+    with pytest.raises(ConfigError, match=r"no test stories \(tests/test_\*\.yml"):
+        story_files(bot_dir)
+
+
+async def test_a_bot_without_a_model_is_refused(tmp_path: Path) -> None:
+    bot_dir = project(tmp_path, "moodbot")
+    shutil.rmtree(bot_dir / "models")
+    with pytest.raises(ArtifactError):
+        await run_story_tests(bot_dir, settings=Settings())
