@@ -35,6 +35,15 @@ def test_entity_report_counts_exact_spans() -> None:
     assert r["micro avg"]["precision"] == 0.5 and r["micro avg"]["recall"] == pytest.approx(1 / 3)
 
 
+def test_entity_report_wants_the_annotated_role_and_group() -> None:
+    gold = [[Entity("city", "Paris", 0, 5, role="from"), Entity("city", "Rome", 9, 13, role="to", group="1")]]
+    right = [[Entity("city", "Paris", 0, 5, role="from"), Entity("city", "Rome", 9, 13, role="to", group="1")]]
+    swapped = [[Entity("city", "Paris", 0, 5, role="to"), Entity("city", "Rome", 9, 13, role="to")]]
+    assert entity_report(gold, right)["city"]["f1-score"] == 1.0
+    report = entity_report(gold, swapped)["city"]
+    assert (report["precision"], report["recall"], report["support"]) == (0.0, 0.0, 2)
+
+
 def test_oos_scores() -> None:
     gold = ["a", "out_of_scope", "out_of_scope", "b"]
     pred = ["a", "out_of_scope", "b", "out_of_scope"]
