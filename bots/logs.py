@@ -1,4 +1,11 @@
-"""Structured logs: one JSON object per line, with the ``extra`` fields of each call."""
+"""Structured logs: one JSON object per line, with the ``extra`` fields of each call.
+
+Request URLs are logged without their query string. The web widget's socket URL carries its
+conversation id (``/bots/BOT/webhooks/web/ws?conversation_id=...``), and uvicorn logs every
+WebSocket handshake with the full URL at INFO (and the request line at DEBUG): ``QueryStringFilter``
+keeps the path and drops the rest from uvicorn's and the websockets library's records, so logs
+never name a conversation (tests/e2e/test_access_log.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,23 @@ import sys
 import time
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class QueryStringFilter(logging.Filter):
+    """Cut ``?query`` off every URL path among the arguments of the HTTP server's log records."""
+
+    _LOGGERS = ("uvicorn", "websockets")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in self._LOGGERS and isinstance(record.args, tuple):
+            record.args = tuple(_without_query(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _without_query(value: str) -> str:
+    if value.startswith("/") and "?" in value:
+        return value.split("?", 1)[0]
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +55,7 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "INFO", *, json_lines: bool = True, filters: list[logging.Filter] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(QueryStringFilter())
     for f in filters or []:
         handler.addFilter(f)
     root = logging.getLogger()

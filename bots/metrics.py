@@ -6,7 +6,11 @@ Names share the ``switchboard_`` prefix and base units. Labels come only from bo
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# No ``*_created`` series: one more per counter and histogram child (a counter's series double),
+# and no rule or panel reads them (rate() and increase() handle restarts without them). Process-wide.
+disable_created_metrics()
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -80,9 +80,12 @@ class Settings:
     # The HMAC key of user-id pseudonyms (bots/pii.py); required by bots with `pii:` on. Changing it
     # gives every customer a new pseudonym (their old and new conversations no longer group).
     pii_key: str | None = None
+    # The HMAC key of the web widget's conversation tokens (connectors/web_tokens.py): every replica
+    # needs the same one. Not set: a key generated once in data_dir (one replica, or a shared data_dir).
+    web_secret: str | None = None
 
     _SECRETS = ("admin_token", "slack_signing_secret", "slack_bot_token", "telegram_token",
-                "telegram_secret", "mongodb_uri", "slack_tokens", "telegram_tokens", "pii_key")
+                "telegram_secret", "mongodb_uri", "slack_tokens", "telegram_tokens", "pii_key", "web_secret")
 
     def __repr__(self) -> str:
         parts = []
@@ -127,6 +130,9 @@ class Settings:
         pii_key = values.get("pii_key")
         if pii_key is not None and len(pii_key) < MIN_KEY_CHARS:
             problems.append(f"{PREFIX}PII_KEY: use at least {MIN_KEY_CHARS} characters (e.g. `openssl rand -hex 32`)")
+        web_secret = values.get("web_secret")
+        if web_secret is not None and len(web_secret) < 32:
+            problems.append(f"{PREFIX}WEB_SECRET: use at least 32 characters (e.g. `openssl rand -hex 32`)")
         if problems:
             raise ConfigError(problems)
         settings = cls(**values)

@@ -35,6 +35,7 @@ from bots.settings import Settings
 from bots.store.base import ConversationStore
 from connectors.admin import admin_router
 from connectors.base import Channel, ChannelFactory, Inbox, Streaming
+from connectors.docs import docs_router
 from connectors.limits import BodySizeLimit, ClientRateLimit, RateLimiter
 from connectors.review.ui import ReviewUI
 from connectors.web import WebChannel
@@ -86,6 +87,10 @@ def create_app(
     if not bot_dirs:
         raise ConfigError("no bot folder given: `switchboard serve BOT_DIR [BOT_DIR ...]`")
     bot_dirs = [Path(p) for p in bot_dirs]
+    if settings.mongodb_uri and not settings.web_secret:
+        log.warning("SWITCHBOARD_WEB_SECRET is not set: widget conversation tokens are signed with a key kept in "
+                    "this replica's data folder, so replicas with their own folders refuse each other's tokens; "
+                    "set the same SWITCHBOARD_WEB_SECRET on every replica")
     metrics = Metrics()
     runtime = Runtime(settings, store or _default_store(settings), metrics, model_loader=model_loader)
     # Every bot is validated whole now (bot.yml, dialogue, actions, pii), so a broken one stops start-up
@@ -152,7 +157,8 @@ def create_app(
             await runtime.aclose()
             await review.aclose()
 
-    app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan)
+    # /docs from packaged files, not a CDN; no /redoc (connectors/docs.py).
+    app = FastAPI(title="Switchboard", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.channels = {c.name: c for c in channel_list}
@@ -215,5 +221,6 @@ def create_app(
     for channel in channel_list:
         app.include_router(channel.router())
     app.include_router(admin_router(runtime))
+    app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     app.include_router(review.router())
     return app

@@ -54,6 +54,11 @@ def _telegram(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if args.telegram_command == "set-webhook":
+        if args.skip_without_token and not (settings.telegram_token or settings.telegram_tokens):
+            # The Kubernetes Job runs on every install, Telegram or not (dev's Secret is empty).
+            print("no Telegram token (SWITCHBOARD_TELEGRAM_TOKEN, SWITCHBOARD_TELEGRAM_TOKENS): "
+                  "Telegram is off, no webhook registered")
+            return 0
         base_url = args.url or settings.telegram_webhook_url
         if not base_url:
             raise ConfigError("give --url (the server's public address) or set SWITCHBOARD_TELEGRAM_WEBHOOK_URL")
@@ -200,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
     hook.add_argument("--url", help="the server's public base URL, e.g. https://bots.example.com "
                                     "(default: SWITCHBOARD_TELEGRAM_WEBHOOK_URL)")
+    hook.add_argument("--skip-without-token", action="store_true",
+                      help="exit 0 with a message, instead of failing, when no Telegram token is set")
     poll = tg_sub.add_parser("poll", help="answer by long polling (local development, no public URL needed)")
     poll.add_argument("bot_dir", type=Path, metavar="BOT_DIR")
     tg.set_defaults(func=_telegram)

@@ -3,13 +3,18 @@
 * ``<script src="https://HOST/widget.js" data-bot="BOT"></script>`` puts the widget on any page
   of an allowed origin (``SWITCHBOARD_WIDGET_ORIGINS``: comma-separated origins such as
   ``https://shop.example.com``, or ``*``; this server's own origin is always allowed).
-* ``WS /bots/{bot}/webhooks/web/ws?conversation_id=...&after=SEQ``: the widget's connection.
+* ``POST /bots/{bot}/webhooks/web/conversations``: starts a conversation; answers
+  ``{"conversation_id", "token"}``. The token (connectors/web_tokens.py) is what reads the
+  conversation back: the id alone does not.
+* ``WS /bots/{bot}/webhooks/web/ws?conversation_id=...&after=SEQ``: the widget's connection. Its
+  first frame is ``{"type": "auth", "token"}`` (else it is closed with 1008).
   Frames from the browser: ``{"type": "message", "id", "text"}`` (or ``"payload"`` for a
   button). From the server: ``ack`` (the message is stored), ``typing``, ``partial`` (streamed
   text of an answer being generated), ``reply`` (the bot's answer, with the turn's ``seq``),
   ``agent`` (a support agent's message), ``error``. A resent message id is answered from the
   stored turn, never twice, so the widget resends whatever was not answered after a reconnect.
-* ``GET /bots/{bot}/webhooks/web/history?conversation_id=...``: the conversation so far.
+* ``GET /bots/{bot}/webhooks/web/history?conversation_id=...`` with the token in the
+  ``X-Conversation-Token`` header: the conversation so far (403 without it).
 * ``POST /bots/{bot}/webhooks/web`` with ``{"conversation_id", "message_id", "text"}`` (or a
   button ``payload``) answers ``{"responses": [...]}`` (scripts and simple integrations).
 """
@@ -25,7 +30,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -39,12 +44,14 @@ from bots.types import ID_PATTERN, BotResponse, ConversationRef, UserMessage, va
 from connectors.base import Inbox
 from connectors.bodies import TextBody
 from connectors.limits import RateLimiter
+from connectors.web_tokens import TOKEN_HEADER, ConversationTokens
 
 log = logging.getLogger("switchboard.web")
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 ORIGINS_ENV = variable("widget_origins")
 _POLL_S = 3.0  # how often an open socket checks the store for agent messages sent from another replica
+_AUTH_TIMEOUT_S = 10.0  # a socket must send its auth frame within this
 
 
 class OriginPolicy:
@@ -99,6 +106,12 @@ class ResponseOut(BaseModel):
     text: str
     buttons: list[ButtonOut] = []
     source: str
+
+
+class ConversationStart(BaseModel):
+    conversation_id: str = Field(description="A new random conversation id.")
+    token: str = Field(description="Reads the conversation back: X-Conversation-Token of /history, first "
+                                   "WebSocket frame {'type': 'auth', 'token'}. Keep it with the id.")
 
 
 class WebReply(BaseModel):
@@ -160,13 +173,14 @@ class _Socket:
 class WebChannel:
     name = "web"
 
-    def __init__(self, inbox: Inbox, *, allowed_origins: Sequence[str] = ()) -> None:
+    def __init__(self, inbox: Inbox, *, tokens: ConversationTokens, allowed_origins: Sequence[str] = ()) -> None:
         """``allowed_origins``: ``Settings.widget_origins`` (none: only this server's own pages)."""
         try:
             self.origins = OriginPolicy.parse(",".join(allowed_origins))
         except ValueError as exc:
             raise ConfigError(f"{ORIGINS_ENV}: {exc}") from None
         self._inbox = inbox
+        self._tokens = tokens
         limits = inbox.limits
         # Messages over a socket count like webhook requests: per client address.
         self._frame_limit = RateLimiter(limits.rate_per_ip, limits.rate_per_ip_burst)
@@ -176,7 +190,8 @@ class WebChannel:
 
     @classmethod
     def from_settings(cls, inbox: Inbox, settings: Settings) -> WebChannel:
-        return cls(inbox, allowed_origins=settings.widget_origins)
+        return cls(inbox, tokens=ConversationTokens(settings.web_secret, settings.data_dir),
+                   allowed_origins=settings.widget_origins)
 
     async def start(self) -> None:
         return None  # nothing to prepare: sockets come and go with the customers
@@ -204,10 +219,13 @@ class WebChannel:
     # -- routes -------------------------------------------------------------------------
     def router(self) -> APIRouter:
         router = APIRouter(tags=["web"])
-        for path in ("/bots/{bot}/webhooks/web", "/bots/{bot}/webhooks/web/history"):
+        for path in ("/bots/{bot}/webhooks/web", "/bots/{bot}/webhooks/web/history",
+                     "/bots/{bot}/webhooks/web/conversations"):
             router.add_api_route(path, self.preflight, methods=["OPTIONS"], include_in_schema=False)
         router.add_api_route("/bots/{bot}/webhooks/web", self.receive, methods=["POST"], response_model=WebReply,
                              responses={400: {}, 403: {}, 404: {}, 413: {}, 422: {}, 503: {}})
+        router.add_api_route("/bots/{bot}/webhooks/web/conversations", self.start_conversation, methods=["POST"],
+                             status_code=201, response_model=ConversationStart, responses={403: {}, 404: {}})
         router.add_api_route("/bots/{bot}/webhooks/web/history", self.history, methods=["GET"],
                              responses={403: {}, 404: {}, 422: {}})
         router.add_api_websocket_route("/bots/{bot}/webhooks/web/ws", self.socket)
@@ -233,7 +251,7 @@ class WebChannel:
         response = Response(status_code=204)
         self._cors(request, response)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Allow-Headers"] = f"Content-Type, {TOKEN_HEADER}"
         response.headers["Access-Control-Max-Age"] = "600"
         return response
 
@@ -255,10 +273,24 @@ class WebChannel:
         responses = await self._inbox.handle(message)
         return WebReply(conversation_id=body.conversation_id, message_id=body.message_id, responses=_out(responses))
 
-    async def history(self, request: Request, response: Response, bot: str,
-                      conversation_id: Annotated[str, Query(pattern=ID_PATTERN)]) -> dict[str, Any]:
+    async def start_conversation(self, request: Request, response: Response, bot: str) -> ConversationStart:
         self._cors(request, response)
         self._served(bot)
+        response.headers["Cache-Control"] = "no-store"
+        conversation_id, token = self._tokens.new_conversation(bot)
+        return ConversationStart(conversation_id=conversation_id, token=token)
+
+    async def history(self, request: Request, response: Response, bot: str,
+                      conversation_id: Annotated[str, Query(pattern=ID_PATTERN)],
+                      x_conversation_token: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        self._cors(request, response)
+        self._served(bot)
+        if not self._tokens.valid(bot, conversation_id, x_conversation_token):
+            # With the CORS headers, so that the widget can read the status and start a new conversation.
+            raise HTTPException(403, f"{TOKEN_HEADER} missing or wrong: send the token returned when the "
+                                     "conversation started (POST .../webhooks/web/conversations)",
+                                headers={k: v for k, v in response.headers.items()
+                                         if k.lower() in ("access-control-allow-origin", "vary")})
         response.headers["Cache-Control"] = "no-store"
         return history_json(await self._inbox.history(bot, conversation_id))
 
@@ -278,6 +310,9 @@ class WebChannel:
             return
         limits = self._inbox.limits
         await websocket.accept()
+        if not await _authenticated(websocket, self._tokens, bot, conversation_id,
+                                    min(limits.ws_idle_timeout_s, _AUTH_TIMEOUT_S)):
+            return
         conn = _Socket(websocket, max(0, after))
         key = (bot, conversation_id)
         self._sockets.setdefault(key, set()).add(conn)
@@ -402,3 +437,20 @@ def _text_problem(text: str, payload: str | None, max_chars: int) -> str | None:
     if len(text) > max_chars:
         return f"text is {len(text)} characters; the limit is {max_chars}"
     return None
+
+
+async def _authenticated(websocket: WebSocket, tokens: ConversationTokens, bot: str, conversation_id: str,
+                         timeout_s: float) -> bool:
+    """Wait for the socket's first frame, ``{"type": "auth", "token": ...}``; close it (1008) unless the
+    token is the conversation's."""
+    try:
+        text = await asyncio.wait_for(websocket.receive_text(), timeout=timeout_s)
+        frame = json.loads(text) if len(text) <= 1024 else None
+    except (TimeoutError, ValueError, KeyError, WebSocketDisconnect, RuntimeError):
+        frame = None
+    token = frame.get("token") if isinstance(frame, dict) and frame.get("type") == "auth" else None
+    if tokens.valid(bot, conversation_id, token if isinstance(token, str) else None):
+        return True
+    with contextlib.suppress(Exception):
+        await websocket.close(code=1008, reason="conversation token missing or wrong")
+    return False

@@ -20,14 +20,32 @@
   const storage = {
     get(name) { try { return localStorage.getItem(`${key}:${name}`); } catch (e) { return null; } },
     set(name, value) { try { localStorage.setItem(`${key}:${name}`, value); } catch (e) { /* private mode */ } },
+    remove(name) { try { localStorage.removeItem(`${key}:${name}`); } catch (e) { /* private mode */ } },
   };
   function newId() {
     const bytes = crypto.getRandomValues(new Uint8Array(16));
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
+  // The server starts each conversation and returns its token, which alone reads it back (history,
+  // socket). It is sent in a header and a frame, never in a URL. A stored id without a token (a widget
+  // from before tokens) is not resumed.
   let conversationId = storage.get("conversation");
+  let token = storage.get("token");
+  if (!conversationId || !token) { conversationId = null; token = null; }
   const hadConversation = Boolean(conversationId);
-  if (!conversationId) { conversationId = newId(); storage.set("conversation", conversationId); }
+  function forgetConversation() {
+    conversationId = null; token = null;
+    storage.remove("conversation"); storage.remove("token");
+  }
+  async function ensureConversation() {
+    if (conversationId && token) return;
+    const res = await fetch(`${server}/bots/${encodeURIComponent(bot)}/webhooks/web/conversations`,
+      { method: "POST", mode: "cors", credentials: "omit" });
+    if (!res.ok) throw new Error(`new conversation: HTTP ${res.status}`);
+    const data = await res.json();
+    conversationId = data.conversation_id; token = data.token;
+    storage.set("conversation", conversationId); storage.set("token", token);
+  }
   let outbox = [];
   try { outbox = JSON.parse(storage.get("outbox") || "[]"); } catch (e) { outbox = []; }
   const saveOutbox = () => storage.set("outbox", JSON.stringify(outbox));
@@ -164,8 +182,10 @@
   let socket = null, connecting = false, attempts = 0;
 
   async function loadHistory() {
+    await ensureConversation();
     const url = `${server}/bots/${encodeURIComponent(bot)}/webhooks/web/history?conversation_id=${conversationId}`;
-    const res = await fetch(url, { mode: "cors", credentials: "omit" });
+    const res = await fetch(url, { mode: "cors", credentials: "omit", headers: { "X-Conversation-Token": token } });
+    if (res.status === 403) forgetConversation();  // e.g. the server's key changed: start a new conversation
     if (!res.ok) throw new Error(`history: HTTP ${res.status}`);
     const data = await res.json();
     log.replaceChildren(); userBubbles.clear(); answered.clear();
@@ -203,11 +223,13 @@
     }
     const ws = new WebSocket(`${socketBase}/bots/${encodeURIComponent(bot)}/webhooks/web/ws?conversation_id=${conversationId}&after=${lastSeq}`);
     ws.addEventListener("open", () => {
+      ws.send(JSON.stringify({ type: "auth", token }));  // first frame: the conversation's token
       socket = ws; connecting = false; attempts = 0; status.textContent = "";
       for (const item of outbox) transmit(item);  // resend whatever was not answered; ids make it idempotent
     });
     ws.addEventListener("message", (ev) => { try { handle(JSON.parse(ev.data)); } catch (e) { console.error(e); } });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (ev) => {
+      if (ev.code === 1008 && /token/.test(ev.reason)) forgetConversation();
       socket = null; connecting = false; waiting.clear(); showTyping();
       status.textContent = "Reconnecting…";
       retry();

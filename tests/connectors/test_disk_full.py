@@ -9,10 +9,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
 from tests.bots.test_sqlite_disk_full import UNLIMITED, limit_pages
 from tests.conftest import ADMIN_TOKEN
 from tests.connectors.test_web_socket_failures import until
+from tests.fixtures.web_widget import widget_socket
 
 LONG = " ".join(f"word{i}" for i in range(400))  # a message that needs pages of its own
 
@@ -22,7 +24,8 @@ def post(client: TestClient, conversation_id: str, message_id: str) -> Any:
                                                         "message_id": message_id, "text": f"hello {LONG}"})
 
 
-def test_disk_full_is_503_with_retry_after_not_ready_and_nothing_lost(web_client: TestClient) -> None:
+def test_disk_full_is_503_with_retry_after_not_ready_and_nothing_lost(web_client: TestClient,
+                                                                      settings: Settings) -> None:
     store = web_client.app.state.runtime.store  # type: ignore[attr-defined]
     assert isinstance(store, SQLiteStore)
     web_client.portal.call(limit_pages, store, 1)  # type: ignore[union-attr]
@@ -41,7 +44,7 @@ def test_disk_full_is_503_with_retry_after_not_ready_and_nothing_lost(web_client
     ready = web_client.get("/readyz")
     assert ready.status_code == 503, ready.text
     assert web_client.get("/readyz").status_code == 503  # stays so while writes fail
-    with web_client.websocket_connect("/bots/tiny/webhooks/web/ws?conversation_id=fullws") as ws:
+    with widget_socket(web_client, settings, "fullws") as ws:
         ws.send_json({"type": "message", "id": "w1", "text": f"hello {LONG}"})
         frame = until(ws, lambda f: f["type"] == "error")[-1]
     assert (frame["id"], frame["retry"]) == ("w1", True)  # the widget sends it again

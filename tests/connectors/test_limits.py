@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from connectors.app import create_app
 from connectors.limits import RateLimiter
+from tests.fixtures.web_widget import widget_socket
 
 
 def test_token_bucket_allows_bursts_then_paces() -> None:
@@ -72,15 +73,14 @@ def test_websocket_frames_are_bounded_and_idle_sockets_closed(tiny_bot_dir: Path
     small = replace(settings, max_body_bytes=2048, ws_idle_timeout_s=1.0)
     with TestClient(create_app(small, [tiny_bot_dir])) as client:
         _ready(client)
-        url = "/bots/tiny/webhooks/web/ws?conversation_id=ws1"
-        with client.websocket_connect(url) as ws:
+        with widget_socket(client, small, "ws1") as ws:
             ws.send_text('{"type": "message", "id": "m1", "text": "' + "x" * 4000 + '"}')
             try:
                 while True:
                     ws.receive_json()
             except WebSocketDisconnect as exc:
                 assert exc.code == 1009
-        with client.websocket_connect(url) as ws:
+        with widget_socket(client, small, "ws1") as ws:
             try:
                 while True:
                     ws.receive_json()  # say nothing: the server closes the idle socket

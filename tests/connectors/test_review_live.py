@@ -22,6 +22,7 @@ from tests.connectors.test_review_api import add_users, sign_in
 from tests.connectors.test_slack import slack_channel
 from tests.fixtures.fake_slack import FakeSlack, event_body, sign
 from tests.fixtures.fake_slack import fake_slack as fake_slack
+from tests.fixtures.web_widget import history, widget_socket
 
 SHOP = "https://shop.example"
 WS = "/bots/tiny/webhooks/web/ws"
@@ -53,8 +54,8 @@ def frames_until(ws: Any, kind: str, limit: int = 10) -> list[dict[str, Any]]:
     raise AssertionError(f"no {kind!r} frame in {seen}")
 
 
-def test_message_ack_typing_reply_and_idempotent_resend(web: TestClient) -> None:
-    with web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": SHOP}) as ws:
+def test_message_ack_typing_reply_and_idempotent_resend(web: TestClient, settings: Settings) -> None:
+    with widget_socket(web, settings, "w1", headers={"origin": SHOP}) as ws:
         ws.send_json({"type": "message", "id": "m1", "text": "I want to cancel my order 123"})
         frames = frames_until(ws, "reply")
         assert [f["type"] for f in frames] == ["ack", "typing", "reply"]
@@ -69,22 +70,22 @@ def test_message_ack_typing_reply_and_idempotent_resend(web: TestClient) -> None
                                      "detail": "text is empty: send what the customer typed, or a button payload"}
         ws.send_json({"type": "message", "id": "m3", "payload": '/track_order{"order_id": "77"}', "text": "Track"})
         assert frames_until(ws, "reply")[-1]["responses"][0]["text"] == "Order 77 is on its way."
-    history = web.get("/bots/tiny/webhooks/web/history?conversation_id=w1", headers={"origin": SHOP})
-    assert history.status_code == 200
-    assert history.headers["access-control-allow-origin"] == SHOP
-    body = history.json()
+    answer = history(web, settings, "w1", headers={"origin": SHOP})
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == SHOP
+    body = answer.json()
     assert body["last_seq"] == 2  # the resend was answered from the stored turn, not stored again
     assert [(m["role"], m["text"]) for m in body["messages"]] == [
         ("user", "I want to cancel my order 123"), ("bot", "Order 123 is being cancelled."),
         ("user", "Track"), ("bot", "Order 77 is on its way.")]
 
 
-def test_origin_allow_list(web: TestClient) -> None:
+def test_origin_allow_list(web: TestClient, settings: Settings) -> None:
     with pytest.raises(WebSocketDisconnect) as closed, \
             web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": "https://evil.example"}) as ws:
         ws.receive_json()
     assert closed.value.code == 1008
-    with web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": "http://testserver"}) as ws:
+    with widget_socket(web, settings, "w1", headers={"origin": "http://testserver"}) as ws:
         ws.send_json({"type": "message", "id": "m1", "text": "hello"})  # the server's own pages are allowed
         assert frames_until(ws, "reply")[-1]["responses"][0]["text"] == "Hello! How can I help you today?"
     with pytest.raises(WebSocketDisconnect) as closed, \
@@ -113,11 +114,11 @@ def test_bad_origin_setting_stops_start_up(monkeypatch: pytest.MonkeyPatch, tiny
     assert app.state.channels["web"].origins.allows("http://127.0.0.1:8080", "bots.example")
 
 
-def test_takeover_reply_reaches_the_widget_and_hand_back_resumes_the_bot(web: TestClient) -> None:
+def test_takeover_reply_reaches_the_widget_and_hand_back_resumes_the_bot(web: TestClient, settings: Settings) -> None:
     csrf = sign_in(web, "ann")
     h = {"X-CSRF-Token": csrf}
     base = "/review/api/bots/tiny/conversations/w1"
-    with web.websocket_connect(f"{WS}?conversation_id=w1", headers={"origin": SHOP}) as ws:
+    with widget_socket(web, settings, "w1", headers={"origin": SHOP}) as ws:
         ws.send_json({"type": "message", "id": "m1", "text": "I want to talk to a human"})
         frames_until(ws, "reply")
         assert web.post(f"{base}/takeover", headers=h).json() == {"paused": True}
@@ -142,19 +143,19 @@ def test_takeover_reply_reaches_the_widget_and_hand_back_resumes_the_bot(web: Te
     assert kinds == ["pause", "agent", "resume"]
     assert t["summary"]["handoff"] is False and t["paused"] is False
     assert web.get("/review/api/queue").json()["total"] == 0
-    history = web.get("/bots/tiny/webhooks/web/history?conversation_id=w1").json()
-    assert ("agent", "Hi, I'm Ann from support <b>here</b>") in [(m["role"], m["text"]) for m in history["messages"]]
+    seen = history(web, settings, "w1").json()
+    assert ("agent", "Hi, I'm Ann from support <b>here</b>") in [(m["role"], m["text"]) for m in seen["messages"]]
 
 
-def test_agent_reply_reaches_a_reconnecting_widget_once(web: TestClient) -> None:
+def test_agent_reply_reaches_a_reconnecting_widget_once(web: TestClient, settings: Settings) -> None:
     csrf = sign_in(web, "ann")
-    with web.websocket_connect(f"{WS}?conversation_id=w2", headers={"origin": SHOP}) as ws:
+    with widget_socket(web, settings, "w2", headers={"origin": SHOP}) as ws:
         ws.send_json({"type": "message", "id": "m1", "text": "hello"})
         last_seq = frames_until(ws, "reply")[-1]["seq"]
     # the customer is offline while the agent answers; the widget reconnects with what it has seen
     web.post("/review/api/bots/tiny/conversations/w2/reply", json={"text": "Are you still there?"},
              headers={"X-CSRF-Token": csrf})
-    with web.websocket_connect(f"{WS}?conversation_id=w2&after={last_seq}", headers={"origin": SHOP}) as ws:
+    with widget_socket(web, settings, "w2", after=last_seq, headers={"origin": SHOP}) as ws:
         agent = frames_until(ws, "agent")[-1]
         assert agent["responses"][0]["text"] == "Are you still there?"
         ws.send_json({"type": "message", "id": "m2", "text": "yes"})
@@ -177,10 +178,10 @@ class _StreamingAnswers:
         return BotResponse(text=shown, source="generation")
 
 
-def test_a_generated_answer_streams_to_the_widget_before_the_reply(web: TestClient) -> None:
+def test_a_generated_answer_streams_to_the_widget_before_the_reply(web: TestClient, settings: Settings) -> None:
     runtime = web.app.state.runtime  # type: ignore[attr-defined]
     runtime.bots["tiny"].answers = _StreamingAnswers()
-    with web.websocket_connect(f"{WS}?conversation_id=w3", headers={"origin": SHOP}) as ws:
+    with widget_socket(web, settings, "w3", headers={"origin": SHOP}) as ws:
         ws.send_json({"type": "message", "id": "m1", "text": "where is my order 42"})
         frames = frames_until(ws, "reply")
     assert [f["type"] for f in frames] == ["ack", "typing", "partial", "partial", "partial", "reply"]
@@ -222,7 +223,7 @@ def test_socket_messages_are_rate_limited_per_client(tiny_bot_dir: Path, setting
     limited = replace(settings, rate_per_ip=0.01, rate_per_ip_burst=2)
     with TestClient(create_app(limited, [tiny_bot_dir])) as client:
         _ready(client)
-        with client.websocket_connect(f"{WS}?conversation_id=r1") as ws:
+        with widget_socket(client, limited, "r1") as ws:
             for i in range(2):
                 ws.send_json({"type": "message", "id": f"m{i}", "text": "hello"})
                 frames_until(ws, "reply")

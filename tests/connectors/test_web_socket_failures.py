@@ -15,8 +15,7 @@ from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
 from connectors.app import create_app
 from tests.connectors.test_slack import _ready, shared_model
-
-URL = "/bots/tiny/webhooks/web/ws?conversation_id=sock1"
+from tests.fixtures.web_widget import widget_socket
 
 
 class FaultyStore(SQLiteStore):
@@ -56,7 +55,7 @@ def test_a_frame_whose_answer_fails_gets_an_error_frame(tiny_bot_dir: Path, sett
     store = FaultyStore(settings.data_dir / "conversations.db")
     with TestClient(create_app(settings, [tiny_bot_dir], store=store, model_loader=shared_model)) as client:
         _ready(client)
-        with client.websocket_connect(URL) as ws:
+        with widget_socket(client, settings, "sock1") as ws:
             store.fail_next_complete = True
             ws.send_json({"type": "message", "id": "m1", "text": "hello"})
             frames = until(ws, lambda f: f["type"] == "typing")
@@ -79,7 +78,7 @@ def test_a_frame_that_is_not_json_gets_an_error_frame_and_the_socket_stays_open(
         tiny_bot_dir: Path, settings: Settings) -> None:
     with TestClient(create_app(settings, [tiny_bot_dir], model_loader=shared_model)) as client:
         _ready(client)
-        with client.websocket_connect(URL) as ws:
+        with widget_socket(client, settings, "sock1") as ws:
             for bad in ("{not json", "[1, 2]", '"text"', '{"type": "message", "id": "bad id!"}'):
                 ws.send_text(bad)
                 frame = receive_json(ws)

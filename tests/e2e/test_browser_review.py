@@ -416,7 +416,12 @@ def test_widget_reconnects_and_resends_what_was_not_answered(stack: dict[str, An
     expect(log.locator(".msg.user.sending")).to_have_count(0)
     expect(customer.locator(".status")).to_have_text("")
     conversation_id = customer.evaluate("window.SwitchboardWidget.conversationId()")
-    history = customer.request.get(f"{stack['url']}/bots/tiny/webhooks/web/history?conversation_id={conversation_id}")
+    url = f"{stack['url']}/bots/tiny/webhooks/web/history?conversation_id={conversation_id}"
+    assert customer.request.get(url).status == 403  # the id alone reads nothing
+    # the token the server gave the widget when the conversation started (kept with the id)
+    token = customer.evaluate(f"localStorage.getItem('switchboard:http://127.0.0.1:{proxy.port}:tiny:token')")
+    assert token
+    history = customer.request.get(url, headers={"X-Conversation-Token": token})
     users = [m["text"] for m in history.json()["messages"] if m["role"] == "user"]
     assert users == ["hello", "where is my order 8080"]  # stored once each
 

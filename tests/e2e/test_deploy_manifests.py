@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,15 @@ import kubernetes_validate
 import pytest
 import referencing
 import yaml
+from fastapi.routing import iter_route_contexts
 
 from bots.metrics import Metrics
 from bots.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
-OVERLAYS = ("dev", "prod")
+# prod-inflight: prod with the HPA also on messages in flight (needs prometheus-adapter).
+OVERLAYS = ("dev", "prod", "prod-inflight")
+ENVIRONMENT = {"dev": "dev", "prod": "prod", "prod-inflight": "prod"}
 # Oldest and newest Kubernetes minor releases supported upstream (and by kubernetes-validate 1.37).
 K8S_VERSIONS = ("1.35.0", "1.37.0")
 Doc = dict[str, Any]
@@ -44,7 +49,7 @@ _POD_TEMPLATE = {"Deployment": ("spec", "template"), "StatefulSet": ("spec", "te
 # atomic lists are replaced whole.
 _MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
                "volumeMounts": "mountPath"}
-_ATOMIC_LISTS = {"args", "command"}
+_ATOMIC_LISTS = {"args", "command", "metrics"}  # HorizontalPodAutoscaler spec.metrics is atomic
 
 
 class KustomizeSubsetError(Exception):
@@ -223,11 +228,12 @@ def test_overlays_render_every_component(rendered: tuple[str, list[Doc]]) -> Non
     kinds = sorted(d["kind"] for d in docs)
     expected = ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job", "Namespace", "NetworkPolicy",
                 "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
-    # The Secret template is applied in dev only (prod's Secret is created out of band); prod has an Ingress.
-    assert kinds == sorted(expected + (["Secret"] if overlay == "dev" else ["Ingress"]))
+    # The Secret template is applied in dev only (prod's Secret is created out of band); prod has a
+    # public and an internal Ingress.
+    assert kinds == sorted(expected + (["Secret"] if overlay == "dev" else ["Ingress", "Ingress"]))
     namespace = _one(docs, "Namespace")["metadata"]["name"]
     assert all(d["metadata"].get("namespace") == namespace for d in docs if d["kind"] != "Namespace")
-    assert all(d["metadata"]["labels"]["environment"] == overlay for d in docs)
+    assert all(d["metadata"]["labels"]["environment"] == ENVIRONMENT[overlay] for d in docs)
 
 
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
@@ -333,12 +339,14 @@ def test_selectors_ports_and_references_fit(rendered: tuple[str, list[Doc]]) -> 
                                      "name": deployment["metadata"]["name"]}
     assert hpa["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["maxReplicas"]
     pods_metrics = [m["pods"]["metric"]["name"] for m in hpa["metrics"] if m["type"] == "Pods"]
-    assert pods_metrics == ["switchboard_in_flight_messages"]
+    # A Pods metric needs prometheus-adapter, and one it cannot serve stops every scale-down: only
+    # the prod-inflight overlay scales on one.
+    assert pods_metrics == (["switchboard_in_flight_messages"] if overlay == "prod-inflight" else [])
     assert set(pods_metrics) <= _exported_metric_names()
     assert {m["resource"]["name"] for m in hpa["metrics"] if m["type"] == "Resource"} == {"cpu"}
     # ConfigMaps and Secrets referenced by pods exist (prod: the Secret is created out of band).
     present = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    external = {("Secret", "switchboard-secrets")} if overlay == "prod" else set()
+    external = {("Secret", "switchboard-secrets")} if ENVIRONMENT[overlay] == "prod" else set()
     for workload in (deployment, _one(docs, "Job")):
         pod = workload["spec"]["template"]["spec"]
         assert ("ServiceAccount", pod["serviceAccountName"]) in present
@@ -383,3 +391,93 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
     (tmp_path / "patch.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: null, b: '2'}\n")
     assert _render(tmp_path)[0]["data"] == {"b": "2"}
+
+
+# ---------------------------------------------------------------- what each Ingress exposes
+PUBLIC, INTERNAL, UNROUTED = "public", "internal", "unrouted"
+_SAMPLE_PARAMS = {"bot": "support", "conversation_id": "c1", "name": "app.css"}
+
+
+def _exposure(route: str) -> str:
+    """Where a route of the app may be reached from: customers and chat platforms (public), staff
+    only (the internal Ingress or a port-forward), or no Ingress at all (Prometheus scrapes pods)."""
+    if route.startswith("/bots/{bot}/webhooks/") or route in ("/bots/{bot}/chat", "/widget.js"):
+        return PUBLIC
+    if route.startswith(("/review", "/docs", "/bots/{bot}/conversations")) or route == "/openapi.json":
+        return INTERNAL
+    if route in ("/metrics", "/healthz", "/readyz", "/"):
+        return UNROUTED
+    raise AssertionError(f"{route}: new route; say in _exposure whether it is public, internal or unrouted")
+
+
+def _routes_to(ingress: Doc, url: str) -> bool:
+    """Whether ingress-nginx sends ``url`` (a path, no query) to the backend through ``ingress``."""
+    regex = ingress["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/use-regex") == "true"
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            path = entry["path"]
+            if regex:  # location ~* "^PATH": case-insensitive, anchored at the start only
+                if re.match(path, url, re.IGNORECASE):
+                    return True
+            elif entry["pathType"] == "Exact":
+                if url == path:
+                    return True
+            elif url == path or url.startswith(path.rstrip("/") + "/"):
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def app_routes(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    from connectors.app import create_app
+
+    tmp = tmp_path_factory.mktemp("routes")
+    bot = tmp / "support"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "tiny_bot", bot)
+    app = create_app(Settings(data_dir=tmp / "data"), [bot])
+    # Routes of included routers are reached through FastAPI's route contexts (with their prefixes).
+    return sorted({context.path for context in iter_route_contexts(app.routes) if context.path})
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-inflight"])
+def test_ingresses_expose_only_what_each_audience_needs(overlay: str, app_routes: list[str]) -> None:
+    docs = _render(K8S / "overlays" / overlay)
+    ingresses = {d["spec"]["ingressClassName"]: d for d in docs if d["kind"] == "Ingress"}
+    assert set(ingresses) == {"nginx", "nginx-internal"}
+    public, internal = ingresses["nginx"], ingresses["nginx-internal"]
+    assert {r["host"] for r in public["spec"]["rules"]}.isdisjoint(r["host"] for r in internal["spec"]["rules"])
+    assert "/metrics" in app_routes and "/review/login" in app_routes and "/bots/{bot}/webhooks/web/ws" in app_routes
+    for route in app_routes:
+        url = route.format(**_SAMPLE_PARAMS)
+        where = _exposure(route)
+        assert _routes_to(public, url) == (where == PUBLIC), f"{url} ({where}) through the public Ingress"
+        assert _routes_to(internal, url) == (where == INTERNAL), f"{url} ({where}) through the internal Ingress"
+    # Nearby paths that are not routes of the public Ingress.
+    for url in ("/metrics", "/metrics/", "/METRICS", "/docs", "/openapi.json", "/review", "/review/api/me",
+                "/bots/support/conversations", "/bots/support/chat/x", "/widget.jsx", "/healthz", "/"):
+        assert not _routes_to(public, url), url
+    assert not _routes_to(internal, "/metrics")
+
+
+def test_route_matching_follows_ingress_nginx() -> None:
+    chat = {"path": "/bots/[^/]+/chat$", "pathType": "ImplementationSpecific"}
+    regex = {"metadata": {"annotations": {"nginx.ingress.kubernetes.io/use-regex": "true"}},
+             "spec": {"rules": [{"http": {"paths": [chat]}}]}}
+    assert _routes_to(regex, "/bots/a/chat") and _routes_to(regex, "/BOTS/a/chat")
+    assert not _routes_to(regex, "/bots/a/b/chat") and not _routes_to(regex, "/x/bots/a/chat")
+    prefix = {"metadata": {}, "spec": {"rules": [{"http": {"paths": [{"path": "/review", "pathType": "Prefix"}]}}]}}
+    assert _routes_to(prefix, "/review/login") and _routes_to(prefix, "/review")
+    assert not _routes_to(prefix, "/reviewer")
+
+
+def test_telegram_job_succeeds_without_a_token() -> None:
+    """dev's Secret is empty (and a Slack-only install has no Telegram token): the Job must not fail
+    and retry; its arguments are a command line the real CLI accepts."""
+    from connectors.cli import build_parser
+
+    for overlay in OVERLAYS:
+        job = _one(_render(K8S / "overlays" / overlay), "Job")
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        args = [re.sub(r"\$\((\w+)\)", "https://bots.example.com", a) for a in container["args"]]
+        parsed = build_parser().parse_args(args)
+        assert parsed.telegram_command == "set-webhook" and parsed.skip_without_token is True

@@ -158,11 +158,19 @@ def test_dashboard_is_valid_grafana_json_with_valid_promql(tmp_path: Path) -> No
 
 
 def test_prometheus_adapter_serves_the_hpa_metric() -> None:
+    """The base HPA needs no adapter (CPU only); the prod-inflight overlay's Pods metric is served by
+    the adapter rule, which that overlay's kustomization.yaml quotes for operators."""
     values = yaml.safe_load((MONITORING / "prometheus-adapter-values.yaml").read_text())
-    hpa = yaml.safe_load((ROOT / "k8s" / "base" / "hpa.yaml").read_text())
+    base = yaml.safe_load((ROOT / "k8s" / "base" / "hpa.yaml").read_text())
+    assert [m["type"] for m in base["spec"]["metrics"]] == ["Resource"]
+    overlay = ROOT / "k8s" / "overlays" / "prod-inflight"
+    hpa = yaml.safe_load((overlay / "hpa-patch.yaml").read_text())
     wanted = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
     served = {rule["name"]["as"] for rule in values["rules"]["custom"]}
     assert wanted and wanted <= served
+    documented = (overlay / "kustomization.yaml").read_text()
+    for rule in values["rules"]["custom"]:
+        assert rule["seriesQuery"] in documented and rule["metricsQuery"] in documented
     for rule in values["rules"]["custom"]:
         assert _metric_names(rule["seriesQuery"]) <= _exported_metric_names()
         assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}

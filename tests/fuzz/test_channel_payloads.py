@@ -24,6 +24,7 @@ from tests.fixtures.fake_slack import FakeSlack, event_body, sign
 from tests.fixtures.fake_slack import fake_slack as fake_slack  # the fixture
 from tests.fixtures.fake_telegram import FakeTelegram, callback_update, text_update
 from tests.fixtures.fake_telegram import fake_telegram as fake_telegram  # the fixture
+from tests.fixtures.web_widget import start_conversation
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -188,11 +189,13 @@ def test_invalid_unicode_is_stored_replaced_on_every_channel(slack: TestClient, 
         assert (data["text"], data["payload"], summary["user_id"]) == (expected, replaced(other), replaced(name))
 
         # web, the widget's WebSocket: acknowledged and answered, never dropped
-        with client.websocket_connect(f"/bots/tiny/webhooks/web/ws?conversation_id=fz-w{n}") as ws:
+        cid, token = start_conversation(client)
+        with client.websocket_connect(f"/bots/tiny/webhooks/web/ws?conversation_id={cid}") as ws:
+            ws.send_json({"type": "auth", "token": token})
             ws.send_text(json.dumps({"type": "message", "id": "m1", "text": text, "payload": other}))
             frames = until(ws, lambda f: f["type"] in ("reply", "error"))
         assert [f["type"] for f in frames] == ["ack", "typing", "reply"], frames
-        _, data = stored(client, f"fz-w{n}", "m1")
+        _, data = stored(client, cid, "m1")
         assert (data["text"], data["payload"]) == (expected, replaced(other))
 
         # Slack, signed: a direct message (its user id too) and a button click
