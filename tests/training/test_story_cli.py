@@ -16,7 +16,7 @@ from connectors.cli import main
 from training.story_reports import FAILED_STORIES, STORY_MATRIX, STORY_REPORT
 
 
-@pytest.mark.parametrize("name", ["moodbot", "forms"])
+@pytest.mark.parametrize("name", ["moodbot", "forms", "responses", "split_domain"])
 def test_a_fixture_project_passes_its_own_test_stories(name: str, trained_rasa: Callable[[str], Path],
                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bot_dir = trained_rasa(name)
