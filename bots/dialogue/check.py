@@ -20,17 +20,16 @@ warnings (printed; exit 0): intents no story or rule uses, intents without examp
 no story, rule or form uses, the same example under two intents, undeclared entities in NLU
 annotations, checkpoints that never join, slot values that do not fit their slot.
 
-Rules are matched as Rasa's RulePolicy matches them (rule states must be contained in the
-conversation's states, aligned at the end; the rule with the longest key wins; ``null`` in a rule
-means "not set"). Inside an active form, what the form itself predicts is the form's business,
-so contradictions are checked only outside active loops, and rules are not checked for
-"incompleteness" (Rasa's slot fingerprints): the engine's rule policy applies rules at runtime.
+Story conflicts, ``restrict_rules`` and contradictions come from the served policies themselves
+(bots/dialogue/policies.py ``check_stories``: the same featurisation, story graph and rule
+matching the engine predicts with), so what the check passes is what the engine does. Inside an
+active form, what the form itself predicts is the form's business, so contradictions are checked
+only outside active loops, and rules are not checked for "incompleteness" (Rasa's slot
+fingerprints): the engine's rule policy applies rules at runtime.
 """
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,26 +37,16 @@ from typing import Any
 
 from bots.botspec import BotSpec
 from bots.dialogue.domain import (
-    ACTION_LISTEN,
     DEFAULT_INTENTS,
     REQUESTED_SLOT,
     SESSION_STARTED_METADATA_SLOT,
     Domain,
-    Slot,
     Step,
     Story,
-    StoryEntity,
 )
+from bots.dialogue.policies import check_stories
 from bots.dialogue.rasa_yaml import Findings
 from bots.dialogue.spec import DialogueSpec
-
-SNIPPET = "..."                       # Rasa's RULE_SNIPPET_ACTION_NAME: "anything may come before"
-SHOULD_NOT_BE_SET = "should_not_be_set"
-_MAX_TRACKERS = 2000                  # trajectories explored through checkpoints and 'or' steps
-_MAX_BRANCHES = 256                   # per story: the 'or' alternatives multiplied out
-_DEFAULT_ACTION_INTENTS = ("restart", "back", "session_start")
-
-State = dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -99,25 +88,6 @@ def check_bot(spec: BotSpec, dialogue: DialogueSpec, *, declared_broken: set[str
     return _Checker(spec, dialogue, declared_broken or set()).run()
 
 
-@dataclass(frozen=True)
-class _Ev:
-    """One event of a story or rule walked as a conversation."""
-
-    kind: str                           # action | user | slot | loop
-    name: Any = None                    # action / intent / slot / loop name
-    entities: tuple[StoryEntity, ...] = ()
-    value: Any = None                   # slot value; user text
-    where: str = ""
-
-
-@dataclass(frozen=True)
-class _Tracker:
-    name: str
-    is_rule: bool
-    where: str
-    events: tuple[_Ev, ...]
-
-
 class _Checker:
     def __init__(self, spec: BotSpec, dialogue: DialogueSpec, broken: set[str]) -> None:
         self.spec = spec
@@ -148,9 +118,9 @@ class _Checker:
         if has_model:
             self._check_domain()
             self._check_stories()
-            trackers = self._trackers()
-            self._check_conflicts([t for t in trackers if not t.is_rule])
-            self._check_rules(trackers)
+            # story conflicts, restrict_rules and contradictions: found by the policies the engine serves
+            for problem in check_stories(self.domain, self.dialogue.stories, self.dialogue.policy):
+                self.error("", problem)
         return self.report
 
     # -- NLU data against the domain ---------------------------------------------------------------------
@@ -369,378 +339,3 @@ class _Checker:
                     where = variations[0].where if variations else ""
                     self.warn(where, f"response '{name}' is not used in any story, rule or form (a custom action "
                                      f"may still say it)")
-
-    # -- walking stories and rules as conversations ------------------------------------------------------
-    def _trackers(self) -> list[_Tracker]:
-        trackers: list[_Tracker] = []
-        for rule in self.rules:
-            for events in self._expand(rule, self._rule_events(rule)):
-                trackers.append(_Tracker(rule.name, True, rule.where, events))
-        trackers.extend(self._story_trackers())
-        return trackers
-
-    def _rule_events(self, rule: Story) -> list[list[_Ev]]:
-        head: list[_Ev] = []
-        for step in rule.condition:
-            head.extend(self._step_events(step, rule=True)[0])
-        if not rule.conversation_start:
-            head.append(_Ev("action", SNIPPET, where=rule.where))
-        branches = self._branches(rule.steps, rule=True)
-        tail = _Ev("action", ACTION_LISTEN if rule.wait_for_user_input else SNIPPET, where=rule.where)
-        return [head + b + [tail] for b in branches]
-
-    @staticmethod
-    def _expand(story: Story, branches: list[list[_Ev]]) -> list[tuple[_Ev, ...]]:
-        out: list[tuple[_Ev, ...]] = []
-        for events in branches:
-            with_listen: list[_Ev] = []
-            for ev in events:
-                if ev.kind == "user" and not (with_listen and with_listen[-1].kind == "action"
-                                              and with_listen[-1].name == ACTION_LISTEN):
-                    with_listen.append(_Ev("action", ACTION_LISTEN, where=ev.where))
-                with_listen.append(ev)
-            out.append(tuple(with_listen))
-        return out
-
-    def _step_events(self, step: Step, *, rule: bool) -> list[list[_Ev]]:
-        """The events of one step; several lists for an 'or'."""
-        if step.kind == "intent":
-            return [[_Ev("user", step.name, step.entities, step.user_text, step.where)]]
-        if step.kind == "action":
-            return [[_Ev("action", step.name, where=step.where)]]
-        if step.kind == "bot":
-            return [[_Ev("action", f"bot: {step.name}", where=step.where)]]
-        if step.kind == "slot_was_set":
-            return [[_Ev("slot", name, value=SHOULD_NOT_BE_SET if rule and value is None else value,
-                          where=step.where) for name, value in step.slots]]
-        if step.kind == "active_loop":
-            name = step.name if step.name is not None else (SHOULD_NOT_BE_SET if rule else None)
-            return [[_Ev("loop", name, where=step.where)]]
-        if step.kind == "or":
-            return [self._step_events(alt, rule=rule)[0] for alt in step.alternatives]
-        return [[]]  # checkpoints: handled by the story graph
-
-    def _branches(self, steps: tuple[Step, ...] | list[Step], *, rule: bool) -> list[list[_Ev]]:
-        branches: list[list[_Ev]] = [[]]
-        for step in steps:
-            options = self._step_events(step, rule=rule)
-            branches = [b + o for b in branches for o in options][:_MAX_BRANCHES]
-        return branches
-
-    def _story_trackers(self) -> list[_Tracker]:
-        """Stories joined through their checkpoints, as Rasa's story graph joins them."""
-        @dataclass
-        class Segment:
-            story: Story
-            starts: list[Step]
-            steps: list[Step]
-            ends: list[str]
-
-        segments: list[Segment] = []
-        for story in self.stories:
-            current = Segment(story, [], [], [])
-            pending: list[Step] = []
-            for step in story.steps:
-                if step.kind == "checkpoint":
-                    pending.append(step)
-                    continue
-                if pending:
-                    if current.steps:
-                        current.ends = [p.name for p in pending if p.name]
-                        segments.append(current)
-                        current = Segment(story, list(pending), [], [])
-                    else:
-                        current.starts.extend(pending)
-                    pending = []
-                current.steps.append(step)
-            if pending:
-                if current.steps or current.starts:
-                    current.ends = [p.name for p in pending if p.name]
-            segments.append(current)
-        by_start: dict[str, list[Segment]] = defaultdict(list)
-        for seg in segments:
-            for cp in seg.starts:
-                if cp.name:
-                    by_start[cp.name].append(seg)
-        trackers: list[_Tracker] = []
-
-        def fits(seg: Segment, name: str, slots: dict[str, Any]) -> bool:
-            cp = next(c for c in seg.starts if c.name == name)
-            return all(slots.get(k) == v for k, v in cp.slots)
-
-        def walk(seg: Segment, prefix: list[_Ev], used: dict[int, int]) -> None:
-            if len(trackers) >= _MAX_TRACKERS:
-                return
-            for branch in self._branches(seg.steps, rule=False):
-                events = prefix + branch
-                continuations = [(n, s) for n in seg.ends for s in by_start.get(n, [])
-                                 if used.get(id(s), 0) < 2]
-                slots: dict[str, Any] = {}
-                for ev in events:
-                    if ev.kind == "slot":
-                        slots[ev.name] = ev.value
-                nexts = [s for n, s in continuations if fits(s, n, slots)]
-                if not nexts:
-                    expanded = self._expand(seg.story, [events])[0]
-                    trackers.append(_Tracker(seg.story.name, False, seg.story.where, expanded))
-                for s in nexts:
-                    walk(s, events, {**used, id(s): used.get(id(s), 0) + 1})
-                if len(trackers) >= _MAX_TRACKERS:
-                    return
-
-        for seg in segments:
-            if not seg.starts:
-                walk(seg, [], {id(seg): 1})
-        return trackers
-
-    # -- states, as Rasa's domain featurises them --------------------------------------------------------
-    def _slot_feature(self, slot: Slot, value: Any) -> Any:
-        if not slot.influence_conversation or value is None:
-            return None
-        if value == SHOULD_NOT_BE_SET:
-            return SHOULD_NOT_BE_SET
-        if value is ...:
-            return (1.0,) if slot.type in ("text", "list") else None
-        if slot.type == "text":
-            return (1.0,)
-        if slot.type == "list":
-            return (1.0,) if value else None
-        if slot.type == "bool":
-            truthy = value is True or str(value).lower() in ("true", "1", "1.0")
-            return (1.0, 1.0 if truthy else 0.0)
-        if slot.type == "float":
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                return None
-            low, high = slot.min_value, slot.max_value
-            capped = max(low, min(high, number))
-            return (1.0, round((capped - low) / (abs(high - low) or 1.0), 6))
-        if slot.type == "categorical":
-            values = [v.lower() for v in slot.values]
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value).lower()
-            return ("category", text if text in values else "__other__")
-        return None
-
-    def _entity_labels(self, intent: str | None, entities: tuple[StoryEntity, ...]) -> tuple[str, ...]:
-        labels: set[str] = set()
-        for e in entities:
-            props = self.domain.entities.get(e.entity)
-            if props is None or not props.influence_conversation:
-                continue
-            labels.add(e.entity)
-            if e.role:
-                labels.add(f"{e.entity}#{e.role}")
-            if e.group:
-                labels.add(f"{e.entity}#{e.group}")
-        config = self.domain.intents.get(intent or "")
-        if config is not None:
-            if config.use_entities is not None:
-                allowed = set(config.use_entities)
-                labels = {x for x in labels if x.split("#")[0] in allowed}
-            labels = {x for x in labels if x.split("#")[0] not in config.ignore_entities}
-        return tuple(sorted(labels))
-
-    def _walk(self, tracker: _Tracker) -> Iterator[tuple[list[State], _Ev, int, bool]]:
-        """For each action of the tracker: the states before it (one per action so far), the action,
-        the user turn number, and whether a loop (form) is active at that point."""
-        states: list[State] = []
-        user: dict[str, Any] = {}
-        slots: dict[str, Any] = {}
-        loop: str | None = None
-        prev: str | None = None
-        turns = 0
-        for ev in tracker.events:
-            if ev.kind == "user":
-                turns += 1
-                if ev.name is not None:
-                    user = {"intent": ev.name}
-                    labels = self._entity_labels(ev.name, ev.entities)
-                    if labels:
-                        user["entities"] = labels
-                else:
-                    user = {"text": ev.value or ""}
-            elif ev.kind == "slot":
-                slots[ev.name] = ev.value
-            elif ev.kind == "loop":
-                loop = ev.name
-            elif ev.kind == "action":
-                state: State = {}
-                if user:
-                    state["user"] = dict(user)
-                if prev is not None:
-                    key = "action_text" if prev.startswith("bot: ") else "action_name"
-                    state["prev_action"] = {key: prev[5:] if key == "action_text" else prev}
-                if loop is not None:
-                    state["active_loop"] = {"name": loop}
-                featurised: dict[str, Any] = {}
-                for name, value in slots.items():
-                    slot = self.domain.slots.get(name)
-                    feature = self._slot_feature(slot, value) if slot is not None else None
-                    if feature is not None:
-                        featurised[name] = list(feature) if isinstance(feature, tuple) else feature
-                if featurised:
-                    state["slots"] = featurised
-                states.append(state)
-                active = loop is not None and loop != SHOULD_NOT_BE_SET
-                yield list(states), ev, turns, active
-                prev = ev.name
-
-    # -- story structure conflicts -----------------------------------------------------------------------
-    def _check_conflicts(self, trackers: list[_Tracker]) -> None:
-        history = self.dialogue.policy.max_history
-        seen: dict[str, dict[str, tuple[str, str, int, State]]] = defaultdict(dict)
-        for tracker in trackers:
-            for states, ev, turn, _ in self._walk(tracker):
-                key = json.dumps(states[-history:], sort_keys=True)
-                action = str(ev.name)
-                seen[key].setdefault(action, (tracker.name, ev.where or tracker.where, turn, states[-1]))
-        for actions in seen.values():
-            if len(actions) < 2:
-                continue
-            (first_action, (story, where, turn, state)), *others = actions.items()
-            rest = "; ".join(f"'{o_story}' goes on with {_shown(a)} at {o_where}"
-                             for a, (o_story, o_where, _, _) in others)
-            self.error(where, f"story structure conflict after {_after(state)} (turn {turn}; the last "
-                              f"{history} states are the same, max_history): '{story}' goes on with "
-                              f"{_shown(first_action)} here; {rest}")
-
-    # -- rules: restriction and contradictions -----------------------------------------------------------
-    def _check_rules(self, trackers: list[_Tracker]) -> None:
-        policy = self.dialogue.policy
-        rule_trackers = [t for t in trackers if t.is_rule]
-        if policy.restrict_rules:
-            for rule in self.rules:
-                users = sum(1 for s in rule.steps if s.kind == "intent" or
-                            (s.kind == "or" and any(a.kind == "intent" for a in s.alternatives)))
-                if users > 1:
-                    self.error(rule.where, f"rule '{rule.name}' has {users} user messages: a rule holds at most "
-                                           f"one (RulePolicy's restrict_rules); write a story for longer exchanges")
-        if not policy.check_for_contradictions or not rule_trackers:
-            return
-        lookup, keys_of = self._rule_lookup(rule_trackers)
-        # Which rules (and their actions) make up each prediction source, from running the rules themselves.
-        sources: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        for tracker in rule_trackers:
-            for _, ev, _, _, _, source in self._predictions(tracker, lookup):
-                if source is not None:
-                    sources[source].append((tracker.name, tracker.where, str(ev.name)))
-        for tracker in trackers:
-            for states, ev, turn, active, predicted, source in self._predictions(tracker, lookup):
-                gold = str(ev.name)
-                if predicted is None or source is None or predicted == gold or active:
-                    continue
-                last_user = states[-1].get("user", {}).get("intent")
-                if last_user in _DEFAULT_ACTION_INTENTS:
-                    continue
-                if not tracker.is_rule and predicted == ACTION_LISTEN and source.count('"prev_action"') <= 1 \
-                        and any(k.startswith(source[:-2]) and k != source for k in keys_of):
-                    continue  # Rasa drops such a rule rather than report it (RulePolicy._should_delete)
-                against = sorted({(name, where, action) for name, where, action in sources[source] if action != gold})
-                if not against:
-                    continue
-                kind = "rule" if tracker.is_rule else "story"
-                rules = "; ".join(f"rule '{name}' ({where}) goes on with {_shown(action)}"
-                                  for name, where, action in against)
-                self.error(ev.where or tracker.where,
-                           f"{kind} '{tracker.name}' goes on with {_shown(gold)} here (turn {turn}), but in the same "
-                           f"situation {rules}: contradicting rules (RulePolicy's check_for_contradictions)")
-
-    def _rule_lookup(self, rule_trackers: list[_Tracker]) -> tuple[dict[str, str], list[str]]:
-        lookup: dict[str, str] = {}
-        ambiguous: set[str] = set()
-        for tracker in rule_trackers:
-            for states, ev, _, _ in self._walk(tracker):
-                key = _feature_key(states)
-                if key is None or key in ambiguous:
-                    continue
-                if key in lookup and lookup[key] != ev.name:
-                    ambiguous.add(key)
-                    del lookup[key]
-                elif key not in lookup:
-                    lookup[key] = str(ev.name)
-        lookup = {k: a for k, a in lookup.items() if a != SNIPPET}
-        return lookup, list(lookup)
-
-    def _predictions(self, tracker: _Tracker, lookup: dict[str, str]
-                     ) -> Iterator[tuple[list[State], _Ev, int, bool, str | None, str | None]]:
-        """Every predictable action of the tracker with the rule policy's prediction and its source."""
-        unpredictable = True
-        parsed = {k: json.loads(k) for k in lookup}
-        for states, ev, turn, active in self._walk(tracker):
-            if ev.name == SNIPPET:
-                unpredictable = True
-                continue
-            if unpredictable:
-                unpredictable = False
-                continue
-            matching = [k for k, rule_states in parsed.items() if _applicable(rule_states, states)]
-            if matching:
-                best = max(matching, key=len)
-                yield states, ev, turn, active, lookup[best], best
-            elif tracker.is_rule:
-                yield states, ev, turn, active, self.dialogue.policy.core_fallback_action, _feature_key(states)
-            else:
-                yield states, ev, turn, active, None, None
-
-
-def _feature_key(states: list[State]) -> str | None:
-    """Rasa's rule key: the states after the last rule snippet, as sorted JSON."""
-    kept: list[State] = []
-    for state in reversed(states):
-        if state.get("prev_action", {}).get("action_name") == SNIPPET:
-            break
-        kept.insert(0, state)
-    return json.dumps(kept, sort_keys=True) if kept else None
-
-
-def _matches(rule_state: State, state: State) -> bool:
-    for kind, rule_sub in rule_state.items():
-        sub = state.get(kind, {})
-        for key, wanted in rule_sub.items():
-            have = sub.get(key)
-            if isinstance(wanted, list):
-                wanted = tuple(wanted)
-            if isinstance(have, list):
-                have = tuple(have)
-            if wanted and wanted != SHOULD_NOT_BE_SET and have != wanted:
-                return False
-            if wanted == SHOULD_NOT_BE_SET and have and have != SHOULD_NOT_BE_SET:
-                return False
-    return True
-
-
-def _applicable(rule_states: list[State], states: list[State]) -> bool:
-    """RulePolicy._is_rule_applicable over the whole history (aligned at the end)."""
-    reversed_rule = list(reversed(rule_states))
-    for i, state in enumerate(reversed(states)):
-        if i >= len(reversed_rule):
-            return True
-        rule_state = reversed_rule[i]
-        has_prev, rule_has_prev = "prev_action" in state, "prev_action" in rule_state
-        if not has_prev and not rule_has_prev:
-            return True
-        if not has_prev or not rule_has_prev:
-            return False
-        if not _matches(rule_state, state):
-            return False
-    return True
-
-
-def _shown(action: str) -> str:
-    return f"the bot text {action[5:]!r}" if action.startswith("bot: ") else f"'{action}'"
-
-
-def _after(state: State) -> str:
-    prev = state.get("prev_action", {})
-    if prev.get("action_name") == ACTION_LISTEN or not prev:
-        user = state.get("user", {})
-        if "intent" in user:
-            entities = user.get("entities")
-            return f"intent '{user['intent']}'" + (f" with {', '.join(entities)}" if entities else "")
-        if "text" in user:
-            return f"the user text {user['text']!r}"
-        return "the start of the conversation"
-    name = prev.get("action_name") or prev.get("action_text")
-    return f"action '{name}'"
-

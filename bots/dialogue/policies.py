@@ -10,10 +10,12 @@ Policies, in Rasa's priority order (a higher priority wins a tie in confidence):
 
 * ``RulePolicy`` (priority 6): Rasa's defaults (``/restart`` → ``action_restart``, ...), the
   active loop's happy path (an active form runs after every user message unless it rejected it),
-  then rules: a rule's frames hold only what the rule states, and it applies when the latest
-  frames contain them (the most specific matching rule wins); ``conversation_start`` rules only
-  at the start of a session; after a rule's last action ``action_listen`` unless
-  ``wait_for_user_input: false``.
+  then rules, as Rasa's RulePolicy reads them: a rule is played on the same ``Tracker`` (its
+  conditions, the snippet action ``...`` for "anything may come before", its steps, then
+  ``action_listen`` unless ``wait_for_user_input: false``); an action's key is the rule's frames
+  after the snippet (``conversation_start`` rules: from the session start), holding only what the
+  rule states, ``null`` meaning "not set"; a key applies when it holds for the conversation's
+  latest frames, the longest key wins, and a key rules go on from differently predicts nothing.
 * ``MemoizationPolicy`` (priority 3): the stories' windows of up to ``max_history`` frames; the
   longest window matching the conversation's latest frames predicts (Rasa's augmented variant
   is the same lookup, also tried from every earlier turn of the conversation).
@@ -22,10 +24,17 @@ Policies, in Rasa's priority order (a higher priority wins a tie in confidence):
   ``max_history`` frames; it generalises to conversations no story covers.
 
 No prediction at least ``core_fallback_threshold`` confident gives ``action_default_fallback``.
+
+Stories are walked as Rasa's story graph (checkpoints anywhere, with slot conditions; ``or``
+expanded). ``check_stories`` (what ``switchboard check`` and training report) uses these very
+policies: story structure conflicts are the memoisation windows the stories disagree on, and
+contradictions are RulePolicy's ``check_for_contradictions`` run over the rules and every story
+path, so a bot that passes the check is served as its stories say.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -57,6 +66,14 @@ Frame = frozenset[str]
 _DEFAULT_INTENT_ACTIONS = {"restart": ACTION_RESTART, "back": ACTION_BACK, "session_start": ACTION_SESSION_START}
 POLICY_FILE = "policy.onnx"
 POLICY_META = "policy.json"
+SNIPPET = "..."                          # Rasa's RULE_SNIPPET_ACTION_NAME: a rule's "anything may come before"
+SHOULD_NOT_BE_SET = "should_not_be_set"  # a rule's ``null``: the slot (or loop) must not be set
+_NOT_SET = "!"                           # a rule frame's "no feature starts with this" (``!slot:name:``, ``!loop:``)
+
+
+def entity_labels(entity: str, role: Any = None, group: Any = None) -> list[str]:
+    """An entity's features (Rasa's): its name, and ``name#role`` / ``name#group`` when it has them."""
+    return [entity, *(f"{entity}#{x}" for x in (role, group) if isinstance(x, str) and x)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,7 +104,7 @@ def slot_feature(slot: Slot, value: Any) -> str | None:
 
 @dataclass
 class Tracker:
-    """The featurised state of a conversation (or of a story being simulated)."""
+    """The featurised state of a conversation (or of a story or, with ``rule``, a rule being played)."""
 
     domain: Domain
     nlu_threshold: float = 0.0
@@ -100,19 +117,21 @@ class Tracker:
     queries: list[Frame] = field(default_factory=list)    # the same, as it was when the action was predicted
     actions: list[str] = field(default_factory=list)      # the actions, aligned with ``frames``
     session_start: int = 0                                 # index in ``frames`` where this session began
+    rule: bool = False                                     # a rule: SHOULD_NOT_BE_SET shows as "not set"
 
     def frame(self, before_action: str | None = None) -> Frame:
         features: set[str] = set()
         if self.intent is not None:
             features.add(f"intent:{self.intent}")
             props = self.domain.intents.get(self.intent)
-            for entity in self.entities:
+            for label in self.entities:
+                entity = label.split("#", 1)[0]
                 if props is not None and (entity in props.ignore_entities or (
                         props.use_entities is not None and entity not in props.use_entities)):
                     continue
                 ent = self.domain.entities.get(entity)
                 if ent is None or ent.influence_conversation:
-                    features.add(f"entity:{entity}")
+                    features.add(f"entity:{label}")
         if self.prev_action is not None:
             features.add(f"prev:{self.prev_action}")
         for name, value in self.slots.items():
@@ -122,7 +141,10 @@ class Tracker:
                 # influence_conversation: true), featurised below as any slot.
                 continue
             slot = self.domain.slots.get(name)
-            if slot is not None:
+            if slot is not None and self.rule and value == SHOULD_NOT_BE_SET:
+                if slot.influence_conversation:   # (a slot that is never a feature is never "set" either)
+                    features.add(f"{_NOT_SET}slot:{name}:")
+            elif slot is not None:
                 feature = slot_feature(slot, value)
                 if feature is not None:
                     features.add(feature)
@@ -130,12 +152,15 @@ class Tracker:
         # rules conditioned on the loop match its activation and its submission alike.
         loop = self.loop if self.loop is not None else (
             before_action if before_action is not None and before_action in self.domain.forms else None)
-        if loop is not None:
+        if self.rule and loop == SHOULD_NOT_BE_SET:
+            features.add(f"{_NOT_SET}loop:")
+        elif loop is not None:
             features.add(f"loop:{loop}")
         return frozenset(features)
 
     # -- what happens in a conversation ----------------------------------------------------------------
     def user(self, intent: str | None, entities: Iterable[str]) -> None:
+        """The customer's turn: ``entities`` as ``entity_labels``."""
         self.intent = intent
         self.entities = tuple(sorted(set(entities)))
         self.prev_action = ACTION_LISTEN
@@ -175,7 +200,8 @@ class Tracker:
         kind, data = event.kind, event.data
         if kind == NLU:
             self.user(self.effective_intent(data.get("intent"), data.get("confidence")),
-                      [str(e.get("entity")) for e in data.get("entities") or [] if isinstance(e, dict)])
+                      [label for e in data.get("entities") or [] if isinstance(e, dict)
+                       for label in entity_labels(str(e.get("entity")), e.get("role"), e.get("group"))])
         elif kind == USER:
             self.user(None, ())
         elif kind == ACTION:
@@ -215,28 +241,56 @@ class Tracker:
 # Stories and rules as frames.
 @dataclass(frozen=True)
 class Trajectory:
-    """One path through a story (checkpoints joined, ``or`` expanded): its frames and actions."""
+    """One path through the stories (checkpoints joined, ``or`` expanded), or one rule (``rule``), played
+    as a conversation: per action, the frame before it, the query frame it was predicted from, the
+    ``file:line`` of its step, the user turn it answers and the story (or rule) the step belongs to."""
 
     story: Story
     frames: tuple[Frame, ...]
     actions: tuple[str, ...]
     wheres: tuple[str, ...]
     queries: tuple[Frame, ...] = ()
+    turns: tuple[int, ...] = ()
+    origins: tuple[Story, ...] = ()
+    rule: bool = False
 
     def window(self, i: int, n: int) -> tuple[Frame, ...]:
         """The (up to) ``n`` frames a prediction of action ``i`` sees: earlier frames, then the query."""
         return (*self.frames[max(0, i - n + 1): i], self.queries[i])
 
+    def origin(self, i: int) -> Story:
+        return self.origins[i] if i < len(self.origins) else self.story
+
+    def where(self, i: int) -> str:
+        return (self.wheres[i] if i < len(self.wheres) else "") or self.origin(i).where
+
+    def turn(self, i: int) -> int:
+        return self.turns[i] if i < len(self.turns) else 0
+
 
 def _step_user(tracker: Tracker, step: Step) -> None:
-    tracker.user(step.name, [e.entity for e in step.entities])
-    for entity in step.entities:  # entities of a story turn fill their slots (from_entity mappings)
+    tracker.user(step.name, [label for e in step.entities for label in entity_labels(e.entity, e.role, e.group)])
+    for entity in step.entities:  # a story turn's entities fill their slots, as the engine's slot extraction does
         for slot in tracker.domain.slots.values():
-            if any(m.type == "from_entity" and m.entity == entity.entity and not m.conditions for m in slot.mappings):
+            if any(m.type == "from_entity" and m.entity == entity.entity and not m.conditions
+                   and (m.role, m.group) == (entity.role, entity.group)
+                   and (not m.intent or step.name in m.intent) and step.name not in m.not_intent
+                   for m in slot.mappings):
                 tracker.set_slot(slot.name, entity.value if entity.value is not None else True)
 
 
-def _linear_paths(steps: Sequence[Step], limit: int = 64) -> Iterator[list[Step]]:
+def _step_value(slot: Slot | None, value: Any, *, rule: bool) -> Any:
+    """A ``slot_was_set`` value as the tracker holds it. A slot named without a value is "filled" for
+    text and list slots and not set for the others (Rasa's reader); ``null`` in a rule means "must not
+    be set"."""
+    if value is Ellipsis:
+        return True if slot is not None and slot.type in ("text", "list") else None
+    if value is None and rule:
+        return SHOULD_NOT_BE_SET
+    return value
+
+
+def _linear_paths(steps: Sequence[Step], limit: int = 256) -> Iterator[list[Step]]:
     """``or`` steps expanded into separate paths (bounded)."""
     paths: list[list[Step]] = [[]]
     for step in steps:
@@ -248,56 +302,170 @@ def _linear_paths(steps: Sequence[Step], limit: int = 64) -> Iterator[list[Step]
     yield from paths
 
 
-def story_paths(stories: Sequence[Story], limit: int = 2000) -> list[tuple[Story, list[Step]]]:
-    """Stories with their checkpoints joined (Rasa's story graph), each as linear step lists."""
-    starts: dict[str, list[tuple[Story, list[Step]]]] = {}
-    plain: list[tuple[Story, list[Step]]] = []
+@dataclass(frozen=True)
+class StoryPath:
+    """One way through the story graph: its steps (checkpoints joined, ``or`` expanded), each with the
+    story it comes from; ``story`` is the one the path starts with."""
+
+    story: Story
+    steps: tuple[Step, ...]
+    origins: tuple[Story, ...]
+
+
+@dataclass
+class _Segment:
+    """The steps of a story between checkpoints."""
+
+    story: Story
+    starts: list[Step]      # the checkpoints it continues (with their slot conditions)
+    steps: list[Step]
+    ends: list[str]         # the checkpoints it goes on to
+
+
+def _segments(stories: Sequence[Story]) -> list[_Segment]:
+    segments: list[_Segment] = []
     for story in stories:
         if story.is_rule:
             continue
-        for path in _linear_paths(story.steps):
-            if path and path[0].kind == "checkpoint":
-                starts.setdefault(str(path[0].name), []).append((story, path[1:]))
-            else:
-                plain.append((story, path))
-    out: list[tuple[Story, list[Step]]] = []
-    queue = list(plain)
-    while queue and len(out) < limit:
-        story, path = queue.pop(0)
-        if path and path[-1].kind == "checkpoint" and str(path[-1].name) in starts:
-            for _, continuation in starts[str(path[-1].name)]:
-                queue.append((story, path[:-1] + continuation))
-        else:
-            out.append((story, [s for s in path if s.kind != "checkpoint"]))
+        current = _Segment(story, [], [], [])
+        pending: list[Step] = []
+        for step in story.steps:
+            if step.kind == "checkpoint":
+                pending.append(step)
+                continue
+            if pending:
+                if current.steps:  # a checkpoint in the middle: the story goes on from there
+                    current.ends = [p.name for p in pending if p.name]
+                    segments.append(current)
+                    current = _Segment(story, list(pending), [], [])
+                else:
+                    current.starts.extend(pending)
+                pending = []
+            current.steps.append(step)
+        if pending and (current.steps or current.starts):
+            current.ends = [p.name for p in pending if p.name]
+        segments.append(current)
+    return segments
+
+
+def story_graph(stories: Sequence[Story], limit: int = 2000) -> list[StoryPath]:
+    """Rasa's story graph: a story ending in checkpoint ``c`` goes on with every story starting with
+    ``c`` whose ``slot_was_set`` conditions hold for the slots set so far (checkpoints may also stand
+    in the middle of a story). A path passes through a segment at most twice (one loop); at most
+    ``limit`` paths. Stories starting with a checkpoint that nothing ends are never reached."""
+    segments = _segments(stories)
+    by_start: dict[str, list[_Segment]] = {}
+    for seg in segments:
+        for cp in seg.starts:
+            if cp.name:
+                by_start.setdefault(cp.name, []).append(seg)
+    out: list[StoryPath] = []
+
+    def fits(seg: _Segment, name: str, slots: Mapping[str, Any]) -> bool:
+        return all(slots.get(k) == v for cp in seg.starts if cp.name == name for k, v in cp.slots)
+
+    def walk(seg: _Segment, prefix: list[tuple[Story, Step]], used: dict[int, int]) -> None:
+        for branch in _linear_paths(seg.steps):
+            if len(out) >= limit:
+                return
+            path = [*prefix, *((seg.story, step) for step in branch)]
+            slots: dict[str, Any] = {}
+            for _, step in path:
+                if step.kind == "slot_was_set":
+                    slots.update(step.slots)
+            nexts = [s for name in seg.ends for s in by_start.get(name, [])
+                     if used.get(id(s), 0) < 2 and fits(s, name, slots)]
+            if not nexts:
+                out.append(StoryPath(path[0][0] if path else seg.story, tuple(step for _, step in path),
+                                     tuple(origin for origin, _ in path)))
+            for s in nexts:
+                walk(s, path, {**used, id(s): used.get(id(s), 0) + 1})
+
+    for seg in segments:
+        if not seg.starts:
+            walk(seg, [], {id(seg): 1})
     return out
 
 
-def simulate(domain: Domain, story: Story, steps: Sequence[Step]) -> Trajectory:
-    tracker = Tracker(domain)
-    tracker.new_session(False)
-    wheres: list[str] = []
-    for step in steps:
+def story_paths(stories: Sequence[Story], limit: int = 2000) -> list[tuple[Story, list[Step]]]:
+    """The story graph's paths as (first story, linear steps)."""
+    return [(p.story, list(p.steps)) for p in story_graph(stories, limit)]
+
+
+class _Play:
+    """A story or rule played on a fresh ``Tracker``, recording each action as a ``Trajectory`` does."""
+
+    def __init__(self, domain: Domain, story: Story, *, rule: bool) -> None:
+        self.story, self.rule = story, rule
+        self.tracker = Tracker(domain, rule=rule)
+        self.tracker.new_session(False)
+        self.wheres: list[str] = []
+        self.turns: list[int] = []
+        self.origins: list[Story] = []
+        self.turn = 0
+
+    def act(self, name: str, where: str, origin: Story) -> None:
+        self.tracker.action(name)
+        self.wheres.append(where)
+        self.turns.append(self.turn)
+        self.origins.append(origin)
+
+    def step(self, step: Step, origin: Story) -> None:
+        tracker = self.tracker
         if step.kind == "intent":
             if tracker.prev_action not in (None, ACTION_LISTEN):
-                tracker.action(ACTION_LISTEN)  # the bot waited for the customer (Rasa's implicit listen)
-                wheres.append(step.where)
+                self.act(ACTION_LISTEN, step.where, origin)  # the bot waited for the customer (Rasa's implicit listen)
+            self.turn += 1
             _step_user(tracker, step)
         elif step.kind == "action" and step.name:
-            tracker.action(step.name)
-            wheres.append(step.where)
+            self.act(step.name, step.where, origin)
         elif step.kind == "slot_was_set":
             for name, value in step.slots:
-                tracker.set_slot(name, True if value is Ellipsis else value)
+                tracker.set_slot(name, _step_value(tracker.domain.slots.get(name), value, rule=self.rule))
         elif step.kind == "active_loop":
-            tracker.set_loop(step.name)
-    if not story.is_rule and tracker.prev_action not in (None, ACTION_LISTEN):
-        tracker.action(ACTION_LISTEN)
-        wheres.append(story.where)
-    return Trajectory(story, tuple(tracker.frames), tuple(tracker.actions), tuple(wheres), tuple(tracker.queries))
+            tracker.set_loop(SHOULD_NOT_BE_SET if step.name is None and self.rule else step.name)
+
+    def result(self) -> Trajectory:
+        t = self.tracker
+        return Trajectory(self.story, tuple(t.frames), tuple(t.actions), tuple(self.wheres), tuple(t.queries),
+                          tuple(self.turns), tuple(self.origins), self.rule)
+
+
+def simulate(domain: Domain, story: Story, steps: Sequence[Step],
+             origins: Sequence[Story] | None = None) -> Trajectory:
+    """A story path played as a conversation, ``action_listen`` after its last action (not when
+    ``story.is_rule``; also at a checkpoint nothing continues: the bot waits there). ``origins``: the story
+    each step comes from (default ``story``)."""
+    play = _Play(domain, story, rule=False)
+    for j, step in enumerate(steps):
+        play.step(step, origins[j] if origins is not None and j < len(origins) else story)
+    if not story.is_rule and play.tracker.prev_action not in (None, ACTION_LISTEN):
+        last = play.origins[-1] if play.origins else story
+        play.act(ACTION_LISTEN, last.where, last)
+    return play.result()
+
+
+def simulate_rule(domain: Domain, rule: Story) -> list[Trajectory]:
+    """A rule as Rasa's RulePolicy reads it, once per ``or`` branch: its conditions, the snippet action
+    ``...`` ("anything may come before"; not for a ``conversation_start`` rule), its steps, then
+    ``action_listen`` (``...`` when it does not wait for the user). ``null`` means "not set"."""
+    out: list[Trajectory] = []
+    for steps in _linear_paths(rule.steps):
+        play = _Play(domain, rule, rule=True)
+        for step in rule.condition:
+            play.step(step, rule)
+        if not rule.conversation_start:
+            play.act(SNIPPET, rule.where, rule)
+        for step in steps:
+            play.step(step, rule)
+        play.act(ACTION_LISTEN if rule.wait_for_user_input else SNIPPET, rule.where, rule)
+        out.append(play.result())
+    return out
 
 
 def trajectories(domain: Domain, stories: Sequence[Story]) -> list[Trajectory]:
-    return [simulate(domain, story, path) for story, path in story_paths(stories)]
+    """Every path of the story graph, played (rules are not stories: see ``simulate_rule``)."""
+    return [simulate(domain, p.story, p.steps, p.origins) for p in story_graph(stories)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -309,104 +477,129 @@ class Prediction:
     where: str = ""        # the rule or story (file:line) that predicted it
 
 
-@dataclass(frozen=True)
-class _RuleFrame:
-    required: Frame
-    absent: frozenset[str]     # slot names that must be unset; "loop" when no loop may be active
+def _shown(action: str) -> str:
+    return f"'{action}'"
 
 
-@dataclass(frozen=True)
-class _RuleEntry:
-    frames: tuple[_RuleFrame, ...]
-    action: str
-    conversation_start: bool
-    where: str
-    specificity: int
+def describe(frame: Frame) -> str:
+    """What happened just before a frame's action, for messages."""
+    prev = next((f[5:] for f in frame if f.startswith("prev:")), None)
+    if prev is None:
+        return "the start of the conversation"
+    if prev != ACTION_LISTEN:
+        return f"action '{prev}'"
+    intent = next((f[7:] for f in frame if f.startswith("intent:")), None)
+    if intent is None:
+        return "a user message"
+    entities = sorted(f[7:] for f in frame if f.startswith("entity:"))
+    return f"intent '{intent}'" + (f" with {', '.join(entities)}" if entities else "")
 
 
-def _rule_entries(domain: Domain, rule: Story) -> list[_RuleEntry]:
-    """The (frames → action) lookups a rule contributes; frames hold only what the rule states."""
-    entries: list[_RuleEntry] = []
-    required: set[str] = set()
-    absent: set[str] = set()
-    prev: str | None = None
-    frames: list[_RuleFrame] = []
-    intent_feats: set[str] = set()
-
-    def state(step_kind: str, step: Step) -> None:
-        nonlocal prev
-        if step_kind == "slot_was_set":
-            for name, value in step.slots:
-                slot = domain.slots.get(name)
-                feats = {f for f in required if f.startswith(f"slot:{name}:")}
-                required.difference_update(feats)
-                absent.discard(name)
-                if value is None:
-                    absent.add(name)
-                elif name == REQUESTED_SLOT:
-                    required.add(f"slot:{REQUESTED_SLOT}:{value}")
-                elif slot is not None:
-                    feature = slot_feature(slot, True if value is Ellipsis and slot.type not in ("bool",) else value)
-                    if feature is not None:
-                        required.add(feature)
-        elif step_kind == "active_loop":
-            for f in [f for f in required if f.startswith("loop:")]:
-                required.discard(f)
-            absent.discard("__loop__")
-            if step.name is None:
-                absent.add("__loop__")
-            else:
-                required.add(f"loop:{step.name}")
-
-    for step in rule.condition:
-        state(step.kind, step)
-    for i, step in enumerate(rule.steps):
-        if step.kind == "intent":
-            intent_feats = {f"intent:{step.name}", *(f"entity:{e.entity}" for e in step.entities)}
-            prev = ACTION_LISTEN
-        elif step.kind in ("slot_was_set", "active_loop"):
-            state(step.kind, step)
-        elif step.kind == "action" and step.name:
-            feats = set(required) | intent_feats
-            if prev is not None:
-                feats.add(f"prev:{prev}")
-            query = _RuleFrame(frozenset(feats), frozenset(absent))
-            entries.append(_RuleEntry((*frames, query), step.name, rule.conversation_start, step.where or rule.where,
-                                      sum(len(f.required) + len(f.absent) for f in (*frames, query))))
-            if step.name in domain.forms and not any(f.startswith("loop:") for f in feats) \
-                    and "__loop__" not in absent:
-                feats.add(f"loop:{step.name}")  # as Tracker.frame records a form's own action
-            frames.append(_RuleFrame(frozenset(feats), frozenset(absent)))
-            prev = step.name
-        else:
-            continue
-        del i
-    if rule.wait_for_user_input and prev is not None and prev != ACTION_LISTEN and entries:
-        feats = set(required) | intent_feats | {f"prev:{prev}"}
-        query = _RuleFrame(frozenset(feats), frozenset(absent))
-        entries.append(_RuleEntry((*frames, query), ACTION_LISTEN, rule.conversation_start, rule.where,
-                                  sum(len(f.required) + len(f.absent) for f in (*frames, query))))
-    return entries
-
-
-def _frame_matches(rule: _RuleFrame, frame: Frame) -> bool:
-    if not rule.required <= frame:
+def _frame_matches(rule: Frame, frame: Frame) -> bool:
+    """A rule's frame holds for a conversation's frame: every feature it states is there, nothing starts
+    with what it marks "not set" (``!slot:name:``, ``!loop:``), and a frame with no previous action (the
+    start of a rule that begins with an action) only holds for such a frame (Rasa's ``_is_rule_applicable``)."""
+    if any(f.startswith("prev:") for f in rule) != any(f.startswith("prev:") for f in frame):
         return False
-    for name in rule.absent:
-        if name == "__loop__":
-            if any(f.startswith("loop:") for f in frame):
+    for feature in rule:
+        if feature.startswith(_NOT_SET):
+            if any(f.startswith(feature[1:]) for f in frame):
                 return False
-        elif any(f.startswith(f"slot:{name}:") for f in frame):
+        elif feature not in frame:
             return False
     return True
 
 
+@dataclass(frozen=True)
+class RuleKey:
+    """What a rule's action is predicted from (Rasa's rule key): the rule's frames after its snippet
+    (the first one, whose previous action is the snippet itself, left out), or, for a
+    ``conversation_start`` rule (``start``), all of them from the start of the session."""
+
+    frames: tuple[Frame, ...]
+    start: bool
+
+    @functools.cached_property
+    def rank(self) -> tuple[int, int]:
+        """The longest key wins (a ``conversation_start`` key counts the session's start as one more frame,
+        as Rasa's holds the state before it), then the one stating the most (Rasa: the longest key)."""
+        return len(self.frames) + int(self.start), sum(len(f) for f in self.frames)
+
+    def applies(self, history: Sequence[Frame]) -> bool:
+        """RulePolicy's match: the key's frames hold for the conversation's latest frames, aligned at the end."""
+        n = len(self.frames)
+        if n > len(history) or (self.start and n != len(history)):
+            return False
+        return all(_frame_matches(self.frames[-j], history[-j]) for j in range(1, n + 1))
+
+
+def rule_key(t: Trajectory, i: int) -> RuleKey | None:
+    """The key action ``i`` of a rule's trajectory is predicted from (None: the action right after the
+    snippet, which nothing predicts)."""
+    snippet = max((j for j in range(i) if t.actions[j] == SNIPPET), default=None)
+    if snippet is None:
+        return RuleKey((*t.frames[:i], t.queries[i]), start=True)
+    first = snippet + 2
+    return RuleKey((*t.frames[first:i], t.queries[i]), start=False) if i >= first else None
+
+
+@dataclass(frozen=True)
+class RuleStep:
+    rule: Story
+    action: str
+    where: str              # the step's file:line
+
+
+@dataclass(frozen=True)
+class Contradiction:
+    """A story or rule going on with ``action`` where rules predict otherwise (``against``: each
+    rule's name, file:line and action)."""
+
+    trajectory: Trajectory
+    index: int
+    against: tuple[tuple[str, str, str], ...]
+
+    def message(self) -> str:
+        t, i = self.trajectory, self.index
+        rules = "; ".join(f"rule '{name}' ({where}) goes on with {_shown(action)}"
+                          for name, where, action in self.against)
+        return (f"{t.where(i)}: {'rule' if t.rule else 'story'} '{t.origin(i).name}' goes on with "
+                f"{_shown(t.actions[i])} here (turn {t.turn(i)}), but in the same situation {rules}: contradicting "
+                f"rules (RulePolicy's check_for_contradictions)")
+
+
 class RulePolicy:
+    """Rasa's RulePolicy over rule keys (``RuleKey``); see the module docstring."""
+
     priority = 6
 
     def __init__(self, domain: Domain, stories: Sequence[Story], config: PolicyConfig) -> None:
-        self.domain = domain
-        self.entries = [e for story in stories if story.is_rule for e in _rule_entries(domain, story)]
+        self.domain, self.config = domain, config
+        self.rules = [t for story in stories if story.is_rule for t in simulate_rule(domain, story)]
+        self.owners: dict[RuleKey, list[RuleStep]] = {}
+        for t in self.rules:
+            for i, action in enumerate(t.actions):
+                key = rule_key(t, i)
+                if key is not None:
+                    self.owners.setdefault(key, []).append(RuleStep(t.story, action, t.where(i)))
+        # A key that rules go on from differently predicts nothing (Rasa drops it; the check reports the
+        # rules); nor does a key that predicts the snippet (a rule that does not wait for the user).
+        self.lookup: dict[RuleKey, str] = {
+            key: steps[0].action for key, steps in self.owners.items()
+            if len({s.action for s in steps}) == 1 and steps[0].action != SNIPPET}
+        self._contradictions: list[Contradiction] | None = None
+
+    def matches(self, history: Sequence[Frame], excluded: frozenset[str] = frozenset()) -> list[tuple[RuleKey, str]]:
+        """The keys of the highest rank that apply, in the rules' order (the first one predicts)."""
+        best: list[tuple[RuleKey, str]] = []
+        for key, action in self.lookup.items():
+            if action in excluded or not key.applies(history):
+                continue
+            if not best or key.rank > best[0][0].rank:
+                best = [(key, action)]
+            elif key.rank == best[0][0].rank:
+                best.append((key, action))
+        return best
 
     def predict(self, tracker: Tracker, current: Frame, *, loop_rejected: bool, latest_action: str | None,
                 excluded: frozenset[str] = frozenset()) -> Prediction | None:
@@ -419,73 +612,162 @@ class RulePolicy:
                 return Prediction(tracker.loop, 1.0, "RulePolicy")
             if latest_action == tracker.loop:
                 return Prediction(ACTION_LISTEN, 1.0, "RulePolicy")
-        history = [*tracker.frames[tracker.session_start:], current]
-        best: tuple[int, int, _RuleEntry] | None = None
-        for entry in self.entries:
-            if entry.action in excluded:
-                continue
-            n = len(entry.frames)
-            if n > len(history):
-                continue
-            if entry.conversation_start and n != len(history):
-                continue
-            window = history[-n:]
-            if all(_frame_matches(r, f) for r, f in zip(entry.frames, window, strict=True)):
-                key = (n, entry.specificity)
-                if best is None or key > best[:2]:
-                    best = (*key, entry)
-        if best is None:
+        found = self.matches([*tracker.frames[tracker.session_start:], current], excluded)
+        if not found:
             return None
-        return Prediction(best[2].action, 1.0, "RulePolicy", best[2].where)
+        key, action = found[0]
+        return Prediction(action, 1.0, "RulePolicy", self.owners[key][0].where)
 
-    def contradictions(self, trajectories_: Sequence[Trajectory]) -> list[str]:
-        """Stories (and rules) whose next action a rule would predict differently (found at training time)."""
-        problems: list[str] = []
-        for t in trajectories_:
-            for i, action in enumerate(t.actions):
-                tracker = Tracker(self.domain)
-                tracker.frames = list(t.frames[:i])
-                tracker.actions = list(t.actions[:i])
-                # the frame before action i: rebuild the features the loop/default checks need
-                current = t.queries[i]
-                tracker.prev_action = next((f[5:] for f in current if f.startswith("prev:")), None)
-                tracker.intent = next((f[7:] for f in current if f.startswith("intent:")), None)
-                predicted = self.predict(tracker, current, loop_rejected=True, latest_action=tracker.prev_action)
-                if predicted is not None and predicted.action != action and predicted.action != ACTION_LISTEN:
-                    problems.append(f"{t.wheres[i] or t.story.where}: story {t.story.name!r} runs {action!r} here, "
-                                    f"but the rule at {predicted.where} predicts {predicted.action!r}")
-        return sorted(set(problems))
+    # -- check_for_contradictions ----------------------------------------------------------------------------
+    @staticmethod
+    def _predictable(t: Trajectory) -> Iterator[int]:
+        """The actions a policy predicts: not the snippet nor the action right after it, nor one with no
+        previous action (Rasa's unpredictable first action)."""
+        after_snippet = False
+        for i, action in enumerate(t.actions):
+            if action == SNIPPET:
+                after_snippet = True
+                continue
+            if after_snippet or not any(f.startswith("prev:") for f in t.queries[i]):
+                after_snippet = False
+                continue
+            yield i
+
+    def _predictions(self, t: Trajectory, i: int) -> list[tuple[RuleKey, str]]:
+        found = self.matches([*t.frames[:i], t.queries[i]])
+        key = rule_key(t, i) if t.rule and not found else None
+        # a rule that nothing predicts (its key is ambiguous): the core fallback, from its own key
+        return found if key is None else [(key, self.config.core_fallback_action)]
+
+    def _droppable(self, key: RuleKey, predicted: str) -> bool:
+        """Rasa's ``_should_delete``: a key of one frame predicting ``action_listen`` that another rule
+        goes on from is dropped when a story goes on after it (the story wins)."""
+        if predicted != ACTION_LISTEN or len(key.frames) != 1:
+            return False
+        return any(other != key and other.frames[0] >= key.frames[0] for other in self.lookup)
+
+    def may_drop(self) -> bool:
+        """Whether a story could make ``contradictions`` drop a rule key (the engine runs it only then)."""
+        return any(self._droppable(key, action) for key, action in self.lookup.items())
+
+    def contradictions(self, story_trajectories: Sequence[Trajectory]) -> list[Contradiction]:
+        """Rules and stories (with ``story_trajectories``, every path of the story graph) whose next action
+        the rules predict otherwise, as RulePolicy's ``check_for_contradictions`` finds them at training:
+        outside active loops (what an active form does is the form's business) and default intents. Run
+        once: like Rasa's, it drops the rule keys ``_droppable`` names, so the served policy follows those stories."""
+        if self._contradictions is not None:
+            return self._contradictions
+        sources: dict[RuleKey, list[RuleStep]] = {}   # the rules' own predictions, by the key they came from
+        for t in self.rules:
+            for i in self._predictable(t):
+                for key, _ in self._predictions(t, i):   # (keys as specific as the one that predicts: all)
+                    sources.setdefault(key, []).append(RuleStep(t.story, t.actions[i], t.story.where))
+        problems: list[Contradiction] = []
+        for t in [*self.rules, *story_trajectories]:
+            for i in self._predictable(t):
+                query, gold = t.queries[i], t.actions[i]
+                if any(f.startswith("loop:") for f in query) or \
+                        any(f"intent:{d}" in query for d in _DEFAULT_INTENT_ACTIONS):
+                    continue
+                found = self._predictions(t, i)
+                if all(action == gold for _, action in found):
+                    continue
+                key, predicted = found[0]
+                if predicted != gold and not t.rule and self._droppable(key, predicted):
+                    self.lookup.pop(key, None)
+                    continue
+                # what predicts here, and rules as specific that predict otherwise (the file's order decides
+                # between them: a contradiction too)
+                against = sorted({(s.rule.name, s.where, s.action) for k, action in found if action != gold
+                                  for s in sources.get(k, []) if s.action != gold})
+                if against:
+                    problems.append(Contradiction(t, i, tuple(against)))
+        self._contradictions = problems
+        return problems
+
+
+def restricted_rules(stories: Sequence[Story]) -> list[str]:
+    """RulePolicy's ``restrict_rules``: a rule holds at most one user message."""
+    problems: list[str] = []
+    for rule in stories:
+        users = sum(1 for s in rule.steps if s.kind == "intent" or
+                    (s.kind == "or" and any(a.kind == "intent" for a in s.alternatives)))
+        if rule.is_rule and users > 1:
+            problems.append(f"{rule.where}: rule '{rule.name}' has {users} user messages: a rule holds at most one "
+                            f"(RulePolicy's restrict_rules); write a story for longer exchanges")
+    return problems
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Story paths that reach the same last ``max_history`` frames and go on with different actions
+    (each path and action index; the first one is reported "here")."""
+
+    max_history: int
+    places: tuple[tuple[Trajectory, int], ...]
+
+    def message(self) -> str:
+        (t, i), *others = self.places
+        rest = "; ".join(f"'{o.origin(j).name}' goes on with {_shown(o.actions[j])} at {o.where(j)}" for o, j in others)
+        return (f"{t.where(i)}: story structure conflict after {describe(t.queries[i])} (turn {t.turn(i)}; the last "
+                f"{self.max_history} states are the same, max_history): '{t.origin(i).name}' goes on with "
+                f"{_shown(t.actions[i])} here; {rest}")
+
+
+# A memoisation window that reaches back to the start of the session (a story's first turns) begins with this
+# frame, as Rasa's windows begin with the state before the conversation's first action: the start of a story is
+# then not mistaken for the same few frames in the middle of another (``starts`` keeps them without it, for a
+# story beginning later in a conversation).
+_SESSION_START: Frame = frozenset({"<session start>"})
 
 
 class MemoizationPolicy:
     priority = 3
 
-    def __init__(self, domain: Domain, stories: Sequence[Story], config: PolicyConfig) -> None:
+    def __init__(self, domain: Domain, stories: Sequence[Story], config: PolicyConfig,
+                 trajectories_: Sequence[Trajectory] | None = None) -> None:
         self.max_history = max(1, config.max_history)
         self.augmented = config.augmented_memoization
         self.lookup: dict[tuple[Frame, ...], str | None] = {}
+        self.starts: dict[tuple[Frame, ...], str | None] = {}     # the stories' beginnings, met later
         self.where: dict[tuple[Frame, ...], str] = {}
-        for t in trajectories(domain, stories):
+        # The longest windows (what a prediction tries first), each action with its first place: the conflicts.
+        self.places: dict[tuple[Frame, ...], dict[str, tuple[Trajectory, int]]] = {}
+        for t in trajectories(domain, stories) if trajectories_ is None else trajectories_:
             self.add(t)
 
     def add(self, t: Trajectory) -> None:
         for i, action in enumerate(t.actions):
             for n in range(1, min(self.max_history, i + 1) + 1):
-                key = t.window(i, n)
-                known = self.lookup.get(key, action)
-                self.lookup[key] = action if known == action else None  # ambiguous windows predict nothing
-                self.where.setdefault(key, t.wheres[i] if i < len(t.wheres) else t.story.where)
+                window = t.window(i, n)
+                for lookup, key in ((self.lookup, (_SESSION_START, *window)), (self.starts, window)) if n == i + 1 \
+                        else ((self.lookup, window),):
+                    known = lookup.get(key, action)
+                    lookup[key] = action if known == action else None  # ambiguous windows predict nothing
+                    self.where.setdefault(key, t.where(i))
+            longest = t.window(i, self.max_history)
+            key = (_SESSION_START, *longest) if i < self.max_history else longest
+            self.places.setdefault(key, {}).setdefault(action, (t, i))
+
+    def conflicts(self) -> list[Conflict]:
+        """Windows the stories go on from differently: there the policy predicts nothing."""
+        return [Conflict(self.max_history, tuple(actions.values())) for actions in self.places.values()
+                if len(actions) > 1]
 
     def predict(self, tracker: Tracker, current: Frame, excluded: frozenset[str] = frozenset()) -> Prediction | None:
         history = [*tracker.frames[tracker.session_start:], current]
         for n in range(min(self.max_history, len(history)), 0, -1):
-            key = tuple(history[-n:])
-            action = self.lookup.get(key)
-            if action is not None and action not in excluded:
-                return Prediction(action, 1.0, "AugmentedMemoizationPolicy" if self.augmented else "MemoizationPolicy",
-                                  self.where.get(key, ""))
-            if key in self.lookup and not self.augmented:
-                return None
+            window = tuple(history[-n:])
+            # the stories' windows (the one reaching back to the session's start as such), then a story's beginning
+            for lookup, key in ((self.lookup, (_SESSION_START, *window)), (self.lookup, window)) if n == len(history) \
+                    else ((self.lookup, window), (self.starts, window)):
+                action = lookup.get(key)
+                if action is not None and action not in excluded:
+                    return Prediction(action, 1.0,
+                                      "AugmentedMemoizationPolicy" if self.augmented else "MemoizationPolicy",
+                                      self.where.get(key, ""))
+                if key in lookup and not self.augmented:
+                    return None
         return None
 
 
@@ -571,9 +853,12 @@ class Ensemble:
     def build(cls, domain: Domain, stories: Sequence[Story], config: PolicyConfig,
               artifact_dir: Path | None = None) -> Ensemble:
         learned = LearnedPolicy.load(artifact_dir) if artifact_dir is not None and config.learned else None
-        return cls(domain, config,
-                   RulePolicy(domain, stories, config) if config.rules else None,
-                   MemoizationPolicy(domain, stories, config) if config.memoization else None,
+        trajs = trajectories(domain, stories) if config.rules or config.memoization else []
+        rules = RulePolicy(domain, stories, config) if config.rules else None
+        if rules is not None and config.check_for_contradictions and rules.may_drop():
+            rules.contradictions(trajs)  # drops the rule keys stories go on from, as training does
+        return cls(domain, config, rules,
+                   MemoizationPolicy(domain, stories, config, trajs) if config.memoization else None,
                    learned)
 
     def predict(self, tracker: Tracker, *, loop_rejected: bool = False, latest_action: str | None = None,
@@ -604,25 +889,18 @@ class Ensemble:
 
 
 def check_stories(domain: Domain, stories: Sequence[Story], config: PolicyConfig) -> list[str]:
-    """Story and rule conflicts, as ``switchboard check`` and ``train`` report them (``file:line: ...``)."""
-    problems: list[str] = []
+    """What training refuses and ``switchboard check`` reports about stories and rules (``file:line: ...``),
+    found by the policies the engine serves: story structure conflicts (the memoisation windows of
+    ``max_history`` frames that stories go on from differently; checked whatever the policies, as
+    ``rasa data validate`` does), then, with the RulePolicy, ``restrict_rules`` and
+    ``check_for_contradictions``."""
     trajs = trajectories(domain, stories)
-    seen: dict[tuple[Frame, ...], tuple[str, str, Story]] = {}
-    n = max(1, config.max_history)
-    for t in trajs:
-        for i, action in enumerate(t.actions):
-            key = t.window(i, n)
-            where = t.wheres[i] if i < len(t.wheres) else t.story.where
-            if key in seen and seen[key][0] != action:
-                other_action, other_where, other = seen[key]
-                problems.append(f"{where}: story {t.story.name!r} runs {action!r} where story {other.name!r} "
-                                f"({other_where}) runs {other_action!r} after the same {len(key)} turn(s)")
-            seen.setdefault(key, (action, where, t.story))
+    problems = [c.message() for c in MemoizationPolicy(domain, stories, config, trajs).conflicts()]
+    if config.rules and config.restrict_rules:
+        problems += restricted_rules(stories)
     if config.rules and config.check_for_contradictions:
-        rules = RulePolicy(domain, stories, config)
-        rule_trajs = [simulate(domain, r, list(r.condition) + list(r.steps)) for r in stories if r.is_rule]
-        problems.extend(rules.contradictions([*trajs, *rule_trajs]))
-    return problems
+        problems += [c.message() for c in RulePolicy(domain, stories, config).contradictions(trajs)]
+    return list(dict.fromkeys(problems))
 
 
 def require_consistent(domain: Domain, stories: Sequence[Story], config: PolicyConfig) -> None:
