@@ -12,6 +12,8 @@ intents:
     response:                   # one text, or variants: the first whose {entities} are all known
       - "Order {order_id} is being cancelled."
       - "Which order would you like to cancel?"
+      - text: "Which order?"    # a variant may carry buttons, image, attachment, custom (_rich_response)
+        buttons: [{title: My last order, payload: /cancel_order}]
 ```
 
 Every problem is reported with ``file:line`` and what to fix, all at once.
@@ -67,6 +69,10 @@ class Intent:
     examples: tuple[Example, ...]
     responses: tuple[str, ...]
     line: int = 0
+    # Each response variant's rich parts, in the order of ``responses`` (an empty mapping for plain text;
+    # empty when no variant has any): ``buttons`` (``{"title", "payload"}`` or ``{"title", "url"}``),
+    # ``image``, ``attachment``, ``custom`` (``_rich_response``).
+    rich: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,15 +225,97 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
         if not examples and isinstance(fields["examples"].value, list | str):
             problems.append(f"{fields['examples'].where()}: intent {name!r} needs at least one example")
     responses: list[str] = []
+    rich: dict[int, Mapping[str, Any]] = {}  # variant index → its rich parts
     if "response" in fields:
         r = fields["response"]
         raw_list = r.value if isinstance(r.value, list) else [r]
         for x in raw_list:
+            if isinstance(x.value, dict):  # a variant with buttons, image, attachment, custom
+                variant = _rich_response(x, f"intent {name!r}", problems)
+                if variant is not None:
+                    rich[len(responses)] = variant[1]
+                    responses.append(variant[0])
+                continue
             if not isinstance(x.value, str) or not x.value.strip():
                 problems.append(f"{x.where()}: intent {name!r}: a response must be non-empty text")
             else:
                 responses.append(x.value)
-    return Intent(name=name, examples=tuple(examples), responses=tuple(responses), line=item.line)
+    return Intent(name=name, examples=tuple(examples), responses=tuple(responses), line=item.line,
+                  rich=tuple(rich.get(i, {}) for i in range(len(responses))) if rich else ())
+
+
+_RICH_KEYS = ("text", "buttons", "image", "attachment", "custom")
+_URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$|^data:image/(png|jpeg|gif|webp);base64,", re.IGNORECASE)
+
+
+def _rich_response(item: Located, what: str, problems: list[str]) -> tuple[str, Mapping[str, Any]] | None:
+    """A response variant written as a mapping: ``text`` and its rich parts (docs/channels.md)::
+
+        - text: Here is our menu.
+          image: https://example.com/menu.png        # http(s) (or a data:image/... URL)
+          attachment: https://example.com/menu.pdf
+          buttons:
+            - {title: Order a pizza, payload: '/order{"dish": "pizza"}'}
+            - {title: Opening hours, url: https://example.com/hours}
+          custom: {kind: menu}                        # JSON for the channel (the web page's event, ...)
+    """
+    fields: dict[str, Located] = item.value
+    count = len(problems)
+    for key, value in fields.items():
+        if key not in _RICH_KEYS:
+            problems.append(f"{value.where()}: {what}: unknown response key {key!r} (expected {', '.join(_RICH_KEYS)})")
+    text = fields.get("text")
+    if text is None or not isinstance(text.value, str) or not text.value.strip():
+        problems.append(f"{(text or item).where()}: {what}: a response needs 'text' (non-empty)")
+    rich: dict[str, Any] = {}
+    for key in ("image", "attachment"):
+        if key in fields:
+            value = fields[key].value
+            if not isinstance(value, str) or not _URL.match(value):
+                problems.append(f"{fields[key].where()}: {what}: '{key}' must be an http(s) URL (or a "
+                                "data:image/png|jpeg|gif|webp;base64 URL)")
+            else:
+                rich[key] = value
+    if "custom" in fields:
+        if not isinstance(fields["custom"].value, dict):
+            problems.append(f"{fields['custom'].where()}: {what}: 'custom' must be a mapping (sent to the channel "
+                            "as JSON)")
+        else:
+            rich["custom"] = plain(fields["custom"])
+    if "buttons" in fields:
+        buttons = fields["buttons"]
+        if not isinstance(buttons.value, list) or not buttons.value:
+            problems.append(f"{buttons.where()}: {what}: 'buttons' must be a list of {{title, payload}} or "
+                            "{title, url}")
+        else:
+            rich["buttons"] = [b for b in (_rich_button(x, what, problems) for x in buttons.value) if b]
+    if len(problems) > count or text is None:
+        return None
+    return str(text.value), rich
+
+
+def _rich_button(item: Located, what: str, problems: list[str]) -> dict[str, str] | None:
+    fields = item.value if isinstance(item.value, dict) else None
+    if fields is None or set(fields) - {"title", "payload", "url"}:
+        problems.append(f"{item.where()}: {what}: a button is a mapping of title with payload or url")
+        return None
+    title, payload, url = (fields[k].value if k in fields else None for k in ("title", "payload", "url"))
+    if not isinstance(title, str) or not title.strip():
+        problems.append(f"{item.where()}: {what}: a button needs a 'title' (text)")
+        return None
+    if (payload is None) == (url is None):
+        problems.append(f"{item.where()}: {what}: the button {title!r} needs a 'payload' (sent back when clicked) "
+                        "or a 'url' (a link), one of them")
+        return None
+    if url is not None and (not isinstance(url, str) or not url.lower().startswith(("http://", "https://"))
+                            or not _URL.match(url)):
+        problems.append(f"{fields['url'].where()}: {what}: the button {title!r}: 'url' must be an http(s) URL")
+        return None
+    if payload is not None and (not isinstance(payload, str) or not payload.strip()):
+        problems.append(f"{fields['payload'].where()}: {what}: the button {title!r}: 'payload' must be text, "
+                        "e.g. '/order{\"dish\": \"pizza\"}'")
+        return None
+    return {"title": title, "payload": payload or "", **({"url": url} if url else {})}
 
 
 def load_bot(directory: Path | str) -> BotSpec:

@@ -218,50 +218,120 @@ class UserMessage:
 
 @dataclass(frozen=True)
 class Button:
+    """A choice offered with a reply. A click sends ``payload`` back (``/intent{...}`` or text); a button with
+    a ``url`` is a link (Rasa's URL buttons): channels open the link and send nothing back."""
+
     title: str
     payload: str
+    url: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "title", valid_text(self.title))
         object.__setattr__(self, "payload", valid_text(self.payload))
+        if self.url is not None:
+            object.__setattr__(self, "url", valid_text(self.url))
+
+    def to_dict(self) -> JSON:
+        d: JSON = {"title": self.title, "payload": self.payload}
+        if self.url is not None:
+            d["url"] = self.url
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Button:
+        url = d.get("url")
+        return cls(str(d.get("title", "")), str(d.get("payload") or ""), str(url) if url else None)
+
+
+# Rich parts that events stored before they were fields kept in the response's metadata (and still load).
+_RICH_IN_METADATA = ("image", "attachment", "custom")
 
 
 @dataclass(frozen=True)
 class BotResponse:
-    """One reply. Rich parts degrade to text on channels that cannot show them."""
+    """One reply: text, and the rich parts of Rasa's responses and ``dispatcher.utter_message``:
+    ``buttons`` (payload buttons and URL buttons), ``image`` (a URL), ``attachment`` (a URL) and
+    ``custom`` (a channel-specific JSON payload, Rasa's ``custom`` / ``json_message``).
+
+    Each channel shows what it can and degrades the rest to text (``as_text``; docs/channels.md):
+    a button's title, an image's or attachment's link are never dropped. ``custom`` is data for a
+    channel that understands it (the web page, Slack's blocks, Telegram's method parameters).
+
+    ``to_dict`` leaves the rich fields out while unset, so replies stored before they existed keep
+    their shape; ``from_dict`` also reads them from ``metadata``, where the engine kept them before.
+    """
 
     text: str
     buttons: tuple[Button, ...] = ()
     source: AnswerSource = "template"
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    attachment: str | None = None
+    custom: JSON | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", valid_text(self.text))
         object.__setattr__(self, "metadata", valid_unicode(self.metadata))
+        for name in ("image", "attachment"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, valid_text(value) or None)
+        if self.custom is not None:
+            object.__setattr__(self, "custom", valid_unicode(dict(self.custom)))
+
+    @property
+    def rich(self) -> bool:
+        """Whether there is more than text to show."""
+        return bool(self.buttons or self.image or self.attachment or self.custom is not None)
 
     def to_dict(self) -> JSON:
-        return {
+        d: JSON = {
             "text": self.text,
-            "buttons": [{"title": b.title, "payload": b.payload} for b in self.buttons],
+            "buttons": [b.to_dict() for b in self.buttons],
             "source": self.source,
             "metadata": dict(self.metadata),
         }
+        for name in ("image", "attachment", "custom"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BotResponse:
+        metadata = dict(d.get("metadata") or {})
+        rich = {name: d[name] if d.get(name) is not None else metadata.pop(name, None) for name in _RICH_IN_METADATA}
+        custom = rich["custom"]
         return cls(
-            text=str(d.get("text", "")),
-            buttons=tuple(Button(str(b["title"]), str(b["payload"])) for b in d.get("buttons", ())),
+            text=str(d.get("text") or ""),
+            buttons=tuple(Button.from_dict(b) for b in d.get("buttons") or () if isinstance(b, Mapping)),
             source=d.get("source", "template"),
-            metadata=dict(d.get("metadata", {})),
+            metadata=metadata,
+            image=str(rich["image"]) if rich["image"] else None,
+            attachment=str(rich["attachment"]) if rich["attachment"] else None,
+            custom=custom_payload(custom) if custom is not None else None,
         )
 
-    def as_text(self) -> str:
-        """The text-only rendering for channels without buttons: titles are never dropped."""
-        if not self.buttons:
-            return self.text
-        options = "\n".join(f"{i}. {b.title}" for i, b in enumerate(self.buttons, 1))
-        return f"{self.text}\n{options}"
+    def as_text(self, *, buttons: bool = True, image: bool = True, attachment: bool = True) -> str:
+        """The text-only rendering of what a channel cannot show (each part whose flag is True): a
+        button's title (a link button's title and URL), an image's and an attachment's URL. Never the
+        custom payload, which is data, not words for the customer."""
+        lines = [self.text] if self.text else []
+        if buttons and self.buttons:
+            lines.extend(f"{i}. {b.title}" + (f": {b.url}" if b.url else "") for i, b in enumerate(self.buttons, 1))
+        if image and self.image:
+            lines.append(f"Image: {self.image}")
+        if attachment and self.attachment:
+            lines.append(f"Attachment: {self.attachment}")
+        return "\n".join(lines)
+
+
+def custom_payload(value: Any) -> JSON:
+    """A custom payload as ``BotResponse.custom`` keeps it: a JSON object as given; any other JSON value
+    (Rasa passes a list or a string through) wrapped as ``{"payload": value}``, so that it is kept, not
+    dropped, and every channel reads one shape."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {"payload": value}
 
 
 MessageHandler = Callable[[UserMessage], Awaitable[list[BotResponse]]]

@@ -23,8 +23,11 @@ shutdown waits for. Redeliveries carry the same message ``ts``, which is the mes
 
 Answered: direct messages, mentions (the mention is stripped), and follow-ups in a
 thread the bot is already part of. Ignored: bot messages, edits, deletions and other
-subtypes. Replies go into the thread when the message was in one. Buttons are Block Kit
-actions; a click comes back as a message with the button's payload. No typing feedback:
+subtypes. Replies go into the thread when the message was in one. Rich replies are Block Kit
+(``_messages``; docs/channels.md): text sections, the attachment as a link, an image block, and
+actions blocks whose buttons carry the payload as ``value`` (a click comes back as a message with
+that payload) or open a link; the notification text repeats options and links. A custom payload
+with ``blocks`` is posted as given (Rasa's convention). What Slack refuses is sent as text. No typing feedback:
 Slack's Events API has no typing indicator for bots, and a reaction would cost two rate-
 limited calls (and the ``reactions:write`` scope) for answers that take well under a second.
 
@@ -57,6 +60,7 @@ from bots.settings import Settings
 from bots.types import BotResponse, ConversationRef, UserMessage
 from connectors.base import Inbox
 from connectors.outgoing import Retry, RetryPolicy, call_with_retry, split_text
+from connectors.rich import Plan, http_url, plan
 from connectors.slack_payloads import malformed_request
 from connectors.webhook import WebhookFlow
 
@@ -67,6 +71,11 @@ _SECTIONS_PER_MESSAGE = 10  # 30 000 characters, under chat.postMessage's 40 000
 _BUTTONS = 25  # Block Kit: elements of an actions block
 _BUTTON_TITLE = 75
 _BUTTON_VALUE = 2000
+_ALT_TEXT = 2000  # an image block's alt_text
+# chat.postMessage arguments a custom payload may give (Rasa's Slack custom payloads); never the channel.
+_CUSTOM_KEYS = ("blocks", "attachments", "text", "mrkdwn", "unfurl_links", "unfurl_media", "icon_emoji", "icon_url",
+                "username", "metadata", "reply_broadcast", "link_names", "parse")
+_CUSTOM_MARK = "__switchboard_custom__"  # marks a custom payload's message among _messages' (never sent)
 _ACTION_PREFIX = "switchboard_button_"
 _ACTION = re.compile("^" + _ACTION_PREFIX)
 _FOUND = "switchboard_found"  # bolt context key: where the listeners put what they converted
@@ -276,13 +285,27 @@ class SlackChannel:
     async def _post(self, token: str, address: Mapping[str, str], responses: Sequence[BotResponse]) -> None:
         for response in responses:
             for kwargs in _messages(response):
-                thread_ts = address.get("thread_ts")
-                if thread_ts:
-                    kwargs["thread_ts"] = thread_ts
-                await call_with_retry(
-                    functools.partial(self._client.chat_postMessage, token=token, channel=address["channel"], **kwargs),
-                    channel=self.name, what="chat.postMessage", classify=_classify, metrics=self._inbox.metrics,
-                    policy=self._policy)
+                custom = bool(kwargs.pop(_CUSTOM_MARK, False))
+                try:
+                    await self._post_one(token, address, kwargs)
+                except SlackApiError as exc:
+                    if _error(exc) != "invalid_blocks":
+                        raise
+                    if custom:  # the bot's own blocks: the error is logged (call_with_retry), the reply goes on
+                        continue
+                    # Slack refused a block it was given (an image it could not fetch, ...): the same reply
+                    # as text, so that nothing is lost (docs/channels.md).
+                    log.warning("Slack refused the blocks; the reply is sent as text", extra={"channel": self.name})
+                    await self._post_one(token, address, _without_rich(response))
+
+    async def _post_one(self, token: str, address: Mapping[str, str], kwargs: dict[str, Any]) -> None:
+        thread_ts = address.get("thread_ts")
+        if thread_ts:
+            kwargs = {**kwargs, "thread_ts": thread_ts}
+        await call_with_retry(
+            functools.partial(self._client.chat_postMessage, token=token, channel=address["channel"], **kwargs),
+            channel=self.name, what="chat.postMessage", classify=_classify, metrics=self._inbox.metrics,
+            policy=self._policy)
 
 
 def _bot_user(context: AsyncBoltContext, body: Mapping[str, Any]) -> str | None:
@@ -329,22 +352,102 @@ def _escape(text: str) -> str:
 
 
 def _messages(response: BotResponse) -> list[dict[str, Any]]:
-    """chat.postMessage arguments: plain-text sections (shown exactly as written), buttons last."""
-    pieces = split_text(response.text, _SECTION_CHARS) if response.text.strip() else []
+    """chat.postMessage arguments for one reply (docs/channels.md): plain-text sections (shown exactly as
+    written; split over messages of ``_SECTIONS_PER_MESSAGE``), then in the last message the attachment as a
+    link, the image block and the buttons (actions blocks: a payload button's ``value`` is its payload, a link
+    button opens its ``url``). ``text`` is the notification fallback: the reply as text, options and links
+    included. What Block Kit cannot take (a non-http(s) link or image) is in the sections as text."""
+    shown = plan(response, image_ok=http_url(response.image), attachment_ok=http_url(response.attachment))
+    pieces = split_text(shown.text, _SECTION_CHARS) if shown.text.strip() else []
     groups = [pieces[i:i + _SECTIONS_PER_MESSAGE] for i in range(0, len(pieces), _SECTIONS_PER_MESSAGE)] or [[]]
     messages: list[dict[str, Any]] = []
     for n, group in enumerate(groups):
         blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "plain_text", "text": piece, "emoji": True}} for piece in group]
         fallback = "\n\n".join(group)
-        if n == len(groups) - 1 and response.buttons:
-            blocks.append({"type": "actions", "block_id": "switchboard_buttons", "elements": [
-                {"type": "button", "action_id": f"{_ACTION_PREFIX}{i}", "value": b.payload[:_BUTTON_VALUE],
-                 "text": {"type": "plain_text", "text": b.title[:_BUTTON_TITLE] or "?", "emoji": True}}
-                for i, b in enumerate(response.buttons[:_BUTTONS])]})
-            fallback = BotResponse(fallback, response.buttons).as_text()  # notifications show the options too
-        messages.append({"text": _escape(fallback), "blocks": blocks})
+        if n == len(groups) - 1:
+            blocks.extend(_rich_blocks(response, shown))
+            # Notifications show the options and links too (rich parts degrade to text).
+            fallback = "\n".join(x for x in [fallback, *_fallback_extras(shown)] if x)
+        if blocks:
+            messages.append({"text": _escape(fallback or "…"), "blocks": blocks})
+    custom = _custom_message(response)
+    if custom is not None:
+        messages.append(custom)
     return messages
+
+
+def _rich_blocks(response: BotResponse, shown: Plan) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if shown.attachment:
+        name = shown.attachment.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "Attachment"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"<{_escape(shown.attachment).replace('|', '%7C')}|{_escape(name)[:200]}>")}})
+    if shown.image:
+        blocks.append({"type": "image", "image_url": shown.image,
+                       "alt_text": (response.text.strip() or "image")[:_ALT_TEXT]})
+    for first in range(0, len(shown.buttons), _BUTTONS):
+        elements: list[dict[str, Any]] = []
+        for i, b in shown.buttons[first:first + _BUTTONS]:
+            element: dict[str, Any] = {"type": "button", "action_id": f"{_ACTION_PREFIX}{i}", "text": {
+                "type": "plain_text", "text": (b.title or b.url or b.payload)[:_BUTTON_TITLE] or "?", "emoji": True}}
+            if b.url:
+                element["url"] = b.url  # a link: Slack opens it (the click is acknowledged, nothing is sent back)
+            else:
+                element["value"] = b.payload[:_BUTTON_VALUE]
+            elements.append(element)
+        block_id = "switchboard_buttons" if first == 0 else f"switchboard_buttons_{first // _BUTTONS}"
+        blocks.append({"type": "actions", "block_id": block_id, "elements": elements})
+    return blocks
+
+
+def _fallback_extras(shown: Plan) -> list[str]:
+    """The notification text's lines for what the blocks show: options, link buttons' URLs, image, file."""
+    lines = [f"{n}. {b.title}" + (f": {b.url}" if b.url else "") for n, (_, b) in enumerate(shown.buttons, 1)]
+    if shown.image:
+        lines.append(f"Image: {shown.image}")
+    if shown.attachment:
+        lines.append(f"Attachment: {shown.attachment}")
+    return lines
+
+
+def _custom_message(response: BotResponse) -> dict[str, Any] | None:
+    """Rasa's Slack convention: a custom payload is chat.postMessage's arguments (``blocks``, ``attachments``,
+    ``text``, ...), sent as given in a message of its own, after the reply; the channel and thread are the
+    conversation's. A payload with none of those is for another channel: not sent here (logged)."""
+    custom = response.custom
+    if custom is None:
+        return None
+    if not any(custom.get(k) for k in ("blocks", "attachments", "text")):
+        log.warning("custom payload without Slack blocks, attachments or text: not sent to Slack",
+                    extra={"keys": sorted(custom)[:10]})
+        return None
+    message = {k: v for k, v in custom.items() if k in _CUSTOM_KEYS}
+    ignored = sorted(set(custom) - set(_CUSTOM_KEYS))
+    if ignored:
+        log.warning("custom payload keys not sent to Slack", extra={"keys": ignored[:10]})
+    if not isinstance(message.get("text"), str) or not message["text"]:
+        message["text"] = _escape(response.text.strip() or "…")  # the notification of a blocks-only message
+    message[_CUSTOM_MARK] = True
+    return message
+
+
+def _without_rich(response: BotResponse) -> dict[str, Any]:
+    """A reply whose blocks Slack refused (an image it could not fetch, a link it did not take): its text
+    with every rich part as text, in plain sections (the first ``_SECTIONS_PER_MESSAGE``)."""
+    text = plan(response, image_ok=False, attachment_ok=False, button_ok=False).text or "…"
+    pieces = split_text(text, _SECTION_CHARS)[:_SECTIONS_PER_MESSAGE]
+    return {"text": _escape(text[:_SECTION_CHARS]), "blocks": [
+        {"type": "section", "text": {"type": "plain_text", "text": piece, "emoji": True}} for piece in pieces]}
+
+
+def _error(exc: SlackApiError) -> str | None:
+    """Slack's error code (``invalid_blocks``, ``ratelimited``, ...) of a failed call."""
+    try:
+        error = exc.response.get("error")
+    except Exception:  # noqa: BLE001 - a response that is not Slack's JSON
+        return None
+    return error if isinstance(error, str) else None
 
 
 def _classify(exc: BaseException) -> Retry | None:

@@ -16,7 +16,12 @@ and a split can never cut an entity in half. Messages over 4096 characters (UTF-
 units, as Telegram counts) are split on paragraph, line, then word boundaries. Buttons are
 an inline keyboard; a click (callback query) is answered (``answerCallbackQuery``) and comes
 back as a message with the button's payload. Payloads over Telegram's 64-byte
-``callback_data`` limit travel as ``#<index>`` and are resolved from the clicked keyboard.
+``callback_data`` limit travel as ``#<index>`` and are resolved from the stored reply whose
+keyboard was clicked. Link buttons are URL buttons. An image is sent with ``sendPhoto`` (the
+text as its caption when it fits in 1024), an attachment with ``sendDocument``; one Telegram
+cannot fetch is sent as its link. A custom payload is Bot API method parameters, as Rasa's
+Telegram channel reads them (``photo``, ``document``, ``latitude``/``longitude``, ...).
+docs/channels.md has the whole rule.
 
 Conversation ids: ``telegram:<chat id>`` (``:<topic id>`` in forum topics).
 """
@@ -29,8 +34,8 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +45,31 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
+    TelegramBadRequest,
     TelegramConflictError,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from aiogram.methods import (
+    SendAnimation,
+    SendAudio,
+    SendChatAction,
+    SendContact,
+    SendDocument,
+    SendGame,
+    SendLocation,
+    SendMediaGroup,
+    SendMessage,
+    SendPhoto,
+    SendSticker,
+    SendVenue,
+    SendVideo,
+    SendVideoNote,
+    SendVoice,
+    TelegramMethod,
+)
+from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from aiogram.utils.token import TokenValidationError, validate_token
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
@@ -54,14 +78,16 @@ from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
 from bots.events import BOT
 from bots.loader import load_bot_folder
 from bots.settings import Settings
-from bots.types import BotResponse, ConversationRef, UserMessage
+from bots.types import BotResponse, Button, ConversationRef, UserMessage
 from connectors.base import Inbox
 from connectors.outgoing import Retry, RetryPolicy, call_with_retry, split_text, utf16_len
+from connectors.rich import data_image, http_url, plan
 from connectors.webhook import WebhookFlow
 
 log = logging.getLogger("switchboard.telegram")
 
 MAX_CHARS = 4096  # sendMessage text, in UTF-16 code units
+CAPTION_CHARS = 1024  # sendPhoto caption
 _CALLBACK_BYTES = 64  # callback_data
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what setWebhook accepts as secret_token
 UPDATES = ["message", "callback_query"]
@@ -213,10 +239,12 @@ class TelegramChannel:
         index, titles = int(message.metadata["button"]), list(message.metadata["keyboard"])
         conversation = await self._inbox.history(message.ref.bot, message.ref.conversation_id, last_n=20)
         for event in reversed(conversation.events if conversation else []):
-            buttons = (event.data.get("buttons") or []) if event.kind == BOT else []
-            if [b.get("title") or b.get("payload") for b in buttons] == titles and index < len(buttons):
-                return replace(message, payload=str(buttons[index]["payload"]), metadata={})
-        return replace(message, metadata={})
+            if event.kind != BOT:
+                continue
+            buttons = BotResponse.from_dict(event.data).buttons
+            if [_label(b) for _, b in _keyboard_buttons(buttons)] == titles and index < len(buttons):
+                return replace(message, payload=buttons[index].payload, metadata={})
+        return replace(message, metadata={})  # not found: the button's title is the customer's message
 
     # -- BotResponse → Telegram ------------------------------------------------------------------
     async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None:
@@ -224,15 +252,63 @@ class TelegramChannel:
 
     async def _send_with(self, tg: Bot, address: Mapping[str, str], responses: Sequence[BotResponse]) -> None:
         for response in responses:
-            text = response.text if response.text.strip() else response.as_text().strip() or "…"
-            pieces = split_text(text, MAX_CHARS, utf16_len)
-            for n, piece in enumerate(pieces):
-                markup = _keyboard(response) if n == len(pieces) - 1 else None
-                await call_with_retry(
-                    functools.partial(tg.send_message, chat_id=int(address["chat_id"]), text=piece,
-                                      reply_markup=markup, message_thread_id=_thread(address)),
-                    channel=self.name, what="sendMessage", classify=_classify, metrics=self._inbox.metrics,
-                    policy=self._policy)
+            await self._send_one(tg, address, response)
+
+    async def _send_one(self, tg: Bot, address: Mapping[str, str], response: BotResponse) -> None:
+        """One reply (docs/channels.md): the text (split at 4096), the image by sendPhoto (the text as its
+        caption when it fits), the attachment by sendDocument, the buttons as the inline keyboard of the message
+        with the text, then the custom payload's methods. An image or file Telegram cannot fetch is sent as a
+        link."""
+        chat_id, thread = int(address["chat_id"]), _thread(address)
+        photo = _photo(response.image)
+        shown = plan(response, image_ok=photo is not None, attachment_ok=http_url(response.attachment))
+        keyboard = _keyboard(shown.buttons)
+        text = shown.text
+        caption = photo is not None and utf16_len(text) <= CAPTION_CHARS
+        sends: list[_Send] = []
+        if not caption and (text.strip() or (photo is None and not shown.attachment
+                                             and (keyboard is not None or response.custom is None))):
+            sends.extend(_Send("sendMessage", {"text": piece}) for piece in split_text(text or "…", MAX_CHARS,
+                                                                                       utf16_len))
+        if photo is not None:
+            sends.append(_Send("sendPhoto", {"photo": photo, "caption": text if caption and text else None},
+                               fallback=f"Image: {response.image if isinstance(photo, str) else '(inline data)'}"))
+        if shown.attachment:
+            sends.append(_Send("sendDocument", {"document": shown.attachment},
+                               fallback=f"Attachment: {shown.attachment}"))
+        if keyboard is not None:
+            if not sends:  # only a custom payload besides the buttons: they need a message of their own
+                sends.append(_Send("sendMessage", {"text": "…"}))
+            # With the text (its last piece, or the photo it is the caption of), else on the last message.
+            carriers = [s for s in sends if s.method == "sendMessage" or s.params.get("caption")]
+            (carriers or sends)[-1].params["reply_markup"] = keyboard
+        for send in sends:
+            await self._send_call(tg, chat_id, thread, send)
+        for method, what in _custom_methods(response.custom, chat_id, thread):
+            try:
+                await call_with_retry(functools.partial(tg, method), channel=self.name, what=what,
+                                      classify=_classify, metrics=self._inbox.metrics, policy=self._policy)
+            except TelegramBadRequest:
+                continue  # the bot's own payload was refused: counted and logged, the reply goes on
+
+    async def _send_call(self, tg: Bot, chat_id: int, thread: int | None, send: _Send) -> None:
+        params = {k: v for k, v in send.params.items() if v is not None}
+        calls: dict[str, Callable[..., Awaitable[Any]]] = {
+            "sendMessage": tg.send_message, "sendPhoto": tg.send_photo, "sendDocument": tg.send_document}
+        try:
+            await call_with_retry(functools.partial(calls[send.method], chat_id=chat_id, message_thread_id=thread,
+                                                    **params),
+                                  channel=self.name, what=send.method, classify=_classify,
+                                  metrics=self._inbox.metrics, policy=self._policy)
+        except TelegramBadRequest:
+            if send.fallback is None:
+                raise
+            # Telegram could not fetch the file (or refused it): the link as text, with the caption and keyboard.
+            text = "\n".join(x for x in (params.get("caption"), send.fallback) if x)
+            await call_with_retry(functools.partial(tg.send_message, chat_id=chat_id, message_thread_id=thread,
+                                                    text=text, reply_markup=params.get("reply_markup")),
+                                  channel=self.name, what="sendMessage", classify=_classify,
+                                  metrics=self._inbox.metrics, policy=self._policy)
 
     async def _try(self, call: Any, what: str, attempts: int | None = None) -> None:
         """A call whose failure does not stop the reply (typing, callback answers)."""
@@ -303,14 +379,104 @@ def _click(bot: str, update_id: int, query: CallbackQuery) -> UserMessage | None
                        payload=payload)
 
 
-def _keyboard(response: BotResponse) -> InlineKeyboardMarkup | None:
-    if not response.buttons:
+def _label(button: Button) -> str:
+    return button.title or button.url or button.payload or "?"
+
+
+def _keyboard_buttons(buttons: Sequence[Button]) -> list[tuple[int, Button]]:
+    """The buttons the inline keyboard shows, with their index: payload buttons, and link buttons whose URL
+    Telegram takes (the others are shown as text: connectors.rich.plan, the same rule)."""
+    return [(i, b) for i, b in enumerate(buttons) if not b.url or http_url(b.url)]
+
+
+def _keyboard(buttons: Sequence[tuple[int, Button]]) -> InlineKeyboardMarkup | None:
+    """One button a row. A payload of 1-64 bytes is the ``callback_data``; a longer (or empty) one travels as
+    ``#<index>`` and is resolved from the stored reply (``TelegramChannel._resolve``). A link button opens its URL."""
+    if not buttons:
         return None
     rows = []
-    for i, b in enumerate(response.buttons):
-        data = b.payload if 0 < len(b.payload.encode()) <= _CALLBACK_BYTES else f"#{i}"
-        rows.append([InlineKeyboardButton(text=b.title or b.payload, callback_data=data)])
+    for i, b in buttons:
+        if b.url:
+            rows.append([InlineKeyboardButton(text=_label(b), url=b.url)])
+        else:
+            data = b.payload if 0 < len(b.payload.encode()) <= _CALLBACK_BYTES else f"#{i}"
+            rows.append([InlineKeyboardButton(text=_label(b), callback_data=data)])
     return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+@dataclass
+class _Send:
+    """One Bot API call of a reply; ``fallback``: the text sent instead when Telegram refuses the file."""
+
+    method: str
+    params: dict[str, Any]
+    fallback: str | None = None
+
+
+def _photo(image: str | None) -> str | BufferedInputFile | None:
+    """What sendPhoto takes for ``image``: an http(s) URL (Telegram fetches it), a ``data:`` image's bytes
+    (uploaded), or None (not an image Telegram can get: shown as text)."""
+    if http_url(image):
+        return image
+    data = data_image(image)
+    return BufferedInputFile(data[0], filename=f"image.{data[1]}") if data is not None else None
+
+
+# Rasa's TelegramOutput.send_custom_json: the first keys that are all present name the Bot API method, in this
+# order; every other key of the payload is a parameter of the methods that have it. Not chat_id: a payload
+# never writes to another chat.
+_CUSTOM_METHODS: tuple[tuple[tuple[str, ...], type[TelegramMethod[Any]], str], ...] = (
+    (("text",), SendMessage, "sendMessage"),
+    (("photo",), SendPhoto, "sendPhoto"),
+    (("audio",), SendAudio, "sendAudio"),
+    (("document",), SendDocument, "sendDocument"),
+    (("sticker",), SendSticker, "sendSticker"),
+    (("video",), SendVideo, "sendVideo"),
+    (("video_note",), SendVideoNote, "sendVideoNote"),
+    (("animation",), SendAnimation, "sendAnimation"),
+    (("voice",), SendVoice, "sendVoice"),
+    (("media",), SendMediaGroup, "sendMediaGroup"),
+    (("latitude", "longitude", "title", "address"), SendVenue, "sendVenue"),
+    (("latitude", "longitude"), SendLocation, "sendLocation"),
+    (("phone_number", "first_name"), SendContact, "sendContact"),
+    (("game_short_name",), SendGame, "sendGame"),
+    (("action",), SendChatAction, "sendChatAction"),
+)
+
+
+def _custom_methods(custom: Mapping[str, Any] | None, chat_id: int,
+                    thread: int | None) -> list[tuple[TelegramMethod[Any], str]]:
+    """A custom payload as Bot API calls (Rasa's Telegram convention, e.g. ``{"photo": URL, "caption": ...}``,
+    ``{"latitude": ..., "longitude": ...}``, ``{"text": ..., "reply_markup": {...}}``). Keys no method takes,
+    and parameters Telegram's types refuse, are logged and not sent; a payload with no method is for another
+    channel (logged)."""
+    if custom is None:
+        return []
+    rest = {k: v for k, v in custom.items() if k not in ("chat_id", "message_thread_id")}
+    chosen: list[tuple[type[TelegramMethod[Any]], str, dict[str, Any]]] = []
+    for keys, method, what in _CUSTOM_METHODS:
+        if all(rest.get(k) is not None for k in keys):
+            chosen.append((method, what, {k: rest.pop(k) for k in keys}))
+    if not chosen:
+        log.warning("custom payload without a Telegram method's parameters: not sent to Telegram",
+                    extra={"keys": sorted(custom)[:10]})
+        return []
+    used: set[str] = set()
+    calls: list[tuple[TelegramMethod[Any], str]] = []
+    for method, what, params in chosen:
+        extra = {k: v for k, v in rest.items() if k in method.model_fields}
+        used.update(extra)
+        where: dict[str, Any] = {"chat_id": chat_id}
+        if thread is not None and "message_thread_id" in method.model_fields:
+            where["message_thread_id"] = thread
+        try:
+            calls.append((method.model_validate({**params, **extra, **where}), what))
+        except ValidationError as exc:
+            log.warning("custom payload refused for Telegram", extra={"call": what, "error": str(exc)[:500]})
+    unused = sorted(set(rest) - used)
+    if unused:
+        log.warning("custom payload keys no Telegram method takes: not sent", extra={"keys": unused[:10]})
+    return calls
 
 
 def _classify(exc: BaseException) -> Retry | None:

@@ -17,6 +17,9 @@
   ``X-Conversation-Token`` header: the conversation so far (403 without it).
 * ``POST /bots/{bot}/webhooks/web`` with ``{"conversation_id", "message_id", "text"}`` (or a
   button ``payload``) answers ``{"responses": [...]}`` (scripts and simple integrations).
+
+Each response is ``ResponseOut``: text, buttons (payload or link), image, attachment and the
+custom payload. The widget renders them without ever parsing text as HTML (docs/channels.md).
 """
 
 from __future__ import annotations
@@ -99,12 +102,20 @@ class SocketFrame(TextBody):
 
 class ButtonOut(BaseModel):
     title: str
-    payload: str
+    payload: str = Field(description="Sent back as the message's payload when the button is clicked.")
+    url: str | None = Field(default=None, description="A link button: opens this URL, sends nothing back.")
 
 
 class ResponseOut(BaseModel):
+    """One reply as the widget renders it (docs/channels.md): ``image`` (an http(s) or ``data:image/`` URL),
+    ``attachment`` (a link) and ``custom`` (the bot's JSON for the embedding page: a ``switchboard:custom``
+    event, never shown) are null when the reply has none."""
+
     text: str
     buttons: list[ButtonOut] = []
+    image: str | None = None
+    attachment: str | None = None
+    custom: dict[str, Any] | None = None
     source: str
 
 
@@ -122,8 +133,8 @@ class WebReply(BaseModel):
 
 def _out(responses: Sequence[BotResponse]) -> list[ResponseOut]:
     return [
-        ResponseOut(text=r.text, buttons=[ButtonOut(title=b.title, payload=b.payload) for b in r.buttons],
-                    source=r.source)
+        ResponseOut(text=r.text, buttons=[ButtonOut(title=b.title, payload=b.payload, url=b.url) for b in r.buttons],
+                    image=r.image, attachment=r.attachment, custom=r.custom, source=r.source)
         for r in responses
     ]
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bots.botspec import BotSpec, fill_template
@@ -62,6 +62,7 @@ from bots.dialogue.rasa_protocol import (
     ActionRunner,
     response_from_rasa,
     tracker_json,
+    with_dispatched,
 )
 from bots.dialogue.spec import AnswerKind, DialogueSpec
 from bots.dialogue.state import State
@@ -603,8 +604,7 @@ class _Turn:
             if name in self.domain.responses:
                 response = self.render(name, slots={k: v for k, v in slots.items() if v is not None})
                 if response is not None:
-                    response = BotResponse(text=response.text, buttons=response.buttons, source=response.source,
-                                           metadata={**response.metadata, "form": form.name, "slot": slot})
+                    response = replace(response, metadata={**response.metadata, "form": form.name, "slot": slot})
                     return [self._bot_event(response)]
         action = f"action_ask_{form.name}_{slot}" if f"action_ask_{form.name}_{slot}" in self.domain.actions \
             else f"action_ask_{slot}"
@@ -645,7 +645,8 @@ class _Turn:
         return outcome
 
     def _dispatched(self, message: JSON, action: str) -> BotResponse | None:
-        """A dispatcher message: ``response=`` rendered from the domain with its kwargs and the slots."""
+        """A dispatcher message: ``response=`` rendered from the domain with its kwargs and the slots, or its own
+        text, buttons, image, attachment and custom payload."""
         template = message.get("response") or message.get("template")
         if isinstance(template, str) and template:
             kwargs = {k: v for k, v in message.items() if k not in ("response", "template", "text", "buttons",
@@ -656,10 +657,7 @@ class _Turn:
             if rendered is None:
                 log.warning("action uttered an unknown response", extra={"action": action, "response": template})
                 return None
-            return BotResponse(text=rendered.text, buttons=rendered.buttons, source="action",
-                               metadata={**rendered.metadata, "action": action})
-        if message.get("json_message") and not message.get("custom"):
-            message = {**message, "custom": message["json_message"]}
+            return with_dispatched(rendered, message, action)  # the call's own text, image, ... laid over it
         response = response_from_rasa(message, action)
         if response is None:
             log.warning("action message without content ignored", extra={"action": action})
@@ -724,20 +722,15 @@ class _Turn:
 
 
 def variation_response(v: ResponseVariation, values: Mapping[str, str], name: str) -> BotResponse:
-    """A chosen response variation as a reply: text with ``{slot}`` filled (never a raw placeholder), buttons,
-    and images, attachments and custom payloads in the metadata each channel renders."""
+    """A chosen response variation as a reply: text with ``{slot}`` filled (never a raw placeholder), buttons
+    (payload or URL), image, attachment and custom payload, each channel renders them (docs/channels.md)."""
     text = render((v.text,), values) if v.text else ""
-    buttons = tuple(Button(title=render((b.title,), values), payload=b.payload) for b in v.buttons)
+    buttons = tuple(Button(title=render((b.title,), values), payload=b.payload, url=b.url) for b in v.buttons)
     metadata: dict[str, Any] = {"response": name}
-    if v.image:
-        metadata["image"] = v.image
-    if v.attachment:
-        metadata["attachment"] = v.attachment
-    if v.custom is not None:
-        metadata["custom"] = dict(v.custom)
     if v.metadata:
         metadata["response_metadata"] = dict(v.metadata)
-    return BotResponse(text=text, buttons=buttons, source="template", metadata=metadata)
+    return BotResponse(text=text, buttons=buttons, source="template", metadata=metadata, image=v.image or None,
+                       attachment=v.attachment or None, custom=dict(v.custom) if v.custom is not None else None)
 
 
 _DEFAULTS: dict[str, Callable[[_Turn], Awaitable[_Outcome]]] = {

@@ -7,8 +7,9 @@ events and the JSON that rasa-sdk's ``Tracker.from_dict`` and the ``/webhook`` p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bots.botspec import BotSpec
@@ -36,7 +37,9 @@ from bots.events import (
     USER,
     Event,
 )
-from bots.types import JSON, BotResponse, Button, Entity
+from bots.types import JSON, BotResponse, Button, Entity, custom_payload
+
+log = logging.getLogger("switchboard.actions")
 
 RASA_VERSION = "3.1.0"  # the Rasa version we speak for; rasa-sdk only warns on a mismatch
 
@@ -189,8 +192,12 @@ def events_to_rasa(events: Sequence[Event]) -> list[JSON]:
         elif e.kind == NLU and last_user is not None:
             last_user["parse_data"] = parse_data(d, last_user.get("text"))
         elif e.kind == BOT:
-            out.append({"event": "bot", "timestamp": e.timestamp, "text": d.get("text"),
-                        "data": {"buttons": list(d.get("buttons") or [])}, "metadata": dict(d.get("metadata") or {})})
+            r = BotResponse.from_dict(d)  # Rasa's BotUttered data: buttons, image, attachment, custom
+            data: JSON = {"buttons": [b.to_dict() for b in r.buttons]}
+            data.update({k: v for k, v in (("image", r.image), ("attachment", r.attachment), ("custom", r.custom))
+                         if v is not None})
+            out.append({"event": "bot", "timestamp": e.timestamp, "text": d.get("text"), "data": data,
+                        "metadata": dict(r.metadata)})
         elif e.kind == AGENT:
             out.append({"event": "agent", "timestamp": e.timestamp, "text": d.get("text"), "data": None})
         elif e.kind == SLOT:
@@ -244,14 +251,66 @@ def tracker_json(state: State, dialogue: DialogueSpec, *, extra_events: Sequence
 
 
 def response_from_rasa(message: JSON, action: str) -> BotResponse | None:
-    """A dispatcher message (``utter_message``) or ``bot`` event as a reply; ``None`` if it has no text."""
-    buttons = tuple(Button(title=str(b.get("title", "")), payload=str(b.get("payload", "")))
-                    for b in message.get("buttons") or [] if isinstance(b, dict) and b.get("title"))
+    """A dispatcher message (``utter_message``) or ``bot`` event as a reply; ``None`` if it has nothing to show.
+
+    rasa-sdk's fields map to ``BotResponse``'s: ``buttons`` (and Facebook-style ``quick_replies``, shown as
+    buttons) with ``payload`` and/or ``url``, ``image``, ``attachment`` (a URL; an object's ``url`` or
+    ``payload.url``), ``custom`` / ``json_message``. ``elements`` (Facebook generic templates) stay in the
+    metadata: no channel here renders them (docs/channels.md)."""
+    buttons = tuple(button for raw in [*(message.get("buttons") or []), *(message.get("quick_replies") or [])]
+                    if (button := _button(raw)) is not None)
     text = message.get("text")
-    extras = {k: message[k] for k in ("image", "attachment", "custom", "elements") if message.get(k)}
-    if not text and not buttons and not extras:
+    custom = message.get("custom") or message.get("json_message")
+    image = message.get("image")
+    attachment = _attachment_url(message.get("attachment"), action)
+    elements = message.get("elements")
+    if not text and not buttons and not image and not attachment and not custom and not elements:
         return None
-    metadata: JSON = {"action": action, **extras}
+    metadata: JSON = {"action": action}
+    if elements:
+        metadata["elements"] = elements
     if message.get("response"):
         metadata["response"] = message["response"]
-    return BotResponse(text=str(text or ""), buttons=buttons, source="action", metadata=metadata)
+    return BotResponse(text=str(text or ""), buttons=buttons, source="action", metadata=metadata,
+                       image=str(image) if image else None, attachment=attachment,
+                       custom=custom_payload(custom) if custom else None)
+
+
+def with_dispatched(rendered: BotResponse, message: JSON, action: str) -> BotResponse:
+    """``utter_message(response="utter_x", ...)``: the domain response, with what the call itself gave laid
+    over it as Rasa does: its non-empty ``text``, ``image``, ``attachment`` and ``custom`` replace the
+    response's, its buttons are added after the response's."""
+    own = response_from_rasa({k: v for k, v in message.items() if k not in ("response", "template")}, action)
+    metadata = {**rendered.metadata, "action": action}
+    if own is None:
+        return replace(rendered, source="action", metadata=metadata)
+    return replace(rendered, source="action", metadata=metadata, text=own.text or rendered.text,
+                   buttons=(*rendered.buttons, *own.buttons), image=own.image or rendered.image,
+                   attachment=own.attachment or rendered.attachment,
+                   custom=own.custom if own.custom is not None else rendered.custom)
+
+
+def _button(raw: object) -> Button | None:
+    """A Rasa button (``title`` with ``payload`` and/or ``url``); one without a title is not shown."""
+    if not isinstance(raw, dict) or not raw.get("title"):
+        return None
+    url = raw.get("url")
+    return Button(title=str(raw["title"]), payload=str(raw.get("payload") or ""),
+                  url=str(url) if isinstance(url, str) and url else None)
+
+
+def _attachment_url(value: object, action: str) -> str | None:
+    """An attachment as the URL the channels link to: a string as it is; an object's ``url`` (or Facebook's
+    ``payload.url``, Slack's ``title_link``); an object without one is logged, not shown."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        payload = value.get("payload")
+        for candidate in (value.get("url"), payload.get("url") if isinstance(payload, dict) else None,
+                          value.get("title_link")):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+    log.warning("action attachment without a URL not shown", extra={"action": action})
+    return None

@@ -40,6 +40,7 @@ Every problem is reported as ``file:line: what to fix``, all at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -57,6 +58,7 @@ from bots.dialogue.domain import (
     IntentProperties,
     MappingCondition,
     PolicyConfig,
+    ResponseButton,
     ResponseVariation,
     SessionConfig,
     Slot,
@@ -466,8 +468,17 @@ NATIVE_POLICY = PolicyConfig(memoization=False, learned=False, check_for_contrad
 FORM_DONE_TEXT = "Thank you, that's everything I need."
 
 
-def _responses(texts: tuple[str, ...], where: str) -> tuple[ResponseVariation, ...]:
-    return tuple(ResponseVariation(text=t, where=where) for t in texts)
+def _responses(texts: tuple[str, ...], where: str,
+               rich: tuple[Mapping[str, Any], ...] = ()) -> tuple[ResponseVariation, ...]:
+    """Variations of a bot.yml response; ``rich``: each one's buttons, image, attachment, custom (botspec)."""
+    out = []
+    for i, text in enumerate(texts):
+        parts = rich[i] if i < len(rich) else {}
+        buttons = tuple(ResponseButton(b["title"], b.get("payload", ""), b.get("url"))
+                        for b in parts.get("buttons", ()))
+        out.append(ResponseVariation(text=text, buttons=buttons, image=parts.get("image"),
+                                     attachment=parts.get("attachment"), custom=parts.get("custom"), where=where))
+    return tuple(out)
 
 
 def compile_native(bot: BotSpec, slots: dict[str, SlotSpec], forms: dict[str, FormSpec], rules: dict[str, Rule],
@@ -507,7 +518,8 @@ def compile_native(bot: BotSpec, slots: dict[str, SlotSpec], forms: dict[str, Fo
         rule = rules.get(intent.name)
         texts = rule.response if rule is not None and rule.response else intent.responses
         if texts:
-            responses[f"utter_{intent.name}"] = _responses(texts, f"{where}:{intent.line}")
+            rich = intent.rich if texts is intent.responses else ()  # a rule's own response is text only
+            responses[f"utter_{intent.name}"] = _responses(texts, f"{where}:{intent.line}", rich)
     for form in forms.values():
         for slot, texts in form.ask.items():
             responses[f"utter_ask_{form.name}_{slot}"] = _responses(texts, f"{where}:{form.line}")
