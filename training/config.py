@@ -39,7 +39,7 @@ class TrainConfig:
     min_examples_per_intent: int = 5  # fewer gives a warning
     seed: int = 13
     threads: int = 1
-    quantize: bool = True  # also export dynamic int8; served only if it loses < int8_max_loss points
+    quantize: bool = True  # also export static int8; served only if it loses < int8_max_loss points
     int8_max_loss: float = 0.5  # accuracy points
     # The learned next-action model (training/policy.py; trained when the bot's policies ask for it):
     augmentation_factor: int = 50  # Rasa's `--augmentation`: story paths glued into N x 10 conversations; 0 = off

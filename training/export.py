@@ -1,20 +1,33 @@
-"""ONNX export of the joint model (fp32, and a dynamic-int8 twin), checked against torch.
+"""ONNX export of the joint model (fp32, and a static-int8 twin), checked against torch.
 
 The TorchScript-based exporter is used: in torch 2.13 the dynamo exporter needs an opset
 version conversion that fails for this graph at opset 17, and writes weights as external
 data; the TorchScript path gives one self-contained file whose outputs match torch to ~1e-6.
+
+The int8 twin quantises activations with **static** scales calibrated on training texts, never
+per call: dynamic quantisation (``quantize_dynamic``, used before) scales each MatMul input by
+the min/max of the whole batch, so a message's intent and confidence depended on the other
+messages the micro-batcher put next to it (72 of 5,500 test intents changed, confidences moved
+by up to 0.17). With fixed scales every token row is quantised alone: a text scores the same,
+bit for bit, alone or in any batch, at the same speed (bench/nlu_determinism.py,
+bench/RESULTS.md). The int8 file says so in its metadata (``INT8_SCHEME_KEY``); bots/nlu/model.py
+runs an int8 file without it one text at a time.
 """
 
 from __future__ import annotations
 
+import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
+from bots.nlu.model import INT8_SCHEME_KEY, INT8_STATIC
 from training.model import JointModel
 
 INPUTS = ("input_ids", "attention_mask")
@@ -59,14 +72,79 @@ def verify(model: JointModel, tokenizer: Tokenizer, path: Path, *, atol: float =
     return worst
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 weights for MatMul/Gemm (activations quantised at run time).
+CALIBRATION_TEXTS = 512  # training texts whose activation ranges fix the int8 scales
 
-    Per-channel weight scales: on BANKING77 per-tensor int8 lost 1.0 accuracy point against
-    fp32, per-channel 0.1 (92.7% vs 92.8%)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
+def quantize_int8(fp32_path: Path, int8_path: Path, tokenizer: Tokenizer, calibration: Sequence[str]) -> None:
+    """Static int8: MatMul/Gemm weights per channel (symmetric int8), their float inputs as uint8
+    with one scale per tensor fixed by the min/max seen on ``calibration`` texts (run one at a
+    time, so padding never widens a range).
+
+    Only the inputs of the encoder's weight MatMuls are quantised: the quantiser also routes the
+    residual connection of a quantised tensor through its Q/DQ pair, which is put back to the float
+    tensor here (the residual stream stays fp32, as in the dynamic version). ONNX Runtime fuses each
+    Q → MatMul into ``MatMulIntegerToFloat``. Per-channel weight scales: on BANKING77 per-tensor int8 lost
+    1.0 accuracy point against fp32, per-channel 0.1 (92.7% vs 92.8%)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    texts = list(dict.fromkeys(t for t in calibration if t.strip()))[:CALIBRATION_TEXTS]
+    texts = texts or ["export the model please", "hi"]
+
+    class _Texts(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type hints
+        def __init__(self) -> None:
+            self._feeds = _feeds(tokenizer, texts)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    model = onnx.load(str(fp32_path))
+    weights = {init.name for init in model.graph.initializer}
+    # The encoder's weight MatMuls only. Attention's MatMuls multiply two activations: left in float (as
+    # quantize_dynamic did). The heads stay float too: they are tiny, and the intent head reads the
+    # mean-pooled embedding, whose last bits ONNX Runtime's ReduceSum computes differently for different
+    # batch sizes (~1e-7); a fixed quantisation step would turn that into 4e-3 in a logit.
+    encoder_weights = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+                       and n.name.startswith("/encoder/") and any(i in weights for i in n.input)]
+    if not encoder_weights:
+        raise ExportError(f"{fp32_path}: no encoder MatMul to quantise (node names should start with /encoder/)")
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="int8-") as tmp:
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+        qdq = Path(tmp) / "qdq.onnx"
+        quantize_static(str(fp32_path), str(qdq), _Texts(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=encoder_weights,
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                                       "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]})
+        quantized = onnx.load(str(qdq))
+    _float_residuals(quantized)
+    entry = quantized.metadata_props.add()
+    entry.key, entry.value = INT8_SCHEME_KEY, INT8_STATIC
+    onnx.save(quantized, str(int8_path))
+
+
+def _feeds(tokenizer: Tokenizer, texts: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+    for text in texts:
+        enc = tokenizer.encode(text)
+        yield {"input_ids": np.array([enc.ids], dtype=np.int64),
+               "attention_mask": np.array([enc.attention_mask], dtype=np.int64)}
+
+
+def _float_residuals(model: onnx.ModelProto) -> None:
+    """Give every consumer of a dequantised activation other than MatMul/Gemm the float tensor back."""
+    graph = model.graph
+    quantized_from = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    float_of = {n.output[0]: quantized_from[n.input[0]] for n in graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] in quantized_from}
+    for node in graph.node:
+        if node.op_type in ("MatMul", "Gemm", "QuantizeLinear", "DequantizeLinear"):
+            continue
+        for k, name in enumerate(node.input):
+            if name in float_of:
+                node.input[k] = float_of[name]

@@ -134,7 +134,8 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
         metrics["fp32_accuracy"] = fp32["accuracy"]
         onnx_file = "model.onnx"
         if cfg.quantize:
-            quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx")
+            quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx", tokenizer,
+                          [s.text for s in train_set])
             int8 = _score(out_dir, manifest, "model.int8.onnx", guard_set)
             metrics["int8_accuracy"] = int8["accuracy"]
             if int8_is_good_enough(fp32["accuracy"], int8["accuracy"], cfg.int8_max_loss):

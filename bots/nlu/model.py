@@ -5,6 +5,13 @@ bots/artifact.py) and answers ``predict(texts)`` with an intent ranking and enti
 (character offsets, values normalised by synonyms), and ``embed(texts)`` with the
 L2-normalised sentence embeddings. Each call pads to the longest text of its batch.
 
+A text's scores never depend on the other texts of its call (the micro-batcher, bots/nlu/batcher.py,
+puts concurrent customers' messages into one call): attention and pooling ignore padding, and the
+int8 twin quantises activations with static scales (training/export.py), so a text scores the same
+alone or in any batch (tests/bots/test_nlu_determinism.py). An int8 file quantised dynamically, as
+training did before (no ``switchboard.int8`` metadata), scales each MatMul input by its whole batch:
+such a model runs one text per model call, exact and slower, until the bot is retrained.
+
 Entity roles and groups (Rasa's ``[Paris]{"entity": "city", "role": "from"}``) are learned as
 labels of their own: the entity head's tags name ``city#role=from`` (``entity_label``), and
 decoding splits them back into ``Entity.entity``/``role``/``group`` (``split_label``). Artifacts
@@ -28,6 +35,8 @@ from bots.types import Entity, IntentScore, Understanding
 OUT_OF_SCOPE = "out_of_scope"
 _BATCH = 32
 _GROUP = 8  # texts of similar length run together: padding to the longest costs little
+# ONNX metadata training/export.py writes into an int8 file whose scores do not depend on the batch.
+INT8_SCHEME_KEY, INT8_STATIC = "switchboard.int8", "static-activations"
 _RANKING = 10
 
 
@@ -66,8 +75,9 @@ class OnnxNLU:
     """An IntentModel served from an artifact folder."""
 
     def __init__(self, artifact_dir: Path, manifest: Manifest, session: ort.InferenceSession, tokenizer: Tokenizer,
-                 synonyms: Mapping[str, str]) -> None:
+                 synonyms: Mapping[str, str], *, group: int = _GROUP) -> None:
         self.artifact_dir = artifact_dir
+        self.group = group  # texts per model call (1: a batch-dependent legacy int8 model)
         self.manifest = manifest
         self.labels: tuple[str, ...] = manifest.labels
         self.entity_tags: tuple[str, ...] = manifest.entity_tags
@@ -119,7 +129,9 @@ class OnnxNLU:
                                  pad_token="[PAD]" if pad_id is not None else "<pad>")
         merged = dict(manifest.extra.get("synonyms", {}))
         merged.update(synonyms or {})
-        return cls(artifact_dir, manifest, session, tokenizer, merged)
+        scheme = session.get_modelmeta().custom_metadata_map.get(INT8_SCHEME_KEY)
+        batch_dependent = "int8" in model_path.name and scheme != INT8_STATIC
+        return cls(artifact_dir, manifest, session, tokenizer, merged, group=1 if batch_dependent else _GROUP)
 
     @property
     def oos_threshold(self) -> float | None:
@@ -127,7 +139,7 @@ class OnnxNLU:
 
     def _run(self, texts: Sequence[str]) -> list[_Batch]:
         """Model outputs for ``texts``, in batches of texts of similar token length (sorted, then cut
-        into groups of ``_GROUP``): a batch is padded only to its own longest text, so mixing short
+        into groups of ``group``): a batch is padded only to its own longest text, so mixing short
         and long questions does not multiply the work. Each batch says which texts it holds."""
         out = []
         for i in range(0, len(texts), _BATCH):
@@ -137,8 +149,8 @@ class OnnxNLU:
             mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
             lengths = mask.sum(axis=1)
             order = np.argsort(lengths, kind="stable")
-            for g in range(0, len(order), _GROUP):
-                group = [int(j) for j in order[g:g + _GROUP]]
+            for g in range(0, len(order), self.group):
+                group = [int(j) for j in order[g:g + self.group]]
                 width = max(1, int(lengths[group].max()))
                 values = self._session.run(self._outputs, {"input_ids": ids[group, :width],
                                                            "attention_mask": mask[group, :width]})
