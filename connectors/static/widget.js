@@ -2,6 +2,10 @@
  *   <script src="https://BOT-SERVER/widget.js" data-bot="BOT" async></script>
  * Options (data-*): title, inline (fill data-target instead of a floating button), target (CSS selector).
  * Everything shown is inserted as text (textContent): nothing a customer, bot or agent wrote is parsed as HTML.
+ * Rich replies (docs/channels.md): buttons send their payload, link buttons and attachments open http(s) links,
+ * images are <img> of http(s) or data:image URLs (anything else, or an image that fails to load, is shown as
+ * its link in text), and a custom payload is dispatched to the page as a "switchboard:custom" event
+ * (bubbling from the widget's element; detail: {bot, custom, text, replayed}), never shown.
  */
 (() => {
   "use strict";
@@ -84,7 +88,13 @@
   .choices { display: flex; flex-wrap: wrap; gap: .35rem; margin-top: .45rem; }
   .choices button { border: 1px solid #2457d6; color: #2457d6; background: #fff; border-radius: 14px; padding: .25rem .7rem;
     cursor: pointer; font: inherit; font-size: .85rem; }
-  .choices button:hover { background: #eef3ff; }
+  .choices button:hover, .choices a:hover { background: #eef3ff; }
+  .choices a { border: 1px solid #2457d6; color: #2457d6; background: #fff; border-radius: 14px; padding: .25rem .7rem;
+    font-size: .85rem; text-decoration: none; }
+  .choices a::after { content: " ↗"; }
+  .msg img.image { display: block; max-width: 100%; max-height: 260px; margin-top: .45rem; border-radius: 8px; }
+  .msg a.attachment { display: block; margin-top: .35rem; color: #2457d6; }
+  .msg .link { display: block; margin-top: .35rem; }
   .typing { padding: 0 .9rem .4rem; background: #f7f8fa; color: #5b636e; font-size: .85rem; }
   .typing[hidden] { display: none; }
   .dots span { animation: blink 1.2s infinite; } .dots span:nth-child(2) { animation-delay: .2s; } .dots span:nth-child(3) { animation-delay: .4s; }
@@ -141,7 +151,31 @@
     if (id) userBubbles.set(id, div);
     scroll();
   }
-  function replyBubble(response, role) {
+  // A URL the widget may follow (link buttons, attachments) or load (images): absolute http(s), or for images
+  // a base64 data:image of a raster type. Anything else is shown as text, never put in an attribute.
+  function safeUrl(value, image) {
+    if (typeof value !== "string" || !value) return null;
+    if (image && /^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=\s]+$/i.test(value)) return value;
+    let url;
+    try { url = new URL(value); } catch (e) { return null; }
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  }
+  function linkText(label, value) {  // what cannot be shown, as text (a data: URL is named, not printed)
+    const span = document.createElement("span");
+    span.className = "link";
+    span.textContent = `${label}: ${/^data:/i.test(value) ? "(inline image)" : value}`;
+    return span;
+  }
+  function dispatchCustom(response, replayed) {
+    let custom;
+    try { custom = JSON.parse(JSON.stringify(response.custom)); } catch (e) { return; }
+    host.dispatchEvent(new CustomEvent("switchboard:custom", {
+      bubbles: true, detail: { bot, custom, text: response.text || "", replayed: Boolean(replayed) } }));
+  }
+  function replyBubble(response, role, replayed) {
+    if (response.custom) dispatchCustom(response, replayed);
+    const buttons = Array.isArray(response.buttons) ? response.buttons : [];
+    if (!response.text && !buttons.length && !response.image && !response.attachment) return;  // only data
     const div = document.createElement("div");
     div.className = `msg ${role}`;
     if (role === "agent") {
@@ -151,12 +185,50 @@
       div.appendChild(who);
     }
     div.appendChild(document.createTextNode(response.text || ""));
-    if (response.buttons && response.buttons.length) {
+    if (response.image) {
+      const src = safeUrl(response.image, true);
+      if (src) {
+        const img = document.createElement("img");
+        img.className = "image";
+        img.alt = response.text ? "Image for the message above" : "Image from the assistant";
+        img.referrerPolicy = "no-referrer";
+        img.addEventListener("error", () => { img.replaceWith(linkText("Image", response.image)); scroll(); });
+        img.addEventListener("load", scroll);
+        img.src = src;
+        div.appendChild(img);
+      } else {
+        div.appendChild(linkText("Image", response.image));
+      }
+    }
+    if (response.attachment) {
+      const href = safeUrl(response.attachment, false);
+      if (href) {
+        const a = document.createElement("a");
+        a.className = "attachment";
+        a.href = href; a.target = "_blank"; a.rel = "noopener noreferrer";
+        let name = "";
+        try { name = decodeURIComponent(new URL(href).pathname.split("/").pop() || ""); } catch (e) { name = ""; }
+        a.textContent = `Attachment: ${name || href}`;
+        div.appendChild(a);
+      } else {
+        div.appendChild(linkText("Attachment", response.attachment));
+      }
+    }
+    if (buttons.length) {
       const row = document.createElement("div");
       row.className = "choices";
       row.setAttribute("role", "group");
       row.setAttribute("aria-label", "Suggested replies");
-      for (const b of response.buttons) {
+      for (const b of buttons) {
+        if (b.url) {
+          const href = safeUrl(b.url, false);
+          if (!href) { row.appendChild(linkText(b.title || "Link", b.url)); continue; }
+          const a = document.createElement("a");
+          a.href = href; a.target = "_blank"; a.rel = "noopener noreferrer";
+          a.textContent = b.title || href;
+          row.appendChild(a);
+          continue;
+        }
         const button = document.createElement("button");
         button.type = "button";
         button.textContent = b.title;
@@ -196,7 +268,7 @@
         userBubble(m.message_id, m.text, false);
         if (m.answered) answered.add(m.message_id);
       } else {
-        replyBubble(m, m.role);
+        replyBubble(m, m.role, true);  // from history: a custom payload's event says replayed
       }
     }
     lastSeq = data.last_seq || 0;
