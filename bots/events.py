@@ -37,8 +37,11 @@ REJECTED = "rejected"    # {"name"}: an action (a form) refused this turn; other
 REWIND = "rewind"        # the latest user message is undone (as if never said)
 UNDO = "undo"            # the latest action is undone
 FOLLOWUP = "followup"    # {"name"}: the action to run next, whatever the policies say
-REMINDER = "reminder"    # {"name", "intent", "entities", "trigger_at", "kill_on_user_message"}
+# rasa-sdk ReminderScheduled / ReminderCancelled as an action returned them; bots/reminders.py keeps them in the
+# store with the turn. A reminder's firing is a USER event with data["reminder"] (its name, intent, trigger time).
+REMINDER = "reminder"    # {"name", "intent", "entities", "date_time", "kill_on_user_msg"}
 REMINDER_CANCELLED = "reminder_cancelled"   # {"name", "intent", "entities"}
+REMINDER_SKIPPED = "reminder_skipped"   # {"name", "intent", "reason"}: fired, but cancelled or replaced before its turn
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ holder checks it before each turn, so two replicas never answer one turn. And a 
 boundedly (``gap_wait_s``), for an earlier seq that another replica has allocated but not yet
 stored.
 What a turn says is decided by bots.dialogue.engine from the state rebuilt from the stored events.
+Reminders (bots/reminders.py) go through the same path: a due one is a message accepted into its
+conversation under a unique id, so it is stored and answered once whichever replicas fire it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from bots.artifact import Manifest, resolve_artifact
 from bots.botspec import BotSpec, load_bot
 from bots.dialogue.actions import check_actions, load_actions
 from bots.dialogue.check import check_bot_folder
-from bots.dialogue.engine import AnswerProvider, Message, PartialSink, Services, State, decide
+from bots.dialogue.engine import AnswerProvider, Decision, Message, PartialSink, Services, State, decide
 from bots.dialogue.forms import check_value
 from bots.dialogue.policies import Ensemble
 from bots.dialogue.rasa_protocol import ActionRunner
@@ -49,8 +51,19 @@ from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
 from bots.nlu.pipeline import NluPipeline
 from bots.pii import Privacy, Pseudonymiser, Redactor
+from bots.reminders import (
+    TRIGGER,
+    ReminderScheduler,
+    armed,
+    changes_for_turn,
+    skipped,
+    still_due,
+    trigger_message,
+    trigger_of,
+    understanding_of,
+)
 from bots.settings import Settings
-from bots.store.base import Conversation, ConversationStore, ConversationSummary, Turn
+from bots.store.base import Conversation, ConversationStore, ConversationSummary, Reminder, Turn
 from bots.types import BotResponse, ConversationRef, Entity, IntentScore, Understanding, UserMessage
 
 log = logging.getLogger("switchboard.runtime")
@@ -73,6 +86,8 @@ class IntentModel(Protocol):
 ModelLoader = Callable[[Path, BotSpec, Settings], IntentModel]
 # (conversation, message id, the answer so far): a channel showing an answer as it is generated.
 ChannelPartialSink = Callable[[ConversationRef, str, str], Awaitable[None]]
+# A channel's ``send``: replies pushed into a conversation outside a request (a reminder's answer).
+ChannelSender = Callable[[ConversationRef, Sequence[BotResponse]], Awaitable[None]]
 
 
 def load_onnx_model(artifact_dir: Path, spec: BotSpec, settings: Settings) -> IntentModel:
@@ -203,6 +218,12 @@ class Runtime:
         self._known_events = 0  # events held by the cached states (bounded: see _remember)
         # Channels that show an answer while it is generated (web) register here, by channel name.
         self.partial_sinks: dict[str, ChannelPartialSink] = {}
+        # Every channel's send, by channel name: where the answer to a reminder goes.
+        self.senders: dict[str, ChannelSender] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        # Fires due reminders of the bots served here; started by the app (``reminders.start()``), stopped by drain.
+        self.reminders = ReminderScheduler(store, self.fire_reminder, settings.reminder_poll_s,
+                                           served=lambda: list(self.bots))
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -362,6 +383,9 @@ class Runtime:
                                    "channel": message.ref.channel}
         if message.payload:
             data["payload"] = message.payload
+        marker = message.metadata.get(TRIGGER)  # a reminder's firing (fire_reminder), never a channel's message
+        if isinstance(marker, dict) and message.message_id.startswith("reminder:"):
+            data[TRIGGER] = marker
         event = Event(USER, data, timestamp=message.received_at)  # the store redacts it (bot.privacy)
         started = time.perf_counter()
         result = await self.store.enqueue(
@@ -499,19 +523,28 @@ class Runtime:
             understanding = await self._understand(bot, user)
             message = Message(text=str(user.data.get("text", "")), understanding=understanding,
                               timestamp=user.timestamp, channel=str(user.data.get("channel", "")))
-            decision = await decide(bot.spec, bot.dialogue, state, message,
-                                    bot.services(self._partial_sink(bot, conversation, turn, message.channel)))
+            firing = trigger_of(user)
+            skip = await self._stale_firing(bot, conversation_id, firing) if firing is not None else None
+            decision = Decision([skip]) if skip is not None else await decide(
+                bot.spec, bot.dialogue, state, message,
+                bot.services(self._partial_sink(bot, conversation, turn, message.channel)))
             events = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events]
             last = i == len(pending) - 1
+            summary = conversation.summary
             done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
                 replace(bot_turn(decision.events, user.timestamp), last_intent=understanding.intent,
                         confidence=understanding.confidence, fallback=True if decision.fallback else None),
                 release_lease_of=self._owner if last else None,
+                reminders=changes_for_turn(bot=bot.name, conversation_id=conversation_id, seq=turn.seq,
+                                           channel=summary.channel, address=summary.address, user=user,
+                                           events=decision.events, armed_before=armed(state.history)),
             )
             drained.released = last
             if done.message_id is not None:
                 drained.answered[done.message_id] = done
+            if firing is not None and skip is None:
+                self._deliver(summary, done)  # nobody waits for a reminder's answer: pushed to the channel
             for event in done.events:  # as stored (another replica may have answered it meanwhile)
                 state.apply(event)
             self.metrics.intents.labels(bot.name, understanding.intent).inc()
@@ -587,6 +620,9 @@ class Runtime:
             await asyncio.sleep(_GAP_POLL_S)
 
     async def _understand(self, bot: BotRuntime, user: Event) -> Understanding:
+        firing = trigger_of(user)
+        if firing is not None:  # a reminder: its intent and entities, as if the customer had sent them
+            return understanding_of(firing)
         payload = user.data.get("payload")
         understanding = parse_payload(str(payload), bot.spec, bot.dialogue) if payload else None
         if understanding is None:
@@ -594,17 +630,68 @@ class Runtime:
             understanding = await bot.pipeline.process(text, await bot.understand(text), reference_time=user.timestamp)
         return understanding
 
+    # -- reminders ------------------------------------------------------------------
+    async def fire_reminder(self, reminder: Reminder) -> None:
+        """Fire a due reminder (``reminders``, on every replica): its message accepted into the conversation
+        under the reminder's own id, then answered as any message is, so two replicas firing it store and
+        answer it once. Raises Busy or StoreUnavailable (it stays due: the next poll fires it again)."""
+        if reminder.bot not in self.bots:
+            return  # not served here (yet): a replica that serves it fires it
+        message = trigger_message(reminder)
+        turn = await self.accept(message)
+        if turn.status == "done":  # answered, but its replica died before the reminder was marked fired
+            await self.store.mark_reminder_fired(reminder.bot, reminder.conversation_id, reminder.name,
+                                                 reminder.trigger_at)
+            return
+        await self.process(message, turn)
+
+    async def _stale_firing(self, bot: BotRuntime, conversation_id: str, firing: Reminder) -> Event | None:
+        """What a firing's turn records instead of running, when its reminder was cancelled or replaced after it
+        fired (the customer wrote in between, cancelling it); None: it is still due, the turn runs."""
+        current = await self.store.reminder(bot.name, conversation_id, firing.name)
+        return None if still_due(firing, current) else skipped(firing, time.time(), current)
+
+    def _deliver(self, summary: ConversationSummary, turn: Turn) -> None:
+        """Push a reminder's answer into its conversation through the channel's ``send`` (in the background:
+        a slow channel API holds no conversation lease); ``drain`` waits for it."""
+        send = self.senders.get(summary.channel)
+        responses = [BotResponse.from_dict(r) for r in turn.responses()]
+        if send is None or not responses:
+            return
+        ref = ConversationRef(summary.bot, summary.channel, summary.conversation_id, summary.address)
+
+        async def deliver() -> None:
+            try:
+                await send(ref, responses)
+            except Exception:  # the answer is stored (transcript, web history); only the push failed
+                log.exception("reminder answer not delivered", extra={"bot": ref.bot, "channel": ref.channel})
+
+        task = asyncio.get_running_loop().create_task(deliver())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
     # -- lifecycle ------------------------------------------------------------------
     async def drain(self, timeout_s: float) -> bool:
-        """Stop accepting; wait for in-flight messages. True if all finished in time."""
+        """Stop accepting and firing reminders; wait for in-flight messages and reminder answers being
+        delivered. True if all finished in time."""
         self.draining = True
+
+        async def settled() -> None:
+            await self.reminders.stop()
+            await self._idle.wait()
+            if self._sending:
+                await asyncio.wait(set(self._sending))
+
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
+            await asyncio.wait_for(settled(), timeout=timeout_s)
         except TimeoutError:
             return False
         return True
 
     async def aclose(self) -> None:
+        await self.reminders.stop()
+        for task in list(self._sending):
+            task.cancel()
         for bot in self.bots.values():
             await bot.understand.aclose()
             if bot.actions is not None:

@@ -57,6 +57,8 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
     drain_timeout_s: float = 20.0
+    # How often each replica looks for due reminders (bots/reminders.py; 0: this replica fires none).
+    reminder_poll_s: float = 0.5
     model_poll_s: float = 10.0  # how often to look for a newer model artifact (0: never)
     # Abuse limits on the customer-facing web channel (per second, with bursts; 0 turns one off).
     rate_per_ip: float = 5.0
@@ -160,6 +162,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "state_cache": (0, 1_000_000),
     "gc_gen0": (100, 10_000_000),
     "drain_timeout_s": (0.0, 3600.0),
+    "reminder_poll_s": (0.0, 3600.0),
     "model_poll_s": (0.0, 86400.0),
     "rate_per_ip": (0.0, 1e6),
     "rate_per_ip_burst": (1.0, 1e6),

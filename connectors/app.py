@@ -101,6 +101,7 @@ def create_app(
     for channel in channel_list:  # channels that can show a generated answer as it is written
         if isinstance(channel, Streaming):
             runtime.partial_sinks[channel.name] = channel.partial
+        runtime.senders[channel.name] = channel.send  # where a reminder's answer goes
     review = ReviewUI(runtime, {c.name: c for c in channel_list})
     # Customers waiting for an agent, read from the shared store: the same on every replica.
     handoff_gauges = HandoffGauges(runtime.store, metrics, lambda: runtime.bots)
@@ -142,6 +143,7 @@ def create_app(
             await channel.start()
         loader = asyncio.create_task(load_all())
         app.state.loader = loader
+        runtime.reminders.start()  # fires the due reminders of the bots loaded (stopped by drain)
         gauges = asyncio.create_task(handoff_gauges.run())
         try:
             yield

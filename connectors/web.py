@@ -11,7 +11,8 @@
   Frames from the browser: ``{"type": "message", "id", "text"}`` (or ``"payload"`` for a
   button). From the server: ``ack`` (the message is stored), ``typing``, ``partial`` (streamed
   text of an answer being generated), ``reply`` (the bot's answer, with the turn's ``seq``),
-  ``agent`` (a support agent's message), ``error``. A resent message id is answered from the
+  ``agent`` (a support agent's message), ``bot`` (the bot's answer to a reminder: bots/reminders.py),
+  ``error``. A resent message id is answered from the
   stored turn, never twice, so the widget resends whatever was not answered after a reconnect.
 * ``GET /bots/{bot}/webhooks/web/history?conversation_id=...`` with the token in the
   ``X-Conversation-Token`` header: the conversation so far (403 without it).
@@ -40,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from bots.errors import Busy, ConfigError, StoreUnavailable
 from bots.events import AGENT, BOT, USER
 from bots.handoff import is_paused
+from bots.reminders import trigger_of
 from bots.runtime import UnknownBot
 from bots.settings import Settings, parse_origins, variable
 from bots.store.base import Conversation
@@ -151,6 +153,8 @@ def history_json(conversation: Conversation | None) -> dict[str, Any]:
     for turn in conversation.turns if conversation else ():
         last_seq = max(last_seq, turn.seq)
         for event in turn.events:
+            if event.kind == USER and trigger_of(event) is not None:
+                continue  # a reminder firing: the customer sent nothing; the bot's answer shows
             if event.kind == USER:
                 messages.append({"seq": turn.seq, "role": "user", "message_id": turn.message_id,
                                  "text": str(event.data.get("text", "")), "answered": turn.status == "done"})
@@ -209,8 +213,9 @@ class WebChannel:
 
     # -- pushing into open widgets ----------------------------------------------------
     async def send(self, ref: ConversationRef, responses: Sequence[BotResponse]) -> None:
-        """Agent replies are stored first (the review UI does); this wakes the conversation's open
-        widgets, which read them from the store, so a reply is delivered once even across replicas."""
+        """Agent replies and the answers to reminders are stored first (the review UI, the runtime); this
+        wakes the conversation's open widgets, which read them from the store, so a reply is delivered
+        once even across replicas."""
         for socket in self._sockets.get((ref.bot, ref.conversation_id), ()):
             socket.wake.set()
 
@@ -429,9 +434,15 @@ class WebChannel:
             for turn in conversation.turns if conversation else ():
                 if turn.seq <= conn.delivered:
                     continue
+                reminder = trigger_of(turn.user_event) is not None
+                if reminder and turn.status != "done":
+                    break  # a reminder being answered: its answer is sent once stored (send wakes this)
                 agent = [BotResponse.from_dict(e.data) for e in turn.events if e.kind == AGENT]
                 if agent:  # agent turns are stored complete: never revisited
                     await conn.send({"type": "agent", "seq": turn.seq, "responses": _json(agent)})
+                answer = [BotResponse.from_dict(e.data) for e in turn.events if e.kind == BOT] if reminder else []
+                if answer:  # the bot's answer to a reminder: no request of the widget's waits for it
+                    await conn.send({"type": "bot", "seq": turn.seq, "responses": _json(answer)})
                 conn.delivered = turn.seq
 
 

@@ -10,7 +10,12 @@ Schema (both stores keep the same shape):
   changes, pauses, ...). Turns are numbered per conversation (``seq``) and unique per
   (bot, conversation, message_id), which is what makes redelivery idempotent;
 * a **lease** per conversation being processed, so that replicas sharing only the store
-  process one conversation's messages one at a time, in arrival (``seq``) order.
+  process one conversation's messages one at a time, in arrival (``seq``) order;
+* a **reminder** record per (bot, conversation, name) (rasa-sdk's ``ReminderScheduled``), written by
+  ``complete`` together with the turn whose actions scheduled or cancelled it (``ReminderChanges``:
+  applied once, like the turn), found by every replica through ``due_reminders`` and marked fired by
+  the completion of the turn its firing stored (bots/reminders.py). Durable, unlike Rasa's in-memory
+  scheduler: a restarted or killed replica loses none.
 
 A turn is first stored ``pending`` (the customer's message is safe the moment it arrives),
 then ``done`` together with the bot's events. Nothing is ever half-written: each write is a
@@ -23,13 +28,14 @@ correction) cannot store personal data raw, and the search index only ever sees 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, get_args
 
 from bots.errors import ConversationNotFound
 from bots.events import AGENT, BOT, USER, Event
-from bots.pii import Privacy
+from bots.pii import Privacy, PrivacyRules
 from bots.types import JSON
 
 TurnStatus = Literal["pending", "done"]
@@ -216,6 +222,99 @@ class Waiting:
     since: float | None = None
 
 
+ReminderStatus = Literal["scheduled", "fired", "cancelled"]
+
+
+def entities_key(entities: Any) -> str:
+    """A reminder's entities as canonical JSON text: what cancelling by entities compares (exactly, as
+    Rasa compares them)."""
+    return json.dumps(entities, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """A reminder of one conversation (rasa-sdk ``ReminderScheduled``). When it fires, the conversation
+    receives ``intent`` with ``entities`` as if the customer had sent it, as the message
+    ``message_id`` (unique per conversation: stored and answered once, whichever replicas fire it)."""
+
+    bot: str
+    conversation_id: str
+    name: str
+    intent: str
+    trigger_at: float  # epoch seconds
+    entities: Any = None  # as the action gave them: {"entity": "value"} or [{"entity", "value"}, ...]
+    kill_on_user_message: bool = True  # cancelled by the customer's next message
+    channel: str = ""  # where its answer goes (the conversation's channel and address)
+    address: Mapping[str, str] = field(default_factory=dict)
+    seq: int = 0  # the turn that scheduled it
+    status: ReminderStatus = "scheduled"
+
+    @property
+    def message_id(self) -> str:
+        return f"reminder:{self.name}:{self.trigger_at!r}"
+
+    def to_dict(self) -> JSON:
+        return {"bot": self.bot, "conversation_id": self.conversation_id, "name": self.name, "intent": self.intent,
+                "trigger_at": self.trigger_at, "entities": self.entities,
+                "kill_on_user_message": self.kill_on_user_message, "channel": self.channel,
+                "address": dict(self.address), "seq": self.seq, "status": self.status}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reminder:
+        return cls(bot=str(d["bot"]), conversation_id=str(d["conversation_id"]), name=str(d["name"]),
+                   intent=str(d["intent"]), trigger_at=float(d["trigger_at"]), entities=d.get("entities"),
+                   kill_on_user_message=bool(d.get("kill_on_user_message", True)), channel=str(d.get("channel") or ""),
+                   address=dict(d.get("address") or {}), seq=int(d.get("seq") or 0),
+                   status=d.get("status") or "scheduled")
+
+
+@dataclass(frozen=True)
+class ReminderCancel:
+    """rasa-sdk ``ReminderCancelled``: by ``name``; else every reminder whose intent and entities are
+    those given (each only when given); nothing given: every reminder of the conversation."""
+
+    name: str | None = None
+    intent: str | None = None
+    entities: Any = None
+
+    def matches(self, reminder: Reminder) -> bool:
+        if self.name is not None:
+            return reminder.name == self.name
+        return ((self.intent is None or reminder.intent == self.intent)
+                and (self.entities is None or entities_key(reminder.entities) == entities_key(self.entities)))
+
+
+@dataclass(frozen=True)
+class ReminderChanges:
+    """What completing a turn does to its conversation's reminders, applied by ``complete`` with the
+    turn and only when it completes it (a redelivered or re-answered turn changes nothing twice):
+    first the customer's message cancels the reminders with ``kill_on_user_message`` that earlier
+    turns set, then ``cancel`` applies to the reminders of earlier turns, then ``schedule`` sets
+    reminders, each replacing the one of its name, and ``fired`` (name, trigger time) marks the
+    reminder whose firing this turn is as fired."""
+
+    kill_on_user_message: bool = False
+    cancel: tuple[ReminderCancel, ...] = ()
+    schedule: tuple[Reminder, ...] = ()
+    fired: tuple[str, float] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.kill_on_user_message or self.cancel or self.schedule or self.fired)
+
+
+def redacted_reminders(rules: PrivacyRules, bot: str, changes: ReminderChanges | None) -> ReminderChanges | None:
+    """``changes`` with every reminder's and cancel's entities redacted as the turn's events are (``pii:``):
+    the same rule, so a cancel by entities still matches; None when there is nothing to change."""
+    if not changes:
+        return None
+
+    def redact(entities: Any) -> Any:
+        return entities if entities is None else rules.event(bot, Event("reminder", {"e": entities})).data["e"]
+
+    return replace(changes, cancel=tuple(replace(c, entities=redact(c.entities)) for c in changes.cancel),
+                   schedule=tuple(replace(r, entities=redact(r.entities)) for r in changes.schedule))
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     turn: Turn
@@ -247,10 +346,12 @@ class ConversationStore(Protocol):
         ...
 
     async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
-                       summary: SummaryUpdate, *, release_lease_of: str | None = None) -> Turn:
+                       summary: SummaryUpdate, *, release_lease_of: str | None = None,
+                       reminders: ReminderChanges | None = None) -> Turn:
         """Mark a pending turn done with the bot's events appended, in one write. With
         ``release_lease_of``, that owner's conversation lease is released with it (saves a round
-        trip after a conversation's last pending turn), also when the turn was done already."""
+        trip after a conversation's last pending turn), also when the turn was done already.
+        ``reminders`` are applied with the turn, only by the call that completes it."""
         ...
 
     async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
@@ -280,6 +381,21 @@ class ConversationStore(Protocol):
         read: the hand-off gauges ask it on every scrape)."""
         ...
 
+    async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[Reminder]:
+        """Scheduled reminders (of ``bots``; None: of every bot) whose trigger time is ``now`` or earlier,
+        earliest first, at most ``limit`` (an indexed read: every replica asks it twice a second)."""
+        ...
+
+    async def reminder(self, bot: str, conversation_id: str, name: str) -> Reminder | None:
+        """The conversation's reminder of that name, whatever its status; None when there is none."""
+        ...
+
+    async def mark_reminder_fired(self, bot: str, conversation_id: str, name: str, trigger_at: float) -> bool:
+        """Mark the reminder fired if it is still scheduled for ``trigger_at`` (``complete`` does this for
+        the turn that fired it; this is for a firing whose turn was completed before it could be marked).
+        False when it was not (fired, cancelled or replaced meanwhile)."""
+        ...
+
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
         """Take the conversation's processing lease if free or expired (or already ours)."""
         ...
@@ -302,7 +418,8 @@ class ConversationStore(Protocol):
         ...
 
     async def purge_expired(self, now: float | None = None) -> int:
-        """Delete conversations past their retention; the number deleted."""
+        """Delete conversations past their retention (and reminders whose later of trigger time and last
+        change is); the number deleted."""
         ...
 
 

@@ -9,6 +9,9 @@ Collections (see docs/store.md for the full schema):
   without bound. Unique on (bot, conversation_id, seq) and, where a message id exists, on
   (bot, conversation_id, message_id).
 
+* ``reminders``: one document per (bot, conversation, reminder name), ``_id`` ``["bot",
+  "conversation id", "name"]`` as JSON text (see ``complete`` for when it is written).
+
 Every write is a single-document operation. Turn numbers are allocated by inserting the
 turn itself under the unique (bot, conversation_id, seq) index: the conversation's
 ``next_seq`` is only a hint (advanced with each summary update, so it costs no extra write)
@@ -28,7 +31,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -98,6 +101,13 @@ _TURN_INDEXES = [
 ]
 
 
+_REMINDER_INDEXES = [
+    _index("reminder_due", "status", "trigger_at"),  # every replica's poll: scheduled and due, earliest first
+    _index("reminder_conversation", "bot", "conversation_id", "status"),  # a turn's cancels
+    _index("retention", "expire_at", expireAfterSeconds=0),
+]
+
+
 def conversation_key(bot: str, conversation_id: str) -> str:
     """The ``_id`` of a conversation document: unambiguous for any conversation id."""
     return json.dumps([bot, conversation_id], ensure_ascii=False)
@@ -160,6 +170,10 @@ class MongoStore:
     def _turns(self) -> Any:
         return self._db["turns"]
 
+    @property
+    def _reminders(self) -> Any:
+        return self._db["reminders"]
+
     async def _ensure_indexes(self) -> None:
         if self._indexed:
             return
@@ -167,6 +181,7 @@ class MongoStore:
             if not self._indexed:
                 await self._convs.create_indexes(_CONVERSATION_INDEXES)
                 await self._turns.create_indexes(_TURN_INDEXES)
+                await self._reminders.create_indexes(_REMINDER_INDEXES)
                 self._indexed = True
 
     @contextlib.asynccontextmanager
@@ -225,7 +240,8 @@ class MongoStore:
         async with self._guard("purge expired conversations"):
             turns = await self._turns.delete_many({"expire_at": {"$lt": cutoff}})
             convs = await self._convs.delete_many({"expire_at": {"$lt": cutoff}})
-        return int(turns.deleted_count + convs.deleted_count)
+            reminders = await self._reminders.delete_many({"expire_at": {"$lt": cutoff}})
+        return int(turns.deleted_count + convs.deleted_count + reminders.deleted_count)
 
     # -- turns ----------------------------------------------------------------------
     async def _find_message(self, bot: str, conversation_id: str, message_id: str) -> Turn | None:
@@ -360,12 +376,20 @@ class MongoStore:
         return bool(result.matched_count)
 
     async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
-                       summary: SummaryUpdate, *, release_lease_of: str | None = None) -> Turn:
+                       summary: SummaryUpdate, *, release_lease_of: str | None = None,
+                       reminders: base.ReminderChanges | None = None) -> Turn:
         """The summary is updated first, at most once per seq, then the turn is marked done in one
         write (the commit point). An outage between the two leaves the turn pending: the channel's
-        redelivery completes it, and the summary update is not applied twice."""
+        redelivery completes it, and the summary update is not applied twice.
+
+        Reminders set and cancelled by the turn are written before the commit point, idempotently (a
+        cancel touches only earlier turns' reminders, a reminder never replaces one of a later turn), so
+        a turn answered again after an outage writes them as its final answer says; the reminder the
+        turn fired is marked after it (until then it is still due: ``due_reminders`` finds it, and its
+        turn, done, is not answered again)."""
         now = time.time()
         events = self._privacy.events(bot, events)
+        reminders = base.redacted_reminders(self._privacy, bot, reminders)
         where = {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "seq": _eq(seq)}
         async with self._guard("store the reply"):
             turn = self._pending_seen.pop((bot, conversation_id, seq), None)
@@ -382,18 +406,57 @@ class MongoStore:
                                                 release_lease_of=release_lease_of)
             if release_lease_of is not None and not applied:  # applied before (a retry): release on its own
                 await self._release(bot, conversation_id, release_lease_of)
+            if reminders:
+                await self._apply_reminders(bot, conversation_id, seq, reminders, now)
             all_events = (*turn.events, *events)
             result = await self._turns.update_one(
                 {**where, "status": "pending"},
                 {"$set": {"status": "done", "events": [e.to_dict() for e in all_events],
                           "text": _turn_text(all_events), "words": turn_words(all_events),
                           "completed_at": now, **self._expire_at(bot, now)}})
+            if reminders and reminders.fired is not None:
+                await self._mark_fired(bot, conversation_id, *reminders.fired, now)
             if result.modified_count == 1:
                 return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
             doc = await self._turns.find_one(where)  # completed by someone else meanwhile
             if doc is None:
                 raise ConversationNotFound(f"no turn {seq} in {conversation_id!r}")
             return Turn.from_dict(doc)
+
+    async def _apply_reminders(self, bot: str, conversation_id: str, seq: int, changes: base.ReminderChanges,
+                               now: float) -> None:
+        """``changes`` of the turn ``seq``, except ``fired`` (ReminderChanges' order); each write idempotent."""
+        scheduled = {"bot": _eq(bot), "conversation_id": _eq(conversation_id), "status": "scheduled",
+                     "seq": {"$lt": seq}}
+        cancelled = {"$set": {"status": "cancelled", "updated_at": now}}
+        if changes.kill_on_user_message:
+            await self._reminders.update_many({**scheduled, "kill_on_user_message": True}, cancelled)
+        for cancel in changes.cancel:
+            where = dict(scheduled)
+            if cancel.name is not None:
+                where["name"] = _eq(cancel.name)
+            else:
+                if cancel.intent is not None:
+                    where["intent"] = _eq(cancel.intent)
+                if cancel.entities is not None:
+                    where["entities_key"] = _eq(base.entities_key(cancel.entities))
+            await self._reminders.update_many(where, cancelled)
+        for r in changes.schedule:
+            doc = {**r.to_dict(), "bot": bot, "conversation_id": conversation_id, "seq": seq, "status": "scheduled",
+                   "entities_key": base.entities_key(r.entities), "updated_at": now,
+                   **self._expire_at(bot, max(r.trigger_at, now))}
+            try:  # replaces the reminder of its name, unless a later turn set that one (then: duplicate key)
+                await self._reminders.update_one({"_id": json.dumps([bot, conversation_id, r.name], ensure_ascii=False),
+                                                  "seq": {"$lte": seq}}, {"$set": doc}, upsert=True)
+            except DuplicateKeyError:
+                pass
+
+    async def _mark_fired(self, bot: str, conversation_id: str, name: str, trigger_at: float, now: float) -> bool:
+        result = await self._reminders.update_one(
+            {"_id": json.dumps([bot, conversation_id, name], ensure_ascii=False), "status": "scheduled",
+             "trigger_at": float(trigger_at)},
+            {"$set": {"status": "fired", "updated_at": now, **self._expire_at(bot, max(float(trigger_at), now))}})
+        return bool(result.modified_count)
 
     async def append(self, bot: str, conversation_id: str, events: Sequence[Event],
                      summary: SummaryUpdate) -> Turn:
@@ -551,6 +614,26 @@ class MongoStore:
             first = await self._convs.find_one(where, projection={"waiting_since": 1},
                                                sort=[("waiting_since", ASCENDING)]) if count else None
         return base.Waiting(int(count), None if first is None else float(first["waiting_since"]))
+
+    # -- reminders ------------------------------------------------------------------
+    async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[base.Reminder]:
+        if limit <= 0 or (bots is not None and not bots):  # (a limit of 0 would mean "no limit" to MongoDB)
+            return []
+        where: dict[str, Any] = {"status": "scheduled", "trigger_at": {"$lte": float(now)}}
+        if bots is not None:
+            where["bot"] = {"$in": [str(b) for b in bots]}
+        async with self._guard("read the reminders due"):
+            cursor = self._reminders.find(where, sort=[("trigger_at", ASCENDING)], limit=limit)
+            return [base.Reminder.from_dict(d) async for d in cursor]
+
+    async def reminder(self, bot: str, conversation_id: str, name: str) -> base.Reminder | None:
+        async with self._guard("read the reminder"):
+            doc = await self._reminders.find_one({"_id": json.dumps([bot, conversation_id, name], ensure_ascii=False)})
+        return None if doc is None else base.Reminder.from_dict(doc)
+
+    async def mark_reminder_fired(self, bot: str, conversation_id: str, name: str, trigger_at: float) -> bool:
+        async with self._guard("mark the reminder fired"):
+            return await self._mark_fired(bot, conversation_id, name, trigger_at, time.time())
 
     # -- leases ---------------------------------------------------------------------
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:

@@ -21,7 +21,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,6 +91,24 @@ CREATE TABLE IF NOT EXISTS turn_words (
     PRIMARY KEY (word, bot, conversation_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS turn_words_turn ON turn_words (bot, conversation_id, seq);
+-- reminders (rasa-sdk ReminderScheduled), written by complete() with the turn that set them
+CREATE TABLE IF NOT EXISTS reminders (
+    bot TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    intent TEXT NOT NULL,
+    entities TEXT NOT NULL DEFAULT 'null',
+    trigger_at REAL NOT NULL,
+    kill_on_user_message INTEGER NOT NULL DEFAULT 1,
+    channel TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT '{}',
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'scheduled',
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (bot, conversation_id, name)
+);
+CREATE INDEX IF NOT EXISTS reminder_due ON reminders (status, trigger_at);
+CREATE INDEX IF NOT EXISTS reminder_conversation ON reminders (bot, conversation_id, status);
 -- readiness while writes fail (ping): a row written and deleted again; always empty
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, pad BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS turn_words_purge AFTER DELETE ON turns BEGIN
@@ -138,6 +156,53 @@ def _turn_from_row(row: sqlite3.Row) -> Turn:
 
 def _turn_text(events: Sequence[Event]) -> str:
     return "\n".join(str(e.data.get("text", "")) for e in events if e.data.get("text"))
+
+
+def _reminder_from_row(row: sqlite3.Row) -> base.Reminder:
+    d = dict(row)
+    d["entities"] = json.loads(d["entities"])
+    d["address"] = json.loads(d["address"])
+    return base.Reminder.from_dict(d)
+
+
+def _apply_reminders(conn: sqlite3.Connection, bot: str, conversation_id: str, seq: int,
+                     changes: base.ReminderChanges, now: float) -> None:
+    """``changes`` of the turn ``seq`` (ReminderChanges' order), in the caller's write transaction."""
+    scheduled = "bot=? AND conversation_id=? AND status='scheduled' AND seq < ?"
+    if changes.kill_on_user_message:
+        conn.execute(f"UPDATE reminders SET status='cancelled', updated_at=? WHERE {scheduled}"  # noqa: S608
+                     " AND kill_on_user_message=1", (now, bot, conversation_id, seq))
+    for cancel in changes.cancel:
+        where, args = scheduled, [bot, conversation_id, seq]
+        if cancel.name is not None:
+            where, args = where + " AND name=?", [*args, cancel.name]
+        else:
+            if cancel.intent is not None:
+                where, args = where + " AND intent=?", [*args, cancel.intent]
+            if cancel.entities is not None:
+                where, args = where + " AND entities=?", [*args, base.entities_key(cancel.entities)]
+        conn.execute(f"UPDATE reminders SET status='cancelled', updated_at=? WHERE {where}",  # noqa: S608
+                     (now, *args))
+    for r in changes.schedule:  # replaces the reminder of its name, unless a later turn set that one
+        conn.execute(
+            "INSERT INTO reminders (bot, conversation_id, name, intent, entities, trigger_at, kill_on_user_message,"
+            " channel, address, seq, status, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,'scheduled',?)"
+            " ON CONFLICT (bot, conversation_id, name) DO UPDATE SET intent=excluded.intent,"
+            " entities=excluded.entities, trigger_at=excluded.trigger_at,"
+            " kill_on_user_message=excluded.kill_on_user_message, channel=excluded.channel,"
+            " address=excluded.address, seq=excluded.seq, status='scheduled', updated_at=excluded.updated_at"
+            " WHERE excluded.seq >= reminders.seq",
+            (bot, conversation_id, r.name, r.intent, base.entities_key(r.entities), r.trigger_at,
+             int(r.kill_on_user_message), r.channel, json.dumps(dict(r.address)), seq, now))
+    if changes.fired is not None:
+        _mark_fired(conn, bot, conversation_id, *changes.fired, now)
+
+
+def _mark_fired(conn: sqlite3.Connection, bot: str, conversation_id: str, name: str, trigger_at: float,
+                now: float) -> bool:
+    return conn.execute(
+        "UPDATE reminders SET status='fired', updated_at=? WHERE bot=? AND conversation_id=? AND name=?"
+        " AND trigger_at=? AND status='scheduled'", (now, bot, conversation_id, name, trigger_at)).rowcount == 1
 
 
 def _index_words(conn: sqlite3.Connection, bot: str, conversation_id: str, seq: int, events: Sequence[Event]) -> None:
@@ -224,6 +289,9 @@ class SQLiteStore:
                 ).rowcount
                 purged += conn.execute(
                     "DELETE FROM conversations WHERE bot=? AND last_activity < ?", (bot, cutoff)
+                ).rowcount
+                purged += conn.execute(
+                    "DELETE FROM reminders WHERE bot=? AND MAX(trigger_at, updated_at) < ?", (bot, cutoff)
                 ).rowcount
             return purged
 
@@ -327,9 +395,11 @@ class SQLiteStore:
         )
 
     async def complete(self, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
-                       summary: SummaryUpdate, *, release_lease_of: str | None = None) -> Turn:
+                       summary: SummaryUpdate, *, release_lease_of: str | None = None,
+                       reminders: base.ReminderChanges | None = None) -> Turn:
         now = time.time()
         events = self._privacy.events(bot, events)
+        reminders = base.redacted_reminders(self._privacy, bot, reminders)
 
         def tx(conn: sqlite3.Connection) -> Turn:
             if release_lease_of is not None:
@@ -351,6 +421,8 @@ class SQLiteStore:
             )
             _index_words(conn, bot, conversation_id, seq, all_events)
             self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=True)
+            if reminders:
+                _apply_reminders(conn, bot, conversation_id, seq, reminders, now)
             return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
 
         return await self._write(tx, inline=True)
@@ -496,6 +568,28 @@ class SQLiteStore:
             (bot,),
         ).fetchone())
         return base.Waiting(int(row[0]), None if row[1] is None else float(row[1]))
+
+    # -- reminders ------------------------------------------------------------------
+    async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[base.Reminder]:
+        if bots is not None and not bots:
+            return []
+        served = "" if bots is None else f" AND bot IN ({','.join('?' * len(bots))})"
+        rows = await self._run(inline=True, fn=lambda conn: conn.execute(
+            f"SELECT * FROM reminders WHERE status='scheduled' AND trigger_at <= ?{served}"  # noqa: S608
+            " ORDER BY trigger_at LIMIT ?", (now, *(bots or ()), max(limit, 0)),
+        ).fetchall())
+        return [_reminder_from_row(r) for r in rows]
+
+    async def reminder(self, bot: str, conversation_id: str, name: str) -> base.Reminder | None:
+        row = await self._run(inline=True, fn=lambda conn: conn.execute(
+            "SELECT * FROM reminders WHERE bot=? AND conversation_id=? AND name=?", (bot, conversation_id, name),
+        ).fetchone())
+        return None if row is None else _reminder_from_row(row)
+
+    async def mark_reminder_fired(self, bot: str, conversation_id: str, name: str, trigger_at: float) -> bool:
+        now = time.time()
+        return await self._write(inline=True, fn=lambda conn: _mark_fired(conn, bot, conversation_id, name,
+                                                                          trigger_at, now))
 
     # -- leases ---------------------------------------------------------------------
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:

@@ -352,6 +352,10 @@
         for (const r of frame.responses) replyBubble(r, "agent");
         lastSeq = Math.max(lastSeq, frame.seq || 0);
         break;
+      case "bot":  // the bot's answer to a reminder (no message of the customer's asked for it)
+        if ((frame.seq || 0) > lastSeq) for (const r of frame.responses) replyBubble(r, "bot");
+        lastSeq = Math.max(lastSeq, frame.seq || 0);
+        break;
       case "error":
         waiting.delete(frame.id); showTyping();
         if (frame.retry) {

@@ -138,6 +138,9 @@
         case "slot": return `slot ${event.data.name} = ${event.data.value}`;
         case "session_start": return "session started";
         case "restart": return "conversation restarted";
+        case "reminder": return `reminder ${event.data.name || ""} set for ${event.data.date_time}: intent ${event.data.intent}`;
+        case "reminder_cancelled": return `reminders cancelled: ${event.data.name || event.data.intent || "all"}`;
+        case "reminder_skipped": return `reminder ${event.data.name} not run: ${event.data.reason}`;
         default: return event.kind;
       }
     }
@@ -148,7 +151,9 @@
         const li = el("li", { class: "turn", "data-seq": turn.seq });
         const nlu = (turn.events.find((e) => e.kind === "nlu") || {}).data;
         for (const event of turn.events) {
-          if (event.kind === "user") li.append(customer(turn, event, nlu, fixes.get(turn.seq)));
+          if (event.kind === "user" && event.data.reminder) {  // not the customer: a reminder firing (bots/reminders.py)
+            li.append(el("div", { class: "sys", text: `reminder ${event.data.reminder.name} fired: intent ${event.data.reminder.intent}` }));
+          } else if (event.kind === "user") li.append(customer(turn, event, nlu, fixes.get(turn.seq)));
           else if (event.kind === "bot") li.append(reply(event, false));
           else if (event.kind === "agent") li.append(reply(event, true));
           else if (event.kind !== "nlu") li.append(el("div", { class: "sys", text: systemLine(event) }));
