@@ -163,7 +163,7 @@
   function linkText(label, value) {  // what cannot be shown, as text (a data: URL is named, not printed)
     const span = document.createElement("span");
     span.className = "link";
-    span.textContent = `${label}: ${/^data:/i.test(value) ? "(inline image)" : value}`;
+    span.textContent = `${label}: ${/^data:/i.test(value) ? "(inline data, not shown)" : value}`;
     return span;
   }
   function dispatchCustom(response, replayed) {
