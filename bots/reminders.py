@@ -196,13 +196,20 @@ class ReminderScheduler:
             await task
 
     async def _run(self) -> None:
+        outage = False  # logged once per outage, not at every poll
         while not self._stopping.is_set():
             try:
                 await self.poll()
             except StoreUnavailable as exc:
-                log.warning("reminders not polled: the store is unavailable", extra={"error": str(exc)})
+                if not outage:
+                    log.warning("reminders not polled while the store is unavailable", extra={"error": str(exc)})
+                outage = True
             except Exception:  # one bad poll must not end the scheduler
                 log.exception("reminder poll failed")
+            else:
+                if outage:
+                    log.info("reminders polled again")
+                outage = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.interval_s)
 

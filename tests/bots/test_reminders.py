@@ -8,6 +8,7 @@ drain stops the scheduler. (A replica SIGKILLed after scheduling: tests/e2e/test
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bots.errors import StoreUnavailable
 from bots.events import BOT, REMINDER, REMINDER_SKIPPED, Event
-from bots.reminders import trigger_message
+from bots.reminders import ReminderScheduler, trigger_message
 from bots.runtime import Runtime
 from bots.settings import Settings
 from bots.store.base import ReminderChanges, SummaryUpdate, Turn
@@ -281,3 +283,30 @@ async def test_drain_stops_the_scheduler(tmp_path: Path, runtimes: tuple[list[Ru
     await asyncio.sleep(REMIND_AFTER_S + 5 * POLL_S)
     assert await firings(runtime) == []  # still stored, due: fired by another replica, or this one restarted
     assert (await runtime.store.reminder("shop", "c1", "check")).status == "scheduled"  # type: ignore[union-attr]
+
+
+async def test_a_store_outage_is_logged_once_and_polling_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    class DownThenUp:
+        calls = 0
+
+        async def due_reminders(self, now: float, limit: int, bots: object = None) -> list[object]:
+            self.calls += 1
+            if self.calls <= 3:
+                raise StoreUnavailable("the database is down")
+            return []
+
+    async def fire(reminder: object) -> None:
+        raise AssertionError("nothing is due")
+
+    caplog.set_level(logging.INFO, logger="switchboard.reminders")
+    store = DownThenUp()
+    scheduler = ReminderScheduler(store, fire, 0.01)  # type: ignore[arg-type]
+    scheduler.start()
+    deadline = time.monotonic() + 5
+    while store.calls < 6:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await scheduler.stop()
+    assert not scheduler.running
+    messages = [r.getMessage() for r in caplog.records if r.name == "switchboard.reminders"]
+    assert messages == ["reminders not polled while the store is unavailable", "reminders polled again"]
