@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from training.model import JointModel, mean_pool, token_features
+from training.model import JointModel, mean_pool
 from training.tokens import IGNORE, Encoded
 
 _MAX_TOKEN_ROWS = 200_000  # cap on token rows fed to the entity regression
@@ -38,7 +38,7 @@ def to_tensors(enc: Encoded, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
 @dataclass(frozen=True)
 class Features:
     embeddings: np.ndarray  # [n, hidden], L2-normalised mean pool
-    token_states: np.ndarray  # [m, 2 * hidden] for labelled tokens (token_features; empty without entities)
+    token_states: np.ndarray  # [m, width] for labelled tokens (JointModel.token_features; empty without entities)
     token_tags: np.ndarray  # [m]
 
 
@@ -57,7 +57,7 @@ def extract(model: JointModel, enc: Encoded, *, batch_size: int = 64, tokens: bo
         emb[idx] = torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1).numpy()
         if tokens:
             keep = tag != IGNORE
-            states.append(token_features(hidden)[keep].numpy())
+            states.append(model.token_features(hidden)[keep].numpy())
             tags.append(tag[keep].numpy())
     width = model.entity_head.in_features
     return Features(emb, np.concatenate(states) if states else np.zeros((0, width), np.float32),

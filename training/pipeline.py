@@ -51,7 +51,8 @@ def build_model(data: NluData, cfg: TrainConfig) -> tuple[JointModel, Any, tuple
     labels = tuple(data.intents)
     tags = bio_tags(data.entity_types)
     tokenizer = load_tokenizer(model_dir, cfg.max_length)
-    model = JointModel(load_encoder(model_dir), len(labels), len(tags))
+    roles = any("#role=" in tag or "#group=" in tag for tag in tags)
+    model = JointModel(load_encoder(model_dir), len(labels), len(tags), context=roles)
     return model, tokenizer, labels, tags
 
 
