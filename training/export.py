@@ -82,8 +82,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path, tokenizer: Tokenizer, calibr
 
     Only the inputs of the encoder's weight MatMuls are quantised: the quantiser also routes the
     residual connection of a quantised tensor through its Q/DQ pair, which is put back to the float
-    tensor here (the residual stream stays fp32, as in the dynamic version). ONNX Runtime fuses each
-    Q → MatMul into ``MatMulIntegerToFloat``. Per-channel weight scales: on BANKING77 per-tensor int8 lost
+    tensor here (the residual stream stays fp32, as in the dynamic version). Each Q → MatMul → Add(bias)
+    is written as one ``MatMulIntegerToFloat`` with its bias (``_fuse_bias``): as fast as the dynamic
+    version, which fused the same way. Per-channel weight scales: on BANKING77 per-tensor int8 lost
     1.0 accuracy point against fp32, per-channel 0.1 (92.7% vs 92.8%)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -124,6 +125,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, tokenizer: Tokenizer, calibr
                                        "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]})
         quantized = onnx.load(str(qdq))
     _float_residuals(quantized)
+    _fuse_bias(quantized)
     entry = quantized.metadata_props.add()
     entry.key, entry.value = INT8_SCHEME_KEY, INT8_STATIC
     onnx.save(quantized, str(int8_path))
@@ -148,3 +150,47 @@ def _float_residuals(model: onnx.ModelProto) -> None:
         for k, name in enumerate(node.input):
             if name in float_of:
                 node.input[k] = float_of[name]
+
+
+def _fuse_bias(model: onnx.ModelProto) -> None:
+    """Q(x) → DQ → MatMul(·, DQ(W)) → Add(bias) becomes Q(x) → ``MatMulIntegerToFloat`` with the bias,
+    the node ONNX Runtime builds from the quantiser's pattern itself, minus the separate Add it would
+    keep (as the dynamic version's fused node had it): one pass over the output less per layer."""
+    graph = model.graph
+    constants = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    fused: dict[int, onnx.NodeProto] = {}  # id(MatMul) -> its replacement
+    dropped: set[int] = set()
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        dq_x, dq_w = (producer.get(name) for name in node.input)
+        users = consumers.get(node.output[0], [])
+        if (dq_x is None or dq_w is None or dq_x.op_type != "DequantizeLinear" or dq_w.op_type != "DequantizeLinear"
+                or dq_w.input[0] not in constants or len(users) != 1 or users[0].op_type != "Add"):
+            continue
+        add = users[0]
+        bias = next((name for name in add.input if name != node.output[0]), "")
+        if bias not in constants or len(constants[bias].dims) != 1:
+            continue
+        fused[id(node)] = onnx.helper.make_node(
+            "MatMulIntegerToFloat", [dq_x.input[0], dq_w.input[0], dq_x.input[1], dq_w.input[1], dq_x.input[2],
+                                     dq_w.input[2], bias], [add.output[0]], name=node.name, domain="com.microsoft")
+        dropped.update((id(add), id(dq_w)))
+    if not fused:
+        return
+    kept: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if id(node) in dropped:
+            continue
+        kept.append(fused.get(id(node), node))
+    used = {name for node in kept for name in node.input}
+    kept = [n for n in kept if n.op_type != "DequantizeLinear" or n.output[0] in used]  # DQ(x) no longer read
+    del graph.node[:]
+    graph.node.extend(kept)
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
