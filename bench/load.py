@@ -2,11 +2,31 @@
 `switchboard serve` (store on), and the same load against a naive baseline (a Hugging Face
 pipeline per request behind FastAPI, bench/naive_server.py) in the same run.
 
-    python bench/load.py --bot examples/support --concurrency 50 --duration 30            # flat out
-    python bench/load.py --bot examples/support --concurrency 50 --duration 30 --rate 300 # 300 msg/s
+    python bench/load.py --bot examples/support --concurrency 50 --duration 30 --runs 5            # flat out
+    python bench/load.py --bot examples/support --concurrency 50 --duration 30 --rate 300 --runs 5 # 300 msg/s
+    python bench/load.py --mongodb --skip-baseline --duration 10 --rate 50    # store: SecantusDB (MongoDB protocol)
+    python bench/load.py --bot tests/data/rasa/moodbot --skip-baseline        # a story-driven Rasa project
 
-Prints msgs/s, p50/p95/p99 latency, errors, server RSS and time to ready, for both.
-Loopback only; the run is bounded by --duration.
+Prints, per run and server: msgs/s, p50/p95/p99 latency, errors, the server's CPU time per answered
+message, RSS and time to ready; with a MongoDB store also the store round trips per message and the
+database server's own CPU per message. With ``--runs N`` (N consecutive runs, each with a fresh
+server and data folder) it then prints the median and the spread (min-max) of each figure over the
+runs. The load average at the start of each run is printed: on a shared machine it says how far the
+figures can be trusted.
+
+Inputs are the same on every machine: with a bot.yml bot the customers say the questions shipped in
+bench/data/bitext_questions.txt (the bench stops if the file is missing, never substituting others);
+with a Rasa project (``--bot PATH``, e.g. tests/data/rasa/moodbot) they play the project's own test
+stories (``tests/test_*.yml``), one conversation per story, the user turns in order. A Rasa project
+without a trained model is first trained with ``switchboard train --fast`` into a temporary copy
+(the project folder is not written to).
+
+CPU per message: user+system time of the server process and its descendants, read from
+/proc/PID/stat at the start and at the end of the measured window (warm-up excluded), divided by the
+messages answered within the window. Store round trips: the MongoDB server's ``network.numRequests``
+(serverStatus; the bench's own serverStatus calls subtracted; the driver's periodic monitoring
+``hello`` are included, a few per 10 s) over the same window, divided the same way. Linux only;
+loopback only; each run is bounded by --duration.
 """
 
 from __future__ import annotations
@@ -14,17 +34,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -32,30 +54,202 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bots.botspec import load_bot  # noqa: E402
+from bots.artifact import list_artifacts  # noqa: E402
+from bots.botspec import BotSpec  # noqa: E402
+from bots.dialogue.domain import Step, Story  # noqa: E402
+from bots.dialogue.rasa_data import read_test_stories  # noqa: E402
+from bots.dialogue.rasa_project import is_rasa_project, rasa_test_files  # noqa: E402
+from bots.errors import ConfigError  # noqa: E402
+from bots.loader import load_bot_folder  # noqa: E402
 from tests.fixtures.server import free_port  # noqa: E402
 
-FALLBACK_TEXTS = [
-    "I want to cancel my order 123", "where is my package", "how do I change my shipping address",
-    "I need a refund for order 98765", "my payment did not go through", "what payment methods do you accept",
-    "I forgot my password", "I want to open a premium account", "how long does delivery take",
-    "send me the invoice 55555",
-]
-BITEXT = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_responses.csv"
+QUESTIONS = ROOT / "bench" / "data" / "bitext_questions.txt"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def customer_texts(path: Path | None, limit: int = 5000) -> tuple[list[str], str]:
-    """What the simulated customers say: distinct real questions (Bitext's, shuffled) so that nothing
-    downstream can profit from a handful of repeated texts; a short built-in list without the data."""
-    if path is not None and path.is_file():
-        with path.open(encoding="utf-8", newline="") as f:
-            texts = sorted({row["instruction"].strip() for row in csv.DictReader(f) if row.get("instruction")})
-        random.Random(0).shuffle(texts)
-        return texts[:limit], f"{min(limit, len(texts))} distinct questions from {path.name}"
-    return FALLBACK_TEXTS, f"{len(FALLBACK_TEXTS)} built-in questions (no {BITEXT.name} here)"
+def read_questions(path: Path = QUESTIONS) -> list[str]:
+    """The shipped bench questions (one a line, ``#`` lines are the header); stops with a message
+    when the file is missing or empty: a benchmark must not switch to other inputs silently."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: the bench questions are missing. They ship with the project (see "
+                         f"bench/data/README.md; regenerate with bench/data/build_questions.py); the bench does not "
+                         "run with other inputs, so that its figures are comparable between machines.")
+    texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    if not texts:
+        raise SystemExit(f"{path}: no questions in the file")
+    return texts
 
 
-TEXTS, TEXTS_FROM = customer_texts(BITEXT)
+@dataclass(frozen=True)
+class Message:
+    conversation: str   # suffix of the conversation id: unique per customer and conversation
+    message_id: str
+    text: str
+    payload: str | None = None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the customers say. Without ``stories`` each customer keeps one conversation going and says
+    ``texts`` in turn (customer n starts at text n); with them each customer plays stories one after
+    another (customer n starts at story n), each a new conversation, its user turns in order."""
+
+    source: str
+    texts: tuple[str, ...] = ()
+    stories: tuple[tuple[tuple[str, str | None], ...], ...] = ()
+
+    def messages(self, customer: int) -> Iterator[Message]:
+        if not self.stories:
+            i = 0
+            while True:
+                yield Message(str(customer), f"m{i}", self.texts[(customer + i) % len(self.texts)])
+                i += 1
+        played = 0
+        while True:
+            story = self.stories[(customer + played) % len(self.stories)]
+            for j, (text, payload) in enumerate(story):
+                yield Message(f"{customer}-{played}", f"m{j}", text, payload)
+            played += 1
+
+
+def _user_turn(step: Step) -> tuple[str, str | None] | None:
+    """The message a customer sends for a test story's user step: its text, or the intent as a
+    payload (``/intent{"entity": "value"}``, as `switchboard test` sends it) when the step has none."""
+    if step.kind == "or" and step.alternatives:
+        step = step.alternatives[0]
+    if step.kind != "intent" or (step.name is None and step.user_text is None):
+        return None
+    if step.user_text is not None and step.user_text.strip():
+        text = step.user_text.strip()
+        return text, (text if text.startswith("/") else None)
+    values = {e.entity: e.value for e in step.entities if e.value is not None}
+    payload = f"/{step.name}" + (json.dumps(values, ensure_ascii=False) if values else "")
+    return payload, payload
+
+
+def story_workload(project: Path) -> Workload:
+    """The user turns of a Rasa project's test stories; stops with a message when it has none."""
+    files = rasa_test_files(project)
+    stories: tuple[Story, ...] = read_test_stories(files) if files else ()
+    played = tuple(turns for s in stories if (turns := tuple(t for step in s.steps if (t := _user_turn(step)))))
+    if not played:
+        raise SystemExit(f"{project}: no test stories with user turns (tests/test_*.yml): the bench plays a Rasa "
+                         "project's own test stories as its customers' conversations")
+    count = sum(len(s) for s in played)
+    return Workload(f"the {len(played)} test stories of {project} ({count} user turns), one conversation per story",
+                    stories=played)
+
+
+def question_workload(path: Path = QUESTIONS) -> Workload:
+    texts = read_questions(path)
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return Workload(f"{len(texts)} distinct questions from {shown}", texts=tuple(texts))
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every live process below it (from /proc/*/stat's parent ids)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants so far (/proc/PID/stat utime,
+    stime), plus what its waited-for children used (cutime, cstime)."""
+    total = 0
+    for p in _descendants(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue  # exited in between
+        fields = stat[stat.rindex(")") + 2:].split()  # fields from 3 (state) on; the name may hold spaces
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime (fields 14-17)
+    return total / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in _descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+class Probe(Protocol):
+    """Something read at the start and at the end of the measured window."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class CpuProbe:
+    """CPU seconds a process tree spent within the window."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._start = 0.0
+        self.seconds: float | None = None
+
+    def start(self) -> None:
+        self._start = process_cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        self.seconds = process_cpu_seconds(self.pid) - self._start
+
+
+class MongoProbe:
+    """Requests a MongoDB server received within the window (serverStatus ``network.numRequests``,
+    with the opcounters broken down), less the probe's own serverStatus calls; and the server's pid,
+    for its CPU when it runs on this machine."""
+
+    def __init__(self, uri: str) -> None:
+        from pymongo import MongoClient
+
+        self._client: Any = MongoClient(uri, serverSelectionTimeoutMS=5000)
+        first = self._status()
+        own = self._requests(self._status()) - self._requests(first)  # what one serverStatus adds
+        self._own = max(own, 0)
+        self.pid: int | None = int(first["pid"]) if isinstance(first.get("pid"), int) else None
+        self._start: dict[str, Any] = {}
+        self.requests: int | None = None
+        self.opcounters: dict[str, int] = {}
+
+    def _status(self) -> dict[str, Any]:
+        return dict(self._client.admin.command("serverStatus"))
+
+    @staticmethod
+    def _requests(status: dict[str, Any]) -> int:
+        return int(status["network"]["numRequests"])
+
+    def start(self) -> None:
+        self._start = self._status()
+
+    def stop(self) -> None:
+        end = self._status()
+        self.requests = self._requests(end) - self._requests(self._start) - self._own
+        self.opcounters = {k: int(v) - int(self._start["opcounters"].get(k, 0))
+                           for k, v in end["opcounters"].items()}
+
+    def close(self) -> None:
+        self._client.close()
 
 
 @dataclass
@@ -67,26 +261,55 @@ class Result:
     latencies: list[float]
     rss_mb: float
     ready_s: float
+    load_avg: float = 0.0
+    answered_in_window: int = 0          # answers that arrived within the measured window
+    cpu_s: float | None = None           # server CPU within the window
+    store_requests: int | None = None    # MongoDB requests within the window
+    store_ops: dict[str, int] = field(default_factory=dict)
+    db_cpu_s: float | None = None        # the MongoDB server's CPU within the window (when local)
+
+    def _per_message(self, value: float | None) -> float | None:
+        return None if value is None or not self.answered_in_window else value / self.answered_in_window
+
+    def figures(self) -> dict[str, float | None]:
+        lat = np.array(self.latencies) * 1000 if self.latencies else np.array([float("nan")])
+        cpu = self._per_message(self.cpu_s)
+        db_cpu = self._per_message(self.db_cpu_s)
+        trips = self._per_message(None if self.store_requests is None else float(self.store_requests))
+        return {"msg/s": self.messages / self.seconds, "p50 ms": float(np.percentile(lat, 50)),
+                "p95 ms": float(np.percentile(lat, 95)), "p99 ms": float(np.percentile(lat, 99)),
+                "errors": float(self.errors), "CPU ms/msg": None if cpu is None else cpu * 1000,
+                "store trips/msg": trips, "DB CPU ms/msg": None if db_cpu is None else db_cpu * 1000,
+                "RSS MB": self.rss_mb, "ready s": self.ready_s}
 
     def line(self) -> str:
-        lat = np.array(self.latencies) * 1000 if self.latencies else np.array([float("nan")])
-        return (f"{self.name:<12} {self.messages / self.seconds:8.1f} msg/s  p50 {np.percentile(lat, 50):7.1f} ms  "
-                f"p95 {np.percentile(lat, 95):7.1f} ms  p99 {np.percentile(lat, 99):7.1f} ms  errors {self.errors:5d}  "
+        f = self.figures()
+        text = (f"{self.name:<12} {f['msg/s']:8.1f} msg/s  p50 {f['p50 ms']:7.1f} ms  p95 {f['p95 ms']:7.1f} ms  "
+                f"p99 {f['p99 ms']:7.1f} ms  errors {self.errors:5d}  CPU {_fmt(f['CPU ms/msg'], 2)} ms/msg  "
                 f"RSS {self.rss_mb:6.0f} MB  ready {self.ready_s:5.1f} s")
+        if self.store_requests is not None:
+            ops = ", ".join(f"{k} {v}" for k, v in sorted(self.store_ops.items()) if v)
+            text += (f"\n{'':<12} store: {_fmt(f['store trips/msg'], 2)} round trips/msg ({self.store_requests} "
+                     f"requests for {self.answered_in_window} answers; opcounters {ops or 'none'}), "
+                     f"DB server CPU {_fmt(f['DB CPU ms/msg'], 2)} ms/msg")
+        return text
 
 
-def rss_mb(pid: int) -> float:
-    total = 0.0
-    pids = [pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-                    .stdout.split()]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except FileNotFoundError:
-            pass
-    return total
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def summary(results: Sequence[Result]) -> str:
+    """One markdown row per figure: the median over the runs and the spread (min-max)."""
+    rows = []
+    for key in results[0].figures():
+        values = [v for r in results if (v := r.figures()[key]) is not None and not np.isnan(v)]
+        if not values:
+            continue
+        digits = 2 if key in ("CPU ms/msg", "store trips/msg", "DB CPU ms/msg") else 1
+        spread = f" ({min(values):.{digits}f}-{max(values):.{digits}f})" if len(values) > 1 else ""
+        rows.append(f"{key} {statistics.median(values):.{digits}f}{spread}")
+    return f"{results[0].name:<12} median of {len(results)} run(s), (min-max): " + "; ".join(rows)
 
 
 class _Client:
@@ -129,33 +352,54 @@ class _Client:
         self._reader = self._writer = None
 
 
-async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: float,
-                rate: float | None = None) -> tuple[int, int, list[float]]:
+@dataclass
+class Drive:
+    ok: int
+    errors: int
+    latencies: list[float]
+    answered_in_window: int
+
+
+async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: float, workload: Workload,
+                rate: float | None = None, probes: Sequence[Probe] = ()) -> Drive:
     """Each of ``concurrency`` customers sends its next message when the answer to the last one
     arrives (saturation: the server's most messages per second), or, with ``rate``, at random
     (Poisson) moments adding up to ``rate`` messages per second over all customers. A customer still
     waits for an answer before sending again, and latency then counts from the moment the message
     was due, not when it could be sent, so a slow server cannot hide its stalls by slowing the
-    customers down (no coordinated omission)."""
+    customers down (no coordinated omission). ``probes`` are read (in a thread, so the customers are
+    not held up) when the measured window starts and when it ends."""
     latencies: list[float] = []
-    counts = {"ok": 0, "err": 0}
+    counts = {"ok": 0, "err": 0, "in_window": 0}
     host, port = url.removeprefix("http://").split(":")
     path = f"/bots/{bot}/webhooks/web"
     start = time.monotonic()
     measure_from = start + warmup
     stop_at = measure_from + duration
 
+    async def window() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
+        for probe in probes:
+            await asyncio.to_thread(probe.start)
+        await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
+        for probe in probes:
+            await asyncio.to_thread(probe.stop)
+
     async def customer(n: int) -> None:
         client = _Client(host, int(port))
         rng = random.Random(n)
+        messages = workload.messages(n)
         due = start + (rng.expovariate(rate / concurrency) if rate else 0.0)
-        i = 0
         try:
             while due < stop_at and time.monotonic() < stop_at:  # a server behind schedule has no time added
                 if rate:
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-                body = json.dumps({"conversation_id": f"load-{n}-{int(start)}", "message_id": f"m{i}",
-                                   "text": TEXTS[(n + i) % len(TEXTS)]}).encode()
+                m = next(messages)
+                fields: dict[str, str] = {"conversation_id": f"load-{m.conversation}-{int(start)}",
+                                          "message_id": m.message_id, "text": m.text}
+                if m.payload is not None:
+                    fields["payload"] = m.payload
+                body = json.dumps(fields).encode()
                 sent = due if rate else time.monotonic()
                 try:
                     status, payload = await client.post(path, body)
@@ -163,17 +407,18 @@ async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: f
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     ok = False
                 done = time.monotonic()
+                if ok and measure_from <= done <= stop_at:
+                    counts["in_window"] += 1
                 if sent >= measure_from:
                     counts["ok" if ok else "err"] += 1
                     if ok:
                         latencies.append(done - sent)
-                i += 1
                 due = due + rng.expovariate(rate / concurrency) if rate else time.monotonic()
         finally:
             await client.close()
 
-    await asyncio.gather(*(customer(n) for n in range(concurrency)))
-    return counts["ok"], counts["err"], latencies
+    await asyncio.gather(window(), *(customer(n) for n in range(concurrency)))
+    return Drive(counts["ok"], counts["err"], latencies, counts["in_window"])
 
 
 def server_env(data_dir: Path, mongodb_uri: str | None = None, **extra: str) -> dict[str, str]:
@@ -186,12 +431,15 @@ def server_env(data_dir: Path, mongodb_uri: str | None = None, **extra: str) -> 
     return env
 
 
-def run_server(cmd: list[str], env: dict[str, str], url: str) -> tuple[subprocess.Popen[bytes], float]:
+def run_server(cmd: list[str], env: dict[str, str], url: str, log: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a server (its output to ``log``) and wait until /readyz answers 200."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     while True:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {' '.join(cmd)}")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"server exited with {proc.returncode}: {' '.join(cmd)}\n{tail}")
         try:
             if httpx.get(url + "/readyz", timeout=1).status_code == 200:
                 return proc, time.monotonic() - started
@@ -203,54 +451,148 @@ def run_server(cmd: list[str], env: dict[str, str], url: str) -> tuple[subproces
         time.sleep(0.05)
 
 
-def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, args: argparse.Namespace) -> Result:
+def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, workload: Workload,
+          args: argparse.Namespace, log: Path, mongodb_uri: str | None = None, local_db: bool = False) -> Result:
+    """One run against one server: start it, drive the load, read the probes, stop it. ``local_db``:
+    the MongoDB server runs on this machine (started here), so its CPU is read too."""
     url = f"http://127.0.0.1:{port}"
-    proc, ready_s = run_server(cmd, env, url)
+    load_avg = os.getloadavg()[0]
+    proc, ready_s = run_server(cmd, env, url, log)
+    mongo = MongoProbe(mongodb_uri) if mongodb_uri else None
     try:
-        ok, err, lat = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup, args.rate))
+        cpu = CpuProbe(proc.pid)
+        db_cpu = CpuProbe(mongo.pid) if mongo is not None and mongo.pid and local_db else None
+        probes: list[Probe] = [cpu, *(p for p in (mongo, db_cpu) if p is not None)]
+        run = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup, workload, args.rate, probes))
         rss = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return Result(name, ok, err, args.duration, lat, rss, ready_s)
+        if mongo is not None:
+            mongo.close()
+    return Result(name, run.ok, run.errors, args.duration, run.latencies, rss, ready_s, load_avg,
+                  run.answered_in_window, cpu.seconds,
+                  mongo.requests if mongo is not None else None, mongo.opcounters if mongo is not None else {},
+                  db_cpu.seconds if db_cpu is not None else None)
 
 
-def main() -> None:
+def has_model(bot_dir: Path) -> bool:
+    return bool(list_artifacts(bot_dir / "models")) if (bot_dir / "models").is_dir() else False
+
+
+def prepare_bot(path: Path, workdir: Path) -> tuple[Path, BotSpec, Workload]:
+    """The bot folder to serve, its spec and what its customers say. A Rasa project plays its test
+    stories; one without a model is trained (``switchboard train --fast``) into a copy under
+    ``workdir`` first. A bot.yml bot says the shipped questions and must be trained already."""
+    try:
+        spec, _ = load_bot_folder(path)
+    except ConfigError as exc:
+        raise SystemExit("\n".join(exc.problems)) from None
+    rasa = is_rasa_project(path)
+    workload = story_workload(path) if rasa else question_workload()
+    if has_model(path):
+        return path, spec, workload
+    if not rasa:
+        raise SystemExit(f"{path}: no trained model; run `switchboard train {path}` first")
+    copy = workdir / path.resolve().name
+    shutil.copytree(path, copy, ignore=shutil.ignore_patterns("models", "results", "__pycache__"))
+    print(f"{path}: no trained model; training a copy with `switchboard train --fast` ...", flush=True)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "connectors.cli", "train", str(copy), "--fast"], cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                          capture_output=True, text=True)
+    if done.returncode != 0 or not has_model(copy):
+        raise SystemExit(f"{path}: `switchboard train {path} --fast` failed (exit {done.returncode}); train it "
+                         f"yourself and run the bench again:\n{(done.stdout + done.stderr)[-3000:]}")
+    print(f"{path}: trained in {time.monotonic() - started:.1f} s", flush=True)
+    return copy, spec, workload
+
+
+def _secantus_executable() -> str:
+    beside = Path(sys.executable).parent / "secantusd-py"
+    found = str(beside) if beside.exists() else shutil.which("secantusd-py")
+    if found is None:
+        raise SystemExit("--mongodb needs the MongoDB wire-protocol test server: pip install SecantusDB==0.7.0b3 "
+                         "(or give --mongodb-uri of a running MongoDB)")
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bot", type=Path, default=ROOT / "examples" / "support")
+    parser.add_argument("--bot", type=Path, default=ROOT / "examples" / "support",
+                        help="a trained bot.yml bot, or a Rasa project folder (trained here with --fast if it "
+                             "has no model; its test stories are what the customers say)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--runs", type=int, default=1, help="consecutive runs (fresh servers each); prints the "
+                                                            "median and spread over them")
     parser.add_argument("--threads", type=int, default=1, help="NLU threads of each server")
-    parser.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded store")
+    stores = parser.add_mutually_exclusive_group()
+    stores.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded store (round trips are "
+                                             "counted with serverStatus, which the user must be allowed to run)")
+    stores.add_argument("--mongodb", action="store_true", help="start SecantusDB (the MongoDB wire-protocol server "
+                                                             "of tests/fixtures/mongo.py) and use it as the store")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--rate", type=float, help="messages per second over all customers, at random (Poisson) "
                                                     "moments; default: each customer sends again as soon as answered")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.duration <= 0 or args.concurrency < 1:
+        parser.error("--runs and --concurrency must be at least 1, --duration above 0")
+    if not Path("/proc/self/stat").is_file():
+        raise SystemExit("this bench reads CPU times from /proc: Linux only")
+    if args.mongodb:
+        _secantus_executable()
 
-    spec = load_bot(args.bot)
-    print(f"bot {spec.name} ({len(spec.intents)} intents), {args.concurrency} concurrent customers, "
-          f"{args.duration:g} s (+{args.warmup:g} s warm-up), "
-          f"{f'{args.rate:g} msg/s offered' if args.rate else 'each sends when answered'}, NLU threads {args.threads}, "
-          f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; customers say {TEXTS_FROM}")
-    data_dir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
-    env = server_env(data_dir, args.mongodb_uri, SWITCHBOARD_NLU_THREADS=str(args.threads))
-    results = []
-    port = free_port()
-    results.append(bench("switchboard", [sys.executable, "-m", "connectors.cli", "serve", str(args.bot), "--port",
-                                         str(port)], env, port, spec.name, args))
-    print(results[-1].line(), flush=True)
-    if not args.skip_baseline:
-        port = free_port()
-        results.append(bench("naive-hf", [sys.executable, "bench/naive_server.py", "--port", str(port), "--labels",
-                                          str(len(spec.intents)), "--threads", str(args.threads)],
-                             env, port, spec.name, args))
-        print(results[-1].line(), flush=True)
-        a, b = results
-        print(f"ratio: {(a.messages / max(b.messages, 1)):.1f}x throughput, p99 "
-              f"{np.percentile(b.latencies, 99) / np.percentile(a.latencies, 99):.1f}x lower"
-              if a.latencies and b.latencies else "ratio: n/a")
-    shutil.rmtree(data_dir, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
+    secantus = None
+    try:
+        bot_dir, spec, workload = prepare_bot(args.bot, workdir)
+        if args.mongodb:
+            from tests.fixtures.mongo import SecantusServer
+
+            secantus = SecantusServer(workdir / "secantus")
+            secantus.start()
+        store = "SecantusDB (started here)" if secantus else "MongoDB" if args.mongodb_uri else "embedded SQLite"
+        print(f"bot {spec.name} ({len(spec.intents)} intents), {args.concurrency} concurrent customers, "
+              f"{args.duration:g} s (+{args.warmup:g} s warm-up) x {args.runs} run(s), "
+              f"{f'{args.rate:g} msg/s offered' if args.rate else 'each sends when answered'}, NLU threads "
+              f"{args.threads}, store {store}, cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; "
+              f"customers say {workload.source}", flush=True)
+        results: dict[str, list[Result]] = {}
+        for run in range(1, args.runs + 1):
+            data_dir = workdir / f"data-{run}"
+            mongodb_uri = secantus.uri(f"load_{run}") if secantus is not None else args.mongodb_uri
+            env = server_env(data_dir, mongodb_uri, SWITCHBOARD_NLU_THREADS=str(args.threads))
+            port = free_port()
+            servers = [("switchboard", [sys.executable, "-m", "connectors.cli", "serve", str(bot_dir), "--port",
+                                        str(port)], port, mongodb_uri)]
+            if not args.skip_baseline:
+                base_port = free_port()
+                servers.append(("naive-hf", [sys.executable, "bench/naive_server.py", "--port", str(base_port),
+                                             "--labels", str(len(spec.intents)), "--threads", str(args.threads)],
+                                base_port, None))
+            for name, cmd, server_port, uri in servers:
+                result = bench(name, cmd, env, server_port, spec.name, workload, args,
+                               workdir / f"{name}-{run}.log", uri, local_db=secantus is not None)
+                results.setdefault(name, []).append(result)
+                print(f"run {run}/{args.runs}, load average {result.load_avg:.2f} at start: {result.line()}",
+                      flush=True)
+        if args.runs > 1:
+            for runs in results.values():
+                print(summary(runs))
+        if "naive-hf" in results:
+            a, b = results["switchboard"], results["naive-hf"]
+            a_p99 = statistics.median(r.figures()["p99 ms"] or float("nan") for r in a)
+            b_p99 = statistics.median(r.figures()["p99 ms"] or float("nan") for r in b)
+            a_rate = statistics.median(r.messages for r in a)
+            b_rate = statistics.median(r.messages for r in b)
+            print(f"ratio (medians): {a_rate / max(b_rate, 1):.1f}x throughput, p99 {b_p99 / a_p99:.1f}x lower"
+                  if a_p99 == a_p99 and b_p99 == b_p99 else "ratio: n/a")
+    finally:
+        if secantus is not None:
+            secantus.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
