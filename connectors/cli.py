@@ -142,7 +142,7 @@ def _test(args: argparse.Namespace) -> int:
     try:
         with logging_redirect_tqdm():
             results = asyncio.run(run_story_tests(args.bot_dir, args.paths, settings=settings,
-                                                  on_start=started, on_story=story_done))
+                                                  on_start=started, on_story=story_done, replay=args.replay))
     finally:
         if bar is not None:
             bar.close()
@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--out", type=Path, help="report folder (default: BOT_DIR/results)")
     test.add_argument("--min-accuracy", type=_fraction, metavar="X",
                       help="exit 1 when the action-level accuracy (0-1) is below X")
+    test.add_argument("--replay", action="store_true",
+                      help="evaluate as `rasa test` does: each story's own events are the history and the policies "
+                           "predict its actions (nothing is run); for test stories written for Rasa")
     test.set_defaults(func=_test)
     tg = sub.add_parser("telegram", help="Telegram: register the webhook once, or long-poll for development")
     tg_sub = tg.add_subparsers(dest="telegram_command", required=True)

@@ -25,7 +25,12 @@ After each message the turn's stored events are compared with the story, as ``ra
 
 A story with any difference fails. Unlike ``rasa test core``, which feeds the story's own actions
 back after a wrong prediction, the conversation goes on with what the bot really did: the story is
-what a customer would have seen. ``failed_test_stories.yml`` holds the failed stories with
+what a customer would have seen. With ``replay`` (``switchboard test --replay``) a story is evaluated as
+``rasa test`` evaluates it instead (``_ReplayRun``): its own events are the history, the policies
+predict each of its actions, no action runs; test stories written for Rasa (a form the story ends
+without the answers it would ask for) are judged as Rasa judges them.
+
+``failed_test_stories.yml`` holds the failed stories with
 ``# predicted: ...`` comments where Rasa writes them; ``training/story_reports.py`` writes the
 report files from ``StoryTestResults``.
 """
@@ -33,26 +38,30 @@ report files from ``StoryTestResults``.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bots.dialogue.domain import ACTION_LISTEN, DEFAULT_ACTIONS, NLU_FALLBACK_INTENT, REQUESTED_SLOT, Step, Story
-from bots.dialogue.policies import story_paths
+from bots.dialogue.engine import policies_for
+from bots.dialogue.policies import Tracker, _step_user, _step_value, story_paths
 from bots.dialogue.rasa_data import read_test_stories
 from bots.dialogue.rasa_project import rasa_test_files
 from bots.dialogue.spec import DialogueSpec
 from bots.dialogue.state import State
 from bots.errors import ConfigError
 from bots.events import ACTION, BOT, NLU, Event
-from bots.runtime import BotRuntime, ModelLoader, Runtime, load_onnx_model
+from bots.runtime import BotRuntime, ModelLoader, Runtime, load_onnx_model, parse_payload
 from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
 from bots.types import ConversationRef, UserMessage
+
+log = logging.getLogger("switchboard.test")
 
 CHANNEL = "test"          # the channel the stories' messages arrive on (no channel-specific response variation)
 NONE = "None"             # the prediction paired with a story action the bot never reached
@@ -318,8 +327,8 @@ class _StoryRun:
         assert turn is not None, "an answered message is stored"
         return list(turn.events), seconds
 
-    def _check_user(self, index: int, step: Step, events: list[Event]) -> None:
-        nlu = next((e.data for e in events if e.kind == NLU), {})
+    def _check_user(self, index: int, step: Step, nlu: Mapping[str, Any]) -> None:
+        """A user step against what the served NLU made of its text (``nlu``: the NLU event's data)."""
         intent = str(nlu.get("intent") or "")
         confidence = nlu.get("confidence")
         if isinstance(confidence, int | float) and confidence < self.bot.spec.fallback_threshold:
@@ -351,7 +360,7 @@ class _StoryRun:
             events, seconds = await self._send(user_step)
             self.results.turn_seconds.append(seconds)
             self.turns += 1
-            self._check_user(turn.user, user_step, events)
+            self._check_user(turn.user, user_step, next((e.data for e in events if e.kind == NLU), {}))
         # Split the turn's events into segments: before the first action (the message and the extraction),
         # then one per action run (the action's own events follow its ACTION event).
         snapshots: list[_Snapshot] = []   # state after segment k (k = 0: before any action)
@@ -430,6 +439,89 @@ class _StoryRun:
         return "\n".join(lines) + "\n"
 
 
+class _ReplayRun(_StoryRun):
+    """One story path evaluated as ``rasa test`` evaluates it (``rasa.core.test``): the story's own events
+    are the conversation's history and the bot's policies predict each of its actions in turn; actions
+    are not run. After a user step the tracker holds the story's intent and entities (and the slots they
+    fill, as training plays stories), whatever the NLU predicted (compared all the same); after each
+    action step it holds the story's action, ``slot_was_set`` and ``active_loop`` steps set what they
+    say. When the active form is predicted where the story runs something else, the form's rejection is
+    emulated and the policies asked again (Rasa's ``emulate_loop_rejection``). Each turn ends with the
+    ``action_listen`` the story implies. Needed for test stories written for ``rasa test``: a form that
+    the story fills (or ends, ``active_loop: null``) without the messages it would need when it runs."""
+
+    async def run(self) -> StoryResult:
+        dialogue = self.bot.dialogue
+        self.ensemble = self.bot.policies or policies_for(dialogue)
+        self.tracker = Tracker(dialogue.domain, nlu_threshold=self.bot.spec.fallback_threshold)
+        self.tracker.new_session(False)
+        return await super().run()
+
+    async def _understood(self, step: Step) -> Mapping[str, Any]:
+        text = step.user_text or ""
+        understanding = parse_payload(text, self.bot.spec, self.bot.dialogue) if text.startswith("/") else None
+        if understanding is None:
+            understanding = await self.bot.pipeline.process(text, await self.bot.understand(text),
+                                                            reference_time=time.time())
+        return understanding.to_dict()
+
+    def _predict(self, rejected: bool) -> str:
+        t = self.tracker
+        return self.ensemble.predict(t, loop_rejected=rejected, latest_action=t.prev_action).action
+
+    async def _turn(self, turn: _Turn) -> None:
+        t = self.tracker
+        if turn.user is not None:
+            step = self.steps[turn.user]
+            if step.user_text is not None:
+                started = time.perf_counter()
+                nlu = await self._understood(step)
+                self.results.turn_seconds.append(time.perf_counter() - started)
+                self._check_user(turn.user, step, nlu)
+            self.turns += 1
+            _step_user(t, step)
+        rejected = False
+        for i in turn.items:
+            step = self.steps[i]
+            if step.kind == "slot_was_set":
+                for name, value in step.slots:
+                    t.set_slot(name, _step_value(t.domain.slots.get(name), value, rule=False))
+                continue
+            if step.kind == "active_loop":
+                t.set_loop(step.name)
+                continue
+            target = str(step.name)
+            predicted = self._predict(rejected)
+            if predicted != target and predicted == t.loop and not rejected:
+                rejected = True  # the form might have rejected the message: ask again without it (Rasa's emulation)
+                predicted = self._predict(rejected)
+            ran = target
+            if step.kind == "bot":   # an end-to-end bot text: right when the predicted response can say it
+                ran = predicted
+                if target in {v.text for v in t.domain.responses.get(predicted, ())}:
+                    predicted = target
+            self._compare(target, predicted, step.where, i)
+            if ran == t.loop:
+                rejected = False
+            t.action(ran)
+        if turn.user is not None:   # the bot waits for the customer: the turn's last prediction is action_listen
+            last = (turn.items or [turn.user])[-1]
+            predicted = self._predict(rejected)
+            self._compare(ACTION_LISTEN, predicted, self.steps[last].where, None, after=last)
+            t.action(ACTION_LISTEN)
+
+    def _compare(self, target: str, predicted: str, where: str, index: int | None, after: int = 0) -> None:
+        self.results.action_targets.append(target)
+        self.results.action_predictions.append(predicted)
+        if target == predicted:
+            return
+        if index is not None:
+            self.comments[index] = predicted
+        else:
+            self.listen_after[after] = predicted
+        self.fail(where, f"{target!r} expected, the bot's policies predicted {predicted!r}")
+
+
 def _entities_text(entities: set[tuple[str, str]]) -> str:
     return ", ".join(f"{e}={v!r}" for e, v in sorted(entities)) or "none"
 
@@ -438,16 +530,20 @@ def _entities_text(entities: set[tuple[str, str]]) -> str:
 async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings: Settings | None = None,
                           model_loader: ModelLoader = load_onnx_model,
                           on_story: Callable[[StoryResult], None] | None = None,
-                          on_start: Callable[[int], None] | None = None) -> StoryTestResults:
+                          on_start: Callable[[int], None] | None = None, replay: bool = False) -> StoryTestResults:
     """Run the test stories of ``bot_dir`` (or ``paths``) through the served pipeline.
 
     ``settings`` are the serving settings (``Settings.from_env()`` by the CLI); the store is always a
     temporary embedded one. ``on_start(n)`` is told how many conversations will run, ``on_story`` gets
     each result as it is known (a progress bar). ConfigError for a bot ``serve`` would refuse, or test
     stories that are malformed or name what the bot does not have (``file:line``); ArtifactError when
-    the bot has no trained model."""
+    the bot has no trained model. ``replay``: each story is evaluated as ``rasa test`` does (its own events
+    are the history, the policies predict its actions, nothing is run; see ``_ReplayRun``)."""
     files = story_files(bot_dir, paths)
-    stories = read_test_stories(files)
+    notes: list[str] = []
+    stories = read_test_stories(files, notes)
+    for note in notes:
+        log.warning("%s", note)
     base = settings or Settings()
     with tempfile.TemporaryDirectory(prefix="switchboard-test-") as tmp:
         # The conversations exist only for this run: a pseudonym key of its own is as good as any.
@@ -470,7 +566,8 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
             for n, (story, steps) in enumerate(paths_):
                 source = story.where.rsplit(":", 1)[0]
                 source = sources.get(str(Path(source).resolve()), source)
-                outcome = await _StoryRun(runtime, bot, story, steps, source, f"test-{n}", results).run()
+                run = (_ReplayRun if replay else _StoryRun)(runtime, bot, story, steps, source, f"test-{n}", results)
+                outcome = await run.run()
                 results.stories.append(outcome)
                 if on_story is not None:
                     on_story(outcome)

@@ -612,11 +612,27 @@ class RulePolicy:
                 return Prediction(tracker.loop, 1.0, "RulePolicy")
             if latest_action == tracker.loop:
                 return Prediction(ACTION_LISTEN, 1.0, "RulePolicy")
-        found = self.matches([*tracker.frames[tracker.session_start:], current], excluded)
+        history = [*tracker.frames[tracker.session_start:], current]
+        found = self.matches(history, excluded)
         if not found:
             return None
         key, action = found[0]
+        loop = tracker.loop
+        if (action == ACTION_LISTEN and loop is not None and loop not in excluded
+                and f"loop:{loop}" not in key.frames[-1]):
+            # Rasa: a general rule (one that does not state the loop) waiting for the user inside an active loop
+            # gives the turn back to the loop ("rules might not explicitly switch back to the loop"), unless a
+            # rule of the loop's unhappy path goes on with another action here (then the rules predict nothing).
+            if self._unhappy_path_goes_on(history, loop):
+                return None
+            return Prediction(loop, 1.0, "RulePolicy", self.owners[key][0].where)
         return Prediction(action, 1.0, "RulePolicy", self.owners[key][0].where)
+
+    def _unhappy_path_goes_on(self, history: Sequence[Frame], loop: str) -> bool:
+        """A rule stating the active loop applies here and goes on with an action other than waiting or the
+        loop (Rasa's DO_NOT_PREDICT_LOOP_ACTION)."""
+        return any(f"loop:{loop}" in key.frames[-1] and action not in (ACTION_LISTEN, loop) and key.applies(history)
+                   for key, action in self.lookup.items())
 
     # -- check_for_contradictions ----------------------------------------------------------------------------
     @staticmethod

@@ -103,10 +103,17 @@ def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
     top = as_mapping(root, "config.yml", findings)
     if top is None:
         return config
-    check_keys(top, "config.yml", _CONFIG_KEYS, findings,
-               {"importers": "custom training data importers; Switchboard reads the project's folders",
-                "data": "training data paths in config.yml; keep the data under data/",
-                "action_factory": "Rasa 1's action factory"})
+    unsupported = {"importers": "custom training data importers; Switchboard reads the project's folders",
+                   "data": "training data paths in config.yml; keep the data under data/",
+                   "action_factory": "Rasa 1's action factory"}
+    for key, value in top.items():
+        if key not in _CONFIG_KEYS and key not in unsupported:
+            # Rasa's schema for config.yml takes any key (``allowempty``) and reads only its own, so a project
+            # Rasa trains may carry others (e.g. a session_config copied from the domain): noted, not refused.
+            findings.note(value.key_where(), f"config.yml: '{key}' is not a config.yml key ({', '.join(_CONFIG_KEYS)}"
+                                             "): not read, as Rasa does not read it")
+    check_keys({k: v for k, v in top.items() if k in _CONFIG_KEYS or k in unsupported}, "config.yml", _CONFIG_KEYS,
+               findings, unsupported)
     if "recipe" in top and top["recipe"].value not in ("default.v1", None):
         findings.unsupported(top["recipe"].key_where(), f"recipe {top['recipe'].value!r} (read as default.v1)")
     if "language" in top:

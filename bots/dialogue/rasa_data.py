@@ -324,8 +324,11 @@ def _user_step(item: Located, fields: dict[str, Located], what: str, findings: F
             user_text = example.text
             entities = [StoryEntity(e.entity, e.value, e.role, e.group, e.start, e.end) for e in example.entities]
         if "entities" in fields:
-            findings.error(fields["entities"].key_where(), f"{what}: a 'user' step annotates its entities in the text "
-                                                       f"([Berlin](city)), not under 'entities'")
+            # Rasa's reader takes a user step's entities from the text's annotations and ignores 'entities'
+            # beside 'user' (the step expects what the text annotates): read the same, with a note.
+            findings.note(fields["entities"].key_where(), f"{what}: 'entities' beside 'user' is not read: a 'user' "
+                                                      f"step's entities are the ones annotated in its text "
+                                                      f"([Berlin](city)), as Rasa reads it")
     elif "entities" in fields:
         entities = _entities(fields["entities"], what, findings)
     return Step("intent", intent, entities=tuple(entities), user_text=user_text, where=item.key_where())
@@ -392,12 +395,15 @@ def _active_loop(item: Located, what: str, findings: Findings) -> Step | None:
     return None if name is None else Step("active_loop", name, where=item.key_where())
 
 
-def read_test_stories(paths: list[Path]) -> tuple[Story, ...]:
+def read_test_stories(paths: list[Path], notes: list[str] | None = None) -> tuple[Story, ...]:
     """Rasa test stories (``tests/test_*.yml``: stories whose user steps carry ``user:`` text) in the one
-    model; ConfigError with every problem. For ``switchboard test``."""
+    model; ConfigError with every problem. ``notes`` (when given) gets what was read differently from how it
+    is written (``file:line: ...``). For ``switchboard test``."""
     findings = Findings()
     data = TrainingData()
     for path in paths:
         read_data_file(path, data, findings, nlu=False)
     findings.raise_errors()
+    if notes is not None:
+        notes.extend(findings.notes)
     return tuple(data.stories)
