@@ -16,7 +16,9 @@ intents:
         buttons: [{title: My last order, payload: /cancel_order}]
 ```
 
-Every problem is reported with ``file:line`` and what to fix, all at once.
+Every problem is reported with ``file:line`` and what to fix, all at once. bot.yml is read as
+YAML 1.2, as Rasa reads its files (bots/yamlspan.py): an intent ``yes:`` is "yes" and
+``response: no`` says "no"; YAML 1.1 once made them ``True`` and ``False``.
 
 A bot folder may instead be a Rasa 3.x project, or bot.yml may point at Rasa files with
 ``rasa:`` (then ``intents`` may be left out): bots/loader.py chooses, and
@@ -176,6 +178,14 @@ def fill_template(variants: tuple[str, ...] | list[str], values: Mapping[str, st
     return None
 
 
+def _quote_hint(value: Any) -> str:
+    """Why a YAML boolean is not text, and the fix: ``true``/``false`` are booleans, quoted they are words."""
+    if isinstance(value, bool):
+        word = "true" if value else "false"
+        return f" (YAML reads {word} as a boolean: write it in quotes, \"{word}\", to mean the word)"
+    return ""
+
+
 def _examples_of(item: Located, problems: list[str], intent: str) -> list[tuple[str, int]]:
     """Examples as a YAML list or as Rasa's block string of ``- `` lines."""
     if isinstance(item.value, str):
@@ -194,7 +204,8 @@ def _examples_of(item: Located, problems: list[str], intent: str) -> list[tuple[
         out = []
         for x in item.value:
             if not isinstance(x.value, str | int | float) or isinstance(x.value, bool) or not str(x.value).strip():
-                problems.append(f"{x.where()}: intent {intent!r}: each example must be non-empty text")
+                problems.append(f"{x.where()}: intent {intent!r}: each example must be non-empty text"
+                                + _quote_hint(x.value))
                 continue
             out.append((str(x.value).strip(), x.line))
         return out
@@ -237,7 +248,8 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
                     responses.append(variant[0])
                 continue
             if not isinstance(x.value, str) or not x.value.strip():
-                problems.append(f"{x.where()}: intent {name!r}: a response must be non-empty text")
+                problems.append(f"{x.where()}: intent {name!r}: a response must be non-empty text"
+                                + _quote_hint(x.value))
             else:
                 responses.append(x.value)
     return Intent(name=name, examples=tuple(examples), responses=tuple(responses), line=item.line,
@@ -324,7 +336,7 @@ def load_bot(directory: Path | str) -> BotSpec:
     path = directory / "bot.yml"
     if not directory.is_dir():
         raise ConfigError(f"{directory}: not a bot folder (expected a folder containing bot.yml)")
-    root = load_located(path)
+    root = load_located(path, yaml12=True)  # YAML 1.2 scalars (bots/yamlspan.py): `no` is text
     return parse_bot(root, directory)
 
 

@@ -67,7 +67,7 @@ def read_bot_folder(directory: Path | str, findings: Findings) -> tuple[BotSpec,
     bot_file = directory / "bot.yml"
     if bot_file.is_file():
         try:
-            root = load_located(bot_file)
+            root = load_located(bot_file, yaml12=True)  # YAML 1.2 scalars: `yes:` is an intent, not True
         except ConfigError as exc:
             findings.errors.extend(exc.problems)
             return None

@@ -4,8 +4,13 @@ each value came from, so that validation errors can say ``file:line: what to fix
 ``yaml12=True`` reads plain scalars as YAML 1.2's core schema does (as Rasa's loader, ruamel in
 1.2 mode, reads its files): only ``true``/``false`` are booleans, so ``yes``, ``no``, ``on``,
 ``off``, ``y`` and ``n`` stay text (an intent named ``yes`` must not become ``True``), ``010``
-is ten, ``0o10`` eight, and ``1:20`` or ``2024-01-01`` stay text. bot.yml keeps PyYAML's YAML
-1.1 reading, as it always had.
+is ten, ``0o10`` eight, and ``1:20`` or ``2024-01-01`` stay text. bot.yml is read this way too
+(bots/loader.py, bots/botspec.py): ``response: no`` is the word "no", and a setting that wants a
+boolean and is given ``yes`` is refused at its line by that setting's check.
+
+Mapping keys are names: a plain key that a schema would turn into a boolean or a number (``yes:``,
+``true:``, ``off:``, ``010:``) is read as the text written, in both modes, so an intent ``yes:``
+is "yes" and never ``True``; a null key (``~:``, ``null:``) is refused with its line.
 """
 
 from __future__ import annotations
@@ -71,9 +76,12 @@ def _to_located(node: yaml.Node, file: str, loader_cls: type[yaml.SafeLoader] = 
         out: dict[str, Located] = {}
         for key_node, value_node in node.value:
             key = _to_located(key_node, file, loader_cls)
-            if not isinstance(key.value, str | int | float | bool):
+            if isinstance(key.value, bool | int | float) and isinstance(key_node, yaml.ScalarNode):
+                name = str(key_node.value)  # the name as written: `yes:` is "yes", never True
+            elif isinstance(key.value, str):
+                name = key.value
+            else:
                 raise ConfigError(f"{file}:{key.line}: mapping keys must be plain names")
-            name = str(key.value)
             if name in out:
                 raise ConfigError(f"{file}:{key.line}: duplicate key {name!r} (first at line {out[name].line})")
             value = _to_located(value_node, file, loader_cls)

@@ -38,8 +38,8 @@ from bots.errors import ConfigError
 from bots.types import Entity
 from training.answers_config import KB_SUFFIXES, AnswersConfig, parse_answers_config
 
-__all__ = ["AnswerIndex", "AnswersConfig", "QAPair", "build_index", "parse_answers_config", "wants_answers",
-           "write_index"]
+__all__ = ["AnswerIndex", "AnswersConfig", "QAPair", "build_index", "pair_intents", "parse_answers_config",
+           "wants_answers", "write_index"]
 
 RESPONSES_DIR = "responses"
 INDEX = "index.json"
@@ -294,6 +294,11 @@ def write_index(index: AnswerIndex, encoder: Encoder, artifact_dir: Path) -> Pat
     tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
     tmp.replace(out / INDEX)
     return out
+
+
+def pair_intents(bot: BotSpec, cfg: AnswersConfig) -> set[str]:
+    """The intents the bot's question→answer pairs files (``answers: pairs:``) answer."""
+    return {pair.intent for name in cfg.pairs for pair in read_pairs_csv(bot.directory / name)}
 
 
 def wants_answers(bot: BotSpec) -> bool:

@@ -10,7 +10,9 @@ bot whose dialogue is wrong never trains. BOT_DIR is a bot.yml bot or a Rasa 3.x
 (bots/loader.py). When the bot's policies ask for the learned next-action model (a Rasa project
 with TEDPolicy, or none listed) and it has stories, ``train`` trains it first (training/policy.py,
 seconds) and writes it into the artifact with the NLU model; its figures go in the manifest
-(``extra.policy``).
+(``extra.policy``). An intent that ``--data`` (or corrections.yml) labels and the bot does not
+declare is refused at its first example's ``file:line`` (the bot would fall back on it every
+time), unless the bot's answer pairs (``answers: pairs:``) answer it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bots.artifact import Manifest
 from bots.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:
+    from bots.botspec import BotSpec
+    from training.answers_config import AnswersConfig
+    from training.data import NluData
 
 EXIT_OK, EXIT_GATE, EXIT_CONFIG = 0, 1, 2
 CORRECTIONS_FILE = "corrections.yml"  # written by `switchboard export-corrections`; merged by train
@@ -77,6 +85,31 @@ def _config_from_bot(section: Any) -> dict[str, Any]:
     return values
 
 
+def _check_extra_intents(bot: BotSpec, domain_intents: Iterable[str], extra: Sequence[NluData],
+                         answers: AnswersConfig | None) -> None:
+    """An intent in ``--data`` (or corrections) that the bot does not declare is served by the bot's
+    answer pairs (no rule: the dialogue's fallback asks the answer provider first, which answers from
+    that intent's pairs) or refused, each at its first example's file:line: never trained into a
+    model whose bot then falls back on it every time."""
+    from bots.dialogue.domain import DEFAULT_INTENTS
+    from training.answers import pair_intents
+    from training.data import undeclared_intents
+
+    found = undeclared_intents(extra, {*bot.intents, *domain_intents, *DEFAULT_INTENTS})
+    answered = pair_intents(bot, answers) if answers is not None and found else set()
+    problems = []
+    for intent, where in found.items():
+        if intent in answered:
+            print(f"note: {where}: intent {intent!r} is not in {bot.source}; the bot's answer pairs answer it")
+            continue
+        problems.append(f"{where}: intent {intent!r} is in the training data but not in {bot.source}: the model "
+                        f"would learn it and the bot would fall back on it every time. Declare it in {bot.source} "
+                        f"with a response, give the bot answer pairs for it (answers: pairs:), or remove it from "
+                        f"the data")
+    if problems:
+        raise ConfigError(problems)
+
+
 def _train(args: argparse.Namespace) -> int:
     from bots.dialogue.check import check_bot_folder
     from training.config import TrainConfig
@@ -92,8 +125,7 @@ def _train(args: argparse.Namespace) -> int:
     from training.answers import parse_answers_config, wants_answers
 
     answers = wants_answers(bot)
-    if answers:
-        parse_answers_config(bot)  # a bad answers/knowledge_base section fails before minutes of training
+    answers_cfg = parse_answers_config(bot) if answers else None  # a bad section fails before minutes of training
     section = bot.sections.get("training")
     cfg = TrainConfig.from_dict(_config_from_bot(section), where=section.where() if section else "training config")
     cfg = cfg.with_overrides(
@@ -107,6 +139,7 @@ def _train(args: argparse.Namespace) -> int:
         fixed = load_data(corrections)
         parts.append(replace(fixed, samples=tuple(replace(s, pinned=True) for s in fixed.samples)))
         print(f"using {len(fixed.samples)} corrections from {corrections}")
+    _check_extra_intents(bot, report.loaded[1].domain.intents, parts[1:], answers_cfg)
     data = merge(parts)
     data = clean(data, min_examples=cfg.min_examples_per_intent, max_per_intent=cfg.max_examples_per_intent,
                  seed=cfg.seed)

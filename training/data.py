@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bots.botspec import BotSpec
@@ -72,6 +72,19 @@ def from_bot(bot: BotSpec) -> NluData:
     samples = [Sample(ex.text, intent.name, ex.entities, ex.where or f"{bot.file}:{intent.line}")
                for intent in bot.intents.values() for ex in intent.examples]
     return NluData(tuple(samples), dict(bot.synonyms))
+
+
+def undeclared_intents(parts: Iterable[NluData], known: Collection[str]) -> dict[str, str]:
+    """Intents labelled in ``parts`` (``--data`` files, corrections) that ``known`` (the bot's intents)
+    lacks, each with the ``file:line`` of its first example, in the order met. The model would learn
+    such an intent and the dialogue would have no answer for it: ``switchboard train`` serves it
+    through the bot's answer pairs or refuses it (training/cli.py), never a silent fallback."""
+    found: dict[str, str] = {}
+    for part in parts:
+        for s in part.samples:
+            if s.intent not in known and s.intent not in found:
+                found[s.intent] = s.source or "?"
+    return found
 
 
 def merge(parts: Iterable[NluData]) -> NluData:

@@ -7,7 +7,8 @@
 - CSV with a header ``text,intent`` (``category`` or ``label`` is accepted for ``intent``, as in BANKING77).
 - The Bitext customer-support CSV (``instruction,intent,entity_type,...,start_offset,end_offset``).
 
-Every problem is reported as ``file:line: reason``, all at once.
+Every problem is reported as ``file:line: reason``, all at once. Rasa files are read as YAML 1.2,
+as Rasa reads them (bots/yamlspan.py): ``- intent: yes`` is the intent "yes", never ``True``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def load_data(path: Path) -> NluData:
     if path.suffix.lower() in (".yml", ".yaml"):
         if path.name == "bot.yml":
             return from_bot(load_bot_folder(path.parent)[0])
-        root = load_located(path)
+        root = load_located(path, yaml12=True)  # Rasa files are YAML 1.2: `- intent: yes` is "yes"
         if isinstance(root.value, dict) and "nlu" in root.value:
             return load_rasa_nlu(path, root)
         if isinstance(root.value, dict) and "intents" in root.value:
@@ -80,7 +81,7 @@ def _examples(item: Located, problems: list[str], what: str) -> list[tuple[str, 
 
 
 def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
-    root = root or load_located(path)
+    root = root or load_located(path, yaml12=True)
     problems: list[str] = []
     samples: list[Sample] = []
     synonyms: dict[str, str] = {}
@@ -97,6 +98,10 @@ def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
         kind = next((k for k in _RASA_KEYS if k in fields), None)
         if kind is None:
             problems.append(f"{item.where()}: nlu item needs one of {', '.join(_RASA_KEYS)}")
+            continue
+        if isinstance(fields[kind].value, bool) or fields[kind].value is None:
+            problems.append(f"{fields[kind].where()}: {kind} name {fields[kind].value!r} is not a name (YAML reads "
+                            f"true/false/null as values: write the name in quotes)")
             continue
         name = str(fields[kind].value)
         if "examples" not in fields:
@@ -123,7 +128,7 @@ def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
 def load_rasa_domain(path: Path, root: Located | None = None) -> NluData:
     """A domain declares intents but holds no examples: it loads, and each declared intent
     without examples in the other data becomes a warning."""
-    root = root or load_located(path)
+    root = root or load_located(path, yaml12=True)
     if not isinstance(root.value, dict) or "intents" not in root.value:
         raise ConfigError(f"{root.where()}: a Rasa domain needs 'intents:'")
     intents = root.value["intents"]

@@ -134,3 +134,67 @@ def test_lone_surrogate_escape_is_reported(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, text)
     assert problems == [f"{tmp_path / 'bot.yml'}:5: text contains a lone UTF-16 surrogate (e.g. an escaped emoji half "
                         "like \\ud83d): write the character itself"]
+
+
+# -- YAML 1.1 booleans (issue 14, item 5) ----------------------------------------------------------------
+_YES_NO_BOT = """name: yesno
+intents:
+  yes:
+    examples: [yes, yep, sure, y]
+    response: Great, done.
+  no:
+    examples: [no, nope, n, off]
+    response: no
+  on:
+    examples: [turn it on, switch on]
+    response: on
+  off:
+    examples: [turn it off, switch off]
+    response: [off, "Switched off."]
+  y:
+    examples: [why]
+    response: Because.
+  n:
+    examples: [and]
+    response: And?
+  true:
+    examples: [that is true, correct]
+    response: Noted.
+  false:
+    examples: [that is false, wrong]
+    response: Noted, wrong.
+"""
+
+
+def test_yaml_booleans_as_intent_names_and_values_are_the_words_written(tmp_path: Path) -> None:
+    """`yes:` once became the intent True (YAML 1.1): bot.yml is read as YAML 1.2, keys as written."""
+    from bots.loader import load_bot_folder
+
+    for bot in (load_bot(write_bot(tmp_path, _YES_NO_BOT)), load_bot_folder(tmp_path)[0]):
+        assert list(bot.intents) == ["yes", "no", "on", "off", "y", "n", "true", "false"]
+        assert [e.text for e in bot.intents["yes"].examples] == ["yes", "yep", "sure", "y"]
+        assert [e.text for e in bot.intents["no"].examples] == ["no", "nope", "n", "off"]
+        assert bot.intents["no"].responses == ("no",)
+        assert bot.intents["on"].responses == ("on",)
+        assert bot.intents["off"].responses == ("off", "Switched off.")
+
+
+def test_a_boolean_where_text_is_expected_is_refused_at_its_line(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, """name: x
+intents:
+  a:
+    examples: [hi, true]
+    response: true
+  b:
+    examples: [bye]
+    response: B
+""")
+    path = tmp_path / "bot.yml"
+    assert f"{path}:4: intent 'a': each example must be non-empty text (YAML reads true as a boolean: write it " \
+           'in quotes, "true", to mean the word)' in problems
+    assert f"{path}:5: intent 'a': a response must be non-empty text (YAML reads true as a boolean" in problems[1]
+
+
+def test_a_null_key_is_refused_with_its_line(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "name: x\nintents:\n  ~:\n    examples: [a]\n    response: A\n")
+    assert problems == [f"{tmp_path / 'bot.yml'}:3: mapping keys must be plain names"]

@@ -77,3 +77,13 @@ def test_pinned_samples_are_never_held_out_capped_or_overridden() -> None:
     for seed in range(10):
         train, held = stratified_split(data.samples, 0.5, seed)
         assert corrected in train and corrected not in held
+
+
+def test_undeclared_intents_name_the_first_example_of_each() -> None:
+    from training.data import undeclared_intents
+
+    parts = [NluData((Sample("hi", "greet", (), "a.csv:2"), Sample("refund please", "refund", (), "a.csv:3"))),
+             NluData((Sample("money back", "refund", (), "b.yml:7"), Sample("hours?", "opening_hours", (), "b.yml:9"),
+                      Sample("weather", "out_of_scope", (), "b.yml:11")))]
+    assert undeclared_intents(parts, {"greet", "out_of_scope"}) == {"refund": "a.csv:3", "opening_hours": "b.yml:9"}
+    assert undeclared_intents(parts, {"greet", "refund", "opening_hours", "out_of_scope"}) == {}

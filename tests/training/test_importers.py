@@ -80,3 +80,18 @@ def test_unknown_file_kinds(tmp_path: Path) -> None:
     (tmp_path / "stories.yml").write_text("stories: []\n")
     with pytest.raises(ConfigError, match="not Rasa training data"):
         load_data(tmp_path / "stories.yml")
+
+
+def test_rasa_intents_named_like_yaml_booleans_stay_names(tmp_path: Path) -> None:
+    """Rasa reads its files as YAML 1.2: `- intent: yes` is the intent "yes", never True."""
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text('nlu:\n- intent: yes\n  examples: |\n    - yes\n    - sure\n- intent: off\n  examples: |\n'
+                   '    - switch off\n- intent: true\n  examples: |\n    - correct\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_data(nlu)
+    assert info.value.problems == [f"{nlu}:9: intent name True is not a name (YAML reads true/false/null as values: "
+                                   "write the name in quotes)"]
+    nlu.write_text(nlu.read_text(encoding="utf-8").replace("intent: true", 'intent: "true"'), encoding="utf-8")
+    data = load_data(nlu)
+    assert [(s.text, s.intent) for s in data.samples] == [("yes", "yes"), ("sure", "yes"), ("switch off", "off"),
+                                                          ("correct", "true")]

@@ -150,7 +150,9 @@ def test_out_of_scope_class_gets_a_calibrated_threshold(tmp_path: Path) -> None:
 
 def test_extra_rasa_data_is_merged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rasa = Path(__file__).parent / "data" / "rasa"
-    (tmp_path / "bot.yml").write_text(TINY_BOT, encoding="utf-8")
+    declared = ("  check_balance:\n    examples:\n      - show my balance\n    response: Your balance is fine.\n"
+                "  inform_city:\n    examples:\n      - I am in [Rome](city)\n    response: Noted.\n")
+    (tmp_path / "bot.yml").write_text(TINY_BOT + declared, encoding="utf-8")
     assert main(["train", str(tmp_path), "--fast", "--no-quantize", "--data", str(rasa / "nlu.yml"),
                  "--data", str(rasa / "domain.yml"), "--out", str(tmp_path / "m")]) == 0
     m = read_manifest(tmp_path / "m")
@@ -159,7 +161,7 @@ def test_extra_rasa_data_is_merged(tmp_path: Path, capsys: pytest.CaptureFixture
     assert m.extra["synonyms"]["big apple"] == "New York"
     err = capsys.readouterr().err
     assert "warning: intent 'goodbye' is declared but has no examples" in err
-    assert "warning: intent 'check_balance' has only 2 example(s)" in err
+    assert "warning: intent 'check_balance' has only 3 example(s)" in err
 
 
 def test_training_is_reproducible(tmp_path: Path) -> None:
@@ -184,3 +186,71 @@ def test_any_local_encoder_folder_can_be_the_base_model(tmp_path: Path, capsys: 
     assert read_manifest(tmp_path / "m").base_model == local
     assert main(["train", str(tmp_path), "--fast", "--base-model", str(tmp_path / "nope")]) == 2
     assert "base_model must be a local Hugging Face encoder folder" in capsys.readouterr().err
+
+
+# -- bad bot data is caught (issue 14, item 5) ------------------------------------------------------------
+_REFUND = ["where is my refund", "I want my money back", "refund my purchase please", "how do refunds work",
+           "can I get a refund", "give me a refund for the broken lamp"]
+
+
+def test_an_intent_only_in_the_data_is_refused_with_its_line(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Once trained silently: the bot had no rule for it and fell back on it every time."""
+    (tmp_path / "bot.yml").write_text(TINY_BOT, encoding="utf-8")
+    extra = tmp_path / "extra.csv"
+    extra.write_text("text,intent\nhello again,greet\n" + "".join(f"{t},refund\n" for t in _REFUND),
+                     encoding="utf-8")
+    out = tmp_path / "m"
+    assert main(["train", str(tmp_path), "--fast", "--no-quantize", "--data", str(extra), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{extra}:3: intent 'refund' is in the training data but not in bot.yml: the model would learn it and " \
+           "the bot would fall back on it every time. Declare it in bot.yml with a response" in err
+    assert "'greet'" not in err
+    assert not out.exists()
+
+
+def test_an_intent_only_in_the_data_is_served_by_the_bots_answer_pairs(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    import shutil
+
+    from bots.answers.retrieval import AnswerService
+    from bots.dialogue.engine import Message, Services, decide
+    from bots.dialogue.state import State
+    from bots.loader import load_bot_folder
+
+    bot_dir = tmp_path / "bot"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "answers_bot", bot_dir)
+    answer = "Refunds reach your card within 5 business days of the return."
+    with (bot_dir / "pairs.csv").open("a", encoding="utf-8") as pairs:
+        pairs.write("".join(f'{t},"{answer}",refund\n' for t in _REFUND[:3]))
+    extra = tmp_path / "extra.csv"
+    extra.write_text("text,intent\n" + "".join(f"{t},refund\n" for t in _REFUND), encoding="utf-8")
+    out = tmp_path / "m"
+    assert main(["train", str(bot_dir), "--fast", "--no-quantize", "--seed", "0", "--data", str(extra),
+                 "--out", str(out)]) == 0
+    assert f"note: {extra}:2: intent 'refund' is not in bot.yml; the bot's answer pairs answer it" \
+        in capsys.readouterr().out
+    assert "refund" in read_manifest(out).labels
+
+    nlu = OnnxNLU.load(out)
+    service = AnswerService.load(out, nlu)
+    assert service is not None
+    bot, dialogue = load_bot_folder(bot_dir)
+    text = "I would like a refund for my order"
+    understanding = nlu.predict([text])[0]
+    assert understanding.intent == "refund"
+    decision = asyncio.run(decide(bot, dialogue, State(), Message(text=text, understanding=understanding,
+                                                                  timestamp=0.0, channel="web"),
+                                  Services(answers=service)))
+    assert not decision.fallback
+    assert [(r.source, r.text) for r in decision.responses] == [("retrieval", answer)]
+
+
+def test_a_yaml_1_1_boolean_setting_is_refused_at_its_line(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """bot.yml is YAML 1.2: `quantize: no` is the word "no", which a boolean setting refuses."""
+    (tmp_path / "bot.yml").write_text(TINY_BOT + "training:\n  quantize: no\n", encoding="utf-8")
+    assert main(["train", str(tmp_path), "--fast", "--out", str(tmp_path / "m")]) == 2
+    line = len(TINY_BOT.splitlines()) + 2
+    assert f"{tmp_path / 'bot.yml'}:{line}: 'quantize' must be bool, got 'no'" in capsys.readouterr().err
