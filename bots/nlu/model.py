@@ -234,6 +234,10 @@ class OnnxNLU:
         for kind, start, end, scores in spans:
             start, end = _word_bounds(text, start, end)
             shown = text[start:end]
+            if not any(c.isalnum() for c in shown):
+                # Punctuation alone ("!" of "bye-bye!") is never an entity: Rasa's tokenizers drop it before
+                # its entity extractors tag anything, so a Rasa project's slots never get such a value.
+                continue
             value = self.synonyms.get(shown.lower(), shown)
             entity, role, group = split_label(kind)
             out.append(Entity(entity=entity, value=value, start=start, end=end,

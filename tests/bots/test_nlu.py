@@ -141,3 +141,17 @@ def test_serving_never_imports_torch(artifact: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_span_of_punctuation_alone_is_never_an_entity(artifact: Path) -> None:
+    """Found with a public Rasa project (bench/RESULTS.md): "bye-bye!" came back with movie_name='!', which
+    filled a slot and sent the story elsewhere. Rasa's tokenizers drop the punctuation before tagging."""
+    nlu = OnnxNLU.load(artifact)
+    tags = list(nlu.entity_tags)
+    text = "fly to Rome !"
+    offsets = [(0, 3), (4, 6), (7, 11), (12, 13)]
+    probs = np.zeros((len(offsets), len(tags)), dtype=np.float32)
+    for row, tag in enumerate(["O", "O", "B-city", "B-city"]):
+        probs[row, tags.index(tag)] = 1.0
+    entities = nlu._entities(text, probs, offsets, [False] * len(offsets))
+    assert [(e.entity, e.value, e.start, e.end) for e in entities] == [("city", "Rome", 7, 11)]
