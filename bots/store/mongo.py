@@ -328,15 +328,10 @@ class MongoStore:
             self._pending_seen.pop(next(iter(self._pending_seen)))
 
     async def _apply_summary(self, bot: str, conversation_id: str, summary: SummaryUpdate, now: float | None,
-                             count_turn: bool, seq: int | None, release_lease_of: str | None = None) -> bool:
-        """One pipeline update of the conversation document; with ``seq``, applied at most once. With
-        ``release_lease_of``, that owner's lease is released in the same update."""
+                             count_turn: bool, seq: int | None) -> bool:
+        """One pipeline update of the conversation document; with ``seq``, applied at most once."""
         key = conversation_key(bot, conversation_id)
         sets: dict[str, Any] = {}
-        if release_lease_of is not None:
-            ours = {"$eq": [{"$ifNull": ["$lease_owner", None]}, _lit(release_lease_of)]}
-            sets["lease_owner"] = {"$cond": [ours, None, "$lease_owner"]}
-            sets["lease_expires"] = {"$cond": [ours, 0.0, "$lease_expires"]}
         if now is not None:
             sets["last_activity"] = {"$max": ["$last_activity", _lit(now)]}
         if summary.last_intent is not None:
@@ -380,7 +375,10 @@ class MongoStore:
                        reminders: base.ReminderChanges | None = None) -> Turn:
         """The summary is updated first, at most once per seq, then the turn is marked done in one
         write (the commit point). An outage between the two leaves the turn pending: the channel's
-        redelivery completes it, and the summary update is not applied twice.
+        redelivery completes it, and the summary update is not applied twice. ``release_lease_of``'s
+        lease is released only after the commit point: released before it (with the summary), another
+        replica could take the lease, read the turn as still pending and answer it again (its custom
+        actions run twice).
 
         Reminders set and cancelled by the turn are written before the commit point, idempotently (a
         cancel touches only earlier turns' reminders, a reminder never replaces one of a later turn), so
@@ -402,10 +400,7 @@ class MongoStore:
                     if release_lease_of is not None:
                         await self._release(bot, conversation_id, release_lease_of)
                     return turn
-            applied = await self._apply_summary(bot, conversation_id, summary, now, count_turn=True, seq=seq,
-                                                release_lease_of=release_lease_of)
-            if release_lease_of is not None and not applied:  # applied before (a retry): release on its own
-                await self._release(bot, conversation_id, release_lease_of)
+            await self._apply_summary(bot, conversation_id, summary, now, count_turn=True, seq=seq)
             if reminders:
                 await self._apply_reminders(bot, conversation_id, seq, reminders, now)
             all_events = (*turn.events, *events)
@@ -416,6 +411,8 @@ class MongoStore:
                           "completed_at": now, **self._expire_at(bot, now)}})
             if reminders and reminders.fired is not None:
                 await self._mark_fired(bot, conversation_id, *reminders.fired, now)
+            if release_lease_of is not None:  # after the commit point: whoever takes it next sees the turn done
+                await self._release(bot, conversation_id, release_lease_of)
             if result.modified_count == 1:
                 return Turn(bot, conversation_id, seq, turn.message_id, "done", all_events, turn.created_at, now)
             doc = await self._turns.find_one(where)  # completed by someone else meanwhile

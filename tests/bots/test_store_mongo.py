@@ -378,3 +378,45 @@ async def test_text_search_by_index_ranges_and_by_reading_candidates(mongo_uri: 
                 assert [s.conversation_id for s in page.items] == expected, (limit, text)
     finally:
         await store.aclose()
+
+
+async def test_the_lease_is_released_only_once_the_turn_is_done(mongo_uri: str) -> None:
+    """``complete(release_lease_of=...)``: until the turn is marked done (the commit point) the lease stays
+    with its holder. Released earlier (with the summary), another replica took the lease, read the turn as
+    still pending and answered it a second time (custom actions run twice); found by
+    tests/e2e/test_rasa_replicas.py."""
+    rival = MongoStore(mongo_uri)
+    taken: list[bool] = []
+
+    class Store(MongoStore):
+        @property
+        def _turns(self) -> Any:
+            turns = super()._turns
+
+            class Watched:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(turns, name)
+
+                async def update_one(self, query: dict[str, Any], update: Any, **kwargs: Any) -> Any:
+                    if query.get("status") == "pending":  # the commit point: can another replica go on now?
+                        taken.append(await rival.acquire_lease("shop", "c1", "replica-b", 10.0))
+                    return await turns.update_one(query, update, **kwargs)
+
+            return Watched()
+
+    store = Store(mongo_uri)
+    await store.start()
+    await rival.start()
+    try:
+        seq = (await store.enqueue("shop", "c1", "web", "u", {}, "m1", Event(USER, {"text": "hi"}))).turn.seq
+        assert await store.acquire_lease("shop", "c1", "replica-a", 10.0)
+        done = await store.complete("shop", "c1", seq, [Event(BOT, {"text": "hello"})], SummaryUpdate(),
+                                    release_lease_of="replica-a")
+        assert done.status == "done"
+        assert taken == [False], "the lease was free while the turn was still pending"
+        assert await rival.acquire_lease("shop", "c1", "replica-b", 10.0)  # released with the answer stored
+        turn = await rival.get_turn("shop", "c1", "m1")
+        assert turn is not None and turn.status == "done"
+    finally:
+        await store.aclose()
+        await rival.aclose()
