@@ -522,7 +522,8 @@ class Runtime:
             assert user is not None, "a pending turn always starts with the customer's message"
             understanding = await self._understand(bot, user)
             message = Message(text=str(user.data.get("text", "")), understanding=understanding,
-                              timestamp=user.timestamp, channel=str(user.data.get("channel", "")))
+                              timestamp=user.timestamp, channel=str(user.data.get("channel", "")),
+                              message_id=turn.message_id)
             firing = trigger_of(user)
             skip = await self._stale_firing(bot, conversation_id, firing) if firing is not None else None
             decision = Decision([skip]) if skip is not None else await decide(

@@ -134,6 +134,9 @@ class Message:
     understanding: Understanding
     timestamp: float
     channel: str = ""
+    # The channel's message id (the turn's, as stored): custom actions read it as Rasa gives it, in the user
+    # event and ``latest_message`` (an idempotency key for what they do outside the conversation).
+    message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,10 @@ class _Turn:
         self.said = False
         u = message.understanding
         # The customer's message and what the NLU understood are stored by the runtime; replay them here.
-        for event in (Event(USER, {"text": message.text, "channel": message.channel}, timestamp=message.timestamp),
+        user: JSON = {"text": message.text, "channel": message.channel}
+        if message.message_id is not None:
+            user["message_id"] = message.message_id
+        for event in (Event(USER, user, timestamp=message.timestamp),
                       Event(NLU, u.to_dict(), timestamp=message.timestamp)):
             self.state.apply(event)
             self.tracker.apply(event)

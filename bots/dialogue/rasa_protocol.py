@@ -170,13 +170,14 @@ def entity_json(e: JSON) -> JSON:
     return out
 
 
-def parse_data(nlu: JSON, text: str | None) -> JSON:
-    """An NLU event's data as Rasa's ``parse_data`` / ``latest_message``."""
+def parse_data(nlu: JSON, text: str | None, message_id: str | None = None) -> JSON:
+    """An NLU event's data as Rasa's ``parse_data`` / ``latest_message`` (with the message's id, as Rasa's)."""
     return {
         "text": text,
         "intent": {"name": nlu.get("intent"), "confidence": nlu.get("confidence")},
         "intent_ranking": list(nlu.get("ranking") or []),
         "entities": [entity_json(e) for e in nlu.get("entities") or [] if isinstance(e, dict)],
+        "message_id": message_id,
     }
 
 
@@ -190,7 +191,7 @@ def events_to_rasa(events: Sequence[Event]) -> list[JSON]:
             last_user = _user_event(e)
             out.append(last_user)
         elif e.kind == NLU and last_user is not None:
-            last_user["parse_data"] = parse_data(d, last_user.get("text"))
+            last_user["parse_data"] = parse_data(d, last_user.get("text"), last_user.get("message_id"))
         elif e.kind == BOT:
             r = BotResponse.from_dict(d)  # Rasa's BotUttered data: buttons, image, attachment, custom
             data: JSON = {"buttons": [b.to_dict() for b in r.buttons]}
@@ -240,7 +241,7 @@ def tracker_json(state: State, dialogue: DialogueSpec, *, extra_events: Sequence
     return {
         "sender_id": state.sender_id,
         "slots": slots,
-        "latest_message": parse_data(latest, latest.get("text")) if latest else {},
+        "latest_message": parse_data(latest, latest.get("text"), latest.get("message_id")) if latest else {},
         "events": [*events_to_rasa(state.history), *extra_events],
         "paused": state.paused,
         "followup_action": state.followup_action,

@@ -95,7 +95,8 @@ class State:
         elif kind == RESUME:
             self.fallbacks_in_a_row = 0
         elif kind == USER:
-            self.latest_message = {"text": data.get("text"), "channel": data.get("channel")}
+            self.latest_message = {"text": data.get("text"), "channel": data.get("channel"),
+                                   "message_id": data.get("message_id")}
         elif kind == NLU:
             self.latest_message = {**self.latest_message, **data}
             self.last_intent = data.get("intent") or self.last_intent

@@ -138,7 +138,7 @@ def test_forms_project_domain_in_detail() -> None:
     assert form.validation_action == "validate_restaurant_form"
     assert d.actions == ("validate_restaurant_form", "action_ask_feedback", "action_set_party_size")
     assert [n for n, _ in dialogue.action_refs] == list(d.actions)
-    assert dialogue.action_refs[0][1] == f"{domain_file}:150"
+    assert dialogue.action_refs[0][1] == f"{domain_file}:156"
     buttons = d.responses["utter_ask_outdoor_seating"][0].buttons
     assert buttons == (ResponseButton("Yes, outside", "/affirm"), ResponseButton("No, inside", "/deny"))
     assert d.session == SessionConfig(30.0, False) and dialogue.session_expiry_s == 1800.0
