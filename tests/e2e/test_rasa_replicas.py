@@ -130,14 +130,20 @@ def refused_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-@pytest.fixture
-def bot_dir(tmp_path: Path, refused_port: int) -> Path:
+def forms_project(tmp_path: Path, duckling_port: int) -> Path:
+    """A copy of the forms fixture (with a fake artifact: its NLU is ``LookupModel``) whose Duckling is
+    ``duckling_port``."""
     bot_dir = project(tmp_path, BOT)
     config = bot_dir / "config.yml"
     text = config.read_text(encoding="utf-8")
     assert "url: http://127.0.0.1:8000" in text
-    config.write_text(text.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{refused_port}"), encoding="utf-8")
+    config.write_text(text.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{duckling_port}"), encoding="utf-8")
     return bot_dir
+
+
+@pytest.fixture
+def bot_dir(tmp_path: Path, refused_port: int) -> Path:
+    return forms_project(tmp_path, refused_port)
 
 
 async def serve(bot_dir: Path, store: ConversationStore, data_dir: Path, actions: list[ActionCall]) -> Runtime:
