@@ -117,11 +117,32 @@ class _Checker:
         self._check_nlu(has_model)
         if has_model:
             self._check_domain()
+            self._check_retrieval()
             self._check_stories()
             # story conflicts, restrict_rules and contradictions: found by the policies the engine serves
             for problem in check_stories(self.domain, self.dialogue.stories, self.dialogue.policy):
                 self.error("", problem)
         return self.report
+
+    def _check_retrieval(self) -> None:
+        """Retrieval intents (Rasa's ResponseSelector): ``utter_<intent>`` picks among the responses
+        ``utter_<intent>/<key>`` by the examples of ``<intent>/<key>``; each needs the other."""
+        d, examples = self.domain, self.dialogue.retrieval
+        for action in d.retrieval_actions:
+            intent = action[len("utter_"):]
+            keys = examples.get(intent, {})
+            for name, variations in d.responses.items():
+                if name.startswith(f"{action}/") and name[len(action) + 1:] not in keys:
+                    self.error(variations[0].where if variations else "",
+                               f"response '{name}' has no NLU examples of the retrieval intent "
+                               f"'{intent}/{name[len(action) + 1:]}': '{action}' can never pick it")
+        for intent, keys in examples.items():
+            for key, texts in keys.items():
+                if f"utter_{intent}/{key}" not in d.responses:
+                    found = self.spec.intents.get(intent)
+                    where = next((x.where for x in found.examples if texts and x.text == texts[0]), "") if found else ""
+                    self.warn(where, f"retrieval intent '{intent}/{key}' has no response 'utter_{intent}/{key}': "
+                                     f"'utter_{intent}' says nothing when it picks it")
 
     # -- NLU data against the domain ---------------------------------------------------------------------
     def _check_nlu(self, has_model: bool) -> None:
@@ -299,6 +320,7 @@ class _Checker:
                             self.error(where, f"action '{step.name}' (in {kind} '{story.name}') is not declared in "
                                               f"the domain's actions or forms")
                     elif step.name.startswith("utter_") and step.name not in d.responses \
+                            and step.name not in d.retrieval_actions \
                             and step.name not in self.broken and self.dialogue.actions_module is None \
                             and self.dialogue.action_endpoint is None:
                         self.error(where, f"response '{step.name}' (in {kind} '{story.name}') is declared as an "
@@ -335,6 +357,7 @@ class _Checker:
                     {f"utter_ask_{s}" for f in d.forms.values() for s in f.required_slots}
             for name, variations in d.responses.items():
                 if name not in used_actions and name not in asked and name.startswith("utter_") \
+                        and name.split("/", 1)[0] not in used_actions \
                         and name != self.dialogue.policy.core_fallback_action:
                     where = variations[0].where if variations else ""
                     self.warn(where, f"response '{name}' is not used in any story, rule or form (a custom action "

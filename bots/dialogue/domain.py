@@ -171,9 +171,17 @@ class Domain:
         """Every action the policies may predict: default actions, responses, custom actions, forms."""
         seen: dict[str, None] = dict.fromkeys(DEFAULT_ACTIONS)
         seen.update(dict.fromkeys(sorted(self.responses)))
+        seen.update(dict.fromkeys(self.retrieval_actions))
         seen.update(dict.fromkeys(self.actions))
         seen.update(dict.fromkeys(self.forms))
         return tuple(seen)
+
+    @property
+    def retrieval_actions(self) -> tuple[str, ...]:
+        """Rasa's retrieval actions: ``utter_chitchat`` for responses ``utter_chitchat/<key>`` (the response
+        of the key the response selector picks; bots/dialogue/response_selector.py)."""
+        return tuple(sorted({name.split("/", 1)[0] for name in self.responses
+                             if name.startswith("utter_") and "/" in name}))
 
     def slot_initial_values(self) -> dict[str, Any]:
         values = {name: slot.initial_value for name, slot in self.slots.items()}

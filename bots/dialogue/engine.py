@@ -19,9 +19,10 @@ One turn, as Rasa runs it:
    it, and rules for the unhappy path (or the other policies) decide instead.
 
 Actions: responses (``utter_*``, rendered from the domain: conditional and channel variations,
-``{slot}`` interpolation, buttons, images, custom payloads), forms, custom actions (rasa-sdk, in
-process or remote) and Rasa's default actions, plus ``action_handoff`` (a human takes over) and
-``action_answer`` (the bot's answer provider: retrieval or generation).
+``{slot}`` interpolation, buttons, images, custom payloads; a retrieval action ``utter_<intent>`` says
+``utter_<intent>/<key>`` of the key bots/dialogue/response_selector.py picks), forms, custom actions
+(rasa-sdk, in process or remote) and Rasa's default actions, plus ``action_handoff`` (a human takes
+over) and ``action_answer`` (the bot's answer provider: retrieval or generation).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from bots.dialogue.rasa_protocol import (
     tracker_json,
     with_dispatched,
 )
+from bots.dialogue.response_selector import selector_for
 from bots.dialogue.spec import AnswerKind, DialogueSpec
 from bots.dialogue.state import State
 from bots.events import (
@@ -389,11 +391,20 @@ class _Turn:
         if name.startswith("utter_") and name in self.domain.responses:
             response = self.render(name)
             return _Outcome([self._bot_event(response)] if response is not None else [])
+        if name.startswith("utter_") and name[6:] in self.dialogue.retrieval:
+            return self._retrieval(name)
         default = _DEFAULTS.get(name)
         if default is not None:
             return await default(self)
         outcome = await self._custom(name)
         return outcome if outcome is not None else _Outcome()
+
+    def _retrieval(self, name: str) -> _Outcome:
+        """Rasa's retrieval action (``utter_chitchat``): the response ``utter_chitchat/<key>`` of the key the
+        response selector picks for the latest message (bots/dialogue/response_selector.py)."""
+        key = selector_for(self.dialogue.retrieval).select(name[6:], self.message.text)
+        response = self.render(f"{name}/{key}") if key is not None else None
+        return _Outcome([self._bot_event(response)] if response is not None else [])
 
     def _bot_event(self, response: BotResponse) -> Event:
         return Event(BOT, response.to_dict(), timestamp=self.message.timestamp)

@@ -64,7 +64,6 @@ RUN_COMPONENTS = frozenset({"FallbackClassifier", "EntitySynonymMapper", "RegexE
 _STEP_OPTIONS: dict[str, tuple[str, ...]] = {SYNONYM_MAPPER: (), REGEX_EXTRACTOR: tuple(REGEX_OPTIONS),
                                              DUCKLING_EXTRACTOR: DUCKLING_OPTIONS}
 UNSUPPORTED_COMPONENTS = {
-    "ResponseSelector": "retrieval intents; write one response per intent in the domain",
     "SpacyEntityExtractor": "spaCy's named entities (PERSON, ORG, ...) are not extracted",
 }
 RASA2_POLICIES = {
@@ -155,6 +154,10 @@ def _pipeline(item: Located, findings: Findings,
         name, options = found
         if name in REPLACED_COMPONENTS:
             replaced.append(name)
+        elif name == "ResponseSelector":
+            findings.note(x.key_where(), "ResponseSelector: the retrieval intents' responses are picked by "
+                                         "Switchboard's selector (the nearest NLU example by words and character "
+                                         "n-grams); its options are not read")
         elif name in RUN_COMPONENTS:
             if name == "FallbackClassifier":
                 check_keys(options, name, ("threshold",), findings,

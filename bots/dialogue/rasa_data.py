@@ -64,6 +64,9 @@ class TrainingData:
     lookups: dict[str, list[str]] = field(default_factory=dict)
     stories: list[Story] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # Retrieval intents (``chitchat/ask_name``): per intent, each response key's example texts; the examples
+    # also train the intent itself (``chitchat``), as Rasa's intent classifier learns it.
+    retrieval: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def is_data_file(path: Path) -> bool:
@@ -151,12 +154,9 @@ def _nlu_item(item: Located, data: TrainingData, findings: Findings) -> None:
         return
     lines = example_lines(fields["examples"], what, findings)
     if kind == "intent":
-        if "/" in name:
-            base = name.split("/", 1)[0]
-            findings.unsupported(fields[kind].key_where(),
-                                 f"retrieval intent '{name}' (ResponseSelector): its examples train the intent "
-                                 f"'{base}'")
-            name = base
+        key = None
+        if "/" in name:  # a retrieval intent: its examples train the intent and pick the response key
+            name, key = name.split("/", 1)
         bucket = data.examples.setdefault(name, [])
         data.intent_where.setdefault(name, item.key_where())
         for raw, where in lines:
@@ -166,6 +166,8 @@ def _nlu_item(item: Located, data: TrainingData, findings: Findings) -> None:
                 findings.error(where, str(exc))
                 continue
             bucket.append(Example(example.text, example.entities, where=where))
+            if key is not None:
+                data.retrieval.setdefault(name, {}).setdefault(key, []).append(example.text)
     elif kind == "synonym":
         for raw, _ in lines:
             data.synonyms[raw.lower()] = name

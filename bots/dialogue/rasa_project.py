@@ -125,6 +125,8 @@ def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, na
         domain=domain,
         stories=tuple(data.stories),
         policy=config.policy,
+        retrieval={intent: {key: tuple(texts) for key, texts in keys.items()}
+                   for intent, keys in data.retrieval.items()},
     )
     return spec, dialogue
 

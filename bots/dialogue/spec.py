@@ -137,6 +137,10 @@ class DialogueSpec:
     domain: Domain = field(default_factory=Domain)
     stories: tuple[Story, ...] = ()
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # Rasa's retrieval intents (ResponseSelector): per intent, each response key's NLU examples
+    # (``chitchat/ask_name`` -> ["chitchat"]["ask_name"]); ``utter_chitchat`` says ``utter_chitchat/<key>``
+    # of the key bots/dialogue/response_selector.py picks for the message.
+    retrieval: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def slot_for_entity(self, entity: str) -> str | None:
         """The slot an entity fills: the declared slot mapped from it; else a slot of its own name, unless

@@ -399,10 +399,10 @@ def test_endpoints_expand_environment_variables(tmp_path: Path, monkeypatch: pyt
 def test_intent_in_nlu_only_still_loads_for_the_check(tmp_path: Path) -> None:
     write(tmp_path, {**MINIMAL, "data/more.yml": "nlu:\n- intent: faq/ask_name\n  examples: |\n    - who are you\n"
                                                  "- intent: extra\n  examples: |\n    - something\n"})
-    spec, _ = load_rasa_project(tmp_path)
+    spec, dialogue = load_rasa_project(tmp_path)
     assert [e.text for e in spec.intents["faq"].examples] == ["who are you"]   # retrieval intent -> its base
     assert "extra" in spec.intents                                             # not in the domain: check errs
-    assert any("not supported: retrieval intent 'faq/ask_name'" in n for n in spec.notes)
+    assert dialogue.retrieval == {"faq": {"ask_name": ("who are you",)}}       # ... and its response key
 
 
 # -- bot.yml and its rasa: pointer ------------------------------------------------------------------------------
