@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +28,8 @@ from bots.nlu.extractors import (
     parse_duckling,
 )
 from bots.types import Entity
+from tests.fixtures.fake_duckling import FakeDuckling
+from tests.fixtures.fake_duckling import duckling as duckling  # the fixture
 
 REF = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
 
@@ -455,37 +456,14 @@ DISTANCE = {"body": "3 km", "start": 44, "end": 48, "dim": "distance", "latent":
 TEXT = "$20 to me tomorrow at eight from 3pm to 5pm 3 km"
 
 
-class FakeDuckling:
-    """A Duckling server on 127.0.0.1: records each request's form and answers what the test set."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-        self.answer: Callable[[], web.StreamResponse] = lambda: web.json_response([MONEY, TIME, INTERVAL, DISTANCE])
-        self.delay = 0.0
-
-    async def parse(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(dict(await request.post()))  # type: ignore[arg-type]
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return self.answer()
-
-
-@pytest.fixture
-async def duckling() -> AsyncIterator[tuple[FakeDuckling, str]]:
-    fake = FakeDuckling()
-    app = web.Application()
-    app.router.add_post("/parse", fake.parse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+def duckling_answer(_text: str) -> web.StreamResponse:
+    """The four matches above, whatever the text: the fake server's answer for the HTTP extractor's tests."""
+    return web.json_response([MONEY, TIME, INTERVAL, DISTANCE])
 
 
 async def test_http_extractor_sends_ducklings_form_and_reads_its_answer(duckling: tuple[FakeDuckling, str]) -> None:
     fake, url = duckling
+    fake.answer = duckling_answer
     x = DucklingHTTPExtractor(url + "/", locale="en_GB", timezone="Europe/London", timeout=2)
     try:
         got = await x.extract(TEXT, reference_time=REF)
@@ -509,6 +487,7 @@ async def test_http_extractor_sends_ducklings_form_and_reads_its_answer(duckling
 
 async def test_http_extractor_asks_for_and_keeps_only_its_dimensions(duckling: tuple[FakeDuckling, str]) -> None:
     fake, url = duckling
+    fake.answer = duckling_answer
     x = extractor_for({"name": "DucklingEntityExtractor", "url": url, "dimensions": ["time"]})
     assert isinstance(x, DucklingHTTPExtractor)
     try:
@@ -522,9 +501,9 @@ async def test_http_extractor_asks_for_and_keeps_only_its_dimensions(duckling: t
 
 
 @pytest.mark.parametrize(("answer", "warning"), [
-    (lambda: web.Response(status=500, text="boom"), "HTTP 500"),
-    (lambda: web.Response(text="<html>not json</html>", content_type="text/html"), "not JSON"),
-    (lambda: web.json_response({"error": "bad locale"}), "expected a JSON list"),
+    (lambda _: web.Response(status=500, text="boom"), "HTTP 500"),
+    (lambda _: web.Response(text="<html>not json</html>", content_type="text/html"), "not JSON"),
+    (lambda _: web.json_response({"error": "bad locale"}), "expected a JSON list"),
 ])
 async def test_http_errors_mean_no_entities_and_a_warning(duckling: tuple[FakeDuckling, str], answer: Any,
                                                           warning: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -564,7 +543,7 @@ async def test_a_duckling_that_is_down(caplog: pytest.LogCaptureFixture) -> None
 async def test_odd_items_are_skipped_and_the_rest_kept(duckling: tuple[FakeDuckling, str],
                                                        caplog: pytest.LogCaptureFixture) -> None:
     fake, url = duckling
-    fake.answer = lambda: web.json_response([
+    fake.answer = lambda _: web.json_response([
         {"dim": "time", "start": 0, "end": 3},  # no value
         {"dim": "number", "start": "0", "end": 1, "value": {"value": 1}},  # start not a number
         {"dim": "number", "start": 5, "end": 900, "value": {"value": 1}},  # past the end of the text

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bots.botspec import BotSpec, PipelineComponent
 from bots.dialogue.engine import Message, decide
@@ -29,6 +27,8 @@ from bots.nlu.extractors import DucklingHTTPExtractor
 from bots.nlu.pipeline import DucklingStep, NluPipeline, RegexStep, check_component, synonyms_of
 from bots.runtime import parse_payload
 from bots.types import Entity, IntentScore, Understanding
+from tests.fixtures.fake_duckling import FakeDuckling
+from tests.fixtures.fake_duckling import duckling as duckling  # the fixture
 
 TRANSFER = Path(__file__).resolve().parents[1] / "data" / "rasa" / "transfer"
 REF = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)  # a Tuesday; "tomorrow" in Berlin is 2026-12-02
@@ -218,42 +218,6 @@ async def test_a_failing_step_costs_its_entities_only(transfer: tuple[BotSpec, D
 
 
 # -- DucklingEntityExtractor by url: a fake Duckling server on 127.0.0.1 -----------------------------------------
-
-class FakeDuckling:
-    """Answers ``POST /parse`` as Duckling does, for the words it knows in the posted text."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-
-    async def parse(self, request: web.Request) -> web.StreamResponse:
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        self.requests.append(form)
-        text = form["text"]
-        out = []
-        if "20 dollars" in text:
-            start = text.index("20 dollars")
-            out.append({"body": "20 dollars", "start": start, "end": start + 10, "dim": "amount-of-money",
-                        "latent": False, "value": {"value": 20, "type": "value", "unit": "USD"}})
-        if "tomorrow" in text:
-            start = text.index("tomorrow")
-            value = {"value": "2026-12-02T00:00:00.000+01:00", "grain": "day", "type": "value"}
-            out.append({"body": "tomorrow", "start": start, "end": start + 8, "dim": "time", "latent": False,
-                        "value": {**value, "values": [value]}})
-        return web.json_response(out)
-
-
-@pytest.fixture
-async def duckling() -> AsyncIterator[tuple[FakeDuckling, str]]:
-    fake = FakeDuckling()
-    app = web.Application()
-    app.router.add_post("/parse", fake.parse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield fake, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
-
 
 async def test_duckling_url_asks_the_server(transfer: tuple[BotSpec, DialogueSpec],
                                             duckling: tuple[FakeDuckling, str]) -> None:

@@ -10,13 +10,11 @@ import ast
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bots.events import NLU, SLOT
 from bots.nlu.model import entity_label, split_label
@@ -24,6 +22,8 @@ from bots.runtime import Runtime
 from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
 from bots.types import ConversationRef, UserMessage
+from tests.fixtures.fake_duckling import FakeDuckling
+from tests.fixtures.fake_duckling import duckling as duckling  # the fixture
 from training.cli import main as training_main
 from training.data import from_bot
 
@@ -104,41 +104,6 @@ async def test_synonyms_map_the_models_and_the_lookups_cities(trained: Path, tmp
         await runtime.aclose()
     assert slots == {"amount-of-money": 50, "source": "New York", "destination": "Rome",
                      "cities": ["New York", "Rome"]}
-
-
-class FakeDuckling:
-    """A Duckling server on 127.0.0.1 that knows one amount and one day."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-
-    async def parse(self, request: web.Request) -> web.StreamResponse:
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        self.requests.append(form)
-        text, out = form["text"], []
-        if "20 dollars" in text:
-            at = text.index("20 dollars")
-            out.append({"dim": "amount-of-money", "body": "20 dollars", "start": at, "end": at + 10,
-                        "value": {"value": 20, "type": "value", "unit": "USD"}, "latent": False})
-        if "tomorrow" in text:
-            at = text.index("tomorrow")
-            day = {"value": TOMORROW, "grain": "day", "type": "value"}
-            out.append({"dim": "time", "body": "tomorrow", "start": at, "end": at + 8,
-                        "value": {**day, "values": [day]}, "latent": False})
-        return web.json_response(out)
-
-
-@pytest.fixture
-async def duckling() -> AsyncIterator[tuple[FakeDuckling, str]]:
-    fake = FakeDuckling()
-    app = web.Application()
-    app.router.add_post("/parse", fake.parse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield fake, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
 
 
 async def test_duckling_by_url_is_asked_for_every_message(trained: Path, tmp_path: Path,
