@@ -267,6 +267,8 @@ class Result:
     store_requests: int | None = None    # MongoDB requests within the window
     store_ops: dict[str, int] = field(default_factory=dict)
     db_cpu_s: float | None = None        # the MongoDB server's CPU within the window (when local)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    log_tail: str = ""                   # the server's last log lines, kept when there were errors
 
     def _per_message(self, value: float | None) -> float | None:
         return None if value is None or not self.answered_in_window else value / self.answered_in_window
@@ -287,6 +289,9 @@ class Result:
         text = (f"{self.name:<12} {f['msg/s']:8.1f} msg/s  p50 {f['p50 ms']:7.1f} ms  p95 {f['p95 ms']:7.1f} ms  "
                 f"p99 {f['p99 ms']:7.1f} ms  errors {self.errors:5d}  CPU {_fmt(f['CPU ms/msg'], 2)} ms/msg  "
                 f"RSS {self.rss_mb:6.0f} MB  ready {self.ready_s:5.1f} s")
+        if self.errors:
+            kinds = ", ".join(f"{k} x{v}" for k, v in sorted(self.error_kinds.items()))
+            text += f"\n{'':<12} errors: {kinds}; server log tail:\n{self.log_tail or '(empty)'}"
         if self.store_requests is not None:
             ops = ", ".join(f"{k} {v}" for k, v in sorted(self.store_ops.items()) if v)
             text += (f"\n{'':<12} store: {_fmt(f['store trips/msg'], 2)} round trips/msg ({self.store_requests} "
@@ -306,7 +311,7 @@ def summary(results: Sequence[Result]) -> str:
         values = [v for r in results if (v := r.figures()[key]) is not None and not np.isnan(v)]
         if not values:
             continue
-        digits = 2 if key in ("CPU ms/msg", "store trips/msg", "DB CPU ms/msg") else 1
+        digits = 2 if key in ("CPU ms/msg", "store trips/msg", "DB CPU ms/msg") else 0 if key == "errors" else 1
         spread = f" ({min(values):.{digits}f}-{max(values):.{digits}f})" if len(values) > 1 else ""
         rows.append(f"{key} {statistics.median(values):.{digits}f}{spread}")
     return f"{results[0].name:<12} median of {len(results)} run(s), (min-max): " + "; ".join(rows)
@@ -323,6 +328,19 @@ class _Client:
         self._writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST ``body``; answers (status, body). A kept-alive connection the server has closed while
+        it was idle (uvicorn closes them after 5 s, which Poisson gaps at low rates reach) fails before
+        any byte of the answer arrives: the request is then sent again once on a new connection (the
+        server never read it; the message id would make a second delivery harmless anyway)."""
+        reused = self._writer is not None
+        try:
+            return await self._post(path, body)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+        return await self._post(path, body)
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
@@ -358,6 +376,7 @@ class Drive:
     errors: int
     latencies: list[float]
     answered_in_window: int
+    error_kinds: dict[str, int] = field(default_factory=dict)  # "HTTP 503", "OSError", ...: how many
 
 
 async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: float, workload: Workload,
@@ -371,6 +390,7 @@ async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: f
     not held up) when the measured window starts and when it ends."""
     latencies: list[float] = []
     counts = {"ok": 0, "err": 0, "in_window": 0}
+    error_kinds: dict[str, int] = {}
     host, port = url.removeprefix("http://").split(":")
     path = f"/bots/{bot}/webhooks/web"
     start = time.monotonic()
@@ -404,13 +424,16 @@ async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: f
                 try:
                     status, payload = await client.post(path, body)
                     ok = status == 200 and b'"responses"' in payload
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    ok = False
+                    kind = f"HTTP {status}"
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    ok, kind = False, type(exc).__name__
                 done = time.monotonic()
                 if ok and measure_from <= done <= stop_at:
                     counts["in_window"] += 1
                 if sent >= measure_from:
                     counts["ok" if ok else "err"] += 1
+                    if not ok:
+                        error_kinds[kind] = error_kinds.get(kind, 0) + 1
                     if ok:
                         latencies.append(done - sent)
                 due = due + rng.expovariate(rate / concurrency) if rate else time.monotonic()
@@ -418,7 +441,7 @@ async def drive(url: str, bot: str, concurrency: int, duration: float, warmup: f
             await client.close()
 
     await asyncio.gather(window(), *(customer(n) for n in range(concurrency)))
-    return Drive(counts["ok"], counts["err"], latencies, counts["in_window"])
+    return Drive(counts["ok"], counts["err"], latencies, counts["in_window"], error_kinds)
 
 
 def server_env(data_dir: Path, mongodb_uri: str | None = None, **extra: str) -> dict[str, str]:
@@ -431,14 +454,15 @@ def server_env(data_dir: Path, mongodb_uri: str | None = None, **extra: str) -> 
     return env
 
 
-def run_server(cmd: list[str], env: dict[str, str], url: str, log: Path) -> tuple[subprocess.Popen[bytes], float]:
-    """Start a server (its output to ``log``) and wait until /readyz answers 200."""
+def run_server(cmd: list[str], env: dict[str, str], url: str,
+               log: Path | None = None) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a server (its output to ``log``, or discarded) and wait until /readyz answers 200."""
     started = time.monotonic()
-    with log.open("ab") as out:
+    with log.open("ab") if log is not None else open(os.devnull, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     while True:
         if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
+            tail = log.read_text(errors="replace")[-2000:] if log is not None else ""
             raise SystemExit(f"server exited with {proc.returncode}: {' '.join(cmd)}\n{tail}")
         try:
             if httpx.get(url + "/readyz", timeout=1).status_code == 200:
@@ -473,7 +497,8 @@ def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, w
     return Result(name, run.ok, run.errors, args.duration, run.latencies, rss, ready_s, load_avg,
                   run.answered_in_window, cpu.seconds,
                   mongo.requests if mongo is not None else None, mongo.opcounters if mongo is not None else {},
-                  db_cpu.seconds if db_cpu is not None else None)
+                  db_cpu.seconds if db_cpu is not None else None, run.error_kinds,
+                  "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if run.errors else "")
 
 
 def has_model(bot_dir: Path) -> bool:

@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from load import TEXTS, _Client, rss_mb, run_server, server_env  # noqa: E402
+from load import _Client, read_questions, rss_mb, run_server, server_env  # noqa: E402
 
 from bots.botspec import load_bot  # noqa: E402
 from tests.fixtures.server import free_port  # noqa: E402
+
+TEXTS = read_questions()  # the questions bench/load.py's customers say (bench/data/bitext_questions.txt)
 
 
 async def one_round(port: int, bot: str, round_: int, conversations: int, messages: int) -> int:

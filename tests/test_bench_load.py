@@ -220,3 +220,66 @@ def test_drive_sends_each_story_in_order_and_reads_probes_at_the_window() -> Non
         texts = tuple(b["text"] for b in bodies)
         assert any(story[:len(texts)] == texts for story in stories), (conversation, texts)
     assert len(by_conversation) > 3  # customers went on to their next story
+
+
+async def _read_request(reader: asyncio.StreamReader) -> dict[str, str]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line[15:]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    body: dict[str, str] = json.loads(await reader.readexactly(length))
+    return body
+
+
+def _answer(writer: asyncio.StreamWriter, status: int = 200) -> None:
+    body = b'{"responses": []}' if status == 200 else b'{"detail": "no"}'
+    writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
+
+
+def test_client_sends_again_when_the_server_closed_the_idle_connection() -> None:
+    """uvicorn closes a keep-alive connection idle for 5 s without telling: the next request on it used to
+    count as an error (IncompleteReadError) although the server never read it."""
+    received: list[dict[str, str]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await _read_request(reader))
+        _answer(writer)
+        await writer.drain()
+        writer.close()  # as an idle timeout does: no "Connection: close" header
+
+    async def run() -> list[int]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = load._Client("127.0.0.1", port)
+        statuses = []
+        async with server:
+            for i in range(3):
+                status, _ = await client.post("/x", json.dumps({"message_id": f"m{i}"}).encode())
+                statuses.append(status)
+                await asyncio.sleep(0.05)  # the close reaches the client before the next request
+            await client.close()
+        return statuses
+
+    assert asyncio.run(run()) == [200, 200, 200]
+    assert [r["message_id"] for r in received] == ["m0", "m1", "m2"]
+
+
+def test_drive_counts_errors_by_kind() -> None:
+    workload = load.Workload("three", texts=("a", "b", "c"))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                body = await _read_request(reader)
+                _answer(writer, 503 if body["text"] == "b" else 200)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def run() -> Any:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await load.drive(f"http://127.0.0.1:{port}", "b", 1, 0.3, 0.0, workload)
+
+    result = asyncio.run(run())
+    assert result.errors > 0 and result.error_kinds == {"HTTP 503": result.errors}
+    assert abs(result.ok - 2 * result.errors) <= 2
