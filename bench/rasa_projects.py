@@ -8,8 +8,11 @@ project to a temporary folder (its own ``models/`` and ``results/`` left behind,
 written to), trains it in process (``training.cli``, ``--fast`` with the flag), and runs its test stories
 (``tests/test_*.yml``) through the served pipeline with ``connectors.story_test`` (exactly what
 ``switchboard test`` runs). Printed per project: NLU examples, stories in the test files, train seconds,
-action-level accuracy and conversation accuracy on the test stories, and p50/p95 milliseconds per turn
-(one customer message, accepted to answered, one conversation at a time). With several runs: the median of
+action-level accuracy and conversation accuracy on the test stories, end to end and as ``rasa test``
+evaluates them (``switchboard test --replay``: the story's own events are the history, the policies
+predict its actions, nothing runs; the figure Rasa itself would report for the project's own stories),
+and p50/p95 milliseconds per turn end to end (one customer message, accepted to answered, one
+conversation at a time). With several runs: the median of
 each figure, and the spread (min-max over the runs) of the latencies. The load average is printed too: on a
 shared machine it says how much the timings can be trusted. Not part of the test run.
 """
@@ -46,6 +49,7 @@ from connectors.story_test import StoryTestResults, run_story_tests  # noqa: E40
 class Run:
     train_s: float
     results: StoryTestResults | None   # None: the project has no test stories
+    replayed: StoryTestResults | None = None   # the same stories evaluated as rasa test does (--replay)
 
     def latency_ms(self, q: float) -> float | None:
         if self.results is None or not self.results.turn_seconds:
@@ -91,28 +95,35 @@ def run_project(path: Path, *, fast: bool, runs: int, settings: Settings) -> Pro
                 project.error = f"switchboard train exited {code}:\n" + output.strip()
                 return project
             results = asyncio.run(run_story_tests(bot_dir, settings=settings)) if tests else None
-            project.runs.append(Run(seconds, results))
+            replayed = asyncio.run(run_story_tests(bot_dir, settings=settings, replay=True)) if tests else None
+            project.runs.append(Run(seconds, results, replayed))
     return project
 
 
 def _row(p: Project) -> str:
     name = p.path.resolve().name
     if p.error is not None:
-        return f"| {name} | {p.examples} | {p.stories} | failed: see below | | | |"
+        return f"| {name} | {p.examples} | {p.stories} | failed: see below | | | | | |"
     train = f"{_median([r.train_s for r in p.runs]):.1f}"
     tested = [r for r in p.runs if r.results is not None]
     if not tested:
-        return f"| {name} | {p.examples} | 0 | {train} | no test stories | | |"
-    action = _median([r.results.action_accuracy for r in tested if r.results is not None])
-    conversation = _median([r.results.conversation_accuracy for r in tested if r.results is not None])
-    passed = [len(r.results.stories) - len(r.results.failed) for r in tested if r.results is not None]
+        return f"| {name} | {p.examples} | 0 | {train} | no test stories | | | | |"
+
+    def scores(all_results: list[StoryTestResults]) -> tuple[str, str]:
+        action = _median([r.action_accuracy for r in all_results])
+        conversation = _median([r.conversation_accuracy for r in all_results])
+        passed = int(_median([float(len(r.stories) - len(r.failed)) for r in all_results]))
+        return f"{action:.3f}", f"{conversation:.3f} ({passed}/{p.stories})"
+
+    e2e = scores([r.results for r in tested if r.results is not None])
+    replay = scores([r.replayed for r in tested if r.replayed is not None])
     cells = []
     for q in (0.5, 0.95):
         values = [v for r in tested if (v := r.latency_ms(q)) is not None]
         spread = f" ({min(values):.1f}-{max(values):.1f})" if len(values) > 1 else ""
         cells.append(f"{_median(values):.1f}{spread}")
-    return (f"| {name} | {p.examples} | {p.stories} | {train} | {action:.3f} | "
-            f"{conversation:.3f} ({int(_median([float(n) for n in passed]))}/{p.stories}) | {cells[0]} / {cells[1]} |")
+    return (f"| {name} | {p.examples} | {p.stories} | {train} | {e2e[0]} | {e2e[1]} | {replay[0]} | {replay[1]} | "
+            f"{cells[0]} / {cells[1]} |")
 
 
 def main() -> int:
@@ -143,8 +154,8 @@ def main() -> int:
     print(f"\n{args.runs} run(s) per project, {'--fast' if args.fast else 'fine-tuned'}; medians, latency spread "
           f"(min-max of the runs) in brackets; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n")
     print("| project | NLU examples | test stories | train s | action accuracy | conversation accuracy "
-          "| turn p50 / p95 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "| action accuracy (replay) | conversation accuracy (replay) | turn p50 / p95 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for p in projects:
         print(_row(p))
     failed = False
@@ -157,6 +168,9 @@ def main() -> int:
                 failed = True
                 for line in story.failures:
                     print(f"failed: {line}")
+            for story in (r.replayed.failed if r.replayed is not None else []):
+                for line in story.failures:
+                    print(f"failed (replay): {line}")
     return 1 if failed else 0
 
 
