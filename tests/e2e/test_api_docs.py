@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Route, expect
 
+from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.server import ServeProcess
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +20,6 @@ def server(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with ServeProcess([tiny_bot_dir], data_dir=tmp_path_factory.mktemp("docs") / "data",
                       env={"SWITCHBOARD_LOG_LEVEL": "WARNING"}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: install Debian's browser with `apt-get install -y chromium`")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield chromium
-        chromium.close()
 
 
 def _offline_page(browser: Browser, server: ServeProcess) -> tuple[Any, list[str]]:

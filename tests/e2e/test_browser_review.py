@@ -21,24 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from bots.events import BOT, NLU, USER, Event
 from bots.store.base import SummaryUpdate
 from bots.store.sqlite import SQLiteStore
 from tests.connectors.test_review_api import PASSWORD, add_users
+from tests.fixtures.browser import TIMEOUT_MS, page_of, require_chromium, shot
+from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.server import ServeProcess, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 XSS = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
-TIMEOUT_MS = 10_000
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def _seed_yesterday(data_dir: Path) -> None:
@@ -148,8 +141,7 @@ class _Proxy:
 def stack(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A served copy of the tiny bot, users, yesterday's conversations, and a shop page on a
     second origin embedding the widget."""
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: install Debian's browser with `apt-get install -y chromium`")
+    require_chromium()
     root = tmp_path_factory.mktemp("browser")
     bot_dir = root / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir)
@@ -183,33 +175,14 @@ def stack(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     site.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield chromium
-        chromium.close()
-
-
-def _pages(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.on("dialog", lambda d: pytest.fail(f"a script opened a dialog: {d.message}"))
-    yield page
-    context.close()
-
-
 @pytest.fixture
 def agent(browser: Browser) -> Iterator[Page]:
-    yield from _pages(browser)
+    yield from page_of(browser, 1280, 860)
 
 
 @pytest.fixture
 def customer(browser: Browser) -> Iterator[Page]:
-    yield from _pages(browser)
+    yield from page_of(browser, 1280, 860)
 
 
 def sign_in(page: Page, url: str, username: str = "ann") -> None:

@@ -24,18 +24,16 @@ from typing import Any
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from bots.botspec import BotSpec
 from bots.settings import Settings
 from connectors.app import create_app
 from tests.bots.lookup_model import LookupModel, project
+from tests.fixtures.browser import browser as browser  # the fixture
+from tests.fixtures.browser import page_of, require_chromium, shot
 from tests.fixtures.server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-TIMEOUT_MS = 10_000
 MENU_TEXT = "Today's menu <b>fresh</b> & hot."
 XSS_TEXT = '<img src=x onerror="window.pwned=1">Hi'
 
@@ -102,8 +100,7 @@ def _bot(root: Path, site: str) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: install Debian's browser with `apt-get install -y chromium`")
+    require_chromium()
     root = tmp_path_factory.mktemp("rich")
     site = _Site(("127.0.0.1", free_port()), _SiteHandler)
     site_url = f"http://127.0.0.1:{site.server_address[1]}"
@@ -137,29 +134,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         site.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def customer(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.on("dialog", lambda d: pytest.fail(f"a script opened a dialog: {d.message}"))
-    yield page
-    context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    yield from page_of(browser, 1100, 900)
 
 
 def say(page: Page, text: str) -> Locator:
