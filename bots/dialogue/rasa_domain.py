@@ -18,9 +18,10 @@ Cross-references (a form's slot that no ``slots:`` declares, an intent no NLU ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from bots.dialogue.domain import (
     MAPPING_TYPES,
@@ -82,9 +83,9 @@ class _Merged:
     entities: dict[str, EntityProperties] = field(default_factory=dict)
     slots: dict[str, Slot] = field(default_factory=dict)
     responses: dict[str, tuple[ResponseVariation, ...]] = field(default_factory=dict)
-    response_where: dict[str, str] = field(default_factory=dict)
     forms: dict[str, Form] = field(default_factory=dict)
     actions: dict[str, str] = field(default_factory=dict)    # name -> where declared
+    defined_at: dict[tuple[str, str], str] = field(default_factory=dict)  # (slot|response|form, name)
     session: SessionConfig | None = None
 
 
@@ -123,63 +124,15 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
         elif not v.value.startswith("3"):
             findings.note(v.key_where(), f"written for Rasa {v.value}: read as Rasa 3.x")
     if "intents" in top:
-        for item in as_list(top["intents"], "'intents'", findings) or []:
-            intent = _intent(item, findings)
-            if intent is None:
-                findings.broken.update(_item_names(item))
-                continue
-            if intent.name in merged.intents:  # lists merge (as Rasa merges them); differing properties: noted
-                if replace(intent, where="") != replace(merged.intents[intent.name], where=""):
-                    findings.note(item.key_where(), f"intent '{intent.name}' is listed again with other properties "
-                                                f"(first at {merged.intents[intent.name].where}); the first is used")
-                continue
-            merged.intents[intent.name] = intent
+        _merge_listed(top["intents"], "'intents'", "intent", _intent, merged.intents, findings)
     if "entities" in top:
-        for item in as_list(top["entities"], "'entities'", findings) or []:
-            entity = _entity(item, findings)
-            if entity is None:
-                findings.broken.update(_item_names(item))
-                continue
-            if entity.name in merged.entities:
-                if replace(entity, where="") != replace(merged.entities[entity.name], where=""):
-                    findings.note(item.key_where(), f"entity '{entity.name}' is listed again with other properties "
-                                                f"(first at {merged.entities[entity.name].where}); the first is used")
-                continue
-            merged.entities[entity.name] = entity
+        _merge_listed(top["entities"], "'entities'", "entity", _entity, merged.entities, findings)
     if "slots" in top:
-        for name, item in (as_mapping(top["slots"], "'slots'", findings) or {}).items():
-            slot = _slot(name, item, findings)
-            if slot is None:
-                findings.broken.add(name)
-                continue
-            if name in merged.slots:
-                findings.note(item.key_where(), f"slot '{name}' is defined again (first at "
-                                            f"{merged.slots[name].where}); the first definition is used")
-                continue
-            merged.slots[name] = slot
+        _merge_defined(top["slots"], "slot", _slot, merged.slots, merged.defined_at, findings)
     if "responses" in top:
-        for name, item in (as_mapping(top["responses"], "'responses'", findings) or {}).items():
-            variations = parse_response(name, item, findings)
-            if variations is None:
-                findings.broken.add(name)
-                continue
-            if name in merged.responses:
-                findings.note(item.key_where(), f"response '{name}' is defined again (first at "
-                                            f"{merged.response_where[name]}); the first definition is used")
-                continue
-            merged.responses[name] = variations
-            merged.response_where[name] = item.key_where()
+        _merge_defined(top["responses"], "response", parse_response, merged.responses, merged.defined_at, findings)
     if "forms" in top:
-        for name, item in (as_mapping(top["forms"], "'forms'", findings) or {}).items():
-            form = _form(name, item, findings)
-            if form is None:
-                findings.broken.add(name)
-                continue
-            if name in merged.forms:
-                findings.note(item.key_where(), f"form '{name}' is defined again (first at "
-                                            f"{merged.forms[name].where}); the first definition is used")
-                continue
-            merged.forms[name] = form
+        _merge_defined(top["forms"], "form", _form, merged.forms, merged.defined_at, findings)
     if "actions" in top:
         for item in as_list(top["actions"], "'actions'", findings) or []:
             action = _action(item, findings)
@@ -192,6 +145,45 @@ def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) ->
         session = _session(top["session_config"], findings)
         if session is not None and merged.session is None:
             merged.session = session
+
+
+_Listed = TypeVar("_Listed", IntentProperties, EntityProperties)
+_Defined = TypeVar("_Defined")
+
+
+def _merge_listed(section: Located, label: str, what: str, parse: Callable[[Located, Findings], _Listed | None],
+                  into: dict[str, _Listed], findings: Findings) -> None:
+    """A list section (intents, entities) into ``into``: lists merge in order, as Rasa merges them; a name
+    listed again is skipped, with a note where its properties differ from the first's (the first is used)."""
+    for item in as_list(section, label, findings) or []:
+        value = parse(item, findings)
+        if value is None:
+            findings.broken.update(_item_names(item))
+            continue
+        first = into.get(value.name)
+        if first is not None:
+            if replace(value, where="") != replace(first, where=""):
+                findings.note(item.key_where(), f"{what} '{value.name}' is listed again with other properties "
+                                            f"(first at {first.where}); the first is used")
+            continue
+        into[value.name] = value
+
+
+def _merge_defined(section: Located, what: str, parse: Callable[[str, Located, Findings], _Defined | None],
+                   into: dict[str, _Defined], defined_at: dict[tuple[str, str], str], findings: Findings) -> None:
+    """A mapping section (slots, responses, forms) into ``into``: a name defined again keeps the first
+    definition, with a note naming both places (``defined_at``: (what, name) -> where first defined)."""
+    for name, item in (as_mapping(section, f"'{what}s'", findings) or {}).items():
+        value = parse(name, item, findings)
+        if value is None:
+            findings.broken.add(name)
+            continue
+        if name in into:
+            findings.note(item.key_where(), f"{what} '{name}' is defined again (first at "
+                                        f"{defined_at[what, name]}); the first definition is used")
+            continue
+        into[name] = value
+        defined_at[what, name] = item.key_where()
 
 
 def _item_names(item: Located) -> set[str]:

@@ -19,7 +19,9 @@ from bots.dialogue.domain import (
     StoryEntity,
 )
 from bots.dialogue.rasa_data import read_test_stories
+from bots.dialogue.rasa_domain import parse_domain
 from bots.dialogue.rasa_project import bot_name, is_rasa_project, load_rasa_project, rasa_test_files
+from bots.dialogue.rasa_yaml import Findings
 from bots.errors import ArtifactError, ConfigError
 from bots.loader import is_bot_folder, load_bot_folder
 from bots.yamlspan import load_located, plain
@@ -251,6 +253,35 @@ def test_split_domain_merges_files_and_finds_data_by_content() -> None:
     assert (p.enable_fallback_prediction, p.restrict_rules, p.check_for_contradictions) == (False, False, True)
     assert spec.fallback_threshold == 0.55
     assert "not supported: UnexpecTEDIntentPolicy" in notes and "ambiguity_threshold" in notes
+
+
+def test_domain_files_merge_first_definition_wins_and_repeats_are_noted(tmp_path: Path) -> None:
+    a = write(tmp_path, {"a.yml": (
+        "intents:\n- greet\n- inform: {use_entities: [city]}\nentities: [city]\n"
+        "slots:\n  city: {type: text, mappings: [{type: from_entity, entity: city}]}\n"
+        "responses:\n  utter_greet:\n  - text: hi\n"
+        "forms:\n  city_form: {required_slots: [city]}\n")})
+    b = write(tmp_path, {"b.yml": (
+        "intents:\n- greet\n- inform: {ignore_entities: [city]}\n- bye\nentities: [city, date]\n"
+        "slots:\n  city: {type: bool, mappings: [{type: custom}]}\n  broken: {type: nope}\n"
+        "responses:\n  utter_greet:\n  - text: hello\n"
+        "forms:\n  city_form: {required_slots: []}\n")})
+    findings = Findings()
+    domain, _ = parse_domain([a / "a.yml", b / "b.yml"], findings)
+    assert list(domain.intents) == ["greet", "inform", "bye"] and list(domain.entities) == ["city", "date"]
+    assert domain.intents["inform"].use_entities == ("city",) and domain.slots["city"].type == "text"
+    assert domain.responses["utter_greet"][0].text == "hi" and domain.forms["city_form"].required_slots == ("city",)
+    assert "broken" in findings.broken and "broken" not in domain.slots
+    b_yml = tmp_path / "b.yml"
+    assert [n for n in findings.notes if "again" in n] == [
+        f"{b_yml}:3: intent 'inform' is listed again with other properties (first at {tmp_path / 'a.yml'}:3); "
+        "the first is used",
+        f"{b_yml}:7: slot 'city' is defined again (first at {tmp_path / 'a.yml'}:6); the first definition is used",
+        f"{b_yml}:10: response 'utter_greet' is defined again (first at {tmp_path / 'a.yml'}:8); "
+        "the first definition is used",
+        f"{b_yml}:13: form 'city_form' is defined again (first at {tmp_path / 'a.yml'}:11); "
+        "the first definition is used",
+    ]
 
 
 def test_yaml12_keeps_yes_no_on_off_as_text() -> None:
