@@ -36,7 +36,7 @@ from bots.dialogue.rasa_yaml import (
     name_of,
     number,
     plain_json,
-    read_yaml,
+    read_mapping,
 )
 from bots.dialogue.spec import DEFAULT_ACTION_TIMEOUT_S, ActionEndpoint
 from bots.nlu.pipeline import (
@@ -96,10 +96,7 @@ def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
     config = RasaConfig()
     if path is None:
         return config
-    root = read_yaml(path, findings)
-    if root is None:
-        return config
-    top = as_mapping(root, "config.yml", findings)
+    top = read_mapping(path, "config.yml", findings)
     if top is None:
         return config
     unsupported = {"importers": "custom training data importers; Switchboard reads the project's folders",
@@ -283,10 +280,7 @@ _ENDPOINT_NOTES = {
 def parse_endpoints(path: Path | None, findings: Findings) -> ActionEndpoint | None:
     if path is None:
         return None
-    root = read_yaml(path, findings)
-    if root is None:
-        return None
-    top = as_mapping(root, "endpoints.yml", findings)
+    top = read_mapping(path, "endpoints.yml", findings)
     if top is None:
         return None
     endpoint = None
@@ -342,10 +336,7 @@ def parse_credentials(path: Path | None, findings: Findings) -> tuple[str, ...]:
     """The channels credentials.yml enables, as Switchboard's channel names (web when none)."""
     if path is None:
         return ("web",)
-    root = read_yaml(path, findings)
-    if root is None:
-        return ("web",)
-    top = as_mapping(root, "credentials.yml", findings)
+    top = read_mapping(path, "credentials.yml", findings)
     if top is None:
         return ("web",)
     channels: list[str] = []

@@ -32,6 +32,7 @@ from bots.dialogue.rasa_yaml import (
     as_mapping,
     boolean,
     check_keys,
+    check_version,
     example_lines,
     name_of,
     plain_json,
@@ -111,12 +112,7 @@ def read_data_file(path: Path, data: TrainingData, findings: Findings, *, nlu: b
     for key, item in top.items():
         if key not in DATA_KEYS:
             findings.note(item.key_where(), f"'{key}' is not training data: not read")
-    if "version" in top:
-        v = top["version"]
-        if not isinstance(v.value, str):
-            findings.error(v.key_where(), "'version' must be text, e.g. \"3.1\" (quoted)")
-        elif not v.value.startswith("3"):
-            findings.note(v.key_where(), f"written for Rasa {v.value}: read as Rasa 3.x")
+    check_version(top, findings)
     if "responses" in top:
         findings.unsupported(top["responses"].key_where(), "responses in training data (retrieval intents and "
                                                        "ResponseSelector); move them to the domain's responses")

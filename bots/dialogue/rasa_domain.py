@@ -45,11 +45,12 @@ from bots.dialogue.rasa_yaml import (
     as_mapping,
     boolean,
     check_keys,
+    check_version,
     name_of,
     names_of,
     number,
     plain_json,
-    read_yaml,
+    read_mapping,
     text_of,
 )
 from bots.yamlspan import Located
@@ -100,10 +101,7 @@ def parse_domain(files: list[Path], findings: Findings) -> tuple[Domain, dict[st
     """The merged domain, and where each custom action is declared (for the checks)."""
     merged = _Merged()
     for path in files:
-        root = read_yaml(path, findings)
-        if root is None:
-            continue
-        top = as_mapping(root, "a domain file", findings)
+        top = read_mapping(path, "a domain file", findings)
         if top is None:
             continue
         _parse_file(top, merged, findings)
@@ -117,12 +115,7 @@ def parse_domain(files: list[Path], findings: Findings) -> tuple[Domain, dict[st
 
 def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) -> None:
     check_keys(top, "domain", DOMAIN_KEYS, findings, _DOMAIN_UNSUPPORTED)
-    if "version" in top:
-        v = top["version"]
-        if not isinstance(v.value, str):
-            findings.error(v.key_where(), "'version' must be text, e.g. \"3.1\" (quoted)")
-        elif not v.value.startswith("3"):
-            findings.note(v.key_where(), f"written for Rasa {v.value}: read as Rasa 3.x")
+    check_version(top, findings)
     if "intents" in top:
         _merge_listed(top["intents"], "'intents'", "intent", _intent, merged.intents, findings)
     if "entities" in top:

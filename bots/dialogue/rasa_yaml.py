@@ -64,6 +64,23 @@ def as_mapping(item: Located, what: str, findings: Findings) -> dict[str, Locate
     return item.value  # type: ignore[no-any-return]
 
 
+def read_mapping(path: Path, what: str, findings: Findings) -> dict[str, Located] | None:
+    """A file whose top level is a mapping (``what`` names it in the error), or None when it cannot be read
+    or is something else (recorded); an empty file is an empty mapping."""
+    root = read_yaml(path, findings)
+    return None if root is None else as_mapping(root, what, findings)
+
+
+def check_version(top: dict[str, Located], findings: Findings) -> None:
+    """A file's ``version:``: text (an error otherwise); another major than 3 is noted and read as 3.x."""
+    if "version" in top:
+        v = top["version"]
+        if not isinstance(v.value, str):
+            findings.error(v.key_where(), "'version' must be text, e.g. \"3.1\" (quoted)")
+        elif not v.value.startswith("3"):
+            findings.note(v.key_where(), f"written for Rasa {v.value}: read as Rasa 3.x")
+
+
 def as_list(item: Located, what: str, findings: Findings) -> list[Located] | None:
     if item.value is None:
         return []

@@ -380,6 +380,24 @@ def test_broken_project_reports_every_problem_with_its_line() -> None:
     assert len(problems) == len(expected) + 1  # and "'slot_was_set' lists no slot" for the same bad step
 
 
+def test_versions_and_files_that_are_not_mappings(tmp_path: Path) -> None:
+    write(tmp_path, {**MINIMAL, "domain.yml": "version: 3.1\n" + MINIMAL["domain.yml"].split("\n", 1)[1],
+                     "data/nlu.yml": 'version: "2.0"\n' + MINIMAL["data/nlu.yml"],
+                     "config.yml": "- language: en\n", "endpoints.yml": "[]\n", "credentials.yml": "rest\n"})
+    with pytest.raises(ConfigError) as caught:
+        load_rasa_project(tmp_path)
+    assert sorted(caught.value.problems) == sorted([
+        f"{tmp_path / 'domain.yml'}:1: 'version' must be text, e.g. \"3.1\" (quoted)",
+        f"{tmp_path / 'config.yml'}:1: config.yml must be a mapping",
+        f"{tmp_path / 'endpoints.yml'}:1: endpoints.yml must be a mapping",
+        f"{tmp_path / 'credentials.yml'}:1: credentials.yml must be a mapping"])
+    write(tmp_path, {"domain.yml": MINIMAL["domain.yml"], "config.yml": "", "endpoints.yml": "",
+                     "credentials.yml": ""})
+    spec, _ = load_rasa_project(tmp_path)
+    assert f"{tmp_path / 'data' / 'nlu.yml'}:1: written for Rasa 2.0: read as Rasa 3.x" in spec.notes
+    assert spec.channels == ("web",)
+
+
 def test_rasa2_policies_custom_and_unknown_components(tmp_path: Path) -> None:
     write(tmp_path, {**MINIMAL, "config.yml": """
 pipeline:
