@@ -330,6 +330,18 @@ def _rich_button(item: Located, what: str, problems: list[str]) -> dict[str, str
     return {"title": title, "payload": payload or "", **({"url": url} if url else {})}
 
 
+def mapping_section(sections: Mapping[str, Located], key: str, what: str, problems: list[str]) -> dict[str, Located]:
+    """The entries of the mapping section ``key`` (none where it is absent); a section that is not a mapping
+    is a problem (``'key' must map <what>``) and gives none."""
+    if key not in sections:
+        return {}
+    section = sections[key]
+    if not isinstance(section.value, dict):
+        problems.append(f"{section.where()}: {key!r} must map {what}")
+        return {}
+    return section.value
+
+
 def load_bot(directory: Path | str) -> BotSpec:
     """Load ``DIR/bot.yml``; raise ConfigError listing every problem as ``file:line: ...``."""
     directory = Path(directory)
@@ -386,17 +398,13 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
             channels = tuple(found)
 
     synonyms: dict[str, str] = {}
-    if "synonyms" in top:
-        s = top["synonyms"]
-        if not isinstance(s.value, dict):
-            problems.append(f"{s.where()}: 'synonyms' must map a canonical value to a list of variants")
-        else:
-            for canonical, variants in s.value.items():
-                if not isinstance(variants.value, list):
-                    problems.append(f"{variants.where()}: synonyms of {canonical!r} must be a list")
-                    continue
-                for v in variants.value:
-                    synonyms[str(v.value).lower()] = canonical
+    for canonical, variants in mapping_section(top, "synonyms", "a canonical value to a list of variants",
+                                               problems).items():
+        if not isinstance(variants.value, list):
+            problems.append(f"{variants.where()}: synonyms of {canonical!r} must be a list")
+            continue
+        for v in variants.value:
+            synonyms[str(v.value).lower()] = canonical
 
     intents: dict[str, Intent] = {}
     if "intents" not in top and "rasa" in top:

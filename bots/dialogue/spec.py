@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from bots.botspec import BotSpec, placeholders
+from bots.botspec import BotSpec, mapping_section, placeholders
 from bots.dialogue.domain import (
     ACTION_ANSWER,
     ACTION_DEACTIVATE_LOOP,
@@ -413,26 +413,16 @@ def parse_dialogue(bot: BotSpec) -> DialogueSpec:
     problems: list[str] = []
     sections = bot.sections
     slots: dict[str, SlotSpec] = {}
-    if "slots" in sections:
-        s = sections["slots"]
-        if not isinstance(s.value, dict):
-            problems.append(f"{s.where()}: 'slots' must map slot names to their settings")
-        else:
-            for name, item in s.value.items():
-                slot = _parse_slot(name, item, problems)
-                if slot is not None:
-                    slots[name] = slot
+    for name, item in mapping_section(sections, "slots", "slot names to their settings", problems).items():
+        slot = _parse_slot(name, item, problems)
+        if slot is not None:
+            slots[name] = slot
     refs: list[tuple[str, str]] = []
     forms: dict[str, FormSpec] = {}
-    if "forms" in sections:
-        f = sections["forms"]
-        if not isinstance(f.value, dict):
-            problems.append(f"{f.where()}: 'forms' must map form names to their settings")
-        else:
-            for name, item in f.value.items():
-                form = _parse_form(name, item, bot, slots, problems, refs)
-                if form is not None:
-                    forms[name] = form
+    for name, item in mapping_section(sections, "forms", "form names to their settings", problems).items():
+        form = _parse_form(name, item, bot, slots, problems, refs)
+        if form is not None:
+            forms[name] = form
     rules: dict[str, Rule] = {}
     if "rules" in sections:
         r = sections["rules"]

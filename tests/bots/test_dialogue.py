@@ -150,6 +150,9 @@ async def test_answer_provider_hook_answers_before_the_template(tmp_path: Path) 
     ("session_expiry_minutes: -5\n", "bot.yml:{n0}: 'session_expiry_minutes' must be a number"),
     ("action_endpoint: ftp://x\n", "bot.yml:{n0}: 'action_endpoint' needs an http(s) URL"),
     ("actions: nothing_here\n", "bot.yml:{n0}: 'actions': neither nothing_here.py nor nothing_here/__init__.py"),
+    ("slots: [a]\n", "bot.yml:{n0}: 'slots' must map slot names to their settings"),
+    ("forms: f\n", "bot.yml:{n0}: 'forms' must map form names to their settings"),
+    ("synonyms:\n  - NYC\n", "bot.yml:{n1}: 'synonyms' must map a canonical value to a list of variants"),
 ])
 def test_dialogue_config_errors_name_file_and_line(tmp_path: Path, yaml: str, expected: str) -> None:
     bot_dir = tmp_path / "bot"
