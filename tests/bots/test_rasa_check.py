@@ -11,18 +11,11 @@ import pytest
 from bots.dialogue.check import check_bot, check_bot_folder
 from bots.loader import load_bot_folder
 from connectors.cli import main as cli_main
+from tests.bots.test_rasa_loader import write
 from tests.conftest import ROOT
 from training.cli import main as training_main
 
 RASA = ROOT / "tests" / "data" / "rasa"
-
-
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
 
 
 DOMAIN = """version: "3.1"
