@@ -201,14 +201,21 @@ def _single_key(item: Located, what: str, findings: Findings) -> tuple[str, Loca
     return None if name is None else (name, Located(None, item.line, item.file))
 
 
-def _intent(item: Located, findings: Findings) -> IntentProperties | None:
-    found = _single_key(item, "an intent", findings)
+def _named_properties(item: Located, kind: str, findings: Findings) -> tuple[str, dict[str, Located]] | None:
+    """An intents/entities item (``- name`` or ``- name: {properties}``): the name and its properties."""
+    found = _single_key(item, f"an {kind}", findings)
     if found is None:
         return None
     name, props_item = found
-    props = as_mapping(props_item, f"intent '{name}'", findings)
-    if props is None:
+    props = as_mapping(props_item, f"{kind} '{name}'", findings)
+    return None if props is None else (name, props)
+
+
+def _intent(item: Located, findings: Findings) -> IntentProperties | None:
+    found = _named_properties(item, "intent", findings)
+    if found is None:
         return None
+    name, props = found
     check_keys(props, f"intent '{name}'", ("use_entities", "ignore_entities"), findings,
                {"triggers": "Rasa 2's MappingPolicy; write a rule instead",
                 "is_retrieval_intent": "retrieval intents (ResponseSelector)"})
@@ -237,13 +244,10 @@ def _intent(item: Located, findings: Findings) -> IntentProperties | None:
 
 
 def _entity(item: Located, findings: Findings) -> EntityProperties | None:
-    found = _single_key(item, "an entity", findings)
+    found = _named_properties(item, "entity", findings)
     if found is None:
         return None
-    name, props_item = found
-    props = as_mapping(props_item, f"entity '{name}'", findings)
-    if props is None:
-        return None
+    name, props = found
     check_keys(props, f"entity '{name}'", ("roles", "groups", "influence_conversation"), findings)
     labels: dict[str, tuple[str, ...]] = {"roles": (), "groups": ()}
     for key in labels:
