@@ -234,12 +234,7 @@ def _parse_slot(name: str, item: Located, problems: list[str]) -> SlotSpec | Non
             problems.append(f"{e.where()}: slot {name!r}: 'entity' must be an entity name (or null)")
         else:
             entity = e.value.strip()
-    from_text = True
-    if "from_text" in fields:
-        if not isinstance(fields["from_text"].value, bool):
-            problems.append(f"{fields['from_text'].where()}: slot {name!r}: 'from_text' must be true or false")
-        else:
-            from_text = fields["from_text"].value
+    from_text = _flag(fields, "from_text", True, f"slot {name!r}", problems)
     invalid = None
     if "invalid" in fields:
         texts = _texts(fields["invalid"], f"slot {name!r}: 'invalid'", problems)
@@ -330,12 +325,7 @@ def _parse_rule(item: Located, bot: BotSpec, forms: dict[str, FormSpec], problem
         problems.append(f"{intent.where()}: rule for unknown intent {intent.value!r}")
         return None
     steps = [k for k in ("response", "action", "form", "answer") if k in fields]
-    handoff = False
-    if "handoff" in fields:
-        if not isinstance(fields["handoff"].value, bool):
-            problems.append(f"{fields['handoff'].where()}: rule {intent.value!r}: 'handoff' must be true or false")
-        else:
-            handoff = fields["handoff"].value
+    handoff = _flag(fields, "handoff", False, f"rule {intent.value!r}", problems)
     if len(steps) > 1:
         problems.append(f"{item.where()}: rule {intent.value!r}: use only one of {', '.join(steps)}")
         return None
@@ -393,6 +383,16 @@ def _actions_module(item: Located, directory: Path, problems: list[str]) -> tupl
             return None, timeout
         item = fields["module"]
     return _module_path(item, directory, problems), timeout
+
+
+def _flag(fields: dict[str, Located], key: str, default: bool, what: str, problems: list[str]) -> bool:
+    """The true/false field ``key`` (``default`` where absent, or where it is something else: a problem)."""
+    if key not in fields:
+        return default
+    if not isinstance(fields[key].value, bool):
+        problems.append(f"{fields[key].where()}: {what}: {key!r} must be true or false")
+        return default
+    return fields[key].value
 
 
 def _module_path(item: Located, directory: Path, problems: list[str]) -> Path | None:

@@ -152,6 +152,8 @@ async def test_answer_provider_hook_answers_before_the_template(tmp_path: Path) 
     ("actions: nothing_here\n", "bot.yml:{n0}: 'actions': neither nothing_here.py nor nothing_here/__init__.py"),
     ("slots: [a]\n", "bot.yml:{n0}: 'slots' must map slot names to their settings"),
     ("forms: f\n", "bot.yml:{n0}: 'forms' must map form names to their settings"),
+    ("slots:\n  a:\n    from_text: maybe\n", "bot.yml:{n2}: slot 'a': 'from_text' must be true or false"),
+    ("rules:\n  - intent: greet\n    handoff: 1\n", "bot.yml:{n2}: rule 'greet': 'handoff' must be true or false"),
     ("synonyms:\n  - NYC\n", "bot.yml:{n1}: 'synonyms' must map a canonical value to a list of variants"),
 ])
 def test_dialogue_config_errors_name_file_and_line(tmp_path: Path, yaml: str, expected: str) -> None:
