@@ -6,6 +6,7 @@ fallback_threshold: 0.45        # below this confidence the bot says it did not 
 channels: [web, slack, telegram]
 intents:
   cancel_order:
+    title: Cancel an order      # what a "Did you mean ...?" button shows (default: "Cancel order")
     examples:
       - I want to cancel order [123](order_id)
       - cancel my purchase
@@ -52,7 +53,7 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 _SECTIONS = {
     "name", "description", "language", "fallback_threshold", "channels", "intents",
     "synonyms", "training", "slots", "forms", "rules", "actions", "action_endpoint",
-    "session_expiry_minutes", "answers", "knowledge_base", "retention_days", "pii", "rasa",
+    "session_expiry_minutes", "answers", "knowledge_base", "retention_days", "pii", "rasa", "welcome", "handoff",
 }
 
 
@@ -75,6 +76,14 @@ class Intent:
     # empty when no variant has any): ``buttons`` (``{"title", "payload"}`` or ``{"title", "url"}``),
     # ``image``, ``attachment``, ``custom`` (``_rich_response``).
     rich: tuple[Mapping[str, Any], ...] = ()
+    # What a button offering this intent shows ("Did you mean ...?"): ``title:`` in bot.yml; None: the name
+    # written as words (``shown``).
+    title: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The intent as a customer reads it on a button."""
+        return self.title or self.name.replace("_", " ").strip().capitalize()
 
 
 @dataclass(frozen=True)
@@ -222,8 +231,17 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
         return None
     fields: dict[str, Located] = item.value
     for key, located in fields.items():
-        if key not in ("examples", "response"):
-            problems.append(f"{located.where()}: intent {name!r}: unknown key {key!r} (expected examples, response)")
+        if key not in ("examples", "response", "title"):
+            problems.append(f"{located.where()}: intent {name!r}: unknown key {key!r} "
+                            f"(expected examples, response, title)")
+    title: str | None = None
+    if "title" in fields:
+        t = fields["title"]
+        if not isinstance(t.value, str) or not t.value.strip():
+            problems.append(f"{t.where()}: intent {name!r}: 'title' must be non-empty text (what a button shows)"
+                            + _quote_hint(t.value))
+        else:
+            title = " ".join(t.value.split())
     examples: list[Example] = []
     if "examples" not in fields:
         problems.append(f"{item.where()}: intent {name!r} has no 'examples'")
@@ -253,7 +271,7 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
             else:
                 responses.append(x.value)
     return Intent(name=name, examples=tuple(examples), responses=tuple(responses), line=item.line,
-                  rich=tuple(rich.get(i, {}) for i in range(len(responses))) if rich else ())
+                  rich=tuple(rich.get(i, {}) for i in range(len(responses))) if rich else (), title=title)
 
 
 _RICH_KEYS = ("text", "buttons", "image", "attachment", "custom")

@@ -46,13 +46,34 @@ def test_settings(bot: BotSpec) -> None:
     assert bot.synonyms["premium account"] == "premium"
 
 
+SMALLTALK = {"greet", "goodbye", "thanks", "bot_challenge", "affirm", "deny", "stop", "out_of_scope"}
+
+
 def test_all_27_intents_have_many_examples_and_an_answer(bot: BotSpec) -> None:
-    assert len(bot.intents) == 27
+    assert len(bot.intents) == 27 + len(SMALLTALK) and SMALLTALK <= set(bot.intents)
     for name, intent in bot.intents.items():
-        assert len(intent.examples) >= 100, name
+        assert len(intent.examples) >= (20 if name in SMALLTALK else 100), name
         assert intent.responses, name
         assert len({e.text for e in intent.examples}) == len(intent.examples), f"{name}: duplicate examples"
-    assert sum(len(i.examples) for i in bot.intents.values()) > 4400
+    assert sum(len(i.examples) for i in bot.intents.values() if i.name not in SMALLTALK) > 4400
+
+
+def test_every_intent_has_a_human_title(bot: BotSpec) -> None:
+    """What a "Did you mean ...?" button shows: written for customers, never the intent's name."""
+    for name, intent in bot.intents.items():
+        assert intent.title and "_" not in intent.title and intent.title[0].isupper(), name
+    assert bot.intents["contact_human_agent"].shown == "Talk to a person"
+
+
+def test_smalltalk_file_errors_name_the_file(tmp_path: Path) -> None:
+    build = _build_module()
+    bad = tmp_path / "smalltalk.yml"
+    bad.write_text("greet:\n  examples: [hi]\n", encoding="utf-8")
+    with pytest.raises(build.BuildError, match=f"{bad}: intent 'greet' needs exactly title, response, examples"):
+        build.read_smalltalk(bad)
+    bad.write_text("cancel_order:\n  title: x\n  response: x\n  examples: [x]\n", encoding="utf-8")
+    with pytest.raises(build.BuildError, match="is a Bitext intent"):
+        build.read_smalltalk(bad)
 
 
 def test_entity_spans_match_their_values(bot: BotSpec) -> None:

@@ -154,8 +154,9 @@ class Decision:
 
 
 def fallback_response(bot: BotSpec, understanding: Understanding, *, top_n: int = 3) -> BotResponse:
+    """"Did you mean ...?" with the top intents as buttons, each showing the intent's ``title``."""
     buttons = tuple(
-        Button(title=s.name.replace("_", " "), payload=f"/{s.name}")
+        Button(title=bot.intents[s.name].shown, payload=f"/{s.name}")
         for s in understanding.ranking[:top_n]
         if s.name in bot.intents
     )

@@ -14,8 +14,12 @@ against the text before use:
   nearest the given offset) and that span is used; if it cannot be found the annotation is dropped
   and the utterance is kept as a plain example.
 
-The dialogue (slots, the change-order form, rules, custom actions) is written by hand in
-``dialogue.yml`` beside this file and merged in as it is; its actions live in ``actions.py``.
+The dialogue (slots, the order forms, rules, hand-off, welcome, custom actions) is written by hand
+in ``dialogue.yml`` beside this file and merged in as it is; its actions live in ``actions.py``. The
+small talk and out-of-scope intents (greet, goodbye, thanks, bot_challenge, affirm, deny, stop,
+out_of_scope), which Bitext does not have, are written by hand in ``smalltalk.yml`` and merged in
+with the Bitext intents. Every intent gets a ``title`` (``_TITLES``): what a "Did you mean ...?"
+button shows.
 
 The responses are written for this bot, not copied from Bitext (whose answers contain
 ``{{Placeholders}}`` and other customers' order numbers): see ``_RESPONSES``. The output is
@@ -39,8 +43,10 @@ _REPO = _HERE.parent.parent
 DEFAULT_SOURCE = _REPO.parent / "shared" / "data" / "bitext" / "customer_support_responses.csv"
 DEFAULT_OUTPUT = _HERE / "bot.yml"
 DEFAULT_DIALOGUE = _HERE / "dialogue.yml"
+DEFAULT_SMALLTALK = _HERE / "smalltalk.yml"
 _DIALOGUE_SECTIONS = ("session_expiry_minutes", "slots", "forms", "rules", "actions", "action_endpoint", "training",
-                      "answers", "knowledge_base", "pii", "retention_days")
+                      "answers", "knowledge_base", "pii", "retention_days", "welcome", "handoff")
+_SMALLTALK_KEYS = ("title", "response", "examples")
 _COLUMNS = ("instruction", "intent", "entity_type", "entity_value", "start_offset", "end_offset")
 
 _HEADER = """\
@@ -210,6 +216,38 @@ _RESPONSES: dict[str, list[str]] = {
 }
 
 
+# What a "Did you mean ...?" button shows for each Bitext intent (smalltalk.yml gives its own).
+_TITLES: dict[str, str] = {
+    "cancel_order": "Cancel an order",
+    "change_order": "Change an order",
+    "track_order": "Track an order",
+    "place_order": "Place an order",
+    "check_cancellation_fee": "Cancellation fees",
+    "delivery_options": "Delivery options",
+    "delivery_period": "Delivery times",
+    "change_shipping_address": "Change a delivery address",
+    "set_up_shipping_address": "Add a shipping address",
+    "create_account": "Create an account",
+    "delete_account": "Close my account",
+    "edit_account": "Edit my account",
+    "switch_account": "Change my plan",
+    "recover_password": "Reset my password",
+    "registration_problems": "Problems signing up",
+    "check_invoice": "Find an invoice",
+    "get_invoice": "Get a copy of an invoice",
+    "check_payment_methods": "Payment methods",
+    "payment_issue": "A payment problem",
+    "get_refund": "Ask for a refund",
+    "track_refund": "Where is my refund?",
+    "check_refund_policy": "Refund policy",
+    "complaint": "Make a complaint",
+    "review": "Leave feedback",
+    "contact_customer_service": "Contact customer service",
+    "contact_human_agent": "Talk to a person",
+    "newsletter_subscription": "Newsletter",
+}
+
+
 class BuildError(Exception):
     """The source file cannot be turned into a bot (message names the file and row)."""
 
@@ -324,27 +362,49 @@ def read_examples(source: Path) -> tuple[dict[str, list[str]], Report]:
     return examples, report
 
 
-def read_dialogue(path: Path) -> dict[str, Any]:
-    """The hand-written dialogue sections (validated in full when the bot is loaded)."""
+def _yaml_file(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise BuildError(f"{path}: no such file (the bot's hand-written dialogue sections)")
+        raise BuildError(f"{path}: no such file ({what})")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
         raise BuildError(f"{path}:{line}: invalid YAML: {exc.problem}") from None
     if not isinstance(doc, dict):
-        raise BuildError(f"{path}:1: expected a mapping of {', '.join(_DIALOGUE_SECTIONS)}")
+        raise BuildError(f"{path}:1: expected a mapping ({what})")
+    return doc
+
+
+def read_dialogue(path: Path) -> dict[str, Any]:
+    """The hand-written dialogue sections (validated in full when the bot is loaded)."""
+    doc = _yaml_file(path, f"the bot's hand-written dialogue sections: {', '.join(_DIALOGUE_SECTIONS)}")
     unknown = sorted(set(doc) - set(_DIALOGUE_SECTIONS))
     if unknown:
         raise BuildError(f"{path}: unknown section(s) {', '.join(unknown)} (allowed: {', '.join(_DIALOGUE_SECTIONS)})")
     return doc
 
 
-def render(examples: dict[str, list[str]], dialogue: dict[str, Any] | None = None) -> str:
+def read_smalltalk(path: Path) -> dict[str, dict[str, Any]]:
+    """The hand-written intents (title, response, examples) that Bitext does not have."""
+    doc = _yaml_file(path, "the small talk and out-of-scope intents")
+    for name, intent in doc.items():
+        if name in _RESPONSES:
+            raise BuildError(f"{path}: intent {name!r} is a Bitext intent; change its answer in build.py instead")
+        if not isinstance(intent, dict) or sorted(intent) != sorted(_SMALLTALK_KEYS):
+            raise BuildError(f"{path}: intent {name!r} needs exactly {', '.join(_SMALLTALK_KEYS)}")
+        if not isinstance(intent["examples"], list) or not all(isinstance(x, str) for x in intent["examples"]):
+            raise BuildError(f"{path}: intent {name!r}: 'examples' must be a list of texts (quote yes/no)")
+    return doc
+
+
+def render(examples: dict[str, list[str]], dialogue: dict[str, Any] | None = None,
+           smalltalk: dict[str, dict[str, Any]] | None = None) -> str:
     missing = sorted(set(_RESPONSES) - set(examples))
     if missing:
         raise BuildError(f"no examples for intent(s) {', '.join(missing)}")
+    intents = {name: {"title": _TITLES[name], "response": _RESPONSES[name], "examples": examples[name]}
+               for name in examples}
+    intents.update({name: {k: intent[k] for k in _SMALLTALK_KEYS} for name, intent in (smalltalk or {}).items()})
     doc: dict[str, Any] = {
         "name": "support",
         "description": _DESCRIPTION,
@@ -352,7 +412,7 @@ def render(examples: dict[str, list[str]], dialogue: dict[str, Any] | None = Non
         "channels": ["web", "slack", "telegram"],
         "synonyms": _SYNONYMS,
         **(dialogue or {}),
-        "intents": {name: {"response": _RESPONSES[name], "examples": examples[name]} for name in sorted(examples)},
+        "intents": {name: intents[name] for name in sorted(intents)},
     }
     body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110, default_flow_style=False)
     return _HEADER + body
@@ -365,11 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write bot.yml")
     parser.add_argument("--dialogue", type=Path, default=DEFAULT_DIALOGUE,
                         help=f"the hand-written dialogue sections to merge in (default: {DEFAULT_DIALOGUE})")
+    parser.add_argument("--smalltalk", type=Path, default=DEFAULT_SMALLTALK,
+                        help=f"the hand-written small talk intents to merge in (default: {DEFAULT_SMALLTALK})")
     parser.add_argument("--quiet", action="store_true", help="do not print the build report")
     args = parser.parse_args(argv)
     try:
         examples, report = read_examples(args.source)
-        text = render(examples, read_dialogue(args.dialogue))
+        text = render(examples, read_dialogue(args.dialogue), read_smalltalk(args.smalltalk))
     except (BuildError, UnicodeDecodeError, csv.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

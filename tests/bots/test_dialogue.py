@@ -40,7 +40,7 @@ async def test_uncertain_message_offers_top_intents_then_second_failure_hands_of
     first = await runtime.handle(message("blorp"))
     assert first[0].text == "Sorry, I didn't understand that. Did you mean one of these?"
     assert [(b.title, b.payload) for b in first[0].buttons] == [
-        ("track order", "/track_order"), ("change order", "/change_order"), ("greet", "/greet")]
+        ("Track order", "/track_order"), ("Change order", "/change_order"), ("Greet", "/greet")]
     assert first[0].source == "fallback"
     assert await say(runtime, "zzzt") == [HANDOFF_TEXT]
     assert (await _events(runtime))[-1].kind == PAUSE
