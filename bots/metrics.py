@@ -79,6 +79,33 @@ class Metrics:
         self.handoff_queue = Gauge(
             "switchboard_handoff_queue", "Conversations waiting for an agent.", ["bot"], registry=r,
         )
+        # Answer generation (bots/answers/generation.py, the local model or an OpenAI-compatible endpoint).
+        self.generation_seconds = Histogram(
+            "switchboard_generation_seconds", "Time to write a generated answer, first request to last token.",
+            ["bot"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.generation_first_sentence_seconds = Histogram(
+            "switchboard_generation_first_sentence_seconds", "Time to the first sentence of a streamed generated "
+            "answer.", ["bot"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.generation_tokens = Counter(
+            "switchboard_generation_tokens_total", "Tokens written by the answer generator.", ["bot"], registry=r,
+        )
+        self.generation_prompt_tokens = Counter(
+            "switchboard_generation_prompt_tokens_total", "Prompt tokens sent to a generation endpoint (as it "
+            "reports them).", ["bot"], registry=r,
+        )
+        self.generation_failures = Counter(
+            "switchboard_generation_failures_total", "Generated answers that failed (endpoint error, timeout or "
+            "open circuit): retrieval answered.", ["bot"], registry=r,
+        )
+        self.generation_retries = Counter(
+            "switchboard_generation_retries_total", "Retried calls to the generation endpoint.", ["bot"], registry=r,
+        )
+        self.generation_circuit_open = Gauge(
+            "switchboard_generation_circuit_open", "1 while the generation endpoint's circuit breaker is open.",
+            ["bot"], registry=r,
+        )
         self.handoff_oldest_seconds = Gauge(
             "switchboard_handoff_oldest_seconds", "Age of the oldest conversation waiting for an agent.", ["bot"],
             registry=r,

@@ -127,11 +127,11 @@ class BotRuntime:
         return self.model.manifest.version
 
 
-def _load_answers(artifact_dir: Path, model: IntentModel) -> AnswerProvider | None:
+def _load_answers(artifact_dir: Path, model: IntentModel, metrics: Metrics, bot: str) -> AnswerProvider | None:
     """Retrieval (and gated generation) answers, when the artifact has an answer index."""
     if not isinstance(model, Encoder):
         return None  # a model without sentence embeddings: templates only
-    return AnswerService.load(artifact_dir, model)
+    return AnswerService.load(artifact_dir, model, metrics=metrics, bot=bot)
 
 
 def parse_payload(payload: str, bot: BotSpec, dialogue: DialogueSpec | None = None) -> Understanding | None:
@@ -279,7 +279,7 @@ class Runtime:
         privacy = self._privacy(spec)
         days = spec.section("retention_days")
         self.store.set_retention(spec.name, float(days) * 86400.0 if days is not None else None)
-        answers = await asyncio.to_thread(_load_answers, artifact, model)
+        answers = await asyncio.to_thread(_load_answers, artifact, model, self.metrics, spec.name)
         pipeline = await asyncio.to_thread(NluPipeline.for_bot, spec)  # lookup tables compile off the loop
         for note in pipeline.notes:
             log.info("bot check: %s", note, extra={"bot": spec.name})

@@ -10,15 +10,21 @@ answers:
   kb_min_similarity: 0.35     # else a knowledge-base chunk this close gives a composed answer
   generation:                 # optional: a domain-tuned generation model (see GenerationSettings)
     base_model: ""            # local HF causal LM folder; "" = small GPT-2 from scratch
+    endpoint:                 # or: an OpenAI-compatible server writes the answers (nothing is trained)
+      url: http://generator:8000/v1
+      model: support-generator
 knowledge_base: kb/           # or {folder: kb/, chunk_words: 120, overlap_sentences: 1}
 ```
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+from bots.answers.generation import EndpointConfig
 from bots.botspec import BotSpec
 from bots.errors import ConfigError
 from bots.yamlspan import Located
@@ -51,6 +57,7 @@ class GenerationSettings:
     batch_size: int = 16
     learning_rate: float = 1e-3
     seed: int = 13
+    endpoint: EndpointConfig | None = None  # an OpenAI-compatible server instead of a trained model
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,9 @@ def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings 
             problems.append(f"{sub.where()}: unknown generation key {key!r} (known: {known})")
             continue
         default = getattr(defaults, key)
-        if key == "sampling":
+        if key == "endpoint":
+            values[key] = _parse_endpoint(sub, problems)
+        elif key == "sampling":
             if sub.value not in ("greedy", "sample"):
                 problems.append(f"{sub.where()}: 'sampling' must be greedy or sample")
                 continue
@@ -130,7 +139,73 @@ def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings 
             got = _number(sub, key, type(default), problems, low, high)
             if got is not None:
                 values[key] = got
+    if "endpoint" in item.value and values.get("base_model"):
+        problems.append(f"{item.where()}: 'base_model' (a model trained here) and 'endpoint' (a server's model) "
+                        "exclude each other")
     return GenerationSettings(**values)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENDPOINT_LIMITS = {"timeout_s": (0.01, 600.0), "retries": (0, 10), "backoff_s": (0.0, 60.0),
+                    "breaker_failures": (1, 1000), "breaker_reset_s": (0.1, 3600.0)}
+
+
+def _parse_endpoint(item: Located, problems: list[str]) -> EndpointConfig | None:
+    """``generation.endpoint``: url and model required; every other key checked against its kind."""
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: 'endpoint' must be a mapping with url and model (an OpenAI-compatible "
+                        "server: vLLM, TGI, llama.cpp, Ollama)")
+        return None
+    defaults = EndpointConfig(url="", model="")
+    values: dict[str, Any] = {}
+    before = len(problems)
+    for key, sub in item.value.items():
+        v = sub.value
+        if key not in EndpointConfig.__dataclass_fields__:
+            known = ", ".join(EndpointConfig.__dataclass_fields__)
+            problems.append(f"{sub.where()}: unknown endpoint key {key!r} (known: {known})")
+        elif key == "url":
+            parts = urlsplit(v) if isinstance(v, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                problems.append(f"{sub.where()}: 'url' must be an http:// or https:// address, e.g. "
+                                "http://generator:8000/v1")
+            elif parts.username or parts.password or parts.query or parts.fragment:
+                problems.append(f"{sub.where()}: 'url' must not carry a user, password, query or fragment (put the "
+                                "API key in the environment variable named by api_key_env)")
+            else:
+                values[key] = v
+        elif key == "api":
+            if v not in ("chat", "completions"):
+                problems.append(f"{sub.where()}: 'api' must be chat or completions")
+            else:
+                values[key] = v
+        elif key == "api_key_env":
+            if not isinstance(v, str) or not _ENV_NAME.fullmatch(v):
+                problems.append(f"{sub.where()}: 'api_key_env' must be the name of an environment variable")
+            elif v.startswith("SWITCHBOARD_"):
+                problems.append(f"{sub.where()}: 'api_key_env' {v!r}: SWITCHBOARD_* names are the server's settings "
+                                "(an unknown one stops it); use another name, e.g. GENERATOR_API_KEY")
+            else:
+                values[key] = v
+        elif isinstance(getattr(defaults, key), bool):
+            if not isinstance(v, bool):
+                problems.append(f"{sub.where()}: {key!r} must be true or false")
+            else:
+                values[key] = v
+        elif isinstance(getattr(defaults, key), str):
+            if not isinstance(v, str) or not v.strip():
+                problems.append(f"{sub.where()}: {key!r} must be a non-empty text")
+            else:
+                values[key] = v
+        else:
+            low, high = _ENDPOINT_LIMITS[key]
+            got = _number(sub, key, type(getattr(defaults, key)), problems, low, high)
+            if got is not None:
+                values[key] = got
+    for needed in ("url", "model"):
+        if needed not in item.value:
+            problems.append(f"{item.where()}: 'endpoint' needs {needed!r}")
+    return EndpointConfig(**values) if len(problems) == before else None
 
 
 def parse_answers_config(bot: BotSpec) -> AnswersConfig:

@@ -11,6 +11,12 @@ The prompt is the one the model was trained on (training/generator.py ``prompt_i
 
 Generation is bounded by ``max_new_tokens`` and by ``max_seconds`` of wall time, greedy or
 sampled (temperature, top-k), with a repetition penalty.
+
+A bot can instead send the same prompt to an OpenAI-compatible server (``answers.generation.endpoint``:
+``EndpointConfig`` here, the client in bots/answers/endpoint.py). Both generators give the same
+things to ``bots.answers.retrieval``: ``generate`` (blocking), ``agenerate`` and ``stream_sentences``
+(async), ``gate_passed``; ``SentenceSplitter`` cuts what they write into the sentences the grounding
+guard checks one by one; ``GenerationMeter`` counts them in the bot's metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,26 +35,102 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from bots.errors import ArtifactError
+from bots.metrics import Metrics
 
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+SYSTEM_PROMPT = ("You answer customers of a support team. Answer the question in a few short sentences, using only "
+                 "the facts in the context. Keep {placeholders} as they are. If the context does not answer it, "
+                 "say so.")
 
 
 @dataclass(frozen=True)
 class Generated:
     text: str
-    confidence: float  # geometric mean probability of the chosen tokens
-    stopped: str  # eos | length | time
+    confidence: float  # geometric mean probability of the chosen tokens (1.0: the server gave no logprobs)
+    stopped: str  # eos | length | time | error (the endpoint failed) | unavailable (its circuit is open)
     seconds: float
     tokens: int
+    prompt_tokens: int = 0
+    reason: str = ""  # why it stopped early (error, unavailable), for the answer's detail and the logs
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """``answers.generation.endpoint`` of bot.yml: an OpenAI-compatible server that writes the answers
+    (validated by training/answers_config.py, kept in the artifact's answer config)."""
+
+    url: str  # base URL, e.g. http://generator:8000/v1 (…/chat/completions or …/completions is appended)
+    model: str  # the model name the server serves (vLLM --served-model-name, an Ollama tag, ...)
+    api: str = "chat"  # chat (/chat/completions) | completions (/completions, the trained prompt as text)
+    api_key_env: str = ""  # environment variable holding the API key (sent as a Bearer token, never logged)
+    stream: bool = True  # server-sent events, shown sentence by sentence as they arrive
+    logprobs: bool = True  # ask for token log-probabilities (the min_confidence check needs them)
+    timeout_s: float = 10.0  # connect, and each read of the answer
+    retries: int = 2  # more attempts after a failed one (network, 408, 429, 5xx), before anything was shown
+    backoff_s: float = 0.2  # first retry delay; doubled each time, with jitter
+    breaker_failures: int = 5  # this many failed answers in a row open the circuit: retrieval answers
+    breaker_reset_s: float = 30.0  # then, after this long, one trial request decides (half-open)
+    system: str = SYSTEM_PROMPT  # the chat API's system message
+
+
+class SentenceSplitter:
+    """The complete sentences of a text that grows (tokens or server deltas appended)."""
+
+    def __init__(self) -> None:
+        self.shown = 0
+
+    def complete(self, text: str) -> str:
+        """The sentences completed since the last call ("" if none)."""
+        ends = [m.end() for m in _SENTENCE_END.finditer(text, self.shown)]
+        if not ends:
+            return ""
+        sentence, self.shown = text[self.shown:ends[-1]].strip(), ends[-1]
+        return sentence
+
+    def rest(self, text: str) -> str:
+        return text[self.shown:].strip()
+
+
+class GenerationMeter:
+    """A bot's generation metrics (bots/metrics.py; label: the bot only)."""
+
+    def __init__(self, metrics: Metrics, bot: str) -> None:
+        self.seconds = metrics.generation_seconds.labels(bot)
+        self.first_sentence_seconds = metrics.generation_first_sentence_seconds.labels(bot)
+        self.tokens = metrics.generation_tokens.labels(bot)
+        self.prompt_tokens = metrics.generation_prompt_tokens.labels(bot)
+        self.failures = metrics.generation_failures.labels(bot)
+        self.retries = metrics.generation_retries.labels(bot)
+        self.circuit_open = metrics.generation_circuit_open.labels(bot)
+
+    def finished(self, generated: Generated) -> None:
+        if generated.stopped in ("error", "unavailable"):
+            self.failures.inc()
+        self.seconds.observe(generated.seconds)
+        self.tokens.inc(generated.tokens)
+        self.prompt_tokens.inc(generated.prompt_tokens)
+
+
+def _context(passages: Sequence[str]) -> str:
+    return "Context: " + " | ".join(p.strip() for p in passages)
+
+
+def _question(question: str) -> str:
+    return f"\nQuestion: {question.strip()}\nAnswer:"
+
+
+def prompt_text(passages: Sequence[str], question: str) -> str:
+    """The prompt as text (what an endpoint's completions API gets; the chat API gets it without
+    the trailing ``Answer:``, after the system message)."""
+    return _context(passages) + _question(question)
 
 
 def prompt_ids(tokenizer: Tokenizer, passages: Sequence[str], question: str, budget: int,
                bos_id: int | None = None) -> list[int]:
     """Context (cut to fit) + question + ``Answer:``; at most ``budget`` ids. Same as training's."""
-    head = tokenizer.encode(f"\nQuestion: {question.strip()}\nAnswer:", add_special_tokens=False).ids
+    head = tokenizer.encode(_question(question), add_special_tokens=False).ids
     head = head[-max(1, budget // 2):]
-    context = tokenizer.encode("Context: " + " | ".join(p.strip() for p in passages),
-                               add_special_tokens=False).ids
+    context = tokenizer.encode(_context(passages), add_special_tokens=False).ids
     start = [bos_id] if bos_id is not None else []
     room = max(0, budget - len(head) - len(start))
     return start + context[:room] + head
@@ -146,15 +228,18 @@ class OnnxGenerator:
             logp.append(float(np.log(max(p, 1e-12))))
         return _result(self._decode(ids), logp, stopped, started)
 
+    async def agenerate(self, passages: Sequence[str], question: str, **limits: Any) -> Generated:
+        return await asyncio.to_thread(self.generate, passages, question, **limits)
+
     async def stream_sentences(self, passages: Sequence[str], question: str,
-                               **limits: Any) -> AsyncIterator[tuple[str, float, Generated | None]]:
+                               **limits: Any) -> AsyncGenerator[tuple[str, float, Generated | None], None]:
         """(sentence, confidence so far, None) for each complete sentence as it is written (each step
         runs off the event loop); the last item carries the trailing text and the finished result."""
         started = time.perf_counter()
         steps = self._steps(passages, question, **limits)
         ids: list[int] = []
         logp: list[float] = []
-        shown = 0
+        sentences = SentenceSplitter()
         stopped = "length"
         while True:
             token, p, why = await asyncio.to_thread(next, steps)
@@ -163,14 +248,12 @@ class OnnxGenerator:
                 break
             ids.append(token)
             logp.append(float(np.log(max(p, 1e-12))))
-            text = self._decode(ids)
-            ends = [m.end() for m in _SENTENCE_END.finditer(text, shown)]
-            if ends:
-                yield text[shown:ends[-1]].strip(), float(np.exp(np.mean(logp))), None
-                shown = ends[-1]
+            sentence = sentences.complete(self._decode(ids))
+            if sentence:
+                yield sentence, float(np.exp(np.mean(logp))), None
         text = self._decode(ids)
         done = _result(text, logp, stopped, started)
-        yield text[shown:].strip(), done.confidence, done
+        yield sentences.rest(text), done.confidence, done
 
 
 def _result(text: str, logp: Sequence[float], stopped: str, started: float) -> Generated:

@@ -10,6 +10,9 @@ training/answers.py). ``answer(text, understanding, values)`` returns an ``Answe
   answered from the knowledge base (its closest sentences, composed in document order).
 * ``generation``: the generation model writes an answer from the retrieved passages; it is
   used only when grounded (bots/answers/grounding.py) and confident, else the retrieval answer is.
+  The model is the artifact's own (bots/answers/generation.py) or, with ``answers.generation.endpoint``,
+  an OpenAI-compatible server (bots/answers/endpoint.py); a failed or unavailable server means the
+  retrieval answer.
 
 A template is used only when all its ``{placeholders}`` can be filled from the message's
 entities, the conversation's slots or the bot's ``answers.values``: never an unfilled one.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +30,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from bots.answers.generation import Generated, OnnxGenerator
+from bots.answers.endpoint import EndpointGenerator
+from bots.answers.generation import Generated, GenerationMeter, OnnxGenerator
 from bots.answers.grounding import Support, check_support
 from bots.botspec import fill_template, placeholders
 from bots.errors import ArtifactError
+from bots.metrics import Metrics
+from bots.nlu.oos import NOT_UNDERSTOOD
 from bots.types import AnswerSource, BotResponse, Understanding
 
 RESPONSES_DIR = "responses"
@@ -87,12 +94,14 @@ def _load_matrix(folder: Path, name: str, rows: int) -> np.ndarray:
 
 class AnswerSelector:
     def __init__(self, folder: Path, index: dict[str, Any], encoder: Encoder,
-                 generator: OnnxGenerator | None = None) -> None:
+                 generator: OnnxGenerator | EndpointGenerator | None = None,
+                 meter: GenerationMeter | None = None) -> None:
         cfg = index["config"]
         self.folder = folder
         self.config: dict[str, Any] = cfg
         self.encoder = encoder
         self.generator = generator
+        self.meter = meter
         self.values: dict[str, str] = {str(k): str(v) for k, v in cfg.get("values", {}).items()}
         self.templates = [_Template(tuple(t["variants"]), t["intent"], t.get("source", ""), bool(t.get("from_bot")))
                           for t in index["templates"]]
@@ -111,8 +120,10 @@ class AnswerSelector:
         } if len(self.question_template) else {}
 
     @classmethod
-    def load(cls, artifact_dir: Path, encoder: Encoder, *, load_generator: bool = True) -> AnswerSelector | None:
-        """``None`` when the artifact has no answer index (trained before answers existed)."""
+    def load(cls, artifact_dir: Path, encoder: Encoder, *, load_generator: bool = True, metrics: Metrics | None = None,
+             bot: str = "") -> AnswerSelector | None:
+        """``None`` when the artifact has no answer index (trained before answers existed). ``metrics``
+        and ``bot``: where generated answers are counted."""
         folder = Path(artifact_dir) / RESPONSES_DIR
         if not (folder / "index.json").is_file():
             return None
@@ -122,10 +133,14 @@ class AnswerSelector:
             raise ArtifactError(f"{folder / 'index.json'}:{exc.lineno}: invalid JSON: {exc.msg}") from None
         if index.get("format") != _FORMAT:
             raise ArtifactError(f"{folder / 'index.json'}: format {index.get('format')!r}, expected {_FORMAT}")
-        generator = None
-        if load_generator and (folder / "generator" / "generator.json").is_file():
+        meter = GenerationMeter(metrics, bot) if metrics is not None else None
+        generator: OnnxGenerator | EndpointGenerator | None = None
+        endpoint = (index["config"].get("generation") or {}).get("endpoint")
+        if load_generator and endpoint:
+            generator = EndpointGenerator.from_config(endpoint, meter=meter, bot=bot)
+        elif load_generator and (folder / "generator" / "generator.json").is_file():
             generator = OnnxGenerator.load(folder / "generator")
-        return cls(folder, index, encoder, generator)
+        return cls(folder, index, encoder, generator, meter)
 
     # -- configuration -------------------------------------------------------------------
     def mode_for(self, intent: str | None) -> str:
@@ -152,6 +167,15 @@ class AnswerSelector:
         generated = self.generator.generate(*plan.prompt, **plan.limits) if self.generator else None
         return self._judge(plan, generated)
 
+    async def answer_async(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
+                           mode: str | None = None) -> Answer | None:
+        """``answer`` for the event loop: the CPU work off it, an endpoint's request on it."""
+        plan = await asyncio.to_thread(self._plan, text, understanding, values, understanding.embedding, mode)
+        if isinstance(plan, Answer) or plan is None:
+            return plan
+        generated = await self.generator.agenerate(*plan.prompt, **plan.limits) if self.generator else None
+        return self._judge(plan, generated)
+
     async def stream(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
                      mode: str | None = None) -> AsyncIterator[AnswerDelta]:
         """Partial text as it is produced; the last delta carries the finished answer. A generated
@@ -164,17 +188,29 @@ class AnswerSelector:
         assert self.generator is not None
         shown = ""
         last: Generated | None = None
-        async for sentence, confidence, done in self.generator.stream_sentences(*plan.prompt, **plan.limits):
-            last = done or last
-            if sentence:
-                candidate = (shown + " " + sentence).strip()
-                filled = fill_template([sentence], plan.values)
-                support = check_support(candidate, plan.passages, plan.question, values=plan.values,
-                                        min_support=plan.min_support)
-                if filled is None or not support.grounded or confidence < plan.min_confidence:
-                    break
-                yield AnswerDelta((" " if shown else "") + filled)
-                shown = (shown + " " + filled).strip()
+        started = time.perf_counter()
+        sentences = self.generator.stream_sentences(*plan.prompt, **plan.limits)
+        try:
+            async for sentence, confidence, done in sentences:
+                last = done or last
+                if sentence:
+                    candidate = (shown + " " + sentence).strip()
+                    filled = fill_template([sentence], plan.values)
+                    support = check_support(candidate, plan.passages, plan.question, values=plan.values,
+                                            min_support=plan.min_support)
+                    if filled is None or not support.grounded or confidence < plan.min_confidence:
+                        break
+                    if not shown and self.meter is not None:
+                        self.meter.first_sentence_seconds.observe(time.perf_counter() - started)
+                    yield AnswerDelta((" " if shown else "") + filled)
+                    shown = (shown + " " + filled).strip()
+        finally:
+            await sentences.aclose()  # an endpoint's request ends here, not when the generator is collected
+            if self.meter is not None:
+                if last is not None:
+                    self.meter.finished(last)
+                else:
+                    self.meter.seconds.observe(time.perf_counter() - started)
         if shown:  # what was shown was checked sentence by sentence; an unsupported rest is dropped
             yield AnswerDelta("", Answer(shown, "generation", plan.intent, plan.fallback_score, plan.passages,
                                          {"grounded": True, "complete": last is not None and last.stopped == "eos"}))
@@ -190,7 +226,7 @@ class AnswerSelector:
         known = {**self.values, **(values or {}), **{e.entity: e.value for e in understanding.entities}}
         if len(understanding.entities) == 1:
             known.setdefault(_GENERIC, understanding.entities[0].value)
-        trusted = understanding.confidence >= float(self.config.get("fallback_threshold", 0.4))
+        trusted = understanding.intent != NOT_UNDERSTOOD  # the NLU's one out-of-scope rule (bots/nlu/oos.py)
         intent = understanding.intent if trusted and understanding.intent in self._rows_of else None
         mode = mode or self.mode_for(intent)
         if mode == "template" and intent is not None:
@@ -220,6 +256,8 @@ class AnswerSelector:
         return choice
 
     def _judge(self, plan: _GenerationPlan, generated: Generated | None) -> Answer | None:
+        if generated is not None and self.meter is not None:
+            self.meter.finished(generated)
         if generated is not None and generated.text:
             support = check_support(generated.text, plan.passages, plan.question, values=plan.values,
                                     min_support=plan.min_support)
@@ -229,7 +267,8 @@ class AnswerSelector:
             if support.grounded and confident and filled is not None:
                 return Answer(filled, "generation", plan.intent, support.score, plan.passages, detail)
         else:
-            detail = {"grounded": False, "reason": "the model wrote nothing"}
+            reason = generated.reason if generated is not None and generated.reason else "the model wrote nothing"
+            detail = {"grounded": False, "reason": reason}
         if plan.fallback is None:
             return None
         return Answer(plan.fallback.text, plan.fallback.source, plan.fallback.intent, plan.fallback.score,
@@ -361,8 +400,9 @@ class AnswerService:
         self.selector = selector
 
     @classmethod
-    def load(cls, artifact_dir: Path, encoder: Encoder) -> AnswerService | None:
-        selector = AnswerSelector.load(artifact_dir, encoder)
+    def load(cls, artifact_dir: Path, encoder: Encoder, *, metrics: Metrics | None = None,
+             bot: str = "") -> AnswerService | None:
+        selector = AnswerSelector.load(artifact_dir, encoder, metrics=metrics, bot=bot)
         return None if selector is None else cls(selector)
 
     def _mode(self, kind: str | None) -> str | None:
@@ -376,8 +416,7 @@ class AnswerService:
         """The answer; with ``partial``, a generated one is shown sentence by sentence as it is
         written (``partial(text so far)``), each sentence checked against the passages first."""
         if partial is None:
-            found = await asyncio.to_thread(self.selector.answer, text, understanding, values,
-                                            vector=understanding.embedding, mode=self._mode(kind))
+            found = await self.selector.answer_async(text, understanding, values, mode=self._mode(kind))
         else:
             found, shown = None, ""
             async for delta in self.stream(kind, text, understanding, values):
