@@ -21,10 +21,10 @@ from bots.metrics import Metrics
 from bots.nlu.model import OnnxNLU
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.fixtures.fake_openai import openai_server as openai_server
+from tests.training.test_answers import _answers_bot
 from training.answers_config import parse_answers_config
 from training.cli import main
 
-BOT = Path(__file__).resolve().parents[1] / "data" / "answers_bot"
 ENDPOINT = """\
   generation:
     max_seconds: 3
@@ -41,18 +41,9 @@ QUESTION = "how fast are refunds?"
 Server = tuple[FakeOpenAI, str]
 
 
-def _bot(folder: Path, generation: str) -> Path:
-    bot = folder / "answers_bot"
-    shutil.copytree(BOT, bot)
-    text = (bot / "bot.yml").read_text(encoding="utf-8")
-    (bot / "bot.yml").write_text(text.replace("  kb_min_similarity: 0.3\n", "  kb_min_similarity: 0.3\n" + generation),
-                                 encoding="utf-8")
-    return bot
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bot = _bot(tmp_path_factory.mktemp("bot"), ENDPOINT)
+    bot = _answers_bot(tmp_path_factory.mktemp("bot"), ENDPOINT)
     out = bot / "models" / "v1"
     assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
     return out
@@ -80,7 +71,7 @@ def _count(metrics: Metrics, name: str) -> float:
 
 # -- configuration -----------------------------------------------------------------------------
 def test_endpoint_keys_are_checked_with_their_lines(tmp_path: Path) -> None:
-    bot = _bot(tmp_path, """\
+    bot = _answers_bot(tmp_path, """\
   generation:
     base_model: /models/local
     endpoint:
@@ -112,7 +103,7 @@ def test_endpoint_keys_are_checked_with_their_lines(tmp_path: Path) -> None:
 
 
 def test_endpoint_url_may_not_carry_credentials(tmp_path: Path) -> None:
-    bot = _bot(tmp_path, "  generation:\n    endpoint:\n      url: http://user:key@generator/v1\n      model: m\n")
+    bot = _answers_bot(tmp_path, "  generation:\n    endpoint:\n      url: http://user:key@gen/v1\n      model: m\n")
     with pytest.raises(ConfigError, match="must not carry a user, password"):
         parse_answers_config(load_bot(bot))
 
