@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bots.errors import ConfigError
+from bots.nlu.sentiment import Frustration
 from bots.types import Entity
 from bots.yamlspan import Located, load_located, plain
 
@@ -54,6 +55,7 @@ _SECTIONS = {
     "name", "description", "language", "fallback_threshold", "channels", "intents",
     "synonyms", "training", "slots", "forms", "rules", "actions", "action_endpoint",
     "session_expiry_minutes", "answers", "knowledge_base", "retention_days", "pii", "rasa", "welcome", "handoff",
+    "frustration",
 }
 
 
@@ -438,6 +440,8 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
                 intents[intent_name] = intent
         if len(intents) < 2 and not problems:
             problems.append(f"{top['intents'].where()}: a bot needs at least two intents to classify")
+
+    Frustration.parse(top.get("frustration"), problems)  # an angry customer's hand-off (bots/nlu/sentiment.py)
 
     if problems:
         raise ConfigError(problems)

@@ -30,6 +30,7 @@ RESUME = "resume"
 SESSION_START = "session_start"
 RESTART = "restart"
 CORRECTION = "correction"
+SENTIMENT = "sentiment"  # {"score", "signals", "frustrated"}: how the customer's message sounded (nlu/sentiment.py)
 # The dialogue engine's own steps (Rasa's ActionExecuted, ActionExecutionRejected, UserUtteranceReverted,
 # ActionReverted, FollowupAction): the policies' frames are rebuilt from them (bots.dialogue.policies).
 ACTION = "action"        # {"name", "policy", "confidence"}: an action ran

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 disable_created_metrics()
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SENTIMENT_BUCKETS = (-0.75, -0.5, -0.25, -0.05, 0.05, 0.25, 0.5, 0.75, 1.0)
 
 
 class Metrics:
@@ -109,4 +110,13 @@ class Metrics:
         self.handoff_oldest_seconds = Gauge(
             "switchboard_handoff_oldest_seconds", "Age of the oldest conversation waiting for an agent.", ["bot"],
             registry=r,
+        )
+        # How customers feel (bots/nlu/sentiment.py): per bot only, never per user or conversation.
+        self.frustrated_conversations = Counter(
+            "switchboard_frustrated_conversations_total", "Conversations whose customer turned frustrated (counted "
+            "at their first frustrated message).", ["bot"], registry=r,
+        )
+        self.sentiment = Histogram(
+            "switchboard_sentiment", "Sentiment score of customer messages (-1 very negative .. 1 very positive).",
+            ["bot"], buckets=_SENTIMENT_BUCKETS, registry=r,
         )

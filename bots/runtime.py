@@ -45,11 +45,12 @@ from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
 from bots.events import NLU, USER, Event
-from bots.handoff import bot_turn, is_paused
+from bots.handoff import bot_turn, is_paused, paused_after
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
 from bots.nlu.pipeline import NluPipeline
+from bots.nlu.sentiment import Frustration, Mood, SentimentScorer, customer_texts
 from bots.pii import Privacy, Pseudonymiser, Redactor
 from bots.reminders import (
     TRIGGER,
@@ -114,6 +115,8 @@ class BotRuntime:
     # The policy ensemble, built once per loaded artifact (its learned next-action model, policy.onnx,
     # when training wrote one); None: the engine's rules and memoisation of the dialogue spec.
     policies: Ensemble | None = None
+    # bot.yml `frustration:`: when an angry customer is handed to a person (bots/nlu/sentiment.py).
+    frustration: Frustration = field(default_factory=Frustration)
 
     def services(self, partial: PartialSink | None = None) -> Services:
         return Services(actions=self.actions, answers=self.answers, partial=partial, policies=self.policies)
@@ -224,6 +227,7 @@ class Runtime:
         # Fires due reminders of the bots served here; started by the app (``reminders.start()``), stopped by drain.
         self.reminders = ReminderScheduler(store, self.fire_reminder, settings.reminder_poll_s,
                                            served=lambda: list(self.bots))
+        self.moods = SentimentScorer()  # each customer message's sentiment and frustration signals
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -307,7 +311,8 @@ class Runtime:
         )
         bot = BotRuntime(spec=spec, model=model, understand=batcher, dialogue=dialogue or DialogueSpec(),
                          actions=actions, answers=answers, privacy=privacy,
-                         pipeline=pipeline if pipeline is not None else NluPipeline.for_bot(spec), policies=policies)
+                         pipeline=pipeline if pipeline is not None else NluPipeline.for_bot(spec), policies=policies,
+                         frustration=Frustration.parse(spec.sections.get("frustration"), []))  # checked by load_bot
         self.store.set_privacy(spec.name, privacy)  # before the first message can reach the store
         self.bots[spec.name] = bot  # one assignment: in-flight messages keep the old model object
         if old is not None:
@@ -512,6 +517,7 @@ class Runtime:
             for event in done_events:
                 state.apply(event)
         channel = conversation.summary.channel
+        frustration = conversation.summary.frustration
         for i, turn in enumerate(pending):
             if i and not await self.store.acquire_lease(bot.name, conversation_id, self._owner,
                                                         self.settings.lease_ttl_s):
@@ -529,13 +535,22 @@ class Runtime:
             decision = Decision([skip]) if skip is not None else await decide(
                 bot.spec, bot.dialogue, state, message,
                 bot.services(self._partial_sink(bot, conversation, turn, message.channel)))
-            events = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp), *decision.events]
+            mood = self._mood(user, state, decision)
+            handed = bot.frustration.handoff(mood, state.history, decision.events, active_form=state.active_form,
+                                             paused=paused_after(decision.events, state.paused),
+                                             timestamp=user.timestamp)
+            if handed is not None:  # the customer's frustration hands the conversation to a person
+                decision = replace(decision, events=handed, handoff=True)
+            events = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp),
+                      *([mood.event(user.timestamp)] if mood is not None else []), *decision.events]
             last = i == len(pending) - 1
             summary = conversation.summary
             done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
                 replace(bot_turn(decision.events, user.timestamp), last_intent=understanding.intent,
-                        confidence=understanding.confidence, fallback=True if decision.fallback else None),
+                        confidence=understanding.confidence, fallback=True if decision.fallback else None,
+                        sentiment=mood.score if mood is not None else None,
+                        frustrated_turn=mood is not None and mood.frustrated),
                 release_lease_of=self._owner if last else None,
                 reminders=changes_for_turn(bot=bot.name, conversation_id=conversation_id, seq=turn.seq,
                                            channel=summary.channel, address=summary.address, user=user,
@@ -555,10 +570,27 @@ class Runtime:
                 self.metrics.handoffs.labels(bot.name, channel).inc()
             for _ in decision.failed_actions:
                 self.metrics.errors.labels(bot.name, channel, "action").inc()
+            if mood is not None:
+                self.metrics.sentiment.labels(bot.name).observe(mood.score)
+                if mood.frustrated:
+                    if frustration == 0:  # the conversation's first frustrated turn
+                        self.metrics.frustrated_conversations.labels(bot.name).inc()
+                    frustration += 1
             self.metrics.messages.labels(bot.name, channel, "out").inc(len(decision.responses))
         if complete_window:
             self._remember(key, _Known(state, known.seq if known else 0, conversation.summary.started_at),
                            conversation)
+
+    def _mood(self, user: Event, state: State, decision: Decision) -> Mood | None:
+        """How the customer's message sounded (bots/nlu/sentiment.py), against their earlier messages and
+        the bot's answer; None for what nobody typed (button clicks, reminders)."""
+        text = str(user.data.get("text") or "")
+        if not text or user.data.get("payload") or trigger_of(user) is not None:
+            return None
+        mood = self.moods.score(text, customer_texts(state.history))
+        if decision.fallback and state.fallbacks_in_a_row >= 1:
+            mood = mood.with_signal("repeated_fallback")
+        return mood
 
     def _partial_sink(self, bot: BotRuntime, conversation: Conversation, turn: Turn,
                       channel: str) -> PartialSink | None:

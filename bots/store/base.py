@@ -104,6 +104,13 @@ class ConversationSummary:
     tags: tuple[str, ...] = ()
     # since when the customer waits for an agent (the bot handed off, no agent has it yet); None: not waiting
     waiting_since: float | None = None
+    # the lowest sentiment score of the customer's messages (bots/nlu/sentiment.py); None: none scored
+    min_sentiment: float | None = None
+    frustration: int = 0  # the customer's frustrated turns
+
+    @property
+    def frustrated(self) -> bool:
+        return self.frustration > 0
 
     def to_dict(self) -> JSON:
         return {
@@ -123,6 +130,8 @@ class ConversationSummary:
             "reviewed": self.reviewed,
             "tags": list(self.tags),
             "waiting_since": self.waiting_since,
+            "min_sentiment": self.min_sentiment,
+            "frustration": self.frustration,
         }
 
     @classmethod
@@ -144,6 +153,8 @@ class ConversationSummary:
             reviewed=bool(d.get("reviewed")),
             tags=tuple(d.get("tags") or ()),
             waiting_since=None if d.get("waiting_since") is None else float(d["waiting_since"]),
+            min_sentiment=None if d.get("min_sentiment") is None else float(d["min_sentiment"]),
+            frustration=int(d.get("frustration") or 0),
         )
 
 
@@ -161,6 +172,8 @@ class SummaryUpdate:
     remove_tags: tuple[str, ...] = ()
     waiting_since: float | None = None  # the customer waits for an agent from then on (an earlier start is kept)
     waiting_over: bool = False  # an agent (or the bot again) has the conversation: nobody waits (wins over the above)
+    sentiment: float | None = None  # the customer message's score, folded into min_sentiment
+    frustrated_turn: bool = False  # the customer's message was frustrated: frustration + 1
 
 
 @dataclass(frozen=True)
@@ -177,7 +190,7 @@ class Conversation:
         return {"summary": self.summary.to_dict(), "turns": [t.to_dict() for t in self.turns]}
 
 
-SortField = Literal["last_activity", "started_at", "min_confidence"]
+SortField = Literal["last_activity", "started_at", "min_confidence", "min_sentiment", "frustration"]
 SORT_FIELDS: tuple[SortField, ...] = get_args(SortField)  # what conversation lists can be sorted by
 
 
@@ -197,6 +210,8 @@ class TranscriptQuery:
     reviewed: bool | None = None
     tag: str | None = None
     text: str | None = None
+    frustrated: bool | None = None  # True: at least one frustrated turn; False: none
+    sentiment_below: float | None = None  # min_sentiment below this
     sort: SortField = "last_activity"
     descending: bool = True
     offset: int = 0
@@ -376,9 +391,10 @@ class ConversationStore(Protocol):
 
     async def search(self, query: TranscriptQuery) -> Page: ...
 
-    async def waiting(self, bot: str) -> Waiting:
-        """``bot``'s conversations whose ``waiting_since`` is set, and the earliest of them (an indexed
-        read: the hand-off gauges ask it on every scrape)."""
+    async def waiting(self, bot: str, *, until: float | None = None) -> Waiting:
+        """``bot``'s conversations whose ``waiting_since`` is set (``until``: to that time or earlier, a waiting
+        customer's place in the queue), and the earliest of them (an indexed read: the hand-off gauges ask it
+        on every scrape)."""
         ...
 
     async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[Reminder]:

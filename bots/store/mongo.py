@@ -79,6 +79,8 @@ _CONVERSATION_INDEXES = [
     _index("bot_started", "bot", "-started_at"),
     _index("bot_intent", "bot", "last_intent", "-last_activity"),
     _index("bot_confidence", "bot", "min_confidence"),
+    _index("bot_sentiment", "bot", "min_sentiment"),
+    _index("bot_frustration", "bot", "-frustration", "-last_activity"),
     _index("bot_fallback", "bot", "fallback", "-last_activity"),
     _index("bot_handoff", "bot", "handoff", "-last_activity"),
     _index("bot_review", "bot", "flagged", "reviewed", "-last_activity"),
@@ -339,6 +341,11 @@ class MongoStore:
         if summary.confidence is not None:
             sets["min_confidence"] = {"$ifNull": [{"$min": ["$min_confidence", _lit(summary.confidence)]},
                                                   _lit(summary.confidence)]}
+        if summary.sentiment is not None:
+            sets["min_sentiment"] = {"$ifNull": [{"$min": ["$min_sentiment", _lit(summary.sentiment)]},
+                                                 _lit(summary.sentiment)]}
+        if summary.frustrated_turn:
+            sets["frustration"] = {"$add": [{"$ifNull": ["$frustration", 0]}, 1]}
         for flag in _FLAGS:
             value = getattr(summary, flag)
             if value is not None:
@@ -593,6 +600,10 @@ class MongoStore:
             value = getattr(query, flag)
             if value is not None:
                 where[flag] = _eq(bool(value))
+        if query.frustrated is not None:  # (conversations stored before sentiment have no count: none)
+            where["frustration"] = {"$gt": 0} if query.frustrated else {"$in": [0, None]}
+        if query.sentiment_below is not None:
+            where["min_sentiment"] = {"$lt": float(query.sentiment_below)}
         async with self._guard("search conversations"):
             if query.text:
                 return await self._search_text(query, where)
@@ -604,8 +615,11 @@ class MongoStore:
             items = tuple([ConversationSummary.from_dict(d) async for d in cursor]) if query.limit > 0 else ()
         return Page(items, total, query.offset, query.limit)
 
-    async def waiting(self, bot: str) -> base.Waiting:
-        where = {"bot": _eq(bot), "waiting_since": {"$gt": 0.0}}  # set: a number (null and missing are not)
+    async def waiting(self, bot: str, *, until: float | None = None) -> base.Waiting:
+        since: dict[str, float] = {"$gt": 0.0}  # set: a number (null and missing are not)
+        if until is not None:
+            since["$lte"] = float(until)
+        where = {"bot": _eq(bot), "waiting_since": since}
         async with self._guard("count the customers waiting for an agent"):
             count = await self._convs.count_documents(where)
             first = await self._convs.find_one(where, projection={"waiting_since": 1},

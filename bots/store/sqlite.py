@@ -118,27 +118,35 @@ END;
 
 _SUMMARY_COLUMNS = (
     "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
-    "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since"
+    "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since, min_sentiment, frustration"
+)
+# Columns newer than the first files (added by _upgrade to every file, old or new), then their indexes.
+_ADDED_COLUMNS = {"waiting_since": "REAL", "min_sentiment": "REAL", "frustration": "INTEGER NOT NULL DEFAULT 0"}
+_ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since) WHERE waiting_since IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS conv_sentiment ON conversations (bot, min_sentiment)",
+    "CREATE INDEX IF NOT EXISTS conv_frustration ON conversations (bot, frustration, last_activity)",
 )
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Files written before customers' waits were kept get the ``waiting_since`` column (in one
-    write transaction, so two processes opening such a file do not both add it), then its index."""
-    def columns() -> set[str]:
-        return {row["name"] for row in conn.execute("PRAGMA table_info(conversations)")}
+    """Files written before customers' waits and sentiment were kept get the ``_ADDED_COLUMNS`` (in one
+    write transaction, so two processes opening such a file do not both add them), then their indexes."""
+    def missing() -> list[str]:
+        have = {row["name"] for row in conn.execute("PRAGMA table_info(conversations)")}
+        return [c for c in _ADDED_COLUMNS if c not in have]
 
-    if "waiting_since" not in columns():
+    if missing():
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if "waiting_since" not in columns():
-                conn.execute("ALTER TABLE conversations ADD COLUMN waiting_since REAL")
+            for column in missing():
+                conn.execute(f"ALTER TABLE conversations ADD COLUMN {column} {_ADDED_COLUMNS[column]}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-    conn.execute("CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since)"
-                 " WHERE waiting_since IS NOT NULL")
+    for index in _ADDED_INDEXES:
+        conn.execute(index)
 
 
 def _summary_from_row(row: sqlite3.Row) -> ConversationSummary:
@@ -365,7 +373,8 @@ class SQLiteStore:
     def _apply_summary(conn: sqlite3.Connection, bot: str, conversation_id: str,
                        summary: SummaryUpdate, now: float, count_turn: bool) -> None:
         row = conn.execute(
-            "SELECT tags, min_confidence, waiting_since FROM conversations WHERE bot=? AND conversation_id=?",
+            "SELECT tags, min_confidence, waiting_since, min_sentiment FROM conversations WHERE bot=? AND"
+            " conversation_id=?",
             (bot, conversation_id),
         ).fetchone()
         if row is None:
@@ -378,6 +387,8 @@ class SQLiteStore:
         if summary.confidence is not None:
             current = row["min_confidence"]
             sets["min_confidence"] = summary.confidence if current is None else min(current, summary.confidence)
+        if summary.sentiment is not None and (row["min_sentiment"] is None or summary.sentiment < row["min_sentiment"]):
+            sets["min_sentiment"] = summary.sentiment
         for flag in ("fallback", "handoff", "flagged", "reviewed"):
             value = getattr(summary, flag)
             if value is not None:
@@ -389,6 +400,8 @@ class SQLiteStore:
         assignments = ", ".join(f"{k}=?" for k in sets)
         if count_turn:
             assignments += ", turns = turns + 1"
+        if summary.frustrated_turn:
+            assignments += ", frustration = frustration + 1"
         conn.execute(
             f"UPDATE conversations SET {assignments} WHERE bot=? AND conversation_id=?",  # noqa: S608 - keys are ours
             (*sets.values(), bot, conversation_id),
@@ -534,6 +547,10 @@ class SQLiteStore:
             value = getattr(query, flag)
             if value is not None:
                 add(f"{flag} = ?", int(value))
+        if query.frustrated is not None:
+            add("frustration > 0" if query.frustrated else "frustration = 0")
+        if query.sentiment_below is not None:
+            add("min_sentiment < ?", query.sentiment_below)
         if query.tag is not None:
             add("EXISTS (SELECT 1 FROM json_each(conversations.tags) WHERE json_each.value = ?)", query.tag)
         if query.text:  # every query word starts a word of some turn (bots/store/text.py)
@@ -562,10 +579,10 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def waiting(self, bot: str) -> base.Waiting:
+    async def waiting(self, bot: str, *, until: float | None = None) -> base.Waiting:
         row = await self._run(lambda conn: conn.execute(
-            "SELECT COUNT(*), MIN(waiting_since) FROM conversations WHERE bot=? AND waiting_since IS NOT NULL",
-            (bot,),
+            "SELECT COUNT(*), MIN(waiting_since) FROM conversations WHERE bot=? AND waiting_since IS NOT NULL"
+            " AND waiting_since <= ?", (bot, float("inf") if until is None else until),
         ).fetchone())
         return base.Waiting(int(row[0]), None if row[1] is None else float(row[1]))
 

@@ -48,7 +48,7 @@ async def test_uncertain_message_offers_top_intents_then_second_failure_hands_of
     assert summary is not None and summary.handoff and summary.fallback
     # Paused: the bot stays silent, the messages are kept for the agent.
     assert await say(runtime, "hello? anyone?") == []
-    assert (await _events(runtime))[-2].data["text"] == "hello? anyone?"
+    assert (await _events(runtime))[-3].data["text"] == "hello? anyone?"  # user, nlu, sentiment
     # An agent answers and hands the conversation back (what the review UI appends).
     await runtime.store.append("shop", "c1", [Event(AGENT, {"text": "Hi, Ana here. Sorted!"}), Event(RESUME, {})],
                                SummaryUpdate(handoff=False))

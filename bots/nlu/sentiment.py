@@ -1,0 +1,234 @@
+"""How the customer feels: a sentiment score and frustration signals for each message they type.
+
+Each customer turn gets a ``Mood``, stored with the turn as a ``sentiment`` event
+(``{"score", "signals", "frustrated"}``) and rolled up on the conversation (lowest score, number of
+frustrated turns: bots/store). The score is VADER's compound polarity (vaderSentiment: a lexicon
+and rules, no model, about 5-30 µs a message; -1 very negative .. +1 very positive) of the first
+``MAX_CHARS`` characters. The signals:
+
+* ``negative``: the score is ``NEGATIVE_BELOW`` or lower ("I was charged twice and I am furious");
+* ``profanity``: a swear word or a masked one ("f***ing");
+* ``repeated_question``: the same or nearly the same words as one of the customer's last
+  ``REPEAT_WINDOW`` messages of the session (at least three words);
+* ``repeated_fallback``: the bot did not understand this message either (two fallbacks in a row);
+* ``shouting``: mostly capital letters (at least ``SHOUT_MIN_LETTERS`` letters);
+* ``exclamations``: "!!", "?!" or "!?".
+
+A turn is **frustrated** when it has one of the first four signals, or shouting or exclamations
+without a positive score ("THANK YOU!!" is not frustrated, "WHERE IS MY ORDER" is). Button clicks
+and reminders are not scored (nobody typed them).
+
+A bot may hand an angry customer to a person: ``frustration: {handoff_after: N}`` in bot.yml makes
+the N-th frustrated turn since the bot last got the conversation (its session's turns, since the
+last hand-off or hand-back) pause the bot (the one hand-off path: a ``pause`` event, bots/handoff.py)
+after telling the customer ``message``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, USER, Event
+from bots.types import BotResponse
+from bots.yamlspan import Located
+
+MAX_CHARS = 500  # scored of a message (VADER's time grows with the text; the first lines carry the tone)
+NEGATIVE_BELOW = -0.5  # a score at or below this is the ``negative`` signal
+POSITIVE_FROM = 0.05  # VADER's own threshold for "positive": shouting that is positive is not frustration
+SHOUT_MIN_LETTERS = 8
+SHOUT_RATIO = 0.7
+REPEAT_WINDOW = 5  # earlier customer messages a message is compared with
+REPEAT_MIN_WORDS = 3
+REPEAT_OVERLAP = 0.75  # shared words / all words (of both) for "nearly the same"
+SIGNALS = ("negative", "profanity", "repeated_question", "repeated_fallback", "shouting", "exclamations")
+_STRONG = frozenset(SIGNALS[:4])
+DEFAULT_HANDOFF_MESSAGE = ("I'm sorry this has been frustrating. I'm passing you to a member of our support team, "
+                           "who will reply here as soon as possible.")
+_MAX_HANDOFF_AFTER = 100
+_MAX_MESSAGE_CHARS = 1000
+
+# Common English swear words (their inflections too) and masked ones ("f***", "s#!t"). Insults and
+# complaints without swearing ("useless", "ridiculous") are left to the sentiment score.
+_PROFANE = re.compile(
+    r"\b(?:(?:mother)?fu+c+k\w*|f+u+k+\w*|fck\w*|sh[i1]t\w*|bullsh[i1]t\w*|crap\w*|(?:god)?damn\w*|dammit"
+    r"|bloody|bastard\w*|bitch\w*|(?:ass|arse)holes?|piss(?:ed|ing)?|wtf|ffs|stfu|omfg|jfc|dick(?:head)?s?"
+    r"|twat\w*|wank\w*|bollocks|the hell)\b"
+    r"|\b[a-z][*#@$%!]{2,}[a-z]*",
+    re.IGNORECASE,
+)
+_EXCLAIM = re.compile(r"!!|\?!|!\?")
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Mood:
+    """One customer message's sentiment ``score`` (-1..1) and frustration ``signals`` (of ``SIGNALS``)."""
+
+    score: float
+    signals: tuple[str, ...] = ()
+
+    @property
+    def frustrated(self) -> bool:
+        return bool(_STRONG.intersection(self.signals)) or (bool(self.signals) and self.score < POSITIVE_FROM)
+
+    def with_signal(self, signal: str) -> Mood:
+        return self if signal in self.signals else Mood(self.score, (*self.signals, signal))
+
+    def event(self, timestamp: float) -> Event:
+        return Event(SENTIMENT, {"score": self.score, "signals": list(self.signals), "frustrated": self.frustrated},
+                     timestamp=timestamp)
+
+    @classmethod
+    def of_event(cls, event: Event) -> Mood | None:
+        """The mood a ``sentiment`` event stored; None for another event or a malformed one."""
+        score = event.data.get("score")
+        if event.kind != SENTIMENT or isinstance(score, bool) or not isinstance(score, int | float):
+            return None
+        signals = event.data.get("signals")
+        return cls(float(score), tuple(s for s in signals if isinstance(s, str)) if isinstance(signals, list) else ())
+
+
+class SentimentScorer:
+    """Scores customer messages (``score``); one per process is enough (the lexicon is read once)."""
+
+    def __init__(self) -> None:
+        self._vader = SentimentIntensityAnalyzer()
+
+    def polarity(self, text: str) -> float:
+        """VADER's compound score of the first ``MAX_CHARS`` characters, rounded to 3 decimals."""
+        return round(float(self._vader.polarity_scores(text[:MAX_CHARS])["compound"]), 3)
+
+    def score(self, text: str, earlier: Sequence[str] = ()) -> Mood:
+        """The mood of ``text``; ``earlier``: the customer's previous messages (oldest first), for
+        ``repeated_question``. ``repeated_fallback`` is known only once the bot has answered: ``with_signal``."""
+        text = text[:MAX_CHARS]
+        score = self.polarity(text)
+        signals = []
+        if score <= NEGATIVE_BELOW:
+            signals.append("negative")
+        if _PROFANE.search(text):
+            signals.append("profanity")
+        if repeats(text, earlier):
+            signals.append("repeated_question")
+        if _shouting(text):
+            signals.append("shouting")
+        if _EXCLAIM.search(text):
+            signals.append("exclamations")
+        return Mood(score, tuple(signals))
+
+
+def _shouting(text: str) -> bool:
+    letters = sum(map(str.isalpha, text))
+    return letters >= SHOUT_MIN_LETTERS and sum(map(str.isupper, text)) >= SHOUT_RATIO * letters
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def repeats(text: str, earlier: Sequence[str]) -> bool:
+    """Whether ``text`` says what one of the last ``REPEAT_WINDOW`` of ``earlier`` said: the same words
+    (at least ``REPEAT_MIN_WORDS``), or nearly (``REPEAT_OVERLAP`` of their distinct words shared)."""
+    words = _words(text)
+    if len(words) < REPEAT_MIN_WORDS:
+        return False
+    mine = set(words)
+    for other in earlier[-REPEAT_WINDOW:]:
+        theirs = _words(other)
+        if theirs == words:
+            return True
+        if len(theirs) >= REPEAT_MIN_WORDS:
+            both = set(theirs)
+            if len(mine & both) >= REPEAT_OVERLAP * len(mine | both):
+                return True
+    return False
+
+
+def customer_texts(history: Iterable[Event]) -> list[str]:
+    """What the customer typed in ``history`` (a conversation's events), oldest first: neither button
+    clicks nor reminder firings."""
+    return [str(e.data.get("text") or "") for e in history
+            if e.kind == USER and e.data.get("text") and not e.data.get("payload") and not e.data.get("reminder")]
+
+
+def frustrated_since_handoff(history: Iterable[Event]) -> int:
+    """Frustrated turns in ``history`` since the last pause, resume, restart or agent message (the bot's
+    stretch of the conversation): what ``handoff_after`` counts."""
+    count = 0
+    for event in history:
+        if event.kind in (PAUSE, RESUME, RESTART, AGENT):
+            count = 0
+        elif event.kind == SENTIMENT and event.data.get("frustrated") is True:
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Frustration:
+    """bot.yml ``frustration:``: hand the conversation to a person at the ``handoff_after``-th frustrated
+    turn (``None``: never), telling the customer ``message``."""
+
+    handoff_after: int | None = None
+    message: str = DEFAULT_HANDOFF_MESSAGE
+
+    @classmethod
+    def parse(cls, section: Located | None, problems: list[str]) -> Frustration:
+        """The section as bot.yml wrote it; each problem (``file:line: ...``) added to ``problems``."""
+        if section is None:
+            return cls()
+        if not isinstance(section.value, dict):
+            problems.append(f"{section.where()}: 'frustration' must map handoff_after (and message), e.g. "
+                            "frustration: {handoff_after: 2}")
+            return cls()
+        fields: dict[str, Located] = section.value
+        for key, item in fields.items():
+            if key not in ("handoff_after", "message"):
+                problems.append(f"{item.key_where()}: frustration: unknown key {key!r} (known: handoff_after, message)")
+        after: int | None = None
+        if "handoff_after" in fields:
+            item = fields["handoff_after"]
+            value: Any = item.value
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_HANDOFF_AFTER:
+                problems.append(f"{item.where()}: frustration: 'handoff_after' must be a whole number of frustrated "
+                                f"turns from 1 to {_MAX_HANDOFF_AFTER}, got {value!r}")
+            else:
+                after = value
+        else:
+            problems.append(f"{section.where()}: frustration: 'handoff_after' is missing (the number of frustrated "
+                            "turns after which a person takes over)")
+        message = DEFAULT_HANDOFF_MESSAGE
+        if "message" in fields:
+            item = fields["message"]
+            if not isinstance(item.value, str) or not item.value.strip() or len(item.value) > _MAX_MESSAGE_CHARS:
+                problems.append(f"{item.where()}: frustration: 'message' must be text of 1 to {_MAX_MESSAGE_CHARS} "
+                                "characters (what the customer is told when a person takes over)")
+            else:
+                message = item.value.strip()
+        return cls(after, message)
+
+    def handoff(self, mood: Mood | None, history: Iterable[Event], events: Sequence[Event], *, paused: bool,
+                active_form: str | None, timestamp: float) -> list[Event] | None:
+        """The turn's events with the hand-off added when this ``mood`` is the ``handoff_after``-th
+        frustrated turn of the bot's stretch (``history``: the events before the turn; ``events``: what the
+        bot decided; ``paused``: whether a person has the conversation after them; ``active_form``: the
+        form active before them). The bot's "did not
+        understand" replies of the turn are dropped then: the customer is told a person takes over.
+        None: no hand-off."""
+        if self.handoff_after is None or mood is None or not mood.frustrated or paused:
+            return None
+        if frustrated_since_handoff(history) + 1 < self.handoff_after:
+            return None
+        kept = [e for e in events if not (e.kind == BOT and e.data.get("source") == "fallback")]
+        added = [Event(BOT, BotResponse(text=self.message, source="system").to_dict(), timestamp=timestamp)]
+        for event in events:
+            if event.kind == FORM:
+                active_form = event.data.get("name") if isinstance(event.data.get("name"), str) else None
+        if active_form is not None:  # the form ends, as with the bot's own hand-off
+            added.append(Event(FORM, {"name": None}, timestamp=timestamp))
+        added.append(Event(PAUSE, {"reason": "frustration"}, timestamp=timestamp))
+        return [*kept, *added]

@@ -1,0 +1,148 @@
+"""The sentiment scorer's signals, the frustrated rule, bot.yml ``frustration:`` and when it hands off
+(bots/nlu/sentiment.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bots.botspec import load_bot
+from bots.errors import ConfigError
+from bots.events import AGENT, BOT, FORM, NLU, PAUSE, RESUME, USER, Event
+from bots.nlu.sentiment import (
+    DEFAULT_HANDOFF_MESSAGE,
+    MAX_CHARS,
+    Frustration,
+    Mood,
+    SentimentScorer,
+    customer_texts,
+    frustrated_since_handoff,
+)
+from tests.bots.keyword_model import DIALOGUE_BOT
+
+scorer = SentimentScorer()
+
+
+@pytest.mark.parametrize(("text", "signals", "frustrated"), [
+    ("I was charged twice and I am furious", ("negative",), True),
+    ("where is my order", (), False),
+    ("I want to cancel my order 123", (), False),  # "cancel" is slightly negative, not frustration
+    ("WHERE IS MY ORDER", ("shouting",), True),
+    ("THANK YOU SO MUCH!!", ("shouting", "exclamations"), False),  # loud but happy
+    ("where is it?!", ("exclamations",), True),
+    ("this f***ing app", ("profanity",), True),
+    ("where is the damn invoice", ("profanity",), True),
+    ("what the hell is going on", ("negative", "profanity"), True),
+    ("OK", (), False),  # too few letters to shout
+    ("thanks, great help", (), False),
+])
+def test_signals_of_one_message(text: str, signals: tuple[str, ...], frustrated: bool) -> None:
+    mood = scorer.score(text)
+    assert mood.signals == signals
+    assert mood.frustrated is frustrated
+    assert -1.0 <= mood.score <= 1.0
+
+
+def test_scores_order_from_negative_to_positive() -> None:
+    assert scorer.score("this is awful, I hate it").score < scorer.score("where is my order").score \
+        < scorer.score("thank you, that was great").score
+
+
+def test_a_repeated_question_is_the_same_or_nearly_the_same_words() -> None:
+    earlier = ["hi", "I want to change the address of my order 123"]
+    assert "repeated_question" in scorer.score("i want to change the address of my order 123!", earlier).signals
+    assert "repeated_question" in scorer.score("I want to change the address of order 123", earlier).signals
+    assert "repeated_question" not in scorer.score("what is the delivery time for order 123", earlier).signals
+    # short answers repeat all the time: "yes", "no", an order number
+    assert scorer.score("yes", ["yes", "yes"]).signals == ()
+    # only the last five messages count
+    assert "repeated_question" not in scorer.score(earlier[1], [earlier[1], "a b c", "d e f", "g h i", "j k l",
+                                                                "m n o"]).signals
+    assert scorer.score("I want to change the address of my order 123", earlier).frustrated
+
+
+def test_repeated_fallback_is_a_strong_signal_even_when_polite() -> None:
+    mood = scorer.score("could you please help me with my parcel").with_signal("repeated_fallback")
+    assert mood.signals == ("repeated_fallback",) and mood.frustrated
+    assert mood.with_signal("repeated_fallback") is mood
+
+
+def test_only_the_first_characters_are_scored() -> None:
+    calm = "I would like to know where my parcel is. " * 20
+    assert len(calm) > MAX_CHARS
+    assert scorer.score(calm + "I am furious, this is awful and terrible").signals == ()
+
+
+def test_a_mood_round_trips_through_its_event() -> None:
+    mood = Mood(-0.7, ("negative", "profanity"))
+    event = mood.event(12.0)
+    assert event.data == {"score": -0.7, "signals": ["negative", "profanity"], "frustrated": True}
+    assert Mood.of_event(Event.from_dict(event.to_dict())) == mood
+    assert Mood.of_event(Event(NLU, {"score": 1})) is None
+    assert Mood.of_event(Event("sentiment", {"score": "bad"})) is None
+
+
+def test_customer_texts_leave_out_buttons_and_reminders() -> None:
+    history = [Event(USER, {"text": "hello"}), Event(BOT, {"text": "hi!"}),
+               Event(USER, {"text": "Track", "payload": "/track_order"}),
+               Event(USER, {"text": "", "reminder": {"name": "r"}}), Event(USER, {"text": "where is it"})]
+    assert customer_texts(history) == ["hello", "where is it"]
+
+
+def _frustrated() -> Event:
+    return Mood(-0.8, ("negative",)).event(1.0)
+
+
+def test_frustrated_turns_are_counted_since_the_bot_last_got_the_conversation() -> None:
+    assert frustrated_since_handoff([_frustrated(), Mood(0.2).event(1.0), _frustrated()]) == 2
+    assert frustrated_since_handoff([_frustrated(), Event(PAUSE, {}), _frustrated()]) == 1
+    assert frustrated_since_handoff([_frustrated(), Event(RESUME, {}), _frustrated(), Event(AGENT, {})]) == 0
+
+
+def test_handoff_after_n_frustrated_turns_replaces_the_fallback_and_ends_the_form() -> None:
+    policy = Frustration(handoff_after=2, message="A colleague will help you now.")
+    angry = Mood(-0.8, ("negative",))
+    fallback = [Event(BOT, {"text": "Sorry, I didn't understand that.", "source": "fallback"})]
+    assert policy.handoff(angry, [], fallback, paused=False, active_form=None, timestamp=5.0) is None  # the 1st
+    history = [_frustrated()]
+    assert policy.handoff(Mood(0.3), history, fallback, paused=False, active_form=None, timestamp=5.0) is None
+    assert policy.handoff(angry, history, fallback, paused=True, active_form=None, timestamp=5.0) is None
+    events = policy.handoff(angry, history, fallback, paused=False, active_form="change_order_form", timestamp=5.0)
+    assert events is not None
+    assert [(e.kind, e.data.get("text") or e.data.get("reason") or e.data.get("name")) for e in events] == [
+        (BOT, "A colleague will help you now."), (FORM, None), (PAUSE, "frustration")]
+    answered = [Event(BOT, {"text": "Your order ships tomorrow.", "source": "template"})]
+    events = policy.handoff(angry, history, answered, paused=False, active_form=None, timestamp=5.0)
+    assert events is not None and [e.kind for e in events] == [BOT, BOT, PAUSE]
+    assert Frustration().handoff(angry, history * 5, fallback, paused=False, active_form=None, timestamp=5.0) is None
+
+
+def _bot_with(tmp_path: Path, section: str) -> Path:
+    text = (DIALOGUE_BOT / "bot.yml").read_text(encoding="utf-8")
+    (tmp_path / "bot.yml").write_text(text + "\n" + section, encoding="utf-8")
+    return tmp_path
+
+
+def test_bot_yml_frustration_section(tmp_path: Path) -> None:
+    spec = load_bot(_bot_with(tmp_path, "frustration:\n  handoff_after: 3\n"))
+    assert Frustration.parse(spec.sections["frustration"], []) == Frustration(3, DEFAULT_HANDOFF_MESSAGE)
+
+
+@pytest.mark.parametrize(("section", "problem"), [
+    ("frustration: 2\n", "'frustration' must map handoff_after"),
+    ("frustration:\n  handoff_after: 0\n", "'handoff_after' must be a whole number of frustrated turns from 1 to 100"),
+    ("frustration:\n  handoff_after: two\n", "'handoff_after' must be a whole number"),
+    ("frustration:\n  handoff_after: true\n", "'handoff_after' must be a whole number"),
+    ("frustration:\n  message: hello\n", "'handoff_after' is missing"),
+    ("frustration:\n  handoff_after: 2\n  message: ''\n", "'message' must be text of 1 to 1000 characters"),
+    ("frustration:\n  handoff_after: 2\n  after: 3\n", "unknown key 'after'"),
+])
+def test_bot_yml_frustration_errors_name_the_line(tmp_path: Path, section: str, problem: str) -> None:
+    lines = (DIALOGUE_BOT / "bot.yml").read_text(encoding="utf-8").count("\n") + 2
+    with pytest.raises(ConfigError) as err:
+        load_bot(_bot_with(tmp_path, section))
+    found = [p for p in err.value.problems if problem in p]
+    assert found, err.value.problems
+    line = int(found[0].split(":")[1])
+    assert found[0].startswith(f"{tmp_path / 'bot.yml'}:") and lines <= line <= lines + 2
