@@ -21,6 +21,8 @@ or the bot resuming, clears it. ``HandoffGauges`` reads those from the store, wh
 shares, so each replica exports the same ``switchboard_handoff_queue`` and
 ``switchboard_handoff_oldest_seconds`` per bot (labelled by bot only) and the alert's
 ``max by (bot)`` over replicas is the true value, whichever replica handed off or took over.
+A waiting customer who writes again is told their place in that queue (``StoreQueue``, asked by
+the dialogue engine for bots with ``handoff: waiting``).
 
 Failures are ``SwitchboardError`` subclasses, mapped to HTTP status codes by connectors/app.py:
 ``ConversationNotFound`` (404), ``InvalidChange`` (422), ``NotDelivered`` (502).
@@ -79,6 +81,33 @@ def bot_turn(events: Sequence[Event], received_at: float) -> SummaryUpdate:
     if paused_after(events, False):
         return SummaryUpdate(handoff=True, waiting_since=received_at)
     return SummaryUpdate(handoff=False, waiting_over=True)
+
+
+# -- the queue a waiting customer is told about --------------------------------------------
+class WaitingQueue(Protocol):
+    """A bot's customers waiting for an agent, seen from one conversation (what the dialogue engine tells the
+    customer: bots/dialogue/engine.py, bot.yml ``handoff: waiting``)."""
+
+    async def place(self, *, joining: bool = False) -> int | None:
+        """The conversation's place in the queue (1: next), or None when it does not wait (an agent has it).
+        ``joining``: it is being handed off now (its wait is stored with this turn): it joins at the end."""
+        ...
+
+
+class StoreQueue:
+    """``WaitingQueue`` read from the store every replica shares: the conversations of the bot whose
+    ``waiting_since`` is set, in the order they started waiting (the review UI's queue, the gauges' count)."""
+
+    def __init__(self, store: ConversationStore, bot: str, conversation_id: str) -> None:
+        self._store, self._bot, self._conversation_id = store, bot, conversation_id
+
+    async def place(self, *, joining: bool = False) -> int | None:
+        if joining:
+            return (await self._store.waiting(self._bot)).count + 1
+        summary = await self._store.summary(self._bot, self._conversation_id)
+        if summary is None or summary.waiting_since is None:
+            return None
+        return max(1, (await self._store.waiting(self._bot, until=summary.waiting_since)).count)
 
 
 # -- what agents do -----------------------------------------------------------------------

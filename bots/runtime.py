@@ -38,14 +38,24 @@ from bots.artifact import Manifest, resolve_artifact
 from bots.botspec import BotSpec, load_bot
 from bots.dialogue.actions import check_actions, load_actions
 from bots.dialogue.check import check_bot_folder
-from bots.dialogue.engine import AnswerProvider, Decision, Message, PartialSink, Services, State, decide
+from bots.dialogue.engine import (
+    OPENED,
+    OPENING_ID,
+    AnswerProvider,
+    Decision,
+    Message,
+    PartialSink,
+    Services,
+    State,
+    decide,
+)
 from bots.dialogue.forms import check_value
 from bots.dialogue.policies import Ensemble
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
 from bots.events import NLU, USER, Event
-from bots.handoff import bot_turn, is_paused, paused_after
+from bots.handoff import StoreQueue, bot_turn, is_paused, paused_after
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
@@ -118,8 +128,9 @@ class BotRuntime:
     # bot.yml `frustration:`: when an angry customer is handed to a person (bots/nlu/sentiment.py).
     frustration: Frustration = field(default_factory=Frustration)
 
-    def services(self, partial: PartialSink | None = None) -> Services:
-        return Services(actions=self.actions, answers=self.answers, partial=partial, policies=self.policies)
+    def services(self, partial: PartialSink | None = None, queue: StoreQueue | None = None) -> Services:
+        return Services(actions=self.actions, answers=self.answers, partial=partial, policies=self.policies,
+                        queue=queue)
 
     @property
     def name(self) -> str:
@@ -391,6 +402,8 @@ class Runtime:
         marker = message.metadata.get(TRIGGER)  # a reminder's firing (fire_reminder), never a channel's message
         if isinstance(marker, dict) and message.message_id.startswith("reminder:"):
             data[TRIGGER] = marker
+        if message.metadata.get(OPENED) is True and message.message_id == OPENING_ID:  # ``open``, never a channel's
+            data[OPENED] = True
         event = Event(USER, data, timestamp=message.received_at)  # the store redacts it (bot.privacy)
         started = time.perf_counter()
         result = await self.store.enqueue(
@@ -401,6 +414,15 @@ class Runtime:
         if result.created:
             self.metrics.messages.labels(bot.name, message.ref.channel, "in").inc()
         return result.turn
+
+    async def open(self, ref: ConversationRef) -> list[BotResponse]:
+        """A chat was opened (the web widget): the bot's welcome for the channel (bot.yml ``welcome:``), stored
+        as a turn of its own the first time (message id ``opened``, unique per conversation: opening it again,
+        on a reload or another replica, answers from the store and never welcomes twice). [] without one."""
+        if self.bot(ref.bot).dialogue.welcome_for(ref.channel) is None:
+            return []
+        message = UserMessage(ref=ref, message_id=OPENING_ID, text="", metadata={OPENED: True})
+        return await self.process(message, await self.accept(message))
 
     async def process(self, message: UserMessage, turn: Turn) -> list[BotResponse]:
         """Answer an accepted message: from the store if it was already answered."""
@@ -529,12 +551,13 @@ class Runtime:
             understanding = await self._understand(bot, user)
             message = Message(text=str(user.data.get("text", "")), understanding=understanding,
                               timestamp=user.timestamp, channel=str(user.data.get("channel", "")),
-                              message_id=turn.message_id)
+                              message_id=turn.message_id, opening=user.data.get(OPENED) is True)
             firing = trigger_of(user)
             skip = await self._stale_firing(bot, conversation_id, firing) if firing is not None else None
             decision = Decision([skip]) if skip is not None else await decide(
                 bot.spec, bot.dialogue, state, message,
-                bot.services(self._partial_sink(bot, conversation, turn, message.channel)))
+                bot.services(self._partial_sink(bot, conversation, turn, message.channel),
+                             StoreQueue(self.store, bot.name, conversation_id)))
             mood = self._mood(user, state, decision)
             handed = bot.frustration.handoff(mood, state.history, decision.events, active_form=state.active_form,
                                              paused=paused_after(decision.events, state.paused),
@@ -656,6 +679,8 @@ class Runtime:
         firing = trigger_of(user)
         if firing is not None:  # a reminder: its intent and entities, as if the customer had sent them
             return understanding_of(firing)
+        if user.data.get(OPENED) is True:  # the chat opened: nothing was typed
+            return Understanding("session_start", 1.0, (IntentScore("session_start", 1.0),))
         payload = user.data.get("payload")
         understanding = parse_payload(str(payload), bot.spec, bot.dialogue) if payload else None
         if understanding is None:

@@ -73,6 +73,10 @@ class Inbox(Protocol):
         """``accept`` then ``process``: for channels whose sender waits for the answer."""
         ...
 
+    async def open(self, ref: ConversationRef) -> list[BotResponse]:
+        """A chat was opened: the bot's welcome for the channel, stored once per conversation ([] without one)."""
+        ...
+
     async def history(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None:
         """The conversation as stored (its last ``last_n`` turns), or None."""
         ...

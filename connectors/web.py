@@ -3,9 +3,10 @@
 * ``<script src="https://HOST/widget.js" data-bot="BOT"></script>`` puts the widget on any page
   of an allowed origin (``SWITCHBOARD_WIDGET_ORIGINS``: comma-separated origins such as
   ``https://shop.example.com``, or ``*``; this server's own origin is always allowed).
-* ``POST /bots/{bot}/webhooks/web/conversations``: starts a conversation; answers
-  ``{"conversation_id", "token"}``. The token (connectors/web_tokens.py) is what reads the
-  conversation back: the id alone does not.
+* ``POST /bots/{bot}/webhooks/web/conversations``: starts a conversation (the widget calls it when
+  the chat opens); answers ``{"conversation_id", "token"}``. The token (connectors/web_tokens.py) is
+  what reads the conversation back: the id alone does not. A bot with a ``welcome:`` for the web has
+  it stored as the conversation's first turn (``Inbox.open``), so the history shows it, once.
 * ``WS /bots/{bot}/webhooks/web/ws?conversation_id=...&after=SEQ``: the widget's connection. Its
   first frame is ``{"type": "auth", "token"}`` (else it is closed with 1008).
   Frames from the browser: ``{"type": "message", "id", "text"}`` (or ``"payload"`` for a
@@ -38,6 +39,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from bots.dialogue.engine import OPENED
 from bots.errors import Busy, ConfigError, StoreUnavailable
 from bots.events import AGENT, BOT, USER
 from bots.handoff import is_paused
@@ -153,8 +155,8 @@ def history_json(conversation: Conversation | None) -> dict[str, Any]:
     for turn in conversation.turns if conversation else ():
         last_seq = max(last_seq, turn.seq)
         for event in turn.events:
-            if event.kind == USER and trigger_of(event) is not None:
-                continue  # a reminder firing: the customer sent nothing; the bot's answer shows
+            if event.kind == USER and (trigger_of(event) is not None or event.data.get(OPENED) is True):
+                continue  # a reminder firing or the chat opening: the customer sent nothing; the bot's answer shows
             if event.kind == USER:
                 messages.append({"seq": turn.seq, "role": "user", "message_id": turn.message_id,
                                  "text": str(event.data.get("text", "")), "answered": turn.status == "done"})
@@ -294,6 +296,7 @@ class WebChannel:
         self._served(bot)
         response.headers["Cache-Control"] = "no-store"
         conversation_id, token = self._tokens.new_conversation(bot)
+        await self._inbox.open(ConversationRef(bot=bot, channel=self.name, conversation_id=conversation_id))
         return ConversationStart(conversation_id=conversation_id, token=token)
 
     async def history(self, request: Request, response: Response, bot: str,

@@ -66,7 +66,7 @@ from bots.dialogue.rasa_protocol import (
     with_dispatched,
 )
 from bots.dialogue.response_selector import selector_for
-from bots.dialogue.spec import AnswerKind, DialogueSpec
+from bots.dialogue.spec import GIVE_UP_TEXT, AnswerKind, DialogueSpec
 from bots.dialogue.state import State
 from bots.events import (
     ACTION,
@@ -87,6 +87,7 @@ from bots.events import (
     USER,
     Event,
 )
+from bots.handoff import WaitingQueue
 from bots.types import JSON, BotResponse, Button, Understanding
 
 log = logging.getLogger("switchboard.dialogue")
@@ -97,6 +98,13 @@ HANDOFF_TEXT = ("Sorry, I'm having trouble understanding. I'm handing you over t
 ACTION_ERROR_TEXT = "Sorry, something went wrong on our side. Please try again in a moment, or ask for a human."
 HUMAN_TEXT = "I'll connect you with a member of our support team. Please stay in this chat."
 DEFAULT_TEXT = "Sorry, I didn't get that. Can you rephrase?"   # Rasa's utter_default when the domain has none
+# A chat opening (the web widget's first view of a conversation): the message the runtime stores, once per
+# conversation, under this id, so that the bot's welcome is a turn of its own (bots/runtime.py, Runtime.open).
+OPENING_ID = "opened"
+OPENED = "opened"  # the marker in that message's USER event data (never set by a channel's own message)
+# The reminder a bot.yml hand-off with ``agent_timeout_minutes`` sets: its firing (bots/reminders.py) is this intent.
+AGENT_TIMEOUT = "handoff_agent_timeout"
+AGENT_TIMEOUT_INTENT = "EXTERNAL_agent_timeout"
 _random = random.Random()  # noqa: S311 - which response variation to say, not a secret
 
 
@@ -126,6 +134,9 @@ class Services:
     answers: AnswerProvider | None = None
     partial: PartialSink | None = None
     policies: Ensemble | None = None
+    # The bot's queue of customers waiting for an agent, seen from this conversation (bots.handoff.StoreQueue):
+    # what a waiting customer is told of their place. None: they are told nothing.
+    queue: WaitingQueue | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,8 @@ class Message:
     # The channel's message id (the turn's, as stored): custom actions read it as Rasa gives it, in the user
     # event and ``latest_message`` (an idempotency key for what they do outside the conversation).
     message_id: str | None = None
+    # The chat was opened (nothing typed): the bot says its welcome for the channel, if it has one.
+    opening: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,8 +222,10 @@ class _Turn:
         self.domain: Domain = dialogue.domain
         self.policies = services.policies or policies_for(dialogue)
         self.expired = state.expired(message.timestamp, dialogue.session_expiry_s)
+        self.first = not any(e.kind == USER for e in state.history)  # the conversation's first message
         self.state = state.copy()
-        self.tracker = Tracker.replay(self.domain, state.history, bot.fallback_threshold)
+        # The bot's override of the operating point (bots/nlu/oos.py), for a model that does not apply it itself.
+        self.tracker = Tracker.replay(self.domain, state.history, bot.fallback_threshold or 0.0)
         self.events: list[Event] = []
         self.fallback = False
         self.handoff = False
@@ -252,10 +267,22 @@ class _Turn:
 
     # -- the turn -------------------------------------------------------------------
     async def run(self) -> None:
+        welcomed = self._welcomed()
         if self.expired:
             self.emit(SESSION_START, {"carry_over": self.domain.session.carry_over_slots_to_new_session})
+        if self.message.opening:  # the chat opened: the welcome, once per conversation
+            if not welcomed:
+                self._welcome()
+            self.emit(ACTION, {"name": ACTION_LISTEN})
+            return
+        if self.intent == AGENT_TIMEOUT_INTENT and not self.state.paused:
+            self.emit(ACTION, {"name": ACTION_LISTEN})  # an agent ended the hand-off before its timeout
+            return
         if self.state.paused:
-            return  # a human has the conversation: the message is only recorded
+            await self._while_waiting()  # a human has the conversation: the message is recorded
+            return
+        if self.first and not welcomed:
+            self._welcome()  # the conversation's first message, on a channel that did not open it
         await self._extract_slots()
         rejected = False
         excluded: set[str] = set()
@@ -292,8 +319,56 @@ class _Turn:
                       MAX_PREDICTIONS, extra={"bot": self.bot.name})
         if self.state.followup_action is not None:
             self.emit(FOLLOWUP, {"name": None})
+        if self.handoff and self.state.paused:
+            await self._waiting_starts()
         if not self.state.paused:  # a human has it now: the bot does not listen
             self.emit(ACTION, {"name": ACTION_LISTEN})
+
+    # -- welcome and waiting for an agent -------------------------------------------
+    def _welcomed(self) -> bool:
+        """Whether the conversation was welcomed: its state before this message has a welcome (the window of
+        events kept reaches back to it: a conversation's first turns)."""
+        return any(e.kind == BOT and e.data.get("metadata", {}).get("welcome") for e in self.state.history)
+
+    def _welcome(self) -> None:
+        text = self.dialogue.welcome_for(self.message.channel)
+        if text is not None:
+            self.say(BotResponse(text=text, source="template", metadata={"welcome": True}))
+
+    async def _waiting_starts(self) -> None:
+        """The bot has just handed off: the customer is told their place in the queue, and (``agent_timeout``)
+        a durable reminder will tell them when no agent took the conversation in time (bots/reminders.py:
+        any replica fires it, after restarts too)."""
+        handoff = self.dialogue.handoff
+        if handoff.waiting and self.services.queue is not None:
+            place = await self.services.queue.place(joining=True)
+            self._say_place(place)
+        if handoff.agent_timeout_s is not None:
+            self.emit(REMINDER, {"name": AGENT_TIMEOUT, "intent": AGENT_TIMEOUT_INTENT, "entities": None,
+                                 "date_time": self.message.timestamp + handoff.agent_timeout_s,
+                                 "kill_on_user_msg": False})
+
+    async def _while_waiting(self) -> None:
+        """A message while a human has the conversation: while nobody has taken it yet (the store's
+        ``waiting_since``, bots/handoff.py), the customer is told their place in the queue; the agent-timeout
+        reminder says the bot's ``handoff: timeout`` (an apology and another way to reach the team)."""
+        handoff, queue = self.dialogue.handoff, self.services.queue
+        timeout = self.intent == AGENT_TIMEOUT_INTENT
+        if queue is None or not (handoff.timeout if timeout else handoff.waiting):
+            return
+        place = await queue.place()
+        if place is None:
+            return  # an agent has it: the agent answers
+        if timeout:
+            text = render(handoff.timeout, {"position": str(place)})
+            self.say(BotResponse(text=text, source="template", metadata={"handoff": "timeout"}))
+        else:
+            self._say_place(place)
+
+    def _say_place(self, place: int | None) -> None:
+        if place is not None:
+            text = render(self.dialogue.handoff.waiting, {"position": str(place)})
+            self.say(BotResponse(text=text, source="template", metadata={"handoff": "waiting", "position": place}))
 
     # -- slots ----------------------------------------------------------------------
     def _mapping_applies(self, mapping: SlotMapping, slot: str) -> bool:
@@ -545,7 +620,8 @@ class _Turn:
         else:
             requested = self.state.requested_slot
             candidates = [s for s in form.required_slots if s in self.extracted]
-            if requested is not None and not candidates and requested not in self.refused and not returning:
+            if requested is not None and not candidates and not returning and (
+                    requested not in self.refused or self._interrupts(form)):
                 raise _Rejected(form.name)
         slots = {**self.state.slots, **({} if returning else self.candidates)}
         for e in events:
@@ -604,12 +680,67 @@ class _Turn:
         if next_slot is None:
             events.append(Event(FORM, {"name": None}, timestamp=at))
             return _Outcome(events)
-        ask = await self._ask(form, next_slot, slots)
+        attempt = 1
+        if not activating and next_slot == self.state.requested_slot:
+            asked = self._attempts(form, next_slot)
+            wrong = not returning and (next_slot in self.refused or next_slot in candidates)
+            limit = self._max_attempts(form, next_slot)
+            if wrong and limit is not None and asked >= limit:
+                events.append(self._give_up(form, next_slot, slots))
+                events.append(Event(FORM, {"name": None}, timestamp=at))
+                return _Outcome(events, followup=ACTION_LISTEN)  # ended, not submitted: no submit rule runs
+            attempt = asked + 1 if wrong else asked
+        ask = await self._ask(form, next_slot, slots, attempt)
         if activating:  # the FORM event below activates it and names the slot asked for: one event, not two
             events = [e for e in events if not (e.kind == FORM and e.data.get("name") == form.name)]
         events.extend(ask)
         events.append(Event(FORM, {"name": form.name, "requested_slot": next_slot}, timestamp=at))
         return _Outcome(events)
+
+    def _interrupts(self, form: Form) -> bool:
+        """bot.yml forms: a refused answer whose message the NLU understood (confidently) as another of the bot's
+        intents, not one that starts this form, is a question of its own: the form lets the rules answer it,
+        then asks again (an off-topic question is never "an invalid order number")."""
+        intent = self.intent
+        if form.name not in self.dialogue.forms or intent is None or intent not in self.bot.intents:
+            return False
+        return all(rule.form != form.name for rule in self.dialogue.rules.values() if rule.intent == intent)
+
+    def _max_attempts(self, form: Form, slot: str) -> int | None:
+        """Invalid answers to ``slot`` before the form gives up (bot.yml: the slot's ``max_attempts``, else the
+        form's, default 2); None for a Rasa form, which asks until answered, as Rasa does."""
+        spec = self.dialogue.forms.get(form.name)
+        if spec is None:
+            return None
+        slot_spec = self.dialogue.slots.get(slot)
+        return slot_spec.max_attempts if slot_spec is not None and slot_spec.max_attempts else spec.max_attempts
+
+    def _attempts(self, form: Form, slot: str) -> int:
+        """How many times the form has asked for ``slot`` in a row: the ``attempt`` of its latest question
+        (bots/dialogue/engine.py ``_ask`` writes it into the question's metadata)."""
+        for event in reversed(self.state.history):
+            meta = event.data.get("metadata") if event.kind == BOT else None
+            if isinstance(meta, dict) and meta.get("form") == form.name and "attempt" in meta:
+                attempt = meta.get("attempt")
+                return attempt if meta.get("slot") == slot and isinstance(attempt, int) else 1
+        return 1
+
+    def _give_up(self, form: Form, slot: str, slots: Mapping[str, Any]) -> Event:
+        """After ``max_attempts`` invalid answers the form ends and the customer is offered a way on instead of
+        the same question again: the form's ``give_up`` text, with buttons to start again (the intent that starts
+        the form) and to talk to a person (the bot's hand-off intent), each showing the intent's title."""
+        spec = self.dialogue.forms[form.name]
+        values = {**shown_values(slots), "slot": slot.replace("_", " ")}
+        starts = [r.intent for r in self.dialogue.rules.values() if r.form == form.name]
+        human = [r.intent for r in self.dialogue.rules.values() if r.handoff]
+        buttons = tuple(Button(title=self.bot.intents[name].shown, payload=f"/{name}") for name in (*starts[:1],
+                                                                                                     *human[:1]))
+        text = render(spec.give_up, values) if spec.give_up else render((GIVE_UP_TEXT,), values) + (
+            " You can start again" + (", or talk to a person from our team." if human else ".") if buttons else "")
+        response = BotResponse(text=text, buttons=buttons, source="template",
+                               metadata={"form": form.name, "slot": slot, "gave_up": True})
+        log.info("form gave up after invalid answers", extra={"bot": self.bot.name, "form": form.name, "slot": slot})
+        return self._bot_event(response)
 
     def _validator(self, form: Form) -> str | None:
         if form.validation_action is not None:
@@ -617,12 +748,14 @@ class _Turn:
         name = f"validate_{form.name}"
         return name if name in self.domain.actions else None
 
-    async def _ask(self, form: Form, slot: str, slots: Mapping[str, Any]) -> list[Event]:
+    async def _ask(self, form: Form, slot: str, slots: Mapping[str, Any], attempt: int = 1) -> list[Event]:
+        counted = {"attempt": attempt} if form.name in self.dialogue.forms else {}  # bot.yml forms count them
         for name in (f"utter_ask_{form.name}_{slot}", f"utter_ask_{slot}"):
             if name in self.domain.responses:
                 response = self.render(name, slots={k: v for k, v in slots.items() if v is not None})
                 if response is not None:
-                    response = replace(response, metadata={**response.metadata, "form": form.name, "slot": slot})
+                    response = replace(response, metadata={**response.metadata, "form": form.name, "slot": slot,
+                                                           **counted})
                     return [self._bot_event(response)]
         action = f"action_ask_{form.name}_{slot}" if f"action_ask_{form.name}_{slot}" in self.domain.actions \
             else f"action_ask_{slot}"
@@ -630,7 +763,7 @@ class _Turn:
             outcome = await self._custom(action)
             return outcome.events if outcome is not None else []
         return [self._bot_event(BotResponse(text=f"What is the {slot.replace('_', ' ')}?", source="template",
-                                            metadata={"form": form.name, "slot": slot}))]
+                                            metadata={"form": form.name, "slot": slot, **counted}))]
 
     # -- custom actions -------------------------------------------------------------
     async def _custom(self, name: str, extra_events: Sequence[JSON] = (), refusing: Form | None = None,

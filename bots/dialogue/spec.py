@@ -17,6 +17,9 @@ forms:
       order_change: What would you like to change in order {order_id}?
     validation_action: validate_change_order_form    # optional rasa-sdk FormValidationAction
     stop_intents: [greet]           # optional: these intents leave the form
+    ignored_intents: [check_payment_methods]   # optional: answered inside the form, never taken as an answer
+    max_attempts: 2                 # invalid answers before the bot offers a way out (default 2; per slot too)
+    give_up: I still can't use that. You can try again, or talk to a person.   # optional: what it says then
     submit:
       response: Thanks, I've passed the change to order {order_id} on to the warehouse.
       action: action_submit_change  # optional
@@ -29,6 +32,11 @@ rules:
     action: action_check_order_status
   - intent: check_refund_policy
     answer: retrieval               # template | retrieval | generation (see bots.dialogue.engine.AnswerProvider)
+welcome: Hi! How can I help?       # said when a web chat opens (or {web: ..., telegram: ...} per channel)
+handoff:                            # while the customer waits for an agent (all optional)
+  waiting: You're number {position} in the queue.   # said when they write again ({position}: their place)
+  agent_timeout_minutes: 5          # no agent by then: `timeout` is said (a durable reminder, bots/reminders.py)
+  timeout: Sorry for the wait. Leave your e-mail address and we'll answer by e-mail.
 actions: actions                    # a Python module in the bot folder: actions.py or actions/
                                     # (or {module: actions, timeout_s: 5}: async actions are cut off then)
 action_endpoint: http://127.0.0.1:5055/webhook   # or {url: ..., timeout_s: 5}
@@ -90,6 +98,11 @@ class SlotSpec:
     entity: str | None = None
     from_text: bool = True
     invalid: str | None = None
+    max_attempts: int | None = None     # invalid answers before a form gives up on it (None: the form's)
+
+
+DEFAULT_MAX_ATTEMPTS = 2
+GIVE_UP_TEXT = "Sorry, I still can't use that as the {slot}."
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,18 @@ class FormSpec:
     submit_response: tuple[str, ...] = ()
     submit_action: str | None = None
     line: int = 0
+    ignored_intents: tuple[str, ...] = ()
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    give_up: tuple[str, ...] = ()       # what is said after max_attempts invalid answers (then the form ends)
+
+
+@dataclass(frozen=True)
+class HandoffSpec:
+    """What a customer waiting for an agent is told (bot.yml ``handoff:``; every text optional)."""
+
+    waiting: tuple[str, ...] = ()       # when they write while waiting: ``{position}`` is their place in the queue
+    agent_timeout_s: float | None = None
+    timeout: tuple[str, ...] = ()       # no agent took the conversation within agent_timeout_s
 
 
 @dataclass(frozen=True)
@@ -141,6 +166,12 @@ class DialogueSpec:
     # (``chitchat/ask_name`` -> ["chitchat"]["ask_name"]); ``utter_chitchat`` says ``utter_chitchat/<key>``
     # of the key bots/dialogue/response_selector.py picks for the message.
     retrieval: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    # ``welcome:``: said when a chat opens, per channel ("" = every channel without its own).
+    welcome: dict[str, str] = field(default_factory=dict)
+    handoff: HandoffSpec = field(default_factory=HandoffSpec)
+
+    def welcome_for(self, channel: str) -> str | None:
+        return self.welcome.get(channel, self.welcome.get(""))
 
     def slot_for_entity(self, entity: str) -> str | None:
         """The slot an entity fills: the declared slot mapped from it; else a slot of its own name, unless
@@ -189,7 +220,7 @@ def _parse_slot(name: str, item: Located, problems: list[str]) -> SlotSpec | Non
     if not _NAME.match(name):
         problems.append(f"{item.where()}: slot name {name!r} must be letters, digits or '_'")
         return None
-    keys = ("type", "choices", "regex", "min", "max", "entity", "from_text", "invalid")
+    keys = ("type", "choices", "regex", "min", "max", "entity", "from_text", "invalid", "max_attempts")
     fields = _mapping(item, f"slot {name!r}", keys, problems) if item.value is not None else {}
     if fields is None:
         return None
@@ -239,8 +270,38 @@ def _parse_slot(name: str, item: Located, problems: list[str]) -> SlotSpec | Non
     if "invalid" in fields:
         texts = _texts(fields["invalid"], f"slot {name!r}: 'invalid'", problems)
         invalid = texts[0] if texts else None
+    attempts = _attempts(fields, f"slot {name!r}", problems)
     return SlotSpec(name=name, type=cast(SlotType, kind), choices=choices, regex=regex, minimum=bounds["min"],
-                    maximum=bounds["max"], entity=entity, from_text=from_text, invalid=invalid)
+                    maximum=bounds["max"], entity=entity, from_text=from_text, invalid=invalid,
+                    max_attempts=attempts)
+
+
+def _attempts(fields: dict[str, Located], what: str, problems: list[str]) -> int | None:
+    if "max_attempts" not in fields:
+        return None
+    item = fields["max_attempts"]
+    if isinstance(item.value, bool) or not isinstance(item.value, int) or not 1 <= item.value <= 20:
+        problems.append(f"{item.where()}: {what}: 'max_attempts' must be a whole number from 1 to 20 "
+                        f"(invalid answers before the bot offers a way out)")
+        return None
+    return item.value
+
+
+def _intents(fields: dict[str, Located], key: str, what: str, bot: BotSpec, problems: list[str]) -> tuple[str, ...]:
+    """A list of the bot's intents (``key`` of ``fields``)."""
+    if key not in fields:
+        return ()
+    s = fields[key]
+    if not isinstance(s.value, list):
+        problems.append(f"{s.where()}: {what}: {key!r} must be a list of intents")
+        return ()
+    out: list[str] = []
+    for x in s.value:
+        if x.value not in bot.intents:
+            problems.append(f"{x.where()}: {what}: unknown intent {x.value!r} in {key!r}")
+        else:
+            out.append(x.value)
+    return tuple(out)
 
 
 def _action_name(item: Located, what: str, problems: list[str], refs: list[tuple[str, str]]) -> str | None:
@@ -253,7 +314,8 @@ def _action_name(item: Located, what: str, problems: list[str], refs: list[tuple
 
 def _parse_form(name: str, item: Located, bot: BotSpec, slots: dict[str, SlotSpec], problems: list[str],
                 refs: list[tuple[str, str]]) -> FormSpec | None:
-    keys = ("required_slots", "ask", "validation_action", "stop_intents", "submit")
+    keys = ("required_slots", "ask", "validation_action", "stop_intents", "ignored_intents", "max_attempts",
+            "give_up", "submit")
     fields = _mapping(item, f"form {name!r}", keys, problems)
     if fields is None:
         return None
@@ -287,17 +349,20 @@ def _parse_form(name: str, item: Located, bot: BotSpec, slots: dict[str, SlotSpe
     validation = None
     if "validation_action" in fields:
         validation = _action_name(fields["validation_action"], f"form {name!r}: 'validation_action'", problems, refs)
-    stop: list[str] = []
-    if "stop_intents" in fields:
-        s = fields["stop_intents"]
-        if not isinstance(s.value, list):
-            problems.append(f"{s.where()}: form {name!r}: 'stop_intents' must be a list of intents")
-        else:
-            for x in s.value:
-                if x.value not in bot.intents:
-                    problems.append(f"{x.where()}: form {name!r}: unknown intent {x.value!r} in 'stop_intents'")
-                else:
-                    stop.append(x.value)
+    stop = _intents(fields, "stop_intents", f"form {name!r}", bot, problems)
+    ignored = _intents(fields, "ignored_intents", f"form {name!r}", bot, problems)
+    both = sorted(set(stop) & set(ignored))
+    if both:
+        problems.append(f"{fields['ignored_intents'].where()}: form {name!r}: {', '.join(both)} cannot both leave "
+                        f"the form (stop_intents) and be answered inside it (ignored_intents)")
+    give_up: tuple[str, ...] = ()
+    if "give_up" in fields:
+        give_up = _texts(fields["give_up"], f"form {name!r}: 'give_up'", problems)
+        for variant in give_up:
+            unknown = placeholders(variant) - set(slots) - {"slot"}
+            if unknown:
+                problems.append(f"{fields['give_up'].where()}: form {name!r}: unknown placeholder(s) "
+                                f"{', '.join(sorted(unknown))} in 'give_up' (slots, or {{slot}}: the one asked for)")
     submit_response: tuple[str, ...] = ()
     submit_action = None
     if "submit" in fields:
@@ -307,8 +372,10 @@ def _parse_form(name: str, item: Located, bot: BotSpec, slots: dict[str, SlotSpe
         if "action" in sub:
             submit_action = _action_name(sub["action"], f"form {name!r}: the submit action", problems, refs)
     return FormSpec(name=name, required_slots=tuple(required), ask=ask, validation_action=validation,
-                    stop_intents=tuple(stop), submit_response=submit_response, submit_action=submit_action,
-                    line=item.line)
+                    stop_intents=stop, submit_response=submit_response, submit_action=submit_action,
+                    line=item.line, ignored_intents=ignored,
+                    max_attempts=_attempts(fields, f"form {name!r}", problems) or DEFAULT_MAX_ATTEMPTS,
+                    give_up=give_up)
 
 
 def _parse_rule(item: Located, bot: BotSpec, forms: dict[str, FormSpec], problems: list[str],
@@ -395,6 +462,40 @@ def _flag(fields: dict[str, Located], key: str, default: bool, what: str, proble
     return fields[key].value
 
 
+def _welcome(item: Located, bot: BotSpec, problems: list[str]) -> dict[str, str]:
+    """``welcome: text`` (every channel) or ``{web: text, telegram: text, default: text}``."""
+    if not isinstance(item.value, dict):
+        texts = _texts(item, "'welcome'", problems)
+        return {"": texts[0]} if texts else {}
+    out: dict[str, str] = {}
+    channels = ("default", *bot.channels)
+    for channel, text in (_mapping(item, "'welcome'", channels, problems) or {}).items():
+        texts = _texts(text, f"'welcome: {channel}'", problems)
+        if texts and channel in channels:
+            out["" if channel == "default" else channel] = texts[0]
+    return out
+
+
+def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
+    fields = _mapping(item, "'handoff'", ("waiting", "agent_timeout_minutes", "timeout"), problems) or {}
+    waiting = _texts(fields["waiting"], "'handoff: waiting'", problems) if "waiting" in fields else ()
+    for variant in waiting:
+        unknown = placeholders(variant) - {"position"}
+        if unknown:
+            problems.append(f"{fields['waiting'].where()}: 'handoff: waiting': unknown placeholder(s) "
+                            f"{', '.join(sorted(unknown))} (only {{position}}: the customer's place in the queue)")
+    timeout = _texts(fields["timeout"], "'handoff: timeout'", problems) if "timeout" in fields else ()
+    minutes = None
+    if "agent_timeout_minutes" in fields:
+        minutes = _number(fields["agent_timeout_minutes"], "'handoff: agent_timeout_minutes'", problems,
+                          low=0.01, high=10_080)
+    if (minutes is None) != (not timeout):
+        problems.append(f"{item.where()}: 'handoff': give both 'agent_timeout_minutes' and 'timeout' (what is said "
+                        f"when no agent answered in time), or neither")
+        return HandoffSpec(waiting=waiting)
+    return HandoffSpec(waiting=waiting, agent_timeout_s=None if minutes is None else minutes * 60, timeout=timeout)
+
+
 def _module_path(item: Located, directory: Path, problems: list[str]) -> Path | None:
     if not isinstance(item.value, str) or not _MODULE.match(item.value):
         problems.append(f"{item.where()}: 'actions' must name a Python module in the bot folder, e.g. actions")
@@ -448,13 +549,15 @@ def parse_dialogue(bot: BotSpec) -> DialogueSpec:
         name, where = refs[0]
         problems.append(f"{where}: action {name!r} is used but the bot has neither 'actions' (a Python module) nor "
                         f"'action_endpoint' (an action server URL)")
+    welcome = _welcome(sections["welcome"], bot, problems) if "welcome" in sections else {}
+    handoff = _handoff(sections["handoff"], problems) if "handoff" in sections else HandoffSpec()
     if problems:
         raise ConfigError(problems)
     domain, stories = compile_native(bot, slots, forms, rules, refs, expiry)
     return DialogueSpec(slots=slots, forms=forms, rules=rules, actions_module=module,
                         actions_timeout_s=actions_timeout, action_endpoint=endpoint,
                         session_expiry_s=expiry * 60, action_refs=tuple(refs),
-                        domain=domain, stories=stories, policy=NATIVE_POLICY)
+                        domain=domain, stories=stories, policy=NATIVE_POLICY, welcome=welcome, handoff=handoff)
 
 
 # bot.yml bots decide with rules only (every intent has one, compiled below); no stories, no learned model.
@@ -524,7 +627,7 @@ def compile_native(bot: BotSpec, slots: dict[str, SlotSpec], forms: dict[str, Fo
         intents={name: IntentProperties(name) for name in bot.intents},
         entities={name: EntityProperties(name, influence_conversation=False) for name in entities},
         slots=domain_slots, responses=responses,
-        forms={f.name: Form(f.name, f.required_slots, where=f"{where}:{f.line}",
+        forms={f.name: Form(f.name, f.required_slots, ignored_intents=f.ignored_intents, where=f"{where}:{f.line}",
                             validation_action=f.validation_action, fresh_start=True) for f in forms.values()},
         actions=tuple(dict.fromkeys(name for name, _ in refs)),
         session=SessionConfig(session_expiration_time_min=expiry_minutes, carry_over_slots_to_new_session=False),

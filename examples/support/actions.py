@@ -17,6 +17,11 @@ DEMO_ORDERS = {
 }
 
 
+def status_of(order_id: Any) -> str | None:
+    """The one order lookup every action uses (None: no such order)."""
+    return DEMO_ORDERS.get(str(order_id).strip())
+
+
 class ActionCheckOrderStatus(Action):
     def name(self) -> Text:
         return "action_check_order_status"
@@ -27,7 +32,7 @@ class ActionCheckOrderStatus(Action):
         if not order_id:
             dispatcher.utter_message(text="I can check that for you. What is the order number?")
             return []
-        status = DEMO_ORDERS.get(order_id)
+        status = status_of(order_id)
         if status is None:
             dispatcher.utter_message(
                 text=f"I couldn't find order {order_id}. Please check the number in your confirmation email.")
@@ -36,22 +41,33 @@ class ActionCheckOrderStatus(Action):
         return [SlotSet("order_status", status)]
 
 
+def order_problem(order_id: Any, change: str) -> str | None:
+    """Why order ``order_id`` cannot be ``change``d ("changed", "cancelled"), None when it can: the one order
+    check of both forms (and of the cancel action), so that they always agree about an order."""
+    status = status_of(order_id)
+    if status is None:
+        return f"I couldn't find order {order_id}. Please check the number in your confirmation email."
+    if status in ("shipped", "delivered"):
+        return (f"Order {order_id} has already {'shipped' if status == 'shipped' else 'arrived'}, so it can't be "
+                f"{change} any more. You can return items once you have them.")
+    return None
+
+
+def _checked_order(slot_value: Any, change: str, dispatcher: CollectingDispatcher) -> Dict[Text, Any]:
+    problem = order_problem(slot_value, change)
+    if problem is not None:
+        dispatcher.utter_message(text=problem)
+        return {"order_id": None}
+    return {"order_id": slot_value}
+
+
 class ValidateChangeOrderForm(FormValidationAction):
     def name(self) -> Text:
         return "validate_change_order_form"
 
     def validate_order_id(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                           domain: DomainDict) -> Dict[Text, Any]:
-        status = DEMO_ORDERS.get(slot_value)
-        if status is None:
-            dispatcher.utter_message(text=f"I couldn't find order {slot_value}. Please check the number.")
-            return {"order_id": None}
-        if status in ("shipped", "delivered"):
-            dispatcher.utter_message(
-                text=f"Order {slot_value} has already {'shipped' if status == 'shipped' else 'arrived'}, so it "
-                     f"can't be changed any more. You can return items once you have them.")
-            return {"order_id": None}
-        return {"order_id": slot_value}
+        return _checked_order(slot_value, "changed", dispatcher)
 
     def validate_order_change(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                               domain: DomainDict) -> Dict[Text, Any]:
@@ -59,3 +75,29 @@ class ValidateChangeOrderForm(FormValidationAction):
             dispatcher.utter_message(text="Please describe the change in a few words, e.g. 'add a blue scarf'.")
             return {"order_change": None}
         return {"order_change": slot_value}
+
+
+class ValidateCancelOrderForm(FormValidationAction):
+    def name(self) -> Text:
+        return "validate_cancel_order_form"
+
+    def validate_order_id(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                          domain: DomainDict) -> Dict[Text, Any]:
+        return _checked_order(slot_value, "cancelled", dispatcher)
+
+
+class ActionCancelOrder(Action):
+    """The cancel form's submit: the order was checked by the form; checked again (it may have shipped since)."""
+
+    def name(self) -> Text:
+        return "action_cancel_order"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+        order_id = tracker.get_slot("order_id")
+        problem = order_problem(order_id, "cancelled")
+        if problem is not None:
+            dispatcher.utter_message(text=problem)
+            return [SlotSet("order_id", None)]
+        dispatcher.utter_message(response="utter_cancel_order")  # the cancel_order answer, filled with order_id
+        return []

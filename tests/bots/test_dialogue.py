@@ -199,21 +199,20 @@ SUPPORT_BOT = Path(__file__).resolve().parents[2] / "examples" / "support"
 
 async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp_path: Path) -> None:
     """examples/support: the change-order form with validation (regex + the rasa-sdk validation action
-    in examples/support/actions.py), the order-status action setting a slot, and a handoff on request."""
+    in examples/support/actions.py), its retry limit, the order-status action setting a slot, and a handoff on
+    request with the customer's place in the queue."""
     runtime = await start_runtime(copy_bot(tmp_path, SUPPORT_BOT), tmp_path / "store.db")
     try:
         async def support(text: str) -> list[str]:
             return await say(runtime, text, "s1", bot="support")
 
+        welcome = runtime.bot("support").dialogue.welcome_for("web")
         ask_order = "Sure, I can help you change your order. What is the order number?"
         ask_change = "What would you like to change in order 12345? You can add, remove or replace items."
-        assert await support("I want to change my order") == [ask_order]
-        assert await support("the one from last week") == [
-            "Order numbers contain digits only, like 3707955617; you'll find yours in the confirmation email.",
-            ask_order]
-        assert await support("3707955617") == [
-            "Order 3707955617 has already shipped, so it can't be changed any more. You can return items once "
-            "you have them.", ask_order]
+        digits = "Order numbers contain digits only, like 3707955617; you'll find yours in the confirmation email."
+        # the first message on a channel that did not open the chat: the welcome first
+        assert await support("I want to change my order") == [welcome, ask_order]
+        assert await support("the one from last week") == [digits, ask_order]
         assert await support("12345") == [ask_change]
         assert await support("scarf") == ["Please describe the change in a few words, e.g. 'add a blue scarf'.",
                                           ask_change]
@@ -224,11 +223,24 @@ async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp
             "Order 98765 is delivered. You can follow it under My orders."]
         state = State.from_events(await _events(runtime, "s1", bot="support"))
         assert state.slots["order_status"] == "delivered" and state.active_form is None
+        # two invalid answers: the form ends with a way on instead of the same question a third time
+        assert await support("I want to change my order") == [ask_order]
+        assert await support("3707955617") == [
+            "Order 3707955617 has already shipped, so it can't be changed any more. You can return items once "
+            "you have them.", ask_order]
+        gave_up = await runtime.handle(message("the one from last week", "s1", bot="support"))
+        assert [r.text for r in gave_up] == [digits, "Sorry, I still can't use that as the order id. You can start "
+                                                     "again, or talk to a person from our support team."]
+        assert [(b.title, b.payload) for b in gave_up[1].buttons] == [
+            ("Change an order", "/change_order"), ("Talk to a person", "/contact_human_agent")]
+        assert State.from_events(await _events(runtime, "s1", bot="support")).active_form is None
+        waiting = ("Thanks for waiting: you're number 1 in the queue for the next available agent. Please stay in "
+                   "this chat.")
         assert await support("I want to talk to a human") == [
             "Of course, I'll connect you with a member of our support team. Please stay in this chat; an agent will "
-            "be with you as soon as one is available."]
+            "be with you as soon as one is available.", waiting]
         summary = await runtime.store.summary("support", "s1")
         assert summary is not None and summary.handoff
-        assert await support("hello?") == []
+        assert await support("hello?") == [waiting]
     finally:
         await runtime.aclose()

@@ -199,7 +199,7 @@ async def test_gauges_are_the_same_on_every_replica(runtime: Runtime, tmp_path: 
 
 
 class _DownStore(SQLiteStore):
-    async def waiting(self, bot: str) -> Waiting:
+    async def waiting(self, bot: str, *, until: float | None = None) -> Waiting:
         raise StoreUnavailable("MongoDB could not count the customers waiting for an agent")
 
 
