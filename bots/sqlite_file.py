@@ -14,7 +14,15 @@ A file that cannot be written (the disk is full: SQLITE_FULL; an I/O error: SQLI
 apart by SQLite's error code, as busy and locked are) is an outage, not a bug: the operation raises
 ``StoreUnavailable`` (channels answer 503 with Retry-After, senders redeliver; nothing half-written
 stays, each write being one transaction), and ``failure`` says why until a write succeeds again,
-which readiness probes (``/readyz`` stays false meanwhile)."""
+which readiness probes (``/readyz`` stays false meanwhile).
+
+Checkpoints (copying the WAL back into the database file, with an ``fdatasync`` of each) never run
+on the event loop: the inline connection's automatic checkpoint is off, and every
+``CHECKPOINT_EVERY`` inline writes a passive checkpoint runs in the worker thread, in turn with the
+other operations (so no write appends to the WAL meanwhile and the next one starts it over). Under
+load SQLite's own checkpoint, run by the commit that crossed 1,000 WAL pages, blocked every request
+for its two ``fdatasync`` (21% of the busy samples of a py-spy profile of the server at 300 msg/s:
+bench/RESULTS.md, "Load")."""
 
 from __future__ import annotations
 
@@ -34,6 +42,8 @@ T = TypeVar("T")
 
 log = logging.getLogger("switchboard.sqlite")
 
+CHECKPOINT_EVERY = 100  # inline write transactions between two checkpoints (about 1,300 WAL pages under load)
+
 
 class SQLiteFile:
     """``upgrade`` runs after the schema script on every new connection: it brings a file created by an
@@ -48,6 +58,8 @@ class SQLiteFile:
         self._pragmas = pragmas
         self._conn: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None  # the event loop's own, busy timeout 0
+        self._inline_writes = 0  # inline write transactions since the last checkpoint
+        self._checkpoint: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # Why the file could not be written (disk full, I/O error), until a write succeeds again.
         self.failure: str | None = None
@@ -98,6 +110,7 @@ class SQLiteFile:
                 self._conn = await asyncio.to_thread(self._connect)
                 with contextlib.suppress(sqlite3.OperationalError):  # busy right now: everything in the thread
                     self._inline = await asyncio.to_thread(self._connect, 0.0, schema=False)
+                    self._inline.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: _checkpoint_soon
             if inline and self._inline is not None:
                 try:
                     return fn(self._inline)
@@ -123,12 +136,34 @@ class SQLiteFile:
             return result
 
         result = await self.run(tx, inline=inline)
+        if inline:
+            self._checkpoint_soon()
         if self.failure is not None:
             log.warning("the SQLite file can be written again", extra={"path": str(self.path)})
             self.failure = None
         return result
 
+    def _checkpoint_soon(self) -> None:
+        """Count an inline write; every ``CHECKPOINT_EVERY`` of them, a passive checkpoint in the worker thread."""
+        self._inline_writes += 1
+        if self._inline_writes < CHECKPOINT_EVERY or (self._checkpoint is not None and not self._checkpoint.done()):
+            return
+        self._inline_writes = 0
+        self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            async with self._lock:
+                if self._conn is not None:
+                    conn = self._conn
+                    await asyncio.to_thread(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
+            log.warning("SQLite checkpoint failed", extra={"path": str(self.path), "error": str(exc)})
+
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint  # short: one checkpoint, never cancelled half-way
+            self._checkpoint = None
         async with self._lock:
             for conn in (self._conn, self._inline):
                 if conn is not None:

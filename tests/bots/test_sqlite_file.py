@@ -1,5 +1,6 @@
 """SQLite plumbing: a message's small operations run inline on the event loop, and fall back to the
-worker thread (which waits for the lock) when another process is writing to the file."""
+worker thread (which waits for the lock) when another process is writing to the file; checkpoints
+run in the worker thread, never on the event loop."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from bots import sqlite_file
 from bots.sqlite_file import SQLiteFile
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER);"
@@ -79,6 +83,60 @@ while time.time() < start:  # every process opens the new file at the same momen
     pass
 SQLiteFile(Path(sys.argv[1]), _SCHEMA, pragmas=("journal_mode=WAL", "synchronous=NORMAL"))._connect()
 """
+
+
+PADDED = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, pad TEXT NOT NULL);"
+
+
+async def _inline_inserts(db: SQLiteFile, n: int) -> None:
+    """``n`` inline writes of a 5,000-byte row each (two WAL pages), the event loop going on in between
+    as it does between messages."""
+    for i in range(n):
+        def insert(conn: sqlite3.Connection, i: int = i) -> None:
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, "x" * 5000))
+
+        await db.write(insert, inline=True)
+        await asyncio.sleep(0)
+
+
+def _wal_pages(path: Path) -> int:
+    return (path.parent / (path.name + "-wal")).stat().st_size // 4096
+
+
+async def test_inline_writes_never_checkpoint_on_the_event_loop(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's automatic checkpoint (at 1,000 WAL pages, two fdatasync in the committing call) is off on
+    the inline connection: with no scheduled checkpoint the WAL passes 1,000 pages."""
+    monkeypatch.setattr(sqlite_file, "CHECKPOINT_EVERY", 10_000)
+    path = tmp_path / "x.db"
+    db = SQLiteFile(path, PADDED)
+    await _inline_inserts(db, 700)
+    assert _wal_pages(path) > 1_300
+    await db.close()
+
+
+async def test_a_checkpoint_runs_in_the_worker_thread_every_n_inline_writes(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_file, "CHECKPOINT_EVERY", 50)
+    path = tmp_path / "x.db"
+    db = SQLiteFile(path, PADDED)
+    await db.run(lambda c: None)  # open
+    checkpoints: list[str] = []
+    assert db._conn is not None
+
+    def trace(sql: str) -> None:
+        if "wal_checkpoint" in sql:
+            checkpoints.append(threading.current_thread().name)
+
+    db._conn.set_trace_callback(trace)
+    await _inline_inserts(db, 700)
+    assert _wal_pages(path) < 300  # started over after each checkpoint: about 50 writes of 2 pages
+    await db.close()
+    assert len(checkpoints) >= 700 // 50 - 1
+    assert threading.main_thread().name not in checkpoints
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 700
+    conn.close()
 
 
 def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
