@@ -54,6 +54,8 @@ def admin_router(runtime: Runtime) -> APIRouter:
         handoff: bool | None = None,
         flagged: bool | None = None,
         reviewed: bool | None = None,
+        frustrated: bool | None = None,
+        sentiment_below: Annotated[float | None, Query(ge=-1, le=1)] = None,
         tag: Annotated[str | None, Query(max_length=64)] = None,
         text: Annotated[str | None, Query(max_length=200)] = None,
         sort: SortField = "last_activity",
@@ -64,7 +66,8 @@ def admin_router(runtime: Runtime) -> APIRouter:
         runtime.bot(bot)
         page = await runtime.store.search(TranscriptQuery(
             bot=bot, channel=channel, intent=intent, since=since, until=until, confidence_below=confidence_below,
-            fallback=fallback, handoff=handoff, flagged=flagged, reviewed=reviewed, tag=tag, text=text,
+            fallback=fallback, handoff=handoff, flagged=flagged, reviewed=reviewed, frustrated=frustrated,
+            sentiment_below=sentiment_below, tag=tag, text=text,
             sort=sort, descending=descending, offset=offset, limit=limit,
         ))
         return {"total": page.total, "offset": page.offset, "limit": page.limit,

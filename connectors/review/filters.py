@@ -78,11 +78,12 @@ def _name(field: str, raw: str, pattern: re.Pattern[str] = _NAME) -> str | None:
 
 def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filters:
     """``params``: the request's query parameters (bot, channel, since, until, tz, intent,
-    confidence_below, fallback, handoff, flagged, reviewed, tag, q, sort, order, page, limit)."""
+    confidence_below, fallback, handoff, flagged, reviewed, frustrated, sentiment_below, tag, q, sort, order,
+    page, limit)."""
     get = lambda key: str(params.get(key) or "")  # noqa: E731
     values = {k: get(k) for k in ("bot", "channel", "since", "until", "tz", "intent", "confidence_below",
-                                  "fallback", "handoff", "flagged", "reviewed", "tag", "q", "sort", "order",
-                                  "page", "limit")}
+                                  "fallback", "handoff", "flagged", "reviewed", "frustrated", "sentiment_below",
+                                  "tag", "q", "sort", "order", "page", "limit")}
     try:
         tz = int(values["tz"] or 0)
     except ValueError:
@@ -99,6 +100,14 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
             raise _fail("confidence_below", "a number between 0 and 1 expected") from None
         if not 0.0 <= confidence <= 1.0:
             raise _fail("confidence_below", "a number between 0 and 1 expected")
+    sentiment = None
+    if values["sentiment_below"].strip():
+        try:
+            sentiment = float(values["sentiment_below"])
+        except ValueError:
+            raise _fail("sentiment_below", "a number between -1 and 1 expected") from None
+        if not -1.0 <= sentiment <= 1.0:
+            raise _fail("sentiment_below", "a number between -1 and 1 expected")
     text = values["q"].strip() or None
     if text is not None and len(text) > 200:
         raise _fail("q", "search text is limited to 200 characters")
@@ -122,6 +131,7 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
         intent=_name("intent", values["intent"]), confidence_below=confidence,
         fallback=_flag("fallback", values["fallback"]), handoff=_flag("handoff", values["handoff"]),
         flagged=_flag("flagged", values["flagged"]), reviewed=_flag("reviewed", values["reviewed"]),
+        frustrated=_flag("frustrated", values["frustrated"]), sentiment_below=sentiment,
         tag=_name("tag", values["tag"], _TAG), text=text, sort=sort,  # type: ignore[arg-type]
         descending=order == "desc", offset=(page - 1) * limit, limit=limit,
     )

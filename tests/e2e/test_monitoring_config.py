@@ -140,7 +140,8 @@ def test_dashboard_is_valid_grafana_json_with_valid_promql(tmp_path: Path) -> No
             assert selector, variable["name"]
             assert _metric_names(selector.group(1)) <= _exported_metric_names(), variable["name"]
     titles = " | ".join(panel["title"].lower() for panel in dashboard["panels"])
-    for topic in ("per channel", "latency percentiles", "fallback", "handoff", "model version per pod"):
+    for topic in ("per channel", "latency percentiles", "fallback", "handoff", "model version per pod",
+                  "sentiment over time", "frustrated conversations"):
         assert topic in titles, f"no panel about {topic}"
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}" and panel["gridPos"]["w"] <= 24

@@ -90,7 +90,15 @@
       return (entities || []).map((e) => `${e.entity}=${e.value}`).join(", ");
     }
 
-    function customer(turn, event, nlu, fixed) {
+    function mood(sentiment) {  // the turn's sentiment event (bots/nlu/sentiment.py)
+      const score = Number(sentiment.score);
+      const signals = Array.isArray(sentiment.signals) ? sentiment.signals.map(String) : [];
+      return el("span", { class: sentiment.frustrated ? "mood frustrated" : "mood",
+        text: `sentiment ${score.toFixed(2)}` + (sentiment.frustrated ? " · frustrated" : "") +
+          (signals.length ? ` (${signals.join(", ").replaceAll("_", " ")})` : "") });
+    }
+
+    function customer(turn, event, nlu, fixed, sentiment) {
       const text = event.data.text || (event.data.payload ? `[button] ${event.data.payload}` : "");
       const info = el("div", { class: "nlu" });
       if (nlu) {
@@ -103,6 +111,7 @@
       } else if (turn.status === "pending") {
         info.append(el("span", { class: "pending", text: "waiting for the bot…" }));
       }
+      if (sentiment) info.append(mood(sentiment));
       if (fixed) {
         info.append(el("span", { class: "fixed", text: `corrected → ${fixed.intent}` +
           (fixed.entities && fixed.entities.length ? ` (${entityText(fixed.entities)})` : "") +
@@ -132,7 +141,8 @@
     function systemLine(event) {
       const by = event.data.by ? ` by ${event.data.by}` : "";
       switch (event.kind) {
-        case "pause": return `Taken over${by}: the bot is paused`;
+        case "pause": return event.data.reason === "frustration" ? "Handed to a person: the customer is frustrated"
+          : `Taken over${by}: the bot is paused`;
         case "resume": return `Handed back to the bot${by}`;
         case "correction": return `Message #${event.data.seq} corrected${by}: intent ${event.data.intent}`;
         case "slot": return `slot ${event.data.name} = ${event.data.value}`;
@@ -150,13 +160,14 @@
       const items = [...turns.values()].sort((a, b) => a.seq - b.seq).map((turn) => {
         const li = el("li", { class: "turn", "data-seq": turn.seq });
         const nlu = (turn.events.find((e) => e.kind === "nlu") || {}).data;
+        const sentiment = (turn.events.find((e) => e.kind === "sentiment") || {}).data;
         for (const event of turn.events) {
           if (event.kind === "user" && event.data.reminder) {  // not the customer: a reminder firing (bots/reminders.py)
             li.append(el("div", { class: "sys", text: `reminder ${event.data.reminder.name} fired: intent ${event.data.reminder.intent}` }));
-          } else if (event.kind === "user") li.append(customer(turn, event, nlu, fixes.get(turn.seq)));
+          } else if (event.kind === "user") li.append(customer(turn, event, nlu, fixes.get(turn.seq), sentiment));
           else if (event.kind === "bot") li.append(reply(event, false));
           else if (event.kind === "agent") li.append(reply(event, true));
-          else if (event.kind !== "nlu") li.append(el("div", { class: "sys", text: systemLine(event) }));
+          else if (event.kind !== "nlu" && event.kind !== "sentiment") li.append(el("div", { class: "sys", text: systemLine(event) }));
         }
         return li;
       });
@@ -169,7 +180,8 @@
         ...(summary.fallback ? [el("span", { class: "badge warn", text: "fell back" })] : []),
         ...(summary.handoff ? [el("span", { class: "badge live", text: "handed off" })] : []),
         ...(summary.flagged ? [el("span", { class: "badge flag", text: "flagged" })] : []),
-        ...(summary.reviewed ? [el("span", { class: "badge ok", text: "reviewed" })] : []));
+        ...(summary.reviewed ? [el("span", { class: "badge ok", text: "reviewed" })] : []),
+        ...(summary.frustration > 0 ? [el("span", { class: "badge flag", text: `frustrated ×${summary.frustration}` })] : []));
       $("#tags").replaceChildren(...summary.tags.map((t) => el("span", { class: "badge tag" }, t,
         canAct ? el("button", { type: "button", "aria-label": `Remove tag ${t}`, onclick: () => changeTags([], [t]) }, "×") : null)));
       const flag = $("#flag"), reviewed = $("#reviewed");
