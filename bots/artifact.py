@@ -8,6 +8,11 @@ An artifact is a folder ``BOT_DIR/models/<version>/``::
                         sentence_embedding [batch, dim] (mean-pooled, L2-normalised)
     model.int8.onnx     optional dynamic-int8 twin; used when the manifest says so
     tokenizer.json      Hugging Face ``tokenizers`` file
+    oos_index.npz       the training examples' sentence embeddings as the served model computes them
+                        (``embeddings`` float16 [examples, dim], ``labels`` int [examples]: their intent's
+                        index in ``labels``) for the knn / centroid out-of-scope scores (bots/nlu/oos.py),
+                        and ``train_hashes`` / ``validation_hashes`` (uint64: the first 8 bytes of the
+                        SHA-256 of each lower-cased, space-normalised text) that evaluate checks overlap against
     responses/          optional answer index (retrieval), written by training/answers
     policy.onnx         optional learned next-action model (training/policy.py): input features
                         (float32, [batch, max_history x features], the multi-hot frames of
@@ -44,7 +49,10 @@ class Manifest:
     max_length: int = 64
     metrics: dict[str, Any] = field(default_factory=dict)  # held-out metrics
     onnx_file: str = "model.onnx"  # the graph to serve (fp32 or int8, see metrics)
-    oos_threshold: float | None = None  # calibrated confidence threshold, if any
+    oos_threshold: float | None = None  # legacy (softmax threshold of artifacts before ``oos``); new ones: None
+    # The calibrated out-of-scope operating point (bots/nlu/oos.py OperatingPoint.to_dict): method, threshold,
+    # target, what it was calibrated on and the figures there. Empty: none calibrated.
+    oos: dict[str, Any] = field(default_factory=dict)
     training_config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION

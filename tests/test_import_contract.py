@@ -3,8 +3,9 @@
 * ``bots/`` (the serving runtime) never imports ``training/``, ``connectors/`` or a channel or
   training library: slack_bolt, slack_sdk, aiogram, fastapi, starlette, torch, transformers.
 * ``training/`` never imports ``connectors/``, and from ``bots/`` only what makes the served
-  artifact and its inputs: bots.artifact (the artifact format), bots.nlu.model and bots.nlu.pipeline
-  (evaluation runs the exported model and the bot's NLU pipeline through the serving path),
+  artifact and its inputs: bots.artifact (the artifact format), bots.nlu.model, bots.nlu.oos and
+  bots.nlu.pipeline (evaluation runs the exported model, its out-of-scope rule and the bot's NLU
+  pipeline through the serving path),
   bots.answers.retrieval, bots.answers.grounding and
   bots.answers.generation (answers are evaluated and the generator prompted exactly as served), and
   the bot definition: bots.botspec, bots.types, bots.errors, bots.yamlspan, with the bot loaders
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.pipeline", "bots.answers.retrieval",
+TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.oos", "bots.nlu.pipeline", "bots.answers.retrieval",
                     "bots.answers.grounding", "bots.answers.generation", "bots.botspec", "bots.types", "bots.errors",
                     "bots.yamlspan", "bots.loader", "bots.dialogue.check",
                     "bots.dialogue.domain", "bots.dialogue.policies"}

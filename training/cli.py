@@ -2,6 +2,7 @@
 
     train BOT_DIR [--fast] [--epochs N] [--max-examples-per-intent N] [--threads N] [--seed N]
                   [--out DIR] [--data FILE ...] [--base-model DIR] [--no-quantize] [--augmentation N]
+                  [--validation FILE ...] [--oos-target T] [--oos-method M]
     evaluate MODEL DATA... [--out DIR] [--threads N] [--min-accuracy X] [--cross-validation K] [--fast]
 
 Bad bot data prints ``file:line: message`` lines on stderr and exits 2; a missed
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from bots.artifact import Manifest
 from bots.errors import ArtifactError, ConfigError
+from bots.nlu.oos import METHODS
 
 if TYPE_CHECKING:
     from bots.botspec import BotSpec
@@ -54,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--augmentation", type=int, metavar="N",
                    help="learned dialogue policy: stories glued into N x 10 conversations (default 50; 0 = off)")
     t.add_argument("--out", type=Path, help="artifact folder (default BOT_DIR/models/<version>)")
+    t.add_argument("--validation", type=Path, action="append", default=[],
+                   help="held-out data (formats of --data; repeatable) for model selection and the out-of-scope "
+                        "calibration, instead of a split of the training data; may hold out_of_scope examples")
+    t.add_argument("--oos-target", help="what the out-of-scope operating point aims at: accuracy (needs "
+                                        "out_of_scope examples), in-scope>=X or in-scope-drop<=X "
+                                        "(default in-scope-drop<=0.01)")
+    t.add_argument("--oos-method", choices=METHODS, help="the out-of-scope score (default knn_softmax)")
     e = sub.add_parser("evaluate", help="score a trained model on labelled data and write reports")
     e.add_argument("model", type=Path, help="an artifact folder, a models folder or a bot folder")
     e.add_argument("data", type=Path, nargs="+", help="bot folder, bot.yml, Rasa nlu.yml, CSV or Bitext CSV")
@@ -131,7 +140,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(
         mode="fast" if args.fast else None, epochs=args.epochs, max_examples_per_intent=args.max_examples_per_intent,
         threads=args.threads, seed=args.seed, base_model=args.base_model,
-        quantize=False if args.no_quantize else None, augmentation_factor=args.augmentation)
+        quantize=False if args.no_quantize else None, augmentation_factor=args.augmentation,
+        oos_target=args.oos_target, oos_method=args.oos_method)
     parts = [from_bot(bot), *(load_data(p) for p in args.data)]
     corrections = bot.directory / CORRECTIONS_FILE
     if corrections.is_file() and corrections.resolve() not in {Path(p).resolve() for p in args.data}:
@@ -145,6 +155,11 @@ def _train(args: argparse.Namespace) -> int:
                  seed=cfg.seed)
     for w in data.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    validation = None
+    if args.validation:
+        validation = clean(merge(load_data(p) for p in args.validation), min_examples=0)
+        if not validation.samples:
+            raise ConfigError(f"{', '.join(map(str, args.validation))}: no labelled examples to validate on")
 
     from training.pipeline import train
     from training.policy import PolicyTrainConfig, export_policy, summary, train_policy, wants_policy
@@ -171,17 +186,35 @@ def _train(args: argparse.Namespace) -> int:
         return added or None
 
     result = train(data, cfg, bot_name=bot.name, out_dir=args.out, models_dir=bot.models_dir,
-                   before_manifest=before_manifest)
+                   validation=validation, before_manifest=before_manifest)
     m = result.manifest.metrics
     print(f"wrote {result.directory}")
     linear = result.manifest.extra.get("linear_accuracy")
     if cfg.mode == "finetune" and linear is not None:
         print(f"fine-tuning: best epoch {result.manifest.extra.get('best_epoch')} (0 = the linear head), "
               f"linear-head validation accuracy {linear:.4f}")
-    print(f"held-out accuracy {m.get('accuracy', 0):.4f} ({m.get('evaluated_on')}), serving {result.manifest.onnx_file}"
-          + (f", out-of-scope threshold {result.manifest.oos_threshold:.3f}"
-             if result.manifest.oos_threshold is not None else ""))
+    print(f"held-out accuracy {m.get('accuracy', 0):.4f} ({m.get('evaluated_on')}), "
+          f"serving {result.manifest.onnx_file}")
+    print(operating_point_lines(result.manifest.oos, bot.fallback_threshold, where=bot.source))
     return EXIT_OK
+
+
+def operating_point_lines(oos: dict[str, Any], fallback_threshold: float | None, *, where: str) -> str:
+    """What decides "not understood" for this model and bot, and the held-out figures of it."""
+    from training.scoring import format_figures
+
+    if not oos:
+        line = "out of scope: nothing held out to calibrate on; only a learned out_of_scope intent is rejected"
+    else:
+        line = (f"out of scope: {oos['method']} score below {oos['threshold']:.4g} (target {oos['target']}, "
+                f"calibrated on {oos['calibrated_on']}: {format_figures(oos['figures'])})")
+        if oos.get("note"):
+            line += f"\n  note: {oos['note']}"
+    if fallback_threshold is not None:
+        line += (f"\nwarning: {where}: fallback_threshold {fallback_threshold:g} overrides this: the bot serves "
+                 f"'softmax confidence below {fallback_threshold:g}' instead (remove it to serve the calibrated point; "
+                 "switchboard evaluate shows both)")
+    return line
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from bots.errors import ConfigError
+from bots.nlu.oos import DEFAULT_METHOD, DEFAULT_TARGET, METHODS, Target
 
 Mode = Literal["finetune", "fast"]
 _MODES = ("finetune", "fast")
@@ -41,6 +42,9 @@ class TrainConfig:
     threads: int = 1
     quantize: bool = True  # also export static int8; served only if it loses < int8_max_loss points
     int8_max_loss: float = 0.5  # accuracy points
+    # The out-of-scope operating point (bots/nlu/oos.py), calibrated on the held-out data:
+    oos_method: str = DEFAULT_METHOD  # one of bots.nlu.oos.METHODS (chosen by bench/oos.py, see bench/RESULTS.md)
+    oos_target: str = DEFAULT_TARGET  # accuracy, in-scope>=X or in-scope-drop<=X
     # The learned next-action model (training/policy.py; trained when the bot's policies ask for it):
     augmentation_factor: int = 50  # Rasa's `--augmentation`: story paths glued into N x 10 conversations; 0 = off
     policy_architecture: str = "transformer"  # or "mlp"
@@ -115,6 +119,12 @@ def _validate(c: TrainConfig) -> list[str]:
     if c.policy_architecture not in _POLICY_ARCHITECTURES:
         p.append(f"policy_architecture must be one of {', '.join(_POLICY_ARCHITECTURES)}, "
                  f"got {c.policy_architecture!r}")
+    if c.oos_method not in METHODS:
+        p.append(f"oos_method must be one of {', '.join(METHODS)}, got {c.oos_method!r}")
+    try:
+        Target.parse(c.oos_target)
+    except ValueError as exc:
+        p.append(str(exc))
     for name in ("patience", "max_examples_per_intent", "min_examples_per_intent", "seed", "augmentation_factor"):
         if getattr(c, name) < 0:
             p.append(f"{name} must not be negative")

@@ -15,6 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from bots.botspec import BotSpec
 from bots.nlu.model import entity_label
 from bots.types import Entity
@@ -68,6 +70,18 @@ class NluData:
         return found
 
 
+def normalised(text: str) -> str:
+    """A text as de-duplication and the overlap check compare it: lower case, single spaces."""
+    return " ".join(text.lower().split())
+
+
+def text_hashes(texts: Iterable[str]) -> np.ndarray:
+    """The first 8 bytes of each normalised text's SHA-256, as uint64 (the artifact keeps these, not the
+    texts, to tell evaluate which evaluation texts it was trained on)."""
+    return np.array([int.from_bytes(hashlib.sha256(normalised(t).encode("utf-8")).digest()[:8], "big")
+                     for t in texts], dtype=np.uint64)
+
+
 def from_bot(bot: BotSpec) -> NluData:
     samples = [Sample(ex.text, intent.name, ex.entities, ex.where or f"{bot.file}:{intent.line}")
                for intent in bot.intents.values() for ex in intent.examples]
@@ -107,7 +121,7 @@ def clean(data: NluData, *, min_examples: int = 5, max_per_intent: int = 0, seed
     kept: list[Sample] = []
     duplicates = 0
     for s in data.samples:
-        key = " ".join(s.text.lower().split())
+        key = normalised(s.text)
         seen = first.get(key)
         if seen is None:
             first[key] = s

@@ -1,7 +1,14 @@
 """From clean training data to a finished artifact folder.
 
 split → tokenise → encode (frozen) → fit linear heads → [fine-tune] → export ONNX (fp32,
-int8) → score what is served on the held-out split → calibrate out-of-scope → manifest.
+int8) → score what is served on the held-out split → index the training examples' embeddings →
+calibrate the out-of-scope operating point → manifest.
+
+The held-out data is a stratified split of the training data, or ``validation`` (``switchboard train
+--validation FILE``), which may hold ``out_of_scope`` examples and intents the model does not know (both
+count as out of scope there). The operating point (bots/nlu/oos.py) is calibrated on it for
+``TrainConfig.oos_target`` with ``TrainConfig.oos_method``; the other methods' figures at their own
+calibrated points are kept beside it (manifest ``oos.methods``) so that the choice can be checked.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ import torch
 from tqdm import tqdm
 
 from bots.artifact import MANIFEST, Manifest, new_version, write_manifest
-from bots.nlu.model import OnnxNLU
+from bots.nlu.model import OOS_INDEX, OnnxNLU
+from bots.nlu.oos import METHODS, OUT_OF_SCOPE, OperatingPoint, Target
 from training.config import TrainConfig
-from training.data import NluData, Sample, stratified_split
+from training.data import NluData, Sample, stratified_split, text_hashes
 from training.export import export_onnx, quantize_int8
 from training.linear import extract, fit_heads
 from training.model import JointModel, load_encoder
-from training.scoring import calibrate_threshold, summary_metrics
+from training.scoring import calibrate, summary_metrics
 from training.tokens import base_model_path, bio_tags, encode, load_tokenizer
 from training.trainer import fine_tune, validate
 
@@ -93,10 +101,47 @@ def _score(directory: Path, manifest: Manifest, onnx_file: str, samples: list[Sa
     return summary_metrics(samples, nlu.predict([s.text for s in samples]))
 
 
+def write_oos_index(directory: Path, manifest: Manifest, onnx_file: str, train_set: list[Sample],
+                    val_set: list[Sample], threads: int) -> None:
+    """``oos_index.npz``: the served model's embeddings of the in-scope training examples, their label ids,
+    and the hashes of the training and held-out texts (bots/artifact.py)."""
+    nlu = OnnxNLU.from_manifest(directory, manifest, onnx_file=onnx_file, threads=threads)
+    index = {name: i for i, name in enumerate(manifest.labels)}
+    kept = [s for s in train_set if s.intent != OUT_OF_SCOPE]
+    vectors = nlu.embed([s.text for s in kept]) if kept else np.zeros((0, nlu.dimension or 0), np.float32)
+    np.savez(directory / OOS_INDEX, embeddings=vectors.astype(np.float16),
+             labels=np.array([index[s.intent] for s in kept], dtype=np.int64),
+             train_hashes=text_hashes([s.text for s in train_set]),
+             validation_hashes=text_hashes([s.text for s in val_set]))
+
+
+def calibrate_oos(directory: Path, manifest: Manifest, val_set: list[Sample], cfg: TrainConfig,
+                  calibrated_on: str) -> dict[str, Any]:
+    """The manifest's ``oos``: the operating point of ``cfg.oos_method`` for ``cfg.oos_target`` on
+    ``val_set`` (empty when there is nothing held out), and every method's figures at its own point."""
+    if not val_set:
+        return {}
+    nlu = OnnxNLU.from_manifest(directory, manifest, threads=cfg.threads)
+    scored = nlu.score([s.text for s in val_set])
+    known = set(manifest.labels)
+    gold = [s.intent if s.intent in known else OUT_OF_SCOPE for s in val_set]
+    top = [x.understanding.intent for x in scored]
+    target = Target.parse(cfg.oos_target)
+    points: dict[str, OperatingPoint] = {}
+    for method in METHODS:
+        if all(method in x.scores for x in scored):
+            points[method] = calibrate(gold, top, [x.scores[method] for x in scored], method, target,
+                                       calibrated_on=calibrated_on)
+    chosen = points[cfg.oos_method]
+    return {**chosen.to_dict(), "methods": {m: {"threshold": p.threshold, **p.details["figures"]}
+                                            for m, p in points.items()}}
+
+
 def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | None = None,
-          models_dir: Path | None = None,
+          models_dir: Path | None = None, validation: NluData | None = None,
           before_manifest: Callable[[Path, Manifest], dict[str, Any] | None] | None = None) -> TrainedArtifact:
     """Train on ``data`` and write an artifact to ``out_dir`` (or a new version under ``models_dir``).
+    ``validation``: the held-out data (else a stratified split of ``data``).
 
     ``before_manifest(artifact_dir, manifest)`` runs once the model files are in place and before
     the manifest marks the artifact finished (e.g. to fit the answer index with the served model, or
@@ -108,11 +153,17 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
         if models_dir is None:
             raise ValueError("give out_dir or models_dir")
         out_dir = models_dir / new_version(data_hash)
-    train_set, val_set = stratified_split(data.samples, cfg.validation_fraction, cfg.seed)
+    if validation is not None:
+        train_set, val_set = list(data.samples), list(validation.samples)
+        calibrated_on = f"validation data ({validation.samples[0].source.rsplit(':', 1)[0] or 'given'})"
+    else:
+        train_set, val_set = stratified_split(data.samples, cfg.validation_fraction, cfg.seed)
+        calibrated_on = f"held-out split ({cfg.validation_fraction:g} of the training data, seed {cfg.seed})"
     tqdm.write(f"training {bot_name}: {len(train_set)} examples, {len(val_set)} held out, "
                f"{len(data.intents)} intents, {len(data.entity_types)} entity types, mode {cfg.mode}")
     model, tokenizer, labels, tags = build_model(data, cfg)
-    facts = fit(model, tokenizer, labels, tags, train_set, val_set, cfg)
+    known_val = [s for s in val_set if s.intent in labels]  # what model selection can score
+    facts = fit(model, tokenizer, labels, tags, train_set, known_val, cfg)
 
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,8 +179,8 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
             extra={"synonyms": data.annotation_synonyms(), "train_examples": len(train_set),
                    "validation_examples": len(val_set), "warnings": list(data.warnings), **facts},
         )
-        guard_set = val_set or train_set
-        metrics: dict[str, Any] = {"evaluated_on": "validation" if val_set else "training data (no held-out split)"}
+        guard_set = known_val or train_set
+        metrics: dict[str, Any] = {"evaluated_on": "validation" if known_val else "training data (no held-out split)"}
         fp32 = _score(out_dir, manifest, "model.onnx", guard_set)
         metrics.update(fp32)
         metrics["fp32_accuracy"] = fp32["accuracy"]
@@ -143,17 +194,16 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
                 onnx_file = "model.int8.onnx"
                 metrics.update(int8)
         metrics["served"] = onnx_file
-        threshold = None
-        if val_set:
-            nlu = OnnxNLU.from_manifest(out_dir, manifest, onnx_file=onnx_file)
-            results = nlu.predict([s.text for s in val_set])
-            threshold = calibrate_threshold([s.intent for s in val_set], [r.ranking[0].name for r in results],
-                                            [r.confidence for r in results])
-            if threshold is not None:
-                calibrated = dataclasses.replace(manifest, oos_threshold=threshold)
-                after = _score(out_dir, calibrated, onnx_file, val_set)
-                metrics.update({k: v for k, v in after.items() if k != "examples"})
-        manifest = dataclasses.replace(manifest, metrics=metrics, onnx_file=onnx_file, oos_threshold=threshold)
+        manifest = dataclasses.replace(manifest, onnx_file=onnx_file)
+        write_oos_index(out_dir, manifest, onnx_file, train_set, val_set, cfg.threads)
+        oos = calibrate_oos(out_dir, manifest, val_set, cfg, calibrated_on)
+        manifest = dataclasses.replace(manifest, oos=oos)
+        if oos:  # the held-out figures of what is served, the operating point applied
+            known = set(labels)
+            served = [s if s.intent in known else dataclasses.replace(s, intent=OUT_OF_SCOPE) for s in val_set]
+            after = _score(out_dir, manifest, onnx_file, served)
+            metrics.update({k: v for k, v in after.items() if k != "examples"})
+        manifest = dataclasses.replace(manifest, metrics=metrics)
         if before_manifest is not None:
             added = before_manifest(out_dir, manifest)
             if added:

@@ -4,23 +4,59 @@
     intent_errors.json          misclassified examples with the predicted intent and confidence
     entity_report.json          exact-span scores per entity type (when the data has entities)
     entity_errors.json          examples whose entities differ
-    intent_confusion_matrix.png
+    intent_confusion_matrix.png (with more than 40 intents: only the intents of the top confusions)
+    intent_confusions.json      the most frequent confusions, ranked (true, predicted, count, share of the true)
     intent_histogram.png        confidence of correct vs wrong predictions
-    summary.md                  the headline figures for a pull request or a release note
+    oos_sweep.json              the served out-of-scope method at thresholds from accepting everything up
+                                (in-scope accuracy, OOS recall/precision, accuracy), and the served point
+    oos_curve.png               in-scope accuracy against OOS recall along the sweep, the served point (and
+                                the calibrated one, where the bot overrides it) marked; needs OOS examples
+    summary.md                  the headline figures for a pull request or a release note: these, the
+                                operating point(s), the sweep table, latency, overlap with the training data
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bots.nlu.oos import OUT_OF_SCOPE, OperatingPoint, as_label
 from bots.types import Understanding
 from training.data import Sample
-from training.scoring import entity_report, intent_report, oos_scores
+from training.scoring import entity_report, intent_report, oos_figures, oos_scores, oos_sweep
+
+MATRIX_LABELS = 40  # more intents than this: the matrix shows those of the top confusions only
+TOP_CONFUSIONS = 25
+
+
+@dataclass(frozen=True)
+class OosView:
+    """What the out-of-scope reports need: gold labels (unknown intents as out_of_scope), the model's best
+    intents, their in-scope scores, the served operating point, the calibrated one, overlap counts."""
+
+    gold: list[str]
+    top: list[str]
+    scores: list[Mapping[str, float]]
+    served: OperatingPoint
+    calibrated: OperatingPoint | None = None
+    overlap: dict[str, int] = field(default_factory=dict)
+
+    def figures(self, point: OperatingPoint) -> dict[str, float]:
+        return oos_figures(self.gold, self.top, [s[point.method] for s in self.scores], point)
+
+    def sweep(self) -> list[dict[str, float]]:
+        return oos_sweep(self.gold, self.top, [s[self.served.method] for s in self.scores], self.served)
+
+    @property
+    def has_oos(self) -> bool:
+        return OUT_OF_SCOPE in self.gold
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -30,7 +66,7 @@ def _write_json(path: Path, data: Any) -> None:
 def intent_errors(samples: Sequence[Sample], results: Sequence[Understanding]) -> list[dict[str, Any]]:
     return [{"text": s.text, "intent": s.intent, "intent_prediction": {"name": r.intent, "confidence": r.confidence},
              "source": s.source}
-            for s, r in zip(samples, results, strict=True) if s.intent != r.intent]
+            for s, r in zip(samples, results, strict=True) if s.intent != as_label(r.intent)]
 
 
 def entity_errors(samples: Sequence[Sample], results: Sequence[Understanding]) -> list[dict[str, Any]]:
@@ -82,6 +118,82 @@ def plot_confusion(path: Path, labels: list[str], matrix: np.ndarray, *, what: s
     plt.close(fig)
 
 
+def top_confusions(gold: Sequence[str], predicted: Sequence[str], n: int = TOP_CONFUSIONS) -> list[dict[str, Any]]:
+    """The ``n`` most frequent (true, predicted) pairs that differ, with their share of the true intent."""
+    support = Counter(gold)
+    pairs = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
+    return [{"intent": g, "predicted": p, "count": c, "share": c / support[g]}
+            for (g, p), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def readable_confusion(gold: Sequence[str], predicted: Sequence[str],
+                       confusions: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
+    """The confusion matrix, or with more than ``MATRIX_LABELS`` labels, its rows and columns of the labels
+    that take part in the top confusions (a 150 x 150 matrix is unreadable)."""
+    labels, matrix = confusion_matrix(gold, predicted)
+    if len(labels) <= MATRIX_LABELS:
+        return labels, matrix
+    keep = sorted({c["intent"] for c in confusions} | {c["predicted"] for c in confusions})[:MATRIX_LABELS]
+    idx = [labels.index(k) for k in keep]
+    return keep, matrix[np.ix_(idx, idx)]
+
+
+def _plot_curve(path: Path, sweep: Sequence[dict[str, float]], points: Sequence[tuple[str, dict[str, float]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.plot([r["oos_recall"] for r in sweep], [r["in_scope_accuracy"] for r in sweep], marker=".", color="#1c7ed6",
+            label="threshold sweep (served method)")
+    for (name, f), marker in zip(points, ("o", "s"), strict=False):
+        ax.plot([f["oos_recall"]], [f["in_scope_accuracy"]], marker=marker, markersize=10, linestyle="none",
+                label=f"{name}: in-scope {f['in_scope_accuracy']:.3f}, OOS recall {f['oos_recall']:.3f}")
+    ax.set_xlabel("out-of-scope recall")
+    ax.set_ylabel("in-scope accuracy (rejected = wrong)")
+    ax.set_title("In-scope accuracy against out-of-scope recall")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _oos_section(view: OosView, out: Path) -> tuple[list[str], dict[str, Any]]:
+    """The summary lines and metrics of the out-of-scope decision; writes oos_sweep.json and oos_curve.png."""
+    served = view.figures(view.served)
+    points = [(f"served ({view.served.describe()})", served)]
+    lines = ["", "## Out of scope", "", f"Not understood when: **{view.served.describe()}**, or the model's best "
+             "intent is a learned `out_of_scope` (bots/nlu/oos.py). Examples of intents the model does not know count "
+             "as out of scope here.", "", "| operating point | in-scope accuracy | OOS recall | OOS precision | "
+             "accuracy |", "| --- | --- | --- | --- | --- |"]
+    rows = [("served: " + view.served.describe(), served)]
+    if view.calibrated is not None and view.calibrated != view.served:
+        calibrated = view.figures(view.calibrated)
+        rows.append(("calibrated (overridden by the bot): " + view.calibrated.describe(), calibrated))
+        points.append((f"calibrated ({view.calibrated.describe()})", calibrated))
+    for name, f in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{f[k]:.4f}" if k in f else "-" for k in (
+            "in_scope_accuracy", "oos_recall", "oos_precision", "accuracy")) + " |")
+    sweep = view.sweep()
+    _write_json(out / "oos_sweep.json", {"method": view.served.method, "served": view.served.to_dict(),
+                                         "served_figures": served, "sweep": [
+                                             {**r, "threshold": None if math.isinf(r["threshold"]) else r["threshold"]}
+                                             for r in sweep]})
+    lines += ["", f"Threshold sweep of `{view.served.method}` (oos_sweep.json"
+              + (", oos_curve.png" if view.has_oos else "; no out-of-scope examples: no curve") + "):", "",
+              "| threshold | in-scope accuracy | in-scope rejected | OOS recall | OOS precision |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in sweep:
+        t = "accept all" if math.isinf(r["threshold"]) else f"{r['threshold']:.4g}"
+        lines.append(f"| {t} | " + " | ".join(f"{r[k]:.4f}" if k in r else "-" for k in (
+            "in_scope_accuracy", "in_scope_rejected", "oos_recall", "oos_precision")) + " |")
+    if view.has_oos:
+        _plot_curve(out / "oos_curve.png", sweep, points)
+    return lines, {k: v for k, v in served.items() if k != "accuracy"}
+
+
 def _plot_histogram(path: Path, correct: list[float], wrong: list[float]) -> None:
     import matplotlib
 
@@ -102,7 +214,7 @@ def _plot_histogram(path: Path, correct: list[float], wrong: list[float]) -> Non
 
 
 def _summary(report: dict[str, Any], extra: dict[str, Any], ents: dict[str, Any] | None, errors: int,
-             title: str) -> str:
+             title: str, confusions: Sequence[dict[str, Any]] = (), more: Sequence[str] = ()) -> str:
     lines = [f"# {title}", "", "| metric | value |", "| --- | --- |",
              f"| examples | {report['macro avg']['support']} |",
              f"| accuracy | {report['accuracy']:.4f} |",
@@ -122,17 +234,23 @@ def _summary(report: dict[str, Any], extra: dict[str, Any], ents: dict[str, Any]
         confused = ", ".join(f"{k} ({n})" for k, n in v["confused_with"].items()) or "-"
         lines.append(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1-score']:.3f} | {v['support']} "
                      f"| {confused} |")
-    lines += ["", "Files: intent_report.json, intent_errors.json, intent_confusion_matrix.png, intent_histogram.png"
-              + (", entity_report.json, entity_errors.json" if ents is not None else "") + "."]
+    lines += ["", f"## Top confusions ({len(confusions)}, intent_confusions.json)", "",
+              "| true intent | predicted | count | share of the true intent |", "| --- | --- | --- | --- |"]
+    lines += [f"| {c['intent']} | {c['predicted']} | {c['count']} | {c['share']:.3f} |" for c in confusions]
+    lines += list(more)
+    lines += ["", "Files: intent_report.json, intent_errors.json, intent_confusions.json, intent_confusion_matrix.png, "
+              "intent_histogram.png" + (", entity_report.json, entity_errors.json" if ents is not None else "")
+              + (", oos_sweep.json" if any(line.startswith("## Out of scope") for line in more) else "") + "."]
     return "\n".join(lines) + "\n"
 
 
 def write_reports(out: Path, samples: Sequence[Sample], results: Sequence[Understanding], *,
-                  title: str = "NLU evaluation") -> dict[str, Any]:
+                  title: str = "NLU evaluation", oos: OosView | None = None,
+                  latency: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Write every report file into ``out``; returns the headline metrics."""
     out.mkdir(parents=True, exist_ok=True)
     gold = [s.intent for s in samples]
-    predicted = [r.intent for r in results]
+    predicted = [as_label(r.intent) for r in results]
     report = intent_report(gold, predicted)
     _write_json(out / "intent_report.json", report)
     errors = intent_errors(samples, results)
@@ -142,15 +260,32 @@ def write_reports(out: Path, samples: Sequence[Sample], results: Sequence[Unders
         ents = entity_report([s.entities for s in samples], [r.entities for r in results])
         _write_json(out / "entity_report.json", ents)
         _write_json(out / "entity_errors.json", entity_errors(samples, results))
-    labels, matrix = confusion_matrix(gold, predicted)
+    confusions = top_confusions(gold, predicted)
+    _write_json(out / "intent_confusions.json", confusions)
+    labels, matrix = readable_confusion(gold, predicted, confusions)
     plot_confusion(out / "intent_confusion_matrix.png", labels, matrix)
     _plot_histogram(out / "intent_histogram.png",
-                    [r.confidence for g, r in zip(gold, results, strict=True) if g == r.intent],
-                    [r.confidence for g, r in zip(gold, results, strict=True) if g != r.intent])
+                    [r.confidence for g, p, r in zip(gold, predicted, results, strict=True) if g == p],
+                    [r.confidence for g, p, r in zip(gold, predicted, results, strict=True) if g != p])
     extra = oos_scores(gold, predicted)
-    (out / "summary.md").write_text(_summary(report, extra, ents, len(errors), title), encoding="utf-8")
+    more: list[str] = []
+    if oos is not None:
+        lines, figures = _oos_section(oos, out)
+        more += lines
+        extra.update(figures)
+    if latency:
+        more += ["", f"Latency per query (each text alone, {latency.get('threads', 1):g} thread(s), tokenisation and "
+                 f"the out-of-scope rule included): p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms."]
+    if oos is not None and any(oos.overlap.values()):
+        more += ["", "**Warning**: " + ", ".join(f"{n} evaluation texts are in the model's {part} data"
+                                               for part, n in oos.overlap.items() if n)
+                 + " (the figures flatter the model)."]
+    (out / "summary.md").write_text(_summary(report, extra, ents, len(errors), title, confusions, more),
+                                    encoding="utf-8")
     metrics: dict[str, Any] = {"accuracy": report["accuracy"], "macro_f1": report["macro avg"]["f1-score"],
                                "examples": len(samples), "errors": len(errors), **extra}
+    if latency:
+        metrics.update({k: v for k, v in latency.items() if k.endswith("_ms")})
     if ents is not None:
         metrics["entity_f1"] = ents["micro avg"]["f1-score"]
     return metrics

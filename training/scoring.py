@@ -7,10 +7,16 @@ weighted avg. ``entity_report`` scores exact spans (type, start, end, role, grou
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from bots.errors import ConfigError
+from bots.nlu.oos import OperatingPoint, Target, as_label
 from bots.types import Entity, Understanding
 from training.data import OUT_OF_SCOPE, Sample
 
@@ -93,7 +99,7 @@ def entity_report(gold: Sequence[Sequence[Entity]], predicted: Sequence[Sequence
 
 
 def served_labels(results: Sequence[Understanding]) -> list[str]:
-    return [r.intent for r in results]
+    return [as_label(r.intent) for r in results]
 
 
 def summary_metrics(samples: Sequence[Sample], results: Sequence[Understanding]) -> dict[str, Any]:
@@ -110,18 +116,96 @@ def summary_metrics(samples: Sequence[Sample], results: Sequence[Understanding])
     return metrics
 
 
-def calibrate_threshold(gold: Sequence[str], top_labels: Sequence[str], top_conf: Sequence[float]) -> float | None:
-    """The confidence threshold that maximises accuracy when anything below it is out_of_scope.
+_MIN_EXPECTED_REJECTIONS = 5
 
-    Needs out-of-scope examples to calibrate against; without them returns None (the bot's
-    fallback_threshold applies at run time)."""
-    if OUT_OF_SCOPE not in gold:
-        return None
-    candidates = sorted({0.0, *top_conf})
-    best_t, best_acc = 0.0, -1.0
-    for t in candidates:
-        acc = sum(1 for g, p, c in zip(gold, top_labels, top_conf, strict=True)
-                  if g == (OUT_OF_SCOPE if c < t else p)) / len(gold)
-        if acc > best_acc:
-            best_t, best_acc = t, acc
-    return float(best_t)
+
+def _candidates(scores: np.ndarray) -> np.ndarray:
+    """Thresholds worth trying: accept everything, then each distinct score (at most 2,000 quantiles)."""
+    unique = np.unique(scores)
+    if len(unique) > 2000:
+        unique = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, 2000)))
+    return np.concatenate([[-math.inf], unique])
+
+
+def oos_figures(gold: Sequence[str], top: Sequence[str], scores: Sequence[float] | np.ndarray,
+                point: OperatingPoint, threshold: float | None = None) -> dict[str, float]:
+    """In-scope accuracy (a rejected in-scope message is wrong), out-of-scope recall and precision,
+    accuracy with out_of_scope as one class, and the share of in-scope messages rejected, when ``point``
+    (at ``threshold``, default its own) decides."""
+    rejected = point.rejects(top, scores, threshold)
+    predicted = [OUT_OF_SCOPE if r else t for r, t in zip(rejected, top, strict=True)]
+    in_scope = [i for i, g in enumerate(gold) if g != OUT_OF_SCOPE]
+    oos = [i for i, g in enumerate(gold) if g == OUT_OF_SCOPE]
+    out = {"accuracy": sum(1 for g, p in zip(gold, predicted, strict=True) if g == p) / max(len(gold), 1)}
+    if in_scope:
+        out["in_scope_accuracy"] = sum(1 for i in in_scope if predicted[i] == gold[i]) / len(in_scope)
+        out["in_scope_rejected"] = sum(1 for i in in_scope if rejected[i]) / len(in_scope)
+    if oos:
+        out["oos_recall"] = sum(1 for i in oos if rejected[i]) / len(oos)
+        flagged = int(rejected.sum())
+        out["oos_precision"] = sum(1 for i in oos if rejected[i]) / flagged if flagged else 0.0
+    return out
+
+
+def oos_sweep(gold: Sequence[str], top: Sequence[str], scores: Sequence[float] | np.ndarray, point: OperatingPoint,
+              steps: int = 21) -> list[dict[str, float]]:
+    """``oos_figures`` at ``steps`` thresholds (quantiles of the scores, from accepting everything up),
+    for the sweep table and curve of ``switchboard evaluate``."""
+    values = np.asarray(scores, dtype=np.float64)
+    grid = np.unique(np.quantile(values, np.linspace(0.0, 0.5, steps))) if len(values) else np.array([])
+    rows = []
+    for t in [-math.inf, *grid.tolist()]:
+        rows.append({"threshold": t, **oos_figures(gold, top, values, point, t)})
+    return rows
+
+
+def calibrate(gold: Sequence[str], top: Sequence[str], scores: Sequence[float] | np.ndarray, method: str,
+              target: Target, *, calibrated_on: str) -> OperatingPoint:
+    """The operating point of ``method`` that meets ``target`` on held-out data (``gold`` its labels,
+    ``top`` the model's best intents, ``scores`` their in-scope scores), with what it was calibrated on
+    and the figures there in its details. Thresholds sit halfway between two held-out scores."""
+    values = np.asarray(scores, dtype=np.float64)
+    n_oos = sum(1 for g in gold if g == OUT_OF_SCOPE)
+    n_in = len(gold) - n_oos
+    details: dict[str, Any] = {"target": str(target), "calibrated_on": calibrated_on,
+                               "in_scope_examples": n_in, "oos_examples": n_oos}
+    probe = OperatingPoint(method, -math.inf, "calibrated")
+    if target.kind == "accuracy" and not n_oos:
+        raise ConfigError(f"out-of-scope target 'accuracy' needs out_of_scope examples in the validation data "
+                          f"({calibrated_on} has none); give --validation FILE with some, or use "
+                          f"--oos-target in-scope-drop<=X")
+    if not n_in:
+        raise ConfigError(f"{calibrated_on}: no in-scope examples to calibrate the out-of-scope threshold on")
+    candidates = _candidates(values)
+    figures = [oos_figures(gold, top, values, probe, float(t)) for t in candidates]
+    if target.kind == "accuracy":
+        best = max(range(len(figures)), key=lambda i: (figures[i]["accuracy"], -i))
+    else:
+        assert target.value is not None
+        floor = (figures[0]["in_scope_accuracy"] - target.value if target.kind == "in-scope-drop"
+                 else target.value)
+        ok = [i for i, f in enumerate(figures) if f["in_scope_accuracy"] >= floor - 1e-12]
+        best = max(ok) if ok else 0
+        if not ok:
+            details["note"] = (f"in-scope accuracy {figures[0]['in_scope_accuracy']:.4f} is below the target even "
+                               "when nothing is rejected; nothing is rejected")
+    threshold = float(candidates[best])
+    if best > 0:  # halfway to the next lower held-out score: the point does not sit on one example
+        threshold = float((candidates[best] + candidates[best - 1]) / 2) if best > 1 else float(candidates[best] - 1e-6)
+    if target.kind == "in-scope-drop" and target.value and n_in * target.value < _MIN_EXPECTED_REJECTIONS:
+        # Too few held-out examples to read a quantile that low (the budget is under 5 examples): the
+        # normal quantile of the correctly understood examples' scores, if lower (never stricter).
+        right = [v for v, g, t in zip(values, gold, top, strict=True) if g == t and g != OUT_OF_SCOPE]
+        if len(right) >= 2:
+            z = statistics.NormalDist().inv_cdf(1 - target.value)
+            threshold = min(threshold, statistics.fmean(right) - z * statistics.stdev(right))
+            details["note"] = (f"{n_in} held-out in-scope examples are too few to read a {target.value:g} quantile: "
+                               "the normal approximation of their scores was used")
+    details["figures"] = {k: round(v, 6) for k, v in oos_figures(gold, top, values, probe, threshold).items()}
+    return OperatingPoint(method, threshold, "calibrated", details)
+
+
+def format_figures(figures: dict[str, float]) -> str:
+    names = (("in_scope_accuracy", "in-scope accuracy"), ("oos_recall", "OOS recall"),
+             ("oos_precision", "OOS precision"), ("accuracy", "accuracy"), ("in_scope_rejected", "in-scope rejected"))
+    return ", ".join(f"{label} {figures[key]:.4f}" for key, label in names if key in figures)

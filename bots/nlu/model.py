@@ -16,12 +16,16 @@ Entity roles and groups (Rasa's ``[Paris]{"entity": "city", "role": "from"}``) a
 labels of their own: the entity head's tags name ``city#role=from`` (``entity_label``), and
 decoding splits them back into ``Entity.entity``/``role``/``group`` (``split_label``). Artifacts
 trained before roles existed have plain labels and decode as before.
+
+"Not understood" is decided here, once, by the rule of bots/nlu/oos.py and the bot's operating point
+(``OnnxNLU.point``): ``predict`` is ``score`` (the model's own understanding and its in-scope scores)
+followed by that rule. ``switchboard evaluate`` calls the same two steps, so it scores what is served.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +34,11 @@ from tokenizers import Tokenizer
 
 from bots.artifact import Manifest, read_manifest
 from bots.errors import ArtifactError
+from bots.nlu.oos import INDEX_METHODS, OUT_OF_SCOPE, centroids_of, in_scope_scores, served_point
 from bots.types import Entity, IntentScore, Understanding
 
-OUT_OF_SCOPE = "out_of_scope"
+__all__ = ["OUT_OF_SCOPE", "OnnxNLU", "Scored", "entity_label", "split_label"]
+OOS_INDEX = "oos_index.npz"  # training examples' embeddings (float16) and label ids: knn / centroid scores
 _BATCH = 32
 _GROUP = 8  # texts of similar length run together: padding to the longest costs little
 # ONNX metadata training/export.py writes into an int8 file whose scores do not depend on the batch.
@@ -65,6 +71,15 @@ def split_label(label: str) -> tuple[str, str | None, str | None]:
     return entity, (role if _ROLE_MARK in rest else None), (group if _GROUP_MARK in label else None)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One text as the model sees it before the out-of-scope rule: its understanding (intent = the best
+    one) and every in-scope score the artifact allows (bots/nlu/oos.py)."""
+
+    understanding: Understanding
+    scores: dict[str, float]
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -75,7 +90,7 @@ class OnnxNLU:
     """An IntentModel served from an artifact folder."""
 
     def __init__(self, artifact_dir: Path, manifest: Manifest, session: ort.InferenceSession, tokenizer: Tokenizer,
-                 synonyms: Mapping[str, str], *, group: int = _GROUP) -> None:
+                 synonyms: Mapping[str, str], *, group: int = _GROUP, fallback_threshold: float | None = None) -> None:
         self.artifact_dir = artifact_dir
         self.group = group  # texts per model call (1: a batch-dependent legacy int8 model)
         self.manifest = manifest
@@ -90,19 +105,26 @@ class OnnxNLU:
             raise ArtifactError(f"{artifact_dir}: the ONNX model lacks output(s) {sorted(missing)}; retrain the bot")
         shape = next(o.shape for o in session.get_outputs() if o.name == "sentence_embedding")
         self.dimension: int | None = shape[-1] if isinstance(shape[-1], int) else None
+        self._index, self._centroids = _load_index(artifact_dir)
+        self.point = served_point(manifest.oos, manifest.oos_threshold, fallback_threshold)
+        if self.point.method in INDEX_METHODS and self._index is None:
+            raise ArtifactError(f"{artifact_dir}: its out-of-scope method {self.point.method!r} needs {OOS_INDEX}, "
+                                "which is missing; retrain the bot")
 
     @classmethod
     def load(cls, artifact_dir: Path, *, threads: int = 1, synonyms: Mapping[str, str] | None = None,
-             onnx_file: str | None = None) -> OnnxNLU:
+             onnx_file: str | None = None, fallback_threshold: float | None = None) -> OnnxNLU:
         """``threads`` sets ONNX Runtime's intra-op threads; ``synonyms`` (variant → canonical) add to
-        the artifact's own; ``onnx_file`` overrides the manifest's choice (e.g. to compare fp32/int8)."""
+        the artifact's own; ``onnx_file`` overrides the manifest's choice (e.g. to compare fp32/int8);
+        ``fallback_threshold`` is the bot's override of the calibrated operating point (bots/nlu/oos.py)."""
         artifact_dir = Path(artifact_dir)
         return cls.from_manifest(artifact_dir, read_manifest(artifact_dir), threads=threads, synonyms=synonyms,
-                                 onnx_file=onnx_file)
+                                 onnx_file=onnx_file, fallback_threshold=fallback_threshold)
 
     @classmethod
     def from_manifest(cls, artifact_dir: Path, manifest: Manifest, *, threads: int = 1,
-                      synonyms: Mapping[str, str] | None = None, onnx_file: str | None = None) -> OnnxNLU:
+                      synonyms: Mapping[str, str] | None = None, onnx_file: str | None = None,
+                      fallback_threshold: float | None = None) -> OnnxNLU:
         """Load with a manifest given in memory (training evaluates a model before its manifest is written)."""
         model_path = artifact_dir / (onnx_file or manifest.onnx_file)
         tok_path = artifact_dir / "tokenizer.json"
@@ -131,11 +153,8 @@ class OnnxNLU:
         merged.update(synonyms or {})
         scheme = session.get_modelmeta().custom_metadata_map.get(INT8_SCHEME_KEY)
         batch_dependent = "int8" in model_path.name and scheme != INT8_STATIC
-        return cls(artifact_dir, manifest, session, tokenizer, merged, group=1 if batch_dependent else _GROUP)
-
-    @property
-    def oos_threshold(self) -> float | None:
-        return self.manifest.oos_threshold
+        return cls(artifact_dir, manifest, session, tokenizer, merged, group=1 if batch_dependent else _GROUP,
+                   fallback_threshold=fallback_threshold)
 
     def _run(self, texts: Sequence[str]) -> list[_Batch]:
         """Model outputs for ``texts``, in batches of texts of similar token length (sorted, then cut
@@ -181,30 +200,38 @@ class OnnxNLU:
         return self._rows(texts, "intent_logits", _softmax)
 
     def predict(self, texts: Sequence[str]) -> list[Understanding]:
-        """Intent ranking (best first, top 10) and entities per text. When the artifact has a calibrated
-        ``oos_threshold`` and the best confidence is below it, ``intent`` is ``out_of_scope`` while
-        ``confidence`` and ``ranking`` stay the model's own."""
-        results: list[Understanding | None] = [None] * len(texts)
+        """Intent ranking (best first, top 10) and entities per text, with the out-of-scope rule applied:
+        a text the bot's operating point rejects gets the intent ``nlu_fallback`` while ``confidence`` and
+        ``ranking`` stay the model's own (bots/nlu/oos.py)."""
+        return [self.decide(s) for s in self.score(texts)]
+
+    def decide(self, scored: Scored) -> Understanding:
+        """The out-of-scope rule at the bot's operating point, for one scored text."""
+        u = scored.understanding
+        intent = self.point.intent(u.intent, scored.scores)
+        return u if intent == u.intent else replace(u, intent=intent)
+
+    def score(self, texts: Sequence[str]) -> list[Scored]:
+        """The model's understanding of each text (intent = its best one) and its in-scope scores."""
+        results: list[Scored | None] = [None] * len(texts)
         for batch in self._run(texts):
-            probs = _softmax(batch.outputs["intent_logits"])
+            logits = batch.outputs["intent_logits"]
+            probs = _softmax(logits)
             tag_probs = _softmax(batch.outputs["entity_logits"])
             vectors = batch.outputs["sentence_embedding"].astype(np.float32)
             for row, (where, text) in enumerate(zip(batch.rows, batch.texts, strict=True)):
-                results[where] = self._understand(text, probs[row], tag_probs[row], batch.offsets[row],
-                                                  batch.special[row], vectors[row])
+                u = self._understand(text, probs[row], tag_probs[row], batch.offsets[row], batch.special[row],
+                                     vectors[row])
+                results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, self._centroids))
         return [r for r in results if r is not None]
 
     def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
                     special: list[int], vector: np.ndarray) -> Understanding:
         order = np.argsort(-probs, kind="stable")[:_RANKING]
         ranking = tuple(IntentScore(self.labels[i], float(probs[i])) for i in order)
-        intent, confidence = ranking[0].name, ranking[0].confidence
-        threshold = self.manifest.oos_threshold
-        if threshold is not None and confidence < threshold:
-            intent = OUT_OF_SCOPE
         entities = self._entities(text, tag_probs, offsets, special)
-        return Understanding(intent=intent, confidence=confidence, ranking=ranking, entities=entities,
-                             embedding=vector)
+        return Understanding(intent=ranking[0].name, confidence=ranking[0].confidence, ranking=ranking,
+                             entities=entities, embedding=vector)
 
     def _entities(self, text: str, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
                   special: list[int]) -> tuple[Entity, ...]:
@@ -243,6 +270,20 @@ class OnnxNLU:
             out.append(Entity(entity=entity, value=value, start=start, end=end,
                               confidence=float(np.mean(scores)), role=role, group=group))
         return tuple(out)
+
+
+def _load_index(artifact_dir: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The training examples' embeddings (float32, L2-normalised rows) and their label centroids."""
+    path = artifact_dir / OOS_INDEX
+    if not path.is_file():
+        return None, None
+    try:
+        with np.load(path) as data:
+            index = np.ascontiguousarray(data["embeddings"], dtype=np.float32)
+            labels = np.asarray(data["labels"], dtype=np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{path}: cannot read the out-of-scope index ({exc}); retrain the bot") from None
+    return index, centroids_of(index, labels)
 
 
 def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import pytest
 from bots.artifact import read_manifest, write_manifest
 from bots.errors import ArtifactError
 from bots.nlu.model import OUT_OF_SCOPE, OnnxNLU
+from bots.nlu.oos import METHODS, NOT_UNDERSTOOD
 
 ROOT = Path(__file__).resolve().parents[2]
 _BOT = """\
@@ -104,14 +105,26 @@ def test_embed_is_normalised_and_meaningful(artifact: Path) -> None:
     assert nlu.embed([]).shape == (0, 384) and nlu.predict([]) == [] and nlu.dimension == 384
 
 
-def test_oos_threshold_from_manifest_is_applied(artifact: Path, tmp_path: Path) -> None:
+def test_the_operating_point_decides_not_understood(artifact: Path, tmp_path: Path) -> None:
+    texts = ["purple elephants dance", "book a flight to Oslo", "hello"]
+    nlu = OnnxNLU.load(artifact)  # the trained artifact's calibrated point, every score computed
+    scored = nlu.score(texts)
+    assert nlu.point.source == "calibrated" and all(set(x.scores) == set(METHODS) for x in scored)
+    assert nlu.predict(texts) == [nlu.decide(x) for x in scored]  # predict is score, then the one rule
     copy = tmp_path / "strict"
     copy.mkdir()
     for name in ("model.onnx", "tokenizer.json"):
         os.symlink(artifact / name, copy / name)
-    write_manifest(copy, dataclasses.replace(read_manifest(artifact), oos_threshold=0.999))
+    # An artifact from before calibration points: its softmax oos_threshold.
+    write_manifest(copy, dataclasses.replace(read_manifest(artifact), oos={}, oos_threshold=0.999))
     (r,) = OnnxNLU.load(copy).predict(["purple elephants dance"])
-    assert r.intent == OUT_OF_SCOPE and r.ranking[0].name != OUT_OF_SCOPE and r.confidence < 0.999
+    assert r.intent == NOT_UNDERSTOOD and r.ranking[0].name != OUT_OF_SCOPE and r.confidence < 0.999
+    # The bot's fallback_threshold overrides whatever the artifact says.
+    (r,) = OnnxNLU.load(copy, fallback_threshold=0.0).predict(["purple elephants dance"])
+    assert r.intent == r.ranking[0].name
+    write_manifest(copy, dataclasses.replace(read_manifest(artifact), oos={"method": "knn_softmax", "threshold": 0.5}))
+    with pytest.raises(ArtifactError, match=r"needs oos_index\.npz"):
+        OnnxNLU.load(copy)
 
 
 def test_missing_model_file_is_an_artifact_error(artifact: Path, tmp_path: Path) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from bots.errors import ConfigError
+from bots.nlu.oos import NOT_UNDERSTOOD, OperatingPoint, Target, served_point
 from bots.types import Entity
-from training.scoring import calibrate_threshold, entity_report, intent_report, oos_scores
+from training.scoring import calibrate, entity_report, intent_report, oos_figures, oos_scores, oos_sweep
 
 
 def test_intent_report_matches_hand_computation() -> None:
@@ -52,10 +56,77 @@ def test_oos_scores() -> None:
     assert oos_scores(["a"], ["a"]) == {}
 
 
-def test_threshold_calibration_separates_oos_by_confidence() -> None:
-    gold = ["a", "b", "out_of_scope", "out_of_scope", "a"]
-    top = ["a", "b", "a", "b", "a"]
-    conf = [0.9, 0.8, 0.4, 0.5, 0.7]
-    t = calibrate_threshold(gold, top, conf)
-    assert t is not None and 0.5 < t <= 0.7
-    assert calibrate_threshold(["a", "b"], ["a", "b"], [0.9, 0.1]) is None
+def test_accuracy_target_picks_the_threshold_that_separates_oos() -> None:
+    gold = ["a", "b", "out_of_scope", "out_of_scope", "a", "b"]
+    top = ["a", "b", "a", "b", "a", "a"]
+    conf = [0.9, 0.8, 0.4, 0.5, 0.7, 0.45]
+    point = calibrate(gold, top, conf, "softmax", Target.parse("accuracy"), calibrated_on="test")
+    # Rejecting below 0.5/0.7 gets 5 of 6 right (b@0.45 is wrong either way); halfway between 0.5 and 0.7.
+    assert point.threshold == pytest.approx(0.6)
+    assert point.details["figures"]["accuracy"] == pytest.approx(5 / 6)
+    assert point.details["figures"]["oos_recall"] == 1.0
+    assert (point.method, point.source, point.details["target"]) == ("softmax", "calibrated", "accuracy")
+
+
+def test_in_scope_targets_pick_the_strictest_threshold_that_meets_them() -> None:
+    # 100 in-scope examples, all classified right, scores 0.01 ... 1.00; 10 OOS examples at 0.005.
+    gold = ["a"] * 100 + ["out_of_scope"] * 10
+    top = ["a"] * 110
+    scores = [i / 100 for i in range(1, 101)] + [0.005] * 10
+    drop = calibrate(gold, top, scores, "knn", Target.parse("in-scope-drop<=0.05"), calibrated_on="t")
+    assert drop.details["figures"]["in_scope_accuracy"] == pytest.approx(0.95)  # 5 rejected, not 6
+    assert 0.05 < drop.threshold < 0.06
+    absolute = calibrate(gold, top, scores, "knn", Target.parse("in-scope>=90%"), calibrated_on="t")
+    assert absolute.details["figures"]["in_scope_accuracy"] == pytest.approx(0.90)
+    # Unreachable: nothing is rejected, and the note says why.
+    never = calibrate(gold, ["b"] * 5 + top[5:], scores, "knn", Target.parse("in-scope>=1.0"), calibrated_on="t")
+    assert never.threshold == -math.inf and "below the target" in never.details["note"]
+
+
+def test_without_oos_examples_the_drop_target_is_a_quantile_and_accuracy_is_refused() -> None:
+    gold, top = ["a"] * 1000, ["a"] * 1000
+    scores = [i / 1000 for i in range(1000)]
+    point = calibrate(gold, top, scores, "softmax", Target.parse("in-scope-drop<=0.02"), calibrated_on="t")
+    assert point.details["figures"]["in_scope_rejected"] == pytest.approx(0.02)
+    with pytest.raises(ConfigError, match="needs out_of_scope examples"):
+        calibrate(gold, top, scores, "softmax", Target.parse("accuracy"), calibrated_on="held-out split")
+
+
+def test_few_held_out_examples_use_the_normal_quantile_never_the_minimum() -> None:
+    gold, top, scores = ["a"] * 4, ["a"] * 4, [0.80, 0.82, 0.84, 0.86]
+    point = calibrate(gold, top, scores, "softmax", Target.parse("in-scope-drop<=0.01"), calibrated_on="t")
+    assert point.threshold < 0.80 - 0.02  # not just under the lowest of four scores
+    assert "too few" in point.details["note"]
+
+
+def test_targets_parse_or_say_what_is_expected() -> None:
+    assert str(Target.parse("in-scope>=96%")) == "in-scope>=0.96"
+    assert Target.parse(" in-scope-drop <= 0.01 ").value == 0.01
+    for bad in ("accuracy>=0.9", "in-scope<=0.9", "recall", "in-scope>=1.5"):
+        with pytest.raises(ValueError, match="out-of-scope target"):
+            Target.parse(bad)
+
+
+def test_the_one_rule_and_which_point_is_served() -> None:
+    point = OperatingPoint("knn", 0.5, "calibrated")
+    assert point.intent("a", {"knn": 0.4, "softmax": 0.99}) == NOT_UNDERSTOOD
+    assert point.intent("a", {"knn": 0.6, "softmax": 0.01}) == "a"
+    assert point.intent("out_of_scope", {"knn": 0.9}) == "out_of_scope"  # a learned out_of_scope stays
+    assert list(point.rejects(["a", "out_of_scope", "b"], [0.4, 0.9, 0.6])) == [True, True, False]
+    calibrated = point.to_dict()
+    assert served_point(calibrated, None, None) == point
+    assert served_point(calibrated, 0.3, 0.45) == OperatingPoint("softmax", 0.45, "bot fallback_threshold (override)")
+    assert served_point({}, 0.3, None).describe() == "softmax < 0.3 (legacy oos_threshold)"
+    assert served_point({}, None, None).threshold == 0.0
+
+
+def test_sweep_starts_by_accepting_everything_and_figures_agree_with_the_rule() -> None:
+    gold = ["a", "b", "out_of_scope", "out_of_scope"]
+    top = ["a", "b", "a", "b"]
+    scores = [0.9, 0.6, 0.3, 0.7]
+    point = OperatingPoint("softmax", 0.5)
+    rows = oos_sweep(gold, top, scores, point, steps=5)
+    assert rows[0]["threshold"] == -math.inf and rows[0]["oos_recall"] == 0.0
+    assert oos_figures(gold, top, scores, point) == {"accuracy": 0.75, "in_scope_accuracy": 1.0,
+                                                     "in_scope_rejected": 0.0, "oos_recall": 0.5,
+                                                     "oos_precision": 1.0}

@@ -1,0 +1,149 @@
+"""Out-of-scope detection on BANKING77, with the open-intent protocol of Zhang et al. (AAAI 2021, ADB).
+
+    .venv/bin/python bench/oos.py [--mode fast|finetune] [--known 0.25,0.5,0.75] [--seeds 0,1,2]
+                                  [--epochs N] [--threads N] [--max-test N] [--targets T1,T2]
+
+For each share of known intents and each seed: that share of the 77 intents is drawn at random
+(seeded), the model is trained on the training examples of those intents only (the pipeline's
+held-out split of them is the validation set: the operating point is calibrated there, with no
+out-of-scope example, for the default target), and the whole test set is scored with the test
+examples of the other intents labelled out_of_scope. For every out-of-scope method (bots/nlu/oos.py)
+at its own calibrated point it prints: accuracy and macro-F1 over the known intents plus the open
+class (as ADB reports them), in-scope accuracy and out-of-scope recall; then the median and the
+spread (min-max) over seeds. Each method is calibrated for each of ``--targets`` on the held-out
+split; the first target with the default method, marked ``served``, is what the pipeline itself
+writes into the artifact.
+Also the closed-set accuracy on the known intents (nothing rejected) and the load average.
+Published ADB (BERT-base) figures to compare with: 25% known 78.85 / 71.62, 50% 78.86 / 80.90,
+75% 81.08 / 85.96 (accuracy / macro-F1, %).
+Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bots.nlu.model import OnnxNLU  # noqa: E402
+from bots.nlu.oos import METHODS, OUT_OF_SCOPE, Target  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import NluData, Sample, stratified_split  # noqa: E402
+from training.importers import load_csv  # noqa: E402
+from training.scoring import calibrate, intent_report, oos_figures  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77"
+ADB = {0.25: (78.85, 71.62), 0.5: (78.86, 80.90), 0.75: (81.08, 85.96)}
+
+
+def _load(data_dir: Path) -> tuple[list[Sample], list[Sample]]:
+    missing = [p for p in (data_dir / "train.csv", data_dir / "test.csv") if not p.is_file()]
+    if missing:
+        sys.exit(f"bench/oos.py: BANKING77 is missing ({', '.join(map(str, missing))}); put train.csv and test.csv "
+                 f"(text,category) in {data_dir} or pass --data-dir")
+    return list(load_csv(data_dir / "train.csv").samples), list(load_csv(data_dir / "test.csv").samples)
+
+
+def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: int, cfg: TrainConfig,
+            targets: list[str]) -> dict[tuple[str, str], dict[str, float]]:
+    """One draw of known intents: {(target, method): figures on the test set}."""
+    from training.pipeline import train as train_model
+
+    intents = sorted({s.intent for s in train})
+    known = set(random.Random(seed).sample(intents, round(len(intents) * known_share)))
+    data = NluData(tuple(s for s in train if s.intent in known))
+    _, val = stratified_split(data.samples, cfg.validation_fraction, cfg.seed)  # the pipeline's held-out split
+    gold = [s.intent if s.intent in known else OUT_OF_SCOPE for s in test]
+    with tempfile.TemporaryDirectory(prefix="oos-") as tmp:
+        t0 = time.perf_counter()
+        trained = train_model(data, cfg, bot_name="banking77-open", out_dir=Path(tmp) / "model")
+        seconds = time.perf_counter() - t0
+        nlu = OnnxNLU.load(trained.directory, threads=cfg.threads)
+        scored = nlu.score([s.text for s in test])
+        held = nlu.score([s.text for s in val])
+    top = [x.understanding.intent for x in scored]
+    held_top = [x.understanding.intent for x in held]
+    in_scope = [i for i, g in enumerate(gold) if g != OUT_OF_SCOPE]
+    closed = sum(1 for i in in_scope if top[i] == gold[i]) / len(in_scope)
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for target in targets:
+        for method in METHODS:
+            point = calibrate([s.intent for s in val], held_top, [x.scores[method] for x in held], method,
+                              Target.parse(target), calibrated_on="held-out split")
+            served = target == cfg.oos_target and method == cfg.oos_method
+            if served:  # the bench's calibration is the pipeline's own
+                assert abs(point.threshold - trained.manifest.oos["threshold"]) < 1e-9, (point, trained.manifest.oos)
+            scores = [x.scores[method] for x in scored]
+            rejected = point.rejects(top, scores)
+            predicted = [OUT_OF_SCOPE if r else t for r, t in zip(rejected, top, strict=True)]
+            report = intent_report(gold, predicted)
+            figures = oos_figures(gold, top, scores, point)
+            rows[(target, method)] = {
+                "accuracy": report["accuracy"], "macro_f1": report["macro avg"]["f1-score"],
+                "in_scope_accuracy": figures["in_scope_accuracy"], "oos_recall": figures["oos_recall"],
+                "closed_accuracy": closed, "train_seconds": seconds, "served": float(served)}
+    return rows
+
+
+def _spread(values: list[float]) -> str:
+    return f"{100 * statistics.median(values):.2f} ({100 * min(values):.2f}-{100 * max(values):.2f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--mode", choices=("finetune", "fast"), default="fast")
+    p.add_argument("--known", default="0.25,0.5,0.75", help="shares of known intents, comma-separated")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated")
+    p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-test", type=int, default=0, help="0 = the whole test set")
+    p.add_argument("--targets", default=f"{TrainConfig().oos_target},in-scope-drop<=0.05",
+                   help="out-of-scope targets to calibrate each method for (comma-separated; the first is served)")
+    args = p.parse_args(argv)
+    train, test = _load(args.data_dir)
+    if args.max_test:
+        test = test[:: max(1, len(test) // args.max_test)][: args.max_test]
+    load_before = os.getloadavg()
+    targets = args.targets.split(",")
+    print(f"mode {args.mode}, threads {args.threads}, targets {targets}, load average before "
+          f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, {os.cpu_count()} CPUs; "
+          f"train {len(train)}, test {len(test)}")
+    results: dict[tuple[float, str, str], list[dict[str, float]]] = {}
+    for share in (float(x) for x in args.known.split(",")):
+        for seed in (int(x) for x in args.seeds.split(",")):
+            cfg = TrainConfig(mode=args.mode, epochs=args.epochs, threads=args.threads, seed=seed,
+                              validation_fraction=0.1, oos_target=targets[0])
+            rows = run_one(train, test, share, seed, cfg, targets)
+            for (target, method), row in rows.items():
+                results.setdefault((share, target, method), []).append(row)
+                print(f"known {share:.0%} seed {seed} {target} {method:11s}{' (served)' if row['served'] else ''}: "
+                      f"accuracy {100 * row['accuracy']:.2f}, macro-F1 {100 * row['macro_f1']:.2f}, in-scope "
+                      f"{100 * row['in_scope_accuracy']:.2f}, OOS recall {100 * row['oos_recall']:.2f} (closed-set "
+                      f"{100 * row['closed_accuracy']:.2f}, trained in {row['train_seconds']:.0f} s)", flush=True)
+    print("\n| known | target | method | accuracy | macro-F1 | in-scope accuracy | OOS recall | closed-set accuracy "
+          "| ADB acc / F1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (share, target, method), runs in results.items():
+        served = " (served)" if runs[0]["served"] else ""
+        adb = ADB.get(share)
+        print(f"| {share:.0%} | {target} | {method}{served} | " + " | ".join(_spread([r[k] for r in runs]) for k in (
+            "accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "closed_accuracy"))
+              + f" | {f'{adb[0]:.2f} / {adb[1]:.2f}' if adb else '-'} |")
+    load_after = os.getloadavg()
+    print(f"\nmedian (min-max) over seeds {args.seeds}; load average after {load_after[0]:.2f} {load_after[1]:.2f} "
+          f"{load_after[2]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
