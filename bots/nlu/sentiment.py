@@ -26,6 +26,7 @@ after telling the customer ``message``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, USE
 from bots.types import BotResponse
 from bots.yamlspan import Located
 
-MAX_CHARS = 500  # scored of a message (VADER's time grows with the text; the first lines carry the tone)
+MAX_CHARS = 300  # scored of a message (VADER's time grows with the text; the first lines carry the tone)
 NEGATIVE_BELOW = -0.5  # a score at or below this is the ``negative`` signal
 POSITIVE_FROM = 0.05  # VADER's own threshold for "positive": shouting that is positive is not frustration
 SHOUT_MIN_LETTERS = 8
@@ -127,18 +128,24 @@ def _shouting(text: str) -> bool:
     return letters >= SHOUT_MIN_LETTERS and sum(map(str.isupper, text)) >= SHOUT_RATIO * letters
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+@functools.lru_cache(maxsize=4096)  # a message is compared again by the customer's next REPEAT_WINDOW ones
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text.lower()))
 
 
 def repeats(text: str, earlier: Sequence[str]) -> bool:
     """Whether ``text`` says what one of the last ``REPEAT_WINDOW`` of ``earlier`` said: the same words
-    (at least ``REPEAT_MIN_WORDS``), or nearly (``REPEAT_OVERLAP`` of their distinct words shared)."""
+    (at least ``REPEAT_MIN_WORDS``), or nearly (``REPEAT_OVERLAP`` of their distinct words shared, and
+    neither over twice as long as the other)."""
+    text = text[:MAX_CHARS]
     words = _words(text)
     if len(words) < REPEAT_MIN_WORDS:
         return False
     mine = set(words)
     for other in earlier[-REPEAT_WINDOW:]:
+        other = other[:MAX_CHARS]
+        if 2 * min(len(other), len(text)) < max(len(other), len(text)):
+            continue  # one is over twice as long as the other: not the same question (and not worth splitting)
         theirs = _words(other)
         if theirs == words:
             return True
