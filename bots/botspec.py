@@ -2,7 +2,7 @@
 
 ```yaml
 name: support
-fallback_threshold: 0.45        # below this confidence the bot says it did not understand
+fallback_threshold: 0.45        # optional: overrides the model's calibrated out-of-scope point (bots/nlu/oos.py)
 channels: [web, slack, telegram]
 intents:
   cancel_order:
@@ -103,7 +103,9 @@ class BotSpec:
     name: str
     directory: Path
     intents: dict[str, Intent]
-    fallback_threshold: float = 0.4
+    # Set: below this confidence the bot does not understand, instead of the artifact's calibrated operating
+    # point (an explicit override, bots/nlu/oos.py). None: the calibrated point decides.
+    fallback_threshold: float | None = None
     channels: tuple[str, ...] = ("web",)
     description: str = ""
     synonyms: dict[str, str] = field(default_factory=dict)  # variant (lower-case) -> canonical
@@ -389,7 +391,7 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
     else:
         name = top["name"].value
 
-    threshold = 0.4
+    threshold: float | None = None
     if "fallback_threshold" in top:
         t = top["fallback_threshold"]
         if isinstance(t.value, bool) or not isinstance(t.value, int | float) or not 0.0 <= t.value <= 1.0:

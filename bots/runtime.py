@@ -104,7 +104,8 @@ ChannelSender = Callable[[ConversationRef, Sequence[BotResponse]], Awaitable[Non
 def load_onnx_model(artifact_dir: Path, spec: BotSpec, settings: Settings) -> IntentModel:
     from bots.nlu.model import OnnxNLU
 
-    return OnnxNLU.load(artifact_dir, threads=settings.nlu_threads, synonyms=spec.synonyms)
+    return OnnxNLU.load(artifact_dir, threads=settings.nlu_threads, synonyms=spec.synonyms,
+                        fallback_threshold=spec.fallback_threshold)
 
 
 @dataclass

@@ -331,7 +331,7 @@ class _StoryRun:
         """A user step against what the served NLU made of its text (``nlu``: the NLU event's data)."""
         intent = str(nlu.get("intent") or "")
         confidence = nlu.get("confidence")
-        if isinstance(confidence, int | float) and confidence < self.bot.spec.fallback_threshold:
+        if isinstance(confidence, int | float) and confidence < (self.bot.spec.fallback_threshold or 0.0):
             intent = NLU_FALLBACK_INTENT
         if step.user_text is None or step.name is None:
             return  # an intent given directly (a payload), or a user text without an intent to compare
@@ -453,7 +453,7 @@ class _ReplayRun(_StoryRun):
     async def run(self) -> StoryResult:
         dialogue = self.bot.dialogue
         self.ensemble = self.bot.policies or policies_for(dialogue)
-        self.tracker = Tracker(dialogue.domain, nlu_threshold=self.bot.spec.fallback_threshold)
+        self.tracker = Tracker(dialogue.domain, nlu_threshold=self.bot.spec.fallback_threshold or 0.0)
         self.tracker.new_session(False)
         return await super().run()
 
