@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     moods = [scorer.score(t) for t in texts]
 
     print(f"data: {args.data} ({len(rows)} messages, {sum(truth)} tagged offensive ({OFFENSIVE}))")
-    print(f"{'detector':<22} {'precision':>9} {'recall':>7} {'F1':>6} {'TP':>5} {'FP':>5} {'FN':>5}")
+    print(f"{'detector':<28} {'precision':>9} {'recall':>7} {'F1':>6} {'TP':>5} {'FP':>5} {'FN':>5}")
 
     def row(name: str, predicted: list[bool]) -> None:
         p, r, f1, tp, fp, fn = _prf(predicted, truth)
-        print(f"{name:<22} {p:>9.3f} {r:>7.3f} {f1:>6.3f} {tp:>5} {fp:>5} {fn:>5}")
+        print(f"{name:<28} {p:>9.3f} {r:>7.3f} {f1:>6.3f} {tp:>5} {fp:>5} {fn:>5}")
 
     row("frustrated", [m.frustrated for m in moods])
     for signal in SIGNALS:
