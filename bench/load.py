@@ -21,6 +21,10 @@ stories (``tests/test_*.yml``), one conversation per story, the user turns in or
 without a trained model is first trained with ``switchboard train --fast`` into a temporary copy
 (the project folder is not written to).
 
+``--profile FILE`` records the Switchboard server with py-spy over the measured window (sampling
+without stopping it; ``.txt``: collapsed stacks, ``.json``: speedscope, else a flame graph SVG;
+``-N`` before the suffix with several runs). How bench/RESULTS.md's "Where the CPU goes" was taken.
+
 CPU per message: user+system time of the server process and its descendants, read from
 /proc/PID/stat at the start and at the end of the measured window (warm-up excluded), divided by the
 messages answered within the window. Store round trips: the MongoDB server's ``network.numRequests``
@@ -38,6 +42,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -213,6 +218,42 @@ class CpuProbe:
 
     def stop(self) -> None:
         self.seconds = process_cpu_seconds(self.pid) - self._start
+
+
+class ProfileProbe:
+    """py-spy recording a process over the window (``py-spy record --nonblocking``: the server is not
+    stopped to be sampled, so its CPU figure stays what it would be)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid, self.out = pid, out
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        fmt = {".txt": "raw", ".json": "speedscope"}.get(self.out.suffix, "flamegraph")
+        self._proc = subprocess.Popen([_py_spy(), "record", "--pid", str(self.pid), "--nonblocking", "--rate", "100",
+                                       "--format", fmt, "--output", str(self.out)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGINT)  # py-spy writes what it sampled, then exits
+        try:
+            _, err = self._proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            raise SystemExit("py-spy did not finish writing the profile within 60 s") from None
+        if not self.out.is_file():
+            raise SystemExit(f"py-spy wrote no profile ({err.decode(errors='replace')[-500:]}); it needs "
+                             "ptrace rights over the server (root, or kernel.yama.ptrace_scope=0)")
+
+
+def _py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.3.14,<1' (in the test extra)")
+    return found
 
 
 class MongoProbe:
@@ -476,9 +517,11 @@ def run_server(cmd: list[str], env: dict[str, str], url: str,
 
 
 def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, workload: Workload,
-          args: argparse.Namespace, log: Path, mongodb_uri: str | None = None, local_db: bool = False) -> Result:
+          args: argparse.Namespace, log: Path, mongodb_uri: str | None = None, local_db: bool = False,
+          profile: Path | None = None) -> Result:
     """One run against one server: start it, drive the load, read the probes, stop it. ``local_db``:
-    the MongoDB server runs on this machine (started here), so its CPU is read too."""
+    the MongoDB server runs on this machine (started here), so its CPU is read too; ``profile``: a
+    py-spy recording of the server over the window goes there."""
     url = f"http://127.0.0.1:{port}"
     load_avg = os.getloadavg()[0]
     proc, ready_s = run_server(cmd, env, url, log)
@@ -487,6 +530,8 @@ def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, w
         cpu = CpuProbe(proc.pid)
         db_cpu = CpuProbe(mongo.pid) if mongo is not None and mongo.pid and local_db else None
         probes: list[Probe] = [cpu, *(p for p in (mongo, db_cpu) if p is not None)]
+        if profile is not None:
+            probes.append(ProfileProbe(proc.pid, profile))
         run = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup, workload, args.rate, probes))
         rss = rss_mb(proc.pid)
     finally:
@@ -559,6 +604,8 @@ def main(argv: list[str] | None = None) -> None:
     stores.add_argument("--mongodb", action="store_true", help="start SecantusDB (the MongoDB wire-protocol server "
                                                              "of tests/fixtures/mongo.py) and use it as the store")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--profile", type=Path, metavar="FILE", help="record the Switchboard server with py-spy "
+                        "over the measured window (.txt collapsed stacks, .json speedscope, else SVG)")
     parser.add_argument("--rate", type=float, help="messages per second over all customers, at random (Poisson) "
                                                     "moments; default: each customer sends again as soon as answered")
     args = parser.parse_args(argv)
@@ -568,6 +615,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("this bench reads CPU times from /proc: Linux only")
     if args.mongodb:
         _secantus_executable()
+    if args.profile is not None:
+        _py_spy()
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-load-"))
     secantus = None
@@ -598,8 +647,12 @@ def main(argv: list[str] | None = None) -> None:
                                              "--labels", str(len(spec.intents)), "--threads", str(args.threads)],
                                 base_port, None))
             for name, cmd, server_port, uri in servers:
+                profile = None
+                if args.profile is not None and name == "switchboard":
+                    profile = args.profile if args.runs == 1 else \
+                        args.profile.with_name(f"{args.profile.stem}-{run}{args.profile.suffix}")
                 result = bench(name, cmd, env, server_port, spec.name, workload, args,
-                               workdir / f"{name}-{run}.log", uri, local_db=secantus is not None)
+                               workdir / f"{name}-{run}.log", uri, local_db=secantus is not None, profile=profile)
                 results.setdefault(name, []).append(result)
                 print(f"run {run}/{args.runs}, load average {result.load_avg:.2f} at start: {result.line()}",
                       flush=True)

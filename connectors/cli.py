@@ -37,7 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings, args.bot_dirs, freeze_after_load=True)
     host = settings.host if args.host is None else args.host
     port = settings.port if args.port is None else args.port
-    config = uvicorn.Config(app, host=host, port=port, log_config=None,
+    # uvloop and httptools (dependencies) named rather than "auto", which would fall back to the slower
+    # asyncio loop and h11 parser without a word if they were missing.
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, loop="uvloop", http="httptools",
                             timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1)
     server = uvicorn.Server(config)
     server.run()
