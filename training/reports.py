@@ -56,7 +56,8 @@ class OosView:
 
     @property
     def has_oos(self) -> bool:
-        return OUT_OF_SCOPE in self.gold
+        """Both out-of-scope and in-scope examples: a curve of one against the other can be drawn."""
+        return OUT_OF_SCOPE in self.gold and any(g != OUT_OF_SCOPE for g in self.gold)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -182,7 +183,8 @@ def _oos_section(view: OosView, out: Path) -> tuple[list[str], dict[str, Any]]:
                                              {**r, "threshold": None if math.isinf(r["threshold"]) else r["threshold"]}
                                              for r in sweep]})
     lines += ["", f"Threshold sweep of `{view.served.method}` (oos_sweep.json"
-              + (", oos_curve.png" if view.has_oos else "; no out-of-scope examples: no curve") + "):", "",
+              + (", oos_curve.png" if view.has_oos else "; the curve needs both in-scope and out-of-scope examples")
+              + "):", "",
               "| threshold | in-scope accuracy | in-scope rejected | OOS recall | OOS precision |",
               "| --- | --- | --- | --- | --- |"]
     for r in sweep:
