@@ -67,6 +67,18 @@ def _flag(field: str, raw: str) -> bool | None:
     raise _fail(field, f"{raw!r}: use yes, no or leave empty")
 
 
+def _number(field: str, raw: str, low: float, high: float) -> float | None:
+    if not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # (nan is not)
+        raise _fail(field, f"a number between {low:g} and {high:g} expected")
+    return value
+
+
 def _name(field: str, raw: str, pattern: re.Pattern[str] = _NAME) -> str | None:
     value = raw.strip()
     if not value:
@@ -92,22 +104,8 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
         raise _fail("tz", "minutes offset from UTC expected")
     since = _time("since", values["since"], tz, end_of_day=False) if values["since"].strip() else None
     until = _time("until", values["until"], tz, end_of_day=True) if values["until"].strip() else None
-    confidence = None
-    if values["confidence_below"].strip():
-        try:
-            confidence = float(values["confidence_below"])
-        except ValueError:
-            raise _fail("confidence_below", "a number between 0 and 1 expected") from None
-        if not 0.0 <= confidence <= 1.0:
-            raise _fail("confidence_below", "a number between 0 and 1 expected")
-    sentiment = None
-    if values["sentiment_below"].strip():
-        try:
-            sentiment = float(values["sentiment_below"])
-        except ValueError:
-            raise _fail("sentiment_below", "a number between -1 and 1 expected") from None
-        if not -1.0 <= sentiment <= 1.0:
-            raise _fail("sentiment_below", "a number between -1 and 1 expected")
+    confidence = _number("confidence_below", values["confidence_below"], 0.0, 1.0)
+    sentiment = _number("sentiment_below", values["sentiment_below"], -1.0, 1.0)
     text = values["q"].strip() or None
     if text is not None and len(text) > 200:
         raise _fail("q", "search text is limited to 200 characters")

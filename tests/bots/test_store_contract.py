@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -461,33 +463,45 @@ async def test_customers_waiting_for_an_agent_per_bot(open_store: Any) -> None:
     assert await store.waiting("nobody") == Waiting(0, None)
 
 
+@contextlib.asynccontextmanager
+async def older_sqlite_file(path: Path, schema: str, *rows: str) -> AsyncIterator[tuple[SQLiteStore, SQLiteStore]]:
+    """A SQLite file written by an older version (``schema``, then the SQL ``rows``), opened by two stores
+    at once as two processes would open it (each upgrades it if it is first); closed after."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript(schema)
+        for row in rows:
+            conn.execute(row)
+    conn.close()
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    try:
+        await asyncio.gather(first.start(), second.start())
+        yield first, second
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+def sqlite_indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        indexes = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    return indexes
+
+
 async def test_sqlite_file_of_an_older_version_gets_the_waiting_column(tmp_path: Path) -> None:
     """A conversations table written before ``waiting_since`` existed is upgraded when opened (by
     two stores at once, as two processes would), and its conversations are kept."""
-    import sqlite3
-
     from bots.store.sqlite import _SCHEMA
 
     old = _SCHEMA.replace("    waiting_since REAL,\n", "")
     assert old != _SCHEMA
     path = tmp_path / "c.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(old)
-        conn.execute("INSERT INTO conversations (bot, conversation_id, channel, started_at, last_activity, handoff)"
-                     " VALUES ('shop', 'c0', 'web', 1.0, 2.0, 1)")
-    conn.close()
-    first, second = SQLiteStore(path), SQLiteStore(path)
-    try:
-        await asyncio.gather(first.start(), second.start())
+    row = ("INSERT INTO conversations (bot, conversation_id, channel, started_at, last_activity, handoff)"
+           " VALUES ('shop', 'c0', 'web', 1.0, 2.0, 1)")
+    async with older_sqlite_file(path, old, row) as (first, second):
         summary = await first.summary("shop", "c0")
         assert summary is not None and summary.handoff and summary.waiting_since is None
         seq = await say(second, "c1", "m1", "human please", at=50.0)
         await answer(second, "c1", seq, "one moment", summary=SummaryUpdate(handoff=True, waiting_since=50.0))
         assert await first.waiting("shop") == Waiting(1, 50.0)
-    finally:
-        await first.aclose()
-        await second.aclose()
-    with sqlite3.connect(path) as conn:
-        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    conn.close()
-    assert "conv_waiting" in indexes
+    assert "conv_waiting" in sqlite_indexes(path)

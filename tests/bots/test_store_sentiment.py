@@ -3,7 +3,6 @@ counted, the review filters and sorts on them, and conversations stored before t
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ import pytest_asyncio
 from bots.nlu.sentiment import Mood
 from bots.store.base import ConversationStore, SummaryUpdate, TranscriptQuery
 from bots.store.mongo import MongoStore, conversation_key
-from bots.store.sqlite import _SCHEMA, SQLiteStore
-from tests.bots.test_store_contract import _ids, say
+from bots.store.sqlite import _SCHEMA
+from tests.bots.test_store_contract import _ids, older_sqlite_file, say, sqlite_indexes
 from tests.bots.test_store_contract import open_store as open_store  # the fixture (both stores)
 from tests.fixtures.mongo import mongo_uri as mongo_uri
 from tests.fixtures.mongo import secantus as secantus
@@ -96,28 +95,18 @@ async def test_sqlite_file_of_an_older_version_gets_the_sentiment_columns(tmp_pa
     """A file written before sentiment was kept is upgraded when opened (by two stores at once, as two
     processes would): its conversations read as never frustrated, and new turns roll up."""
     path = tmp_path / "c.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(_SCHEMA)
-        conn.execute("INSERT INTO conversations (bot, conversation_id, channel, started_at, last_activity)"
-                     " VALUES ('shop', 'old', 'web', 1.0, 2.0)")
-    conn.close()
-    first, second = SQLiteStore(path), SQLiteStore(path)
-    try:
-        await asyncio.gather(first.start(), second.start())
+    row = ("INSERT INTO conversations (bot, conversation_id, channel, started_at, last_activity)"
+           " VALUES ('shop', 'old', 'web', 1.0, 2.0)")
+    async with older_sqlite_file(path, _SCHEMA, row) as (first, second):
         summary = await first.summary("shop", "old")
         assert summary is not None and (summary.min_sentiment, summary.frustration) == (None, 0)
         assert _ids(await second.search(TranscriptQuery(frustrated=False))) == ["old"]
         await _turn(second, "new", "m1", "awful", Mood(-0.7, ("negative",)), 50.0)
         assert _ids(await first.search(TranscriptQuery(frustrated=True, sort="frustration"))) == ["new"]
-    finally:
-        await first.aclose()
-        await second.aclose()
+    assert {"conv_sentiment", "conv_frustration"} <= sqlite_indexes(path)
     with sqlite3.connect(path) as conn:
-        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         plan = " ".join(str(r[3]) for r in conn.execute(
             "EXPLAIN QUERY PLAN SELECT conversation_id FROM conversations WHERE bot = 'shop' AND frustration > 0"
             " ORDER BY frustration DESC"))
     conn.close()
-    assert {"conv_sentiment", "conv_frustration"} <= indexes
     assert "conv_frustration" in plan
-
