@@ -6,8 +6,9 @@
   artifact and its inputs: bots.artifact (the artifact format), bots.nlu.model, bots.nlu.oos and
   bots.nlu.pipeline (evaluation runs the exported model, its out-of-scope rule and the bot's NLU
   pipeline through the serving path),
-  bots.answers.retrieval, bots.answers.grounding and
-  bots.answers.generation (answers are evaluated and the generator prompted exactly as served), and
+  bots.answers.retrieval, bots.answers.grounding,
+  bots.answers.generation and bots.answers.decoding (answers are evaluated, the generator prompted
+  and its export checked exactly as served), and
   the bot definition: bots.botspec, bots.types, bots.errors, bots.yamlspan, with the bot loaders
   bots.loader (bot.yml or a Rasa project) and bots.dialogue.check (a bot is checked before it trains),
   and bots.dialogue.domain with bots.dialogue.policies (the learned next-action model trains on the
@@ -29,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.oos", "bots.nlu.pipeline", "bots.answers.retrieval",
-                    "bots.answers.grounding", "bots.answers.generation", "bots.botspec", "bots.types", "bots.errors",
+                    "bots.answers.grounding", "bots.answers.generation", "bots.answers.decoding", "bots.botspec",
+                    "bots.types", "bots.errors",
                     "bots.yamlspan", "bots.loader", "bots.dialogue.check",
                     "bots.dialogue.domain", "bots.dialogue.policies"}
 CHANNEL_LIBRARIES = {"slack_bolt", "slack_sdk", "aiogram", "fastapi", "starlette", "torch", "transformers", "training",

@@ -42,6 +42,8 @@ class GenerationSettings:
     temperature: float = 0.8
     top_k: int = 40
     repetition_penalty: float = 1.2
+    no_repeat_ngram: int = 0  # n > 0: the answer never repeats an n-gram (local model)
+    beams: int = 1  # beam search over this many hypotheses (local model; 1 = greedy, streamed token by token)
     min_confidence: float = 0.35  # mean probability of the generated tokens
     min_support: float = 0.7  # share of the answer's content words found in the passages or question
     passages: int = 3
@@ -135,7 +137,7 @@ def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings 
             values[key] = sub.value
         else:
             high = 1.0 if key in ("min_confidence", "min_support") else 1e7
-            low = 1 if isinstance(default, int) else 0.0
+            low = 0 if key == "no_repeat_ngram" else 1 if isinstance(default, int) else 0.0
             got = _number(sub, key, type(default), problems, low, high)
             if got is not None:
                 values[key] = got

@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -27,6 +28,7 @@ import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
+from bots.answers.decoding import KvModel, KvSpec
 from bots.nlu.model import INT8_SCHEME_KEY, INT8_STATIC
 from training.model import JointModel
 
@@ -194,3 +196,195 @@ def _fuse_bias(model: onnx.ModelProto) -> None:
     graph.node.extend(kept)
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+
+
+# -- the answer generator, with past keys and values (bots/answers/decoding.py) ------------------------
+def _kv_shape(config: Any) -> tuple[int, int, int]:
+    """(layers, key/value heads, head size) of a decoder config (GPT-2, Llama, Qwen2, BERT, ...)."""
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return int(config.num_hidden_layers), kv_heads, head_dim
+
+
+def _positions_and_mask(input_ids: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the new tokens after ``past`` ones, and which keys each may see [new, past + new]
+    (a ready mask: transformers then builds none with vmap, which cannot be traced)."""
+    p, q = past.shape[2], input_ids.shape[1]
+    positions = torch.arange(q, dtype=torch.long, device=input_ids.device)[None] + p
+    keys = torch.arange(p + q, dtype=torch.long, device=input_ids.device)
+    return positions, keys[None, :] <= positions[0][:, None]
+
+
+class _CausalStep(torch.nn.Module):
+    """input_ids, past keys/values → logits of the last new token, the grown keys/values."""
+
+    def __init__(self, model: Any, layers: int) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        positions, visible = _positions_and_mask(input_ids, past[0])
+        # Additive (0 / most negative): eager attention adds the 4D mask it is given to the scores.
+        additive = torch.zeros(visible.shape).masked_fill(~visible, torch.finfo(torch.float32).min)[None, None]
+        out = self.model(input_ids=input_ids, attention_mask=additive, position_ids=positions,
+                         past_key_values=cache, use_cache=True, cache_position=positions[0])
+        grown = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits[:, -1, :], *grown)
+
+
+class _CrossKeys(torch.nn.Module):
+    """The encoder of an encoder-decoder, then every decoder layer's cross-attention keys and values."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        states = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        b, s, _ = states.shape
+        out: list[torch.Tensor] = []
+        for layer in self.model.decoder.bert.encoder.layer:
+            attn = layer.crossattention.self
+            for proj in (attn.key, attn.value):
+                out.append(proj(states).view(b, s, attn.num_attention_heads, attn.attention_head_size).transpose(1, 2))
+        return tuple(out)
+
+
+class _DecoderStep(torch.nn.Module):
+    """An encoder-decoder's decoder: input_ids, encoder mask, past and cross keys/values → logits, grown past."""
+
+    def __init__(self, model: Any, layers: int) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+
+    def forward(self, input_ids: torch.Tensor, encoder_attention_mask: torch.Tensor,
+                *kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        past, cross = kv[:2 * self.layers], kv[2 * self.layers:]
+        own, theirs = DynamicCache(), DynamicCache()
+        for i in range(self.layers):
+            own.update(past[2 * i], past[2 * i + 1], i)
+            theirs.update(cross[2 * i], cross[2 * i + 1], i)
+        cache = EncoderDecoderCache(own, theirs)
+        for i in range(self.layers):
+            cache.is_updated[i] = True  # cross keys/values come from the encoder graph, never recomputed
+        positions, visible = _positions_and_mask(input_ids, past[0])
+        b, s = encoder_attention_mask.shape
+        mask = visible[None].to(torch.float32).expand(b, -1, -1)
+        out = self.model.decoder(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                 encoder_hidden_states=torch.zeros(b, s, 1),  # unread: the cross keys are cached
+                                 encoder_attention_mask=encoder_attention_mask, past_key_values=cache, use_cache=True,
+                                 cache_position=positions[0])
+        grown = [t for layer in out.past_key_values.self_attention_cache.layers for t in (layer.keys, layer.values)]
+        return (out.logits[:, -1, :], *grown)
+
+
+def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str],
+            outputs: list[str], dynamic: dict[str, dict[int, str]]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                          opset_version=OPSET, dynamo=False)
+
+
+def export_kv_generator(model: Any, folder: Path, *, start_id: int | None = None,
+                        atol: float = 1e-3) -> tuple[KvSpec, float]:
+    """Export ``model`` (a transformers causal LM, or an ``EncoderDecoderModel`` with a BERT decoder:
+    then ``start_id`` is the decoder's first token) to ``folder`` as KV-cached graphs, and check them
+    against torch (recomputing the whole sequence each step) over a few decoding steps. Returns the
+    ``generator.json`` decoder description and the largest logit difference."""
+    from transformers import EncoderDecoderModel
+
+    model.eval()
+    encoder_decoder = isinstance(model, EncoderDecoderModel)
+    for config in ((model.config, model.encoder.config, model.decoder.config) if encoder_decoder else (model.config,)):
+        config._attn_implementation = "eager"  # traceable attention with the masks given above
+    layers, kv_heads, head_dim = _kv_shape(model.decoder.config if encoder_decoder else model.config)
+    spec = KvSpec("encoder-decoder" if encoder_decoder else "causal", layers, kv_heads, head_dim,
+                  start_id if encoder_decoder else None)
+    if encoder_decoder and start_id is None:
+        raise ExportError("an encoder-decoder generator needs the decoder's start token id")
+    folder.mkdir(parents=True, exist_ok=True)
+    past, present, cross = spec.kv_names("past"), spec.kv_names("present"), spec.kv_names("cross")
+    sample_past = tuple(torch.zeros(1, kv_heads, 3, head_dim) for _ in past)
+    dynamic: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "new"}, "logits": {0: "batch"}}
+    dynamic.update({n: {0: "batch", 2: "past"} for n in past})
+    dynamic.update({n: {0: "batch", 2: "total"} for n in present})
+    ids = torch.randint(3, 50, (1, 2), dtype=torch.long)
+    if encoder_decoder:
+        source = torch.randint(3, 50, (1, 9), dtype=torch.long)
+        mask = torch.ones_like(source)
+        cross_dynamic = {n: {0: "batch", 2: "source"} for n in cross}
+        _export(_CrossKeys(model).eval(), (source, mask), folder / "encoder.onnx", ["input_ids", "attention_mask"],
+                cross, {"input_ids": {0: "batch", 1: "source"}, "attention_mask": {0: "batch", 1: "source"},
+                        **cross_dynamic})
+        sample_cross = tuple(torch.zeros(1, kv_heads, 9, head_dim) for _ in cross)
+        _export(_DecoderStep(model, layers).eval(), (ids, mask, *sample_past, *sample_cross), folder / "decoder.onnx",
+                ["input_ids", "encoder_attention_mask", *past, *cross], ["logits", *present],
+                {**dynamic, "encoder_attention_mask": {0: "batch", 1: "source"}, **cross_dynamic})
+    else:
+        _export(_CausalStep(model, layers).eval(), (ids, *sample_past), folder / "decoder.onnx", ["input_ids", *past],
+                ["logits", *present], dynamic)
+    return spec, verify_kv_generator(model, folder, spec, atol=atol)
+
+
+def torch_logits(model: Any, spec: KvSpec, prompt: Sequence[int], rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """Torch's next-token logits after ``prompt`` and each row's tokens, the whole sequence recomputed
+    (no cache): the reference the exported graphs are checked against."""
+    out = []
+    with torch.no_grad():
+        for tokens in rows:
+            if spec.family == "causal":
+                ids = torch.tensor([[*prompt, *tokens]], dtype=torch.long)
+                out.append(model(input_ids=ids, use_cache=False).logits[0, -1].numpy())
+            else:
+                source = torch.tensor([list(prompt)], dtype=torch.long)
+                target = torch.tensor([[spec.start_id, *tokens]], dtype=torch.long)
+                out.append(model(input_ids=source, attention_mask=torch.ones_like(source), decoder_input_ids=target,
+                                 use_cache=False).logits[0, -1].numpy())
+    return np.stack(out)
+
+
+class TorchDecoding:
+    """``bots.answers.decoding.Decoding`` by torch without a cache (the reference of the tests and
+    of ``verify_kv_generator``)."""
+
+    def __init__(self, model: Any, spec: KvSpec, prompt: Sequence[int]) -> None:
+        self.model, self.spec, self.prompt = model, spec, list(prompt)
+        self.rows: list[list[int]] = [[]]
+
+    def first(self) -> np.ndarray:
+        self.rows = [[]]
+        return torch_logits(self.model, self.spec, self.prompt, self.rows)
+
+    def next(self, tokens: np.ndarray, parents: np.ndarray) -> np.ndarray:
+        self.rows = [[*self.rows[int(p)], int(t)] for t, p in zip(tokens, parents, strict=True)]
+        return torch_logits(self.model, self.spec, self.prompt, self.rows)
+
+
+def verify_kv_generator(model: Any, folder: Path, spec: KvSpec, *, atol: float = 1e-3,
+                        decoder_file: str = "decoder.onnx") -> float:
+    """Decode a few greedy steps with the exported graphs (the serving code) and with torch; raise
+    when the logits differ by more than ``atol``. Returns the largest difference."""
+    served = KvModel(folder, spec, decoder_file=decoder_file)
+    vocab = int(model.config.decoder.vocab_size if spec.family == "encoder-decoder" else model.config.vocab_size)
+    prompt = [int(x) for x in np.random.default_rng(7).integers(3, min(vocab, 1000), 11)]
+    mine, theirs = served.start(prompt), TorchDecoding(model, spec, prompt)
+    worst = 0.0
+    got, want = mine.first(), theirs.first()
+    for _ in range(4):
+        worst = max(worst, float(np.abs(got - want).max()))
+        token = np.array([int(np.argmax(want[0]))], dtype=np.int64)
+        zero = np.zeros(1, dtype=np.int64)
+        got, want = mine.next(token, zero), theirs.next(token, zero)
+    worst = max(worst, float(np.abs(got - want).max()))
+    if worst > atol:
+        raise ExportError(f"exported generator differs from torch by {worst:.2e} (> {atol})")
+    return worst

@@ -7,8 +7,9 @@ normalised answer template, then end-of-text; the loss is on the answer only::
 
 The loop reads top to bottom: lr → forward → loss → backward → clip → step → log → eval.
 It stops after ``train_steps`` or ``train_seconds``, whichever comes first, and keeps the
-weights with the best held-out loss. The model is exported to ONNX (``input_ids`` →
-``next_token_logits``) so that serving stays torch-free, and checked against torch.
+weights with the best held-out loss. The model is exported to ONNX with its KV cache
+(training/export.py ``export_kv_generator``, served by bots/answers/decoding.py) so that serving
+stays torch-free and pays one position per generated token, checked against torch.
 """
 
 from __future__ import annotations
@@ -19,14 +20,12 @@ import random
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 from torch import nn
@@ -38,11 +37,11 @@ from bots.errors import ConfigError
 from training.answers import AnswerIndex, QAPair, build_index, write_index
 from training.answers_config import AnswersConfig, GenerationSettings
 from training.answers_eval import evaluate_answers
+from training.export import export_kv_generator
 
 EOS = "<|endoftext|>"
 IGNORE = -100
 _MAX_ANSWER_TOKENS = 160
-OUTPUT = "next_token_logits"
 
 
 @dataclass(frozen=True)
@@ -132,40 +131,6 @@ def _eval_loss(model: nn.Module, rows: Sequence[tuple[list[int], list[int]]], pa
     return float(np.mean(losses))
 
 
-class _NextToken(nn.Module):
-    """What is exported: the logits of the next token only."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        # A ready 4D causal mask: transformers then skips building one with vmap, which cannot be traced.
-        n = input_ids.size(1)
-        causal = torch.ones(n, n, dtype=torch.bool, device=input_ids.device).tril()[None, None]
-        return self.model(input_ids=input_ids, attention_mask=causal, use_cache=False).logits[:, -1, :]
-
-
-def export_generator(model: nn.Module, path: Path, *, atol: float = 1e-3) -> float:
-    """ONNX export (TorchScript exporter, opset 17, one self-contained file), checked against torch."""
-    wrapper = _NextToken(model).eval()  # the exporter restores the wrapper's mode: it must be eval too
-    sample = torch.randint(0, 50, (1, 12), dtype=torch.long)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (sample,), str(path), input_names=["input_ids"], output_names=[OUTPUT],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, OUTPUT: {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    probe = torch.randint(0, 50, (1, 31), dtype=torch.long)
-    got = session.run([OUTPUT], {"input_ids": probe.numpy()})[0]
-    with torch.no_grad():
-        want = wrapper(probe).numpy()
-    worst = float(np.abs(got - want).max())
-    if worst > atol:
-        raise RuntimeError(f"exported generator differs from torch by {worst:.2e} (> {atol})")
-    return worst
-
-
 def train_generator(examples: Sequence[Example], settings: GenerationSettings, out_dir: Path, *,
                     held_out: Sequence[Example] = (), corpus: Sequence[str] = (),
                     log: Callable[[str], None] = print) -> GeneratorResult:
@@ -223,9 +188,10 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
         model.load_state_dict(best_state)
     seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
-    diff = export_generator(model, out_dir / "model.onnx")
+    spec, diff = export_kv_generator(model, out_dir)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     meta: dict[str, Any] = {
+        "decoder": asdict(spec), "decoder_file": "decoder.onnx",
         "eos_id": eos_id, "bos_id": None, "max_positions": context, "settings": asdict(settings),
         "parameters": params, "steps": step, "train_seconds": round(seconds, 1), "train_loss": round(running, 4),
         "val_loss": None if best_val == math.inf else round(best_val, 4), "export_max_diff": diff,

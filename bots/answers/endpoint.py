@@ -165,10 +165,13 @@ class EndpointGenerator:
     # -- the generator interface -------------------------------------------------------------
     def stream_sentences(self, passages: Sequence[str], question: str, *, max_new_tokens: int = 80,
                                max_seconds: float = 2.0, sample: bool = False, temperature: float = 0.8,
-                               top_k: int = 40, repetition_penalty: float = 1.2,
+                               top_k: int = 40, repetition_penalty: float = 1.2, no_repeat_ngram: int = 0,
+                               beams: int = 1,
                                seed: int | None = None) -> AsyncGenerator[tuple[str, float, Generated | None], None]:
         """(sentence, confidence so far, None) per complete sentence as it arrives, then (rest of
-        the text, confidence, the finished ``Generated``)."""
+        the text, confidence, the finished ``Generated``). ``top_k``, ``repetition_penalty``,
+        ``no_repeat_ngram`` and ``beams`` shape a local model's decoding only: the server's own
+        defaults apply."""
         body = self._body(passages, question, max_new_tokens, sample, temperature, top_k, repetition_penalty, seed)
         return self._answer(self._shared_client(), body, max_seconds)
 

@@ -1,16 +1,16 @@
 """Serving the answer generation model: ONNX Runtime + tokenizers, no torch.
 
-``responses/generator/`` (written by training/generator.py) holds ``model.onnx`` (input
-``input_ids`` [batch, seq] int64 → output ``next_token_logits`` [batch, vocab]),
-``tokenizer.json`` and ``generator.json`` (end-of-text id, context size, and the held-out
-comparison with retrieval that decides whether generation may be switched on).
+``responses/generator/`` (written by training/generator.py) holds the model exported with its
+KV cache (``decoder.onnx``, and ``encoder.onnx`` for an encoder-decoder: bots/answers/decoding.py),
+``tokenizer.json`` and ``generator.json`` (the decoder's shape, end-of-text id, context size, and
+the held-out comparison with retrieval that decides whether generation may be switched on).
 
 The prompt is the one the model was trained on (training/generator.py ``prompt_ids``)::
 
     Context: <passage> | <passage> ...\\nQuestion: <question>\\nAnswer: <answer><eos>
 
-Generation is bounded by ``max_new_tokens`` and by ``max_seconds`` of wall time, greedy or
-sampled (temperature, top-k), with a repetition penalty.
+Generation is bounded by ``max_new_tokens`` and by ``max_seconds`` of wall time: greedy, sampled
+(temperature, top-k) or beam search, with a repetition penalty and a no-repeat n-gram rule.
 
 A bot can instead send the same prompt to an OpenAI-compatible server (``answers.generation.endpoint``:
 ``EndpointConfig`` here, the client in bots/answers/endpoint.py). Both generators give the same
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from bots.answers.decoding import DecodeSettings, KvModel, KvSpec, beam_search, steps
 from bots.errors import ArtifactError
 from bots.metrics import Metrics
 
@@ -136,16 +136,22 @@ def prompt_ids(tokenizer: Tokenizer, passages: Sequence[str], question: str, bud
     return start + context[:room] + head
 
 
+class OutdatedGenerator(ArtifactError):
+    """A generator exported before KV-cached decoding (one ``model.onnx`` recomputing every token)."""
+
+
 class OnnxGenerator:
-    def __init__(self, folder: Path, meta: dict[str, Any], session: ort.InferenceSession,
-                 tokenizer: Tokenizer) -> None:
+    """The artifact's generator (``responses/generator/``), decoded with its KV cache
+    (bots/answers/decoding.py): greedy or sampled token by token, or beam search."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any], model: KvModel, tokenizer: Tokenizer) -> None:
         self.folder = folder
         self.meta = meta
         self.eos_id = int(meta["eos_id"])
         self.bos_id: int | None = meta.get("bos_id")
         self.max_positions = int(meta["max_positions"])
         self.gate: dict[str, Any] = meta.get("gate", {})
-        self._session = session
+        self.model = model
         self._tokenizer = tokenizer
 
     @property
@@ -159,68 +165,51 @@ class OnnxGenerator:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{meta_path}: unreadable generator description ({exc}); retrain the bot") from None
-        for needed in ("model.onnx", "tokenizer.json"):
-            if not (folder / needed).is_file():
-                raise ArtifactError(f"{folder}: missing {needed}; retrain the bot")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=options,
-                                           providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own non-exported exception types
-            raise ArtifactError(f"{folder / 'model.onnx'}: cannot load ONNX model ({exc})") from None
-        return cls(folder, meta, session, Tokenizer.from_file(str(folder / "tokenizer.json")))
+        if "decoder" not in meta:
+            raise OutdatedGenerator(f"{folder}: a generator exported without a KV cache (one model.onnx); retrain "
+                                    "the bot to serve generation")
+        if not (folder / "tokenizer.json").is_file():
+            raise ArtifactError(f"{folder}: missing tokenizer.json; retrain the bot")
+        spec = KvSpec.from_meta(meta["decoder"], meta_path)
+        model = KvModel(folder, spec, threads=threads, decoder_file=str(meta.get("decoder_file", "decoder.onnx")))
+        return cls(folder, meta, model, Tokenizer.from_file(str(folder / "tokenizer.json")))
 
-    def _steps(self, passages: Sequence[str], question: str, *, max_new_tokens: int, max_seconds: float,
-               sample: bool, temperature: float, top_k: int, repetition_penalty: float,
-               seed: int | None = None) -> Iterator[tuple[int, float, str]]:
-        """(token id, its probability, "") per step, then (-1, 0, why it stopped)."""
-        deadline = time.perf_counter() + max_seconds
+    def prompt(self, passages: Sequence[str], question: str, max_new_tokens: int) -> list[int]:
+        """What the model reads: the whole prompt of a causal LM (room left for the answer), the
+        encoder's input of an encoder-decoder (between its start and end tokens)."""
+        spec = self.model.spec
+        if spec.family == "causal":
+            return prompt_ids(self._tokenizer, passages, question, self.max_positions - max_new_tokens, self.bos_id)
+        assert spec.start_id is not None
+        return [spec.start_id, *prompt_ids(self._tokenizer, passages, question, self.max_positions - 2), self.eos_id]
+
+    def _steps(self, passages: Sequence[str], question: str, *, max_new_tokens: int = 80, max_seconds: float = 2.0,
+               sample: bool = False, temperature: float = 0.8, top_k: int = 40, repetition_penalty: float = 1.2,
+               no_repeat_ngram: int = 0, beams: int = 1, seed: int | None = None) -> Iterator[tuple[int, float, str]]:
+        """(token id, its probability, "") per step, then (-1, 0, why it stopped). Beam search
+        finishes before its tokens are handed out."""
         max_new_tokens = max(1, min(max_new_tokens, self.max_positions // 2))
-        ids = prompt_ids(self._tokenizer, passages, question, self.max_positions - max_new_tokens, self.bos_id)
-        rng = np.random.default_rng(seed)
-        produced: list[int] = []
-        for _ in range(max_new_tokens):
-            if time.perf_counter() >= deadline:
-                yield -1, 0.0, "time"
-                return
-            logits = self._session.run(["next_token_logits"],
-                                       {"input_ids": np.array([ids], dtype=np.int64)})[0][0].astype(np.float64)
-            probs = _softmax(logits)
-            if produced and repetition_penalty != 1.0:
-                seen = np.array(sorted(set(produced)))
-                logits[seen] = np.where(logits[seen] > 0, logits[seen] / repetition_penalty,
-                                        logits[seen] * repetition_penalty)
-            if sample:
-                scaled = logits / max(temperature, 1e-3)
-                if 0 < top_k < len(scaled):
-                    cut = np.partition(scaled, -top_k)[-top_k]
-                    scaled = np.where(scaled < cut, -np.inf, scaled)
-                token = int(rng.choice(len(scaled), p=_softmax(scaled)))
-            else:
-                token = int(np.argmax(logits))
-            if token == self.eos_id:
-                yield -1, 0.0, "eos"
-                return
-            produced.append(token)
-            ids.append(token)
-            yield token, float(probs[token]), ""
-        yield -1, 0.0, "length"
+        settings = DecodeSettings(max_new_tokens, max_seconds, sample, temperature, top_k, repetition_penalty,
+                                  no_repeat_ngram, 1 if sample else max(1, beams), seed=seed)
+        decoding = self.model.start(self.prompt(passages, question, max_new_tokens))
+        if settings.beams == 1:
+            yield from steps(decoding, self.eos_id, settings)
+            return
+        tokens, probs, stopped = beam_search(decoding, self.eos_id, settings)
+        for token, p in zip(tokens, probs, strict=True):
+            yield token, p, ""
+        yield -1, 0.0, stopped
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=True).strip()
 
-    def generate(self, passages: Sequence[str], question: str, *, max_new_tokens: int = 80,
-                 max_seconds: float = 2.0, sample: bool = False, temperature: float = 0.8, top_k: int = 40,
-                 repetition_penalty: float = 1.2, seed: int | None = None) -> Generated:
+    def generate(self, passages: Sequence[str], question: str, **limits: Any) -> Generated:
+        """The whole answer (limits: ``_steps``' keywords)."""
         started = time.perf_counter()
         ids: list[int] = []
         logp: list[float] = []
         stopped = "length"
-        for token, p, why in self._steps(passages, question, max_new_tokens=max_new_tokens, max_seconds=max_seconds,
-                                         sample=sample, temperature=temperature, top_k=top_k,
-                                         repetition_penalty=repetition_penalty, seed=seed):
+        for token, p, why in self._steps(passages, question, **limits):
             if token < 0:
                 stopped = why
                 break
@@ -236,13 +225,13 @@ class OnnxGenerator:
         """(sentence, confidence so far, None) for each complete sentence as it is written (each step
         runs off the event loop); the last item carries the trailing text and the finished result."""
         started = time.perf_counter()
-        steps = self._steps(passages, question, **limits)
+        tokens = self._steps(passages, question, **limits)
         ids: list[int] = []
         logp: list[float] = []
         sentences = SentenceSplitter()
         stopped = "length"
         while True:
-            token, p, why = await asyncio.to_thread(next, steps)
+            token, p, why = await asyncio.to_thread(next, tokens)
             if token < 0:
                 stopped = why
                 break
@@ -260,8 +249,3 @@ def _result(text: str, logp: Sequence[float], stopped: str, started: float) -> G
     confidence = float(np.exp(np.mean(logp))) if logp else 0.0
     return Generated(text, confidence, stopped, time.perf_counter() - started, len(logp))
 
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - np.max(x)
-    e = np.exp(z)
-    return np.asarray(e / e.sum())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,13 +32,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from bots.answers.endpoint import EndpointGenerator
-from bots.answers.generation import Generated, GenerationMeter, OnnxGenerator
+from bots.answers.generation import Generated, GenerationMeter, OnnxGenerator, OutdatedGenerator
 from bots.answers.grounding import Support, check_support
 from bots.botspec import fill_template, placeholders
 from bots.errors import ArtifactError
 from bots.metrics import Metrics
 from bots.nlu.oos import NOT_UNDERSTOOD
 from bots.types import AnswerSource, BotResponse, Understanding
+
+log = logging.getLogger("switchboard.answers")
 
 RESPONSES_DIR = "responses"
 _FORMAT = 1
@@ -139,7 +142,10 @@ class AnswerSelector:
         if load_generator and endpoint:
             generator = EndpointGenerator.from_config(endpoint, meter=meter, bot=bot)
         elif load_generator and (folder / "generator" / "generator.json").is_file():
-            generator = OnnxGenerator.load(folder / "generator")
+            try:
+                generator = OnnxGenerator.load(folder / "generator")
+            except OutdatedGenerator as exc:  # the rest of the artifact serves: retrieval answers
+                log.warning("answer generation off: %s", exc, extra={"bot": bot})
         return cls(folder, index, encoder, generator, meter)
 
     # -- configuration -------------------------------------------------------------------
@@ -252,7 +258,8 @@ class AnswerSelector:
                         "max_seconds": float(gen.get("max_seconds", 2.0)),
                         "sample": gen.get("sampling") == "sample", "temperature": float(gen.get("temperature", 0.8)),
                         "top_k": int(gen.get("top_k", 40)),
-                        "repetition_penalty": float(gen.get("repetition_penalty", 1.2))})
+                        "repetition_penalty": float(gen.get("repetition_penalty", 1.2)),
+                        "no_repeat_ngram": int(gen.get("no_repeat_ngram", 0)), "beams": int(gen.get("beams", 1))})
         return choice
 
     def _judge(self, plan: _GenerationPlan, generated: Generated | None) -> Answer | None:
