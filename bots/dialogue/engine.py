@@ -102,6 +102,9 @@ DEFAULT_TEXT = "Sorry, I didn't get that. Can you rephrase?"   # Rasa's utter_de
 # conversation, under this id, so that the bot's welcome is a turn of its own (bots/runtime.py, Runtime.open).
 OPENING_ID = "opened"
 OPENED = "opened"  # the marker in that message's USER event data (never set by a channel's own message)
+# Channels whose chats open before the customer writes (the web widget starts its conversation, and is welcomed,
+# when it opens); on the others the welcome comes before the answer to the conversation's first message.
+OPENING_CHANNELS = frozenset({"web"})
 # The reminder a bot.yml hand-off with ``agent_timeout_minutes`` sets: its firing (bots/reminders.py) is this intent.
 AGENT_TIMEOUT = "handoff_agent_timeout"
 AGENT_TIMEOUT_INTENT = "EXTERNAL_agent_timeout"
@@ -281,8 +284,8 @@ class _Turn:
         if self.state.paused:
             await self._while_waiting()  # a human has the conversation: the message is recorded
             return
-        if self.first and not welcomed:
-            self._welcome()  # the conversation's first message, on a channel that did not open it
+        if self.first and not welcomed and self.message.channel not in OPENING_CHANNELS:
+            self._welcome()  # the conversation's first message, on a channel whose chats do not open first
         await self._extract_slots()
         rejected = False
         excluded: set[str] = set()

@@ -1,7 +1,8 @@
 """The example support bot (examples/support), trained here in fast mode on a slice of its
 data, holds a conversation on the web, in Slack and in Telegram (fake APIs on 127.0.0.1,
-requests signed the real way): "I want to cancel my order 123" gets the cancel_order answer
-filled with 123, the transcript has both turns, asking for a human hands the conversation off."""
+requests signed the real way): "I want to cancel my order 12345" gets the cancel_order answer
+filled with 12345 (the cancel form checked the order), the transcript has both turns, asking for a
+human hands the conversation off."""
 
 from __future__ import annotations
 
@@ -45,14 +46,14 @@ def app(support_bot: Path, settings: Settings, fake_slack: FakeSlack,
 
 
 def cancel_answer(bot_dir: Path) -> str:
-    text = fill_template(load_bot(bot_dir).intents["cancel_order"].responses, {"order_id": "123"})
-    assert text is not None and "123" in text
+    text = fill_template(load_bot(bot_dir).intents["cancel_order"].responses, {"order_id": "12345"})
+    assert text is not None and "12345" in text
     return text
 
 
 def test_cancel_order_on_the_web(app: TestClient, support_bot: Path) -> None:
     r = app.post("/bots/support/webhooks/web", json={"conversation_id": "w1", "message_id": "m1",
-                                                     "text": "I want to cancel my order 123"})
+                                                     "text": "I want to cancel my order 12345"})
     assert r.status_code == 200, r.text
     assert r.json()["responses"][0]["text"] == cancel_answer(support_bot)
     turns = app.get("/bots/support/conversations/w1", headers=AUTH).json()["turns"]
@@ -60,12 +61,12 @@ def test_cancel_order_on_the_web(app: TestClient, support_bot: Path) -> None:
     assert any("user" in k and "bot" in k for k in kinds)
     nlu = next(e["data"] for t in turns for e in t["events"] if e["kind"] == "nlu")
     assert nlu["intent"] == "cancel_order"
-    assert [(e["entity"], e["value"]) for e in nlu["entities"]] == [("order_id", "123")]
+    assert [(e["entity"], e["value"]) for e in nlu["entities"]] == [("order_id", "12345")]
 
 
 def test_slack_conversation_with_handoff(app: TestClient, support_bot: Path, fake_slack: FakeSlack) -> None:
     url = "/bots/support/webhooks/slack"
-    first = event_body(test_slack.dm("I want to cancel my order 123"))
+    first = event_body(test_slack.dm("I want to cancel my order 12345"))
     assert test_slack.deliver(app, first, url=url).status_code == 200
     [reply] = fake_slack.wait_for("chat.postMessage")
     assert reply.params["text"].startswith(cancel_answer(support_bot)[:40])
@@ -77,7 +78,7 @@ def test_slack_conversation_with_handoff(app: TestClient, support_bot: Path, fak
 
 
 def test_telegram_conversation(app: TestClient, support_bot: Path, fake_telegram: FakeTelegram) -> None:
-    assert test_telegram.deliver(app, text_update(1, "I want to cancel my order 123"),
+    assert test_telegram.deliver(app, text_update(1, "I want to cancel my order 12345"),
                                  url="/bots/support/webhooks/telegram").status_code == 200
     [reply] = fake_telegram.wait_for("sendMessage")
     assert reply.params["text"].startswith(cancel_answer(support_bot)[:40])
@@ -86,7 +87,7 @@ def test_telegram_conversation(app: TestClient, support_bot: Path, fake_telegram
     fake_telegram.wait_for("sendMessage", 2)
     turns = app.get("/bots/support/conversations/telegram:1001", headers=AUTH).json()["turns"]
     assert [t["events"][0]["data"]["text"] for t in turns if t["events"][0]["kind"] == "user"] == [
-        "I want to cancel my order 123", "where is my order 555"]
+        "I want to cancel my order 12345", "where is my order 555"]
 
 
 @pytest.mark.parametrize(("question", "fact"), [

@@ -1,0 +1,131 @@
+"""The dialogue engine's agent features, configured in bot.yml (docs/dialogue.md): the welcome per
+channel (said when a web chat opens, stored once; before the first answer elsewhere), forms that
+answer another question and ask again, a retry limit per form or slot with a way out, the hand-off's
+agent timeout doing nothing once an agent has ended the hand-off, and their bot.yml errors at
+``file:line``. The example bot's conversations through the web channel: tests/e2e/test_example_agent.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from bots.botspec import load_bot
+from bots.dialogue.engine import AGENT_TIMEOUT_INTENT, Message, decide
+from bots.dialogue.spec import parse_dialogue
+from bots.dialogue.state import State
+from bots.errors import ConfigError
+from bots.events import BOT, USER
+from bots.types import ConversationRef, IntentScore, Understanding, UserMessage
+from tests.bots.keyword_model import copy_bot, message, say, start_runtime
+
+ASK_ORDER = "Which order would you like to change? Please give me the order number."
+DIGITS = "Order numbers are digits only, like 12345."
+HELLO = "Hello! How can I help you today?"
+
+
+def _edited(tmp_path: Path, old: str, new: str, extra_yaml: str = "") -> Path:
+    bot_dir = copy_bot(tmp_path, extra_yaml=extra_yaml)
+    text = (bot_dir / "bot.yml").read_text(encoding="utf-8")
+    assert old in text
+    (bot_dir / "bot.yml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    return bot_dir
+
+
+async def test_welcome_when_a_web_chat_opens_once_and_before_the_first_answer_elsewhere(tmp_path: Path) -> None:
+    bot_dir = _edited(tmp_path, "channels: [web]", "channels: [web, telegram]",
+                      extra_yaml="welcome:\n  web: Hi from the web!\n  telegram: Hi from Telegram!\n")
+    runtime = await start_runtime(bot_dir, tmp_path / "store.db")
+    try:
+        web = ConversationRef("shop", "web", "w1")
+        assert [r.text for r in await runtime.open(web)] == ["Hi from the web!"]
+        assert [r.text for r in await runtime.open(web)] == ["Hi from the web!"]  # a reload: from the store
+        loaded = await runtime.store.load("shop", "w1")
+        assert loaded is not None and len(loaded.turns) == 1
+        assert await say(runtime, "hello", "w1") == [HELLO]  # welcomed already
+        # a web conversation that did not open (a script on the JSON webhook): no welcome
+        assert await say(runtime, "hello", "w2") == [HELLO]
+        # Telegram chats do not open first: the welcome comes before the first answer, once
+        telegram = UserMessage(ConversationRef("shop", "telegram", "t1"), "u1", "hello", user_id="u1")
+        assert [r.text for r in await runtime.handle(telegram)] == ["Hi from Telegram!", HELLO]
+        again = UserMessage(ConversationRef("shop", "telegram", "t1"), "u2", "hello", user_id="u1")
+        assert [r.text for r in await runtime.handle(again)] == [HELLO]
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_bot_without_a_welcome_stores_nothing_when_a_chat_opens(tmp_path: Path) -> None:
+    runtime = await start_runtime(copy_bot(tmp_path), tmp_path / "store.db")
+    try:
+        assert await runtime.open(ConversationRef("shop", "web", "w1")) == []
+        assert await runtime.store.load("shop", "w1") is None
+    finally:
+        await runtime.aclose()
+
+
+async def test_another_question_inside_a_form_is_answered_and_the_form_asks_again(tmp_path: Path) -> None:
+    runtime = await start_runtime(copy_bot(tmp_path), tmp_path / "store.db")
+    try:
+        assert await say(runtime, "I want to change my order") == [ASK_ORDER]
+        # greet is confidently another intent and "hello" is no order number: answered, then asked again
+        assert await say(runtime, "hello") == [HELLO, ASK_ORDER]
+        # an answer nobody understands is an invalid answer (the slot's reason), not a question
+        assert await say(runtime, "the blue one") == [DIGITS, ASK_ORDER]
+        assert await say(runtime, "12345") == ["How many items of order 12345 should it be?"]
+    finally:
+        await runtime.aclose()
+
+
+async def test_after_max_attempts_the_form_offers_a_way_out(tmp_path: Path) -> None:
+    # the form allows 3 (tests/bots/test_forms.py); the slot's own max_attempts wins
+    bot_dir = _edited(tmp_path, "    invalid: Order numbers are digits only, like 12345.\n",
+                      "    invalid: Order numbers are digits only, like 12345.\n    max_attempts: 1\n")
+    runtime = await start_runtime(bot_dir, tmp_path / "store.db")
+    try:
+        assert await say(runtime, "I want to change my order") == [ASK_ORDER]
+        gave_up = await runtime.handle(message("the blue one"))
+        assert [r.text for r in gave_up] == [DIGITS, "Sorry, I still can't use that as the order id. You can start "
+                                                     "again, or talk to a person from our team."]
+        assert [(b.title, b.payload) for b in gave_up[1].buttons] == [
+            ("Change order", "/change_order"), ("Contact human agent", "/contact_human_agent")]
+        # the form ended without its submit; the bot answers normally, and the form starts afresh on request
+        assert await say(runtime, "hello") == [HELLO]
+        assert await say(runtime, "I want to change my order") == [ASK_ORDER]
+    finally:
+        await runtime.aclose()
+
+
+async def test_the_agent_timeout_says_nothing_once_the_hand_off_ended(tmp_path: Path) -> None:
+    bot = load_bot(copy_bot(tmp_path, extra_yaml=(
+        "handoff:\n  waiting: You're number {position}.\n  agent_timeout_minutes: 1\n  timeout: Sorry!\n")))
+    dialogue = parse_dialogue(bot)
+    firing = Understanding(AGENT_TIMEOUT_INTENT, 1.0, (IntentScore(AGENT_TIMEOUT_INTENT, 1.0),))
+    decision = await decide(bot, dialogue, State(), Message("reminder handoff_agent_timeout fired", firing,
+                                                             time.time(), channel="web"))
+    assert [e.kind for e in decision.events if e.kind in (BOT, USER)] == []
+    assert not decision.fallback and not decision.handoff
+
+
+@pytest.mark.parametrize(("yaml", "problem"), [
+    ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    max_attempts: many\n",
+     "form 'f': 'max_attempts' must be a whole number from 1 to 20"),
+    ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    give_up: No {colour}.\n",
+     "form 'f': unknown placeholder(s) colour in 'give_up'"),
+    ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    ignored_intents: [weather]\n",
+     "form 'f': unknown intent 'weather' in 'ignored_intents'"),
+    ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    stop_intents: [goodbye]\n"
+     "    ignored_intents: [goodbye]\n", "goodbye cannot both leave the form (stop_intents) and be answered"),
+    ("handoff:\n  timeout: Sorry!\n", "give both 'agent_timeout_minutes' and 'timeout'"),
+    ("handoff:\n  waiting: You are {place}.\n", "unknown placeholder(s) place (only {position}"),
+    ("welcome:\n  slack: Hi!\n", "'welcome': unknown key 'slack' (expected default, web)"),
+    ("welcome: ''\n", "'welcome' must be non-empty text"),
+])
+def test_bot_yml_mistakes_are_reported_at_their_line(tmp_path: Path, yaml: str, problem: str) -> None:
+    slot = "slots:\n  s: {type: text}\n" if yaml.startswith("forms") else ""
+    (tmp_path / "bot.yml").write_text(
+        "name: mini\nchannels: [web]\nintents:\n  greet: {examples: [hi, hello], response: Hello!}\n"
+        "  goodbye: {examples: [bye, see you], response: Bye!}\n" + slot + yaml, encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        parse_dialogue(load_bot(tmp_path))
+    assert any(problem in p and "bot.yml:" in p for p in raised.value.problems), raised.value.problems

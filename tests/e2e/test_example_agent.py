@@ -1,0 +1,228 @@
+"""The example support bot talks like a good agent (issue 14 item 3), replayed through the web
+channel of the FastAPI app: the example bot (examples/support, trained here in fast mode on a slice
+of its data) greets when the chat opens (once, also after a reload), answers small talk, handles the
+change-order and cancel-order forms' unhappy paths (an unknown order, "replace the blue shirt with a
+red one" whose NLU entity order_id=blue must neither fill the slot nor be reported as an order, an
+off-topic question, "never mind", the retry limit), and tells a customer waiting for an agent their
+place in the queue, then apologises when no agent took the conversation in time (a durable
+reminder, fired by the app's reminder poller)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bots.botspec import BotSpec, fill_template, load_bot
+from bots.dialogue.spec import DialogueSpec, parse_dialogue
+from bots.settings import Settings
+from connectors.app import create_app
+from tests.conftest import ADMIN_TOKEN, ROOT
+from tests.connectors.test_review_api import add_users, sign_in
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+AGENT_TIMEOUT_S = 1.5  # the copy's handoff: agent_timeout_minutes, so that the test sees it fire
+
+
+@pytest.fixture(scope="module")
+def support_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.cli import main as training_main
+
+    bot = tmp_path_factory.mktemp("agent") / "support"
+    shutil.copytree(ROOT / "examples" / "support", bot, ignore=shutil.ignore_patterns("models", "__pycache__"))
+    text = (bot / "bot.yml").read_text(encoding="utf-8")
+    assert "  agent_timeout_minutes: 10\n" in text
+    (bot / "bot.yml").write_text(text.replace("  agent_timeout_minutes: 10\n",
+                                              f"  agent_timeout_minutes: {AGENT_TIMEOUT_S / 60}\n"), encoding="utf-8")
+    assert training_main(["train", str(bot), "--fast", "--max-examples-per-intent", "25", "--seed", "0"]) == 0
+    return bot
+
+
+@pytest.fixture(scope="module")
+def spec(support_bot: Path) -> tuple[BotSpec, DialogueSpec]:
+    bot = load_bot(support_bot)
+    return bot, parse_dialogue(bot)
+
+
+@pytest.fixture
+def app(support_bot: Path, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN, nlu_max_wait_ms=0.0,
+                        reminder_poll_s=0.1)
+    add_users(settings.data_dir, ann="agent")
+    with TestClient(create_app(settings, [support_bot])) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.05)
+        yield client
+
+
+def say(client: TestClient, conversation_id: str, text: str) -> list[dict[str, Any]]:
+    r = client.post("/bots/support/webhooks/web", json={"conversation_id": conversation_id,
+                                                         "message_id": f"m{time.monotonic_ns()}", "text": text})
+    assert r.status_code == 200, r.text
+    return r.json()["responses"]
+
+
+def texts(responses: list[dict[str, Any]]) -> list[str]:
+    return [r["text"] for r in responses]
+
+
+def answer(bot: BotSpec, intent: str, **values: str) -> str:
+    filled = fill_template(bot.intents[intent].responses, values)
+    assert filled is not None
+    return filled
+
+
+def ask(dialogue: DialogueSpec, form: str, slot: str, **values: str) -> str:
+    filled = fill_template(dialogue.forms[form].ask[slot], values)
+    assert filled is not None
+    return filled
+
+
+def slots_of(client: TestClient, conversation_id: str) -> list[tuple[str, Any]]:
+    turns = client.get(f"/bots/support/conversations/{conversation_id}", headers=AUTH).json()["turns"]
+    return [(e["data"]["name"], e["data"]["value"]) for t in turns for e in t["events"] if e["kind"] == "slot"]
+
+
+def test_the_chat_opens_with_one_welcome_even_after_a_reload(app: TestClient,
+                                                             spec: tuple[BotSpec, DialogueSpec]) -> None:
+    welcome = spec[1].welcome_for("web")
+    assert welcome
+    started = app.post("/bots/support/webhooks/web/conversations")
+    assert started.status_code == 201, started.text
+    conversation_id, token = started.json()["conversation_id"], started.json()["token"]
+
+    def history() -> list[dict[str, Any]]:
+        r = app.get("/bots/support/webhooks/web/history", params={"conversation_id": conversation_id},
+                    headers={"X-Conversation-Token": token})
+        assert r.status_code == 200, r.text
+        return r.json()["messages"]
+
+    assert [(m["role"], m["text"]) for m in history()] == [("bot", welcome)]  # nothing the customer typed
+    assert [(m["role"], m["text"]) for m in history()] == [("bot", welcome)]  # the page reloaded
+    # the widget's conversation goes on without a second welcome
+    assert texts(say(app, conversation_id, "hi")) == [answer(spec[0], "greet")]
+    assert [(m["role"], m["text"]) for m in history()] == [
+        ("bot", welcome), ("user", "hi"), ("bot", answer(spec[0], "greet"))]
+    turns = app.get(f"/bots/support/conversations/{conversation_id}", headers=AUTH).json()["turns"]
+    assert [[e["data"]["text"] for e in t["events"] if e["kind"] == "bot"] for t in turns] == [
+        [welcome], [answer(spec[0], "greet")]]
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("Hi there!", "greet"), ("hi", "greet"), ("hello?", "greet"), ("thank you", "thanks"),
+    ("are you a bot?", "bot_challenge"), ("who are you?", "bot_challenge"), ("bye", "goodbye"),
+    ("yes", "affirm"), ("no", "deny"), ("what's the weather like today?", "out_of_scope"),
+])
+def test_small_talk_gets_its_own_answer(app: TestClient, spec: tuple[BotSpec, DialogueSpec], text: str,
+                                        intent: str) -> None:
+    conversation_id = f"talk-{intent}"
+    replies = say(app, conversation_id, text)
+    assert texts(replies) == [answer(spec[0], intent)], replies
+    summary = app.get(f"/bots/support/conversations/{conversation_id}", headers=AUTH).json()["summary"]
+    assert summary["handoff"] is False
+    assert not any(r["buttons"] for r in replies)  # never "Did you mean ...?"
+
+
+def test_change_order_form_unhappy_paths(app: TestClient, spec: tuple[BotSpec, DialogueSpec]) -> None:
+    bot, dialogue = spec
+    ask_order = ask(dialogue, "change_order_form", "order_id")
+    assert texts(say(app, "c1", "I'd like to modify my order")) == [ask_order]
+    # an unknown order: the validation action's reason, the question again
+    assert texts(say(app, "c1", "99999")) == [
+        "I couldn't find order 99999. Please check the number in your confirmation email.", ask_order]
+    # another question inside the form: answered, then the form asks again (not counted as an answer)
+    assert texts(say(app, "c1", "what payment methods do you accept?")) == [
+        answer(bot, "check_payment_methods"), ask_order]
+    # the NLU reads order_id=blue here: never the order number, never reported as one; and it is the second
+    # invalid answer: the form offers a way on instead of asking a third time
+    gave_up = say(app, "c1", "replace the blue shirt with a red one")
+    assert not any("blue" in r for r in texts(gave_up)), gave_up
+    assert texts(gave_up) == [
+        "Order numbers contain digits only, like 3707955617; you'll find yours in the confirmation email.",
+        "Sorry, I still can't use that as the order id. You can start again, or talk to a person from our support "
+        "team."]
+    assert [(b["title"], b["payload"]) for b in gave_up[-1]["buttons"]] == [
+        ("Change an order", "/change_order"), ("Talk to a person", "/contact_human_agent")]
+    assert ("order_id", "blue") not in slots_of(app, "c1")
+    # the form is over: small talk is small talk again
+    assert texts(say(app, "c1", "thank you")) == [answer(bot, "thanks")]
+
+
+def test_the_change_is_recorded_for_the_right_order(app: TestClient, spec: tuple[BotSpec, DialogueSpec]) -> None:
+    dialogue = spec[1]
+    assert texts(say(app, "c2", "I'd like to modify my order")) == [ask(dialogue, "change_order_form", "order_id")]
+    assert texts(say(app, "c2", "12345")) == [ask(dialogue, "change_order_form", "order_change", order_id="12345")]
+    assert texts(say(app, "c2", "replace the blue shirt with a red one")) == [
+        "Thanks! I've asked our warehouse to change order 12345 (replace the blue shirt with a red one). You'll get "
+        "an email as soon as the change is confirmed."]
+    assert [v for name, v in slots_of(app, "c2") if name == "order_id"] == ["12345"]
+
+
+@pytest.mark.parametrize("leave", ["never mind", "stop", "cancel that"])
+def test_stop_leaves_a_form(app: TestClient, spec: tuple[BotSpec, DialogueSpec], leave: str) -> None:
+    bot, dialogue = spec
+    conversation_id = f"leave-{leave.replace(' ', '-')}"
+    assert texts(say(app, conversation_id, "I'd like to modify my order")) == [
+        ask(dialogue, "change_order_form", "order_id")]
+    assert texts(say(app, conversation_id, leave)) == [answer(bot, "stop")]
+    assert texts(say(app, conversation_id, "hi")) == [answer(bot, "greet")]  # no question about the order again
+
+
+def test_cancel_checks_the_order_as_change_does(app: TestClient, spec: tuple[BotSpec, DialogueSpec]) -> None:
+    bot, dialogue = spec
+    ask_cancel = ask(dialogue, "cancel_order_form", "order_id")
+    assert texts(say(app, "k1", "I want to cancel order 99999")) == [
+        "I couldn't find order 99999. Please check the number in your confirmation email.", ask_cancel]
+    assert texts(say(app, "k1", "3707955617")) == [
+        "Order 3707955617 has already shipped, so it can't be cancelled any more. You can return items once you "
+        "have them.", ask_cancel]
+    assert texts(say(app, "k2", "I want to cancel my order 12345")) == [answer(bot, "cancel_order", order_id="12345")]
+    # and change refuses the same order for the same reason
+    say(app, "k3", "I'd like to modify my order")
+    assert texts(say(app, "k3", "99999"))[0] == (
+        "I couldn't find order 99999. Please check the number in your confirmation email.")
+
+
+def test_a_waiting_customer_hears_their_place_then_an_apology(app: TestClient,
+                                                             spec: tuple[BotSpec, DialogueSpec]) -> None:
+    bot, dialogue = spec
+
+    def place(n: int) -> str:
+        filled = fill_template(dialogue.handoff.waiting, {"position": str(n)})
+        assert filled is not None
+        return filled
+
+    assert texts(say(app, "h1", "I want to talk to a human")) == [answer(bot, "contact_human_agent"), place(1)]
+    assert texts(say(app, "h2", "I want to talk to a human")) == [answer(bot, "contact_human_agent"), place(2)]
+    assert texts(say(app, "h2", "hello? anyone there?")) == [place(2)]
+    # an agent takes h1: h2 moves up, h1's customer is not told about a queue any more (the agent answers)
+    h = {"X-CSRF-Token": sign_in(app, "ann")}
+    assert app.post("/review/api/bots/support/conversations/h1/takeover", headers=h).status_code == 200
+    assert texts(say(app, "h2", "hello? anyone there?")) == [place(1)]
+    assert texts(say(app, "h1", "hello? anyone there?")) == []
+    # nobody took h2 within the timeout: the durable reminder fires and the bot apologises (once); h1's fires
+    # too, but an agent has it: nothing is said there
+    timeout = fill_template(dialogue.handoff.timeout, {})
+    assert timeout is not None and "e-mail" in timeout
+
+    def bot_texts(conversation_id: str) -> list[str]:
+        turns = app.get(f"/bots/support/conversations/{conversation_id}", headers=AUTH).json()["turns"]
+        return [e["data"]["text"] for t in turns for e in t["events"] if e["kind"] == "bot"]
+
+    deadline = time.monotonic() + 20
+    while timeout not in bot_texts("h2"):
+        assert time.monotonic() < deadline, bot_texts("h2")
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert bot_texts("h2").count(timeout) == 1
+    assert timeout not in bot_texts("h1")
+    fired = [t for t in app.get("/bots/support/conversations/h1", headers=AUTH).json()["turns"]
+             if t["message_id"].startswith("reminder:")]
+    assert len(fired) == 1  # the firing is recorded, and says nothing
