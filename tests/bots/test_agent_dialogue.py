@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from bots import handoff
 from bots.botspec import load_bot
 from bots.dialogue.engine import AGENT_TIMEOUT_INTENT, Message, decide
 from bots.dialogue.spec import parse_dialogue
 from bots.dialogue.state import State
 from bots.errors import ConfigError
 from bots.events import BOT, USER
+from bots.runtime import Runtime
 from bots.types import ConversationRef, IntentScore, Understanding, UserMessage
 from tests.bots.keyword_model import copy_bot, message, say, start_runtime
 
@@ -129,3 +131,42 @@ def test_bot_yml_mistakes_are_reported_at_their_line(tmp_path: Path, yaml: str, 
     with pytest.raises(ConfigError) as raised:
         parse_dialogue(load_bot(tmp_path))
     assert any(problem in p and "bot.yml:" in p for p in raised.value.problems), raised.value.problems
+
+
+async def test_queue_places_and_the_agent_timeout_hold_across_replicas_and_restarts(tmp_path: Path) -> None:
+    """The queue is the store's, the timeout a durable reminder: replica A hands two customers off, replica B
+    tells one their place, A goes away, B fires the timeouts (once: a restarted replica fires nothing again),
+    and the customer an agent took meanwhile hears nothing."""
+    bot_dir = copy_bot(tmp_path, extra_yaml=(
+        "handoff:\n  waiting: You're number {position}.\n  agent_timeout_minutes: 10\n"
+        "  timeout: Sorry for the wait! Leave your e-mail address for a ticket.\n"))
+    db = tmp_path / "store.db"
+    a, b = await start_runtime(bot_dir, db), await start_runtime(bot_dir, db)
+    human = "Of course, I'll connect you with a colleague. Please stay in this chat."
+    try:
+        assert await say(a, "I want to talk to a human", "c1") == [human, "You're number 1."]
+        assert await say(a, "I want to talk to a human", "c2") == [human, "You're number 2."]
+        assert await say(b, "hello? anyone there?", "c2") == ["You're number 2."]
+        await a.aclose()
+        await handoff.take_over(b.store, "shop", "c1", "ann")
+        assert await say(b, "hello? anyone there?", "c1") == []  # an agent has it
+        assert await say(b, "hello? anyone there?", "c2") == ["You're number 1."]
+        later = time.time() + 601
+        assert await b.reminders.poll(now=later) == 2
+
+        async def timeouts(runtime: Runtime, conversation_id: str) -> int:
+            loaded = await runtime.store.load("shop", conversation_id)
+            assert loaded is not None
+            return sum(e.kind == BOT and e.data["text"].startswith("Sorry for the wait") for e in loaded.events)
+
+        assert (await timeouts(b, "c1"), await timeouts(b, "c2")) == (0, 1)
+        await b.aclose()
+        restarted = await start_runtime(bot_dir, db)
+        try:
+            assert await restarted.reminders.poll(now=later + 60) == 0
+            assert (await timeouts(restarted, "c1"), await timeouts(restarted, "c2")) == (0, 1)
+        finally:
+            await restarted.aclose()
+    finally:
+        await a.aclose()
+        await b.aclose()
