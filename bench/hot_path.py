@@ -1,0 +1,141 @@
+"""CPU time of the pieces of a message's hot path, each measured alone in this process (no server,
+no load generator): what bench/load.py's "CPU per message" is made of.
+
+    .venv/bin/python bench/hot_path.py --bot examples/support --runs 3
+
+Prints, per piece, the CPU time (user+system of this process, ``time.process_time``) per message or per
+call, the median of ``--runs`` repetitions with the spread (min-max):
+
+- **store**: the embedded SQLite store's four operations of a message, as the runtime makes them
+  (enqueue, take the lease, read the new turns, complete and release), on ``--messages`` messages over 50
+  conversations, with the shipped bench questions as texts and an answer of two questions' length;
+  the store's checkpoints (worker thread) count in whichever operation runs meanwhile;
+- **NLU model**: the bot's served model (``OnnxNLU.predict``, 1 thread) per text, in batches of 1 to 16:
+  what a text costs alone and in a batch;
+- **thread hop**: ``asyncio.to_thread`` of a function that does nothing, on uvloop: what handing work to
+  a thread and back costs (the NLU batches and the retrieval answers take one each).
+
+The figures depend on the machine and on what else runs on it (the load average is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.load import read_questions  # noqa: E402
+from bots.artifact import resolve_artifact  # noqa: E402
+from bots.events import ACTION, BOT, NLU, USER, Event  # noqa: E402
+from bots.store.base import SummaryUpdate  # noqa: E402
+from bots.store.sqlite import SQLiteStore  # noqa: E402
+
+OPS = ("enqueue", "lease", "load", "complete")
+
+
+async def store_costs(texts: list[str], messages: int) -> dict[str, float]:
+    """CPU ms per message of each store operation (the first fifth of the messages warm up)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "conversations.db")
+        await store.start()
+        spent = dict.fromkeys(OPS, 0.0)
+        warmup = messages // 5
+        for i in range(messages):
+            await asyncio.sleep(0)  # the event loop goes on between messages, as it does serving
+            cid, mid, now = f"c{i % 50}", f"m{i}", time.time()
+            text = texts[i % len(texts)]
+            marks = [time.process_time()]
+            result = await store.enqueue("bench", cid, "web", "user", {}, mid,
+                                         Event(USER, {"text": text, "message_id": mid, "channel": "web"}, now))
+            marks.append(time.process_time())
+            await store.acquire_lease("bench", cid, "owner", 2.0)
+            marks.append(time.process_time())
+            await store.load("bench", cid, last_n=200, after_seq=result.turn.seq - 1)
+            marks.append(time.process_time())
+            answer = f"{texts[(i + 1) % len(texts)]} {texts[(i + 2) % len(texts)]}"
+            ranking = [{"name": f"intent_{k}", "confidence": 0.01} for k in range(10)]
+            events = [Event(NLU, {"intent": "intent_0", "confidence": 0.9, "entities": [], "ranking": ranking}, now),
+                      Event(ACTION, {"name": "utter_answer"}, now), Event(BOT, {"text": answer}, now),
+                      Event(ACTION, {"name": "action_listen"}, now)]
+            await store.complete("bench", cid, result.turn.seq, events,
+                                 SummaryUpdate(last_intent="intent_0", confidence=0.9), release_lease_of="owner")
+            marks.append(time.process_time())
+            if i >= warmup:
+                for op, start, end in zip(OPS, marks, marks[1:], strict=False):
+                    spent[op] += end - start
+        await store.aclose()
+    return {op: 1000 * s / (messages - warmup) for op, s in spent.items()}
+
+
+def nlu_costs(bot: Path, texts: list[str], per_size: int) -> dict[int, float]:
+    """CPU ms per text of the served model, by batch size."""
+    from bots.nlu.model import OnnxNLU
+
+    model = OnnxNLU.load(resolve_artifact(bot), threads=1)
+    model.predict(texts[:16])  # warm
+    costs = {}
+    for size in (1, 2, 4, 8, 16):
+        started, done = time.process_time(), 0
+        while done < per_size:
+            model.predict(texts[done % len(texts): done % len(texts) + size])
+            done += size
+        costs[size] = 1000 * (time.process_time() - started) / done
+    return costs
+
+
+async def hop_cost(calls: int) -> float:
+    """CPU µs of one ``asyncio.to_thread`` round trip."""
+    started = time.process_time()
+    for _ in range(calls):
+        await asyncio.to_thread(int)
+    return 1e6 * (time.process_time() - started) / calls
+
+
+def _spread(values: list[float], digits: int) -> str:
+    median = statistics.median(values)
+    return f"{median:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bot", type=Path, default=ROOT / "examples" / "support", help="a trained bot folder")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=1500, help="messages through the store per run")
+    parser.add_argument("--texts", type=int, default=480, help="texts through the model per batch size and run")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.messages < 5 or args.texts < 16:
+        parser.error("--runs at least 1, --messages at least 5, --texts at least 16")
+    texts = read_questions()
+    print(f"load average {os.getloadavg()[0]:.2f}, cores {os.cpu_count()}, {args.runs} run(s); CPU time, median "
+          "(min-max)", flush=True)
+    runs: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        runs.setdefault(name, []).append(value)
+
+    for _ in range(args.runs):
+        for op, ms in uvloop.run(store_costs(texts, args.messages)).items():
+            add(f"store {op} (ms/message)", ms)
+        for size, ms in nlu_costs(args.bot, texts, args.texts).items():
+            add(f"NLU model, batches of {size} (ms/text)", ms)
+        add("thread hop, asyncio.to_thread (µs/call)", uvloop.run(hop_cost(2000)))
+    store_total = [sum(values) for values in zip(*(runs[f"store {op} (ms/message)"] for op in OPS), strict=True)]
+    runs["store, the four together (ms/message)"] = store_total
+    digits: Callable[[str], int] = lambda name: 0 if "µs" in name else 3  # noqa: E731
+    for name, values in runs.items():
+        print(f"{name:<44} {_spread(values, digits(name))}")
+
+
+if __name__ == "__main__":
+    main()

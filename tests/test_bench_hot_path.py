@@ -1,0 +1,17 @@
+"""bench/hot_path.py: the store's four operations of a message are each measured, on real messages."""
+
+from __future__ import annotations
+
+from bench.hot_path import OPS, hop_cost, store_costs
+from bench.load import read_questions
+
+
+async def test_store_costs_measure_each_operation_of_a_message() -> None:
+    costs = await store_costs(read_questions()[:20], messages=25)
+    assert list(costs) == list(OPS)
+    assert all(ms > 0 for ms in costs.values()), costs
+    assert costs["complete"] > costs["lease"]  # stores an answer, its words and the summary; the lease is one update
+
+
+async def test_a_thread_hop_costs_some_cpu() -> None:
+    assert await hop_cost(50) > 0
