@@ -18,6 +18,17 @@ examples, ``answers.pairs`` = the training pairs), then serves the held-out ques
 * with --generator-seconds: a from-scratch generator trained for that long, served on
   --generator-test held-out questions (its own held-out gate decides whether it would be on).
 
+``--decode-speed`` measures decoding alone instead (nothing trained): the MiniLM→MiniLM
+encoder-decoder warm-started from the packaged all-MiniLM-L6-v2 on both sides (BERT2BERT; its
+cross-attention and LM-head transform are untrained, which changes no timing), exported with its
+KV cache (training/export.py), decoded by the served code (bots/answers/decoding.py) on
+``--threads`` ONNX Runtime threads for --decode-prompts prompts built like the served ones (the
+question and three Bitext answers of its intent as passages), --decode-tokens tokens each, repeated
+--decode-runs times: ms per generated token (p50, p95), time to the first token (encoder + first
+step) and to 24 tokens (about a first sentence), for the fp32 decoder, its int8 twin (dynamic
+int8 weights, with the share of greedy tokens that agree with fp32), and without the cache (the
+same graph fed the whole sequence each step, as generators were served before).
+
 Not part of the test run. Prints the load average: on a shared machine it says how far to trust
 the timings.
 """
@@ -133,9 +144,17 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--keep", type=Path, help="keep the temporary bot and artifact here")
+    p.add_argument("--decode-speed", action="store_true", help="measure KV-cached decoding of the MiniLM generator")
+    p.add_argument("--decode-prompts", type=int, default=20)
+    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--decode-runs", type=int, default=3)
     args = p.parse_args()
     print(f"load average before: {os.getloadavg()}")
     rows = _load(args.data)
+    if args.decode_speed:
+        _decode_speed(rows, args)
+        print(f"load average after: {os.getloadavg()}")
+        return 0
     labels = sorted({m.group(1) for _, r in rows for m in _BITEXT.finditer(r["response"])})
     train, test = _split(rows, args.held_out, args.seed)
     if args.max_test:
@@ -194,6 +213,103 @@ def main() -> int:
             shutil.copytree(work, args.keep, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Namespace) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from tokenizers import Tokenizer
+    from transformers import EncoderDecoderModel
+    from transformers.utils import logging as hf_logging
+
+    from bots.answers.decoding import DecodeSettings, KvModel, steps
+    from bots.answers.generation import prompt_ids
+    from training.export import export_kv_generator
+    from training.tokens import base_model_path
+
+    hf_logging.set_verbosity_error()  # "newly initialised cross-attention weights": known, see above
+    base = base_model_path("")
+    tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
+    tokenizer.no_truncation()  # as OnnxGenerator.load: the prompt is fitted by prompt_ids
+    tokenizer.no_padding()
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(base), str(base), local_files_only=True)
+    decoder_params = sum(p.numel() for p in model.decoder.parameters())
+    rng = random.Random(args.seed)
+    by_intent: dict[str, list[str]] = defaultdict(list)
+    for pair, _ in rows:
+        by_intent[pair.intent].append(pair.answer)
+    chosen = rng.sample([pair for pair, _ in rows], args.decode_prompts)
+    prompts = [[cls_id, *prompt_ids(tokenizer, rng.sample(by_intent[q.intent], 3), q.question, 510), sep_id]
+               for q in chosen]
+    lengths = sorted(len(x) for x in prompts)
+    print(f"MiniLM→MiniLM: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+          f"({decoder_params / 1e6:.1f}M decoder, vocabulary {model.config.decoder.vocab_size}); prompts of "
+          f"{lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), {args.decode_tokens} new "
+          f"tokens each, {args.threads} thread(s)")
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        spec, diff = export_kv_generator(model, folder, start_id=cls_id)
+        quantize_dynamic(str(folder / "decoder.onnx"), str(folder / "decoder.int8.onnx"), weight_type=QuantType.QInt8)
+        print(f"export + check + int8: {time.perf_counter() - started:.0f}s, largest logit difference to torch "
+              f"{diff:.1e}; decoder.onnx {(folder / 'decoder.onnx').stat().st_size / 1e6:.0f} MB, int8 "
+              f"{(folder / 'decoder.int8.onnx').stat().st_size / 1e6:.0f} MB")
+        # No end token: every prompt decodes all its tokens. Greedy; no-repeat trigrams keep an untrained
+        # model off one repeated token (the rule's own cost is part of the figure).
+        settings = DecodeSettings(max_new_tokens=args.decode_tokens, max_seconds=600, repetition_penalty=1.2,
+                                  no_repeat_ngram=3)
+        fp32_tokens: list[list[int]] = []
+        for name in ("decoder.onnx", "decoder.int8.onnx"):
+            served = KvModel(folder, spec, threads=args.threads, decoder_file=name)
+            per_run: list[tuple[float, float, float, float]] = []
+            agree = total = 0
+            for run in range(args.decode_runs):
+                step_ms: list[float] = []
+                first_ms: list[float] = []
+                sentence_ms: list[float] = []
+                for i, prompt in enumerate(prompts):
+                    started = time.perf_counter()
+                    last = started
+                    tokens: list[int] = []
+                    for token, _, why in steps(served.start(prompt), -1, settings):
+                        now = time.perf_counter()
+                        if why:
+                            break
+                        (first_ms if not tokens else step_ms).append((now - last) * 1000)
+                        tokens.append(token)
+                        if len(tokens) == 24:
+                            sentence_ms.append((now - started) * 1000)
+                        last = now
+                    if run == 0 and name == "decoder.onnx":
+                        fp32_tokens.append(tokens)
+                    elif run == 0:
+                        same = next((k for k, (a, b) in enumerate(zip(tokens, fp32_tokens[i], strict=True))
+                                     if a != b), len(tokens))
+                        agree, total = agree + same, total + len(tokens)
+                per_run.append((float(np.percentile(step_ms, 50)), float(np.percentile(step_ms, 95)),
+                                float(np.median(first_ms)), float(np.median(sentence_ms))))
+            p50s, p95s, firsts, sentences = (sorted(x) for x in zip(*per_run, strict=True))
+            print(f"{name} KV-cached: ms per generated token p50 {np.median(p50s):.2f} (runs {p50s[0]:.2f}-"
+                  f"{p50s[-1]:.2f}), p95 {np.median(p95s):.2f}; first token {np.median(firsts):.0f} ms; 24 tokens "
+                  f"{np.median(sentences):.0f} ms (medians of {args.decode_runs} runs over {len(prompts)} prompts)"
+                  + (f"; greedy tokens identical to fp32 until the first difference: {agree}/{total}"
+                     if total else ""))
+        served = KvModel(folder, spec, threads=args.threads)
+        uncached: list[float] = []
+        for prompt in prompts[:5]:
+            decoding = served.start(prompt)
+            decoding.first()  # the encoder's cross keys/values and mask, as when cached
+            fixed = {k: v for k, v in decoding.feeds.items() if k not in served.past}
+            sequence = [cls_id]
+            for _ in range(24):  # the whole decoder sequence every step, no past (length 0)
+                feeds = {**fixed, **served.empty_past(1)}
+                feeds["input_ids"] = np.array([sequence], dtype=np.int64)
+                started = time.perf_counter()
+                logits = served.decoder.run(None, feeds)[0]
+                uncached.append((time.perf_counter() - started) * 1000)
+                sequence.append(int(np.argmax(logits[0])))
+        print(f"without the cache (whole sequence each step, 24 tokens, 5 prompts): ms per token p50 "
+              f"{np.median(uncached):.2f}, at the 24th token {np.median(uncached[23::24]):.2f}")
 
 
 def _naive_answers(nlu: OnnxNLU, train: list[tuple[QAPair, dict[str, str]]], test: list[QAPair]) -> list[str]:

@@ -28,7 +28,7 @@ import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
-from bots.answers.decoding import KvModel, KvSpec
+from bots.answers.decoding import DecodeSettings, KvModel, KvSpec, steps
 from bots.nlu.model import INT8_SCHEME_KEY, INT8_STATIC
 from training.model import JointModel
 
@@ -388,3 +388,33 @@ def verify_kv_generator(model: Any, folder: Path, spec: KvSpec, *, atol: float =
     if worst > atol:
         raise ExportError(f"exported generator differs from torch by {worst:.2e} (> {atol})")
     return worst
+
+
+INT8_AGREEMENT = 0.9  # share of greedy answers int8 must write exactly as fp32 does to be served
+
+
+def quantize_generator_int8(folder: Path, spec: KvSpec, prompts: Sequence[Sequence[int]], eos_id: int, *,
+                            max_new_tokens: int = 40) -> dict[str, Any]:
+    """``decoder.int8.onnx``: the decoder's MatMul weights as int8 (dynamic activation scales: a
+    generator decodes one answer per call, so no other message shares its scales), kept only where
+    quality holds: at least ``INT8_AGREEMENT`` of the greedy answers to ``prompts`` identical to
+    fp32's. Returns what was decided (``decoder_file`` and the agreement) for generator.json."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = folder / "decoder.int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(folder / "decoder.onnx"), str(target), weight_type=QuantType.QInt8)
+    settings = DecodeSettings(max_new_tokens=max_new_tokens, max_seconds=600, repetition_penalty=1.2)
+    fp32, int8 = KvModel(folder, spec), KvModel(folder, spec, decoder_file=target.name)
+
+    def answer(model: KvModel, prompt: Sequence[int]) -> list[int]:
+        return [t for t, _, why in steps(model.start(prompt), eos_id, settings) if not why]
+
+    same = sum(answer(fp32, p) == answer(int8, p) for p in prompts)
+    agreement = same / len(prompts) if prompts else 0.0
+    keep = bool(prompts) and agreement >= INT8_AGREEMENT
+    if not keep:
+        target.unlink()
+    return {"decoder_file": target.name if keep else "decoder.onnx", "int8_agreement": round(agreement, 4),
+            "int8_prompts": len(prompts)}

@@ -37,7 +37,7 @@ from bots.errors import ConfigError
 from training.answers import AnswerIndex, QAPair, build_index, write_index
 from training.answers_config import AnswersConfig, GenerationSettings
 from training.answers_eval import evaluate_answers
-from training.export import export_kv_generator
+from training.export import export_kv_generator, quantize_generator_int8
 
 EOS = "<|endoftext|>"
 IGNORE = -100
@@ -190,8 +190,14 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
     out_dir.mkdir(parents=True, exist_ok=True)
     spec, diff = export_kv_generator(model, out_dir)
     tokenizer.save(str(out_dir / "tokenizer.json"))
+    # int8 where it writes the same answers: judged on the held-out prompts (else the first training ones)
+    budget = min(40, context // 2)
+    prompts = [prompt_ids(tokenizer, e.passages, e.question, context - budget) for e in (held_out or examples)[:20]]
+    int8 = quantize_generator_int8(out_dir, spec, prompts, eos_id, max_new_tokens=budget)
+    log(f"generator int8: {int8['int8_agreement']:.0%} of {int8['int8_prompts']} greedy answers as fp32's → serving "
+        f"{int8['decoder_file']}")
     meta: dict[str, Any] = {
-        "decoder": asdict(spec), "decoder_file": "decoder.onnx",
+        "decoder": asdict(spec), **int8,
         "eos_id": eos_id, "bos_id": None, "max_positions": context, "settings": asdict(settings),
         "parameters": params, "steps": step, "train_seconds": round(seconds, 1), "train_loss": round(running, 4),
         "val_loss": None if best_val == math.inf else round(best_val, 4), "export_max_diff": diff,

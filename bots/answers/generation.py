@@ -172,7 +172,10 @@ class OnnxGenerator:
             raise ArtifactError(f"{folder}: missing tokenizer.json; retrain the bot")
         spec = KvSpec.from_meta(meta["decoder"], meta_path)
         model = KvModel(folder, spec, threads=threads, decoder_file=str(meta.get("decoder_file", "decoder.onnx")))
-        return cls(folder, meta, model, Tokenizer.from_file(str(folder / "tokenizer.json")))
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tokenizer.no_truncation()  # prompt_ids fits the prompt itself (a sentence encoder's file truncates)
+        tokenizer.no_padding()
+        return cls(folder, meta, model, tokenizer)
 
     def prompt(self, passages: Sequence[str], question: str, max_new_tokens: int) -> list[int]:
         """What the model reads: the whole prompt of a causal LM (room left for the answer), the

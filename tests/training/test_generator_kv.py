@@ -191,3 +191,26 @@ def test_a_generator_without_kv_cache_is_outdated(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"")
     with pytest.raises(OutdatedGenerator, match="without a KV cache"):
         OnnxGenerator.load(tmp_path)
+
+
+def test_int8_is_served_only_where_it_writes_the_same_answers(exported: tuple[Any, KvModel, str, Path],
+                                                              tmp_path: Path) -> None:
+    import shutil
+
+    from training.export import INT8_AGREEMENT, quantize_generator_int8
+
+    _, served, _, source = exported
+    folder = tmp_path / "g"
+    shutil.copytree(source, folder)
+    prompts = [PROMPT, PROMPT[::-1], [7, 7, 30, 2, 55], [11, 60, 4]]
+    decided = quantize_generator_int8(folder, served.spec, prompts, NO_EOS, max_new_tokens=10)
+    int8 = folder / "decoder.int8.onnx"
+    agreement = decided["int8_agreement"]
+    assert decided["int8_prompts"] == 4 and 0.0 <= agreement <= 1.0
+    assert (decided["decoder_file"] == "decoder.int8.onnx") == (agreement >= INT8_AGREEMENT) == int8.is_file()
+    if int8.is_file():  # what would be served decodes
+        quantized = KvModel(folder, served.spec, decoder_file=int8.name)
+        assert len(_tokens(quantized.start(PROMPT), DecodeSettings(max_new_tokens=5, max_seconds=60))) == 5
+        assert int8.stat().st_size < (folder / "decoder.onnx").stat().st_size
+    assert quantize_generator_int8(folder, served.spec, [], NO_EOS)["decoder_file"] == "decoder.onnx"
+    assert not int8.is_file()  # nothing to judge it on: not served
