@@ -57,13 +57,18 @@ def _with_base_model(base: Path) -> str:
     return TINY_GENERATION.replace("  generation:\n", f"  generation:\n    base_model: {base}\n")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The answers bot with a tiny from-scratch generator, trained by ``switchboard train``."""
-    bot = _answers_bot(tmp_path_factory.mktemp("bot"), TINY_GENERATION)
+def train_answers_bot(folder: Path, generation: str) -> Path:
+    """The answers bot with ``generation`` trained by ``switchboard train`` (fast): its artifact."""
+    bot = _answers_bot(folder, generation)
     out = bot / "models" / "v1"
     assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The answers bot with a tiny from-scratch generator, trained by ``switchboard train``."""
+    return train_answers_bot(tmp_path_factory.mktemp("bot"), TINY_GENERATION)
 
 
 # -- configuration -------------------------------------------------------------------------------

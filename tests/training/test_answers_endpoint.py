@@ -21,9 +21,8 @@ from bots.metrics import Metrics
 from bots.nlu.model import OnnxNLU
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.fixtures.fake_openai import openai_server as openai_server
-from tests.training.test_answers import _answers_bot
+from tests.training.test_answers import _answers_bot, train_answers_bot
 from training.answers_config import parse_answers_config
-from training.cli import main
 
 ENDPOINT = """\
   generation:
@@ -43,10 +42,7 @@ Server = tuple[FakeOpenAI, str]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bot = _answers_bot(tmp_path_factory.mktemp("bot"), ENDPOINT)
-    out = bot / "models" / "v1"
-    assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
-    return out
+    return train_answers_bot(tmp_path_factory.mktemp("bot"), ENDPOINT)
 
 
 @pytest.fixture(scope="module")
