@@ -1,0 +1,91 @@
+"""The web chat's welcome and a waiting customer's place in the queue, in a real headless Chromium: the
+chat page of a bot with ``welcome:`` and ``handoff: waiting`` (tests/data/dialogue_bot, its NLU the
+keyword model) served by the real app (uvicorn on 127.0.0.1). The chat opens with the welcome, a reload
+shows it once (it is the stored first turn, not said again), and asking for a person answers with the
+place in the queue, again when the customer writes. Screens under ``test-artifacts/screenshots/``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, expect
+
+from bots.settings import Settings
+from connectors.app import create_app
+from tests.bots.keyword_model import copy_bot, keyword_loader
+from tests.fixtures.browser import browser as browser  # the fixture
+from tests.fixtures.browser import page_of, require_chromium, shot
+from tests.fixtures.server import free_port
+
+WELCOME = "Hi! I'm the shop's assistant <b>bot</b>. How can I help?"  # shown as text, markup and all
+PLACE = "You're number 1 in the queue. Please stay in this chat."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_chromium()
+    root = tmp_path_factory.mktemp("welcome")
+    bot_dir = copy_bot(root, extra_yaml=(f"welcome:\n  web: \"{WELCOME}\"\n"
+                                         "handoff:\n  waiting: You're number {position} in the queue. Please stay "
+                                         "in this chat.\n"))
+    settings = Settings(data_dir=root / "data", nlu_max_wait_ms=0.0, rate_per_ip=0.0, rate_per_conversation=0.0,
+                        log_level="WARNING")
+    app = create_app(settings, [bot_dir], model_loader=keyword_loader)
+    port = free_port()
+    uvi = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=uvi.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uvi.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uvi.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture
+def customer(browser: Browser) -> Iterator[Page]:
+    yield from page_of(browser, 900, 900)
+
+
+def test_the_chat_opens_with_one_welcome_and_a_waiting_customer_hears_their_place(server: str,
+                                                                                  customer: Page) -> None:
+    customer.goto(f"{server}/bots/shop/chat")
+    bot = customer.locator(".msg.bot")
+    expect(bot).to_have_count(1)
+    expect(bot.first).to_have_text(WELCOME)
+    assert bot.first.locator("b").count() == 0
+    customer.reload()
+    expect(customer.locator(".msg.bot")).to_have_count(1)  # the stored welcome, not a second one
+    expect(customer.locator(".msg.user")).to_have_count(0)  # the opening is nothing the customer typed
+    customer.locator("input").fill("hello")
+    customer.locator("input").press("Enter")
+    expect(bot).to_have_count(2)
+    expect(bot.nth(1)).to_have_text("Hello! How can I help you today?")
+    customer.locator("input").fill("I want to talk to a human")
+    customer.locator("input").press("Enter")
+    expect(bot).to_have_count(4)
+    expect(bot.nth(3)).to_have_text(PLACE)
+    customer.locator("input").fill("hello? anyone there?")
+    customer.locator("input").press("Enter")
+    expect(bot).to_have_count(5)
+    expect(bot.nth(4)).to_have_text(PLACE)
+    customer.reload()
+    expect(customer.locator(".msg.bot")).to_have_count(5)
+    expect(customer.locator(".msg.bot").first).to_have_text(WELCOME)
+    shot(customer, "welcome-and-queue")
+
+
+def test_another_visitor_gets_a_conversation_and_a_welcome_of_their_own(server: str, browser: Browser) -> None:
+    for _ in range(2):  # two visitors: two conversations, each welcomed once
+        for page in page_of(browser, 900, 900):
+            page.goto(f"{server}/bots/shop/chat")
+            expect(page.locator(".msg.bot")).to_have_count(1)
+            expect(page.locator(".msg.user")).to_have_count(0)
