@@ -214,3 +214,32 @@ def test_int8_is_served_only_where_it_writes_the_same_answers(exported: tuple[An
         assert int8.stat().st_size < (folder / "decoder.onnx").stat().st_size
     assert quantize_generator_int8(folder, served.spec, [], NO_EOS)["decoder_file"] == "decoder.onnx"
     assert not int8.is_file()  # nothing to judge it on: not served
+
+
+def test_decoding_a_generator_never_imports_torch(exported: tuple[Any, KvModel, str, Path], tmp_path: Path) -> None:
+    """The served path (OnnxGenerator over decoding.py) in a fresh process: no torch, transformers or training."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    _, served, _, source = exported
+    folder = tmp_path / "g"
+    shutil.copytree(source, folder)
+    _word_tokenizer(folder)
+    meta = {"decoder": served.spec.__dict__, "eos_id": 2, "bos_id": None, "max_positions": 64}
+    (folder / "generator.json").write_text(json.dumps(meta), encoding="utf-8")
+    code = f"""
+import sys
+from pathlib import Path
+from bots.answers.generation import OnnxGenerator
+g = OnnxGenerator.load(Path({str(folder)!r}))
+out = g.generate(["returns are accepted within 30 days ."], "how long ?", max_new_tokens=5, beams=2)
+assert out.tokens <= 5, out
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'training'))
+print("HEAVY", heavy)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout, done.stdout
