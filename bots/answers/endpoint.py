@@ -306,7 +306,8 @@ class EndpointGenerator:
                     detail = (await response.aread())[:300].decode("utf-8", "replace")
                     raise EndpointFailure(f"HTTP {response.status_code} from {self.url}: {_reason(detail)}",
                                           retryable=response.status_code in _RETRYABLE_STATUS)
-                if not self.config.stream:
+                whole = response.headers.get("content-type", "").startswith("application/json")
+                if not self.config.stream or whole:  # a server that ignores "stream" answers whole
                     _read_whole(json.loads(await response.aread()), progress, self.config.api)
                     yield True
                     return

@@ -83,6 +83,16 @@ async def test_completions_api_whole_answer_and_length_stop(openai_server: Serve
     await generator.aclose()
 
 
+async def test_a_whole_answer_to_a_stream_request_is_read(openai_server: Server) -> None:
+    fake, url = openai_server
+    fake.plan = ["whole"]
+    generator, _ = _generator(url)
+    sentences, done = await _stream(generator, max_seconds=5)
+    assert done.stopped == "eos" and done.text == PASSAGES[0] and sentences == [
+        "Refunds are paid within 5 business days. They go back to the card you paid with."]
+    await generator.aclose()
+
+
 async def test_blocking_generate_runs_off_the_event_loop(openai_server: Server) -> None:
     """``generate`` (evaluation, benchmarks) runs its own loop and client in the calling thread."""
     _, url = openai_server
