@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 from bots.settings import Settings
 from connectors.app import create_app
 from tests.bots.keyword_model import copy_bot, keyword_loader
+from tests.connectors.test_review_api import PASSWORD, add_users
 from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.browser import page_of, require_chromium, shot
 from tests.fixtures.server import free_port
@@ -34,6 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                          "in this chat.\n"))
     settings = Settings(data_dir=root / "data", nlu_max_wait_ms=0.0, rate_per_ip=0.0, rate_per_conversation=0.0,
                         log_level="WARNING")
+    add_users(settings.data_dir, ann="agent")
     app = create_app(settings, [bot_dir], model_loader=keyword_loader)
     port = free_port()
     uvi = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
@@ -55,7 +57,7 @@ def customer(browser: Browser) -> Iterator[Page]:
     yield from page_of(browser, 900, 900)
 
 
-def test_the_chat_opens_with_one_welcome_and_a_waiting_customer_hears_their_place(server: str,
+def test_the_chat_opens_with_one_welcome_and_a_waiting_customer_hears_their_place(server: str, browser: Browser,
                                                                                   customer: Page) -> None:
     customer.goto(f"{server}/bots/shop/chat")
     bot = customer.locator(".msg.bot")
@@ -81,6 +83,19 @@ def test_the_chat_opens_with_one_welcome_and_a_waiting_customer_hears_their_plac
     expect(customer.locator(".msg.bot")).to_have_count(5)
     expect(customer.locator(".msg.bot").first).to_have_text(WELCOME)
     shot(customer, "welcome-and-queue")
+    # the review transcript shows the opening as what it is, not as an empty customer message
+    conversation_id = customer.evaluate("window.SwitchboardWidget.conversationId()")
+    for agent in page_of(browser, 1100, 900):
+        agent.goto(f"{server}/review")
+        agent.get_by_label("User name").fill("ann")
+        agent.get_by_label("Password").fill(PASSWORD)
+        agent.get_by_role("button", name="Sign in").click()
+        expect(agent.get_by_role("heading", name="Conversations")).to_be_visible()
+        agent.goto(f"{server}/review/bots/shop/conversations/{conversation_id}")
+        first = agent.locator("li.turn").first
+        expect(first.locator(".sys").first).to_have_text("chat opened")
+        expect(first).to_contain_text(WELCOME)
+        shot(agent, "welcome-in-review")
 
 
 def test_another_visitor_gets_a_conversation_and_a_welcome_of_their_own(server: str, browser: Browser) -> None:

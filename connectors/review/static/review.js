@@ -164,6 +164,8 @@
         for (const event of turn.events) {
           if (event.kind === "user" && event.data.reminder) {  // not the customer: a reminder firing (bots/reminders.py)
             li.append(el("div", { class: "sys", text: `reminder ${event.data.reminder.name} fired: intent ${event.data.reminder.intent}` }));
+          } else if (event.kind === "user" && event.data.opened) {  // the web chat opened: the bot's welcome follows
+            li.append(el("div", { class: "sys", text: "chat opened" }));
           } else if (event.kind === "user") li.append(customer(turn, event, nlu, fixes.get(turn.seq), sentiment));
           else if (event.kind === "bot") li.append(reply(event, false));
           else if (event.kind === "agent") li.append(reply(event, true));
