@@ -36,6 +36,7 @@ the timings.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
@@ -222,7 +223,7 @@ def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Name
     from transformers.utils import logging as hf_logging
 
     from bots.answers.decoding import DecodeSettings, KvModel, steps
-    from bots.answers.generation import prompt_ids
+    from bots.answers.generation import OnnxGenerator, prompt_ids
     from training.export import export_kv_generator
     from training.tokens import base_model_path
 
@@ -261,12 +262,13 @@ def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Name
         fp32_tokens: list[list[int]] = []
         for name in ("decoder.onnx", "decoder.int8.onnx"):
             served = KvModel(folder, spec, threads=args.threads, decoder_file=name)
-            per_run: list[tuple[float, float, float, float]] = []
+            per_run: list[tuple[float, float, float, float, float]] = []
             agree = total = 0
             for run in range(args.decode_runs):
                 step_ms: list[float] = []
                 first_ms: list[float] = []
                 sentence_ms: list[float] = []
+                answer_ms: list[float] = []
                 for i, prompt in enumerate(prompts):
                     started = time.perf_counter()
                     last = started
@@ -280,6 +282,7 @@ def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Name
                         if len(tokens) == 24:
                             sentence_ms.append((now - started) * 1000)
                         last = now
+                    answer_ms.append((last - started) * 1000)
                     if run == 0 and name == "decoder.onnx":
                         fp32_tokens.append(tokens)
                     elif run == 0:
@@ -287,13 +290,35 @@ def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Name
                                      if a != b), len(tokens))
                         agree, total = agree + same, total + len(tokens)
                 per_run.append((float(np.percentile(step_ms, 50)), float(np.percentile(step_ms, 95)),
-                                float(np.median(first_ms)), float(np.median(sentence_ms))))
-            p50s, p95s, firsts, sentences = (sorted(x) for x in zip(*per_run, strict=True))
+                                float(np.median(first_ms)), float(np.median(sentence_ms)), float(np.median(answer_ms))))
+            p50s, p95s, firsts, sentences, answers = (sorted(x) for x in zip(*per_run, strict=True))
             print(f"{name} KV-cached: ms per generated token p50 {np.median(p50s):.2f} (runs {p50s[0]:.2f}-"
                   f"{p50s[-1]:.2f}), p95 {np.median(p95s):.2f}; first token {np.median(firsts):.0f} ms; 24 tokens "
-                  f"{np.median(sentences):.0f} ms (medians of {args.decode_runs} runs over {len(prompts)} prompts)"
+                  f"{np.median(sentences):.0f} ms; whole answer {np.median(answers):.0f} ms (medians of "
+                  f"{args.decode_runs} runs over {len(prompts)} prompts)"
                   + (f"; greedy tokens identical to fp32 until the first difference: {agree}/{total}"
                      if total else ""))
+        # As served: OnnxGenerator.stream_sentences (each step off the event loop, the text decoded and
+        # cut into sentences as it grows), fp32.
+        (folder / "generator.json").write_text(json.dumps({
+            "decoder": spec.__dict__, "eos_id": -1, "bos_id": None, "max_positions": 512}), encoding="utf-8")
+        tokenizer.save(str(folder / "tokenizer.json"))
+        generator = OnnxGenerator.load(folder, threads=args.threads)
+        limits = {"max_new_tokens": args.decode_tokens, "max_seconds": 600.0, "repetition_penalty": 1.2,
+                  "no_repeat_ngram": 3}
+
+        async def stream(q: QAPair, passages: list[str]) -> tuple[float, int]:
+            started = time.perf_counter()
+            async for _, _, done in generator.stream_sentences(passages, q.question, **limits):
+                if done is not None:
+                    return (time.perf_counter() - started) * 1000, done.tokens
+            raise AssertionError("no result")
+
+        streamed = [asyncio.run(stream(q, rng.sample(by_intent[q.intent], 3))) for q in chosen]
+        totals = sorted(ms for ms, _ in streamed)
+        print(f"served stream (OnnxGenerator.stream_sentences, fp32): whole answer of {args.decode_tokens} tokens "
+              f"{np.median(totals):.0f} ms median over {len(streamed)} answers ({totals[0]:.0f}-{totals[-1]:.0f}; "
+              f"tokens {sorted({n for _, n in streamed})}; prompt built and tokenised inside)")
         served = KvModel(folder, spec, threads=args.threads)
         uncached: list[float] = []
         for prompt in prompts[:5]:
