@@ -331,7 +331,7 @@ class _Turn:
     def _welcomed(self) -> bool:
         """Whether the conversation was welcomed: its state before this message has a welcome (the window of
         events kept reaches back to it: a conversation's first turns)."""
-        return any(e.kind == BOT and e.data.get("metadata", {}).get("welcome") for e in self.state.history)
+        return any(e.kind == BOT and (e.data.get("metadata") or {}).get("welcome") for e in self.state.history)
 
     def _welcome(self) -> None:
         text = self.dialogue.welcome_for(self.message.channel)
