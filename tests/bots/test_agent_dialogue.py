@@ -170,3 +170,15 @@ async def test_queue_places_and_the_agent_timeout_hold_across_replicas_and_resta
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_the_example_bots_did_you_mean_buttons_show_titles(tmp_path: Path) -> None:
+    runtime = await start_runtime(copy_bot(tmp_path, Path(__file__).resolve().parents[2] / "examples" / "support"),
+                                  tmp_path / "store.db")
+    try:
+        [fallback] = await runtime.handle(message("blorp", bot="support"))
+        assert fallback.source == "fallback"
+        assert [(b.title, b.payload) for b in fallback.buttons] == [
+            ("Track an order", "/track_order"), ("Change an order", "/change_order"), ("Say hello", "/greet")]
+    finally:
+        await runtime.aclose()
