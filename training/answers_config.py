@@ -60,6 +60,7 @@ class GenerationSettings:
     learning_rate: float = 1e-3
     seed: int = 13
     endpoint: EndpointConfig | None = None  # an OpenAI-compatible server instead of a trained model
+    server_model: bool = False  # also write the trained model as a Hugging Face folder a server loads (vLLM ...)
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,35 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
         "val_loss": None if best_val == math.inf else round(best_val, 4), "export_max_diff": diff,
         "gate": {"passed": False, "reason": "not evaluated against retrieval yet"},
     }
+    if settings.server_model:
+        write_server_model(model, tokenizer, out_dir / "server", settings, eos_id, context)
+        log(f"generator: Hugging Face folder for an OpenAI-compatible server → {out_dir / 'server'}")
     (out_dir / "generator.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return GeneratorResult(out_dir, step, seconds, params, running, None if best_val == math.inf else best_val)
+
+
+_TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+def write_server_model(model: nn.Module, tokenizer: Tokenizer, folder: Path, settings: GenerationSettings,
+                       eos_id: int, context: int) -> None:
+    """The trained weights (merged: the whole model) as a Hugging Face folder that vLLM, TGI or
+    llama.cpp's converter load (``vllm serve FOLDER``; k8s/overlays/generator mounts it): config.json,
+    model.safetensors, tokenizer.json, and the base model's tokenizer settings (else minimal ones)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
+    tokenizer.save(str(folder / "tokenizer.json"))
+    copied: list[str] = []
+    if settings.base_model:
+        base = Path(settings.base_model).expanduser()
+        copied = [n for n in _TOKENIZER_FILES if (base / n).is_file()]
+        for name in copied:
+            shutil.copyfile(base / name, folder / name)
+    if "tokenizer_config.json" not in copied:
+        eos = tokenizer.id_to_token(eos_id)
+        (folder / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "bos_token": eos,
+            "model_max_length": context}, indent=2), encoding="utf-8")
 
 
 def set_gate(out_dir: Path, gate: dict[str, Any]) -> None:

@@ -367,7 +367,7 @@ def _local_causal_lm(folder: Path, family: str) -> Path:
 def test_a_local_hugging_face_causal_lm_is_fine_tuned_exported_and_served(
         family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = _local_causal_lm(tmp_path / f"{family}-base", family)
-    bot = _answers_bot(tmp_path, _with_base_model(base))
+    bot = _answers_bot(tmp_path, _with_base_model(base) + "    server_model: true\n")
     out = bot / "models" / "v1"
     assert main(["train", str(bot), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
     assert f"fine-tuning {base}" in capsys.readouterr().out
@@ -375,9 +375,30 @@ def test_a_local_hugging_face_causal_lm_is_fine_tuned_exported_and_served(
     meta = json.loads((folder / "generator.json").read_text(encoding="utf-8"))
     assert meta["settings"]["base_model"] == str(base) and meta["steps"] == 12
     assert meta["export_max_diff"] < 1e-3  # the served ONNX model computes what torch computed
+    assert (folder / meta["decoder_file"]).is_file() and meta["int8_prompts"] >= 1  # int8 judged, served if it held
     generator = OnnxGenerator.load(folder)
     out_text = generator.generate(["Returns are accepted within 30 days."], "how long for returns?", max_new_tokens=6)
     assert out_text.tokens <= 6 and out_text.stopped in ("eos", "length")
+    # server_model: the fine-tuned weights as a Hugging Face folder an OpenAI-compatible server loads;
+    # transformers reads it back and computes what the served ONNX model computes (not the base model).
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bots.answers.decoding import KvModel
+
+    server = folder / "server"
+    loaded = AutoModelForCausalLM.from_pretrained(str(server), local_files_only=True).eval()
+    prompt = generator.prompt(["Returns are accepted within 30 days."], "how long for returns?", 6)
+    assert AutoTokenizer.from_pretrained(str(server)).encode(
+        "Returns are accepted", add_special_tokens=False) == generator._tokenizer.encode(
+        "Returns are accepted", add_special_tokens=False).ids
+    with torch.no_grad():
+        want = loaded(input_ids=torch.tensor([prompt])).logits[0, -1].numpy()
+    fp32 = KvModel(folder, generator.model.spec)  # (the generator may serve its int8 twin)
+    assert np.abs(fp32.start(prompt).first()[0] - want).max() < 1e-3
+    base_model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True).eval()
+    with torch.no_grad():
+        assert np.abs(base_model(input_ids=torch.tensor([prompt])).logits[0, -1].numpy() - want).max() > 1e-3
 
 
 def test_a_base_model_folder_without_a_tokenizer_is_refused_with_the_reason(
