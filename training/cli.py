@@ -161,6 +161,8 @@ def _train(args: argparse.Namespace) -> int:
         if not validation.samples:
             raise ConfigError(f"{', '.join(map(str, args.validation))}: no labelled examples to validate on")
 
+    _check_target(cfg.oos_target, validation or data, set(data.intents), "--validation" if validation else "held-out")
+
     from training.pipeline import train
     from training.policy import PolicyTrainConfig, export_policy, summary, train_policy, wants_policy
 
@@ -197,6 +199,19 @@ def _train(args: argparse.Namespace) -> int:
           f"serving {result.manifest.onnx_file}")
     print(operating_point_lines(result.manifest.oos, bot.fallback_threshold, where=bot.source))
     return EXIT_OK
+
+
+def _check_target(target: str, held_out: NluData, trained: set[str], where: str) -> None:
+    """``--oos-target accuracy`` needs out-of-scope examples where it is calibrated: refused before training."""
+    from bots.nlu.oos import OUT_OF_SCOPE, Target
+
+    if Target.parse(target).kind != "accuracy":
+        return
+    oos = [s for s in held_out.samples if s.intent == OUT_OF_SCOPE or (where != "held-out" and s.intent not in trained)]
+    if not oos:
+        raise ConfigError(f"--oos-target accuracy needs out_of_scope examples in the {where} data; it has none. Give "
+                          "--validation FILE with some (or out_of_scope examples in the training data), or use "
+                          "--oos-target in-scope-drop<=X")
 
 
 def operating_point_lines(oos: dict[str, Any], fallback_threshold: float | None, *, where: str) -> str:
