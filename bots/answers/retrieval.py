@@ -46,6 +46,7 @@ RESPONSES_DIR = "responses"
 _FORMAT = 1
 _GENERIC = "entity"  # training/answers.py GENERIC_PLACEHOLDER
 _SENTENCE_MARGIN = 0.12  # knowledge-base sentences this much less similar than the best are left out
+_INLINE_ROWS = 20_000  # index rows (questions, templates, chunks, sentences) up to which _plan runs on the event loop
 
 
 @runtime_checkable
@@ -117,6 +118,8 @@ class AnswerSelector:
         self.template_vectors = _load_matrix(folder, "templates.npy", len(self.templates))
         self.chunk_vectors = _load_matrix(folder, "chunks.npy", len(self.chunks))
         self.sentence_vectors = _load_matrix(folder, "sentences.npy", len(self.sentences))
+        self._rows = sum(len(m) for m in (self.questions, self.template_vectors, self.chunk_vectors,
+                                          self.sentence_vectors))
         intents = np.array([t.intent for t in self.templates] or [""])
         self._rows_of: dict[str, np.ndarray] = {
             name: np.flatnonzero(intents[self.question_template] == name) for name in set(intents.tolist())
@@ -175,8 +178,9 @@ class AnswerSelector:
 
     async def answer_async(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
                            mode: str | None = None) -> Answer | None:
-        """``answer`` for the event loop: the CPU work off it, an endpoint's request on it."""
-        plan = await asyncio.to_thread(self._plan, text, understanding, values, understanding.embedding, mode)
+        """``answer`` for the event loop: a model run or a large index off it (``_plan_async``), an endpoint's
+        request on it."""
+        plan = await self._plan_async(text, understanding, values, mode)
         if isinstance(plan, Answer) or plan is None:
             return plan
         generated = await self.generator.agenerate(*plan.prompt, **plan.limits) if self.generator else None
@@ -186,7 +190,7 @@ class AnswerSelector:
                      mode: str | None = None) -> AsyncIterator[AnswerDelta]:
         """Partial text as it is produced; the last delta carries the finished answer. A generated
         answer is shown sentence by sentence, each one checked against the passages first."""
-        plan = await asyncio.to_thread(self._plan, text, understanding, values, understanding.embedding, mode)
+        plan = await self._plan_async(text, understanding, values, mode)
         if plan is None or isinstance(plan, Answer):
             if plan is not None:
                 yield AnswerDelta(plan.text, plan)
@@ -227,6 +231,16 @@ class AnswerSelector:
                                                     fallback.passages, {**fallback.detail, "generation_rejected": why}))
 
     # -- internals -----------------------------------------------------------------------
+    async def _plan_async(self, text: str, understanding: Understanding, values: Mapping[str, str] | None,
+                          mode: str | None) -> Answer | _GenerationPlan | None:
+        """``_plan`` for the event loop. With the NLU's embedding and a small index it runs inline: a few
+        matrix-vector products (0.07 ms a message on the example bot's 4,508 questions), less than handing
+        them to a thread and back; a question still to encode (a model run) or a large index goes to a thread."""
+        vector = understanding.embedding
+        if vector is not None and self._rows <= _INLINE_ROWS:
+            return self._plan(text, understanding, values, vector, mode)
+        return await asyncio.to_thread(self._plan, text, understanding, values, vector, mode)
+
     def _plan(self, text: str, understanding: Understanding, values: Mapping[str, str] | None,
               vector: np.ndarray | None, mode: str | None) -> Answer | _GenerationPlan | None:
         known = {**self.values, **(values or {}), **{e.entity: e.value for e in understanding.entities}}
@@ -400,7 +414,7 @@ def _verdict(support: Support, generated: Generated, confident: bool) -> dict[st
 
 
 class AnswerService:
-    """``bots.dialogue.engine.AnswerProvider`` over an ``AnswerSelector``: the CPU work runs off the event loop,
+    """``bots.dialogue.engine.AnswerProvider`` over an ``AnswerSelector``: heavy CPU work runs off the event loop,
     and a rule's ``answer: generation`` is served only when the generator passed its gate."""
 
     def __init__(self, selector: AnswerSelector) -> None:

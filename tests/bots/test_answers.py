@@ -162,6 +162,40 @@ async def test_service_adapts_the_selector_for_the_dialogue(artifact: Path, nlu:
     assert response is not None and response.source == "retrieval"
 
 
+async def test_the_plan_runs_on_the_event_loop_only_when_it_is_a_few_products(
+        artifact: Path, nlu: OnnxNLU, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the NLU's embedding and a small index, retrieval is cheaper than a thread hop: it runs inline.
+    A question to encode first (no embedding: a model run) or a large index goes to a worker thread."""
+    import threading
+
+    from bots.answers import retrieval
+
+    service = AnswerService.load(artifact, nlu)
+    assert service is not None
+    threads: list[str] = []
+    plan = service.selector._plan
+
+    def recording(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return plan(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service.selector, "_plan", recording)
+    text = "I'd like to erase my account"
+    understood = nlu.predict([text])[0]
+    assert understood.embedding is not None
+    inline = await service.answer(None, text, understood, {})
+    [d async for d in service.stream(None, text, understood, {})]
+    assert threads == [threading.main_thread().name] * 2
+    without = Understanding(understood.intent, understood.confidence, understood.ranking, understood.entities)
+    assert without.embedding is None
+    encoded = await service.answer(None, text, without, {})
+    monkeypatch.setattr(retrieval, "_INLINE_ROWS", 0)
+    large = await service.answer(None, text, understood, {})
+    assert threads[2] != threading.main_thread().name and threads[3] != threading.main_thread().name
+    assert inline is not None and encoded is not None and large is not None
+    assert inline.text == encoded.text == large.text
+
+
 def test_artifact_without_answers_has_no_selector(tmp_path: Path, nlu: OnnxNLU) -> None:
     assert AnswerSelector.load(tmp_path, nlu) is None
 
