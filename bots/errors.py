@@ -32,6 +32,11 @@ class InvalidChange(SwitchboardError):
     asked; the message names the field and says why (HTTP 422)."""
 
 
+class Conflict(SwitchboardError):
+    """Another agent got there first (HTTP 409): the conversation is assigned to someone else; the
+    message names who has it."""
+
+
 class NotDelivered(SwitchboardError):
     """An agent's reply is stored in the transcript, but the customer's channel did not take it
     (HTTP 502): the agent sees it did not reach the customer."""

@@ -34,14 +34,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from bots.errors import InvalidChange, NotDelivered
+from bots.errors import Conflict, InvalidChange, NotDelivered
 from bots.events import AGENT, PAUSE, RESTART, RESUME, Event
 from bots.metrics import Metrics
 from bots.store.base import (
     Conversation,
     ConversationStore,
+    ConversationSummary,
     Page,
     SummaryUpdate,
     TranscriptQuery,
@@ -118,7 +120,9 @@ class Outbox(Protocol):
 
 
 async def take_over(store: ConversationStore, bot: str, conversation_id: str, agent: str) -> None:
-    """The agent has the conversation: a ``pause`` event (unless paused already); nobody waits any more."""
+    """The agent has the conversation: they claim it (``Conflict`` when another agent has), then a
+    ``pause`` event (unless paused already); nobody waits any more."""
+    await claim(store, bot, conversation_id, agent)
     conversation = await load_existing(store, bot, conversation_id)
     update = SummaryUpdate(handoff=True, waiting_over=True)
     if is_paused(conversation):
@@ -137,11 +141,13 @@ async def reply(store: ConversationStore, bot: str, conversation_id: str, agent:
         raise InvalidChange("text is empty: type the reply to send")
     if len(text) > MAX_REPLY_CHARS:
         raise InvalidChange(f"text: at most {MAX_REPLY_CHARS} characters, got {len(text)}")
+    await claim(store, bot, conversation_id, agent)
     conversation = await load_existing(store, bot, conversation_id)
     response = BotResponse(text=text, source="human", metadata={"agent": agent})
     events = [] if is_paused(conversation) else [Event(PAUSE, {"by": agent})]
     events.append(Event(AGENT, response.to_dict()))
-    turn = await store.append(bot, conversation_id, events, SummaryUpdate(handoff=True, waiting_over=True))
+    turn = await store.append(bot, conversation_id, events, SummaryUpdate(handoff=True, waiting_over=True,
+                                                                           agent_replied=True))
     problem = await _deliver(conversation, channels, [response])
     if problem is not None:
         raise NotDelivered(f"the reply is saved in the transcript but did not reach the customer: {problem}")
@@ -166,20 +172,72 @@ async def _deliver(conversation: Conversation, channels: Mapping[str, Outbox],
 
 
 async def hand_back(store: ConversationStore, bot: str, conversation_id: str, agent: str) -> None:
-    """The bot has the conversation again: a ``resume`` event (if paused); nobody waits for an agent."""
+    """The bot has the conversation again: a ``resume`` event (if paused); nobody waits for an agent,
+    and nobody is assigned any more."""
     conversation = await load_existing(store, bot, conversation_id)
     update = SummaryUpdate(handoff=False, waiting_over=True)
     if is_paused(conversation):
         await store.append(bot, conversation_id, [Event(RESUME, {"by": agent})], update)
     else:
         await store.update_summary(bot, conversation_id, update)
+    if conversation.summary.assignee is not None:
+        await store.assign(bot, conversation_id, None, expected=conversation.summary.assignee)
 
 
-async def queue(store: ConversationStore, bot: str | None = None, *, offset: int = 0, limit: int = 50) -> Page:
-    """The conversations a human has or should have (handed off by the bot or taken over), most
-    recently active first."""
-    return await store.search(TranscriptQuery(bot=bot, handoff=True, sort="last_activity", descending=True,
-                                              offset=offset, limit=limit))
+# -- assignment: who of the agents has a conversation of the queue ------------------------
+async def claim(store: ConversationStore, bot: str, conversation_id: str, agent: str) -> ConversationSummary:
+    """"Assign to me": ``agent`` has the conversation unless another agent claimed it first (``Conflict``
+    naming them). One conditional write in the store, so of two agents claiming at once, on any replicas,
+    exactly one wins."""
+    won, summary = await store.assign(bot, conversation_id, agent, expected=None)
+    if not won and summary.assignee != agent:
+        raise Conflict(f"{summary.assignee} has this conversation already")
+    return summary
+
+
+async def unassign(store: ConversationStore, bot: str, conversation_id: str, agent: str, *,
+                   admin: bool = False) -> ConversationSummary:
+    """Nobody has the conversation any more: the assignee gives it up (an admin may take anyone's off)."""
+    current = await store.summary(bot, conversation_id)
+    if current is None:
+        await load_existing(store, bot, conversation_id)  # raises ConversationNotFound
+    assert current is not None
+    if current.assignee is None:
+        return current
+    if current.assignee != agent and not admin:
+        raise Conflict(f"{current.assignee} has this conversation: only they or an admin can unassign it")
+    won, summary = await store.assign(bot, conversation_id, None, expected=current.assignee)
+    if not won:
+        raise Conflict(f"{summary.assignee or 'nobody'} has this conversation now: look again")
+    return summary
+
+
+async def reassign(store: ConversationStore, bot: str, conversation_id: str, to: str, *,
+                   expected: str | None) -> ConversationSummary:
+    """(Admins.) The conversation goes to ``to`` if ``expected`` still has it (``Conflict`` otherwise, so an
+    admin never overrides a claim they did not see)."""
+    won, summary = await store.assign(bot, conversation_id, to, expected=expected)
+    if not won and summary.assignee != to:
+        raise Conflict(f"{summary.assignee or 'nobody'} has this conversation now, not {expected or 'nobody'}:"
+                       " look again")
+    return summary
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The review UI's queue: the customers waiting for an agent, longest wait first, then the conversations
+    an agent has (taken over, not waiting), most recently active first."""
+
+    waiting: Page
+    active: Page
+
+
+async def queue(store: ConversationStore, bot: str | None = None, *, offset: int = 0, limit: int = 50) -> Queue:
+    waiting = await store.search(TranscriptQuery(bot=bot, handoff=True, waiting=True, sort="waiting_since",
+                                                 descending=False, offset=offset, limit=limit))
+    active = await store.search(TranscriptQuery(bot=bot, handoff=True, waiting=False, sort="last_activity",
+                                                descending=True, offset=offset, limit=limit))
+    return Queue(waiting, active)
 
 
 # -- the gauges ---------------------------------------------------------------------------

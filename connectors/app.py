@@ -22,6 +22,7 @@ from bots.artifact import resolve_artifact
 from bots.errors import (
     Busy,
     ConfigError,
+    Conflict,
     ConversationNotFound,
     InvalidChange,
     NotDelivered,
@@ -43,7 +44,8 @@ from connectors.web import WebChannel
 log = logging.getLogger("switchboard.app")
 
 # Status codes of the errors that carry a reason for the client as they are (see switchboard_error).
-_STATUS: dict[type[SwitchboardError], int] = {ConversationNotFound: 404, InvalidChange: 422, NotDelivered: 502}
+_STATUS: dict[type[SwitchboardError], int] = {ConversationNotFound: 404, InvalidChange: 422, NotDelivered: 502,
+                                              Conflict: 409}
 
 
 def _default_store(settings: Settings) -> ConversationStore:

@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol, get_args
 from bots.errors import ConversationNotFound
 from bots.events import AGENT, BOT, USER, Event
 from bots.pii import Privacy, PrivacyRules
+from bots.store.analytics import Analytics, AnalyticsQuery
 from bots.types import JSON
 
 TurnStatus = Literal["pending", "done"]
@@ -107,6 +108,7 @@ class ConversationSummary:
     # the lowest sentiment score of the customer's messages (bots/nlu/sentiment.py); None: none scored
     min_sentiment: float | None = None
     frustration: int = 0  # the customer's frustrated turns
+    assignee: str | None = None  # the agent who claimed the conversation in the queue (``assign``); None: nobody
 
     @property
     def frustrated(self) -> bool:
@@ -132,6 +134,7 @@ class ConversationSummary:
             "waiting_since": self.waiting_since,
             "min_sentiment": self.min_sentiment,
             "frustration": self.frustration,
+            "assignee": self.assignee,
         }
 
     @classmethod
@@ -155,6 +158,7 @@ class ConversationSummary:
             waiting_since=None if d.get("waiting_since") is None else float(d["waiting_since"]),
             min_sentiment=None if d.get("min_sentiment") is None else float(d["min_sentiment"]),
             frustration=int(d.get("frustration") or 0),
+            assignee=None if d.get("assignee") is None else str(d["assignee"]),
         )
 
 
@@ -174,6 +178,7 @@ class SummaryUpdate:
     waiting_over: bool = False  # an agent (or the bot again) has the conversation: nobody waits (wins over the above)
     sentiment: float | None = None  # the customer message's score, folded into min_sentiment
     frustrated_turn: bool = False  # the customer's message was frustrated: frustration + 1
+    agent_replied: bool = False  # an agent wrote to the customer (the first one's time is kept for analytics)
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,7 @@ class Conversation:
         return {"summary": self.summary.to_dict(), "turns": [t.to_dict() for t in self.turns]}
 
 
-SortField = Literal["last_activity", "started_at", "min_confidence", "min_sentiment", "frustration"]
+SortField = Literal["last_activity", "started_at", "min_confidence", "min_sentiment", "frustration", "waiting_since"]
 SORT_FIELDS: tuple[SortField, ...] = get_args(SortField)  # what conversation lists can be sorted by
 
 
@@ -212,6 +217,7 @@ class TranscriptQuery:
     text: str | None = None
     frustrated: bool | None = None  # True: at least one frustrated turn; False: none
     sentiment_below: float | None = None  # min_sentiment below this
+    waiting: bool | None = None  # True: the customer waits for an agent (``waiting_since`` set); False: not
     sort: SortField = "last_activity"
     descending: bool = True
     offset: int = 0
@@ -391,10 +397,22 @@ class ConversationStore(Protocol):
 
     async def search(self, query: TranscriptQuery) -> Page: ...
 
+    async def analytics(self, query: AnalyticsQuery) -> Analytics:
+        """The team lead's figures (bots/store/analytics.py) of the conversations started in the query's
+        window, from indexed summary columns: one grouped read, never a scan of the turns."""
+        ...
+
     async def waiting(self, bot: str, *, until: float | None = None) -> Waiting:
         """``bot``'s conversations whose ``waiting_since`` is set (``until``: to that time or earlier, a waiting
         customer's place in the queue), and the earliest of them (an indexed read: the hand-off gauges ask it
         on every scrape)."""
+        ...
+
+    async def assign(self, bot: str, conversation_id: str, agent: str | None, *,
+                     expected: str | None) -> tuple[bool, ConversationSummary]:
+        """Set the conversation's ``assignee`` to ``agent`` (None: nobody) only if it is ``expected`` now, in
+        one conditional write: of two agents claiming it at once (``expected=None``) one wins. Whether it
+        was set, and the summary after (which shows who has it when it was not). ``ConversationNotFound``."""
         ...
 
     async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[Reminder]:

@@ -43,6 +43,8 @@ from bots.errors import ConversationNotFound, StoreUnavailable
 from bots.events import Event
 from bots.pii import Privacy, PrivacyRules
 from bots.store import base
+from bots.store.analytics import Analytics, AnalyticsQuery, AnalyticsRow
+from bots.store.analytics import build as build_analytics
 from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
 
@@ -86,6 +88,7 @@ _CONVERSATION_INDEXES = [
     _index("bot_review", "bot", "flagged", "reviewed", "-last_activity"),
     _index("bot_tags", "bot", "tags", "-last_activity"),
     _index("bot_waiting", "bot", "waiting_since"),  # the hand-off gauges (MongoStore.waiting)
+    _index("waiting", "waiting_since", "conversation_id"),  # the review UI's queue of every bot, longest wait first
     _index("retention", "expire_at", expireAfterSeconds=0),
 ]
 _TURN_INDEXES = [
@@ -354,6 +357,10 @@ class MongoStore:
             sets["waiting_since"] = _lit(None)
         elif summary.waiting_since is not None:
             sets["waiting_since"] = {"$ifNull": ["$waiting_since", _lit(float(summary.waiting_since))]}
+        if summary.waiting_since is not None:  # the first hand-off, kept (analytics: time to first agent reply)
+            sets["handoff_at"] = {"$ifNull": ["$handoff_at", _lit(float(summary.waiting_since))]}
+        if summary.agent_replied and now is not None:
+            sets["agent_reply_at"] = {"$ifNull": ["$agent_reply_at", _lit(now)]}
         if summary.add_tags or summary.remove_tags:
             kept = {"$filter": {"input": {"$ifNull": ["$tags", []]},
                                 "cond": {"$not": [{"$in": ["$$this", _lit(list(summary.remove_tags))]}]}}}
@@ -604,6 +611,8 @@ class MongoStore:
             where["frustration"] = {"$gt": 0} if query.frustrated else {"$in": [0, None]}
         if query.sentiment_below is not None:
             where["min_sentiment"] = {"$lt": float(query.sentiment_below)}
+        if query.waiting is not None:  # set: a number (null and missing are not)
+            where["waiting_since"] = {"$gt": 0.0} if query.waiting else None
         async with self._guard("search conversations"):
             if query.text:
                 return await self._search_text(query, where)
@@ -614,6 +623,54 @@ class MongoStore:
                                       skip=max(query.offset, 0), limit=max(query.limit, 0))
             items = tuple([ConversationSummary.from_dict(d) async for d in cursor]) if query.limit > 0 else ()
         return Page(items, total, query.offset, query.limit)
+
+    async def assign(self, bot: str, conversation_id: str, agent: str | None, *,
+                     expected: str | None) -> tuple[bool, ConversationSummary]:
+        key = conversation_key(bot, conversation_id)
+        async with self._guard("assign the conversation"):
+            # one conditional update by _id (null also matches a document written before assignees existed)
+            result = await self._convs.update_one({"_id": key, "assignee": _eq(expected)},
+                                                  {"$set": {"assignee": agent}})
+            doc = await self._convs.find_one({"_id": key})
+        if doc is None:
+            raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+        return bool(result.modified_count or result.matched_count), ConversationSummary.from_dict(doc)
+
+    async def analytics(self, query: AnalyticsQuery) -> Analytics:
+        where: dict[str, Any] = {}
+        if query.bot is not None:
+            where["bot"] = _eq(query.bot)
+        if query.channel is not None:
+            where["channel"] = _eq(query.channel)
+        if query.since is not None:
+            where.setdefault("started_at", {})["$gte"] = float(query.since)
+        if query.until is not None:
+            where.setdefault("started_at", {})["$lt"] = float(query.until)
+        day = {"$dateToString": {"format": "%Y-%m-%d", "date": {"$toDate": {"$multiply": ["$started_at", 1000]}}}}
+        key = {"day": day, "bot": "$bot", "channel": "$channel"}
+        replied = {"$gt": ["$agent_reply_at", None]}  # a number (null and missing sort lower)
+        human = {"$or": [{"$gt": ["$handoff_at", None]}, {"$eq": ["$handoff", True]}, replied]}
+
+        def one_if(cond: Any) -> dict[str, Any]:
+            return {"$sum": {"$cond": [cond, 1, 0]}}
+
+        async with self._guard("compute the analytics"):
+            rows = [AnalyticsRow(d["_id"]["day"], d["_id"]["bot"], d["_id"]["channel"], d["n"], d["human"],
+                                 d["fallback"], d["replied"]) async for d in await self._convs.aggregate([
+                                     {"$match": where},
+                                     {"$group": {"_id": key, "n": {"$sum": 1}, "human": one_if(human),
+                                                 "fallback": one_if({"$eq": ["$fallback", True]}),
+                                                 "replied": one_if(replied)}}])]
+            reply_where = {**where, "agent_reply_at": {"$gt": 0.0}, "handoff_at": {"$gt": 0.0}}
+            replies = [(d["day"], d["bot"], d["channel"], d["seconds"]) async for d in await self._convs.aggregate([
+                {"$match": reply_where},
+                {"$project": {"_id": 0, "day": day, "bot": 1, "channel": 1,
+                              "seconds": {"$subtract": ["$agent_reply_at", "$handoff_at"]}}},
+                {"$match": {"seconds": {"$gte": 0}}}])]
+            intents = [(d["_id"], d["n"]) async for d in await self._convs.aggregate([
+                {"$match": {**where, "last_intent": {"$type": "string"}}},
+                {"$group": {"_id": "$last_intent", "n": {"$sum": 1}}}])]
+        return build_analytics(rows, replies, intents)
 
     async def waiting(self, bot: str, *, until: float | None = None) -> base.Waiting:
         since: dict[str, float] = {"$gt": 0.0}  # set: a number (null and missing are not)

@@ -30,6 +30,8 @@ from bots.events import Event
 from bots.pii import Privacy, PrivacyRules
 from bots.sqlite_file import SQLiteFile
 from bots.store import base
+from bots.store.analytics import Analytics, AnalyticsQuery, AnalyticsRow
+from bots.store.analytics import build as build_analytics
 from bots.store.base import Conversation, ConversationSummary, EnqueueResult, Page, SummaryUpdate, TranscriptQuery, Turn
 from bots.store.text import prefix_end, query_words, turn_words
 
@@ -118,14 +120,19 @@ END;
 
 _SUMMARY_COLUMNS = (
     "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
-    "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since, min_sentiment, frustration"
+    "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since, min_sentiment, frustration, "
+    "assignee"
 )
 # Columns newer than the first files (added by _upgrade to every file, old or new), then their indexes.
-_ADDED_COLUMNS = {"waiting_since": "REAL", "min_sentiment": "REAL", "frustration": "INTEGER NOT NULL DEFAULT 0"}
+_ADDED_COLUMNS = {"waiting_since": "REAL", "min_sentiment": "REAL", "frustration": "INTEGER NOT NULL DEFAULT 0",
+                  "assignee": "TEXT", "handoff_at": "REAL", "agent_reply_at": "REAL"}
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since) WHERE waiting_since IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS conv_sentiment ON conversations (bot, min_sentiment)",
     "CREATE INDEX IF NOT EXISTS conv_frustration ON conversations (bot, frustration, last_activity)",
+    # the analytics page's one grouped read (bots/store/analytics.py): covers every column it reads
+    "CREATE INDEX IF NOT EXISTS conv_analytics ON conversations (bot, started_at, channel, last_intent, fallback,"
+    " handoff, handoff_at, agent_reply_at)",
 )
 
 
@@ -373,7 +380,8 @@ class SQLiteStore:
     def _apply_summary(conn: sqlite3.Connection, bot: str, conversation_id: str,
                        summary: SummaryUpdate, now: float, count_turn: bool) -> None:
         row = conn.execute(
-            "SELECT tags, min_confidence, waiting_since, min_sentiment FROM conversations WHERE bot=? AND"
+            "SELECT tags, min_confidence, waiting_since, min_sentiment, handoff_at, agent_reply_at FROM conversations"
+            " WHERE bot=? AND"
             " conversation_id=?",
             (bot, conversation_id),
         ).fetchone()
@@ -397,6 +405,10 @@ class SQLiteStore:
             sets["waiting_since"] = None
         elif summary.waiting_since is not None and row["waiting_since"] is None:
             sets["waiting_since"] = summary.waiting_since
+        if summary.waiting_since is not None and row["handoff_at"] is None:
+            sets["handoff_at"] = summary.waiting_since
+        if summary.agent_replied and row["agent_reply_at"] is None:
+            sets["agent_reply_at"] = now
         assignments = ", ".join(f"{k}=?" for k in sets)
         if count_turn:
             assignments += ", turns = turns + 1"
@@ -551,6 +563,8 @@ class SQLiteStore:
             add("frustration > 0" if query.frustrated else "frustration = 0")
         if query.sentiment_below is not None:
             add("min_sentiment < ?", query.sentiment_below)
+        if query.waiting is not None:
+            add("waiting_since IS NOT NULL" if query.waiting else "waiting_since IS NULL")
         if query.tag is not None:
             add("EXISTS (SELECT 1 FROM json_each(conversations.tags) WHERE json_each.value = ?)", query.tag)
         if query.text:  # every query word starts a word of some turn (bots/store/text.py)
@@ -576,6 +590,44 @@ class SQLiteStore:
                 (*args, query.limit, query.offset),
             ).fetchall()
             return Page(tuple(_summary_from_row(r) for r in rows), total, query.offset, query.limit)
+
+        return await self._run(read)
+
+    async def assign(self, bot: str, conversation_id: str, agent: str | None, *,
+                     expected: str | None) -> tuple[bool, ConversationSummary]:
+        def tx(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute("UPDATE conversations SET assignee=? WHERE bot=? AND conversation_id=?"
+                                   " AND assignee IS ?", (agent, bot, conversation_id, expected)).rowcount
+            return bool(changed)
+
+        won = await self._write(tx)
+        result = await self.summary(bot, conversation_id)
+        if result is None:
+            raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+        return won, result
+
+    async def analytics(self, query: AnalyticsQuery) -> Analytics:
+        clauses, params = ["1=1"], []
+        for clause, value in (("bot = ?", query.bot), ("channel = ?", query.channel), ("started_at >= ?", query.since),
+                              ("started_at < ?", query.until)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = " AND ".join(clauses)
+        day = "strftime('%Y-%m-%d', started_at, 'unixepoch')"
+
+        def read(conn: sqlite3.Connection) -> Analytics:
+            rows = [AnalyticsRow(*r) for r in conn.execute(
+                f"SELECT {day}, bot, channel, COUNT(*), SUM(handoff_at IS NOT NULL OR handoff = 1 OR agent_reply_at"  # noqa: S608
+                f" IS NOT NULL), SUM(fallback), SUM(agent_reply_at IS NOT NULL) FROM conversations WHERE {where}"
+                " GROUP BY 1, 2, 3", params)]
+            replies = conn.execute(
+                f"SELECT {day}, bot, channel, agent_reply_at - handoff_at FROM conversations WHERE {where}"  # noqa: S608
+                " AND agent_reply_at >= handoff_at", params).fetchall()
+            intents = conn.execute(
+                f"SELECT last_intent, COUNT(*) FROM conversations WHERE {where} AND last_intent IS NOT NULL"  # noqa: S608
+                " GROUP BY 1", params).fetchall()
+            return build_analytics(rows, replies, intents)
 
         return await self._run(read)
 

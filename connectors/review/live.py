@@ -14,13 +14,14 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bots import handoff
 from bots.errors import NotDelivered
-from bots.store.base import load_existing
+from bots.events import USER
+from bots.store.base import ConversationStore, ConversationSummary, load_existing
 from connectors.bodies import TextBody
 from connectors.review.auth import Auth, Principal
 
@@ -38,10 +39,34 @@ class ReplyBody(TextBody):
     text: str = Field(min_length=1, max_length=handoff.MAX_REPLY_CHARS)
 
 
+class ReassignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=1, max_length=64)  # a staff user who may answer customers (agent or admin)
+    expected: str | None = Field(default=None, max_length=64)  # who the admin saw having it (None: nobody)
+
+
+_PREVIEW_CHARS = 140
+_PREVIEW_TURNS = 10
+
+
+async def queue_item(store: ConversationStore, summary: ConversationSummary) -> dict[str, Any]:
+    """A queue row: the summary, the customer's name as stored (the store pseudonymises the user id of a
+    bot with ``pii:``), and the preview of their last message (as the store keeps it: redacted)."""
+    recent = await store.load(summary.bot, summary.conversation_id, last_n=_PREVIEW_TURNS)
+    texts = [str(e.data.get("text") or "") for t in (recent.turns if recent else ()) for e in t.events
+             if e.kind == USER and e.data.get("text") and not e.data.get("opened") and not e.data.get("reminder")]
+    preview = texts[-1] if texts else ""
+    if len(preview) > _PREVIEW_CHARS:
+        preview = preview[:_PREVIEW_CHARS - 1] + "…"
+    name = f"Customer {summary.user_id[:12]}" if summary.user_id else "Customer"
+    return {**summary.to_dict(), "customer": name, "preview": preview}
+
+
 def live_router(runtime: Runtime, auth: Auth, channels: Mapping[str, Channel]) -> APIRouter:
     router = APIRouter(prefix="/review/api", tags=["review"])
     viewer = Depends(auth.require("viewer"))
     agent = Depends(auth.require("agent"))
+    admin = Depends(auth.require("admin"))
     store = runtime.store
 
     @router.get("/queue", responses={401: {}, 403: {}})
@@ -51,10 +76,49 @@ def live_router(runtime: Runtime, auth: Auth, channels: Mapping[str, Channel]) -
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         principal: Principal = agent,
     ) -> dict[str, Any]:
+        """The customers waiting for an agent (longest wait first), then the conversations agents have;
+        ``waiting``: how many wait, ``unassigned``: how many of those nobody claimed yet."""
         if bot:
             runtime.bot(bot)
-        page = await handoff.queue(store, bot or None, offset=offset, limit=limit)
-        return {"total": page.total, "offset": offset, "limit": limit, "items": [s.to_dict() for s in page.items]}
+        found = await handoff.queue(store, bot or None, offset=offset, limit=limit)
+        items = [await queue_item(store, s) for s in (*found.waiting.items, *found.active.items)]
+        return {"total": found.waiting.total + found.active.total, "waiting": found.waiting.total,
+                "unassigned": sum(1 for s in found.waiting.items if s.assignee is None),
+                "offset": offset, "limit": limit, "now": time.time(), "items": items}
+
+    @router.post("/bots/{bot}/conversations/{conversation_id}/claim", responses={401: {}, 403: {}, 404: {}, 409: {}})
+    async def claim(request: Request, bot: str, conversation_id: str, principal: Principal = agent) -> dict[str, Any]:
+        """"Assign to me" (409 naming who has it when another agent claimed it first)."""
+        runtime.bot(bot)
+        summary = await handoff.claim(store, bot, conversation_id, principal.user.username)
+        await auth.audit(request, principal, "assign", bot=bot, conversation_id=conversation_id,
+                         detail=f"-> {principal.user.username}")
+        return summary.to_dict()
+
+    @router.post("/bots/{bot}/conversations/{conversation_id}/unassign",
+                 responses={401: {}, 403: {}, 404: {}, 409: {}})
+    async def unassign(request: Request, bot: str, conversation_id: str,
+                       principal: Principal = agent) -> dict[str, Any]:
+        """The assignee gives the conversation up; an admin may take anyone's off."""
+        runtime.bot(bot)
+        summary = await handoff.unassign(store, bot, conversation_id, principal.user.username,
+                                         admin=principal.role == "admin")
+        await auth.audit(request, principal, "unassign", bot=bot, conversation_id=conversation_id)
+        return summary.to_dict()
+
+    @router.post("/bots/{bot}/conversations/{conversation_id}/reassign",
+                 responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}})
+    async def reassign(request: Request, bot: str, conversation_id: str, body: ReassignBody,
+                       principal: Principal = admin) -> dict[str, Any]:
+        """(Admins.) Give the conversation to another agent, if ``expected`` still has it."""
+        runtime.bot(bot)
+        user = await auth.accounts.store.get_user(body.to)
+        if user is None or user.role not in ("agent", "admin"):
+            raise HTTPException(422, f"to: {body.to[:64]!r} is not an agent or admin of the review UI")
+        summary = await handoff.reassign(store, bot, conversation_id, user.username, expected=body.expected)
+        await auth.audit(request, principal, "reassign", bot=bot, conversation_id=conversation_id,
+                         detail=f"{body.expected or 'nobody'} -> {user.username}")
+        return summary.to_dict()
 
     @router.post("/bots/{bot}/conversations/{conversation_id}/takeover", responses={401: {}, 403: {}, 404: {}})
     async def takeover(request: Request, bot: str, conversation_id: str,

@@ -151,8 +151,8 @@ def pages_router(runtime: Runtime, auth: Auth) -> APIRouter:
 
     @router.get("/queue")
     async def queue(request: Request, principal: Principal = agent) -> Response:
-        page = await handoff.queue(store, limit=200)
-        return render("queue.html", principal=principal, page=page, nav="queue")
+        found = await handoff.queue(store, limit=200)
+        return render("queue.html", principal=principal, found=found, nav="queue")
 
     @router.get("/bots/{bot}/conversations/{conversation_id}")
     async def transcript(request: Request, bot: str, conversation_id: str, principal: Principal = viewer) -> Response:

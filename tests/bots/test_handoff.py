@@ -12,7 +12,7 @@ import pytest
 
 from bots import handoff
 from bots.dialogue.state import State
-from bots.errors import ConversationNotFound, InvalidChange, NotDelivered, StoreUnavailable
+from bots.errors import Conflict, ConversationNotFound, InvalidChange, NotDelivered, StoreUnavailable
 from bots.events import AGENT, BOT, PAUSE, RESTART, RESUME, SESSION_START, USER, Event
 from bots.handoff import HandoffGauges, bot_turn, is_paused, paused_after
 from bots.metrics import Metrics
@@ -115,7 +115,9 @@ async def test_waiting_starts_at_the_customers_message_and_ends_with_an_agent(ru
     assert await say(runtime, "hello", "c1") == ["Hello! How can I help you today?"]
 
     await handoff.take_over(store, "shop", "c2", "ann")
-    await handoff.take_over(store, "shop", "c2", "bob")  # paused already: no second pause
+    await handoff.take_over(store, "shop", "c2", "ann")  # paused already: no second pause
+    with pytest.raises(Conflict, match="ann has this conversation already"):  # ann claimed it by taking over
+        await handoff.take_over(store, "shop", "c2", "bob")
     assert await _kinds(runtime, "c2") == [PAUSE]
     summary = await store.summary("shop", "c2")
     assert summary is not None and summary.handoff and summary.waiting_since is None
