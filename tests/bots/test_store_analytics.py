@@ -1,0 +1,108 @@
+"""The team lead's analytics on both stores (bots/store/analytics.py): containment, hand-off and fallback
+rates, time from hand-off to the first agent reply (p50/p90), busiest intents, per day, bot and channel;
+the SQLite query reads its covering index."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bots import handoff
+from bots.errors import NotDelivered
+from bots.store.analytics import AnalyticsQuery, percentile
+from bots.store.base import ConversationStore, SummaryUpdate
+from bots.store.sqlite import SQLiteStore
+from tests.bots.test_store_contract import answer, say
+from tests.bots.test_store_contract import open_store as open_store  # the fixture (both stores)
+from tests.fixtures.mongo import mongo_uri as mongo_uri
+from tests.fixtures.mongo import secantus as secantus
+
+DAY1 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+DAY2 = DAY1 + 86_400
+
+
+@pytest_asyncio.fixture
+async def store(open_store: Any) -> ConversationStore:
+    return await open_store()  # type: ignore[no-any-return]
+
+
+async def _agent_reply(store: ConversationStore, bot: str, conv: str, text: str) -> None:
+    """alice's reply as the review UI stores it (no channel is served here: saved, not delivered)."""
+    with contextlib.suppress(NotDelivered):
+        await handoff.reply(store, bot, conv, "alice", text, {})
+
+
+async def _conversation(store: ConversationStore, conv: str, at: float, *, bot: str = "shop", channel: str = "web",
+                        intent: str | None = "greet", fallback: bool = False, handed_off: bool = False,
+                        replied: bool = False) -> None:
+    seq = await say(store, conv, f"{conv}-m1", "hello", bot=bot, channel=channel, at=at)
+    update = SummaryUpdate(last_intent=intent, confidence=0.9, fallback=fallback or None)
+    if handed_off:
+        update = SummaryUpdate(last_intent=intent, fallback=fallback or None, handoff=True, waiting_since=at + 10)
+    await answer(store, conv, seq, "hi", bot=bot, summary=update)
+    if replied:
+        await _agent_reply(store, bot, conv, "Hello, I am Alice")
+
+
+async def test_rates_reply_times_and_intents_per_day_bot_and_channel(store: ConversationStore) -> None:
+    await _conversation(store, "c1", DAY1 + 100, intent="greet")
+    await _conversation(store, "c2", DAY1 + 200, intent="cancel", fallback=True)
+    await _conversation(store, "c3", DAY1 + 300, intent="cancel", handed_off=True, replied=True)
+    await _conversation(store, "c4", DAY2 + 100, intent="cancel", channel="slack", handed_off=True)
+    await _conversation(store, "c5", DAY2 + 200, bot="other", intent=None, fallback=True)
+
+    result = (await store.analytics(AnalyticsQuery())).to_dict()
+    total = result["total"]
+    assert (total["conversations"], total["handed_off"], total["fallback"], total["agent_replied"]) == (5, 2, 2, 1)
+    assert total["containment_rate"] == pytest.approx(3 / 5)
+    assert total["handoff_rate"] == pytest.approx(2 / 5)
+    assert total["fallback_rate"] == pytest.approx(2 / 5)
+    waited = time.time() - (DAY1 + 310)  # the agent replied just now; the customer waited from DAY1 + 310
+    assert total["first_reply_p50_s"] == pytest.approx(waited, abs=60)
+    assert [(d["day"], d["conversations"], d["handed_off"]) for d in result["by_day"]] == [
+        ("2026-01-01", 3, 1), ("2026-01-02", 2, 1)]
+    assert result["by_day"][1]["first_reply_p50_s"] is None  # nobody answered c4
+    assert [(b["bot"], b["conversations"]) for b in result["by_bot"]] == [("other", 1), ("shop", 4)]
+    assert [(c["channel"], c["conversations"]) for c in result["by_channel"]] == [("slack", 1), ("web", 4)]
+    assert result["intents"] == [{"intent": "cancel", "conversations": 3}, {"intent": "greet", "conversations": 1}]
+
+    one_day = (await store.analytics(AnalyticsQuery(bot="shop", channel="web", since=DAY1, until=DAY2))).to_dict()
+    assert one_day["total"]["conversations"] == 3
+    assert [b["bot"] for b in one_day["by_bot"]] == ["shop"]
+    none = (await store.analytics(AnalyticsQuery(bot="nobody"))).to_dict()
+    assert none["total"]["conversations"] == 0 and none["total"]["containment_rate"] is None
+
+
+async def test_the_first_hand_off_and_first_reply_are_kept(store: ConversationStore) -> None:
+    await _conversation(store, "c1", DAY1, handed_off=True, replied=True)
+    first = (await store.analytics(AnalyticsQuery())).total.reply_p50_s
+    await _agent_reply(store, "shop", "c1", "me again")  # a later reply does not move the first
+    seq = await say(store, "c1", "c1-m2", "still there?", at=DAY1 + 5000)
+    await answer(store, "c1", seq, "handing off", summary=SummaryUpdate(handoff=True, waiting_since=DAY1 + 5000))
+    again = (await store.analytics(AnalyticsQuery())).total
+    assert again.reply_p50_s == pytest.approx(first) and again.handed_off == 1
+
+
+def test_percentiles() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([10.0], 0.9) == 10.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
+    assert percentile([float(i) for i in range(1, 11)], 0.9) == pytest.approx(9.1)
+
+
+async def test_sqlite_analytics_reads_the_covering_index(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "c.db")
+    await store.start()
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        plan = " ".join(str(r[-1]) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT bot, channel, COUNT(*), SUM(fallback) FROM conversations WHERE bot = ?"
+            " AND started_at >= ? GROUP BY 1, 2", ("shop", 0.0)))
+    conn.close()
+    assert "COVERING INDEX conv_analytics" in plan
