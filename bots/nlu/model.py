@@ -222,7 +222,8 @@ class OnnxNLU:
             for row, (where, text) in enumerate(zip(batch.rows, batch.texts, strict=True)):
                 u = self._understand(text, probs[row], tag_probs[row], batch.offsets[row], batch.special[row],
                                      vectors[row])
-                results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, self._centroids))
+                results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, self._centroids,
+                                                           u.confidence))
         return [r for r in results if r is not None]
 
     def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],

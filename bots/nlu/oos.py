@@ -54,14 +54,15 @@ def as_label(intent: str) -> str:
 
 
 def in_scope_scores(logits: np.ndarray, vector: np.ndarray | None, index: np.ndarray | None,
-                    centroids: np.ndarray | None) -> dict[str, float]:
+                    centroids: np.ndarray | None, confidence: float | None = None) -> dict[str, float]:
     """Every in-scope score this text has (``centroid``/``knn`` only with an index), from its intent
-    logits [labels] and sentence embedding [dim]. One text at a time: the same value whatever else is in
-    its batch."""
+    logits [labels] and sentence embedding [dim]; ``confidence``: the served best-intent probability, which
+    is then the softmax score exactly (a threshold on it decides as one on the stored confidence). One text
+    at a time: the same value whatever else is in its batch."""
     z = logits.astype(np.float64)
     top = float(z.max())
     lse = top + float(np.log(np.exp(z - top).sum()))
-    scores = {"softmax": float(np.exp(top - lse)), "energy": lse}
+    scores = {"softmax": float(np.exp(top - lse)) if confidence is None else float(confidence), "energy": lse}
     if vector is not None and index is not None and centroids is not None and len(index):
         v = vector.astype(np.float32)
         sims = index @ v
