@@ -15,6 +15,7 @@ from bots.staff.accounts import Accounts, open_staff_store
 from bots.staff.base import StaffStore
 from connectors.review.api import api_router
 from connectors.review.auth import Auth
+from connectors.review.exports import exports_router
 from connectors.review.live import live_router
 from connectors.review.pages import pages_router
 
@@ -36,6 +37,7 @@ class ReviewUI:
     def router(self) -> APIRouter:
         router = APIRouter()
         router.include_router(pages_router(self.runtime, self.auth))
+        router.include_router(exports_router(self.runtime, self.auth))
         router.include_router(api_router(self.runtime, self.auth))
         router.include_router(live_router(self.runtime, self.auth, self.channels))
         return router
