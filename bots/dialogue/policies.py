@@ -166,8 +166,11 @@ class Tracker:
         self.prev_action = ACTION_LISTEN
 
     def action(self, name: str) -> None:
-        self.queries.append(self.frame())
-        self.frames.append(self.frame(name))
+        query = self.frame()
+        self.queries.append(query)
+        # the frame before the action differs from the query only for a form's own action without an active
+        # loop (``frame``); frames are frozen, so one object serves both (replay computes half as many)
+        self.frames.append(query if self.loop is not None or name not in self.domain.forms else self.frame(name))
         self.actions.append(name)
         self.prev_action = name
 
