@@ -78,8 +78,8 @@ def test_an_angry_customer_is_handed_off_and_found_by_frustration(server: str, p
     expect(customers.nth(1).locator(".text")).to_have_text(XSS)
     expect(customers.nth(1).locator(".mood.frustrated")).to_contain_text("· frustrated (profanity)")
     expect(customers.nth(2).locator(".mood.frustrated")).to_contain_text("· frustrated (negative)")
-    expect(agent.locator(".sys").filter(has_text="Handed to a person")).to_have_text(
-        "Handed to a person: the customer is frustrated")
+    expect(agent.locator(".sys").filter(has_text="Handed off")).to_have_text(
+        "Handed off by the bot: the customer is frustrated")
     expect(agent.locator("#status-badges")).to_contain_text("frustrated \u00d72")
     expect(agent.locator("#live-state")).to_contain_text("the bot is paused")
     shot(agent, "22-transcript-sentiment")

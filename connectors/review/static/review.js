@@ -98,7 +98,7 @@
           (signals.length ? ` (${signals.join(", ").replaceAll("_", " ")})` : "") });
     }
 
-    function customer(turn, event, nlu, fixed, sentiment) {
+    function customer(turn, event, nlu, fixed, sentiment, number) {
       const text = event.data.text || (event.data.payload ? `[button] ${event.data.payload}` : "");
       const info = el("div", { class: "nlu" });
       if (nlu) {
@@ -122,7 +122,7 @@
           onclick: () => openCorrection(turn.seq, event.data.text || "", fixed || nlu) }, "Correct"));
       }
       return el("div", { class: "msg customer" },
-        el("div", { class: "who" }, el("span", { text: `Customer · #${turn.seq}` })),
+        el("div", { class: "who" }, el("span", { text: `Customer · #${number}` })),
         el("p", { class: "text", text }), info);
     }
 
@@ -138,13 +138,23 @@
       return node;
     }
 
+    // who paused the bot, and why: an agent ("by") or the bot's own hand-off ("reason": bots/dialogue/engine.py)
+    function handedOff(d) {
+      if (d.by) return `Taken over by ${d.by}: the bot is paused`;
+      const reason = String(d.reason || "");
+      if (reason === "frustration") return "Handed off by the bot: the customer is frustrated";
+      if (/fallback|out_of_scope|retries|nlu/.test(reason)) return "Handed off by the bot: it did not understand";
+      if (/human|agent|person|handoff|operator/.test(reason) || !reason) return "Handed off by the bot: asked for a human";
+      return `Handed off by the bot: ${reason.replaceAll("_", " ")}`;
+    }
+
     function systemLine(event) {
       const by = event.data.by ? ` by ${event.data.by}` : "";
       switch (event.kind) {
-        case "pause": return event.data.reason === "frustration" ? "Handed to a person: the customer is frustrated"
-          : `Taken over${by}: the bot is paused`;
+        case "pause": return handedOff(event.data);
         case "resume": return `Handed back to the bot${by}`;
-        case "correction": return `Message #${event.data.seq} corrected${by}: intent ${event.data.intent}`;
+        case "correction": return `Message #${event.data.seq} corrected${by}: intent ${event.data.intent}` +
+          (event.data.new_intent ? " (new intent)" : "") + (event.data.handoff ? "; should have handed off" : "");
         case "slot": return `slot ${event.data.name} = ${event.data.value}`;
         case "session_start": return "session started";
         case "restart": return "conversation restarted";
@@ -155,8 +165,12 @@
       }
     }
 
-    function renderTurns() {
+    // the page follows new messages only when the reader is already at the bottom
+    const atBottom = () => window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
+
+    function renderTurns(follow = atBottom()) {
       const fixes = corrections();
+      let customers = 0;  // customer messages are numbered among themselves: agents' and bots' turns take no number
       const items = [...turns.values()].sort((a, b) => a.seq - b.seq).map((turn) => {
         const li = el("li", { class: "turn", "data-seq": turn.seq });
         const nlu = (turn.events.find((e) => e.kind === "nlu") || {}).data;
@@ -166,7 +180,7 @@
             li.append(el("div", { class: "sys", text: `reminder ${event.data.reminder.name} fired: intent ${event.data.reminder.intent}` }));
           } else if (event.kind === "user" && event.data.opened) {  // the web chat opened: the bot's welcome follows
             li.append(el("div", { class: "sys", text: "chat opened" }));
-          } else if (event.kind === "user") li.append(customer(turn, event, nlu, fixes.get(turn.seq), sentiment));
+          } else if (event.kind === "user") li.append(customer(turn, event, nlu, fixes.get(turn.seq), sentiment, ++customers));
           else if (event.kind === "bot") li.append(reply(event, false));
           else if (event.kind === "agent") li.append(reply(event, true));
           else if (event.kind !== "nlu" && event.kind !== "sentiment") li.append(el("div", { class: "sys", text: systemLine(event) }));
@@ -174,6 +188,7 @@
         return li;
       });
       list.replaceChildren(...items);
+      if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
     }
 
     function renderSummary() {
@@ -212,21 +227,43 @@
     // correction dialog
     const dialog = $("#correct-dialog");
     let correcting = 0;
-    function entityRow(entity = "", value = "") {
+    const NEW_INTENT = "\u0000new";  // the intent list's "New intent..." entry (never an intent name)
+    function entityRow(entity = "", value = "", start = null, end = null) {
       const row = el("div", { class: "entity-row" },
         el("input", { "aria-label": "Entity name", placeholder: "entity", value: entity, list: "entity-names", class: "entity-name" }),
         el("input", { "aria-label": "Entity value", placeholder: "value as written", value, class: "entity-value" }));
+      if (start !== null) Object.assign(row.dataset, { start, end, value });  // the span selected in the message
       row.append(el("button", { type: "button", "aria-label": "Remove entity", onclick: () => row.remove() }, "×"));
       $("#correct-entities").append(row);
+      return row;
+    }
+    function markSelection() {  // text selected in the message: a new entity row with its exact span
+      const sel = window.getSelection();
+      const box = $("#correct-text");
+      if (!sel || sel.isCollapsed || !box.contains(sel.anchorNode) || !box.contains(sel.focusNode)) return;
+      const text = box.textContent;
+      let start = Math.min(sel.anchorOffset, sel.focusOffset), end = Math.max(sel.anchorOffset, sel.focusOffset);
+      while (start < end && /\s/.test(text[start])) start++;
+      while (end > start && /\s/.test(text[end - 1])) end--;
+      if (start === end) return;
+      const row = entityRow("", text.slice(start, end), start, end);
+      sel.removeAllRanges();
+      row.querySelector(".entity-name").focus();
     }
     function openCorrection(seq, text, current) {
       correcting = seq;
       $("#correct-text").textContent = text;
       const select = $("#correct-intent");
-      select.replaceChildren(...data.intents.map((i) => el("option", { value: i, text: i })));
-      if (current && current.intent) select.value = current.intent;
+      select.replaceChildren(...data.intents.map((i) => el("option", { value: i, text: i })),
+        el("option", { value: NEW_INTENT, text: "New intent\u2026" }));
+      $("#correct-new-intent").value = "";
+      if (current && current.intent && !data.intents.includes(current.intent)) {
+        select.value = NEW_INTENT; $("#correct-new-intent").value = current.intent;
+      } else if (current && current.intent) select.value = current.intent;
+      $("#new-intent-row").hidden = select.value !== NEW_INTENT;
+      $("#correct-handoff").checked = Boolean(current && current.handoff);
       $("#correct-entities").replaceChildren();
-      for (const e of (current && current.entities) || []) entityRow(e.entity, e.value);
+      for (const e of (current && current.entities) || []) entityRow(e.entity, e.value, e.start ?? null, e.end ?? null);
       $("#correct-error").textContent = "";
       dialog.showModal();
       select.focus();
@@ -234,19 +271,36 @@
     if (dialog) {
       document.body.append(el("datalist", { id: "entity-names" }, ...data.entities.map((e) => el("option", { value: e }))));
       $("#add-entity").addEventListener("click", () => entityRow());
+      $("#correct-text").addEventListener("mouseup", markSelection);
+      $("#correct-text").addEventListener("keyup", markSelection);
+      $("#correct-intent").addEventListener("change", () => {
+        const isNew = $("#correct-intent").value === NEW_INTENT;
+        $("#new-intent-row").hidden = !isNew;
+        if (isNew) $("#correct-new-intent").focus();
+      });
       $("#correct-cancel").addEventListener("click", () => dialog.close());
       $("#correct-form").addEventListener("submit", async (ev) => {
         ev.preventDefault();
-        const entities = [...dialog.querySelectorAll(".entity-row")].map((r) => ({
-          entity: r.querySelector(".entity-name").value.trim(), value: r.querySelector(".entity-value").value.trim(),
-        })).filter((e) => e.entity || e.value);
+        const entities = [...dialog.querySelectorAll(".entity-row")].map((r) => {
+          const e = { entity: r.querySelector(".entity-name").value.trim(), value: r.querySelector(".entity-value").value.trim() };
+          // a span selected in the message keeps its offsets while its value is the selected text
+          if (r.dataset.start !== undefined && e.value === r.dataset.value) Object.assign(e, { start: Number(r.dataset.start), end: Number(r.dataset.end) });
+          return e;
+        }).filter((e) => e.entity || e.value);
+        const isNew = $("#correct-intent").value === NEW_INTENT;
+        const intent = isNew ? $("#correct-new-intent").value.trim() : $("#correct-intent").value;
+        if (!intent) { $("#correct-error").textContent = "Type the new intent's name."; return; }
         try {
-          const res = await api("POST", `${base}/corrections`, { seq: correcting, intent: $("#correct-intent").value, entities });
+          const res = await api("POST", `${base}/corrections`, { seq: correcting, intent, entities, new_intent: isNew,
+            handoff: $("#correct-handoff").checked });
+          if (isNew && !data.intents.includes(intent)) data.intents.push(intent);
           turns.set(res.turn.seq, res.turn);
-          if (!summary.tags.includes("corrected")) summary.tags.push("corrected");
+          for (const tag of $("#correct-handoff").checked ? ["corrected", "should-hand-off"] : ["corrected"]) {
+            if (!summary.tags.includes(tag)) summary.tags.push(tag);
+          }
           dialog.close();
           renderTurns(); renderSummary();
-          notice(`Saved: message #${correcting} is now ${$("#correct-intent").value}.`);
+          notice(`Saved: message #${correcting} is now ${intent}.`);
         } catch (err) {
           $("#correct-error").textContent = err.message;
         }
@@ -274,6 +328,17 @@
       $("#export-format").focus();
     });
     $("#export-cancel").addEventListener("click", () => exportDialog.close());
+    $("#export-save").addEventListener("click", async () => {
+      try {
+        const res = await api("POST", `/review/api/bots/${encodeURIComponent(summary.bot)}/export-corrections`,
+          { format: $("#export-format").value });
+        exportDialog.close();
+        notice(`Saved ${res.written} correction(s) on the server in ${res.path}.` +
+          (res.skipped.length ? ` ${res.skipped.length} could not be exported: the file's header says why.` : ""));
+      } catch (err) {
+        $("#export-error").textContent = err.message;
+      }
+    });
     $("#export-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const format = $("#export-format").value;
@@ -316,14 +381,14 @@
         box.value = "";
         turns.set(r.turn.seq, r.turn);
         paused = true; summary.handoff = true;
-        renderTurns(); renderSummary();
+        renderTurns(true); renderSummary();
       }, "Reply sent.");
     });
     $("#reply-text").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) $("#reply-form").requestSubmit();
     });
 
-    renderTurns();
+    renderTurns(summary.handoff);  // a live conversation opens at its newest message
     renderSummary();
 
     // live: new turns without reloading
@@ -343,28 +408,115 @@
     });
   }
 
-  // -- live queue: refreshed every few seconds -----------------------------------------------
+  // -- live queue: the store's, re-read every few seconds (any replica serves it) ----------------
+  function waited(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+    return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+  }
+
+  function beep() {  // a short tone: no sound file to serve
+    try {
+      const ctx = new AudioContext();
+      const osc = ctx.createOscillator(), gain = ctx.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.08;
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(); osc.stop(ctx.currentTime + 0.25);
+    } catch (err) { /* audio blocked until the page was used: the title and the notification still tell */ }
+  }
+
   function queuePage() {
-    const table = $("#queue-table");
-    if (!table) return;
-    const body = $("tbody", table), count = $("#queue-count");
+    const list = $("#queue-table");
+    if (!list) return;
+    const count = $("#queue-count"), me = meta("staff-user"), baseTitle = document.title;
+    const sound = $("#queue-sound"), notify = $("#queue-notify");
+    sound.checked = localStorage.getItem("queue-sound") === "1";
+    notify.checked = localStorage.getItem("queue-notify") === "1" && window.Notification && Notification.permission === "granted";
+    sound.addEventListener("change", () => localStorage.setItem("queue-sound", sound.checked ? "1" : "0"));
+    notify.addEventListener("change", async () => {
+      if (notify.checked && window.Notification && Notification.permission !== "granted") {
+        notify.checked = (await Notification.requestPermission()) === "granted";
+        if (!notify.checked) notice("The browser did not allow notifications for this site.", true);
+      }
+      localStorage.setItem("queue-notify", notify.checked ? "1" : "0");
+    });
+    let seen = null, skew = 0;
+
+    async function act(path, body) {
+      try {
+        await api("POST", path, body);
+        notice("");
+      } catch (err) {
+        notice(err.message, true);
+      }
+      await refresh();
+    }
+
+    function row(c) {
+      const base = `/review/api/bots/${encodeURIComponent(c.bot)}/conversations/${encodeURIComponent(c.conversation_id)}`;
+      const link = `/review/bots/${encodeURIComponent(c.bot)}/conversations/${encodeURIComponent(c.conversation_id)}`;
+      const waiting = c.waiting_since !== null && c.waiting_since !== undefined;
+      const who = el("div", { class: "q-who" },
+        el("a", { class: "q-name", href: link }, el("strong", { text: c.customer }), " ",
+          el("span", { class: "mono muted", text: c.conversation_id })),
+        el("span", { class: "badge", text: c.channel }), el("span", { class: "muted", text: c.bot }),
+        c.frustration > 0 ? el("span", { class: "badge flag", text: "frustrated" }) : null);
+      const state = waiting
+        ? el("span", { class: "q-wait", "data-since": c.waiting_since, text: `waiting ${waited(Date.now() / 1000 - skew - c.waiting_since)}` })
+        : el("span", { class: "q-wait muted", text: "with an agent" });
+      const buttons = el("div", { class: "q-actions" });
+      if (c.assignee) {
+        buttons.append(el("span", { class: "badge live", text: c.assignee === me ? "assigned to you" : `assigned to ${c.assignee}` }));
+        if (c.assignee === me || role === "admin") {
+          buttons.append(el("button", { type: "button", onclick: () => act(`${base}/unassign`) }, "Unassign"));
+        }
+      } else {
+        buttons.append(el("button", { type: "button", class: "primary", onclick: () => act(`${base}/claim`) }, "Assign to me"));
+      }
+      if (role === "admin") {
+        const input = el("input", { "aria-label": `Reassign ${c.conversation_id} to`, placeholder: "agent", maxlength: 64, size: 8 });
+        buttons.append(el("form", { class: "inline", onsubmit: (ev) => {
+          ev.preventDefault();
+          if (input.value.trim()) act(`${base}/reassign`, { to: input.value.trim(), expected: c.assignee || null });
+        } }, input, el("button", { type: "submit" }, "Reassign")));
+      }
+      return el("li", { class: waiting ? "queue-item waiting" : "queue-item", "data-id": c.conversation_id },
+        who, el("p", { class: "q-preview", text: c.preview || "—" }), el("div", { class: "q-foot" }, state, buttons));
+    }
+
+    function tick() {
+      for (const t of list.querySelectorAll(".q-wait[data-since]")) {
+        t.textContent = `waiting ${waited(Date.now() / 1000 - skew - Number(t.dataset.since))}`;
+      }
+    }
+
     async function refresh() {
       try {
         const data = await api("GET", "/review/api/queue?limit=200");
-        count.textContent = data.total === 1 ? "1 conversation waiting" : `${data.total} conversations waiting`;
-        table.hidden = data.total === 0;
-        body.replaceChildren(...data.items.map((c) => {
-          const link = `/review/bots/${encodeURIComponent(c.bot)}/conversations/${encodeURIComponent(c.conversation_id)}`;
-          const when = new Date(c.last_activity * 1000).toLocaleString();
-          return el("tr", {}, el("td", { text: when }), el("td", { text: c.bot }), el("td", { text: c.channel }),
-            el("td", {}, el("a", { class: "conv-link", href: link, text: c.conversation_id })),
-            el("td", { text: c.last_intent || "—" }));
-        }));
+        skew = Date.now() / 1000 - data.now;
+        count.textContent = data.waiting === 1 ? "1 customer waiting" : `${data.waiting} customers waiting`;
+        document.title = data.unassigned ? `(${data.unassigned}) ${baseTitle}` : baseTitle;
+        list.hidden = data.items.length === 0;
+        list.replaceChildren(...data.items.map(row));
+        const now = new Set(data.items.filter((c) => c.waiting_since !== null).map((c) => `${c.bot}/${c.conversation_id}`));
+        const joined = seen === null ? [] : data.items.filter((c) => c.waiting_since !== null && !seen.has(`${c.bot}/${c.conversation_id}`));
+        seen = now;
+        if (joined.length) {
+          if (sound.checked) beep();
+          if (notify.checked && window.Notification && Notification.permission === "granted") {
+            const c = joined[0];
+            new Notification(joined.length === 1 ? `${c.customer} is waiting` : `${joined.length} customers joined the queue`,
+              { body: c.preview || c.channel, tag: "switchboard-queue" });
+          }
+        }
       } catch (err) {
         count.textContent = `Could not refresh: ${err.message}`;
       }
     }
-    setInterval(refresh, 5000);
+    refresh();
+    setInterval(refresh, 3000);
+    setInterval(tick, 1000);
   }
 
   document.addEventListener("DOMContentLoaded", () => {

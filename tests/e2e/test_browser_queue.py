@@ -1,0 +1,172 @@
+"""The live queue and a live conversation in a real headless Chromium, against two ``switchboard serve``
+replicas sharing one store on 127.0.0.1: two agents on different replicas see a customer join the queue
+(count in the tab title, a desktop notification), both press "Assign to me", one wins and the other is
+told who has it; the conversation reads top to bottom with the composer under it, customer messages keep
+their numbers around an agent's reply, and the event lines say who did what; at 390 px nothing is wider
+than the screen. Screens under ``test-artifacts/screenshots/``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.connectors.test_review_api import XSS, add_users
+from tests.e2e.test_browser_review import sign_in
+from tests.fixtures.browser import TIMEOUT_MS, page_of, require_chromium, shot
+from tests.fixtures.browser import browser as browser  # the fixture
+from tests.fixtures.server import ServeProcess
+
+# records every desktop notification a page shows (the page's own Notification is kept underneath)
+_RECORD_NOTIFICATIONS = """
+window.__notes = [];
+const Real = window.Notification;
+window.Notification = function (title, options) { window.__notes.push([title, options && options.body]);
+  return new Real(title, options); };
+Object.defineProperty(window.Notification, "permission", { get: () => Real.permission });
+window.Notification.requestPermission = (...a) => Real.requestPermission(...a);
+"""
+
+
+@pytest.fixture(scope="module")
+def replicas(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Two replicas of the tiny bot (handing off when asked for a person) on one SQLite store."""
+    require_chromium()
+    root = tmp_path_factory.mktemp("queue")
+    bot_dir = root / "tiny"
+    shutil.copytree(tiny_bot_dir, bot_dir)
+    with (bot_dir / "bot.yml").open("a") as f:
+        f.write("rules:\n  - intent: contact_human_agent\n    handoff: true\n")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    add_users(data_dir, ann="agent", bob="agent", ada="admin")
+    env = {"SWITCHBOARD_NLU_MAX_WAIT_MS": "0", "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+    with ServeProcess([bot_dir], data_dir=data_dir, env=env) as first, \
+            ServeProcess([bot_dir], data_dir=data_dir, env=env) as second:
+        yield first.url, second.url
+
+
+def _say(url: str, conversation_id: str, text: str) -> list[str]:
+    body = json.dumps({"conversation_id": conversation_id, "message_id": f"m{time.monotonic_ns()}",
+                       "text": text}).encode()
+    request = urllib.request.Request(f"{url}/bots/tiny/webhooks/web", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return [x["text"] for x in json.loads(r.read())["responses"]]
+
+
+def _agent_page(browser: Browser, width: int = 1280, height: int = 860) -> Iterator[Page]:
+    for page in page_of(browser, width, height):
+        page.context.grant_permissions(["notifications"])
+        page.context.add_init_script(_RECORD_NOTIFICATIONS)
+        yield page
+
+
+@pytest.fixture
+def ann(browser: Browser) -> Iterator[Page]:
+    yield from _agent_page(browser)
+
+
+@pytest.fixture
+def bob(browser: Browser) -> Iterator[Page]:
+    yield from _agent_page(browser)
+
+
+def _open_queue(page: Page, url: str, username: str) -> None:
+    sign_in(page, url, username)
+    page.get_by_role("link", name="Live queue").click()
+    expect(page.get_by_role("heading", name="Live queue")).to_be_visible()
+
+
+def _fits(page: Page, width: int = 390) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_two_agents_on_two_replicas_claim_the_same_customer_one_wins(
+        replicas: tuple[str, str], ann: Page, bob: Page) -> None:
+    first, second = replicas
+    _open_queue(ann, first, "ann")
+    _open_queue(bob, second, "bob")
+    ann.get_by_label("Desktop notification").check()
+    expect(ann.get_by_label("Desktop notification")).to_be_checked()
+    expect(ann).to_have_title("Live queue · Switchboard")
+
+    conversation = f"q{time.monotonic_ns()}"
+    assert _say(first, conversation, "I want to talk to a human") == ["Let me get a colleague for you."]
+    _say(first, conversation, "my order " + XSS)  # while waiting: the queue's preview
+    # both replicas' pages show the customer: the count in the title, a notification, a ticking wait
+    for page in (ann, bob):
+        expect(page).to_have_title("(1) Live queue · Switchboard", timeout=TIMEOUT_MS)
+        item = page.locator(".queue-item", has_text=conversation)
+        expect(item).to_contain_text("my order " + XSS)
+        expect(item.locator(".q-wait")).to_contain_text("waiting")
+    ann.wait_for_function("window.__notes.length >= 1", timeout=TIMEOUT_MS)
+    assert ann.evaluate("window.__notes")[0] == ["Customer is waiting", "my order " + XSS]
+    assert ann.evaluate("window.pwned") is None and bob.evaluate("window.pwned") is None
+    before = ann.locator(".q-wait").first.text_content()
+    ann.wait_for_timeout(1100)
+    assert ann.locator(".q-wait").first.text_content() != before  # the wait ticks
+    shot(ann, "30-queue-waiting")
+
+    # both press "Assign to me" at once: one wins, the other is told who has it
+    ann_claim = ann.locator(".queue-item", has_text=conversation).get_by_role("button", name="Assign to me")
+    bob_claim = bob.locator(".queue-item", has_text=conversation).get_by_role("button", name="Assign to me")
+    ann_claim.dispatch_event("click")
+    bob_claim.dispatch_event("click")
+    expect(ann.locator(".queue-item", has_text=conversation)).to_contain_text("assigned to you")
+    expect(bob.locator("#notice")).to_have_text("ann has this conversation already")
+    expect(bob.locator(".queue-item", has_text=conversation)).to_contain_text("assigned to ann")
+    bob_item = bob.locator(".queue-item", has_text=conversation)
+    expect(bob_item.get_by_role("button", name="Assign to me")).to_have_count(0)
+    for page in (ann, bob):
+        expect(page).to_have_title("Live queue · Switchboard")  # nobody unassigned waits
+    shot(bob, "31-queue-claimed-by-another")
+
+    # the conversation: events say who did what, customer numbers stay in order, the composer is below
+    ann.locator(".queue-item", has_text=conversation).get_by_role("link").click()
+    expect(ann.locator(".sys", has_text="Handed off")).to_have_text(["Handed off by the bot: asked for a human"])
+    expect(ann.locator(".sys", has_text="Taken over")).to_have_count(0)  # no agent took it: the bot handed off
+    ann.get_by_label("Reply to the customer").fill("Hi, Ann here.")
+    ann.get_by_role("button", name="Send reply").click()
+    expect(ann.locator(".msg.agent")).to_contain_text("Hi, Ann here.")
+    _say(first, conversation, "thanks Ann")
+    expect(ann.locator(".msg.customer .who")).to_have_text(["Customer · #1", "Customer · #2", "Customer · #3"],
+                                                           timeout=TIMEOUT_MS)
+    turns = ann.locator("#turns").bounding_box()
+    composer = ann.locator("#reply-form").bounding_box()
+    assert turns is not None and composer is not None and composer["y"] > turns["y"] + turns["height"] - 1
+    # the newest message is on screen (the page followed it: the reader was at the bottom)
+    expect(ann.locator(".msg.customer").last).to_be_in_viewport()
+    shot(ann, "32-live-conversation")
+    # bob cannot take it over: ann has it
+    bob.goto(f"{second}/review/bots/tiny/conversations/{conversation}")
+    bob.get_by_label("Reply to the customer").fill("Bob here")
+    bob.get_by_role("button", name="Send reply").click()
+    expect(bob.locator("#notice")).to_have_text("ann has this conversation already")
+
+
+def test_queue_and_conversation_fit_a_390px_phone(replicas: tuple[str, str], browser: Browser) -> None:
+    first, _ = replicas
+    conversation = f"phone-{time.monotonic_ns()}-" + "x" * 40
+    _say(first, conversation, "I want to talk to a human")
+    _say(first, conversation, "a long message " * 30)
+    for page in page_of(browser, 390, 844):
+        sign_in(page, first, "ada")
+        _fits(page)
+        shot(page, "33-phone-conversations")
+        page.get_by_role("link", name="Live queue").click()
+        item = page.locator(".queue-item", has_text=conversation)
+        expect(item.get_by_role("button", name="Assign to me")).to_be_visible()
+        expect(item.get_by_role("button", name="Reassign")).to_be_visible()
+        _fits(page)
+        shot(page, "34-phone-queue")
+        item.get_by_role("link").click()
+        expect(page.locator(".msg.customer").first).to_be_visible()
+        expect(page.get_by_label("Reply to the customer")).to_be_visible()
+        _fits(page)
+        shot(page, "35-phone-conversation")
