@@ -243,6 +243,28 @@ class Waiting:
     since: float | None = None
 
 
+@dataclass(frozen=True)
+class CannedReply:
+    """A reply agents insert with ``/name`` in the review UI's composer: for one bot, or for every bot
+    (``bot=""``: team-wide). ``text`` may hold ``{slot_name}`` and ``{customer_name}`` variables, filled from
+    the conversation when inserted (connectors/review/canned.py). Managed by admins."""
+
+    bot: str
+    name: str
+    text: str
+    updated_by: str = ""
+    updated_at: float = 0.0
+
+    def to_dict(self) -> JSON:
+        return {"bot": self.bot, "name": self.name, "text": self.text, "updated_by": self.updated_by,
+                "updated_at": self.updated_at}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CannedReply:
+        return cls(bot=str(d.get("bot") or ""), name=str(d["name"]), text=str(d["text"]),
+                   updated_by=str(d.get("updated_by") or ""), updated_at=float(d.get("updated_at") or 0.0))
+
+
 ReminderStatus = Literal["scheduled", "fired", "cancelled"]
 
 
@@ -413,6 +435,18 @@ class ConversationStore(Protocol):
         """Set the conversation's ``assignee`` to ``agent`` (None: nobody) only if it is ``expected`` now, in
         one conditional write: of two agents claiming it at once (``expected=None``) one wins. Whether it
         was set, and the summary after (which shows who has it when it was not). ``ConversationNotFound``."""
+        ...
+
+    async def canned_replies(self, bots: Collection[str]) -> list[CannedReply]:
+        """The canned replies of these bots (``""``: the team-wide ones), by name then bot."""
+        ...
+
+    async def save_canned_reply(self, reply: CannedReply) -> None:
+        """Add the reply, or replace the one of its bot and name."""
+        ...
+
+    async def delete_canned_reply(self, bot: str, name: str) -> bool:
+        """False when there was none of that bot and name."""
         ...
 
     async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[Reminder]:

@@ -179,6 +179,10 @@ class MongoStore:
     def _reminders(self) -> Any:
         return self._db["reminders"]
 
+    @property
+    def _canned(self) -> Any:
+        return self._db["canned_replies"]
+
     async def _ensure_indexes(self) -> None:
         if self._indexed:
             return
@@ -682,6 +686,25 @@ class MongoStore:
             first = await self._convs.find_one(where, projection={"waiting_since": 1},
                                                sort=[("waiting_since", ASCENDING)]) if count else None
         return base.Waiting(int(count), None if first is None else float(first["waiting_since"]))
+
+    # -- canned replies ---------------------------------------------------------------
+    async def canned_replies(self, bots: Collection[str]) -> list[base.CannedReply]:
+        wanted = sorted({str(b) for b in bots})
+        if not wanted:
+            return []
+        async with self._guard("read the canned replies"):
+            docs = [d async for d in self._canned.find({"bot": {"$in": wanted}})]
+        return sorted((base.CannedReply.from_dict(d) for d in docs), key=lambda r: (r.name, r.bot))
+
+    async def save_canned_reply(self, reply: base.CannedReply) -> None:
+        async with self._guard("save the canned reply"):
+            await self._canned.replace_one({"_id": json.dumps([reply.bot, reply.name], ensure_ascii=False)},
+                                           reply.to_dict(), upsert=True)
+
+    async def delete_canned_reply(self, bot: str, name: str) -> bool:
+        async with self._guard("delete the canned reply"):
+            result = await self._canned.delete_one({"_id": json.dumps([bot, name], ensure_ascii=False)})
+        return bool(result.deleted_count)
 
     # -- reminders ------------------------------------------------------------------
     async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[base.Reminder]:

@@ -111,6 +111,15 @@ CREATE TABLE IF NOT EXISTS reminders (
 );
 CREATE INDEX IF NOT EXISTS reminder_due ON reminders (status, trigger_at);
 CREATE INDEX IF NOT EXISTS reminder_conversation ON reminders (bot, conversation_id, status);
+-- the review UI's canned replies (bot '' = team-wide)
+CREATE TABLE IF NOT EXISTS canned_replies (
+    bot TEXT NOT NULL,
+    name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    updated_by TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (bot, name)
+);
 -- readiness while writes fail (ping): a row written and deleted again; always empty
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, pad BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS turn_words_purge AFTER DELETE ON turns BEGIN
@@ -637,6 +646,26 @@ class SQLiteStore:
             " AND waiting_since <= ?", (bot, float("inf") if until is None else until),
         ).fetchone())
         return base.Waiting(int(row[0]), None if row[1] is None else float(row[1]))
+
+    # -- canned replies ---------------------------------------------------------------
+    async def canned_replies(self, bots: Collection[str]) -> list[base.CannedReply]:
+        wanted = sorted(set(bots))
+        marks = ",".join("?" * len(wanted))
+        rows = await self._run(lambda conn: conn.execute(
+            f"SELECT bot, name, text, updated_by, updated_at FROM canned_replies WHERE bot IN ({marks})"  # noqa: S608
+            " ORDER BY name, bot", wanted).fetchall()) if wanted else []
+        return [base.CannedReply.from_dict(dict(r)) for r in rows]
+
+    async def save_canned_reply(self, reply: base.CannedReply) -> None:
+        await self._write(lambda conn: conn.execute(
+            "INSERT INTO canned_replies (bot, name, text, updated_by, updated_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (bot, name) DO UPDATE SET text=excluded.text, updated_by=excluded.updated_by,"
+            " updated_at=excluded.updated_at", (reply.bot, reply.name, reply.text, reply.updated_by,
+                                                reply.updated_at)))
+
+    async def delete_canned_reply(self, bot: str, name: str) -> bool:
+        return bool(await self._write(lambda conn: conn.execute(
+            "DELETE FROM canned_replies WHERE bot=? AND name=?", (bot, name)).rowcount))
 
     # -- reminders ------------------------------------------------------------------
     async def due_reminders(self, now: float, limit: int, bots: Collection[str] | None = None) -> list[base.Reminder]:

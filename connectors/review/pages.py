@@ -163,6 +163,11 @@ def pages_router(runtime: Runtime, auth: Auth) -> APIRouter:
         return render("transcript.html", principal=principal, payload=payload, summary=conversation.summary,
                       nav="conversations")
 
+    @router.get("/canned")
+    async def canned_page(request: Request, principal: Principal = admin) -> Response:
+        replies = await store.canned_replies({"", *runtime.bots})
+        return render("canned.html", principal=principal, replies=replies, bots=sorted(runtime.bots), nav="canned")
+
     @router.get("/audit")
     async def audit_page(request: Request, page: int = 1, principal: Principal = admin) -> Response:
         page = max(1, min(page, 100_000))

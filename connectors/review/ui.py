@@ -15,6 +15,7 @@ from bots.staff.accounts import Accounts, open_staff_store
 from bots.staff.base import StaffStore
 from connectors.review.api import api_router
 from connectors.review.auth import Auth
+from connectors.review.canned import canned_router
 from connectors.review.exports import exports_router
 from connectors.review.live import live_router
 from connectors.review.pages import pages_router
@@ -40,6 +41,7 @@ class ReviewUI:
         router.include_router(exports_router(self.runtime, self.auth))
         router.include_router(api_router(self.runtime, self.auth))
         router.include_router(live_router(self.runtime, self.auth, self.channels))
+        router.include_router(canned_router(self.runtime, self.auth))
         return router
 
     async def aclose(self) -> None:

@@ -1,6 +1,6 @@
 """The review UI's queue on both stores: waiting customers longest wait first, then the conversations an
 agent has; assignment as one conditional write (of two agents claiming at once, on two replicas, one wins);
-hand back clears it; files and documents stored before assignees existed still read."""
+hand back clears it; files and documents stored before assignees existed still read; canned replies."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from bots import handoff
 from bots.errors import Conflict, ConversationNotFound
-from bots.store.base import ConversationStore, SummaryUpdate
+from bots.store.base import CannedReply, ConversationStore, SummaryUpdate
 from bots.store.mongo import MongoStore, conversation_key
 from bots.store.sqlite import _SCHEMA
 from tests.bots.test_store_contract import answer, older_sqlite_file, say
@@ -118,3 +118,21 @@ async def test_a_sqlite_file_without_the_assignee_column_is_upgraded(tmp_path: P
         summary = await second.summary("shop", "c1")
         assert summary is not None and summary.assignee is None
         assert (await handoff.claim(first, "shop", "c1", "ann")).assignee == "ann"
+
+
+async def test_canned_replies_team_wide_and_per_bot_on_every_replica(open_store: Any) -> None:
+    store, replica = await open_store(), await open_store()
+    assert await store.canned_replies({"", "shop"}) == []
+    await store.save_canned_reply(CannedReply("", "hello", "Hi {customer_name}!", "ada", 1.0))
+    await store.save_canned_reply(CannedReply("shop", "refund", "Order {order_id} is refunded.", "ada", 2.0))
+    await store.save_canned_reply(CannedReply("faq", "refund", "We do not sell anything.", "ada", 3.0))
+    assert [(r.bot, r.name) for r in await replica.canned_replies({"", "shop"})] == [("", "hello"), ("shop", "refund")]
+    assert [(r.bot, r.name) for r in await replica.canned_replies({"", "shop", "faq"})] == [
+        ("", "hello"), ("faq", "refund"), ("shop", "refund")]
+    await replica.save_canned_reply(CannedReply("shop", "refund", "Refunded: {order_id}.", "bob", 4.0))  # replaces
+    [_, refund] = await store.canned_replies({"", "shop"})
+    assert (refund.text, refund.updated_by, refund.updated_at) == ("Refunded: {order_id}.", "bob", 4.0)
+    assert await store.delete_canned_reply("shop", "refund") is True
+    assert await store.delete_canned_reply("shop", "refund") is False
+    assert [r.name for r in await replica.canned_replies({"shop"})] == []
+    assert await store.canned_replies(set()) == []

@@ -519,11 +519,90 @@
     setInterval(tick, 1000);
   }
 
+  // -- canned replies: "/" in the composer, and the admins' page --------------------------------
+  function cannedShortcut() {
+    const box = $("#reply-text"), dataNode = $("#transcript-data");
+    if (!box || !dataNode || !(role === "agent" || role === "admin")) return;
+    const summary = JSON.parse(dataNode.textContent).summary;
+    const url = `/review/api/bots/${encodeURIComponent(summary.bot)}/conversations/${encodeURIComponent(summary.conversation_id)}/canned`;
+    const menu = el("ul", { id: "canned-menu", class: "canned-menu", role: "listbox", "aria-label": "Canned replies", hidden: true });
+    box.after(menu);
+    box.setAttribute("aria-controls", "canned-menu");
+    box.setAttribute("aria-autocomplete", "list");
+    let replies = null, shown = [], active = 0;
+    const close = () => { menu.hidden = true; shown = []; box.setAttribute("aria-expanded", "false"); };
+    function insert(reply) {
+      box.value = reply.text;  // already filled from the conversation's slots by the server
+      close();
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+    }
+    function render() {
+      menu.replaceChildren(...shown.map((r, i) => el("li", {
+        role: "option", id: `canned-${i}`, "aria-selected": String(i === active), class: i === active ? "active" : "",
+        onmousedown: (ev) => { ev.preventDefault(); insert(r); },
+      }, el("strong", { class: "mono", text: `/${r.name}` }), " ", el("span", { text: r.text }))));
+      menu.hidden = shown.length === 0;
+      box.setAttribute("aria-expanded", String(!menu.hidden));
+      if (!menu.hidden) box.setAttribute("aria-activedescendant", `canned-${active}`);
+    }
+    box.addEventListener("input", async () => {
+      const typed = /^\/([\w-]*)$/.exec(box.value);
+      if (!typed) return close();
+      if (replies === null) {
+        try { replies = (await api("GET", url)).items; } catch (err) { notice(err.message, true); replies = []; }
+      }
+      const query = typed[1].toLowerCase();
+      shown = replies.filter((r) => r.name.startsWith(query)).concat(
+        replies.filter((r) => !r.name.startsWith(query) && r.name.includes(query))).slice(0, 8);
+      active = 0;
+      render();
+    });
+    box.addEventListener("keydown", (ev) => {
+      if (menu.hidden) return;
+      if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+        ev.preventDefault();
+        active = (active + (ev.key === "ArrowDown" ? 1 : shown.length - 1)) % shown.length;
+        render();
+      } else if (ev.key === "Enter" || ev.key === "Tab") {
+        ev.preventDefault();
+        ev.stopImmediatePropagation();
+        insert(shown[active]);
+      } else if (ev.key === "Escape") close();
+    }, true);
+    box.addEventListener("blur", () => setTimeout(close, 150));
+  }
+
+  function cannedPage() {
+    const form = $("#canned-form");
+    if (!form) return;
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        await api("PUT", "/review/api/canned", { bot: $("#canned-bot").value, name: $("#canned-name").value.trim(),
+          text: $("#canned-text").value });
+        location.reload();
+      } catch (err) { notice(err.message, true); }
+    });
+    for (const b of document.querySelectorAll(".canned-delete")) {
+      b.addEventListener("click", async () => {
+        const row = b.closest("tr");
+        try {
+          await api("DELETE", `/review/api/canned?bot=${encodeURIComponent(row.dataset.bot)}&name=${encodeURIComponent(row.dataset.name)}`);
+          row.remove();
+          notice(`Deleted /${row.dataset.name}.`);
+        } catch (err) { notice(err.message, true); }
+      });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     if (role === "viewer") for (const n of document.querySelectorAll(".agent-only")) n.hidden = true;
     localTimes();
     filtersPage();
     transcriptPage();
     queuePage();
+    cannedShortcut();
+    cannedPage();
   });
 })();
