@@ -13,7 +13,10 @@ call, the median of ``--runs`` repetitions with the spread (min-max):
 - **NLU model**: the bot's served model (``OnnxNLU.predict``, 1 thread) per text, in batches of 1 to 16:
   what a text costs alone and in a batch;
 - **thread hop**: ``asyncio.to_thread`` of a function that does nothing, on uvloop: what handing work to
-  a thread and back costs (the NLU batches and the retrieval answers take one each).
+  a thread and back costs (each NLU batch takes one);
+- **dialogue replay**: ``Tracker.replay`` of a 200-event history (the most a dialogue state keeps) over
+  the bot's domain, which ``decide`` does every turn: turns of user message, NLU, one of the first 10
+  intents, an answer action and its text, then listening.
 
 The figures depend on the machine and on what else runs on it (the load average is printed).
 """
@@ -102,6 +105,28 @@ async def hop_cost(calls: int) -> float:
     return 1e6 * (time.process_time() - started) / calls
 
 
+def replay_cost(bot: Path, calls: int) -> float:
+    """CPU ms of one ``Tracker.replay`` of a 200-event history."""
+    from bots.dialogue.policies import Tracker
+    from bots.loader import load_bot_folder
+
+    _, dialogue = load_bot_folder(bot)
+    intents = list(dialogue.domain.intents)[:10] or ["greet"]
+    history: list[Event] = []
+    while len(history) < 200:
+        turn, intent = float(len(history)), intents[len(history) % len(intents)]
+        history += [Event(USER, {"text": "hello"}, turn),
+                    Event(NLU, {"intent": intent, "confidence": 0.9, "entities": []}, turn),
+                    Event(ACTION, {"name": "utter_answer"}, turn), Event(BOT, {"text": "an answer"}, turn),
+                    Event(ACTION, {"name": "action_listen"}, turn)]
+    history = history[:200]
+    Tracker.replay(dialogue.domain, history)  # warm
+    started = time.process_time()
+    for _ in range(calls):
+        Tracker.replay(dialogue.domain, history)
+    return 1000 * (time.process_time() - started) / calls
+
+
 def _spread(values: list[float], digits: int) -> str:
     median = statistics.median(values)
     return f"{median:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
@@ -130,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         for size, ms in nlu_costs(args.bot, texts, args.texts).items():
             add(f"NLU model, batches of {size} (ms/text)", ms)
         add("thread hop, asyncio.to_thread (µs/call)", uvloop.run(hop_cost(2000)))
+        add("dialogue Tracker.replay, 200 events (ms/turn)", replay_cost(args.bot, 1000))
     store_total = [sum(values) for values in zip(*(runs[f"store {op} (ms/message)"] for op in OPS), strict=True)]
     runs["store, the four together (ms/message)"] = store_total
     digits: Callable[[str], int] = lambda name: 0 if "µs" in name else 3  # noqa: E731

@@ -1,8 +1,11 @@
-"""bench/hot_path.py: the store's four operations of a message are each measured, on real messages."""
+"""bench/hot_path.py: the store's four operations of a message are each measured, on real messages; the
+thread hop and the dialogue replay are timed."""
 
 from __future__ import annotations
 
-from bench.hot_path import OPS, hop_cost, store_costs
+from pathlib import Path
+
+from bench.hot_path import OPS, hop_cost, replay_cost, store_costs
 from bench.load import read_questions
 
 
@@ -15,3 +18,7 @@ async def test_store_costs_measure_each_operation_of_a_message() -> None:
 
 async def test_a_thread_hop_costs_some_cpu() -> None:
     assert await hop_cost(50) > 0
+
+
+def test_a_dialogue_replay_is_timed_over_the_bots_domain() -> None:
+    assert replay_cost(Path(__file__).resolve().parent / "data" / "dialogue_bot", 5) > 0
