@@ -7,6 +7,8 @@ than the screen. Screens under ``test-artifacts/screenshots/``."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import shutil
 import time
@@ -17,6 +19,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from bots.events import SLOT, Event
+from bots.store.base import SummaryUpdate
+from bots.store.sqlite import SQLiteStore
 from tests.connectors.test_review_api import XSS, add_users
 from tests.e2e.test_browser_review import sign_in
 from tests.fixtures.browser import TIMEOUT_MS, page_of, require_chromium, shot
@@ -35,8 +40,8 @@ window.Notification.requestPermission = (...a) => Real.requestPermission(...a);
 
 
 @pytest.fixture(scope="module")
-def replicas(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """Two replicas of the tiny bot (handing off when asked for a person) on one SQLite store."""
+def replicas(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """Two replicas of the tiny bot (handing off when asked for a person) on one SQLite store (its folder)."""
     require_chromium()
     root = tmp_path_factory.mktemp("queue")
     bot_dir = root / "tiny"
@@ -49,7 +54,7 @@ def replicas(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     env = {"SWITCHBOARD_NLU_MAX_WAIT_MS": "0", "SWITCHBOARD_LOG_LEVEL": "WARNING"}
     with ServeProcess([bot_dir], data_dir=data_dir, env=env) as first, \
             ServeProcess([bot_dir], data_dir=data_dir, env=env) as second:
-        yield first.url, second.url
+        yield first.url, second.url, data_dir
 
 
 def _say(url: str, conversation_id: str, text: str) -> list[str]:
@@ -88,8 +93,8 @@ def _fits(page: Page, width: int = 390) -> None:
 
 
 def test_two_agents_on_two_replicas_claim_the_same_customer_one_wins(
-        replicas: tuple[str, str], ann: Page, bob: Page) -> None:
-    first, second = replicas
+        replicas: tuple[str, str, Path], ann: Page, bob: Page) -> None:
+    first, second, _ = replicas
     _open_queue(ann, first, "ann")
     _open_queue(bob, second, "bob")
     ann.get_by_label("Desktop notification").check()
@@ -150,8 +155,8 @@ def test_two_agents_on_two_replicas_claim_the_same_customer_one_wins(
     expect(bob.locator("#notice")).to_have_text("ann has this conversation already")
 
 
-def test_queue_and_conversation_fit_a_390px_phone(replicas: tuple[str, str], browser: Browser) -> None:
-    first, _ = replicas
+def test_queue_and_conversation_fit_a_390px_phone(replicas: tuple[str, str, Path], browser: Browser) -> None:
+    first, _, _ = replicas
     conversation = f"phone-{time.monotonic_ns()}-" + "x" * 40
     _say(first, conversation, "I want to talk to a human")
     _say(first, conversation, "a long message " * 30)
@@ -170,3 +175,59 @@ def test_queue_and_conversation_fit_a_390px_phone(replicas: tuple[str, str], bro
         expect(page.get_by_label("Reply to the customer")).to_be_visible()
         _fits(page)
         shot(page, "35-phone-conversation")
+
+
+def _set_slot(data_dir: Path, conversation_id: str, name: str, value: str) -> None:
+    """A slot the bot set, written into the replicas' shared store as the runtime writes it."""
+    async def run() -> None:
+        store = SQLiteStore(data_dir / "conversations.db")
+        await store.start()
+        await store.append("tiny", conversation_id, [Event(SLOT, {"name": name, "value": value})], SummaryUpdate())
+        await store.aclose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # playwright's loop runs in this thread
+        pool.submit(asyncio.run, run()).result()
+
+
+def test_an_admin_adds_a_canned_reply_and_an_agent_inserts_it_with_slash(
+        replicas: tuple[str, str, Path], ann: Page, bob: Page) -> None:
+    first, second, data_dir = replicas
+    admin = bob  # a second browser context, signed in as the admin
+    sign_in(admin, second, "ada")
+    admin.get_by_role("link", name="Canned replies").click()
+    admin.get_by_label("Name").fill("order")
+    admin.get_by_label("Text").fill("Hi {customer_name}, order {order_id} is being looked at.")
+    admin.get_by_role("button", name="Save reply").click()
+    expect(admin.locator("#canned-table")).to_contain_text("/order")
+    admin.get_by_label("Name").fill("bye")
+    admin.get_by_label("Text").fill("Thanks for waiting, bye!")
+    admin.get_by_role("button", name="Save reply").click()
+    expect(admin.locator("#canned-table")).to_contain_text("/bye")
+    shot(admin, "36-canned-replies")
+
+    conversation = f"c{time.monotonic_ns()}"
+    _say(first, conversation, "I want to talk to a human")
+    _set_slot(data_dir, conversation, "order_id", XSS)
+    sign_in(ann, first, "ann")
+    ann.goto(f"{first}/review/bots/tiny/conversations/{conversation}")
+    box = ann.get_by_label("Reply to the customer")
+    box.press_sequentially("/or")
+    menu = ann.get_by_role("listbox", name="Canned replies")
+    expect(menu.get_by_role("option")).to_have_count(1)
+    expect(menu.get_by_role("option")).to_contain_text("/order")
+    shot(ann, "37-canned-menu")
+    box.press("Enter")
+    expect(box).to_have_value(f"Hi {{customer_name}}, order {XSS} is being looked at.")
+    expect(menu).to_be_hidden()
+    box.fill("")
+    box.press_sequentially("/")
+    expect(menu.get_by_role("option")).to_have_count(2)
+    box.press("ArrowDown")
+    box.press("Tab")
+    expect(box).to_have_value("Hi {customer_name}, order " + XSS + " is being looked at.")
+    box.fill("/b")
+    box.press("Enter")
+    expect(box).to_have_value("Thanks for waiting, bye!")
+    ann.get_by_role("button", name="Send reply").click()
+    expect(ann.locator(".msg.agent")).to_contain_text("Thanks for waiting, bye!")
+    assert ann.evaluate("window.pwned") is None
