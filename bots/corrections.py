@@ -2,8 +2,11 @@
 
 An agent's fix of a message's intent or entities is stored as a ``correction`` event
 ``{"seq": <the customer's turn>, "intent": ..., "entities": [{entity, value, start, end}], "by": ...}``
-and the conversation is tagged ``corrected`` (``correct``: what the review UI's route calls, raising
-``InvalidChange`` for a correction that cannot be made). ``corrections_document`` turns the latest
+(with ``"new_intent": true`` when the agent labelled it with an intent the bot does not have yet, a
+name ``INTENT_NAME`` allows, and ``"handoff": true`` when the bot should have handed the customer to a
+human there, which also tags the conversation ``should-hand-off``) and the conversation is tagged
+``corrected`` (``correct``: what the review UI's route calls, raising ``InvalidChange`` for a correction
+that cannot be made). ``corrections_document`` turns the latest
 correction of every message into a training-data file, in one of two ``FORMATS``:
 
 * ``switchboard``: what ``switchboard train`` reads (``BOT_DIR/corrections.yml``, or ``--data``),
@@ -20,6 +23,9 @@ correction of every message into a training-data file, in one of two ``FORMATS``
 * ``rasa``: a Rasa 3 ``nlu.yml`` (``examples: |`` blocks, ``[text]{"entity": ..., "value": ...}``
   where the value differs from the text), for a Rasa project.
 
+A new intent is exported like the others and named in the file's header: ``switchboard train`` refuses
+an intent the bot does not declare (at its file:line), so it is added to bot.yml with a response first.
+
 Nothing is written into the bot folder: it is the served, often read-only, source of the bot. The
 review UI hands the file over as a download; ``export_corrections`` (the CLI) writes the path it is
 given, by default under the data dir (``export_path``), 0600. Exporting again to the same file merges:
@@ -30,6 +36,7 @@ may have expired since) are kept.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +52,8 @@ from bots.store.base import Conversation, ConversationStore, SummaryUpdate, Tran
 from bots.types import Entity
 
 CORRECTED_TAG = "corrected"
+MISSED_HANDOFF_TAG = "should-hand-off"
+INTENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")  # a new intent's name (bot.yml and Rasa alike)
 CORRECTIONS_FILE = "corrections.yml"
 FORMATS = ("switchboard", "rasa")
 _PAGE = 200
@@ -56,6 +65,7 @@ class CorrectedExample:
     intent: str
     entities: tuple[Entity, ...] = ()
     source: str = ""  # "<conversation id>#<seq>" or the file it was read from
+    new_intent: bool = False  # the agent labelled it with an intent the bot did not have
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ def corrections_in(conversation: Conversation) -> list[CorrectedExample]:
         data = latest[seq]
         entities = tuple(Entity.from_dict(e) for e in data.get("entities") or ())
         found.append(CorrectedExample(texts[seq], str(data.get("intent", "")), entities,
-                                      f"{conversation.summary.conversation_id}#{seq}"))
+                                      f"{conversation.summary.conversation_id}#{seq}", bool(data.get("new_intent"))))
     return found
 
 
@@ -156,16 +166,28 @@ def _customer_text(conversation: Conversation, seq: int) -> str:
 
 
 async def correct(store: ConversationStore, spec: BotSpec, conversation_id: str, seq: int, intent: str,
-                  entities: Sequence[Mapping[str, Any]], by: str) -> Turn:
+                  entities: Sequence[Mapping[str, Any]], by: str, *, new_intent: bool = False,
+                  handoff: bool = False) -> Turn:
     """An agent's correction of the customer's message at ``seq``: a ``correction`` event, and the
-    conversation tagged ``corrected``. ``ConversationNotFound``, or ``InvalidChange`` naming the field."""
+    conversation tagged ``corrected`` (and ``should-hand-off`` with ``handoff``). ``new_intent``: the agent
+    means an intent the bot does not have yet (validated name). ``ConversationNotFound``, or
+    ``InvalidChange`` naming the field."""
     conversation = await load_existing(store, spec.name, conversation_id)
-    if intent not in spec.intents:
+    new_intent = new_intent and intent not in spec.intents
+    if new_intent and not INTENT_NAME.match(intent):
+        raise InvalidChange(f"intent: {intent[:70]!r}: a new intent's name starts with a letter and has only "
+                            "letters, digits and '_' (at most 64)")
+    if not new_intent and intent not in spec.intents:
         raise InvalidChange(f"intent: {intent!r} is not an intent of bot {spec.name!r} "
-                            f"(known: {', '.join(sorted(spec.intents))})")
+                            f"(known: {', '.join(sorted(spec.intents))}); to add it, mark it as a new intent")
     checked = checked_entities(_customer_text(conversation, seq), entities)
-    event = Event(CORRECTION, {"seq": seq, "intent": intent, "entities": [e.to_dict() for e in checked], "by": by})
-    return await store.append(spec.name, conversation_id, [event], SummaryUpdate(add_tags=(CORRECTED_TAG,)))
+    data: dict[str, Any] = {"seq": seq, "intent": intent, "entities": [e.to_dict() for e in checked], "by": by}
+    if new_intent:
+        data["new_intent"] = True
+    if handoff:
+        data["handoff"] = True
+    tags = (CORRECTED_TAG, MISSED_HANDOFF_TAG) if handoff else (CORRECTED_TAG,)
+    return await store.append(spec.name, conversation_id, [Event(CORRECTION, data)], SummaryUpdate(add_tags=tags))
 
 
 def annotate(text: str, entities: Sequence[Entity]) -> str:
@@ -183,16 +205,36 @@ def annotate(text: str, entities: Sequence[Entity]) -> str:
     return "".join(parts)
 
 
+def one_line(text: str, entities: Sequence[Entity]) -> tuple[str, tuple[Entity, ...]]:
+    """The message on one line with single spaces (an example line of bot.yml; the model's tokenizer
+    reads it alike), its entities' offsets moved with it."""
+    out: list[str] = []
+    moved = [0] * (len(text) + 1)  # old offset -> new offset
+    for i, ch in enumerate(text):
+        moved[i] = len(out)
+        if not ch.isspace():
+            out.append(ch)
+        elif out and not out[-1].isspace() and any(not c.isspace() for c in text[i:]):
+            out.append(" ")
+    moved[len(text)] = len(out)
+    squeezed = "".join(out)
+    shifted = []
+    for e in entities:
+        start, end = moved[e.start], moved[e.end]
+        while end > start and squeezed[end - 1] == " ":
+            end -= 1
+        shifted.append(Entity(e.entity, e.value, start, end))
+    return squeezed, tuple(shifted)
+
+
 def _check(example: CorrectedExample, spec: BotSpec) -> str:
     """The annotated example line; ValueError with the reason if it cannot be written faithfully."""
-    if example.intent not in spec.intents:
+    if example.intent not in spec.intents and not (example.new_intent and INTENT_NAME.match(example.intent)):
         raise ValueError(f"intent {example.intent!r} is not an intent of bot {spec.name!r}")
-    text = " ".join(example.text.split())
-    if text != example.text:
-        raise ValueError("the message spans several lines or has odd spacing; bot.yml examples are one line")
-    line = annotate(text, example.entities)
+    text, entities = one_line(example.text, example.entities)
+    line = annotate(text, entities)
     back = parse_example(line)
-    wanted = sorted((e.entity, e.value, e.start, e.end) for e in example.entities)
+    wanted = sorted((e.entity, e.value, e.start, e.end) for e in entities)
     if back.text != text or sorted((e.entity, e.value, e.start, e.end) for e in back.entities) != wanted:
         raise ValueError("the message contains [text](name) markup that bot.yml would read as an entity")
     return line
@@ -247,9 +289,10 @@ def _rasa_line(line: str) -> str:
     return "".join(parts)
 
 
-def render(bot: str, pairs: Iterable[tuple[str, str]], fmt: str = "switchboard", skipped: Sequence[str] = ()) -> str:
-    """The file of ``(intent, example line)`` pairs; corrections that could not be written are listed
-    in its header, each with the reason."""
+def render(bot: str, pairs: Iterable[tuple[str, str]], fmt: str = "switchboard", skipped: Sequence[str] = (),
+           new_intents: Sequence[str] = ()) -> str:
+    """The file of ``(intent, example line)`` pairs; ``new_intents`` (not in the bot yet) and the corrections
+    that could not be written (each with the reason) are listed in its header."""
     by_intent: dict[str, list[str]] = {}
     for intent, line in pairs:
         by_intent.setdefault(intent, []).append(line)
@@ -264,6 +307,9 @@ def render(bot: str, pairs: Iterable[tuple[str, str]], fmt: str = "switchboard",
                   "# Rasa NLU format with bot.yml's [value](entity) annotations; train with them: save as\n"
                   "# BOT_DIR/corrections.yml (merged by `switchboard train BOT_DIR`), or pass --data FILE.\n"
                   "# Re-exporting to the same file merges: the latest label of a message wins.\n")
+    for intent in new_intents:
+        header += (f"# new intent {intent!r}: add it to the bot (bot.yml, with a response) before training; "
+                   "`switchboard train` refuses an intent the bot does not declare\n")
     for reason in skipped:
         header += "# skipped " + " ".join(reason.split()) + "\n"
     body = yaml.dump({"version": "3.1", "nlu": nlu}, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
@@ -289,7 +335,8 @@ def corrections_document(spec: BotSpec, examples: Sequence[CorrectedExample], fm
             continue
         merged[" ".join(example.text.lower().split())] = (example.intent, line)
         new += 1
-    text = render(spec.name, merged.values(), fmt, skipped)
+    new_intents = sorted({intent for intent, _ in merged.values()} - set(spec.intents))
+    text = render(spec.name, merged.values(), fmt, skipped, new_intents)
     return CorrectionsDocument(text, len(merged), new, tuple(skipped))
 
 

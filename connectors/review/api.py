@@ -1,11 +1,13 @@
 """The review JSON API under ``/review/api``: for the UI's scripts and, with an API token, for scripts.
 
 Viewer: search conversations, read transcripts (audited). Agent: flag, tag, mark reviewed,
-correct intents and entities, export corrections. Admin: read the audit log.
+correct intents (or name a new one) and entities, mark a missed hand-off, export corrections (a download, or
+the file under the data dir). Admin: read the audit log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -14,7 +16,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from bots.corrections import CorrectionsDocument, collect_corrections, correct, corrections_document
+from bots.corrections import (
+    CorrectionsDocument,
+    collect_corrections,
+    correct,
+    corrections_document,
+    export_corrections,
+    export_path,
+)
 from bots.store.base import SummaryUpdate, load_existing
 from connectors.bodies import TextBody
 from connectors.review.auth import Auth, Principal
@@ -51,11 +60,18 @@ class EntityIn(BaseModel):
     end: int | None = None
 
 
+class ExportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["switchboard", "rasa"] = "switchboard"
+
+
 class CorrectionBody(TextBody):
     model_config = ConfigDict(extra="forbid")
     seq: int = Field(ge=1)
     intent: str = Field(min_length=1, max_length=64)
     entities: list[EntityIn] = Field(default_factory=list, max_length=20)
+    new_intent: bool = False  # the intent is one the bot does not have yet (a validated name)
+    handoff: bool = False  # the bot should have handed the customer to a human here
 
 
 def _summary(s: Any) -> dict[str, Any]:
@@ -140,9 +156,11 @@ def api_router(runtime: Runtime, auth: Auth) -> APIRouter:
                          principal: Principal = agent) -> dict[str, Any]:
         spec = runtime.bot(bot).spec
         turn = await correct(store, spec, conversation_id, body.seq, body.intent,
-                             [e.model_dump() for e in body.entities], principal.user.username)
+                             [e.model_dump() for e in body.entities], principal.user.username,
+                             new_intent=body.new_intent, handoff=body.handoff)
+        detail = f"turn {body.seq} -> {body.intent}" + (" (new intent)" if body.new_intent else "")
         await auth.audit(request, principal, "correct", bot=bot, conversation_id=conversation_id,
-                         detail=f"turn {body.seq} -> {body.intent}")
+                         detail=detail + (", should have handed off" if body.handoff else ""))
         return {"turn": turn.to_dict()}
 
     @router.get("/bots/{bot}/export-corrections", responses={401: {}, 403: {}, 404: {}, 422: {}})
@@ -160,6 +178,19 @@ def api_router(runtime: Runtime, auth: Auth) -> APIRouter:
         return Response(document.text, media_type="application/yaml; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store",
             "X-Corrections-Examples": str(document.written), "X-Corrections-Skipped": str(len(document.skipped))})
+
+    @router.post("/bots/{bot}/export-corrections", responses={401: {}, 403: {}, 404: {}, 422: {}})
+    async def export_to_file(request: Request, bot: str, body: ExportBody, principal: Principal = agent
+                             ) -> dict[str, Any]:
+        """The bot's corrections merged into the file under the data dir that ``switchboard
+        export-corrections`` writes (``DATA_DIR/exports/BOT/...``, 0600; never the bot folder)."""
+        spec = runtime.bot(bot).spec
+        examples = await collect_corrections(store, bot)
+        path = export_path(runtime.settings.data_dir, bot, body.format)
+        result = await asyncio.to_thread(export_corrections, spec, examples, path, body.format)
+        await auth.audit(request, principal, "export_corrections", bot=bot,
+                         detail=f"{result.new} corrections -> {path} ({body.format})")
+        return {"path": str(path), "written": result.written, "new": result.new, "skipped": list(result.skipped)}
 
     @router.get("/audit", responses={401: {}, 403: {}})
     async def audit_log(

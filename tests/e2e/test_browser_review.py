@@ -236,7 +236,7 @@ def test_find_yesterdays_low_confidence_conversations_and_correct_one(stack: dic
     expect(agent.locator("#status-badges")).to_contain_text("reviewed")
     agent.get_by_role("button", name="Export corrections").click()
     export = agent.get_by_role("dialog", name="Export corrections")
-    expect(export).to_contain_text("not saved on the server")  # a confirmation step, then a download
+    expect(export).to_contain_text("never into the bot folder")  # a confirmation step, then a download
     with agent.expect_download() as downloading:
         export.get_by_role("button", name="Download").click()
     download = downloading.value
