@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from typing import Protocol
 from bots.errors import Conflict, InvalidChange, NotDelivered
 from bots.events import AGENT, PAUSE, RESTART, RESUME, Event
 from bots.metrics import Metrics
+from bots.store.analytics import Analytics, AnalyticsQuery
 from bots.store.base import (
     Conversation,
     ConversationStore,
@@ -58,6 +60,7 @@ log = logging.getLogger("switchboard.handoff")
 # The events that change who has the conversation, and what they change it to (paused or not).
 PAUSES: Mapping[str, bool] = {PAUSE: True, RESUME: False, RESTART: False}
 MAX_REPLY_CHARS = 4000
+ANALYTICS_WINDOW_S = 86_400.0  # the analytics gauges cover the conversations started in the last day
 GAUGE_REFRESH_S = 10.0  # how often each replica re-reads the waiting customers (and at every scrape)
 
 
@@ -270,12 +273,25 @@ class HandoffGauges:
             self._metrics.handoff_oldest_seconds.labels(bot).set_function(lambda: self.oldest_seconds(bot))
         self._since[bot] = waiting.since
 
+    def _set_analytics(self, bot: str, analytics: Analytics) -> None:
+        """The last day's rates and reply times; a figure without conversations to compute it from is NaN."""
+        figures = analytics.total.to_dict()
+        for gauge, key in ((self._metrics.containment_ratio, "containment_rate"),
+                           (self._metrics.handoff_ratio, "handoff_rate"),
+                           (self._metrics.fallback_ratio, "fallback_rate")):
+            gauge.labels(bot).set(math.nan if figures[key] is None else figures[key])
+        for quantile, key in (("0.5", "first_reply_p50_s"), ("0.9", "first_reply_p90_s")):
+            value = figures[key]
+            self._metrics.first_agent_reply_seconds.labels(bot, quantile).set(math.nan if value is None else value)
+
     async def _read(self) -> None:
         async with self._lock:
             if time.monotonic() - self._read_at < self.min_interval_s:
                 return  # another caller has just read them
             for bot in sorted(set(self._bots())):
                 self._set(bot, await self._store.waiting(bot))
+                self._set_analytics(bot, await self._store.analytics(
+                    AnalyticsQuery(bot=bot, since=self._clock() - ANALYTICS_WINDOW_S)))
             self._read_at = time.monotonic()
 
     async def refresh(self, timeout_s: float = 2.0) -> bool:

@@ -111,6 +111,24 @@ class Metrics:
             "switchboard_handoff_oldest_seconds", "Age of the oldest conversation waiting for an agent.", ["bot"],
             registry=r,
         )
+        # The review UI's analytics (bots/store/analytics.py) of the conversations started in the last day, read from
+        # the shared store with the hand-off gauges (bots/handoff.py HandoffGauges); per bot only.
+        self.containment_ratio = Gauge(
+            "switchboard_containment_ratio", "Share of the last day's conversations that never reached a human.",
+            ["bot"], registry=r,
+        )
+        self.handoff_ratio = Gauge(
+            "switchboard_handoff_ratio", "Share of the last day's conversations handed to a human.", ["bot"],
+            registry=r,
+        )
+        self.fallback_ratio = Gauge(
+            "switchboard_fallback_ratio", "Share of the last day's conversations where the bot did not understand "
+            "at least once.", ["bot"], registry=r,
+        )
+        self.first_agent_reply_seconds = Gauge(
+            "switchboard_first_agent_reply_seconds", "Time from the hand-off to the first agent reply, over the last "
+            "day's conversations that got one (quantile 0.5 or 0.9).", ["bot", "quantile"], registry=r,
+        )
         # How customers feel (bots/nlu/sentiment.py): per bot only, never per user or conversation.
         self.frustrated_conversations = Counter(
             "switchboard_frustrated_conversations_total", "Conversations whose customer turned frustrated (counted "

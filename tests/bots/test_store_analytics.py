@@ -5,6 +5,7 @@ the SQLite query reads its covering index."""
 from __future__ import annotations
 
 import contextlib
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest_asyncio
 
 from bots import handoff
 from bots.errors import NotDelivered
+from bots.handoff import HandoffGauges
+from bots.metrics import Metrics
 from bots.store.analytics import AnalyticsQuery, percentile
 from bots.store.base import ConversationStore, SummaryUpdate
 from bots.store.sqlite import SQLiteStore
@@ -106,3 +109,28 @@ async def test_sqlite_analytics_reads_the_covering_index(tmp_path: Path) -> None
             " AND started_at >= ? GROUP BY 1, 2", ("shop", 0.0)))
     conn.close()
     assert "COVERING INDEX conv_analytics" in plan
+
+
+def _analytics_gauges(metrics: Metrics) -> dict[tuple[str, ...], float]:
+    names = ("switchboard_containment_ratio", "switchboard_handoff_ratio", "switchboard_fallback_ratio",
+             "switchboard_first_agent_reply_seconds")
+    return {(s.name, *s.labels.values()): s.value for m in metrics.registry.collect() for s in m.samples
+            if s.name in names}
+
+
+async def test_the_last_days_figures_are_gauges_per_bot(store: ConversationStore) -> None:
+    now = time.time()
+    await _conversation(store, "c1", now - 3600, intent="greet")
+    await _conversation(store, "c2", now - 1800, intent="cancel", fallback=True, handed_off=True, replied=True)
+    await _conversation(store, "old", now - 3 * 86_400, handed_off=True)  # outside the last day
+    metrics = Metrics()
+    gauges = HandoffGauges(store, metrics, lambda: ["shop", "faq"], min_interval_s=0)
+    assert await gauges.refresh()
+    found = _analytics_gauges(metrics)
+    assert found[("switchboard_containment_ratio", "shop")] == pytest.approx(0.5)
+    assert found[("switchboard_handoff_ratio", "shop")] == pytest.approx(0.5)
+    assert found[("switchboard_fallback_ratio", "shop")] == pytest.approx(0.5)
+    assert found[("switchboard_first_agent_reply_seconds", "shop", "0.5")] == pytest.approx(1790, abs=60)
+    assert math.isnan(found[("switchboard_containment_ratio", "faq")])  # no conversations: no figure
+    assert all(set(s.labels) <= {"bot", "quantile"} for m in metrics.registry.collect() for s in m.samples
+               if s.name.startswith(("switchboard_containment", "switchboard_first_agent")))

@@ -1,0 +1,121 @@
+"""Analytics and bulk export on 100 000 conversations in the embedded SQLite store.
+
+    nice -n 10 .venv/bin/python bench/analytics.py [--conversations 100000] [--repeat 7]
+
+The store creates the file (schema and indexes, as served); the conversations' summary rows are then
+written with one ``executemany`` (the store API would take minutes for the same rows): 3 bots, 4
+channels, 90 days, 40 intents, 12 % fallbacks, 18 % handed off of which 80 % got an agent reply
+(1 s to 2 h later). Then it times, ``--repeat`` times each (median, min..max, in ms):
+
+* ``SQLiteStore.analytics`` over everything, one bot, and one bot's last 30 days;
+* the bulk export (``connectors.review.exports.export_lines``, what the route streams) of every
+  conversation as CSV and as JSON lines, with the peak Python memory it allocated (tracemalloc) and
+  the bytes it produced: memory stays at one page of ``EXPORT_PAGE`` conversations.
+
+Prints the load average before and after: on a shared machine it says how far to trust the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bots.store.analytics import AnalyticsQuery
+from bots.store.base import TranscriptQuery
+from bots.store.sqlite import SQLiteStore
+from connectors.review.exports import EXPORT_PAGE, export_lines
+
+BOTS = ("shop", "bank", "travel")
+CHANNELS = ("web", "slack", "telegram", "webhook")
+INTENTS = tuple(f"intent_{i:02d}" for i in range(40))
+
+
+def rows(n: int, now: float, seed: int = 7) -> list[tuple[object, ...]]:
+    rng = random.Random(seed)
+    out: list[tuple[object, ...]] = []
+    for i in range(n):
+        started = now - rng.random() * 90 * 86_400
+        handed = rng.random() < 0.18
+        handoff_at = started + rng.uniform(5, 300) if handed else None
+        reply_at = handoff_at + rng.expovariate(1 / 240) if handoff_at is not None and rng.random() < 0.8 else None
+        out.append((rng.choice(BOTS), f"c{i:07d}", rng.choice(CHANNELS), f"u{i}", "{}", started,
+                    started + rng.uniform(1, 900), rng.choice(INTENTS), rng.random(), rng.randint(1, 12),
+                    int(rng.random() < 0.12), int(handed and rng.random() < 0.3), 0, 0, "[]", 2, handoff_at,
+                    reply_at))
+    return out
+
+
+def spread(ms: list[float]) -> str:
+    return f"median {statistics.median(ms):.1f} ms ({min(ms):.1f}..{max(ms):.1f})"
+
+
+async def run(args: argparse.Namespace, folder: Path) -> None:
+    store = SQLiteStore(folder / "conversations.db")
+    await store.start()
+    now = time.time()
+    data = rows(args.conversations, now)
+    t0 = time.perf_counter()
+    await store._write(lambda conn: conn.executemany(  # bulk fill, see the docstring
+        "INSERT INTO conversations (bot, conversation_id, channel, user_id, address, started_at, last_activity,"
+        " last_intent, min_confidence, turns, fallback, handoff, flagged, reviewed, tags, next_seq, handoff_at,"
+        " agent_reply_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data))
+    await store._write(lambda conn: conn.execute("ANALYZE"))
+    print(f"filled {args.conversations} conversations in {time.perf_counter() - t0:.1f} s")
+    for label, query in (("everything", AnalyticsQuery()), ("one bot", AnalyticsQuery(bot="shop")),
+                         ("one bot, last 30 days", AnalyticsQuery(bot="shop", since=now - 30 * 86_400))):
+        times, result = [], None
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            result = await store.analytics(query)
+            times.append((time.perf_counter() - t0) * 1000)
+        assert result is not None
+        total = result.total
+        print(f"analytics, {label}: {spread(times)}; {total.conversations} conversations, containment "
+              f"{total.containment_rate:.3f}, first reply p50 {total.reply_p50_s:.0f} s p90 {total.reply_p90_s:.0f} s, "
+              f"{len(result.by_day)} days")
+    for fmt in ("csv", "jsonl"):
+        times, peaks, sizes = [], [], []
+        for _ in range(max(1, args.repeat // 2)):
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            size = lines = 0
+            async for chunk in export_lines(store, TranscriptQuery(), fmt):  # type: ignore[arg-type]
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+            times.append((time.perf_counter() - t0) * 1000)
+            peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
+            tracemalloc.stop()
+            sizes.append(size)
+        print(f"export {fmt} of every conversation ({lines} lines, {sizes[0] / 2**20:.1f} MiB, pages of "
+              f"{EXPORT_PAGE}): {spread(times)}; peak Python memory {statistics.median(peaks):.1f} MiB "
+              f"({min(peaks):.1f}..{max(peaks):.1f}) (traced, so slower than untraced)")
+    await store.aclose()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--conversations", type=int, default=100_000)
+    p.add_argument("--repeat", type=int, default=7)
+    args = p.parse_args()
+    before = os.getloadavg()
+    print(f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, {os.cpu_count()} CPUs; "
+          f"{json.dumps(vars(args))}")
+    with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
+        asyncio.run(run(args, Path(tmp)))
+    after = os.getloadavg()
+    print(f"load average after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
