@@ -502,15 +502,24 @@ def _frame_matches(rule: Frame, frame: Frame) -> bool:
     """A rule's frame holds for a conversation's frame: every feature it states is there, nothing starts
     with what it marks "not set" (``!slot:name:``, ``!loop:``), and a frame with no previous action (the
     start of a rule that begins with an action) only holds for such a frame (Rasa's ``_is_rule_applicable``)."""
-    if any(f.startswith("prev:") for f in rule) != any(f.startswith("prev:") for f in frame):
+    required, not_set = _rule_parts(rule)
+    if _has_prev(rule) != _has_prev(frame) or not required <= frame:
         return False
-    for feature in rule:
-        if feature.startswith(_NOT_SET):
-            if any(f.startswith(feature[1:]) for f in frame):
-                return False
-        elif feature not in frame:
-            return False
-    return True
+    return not any(f.startswith(prefix) for prefix in not_set for f in frame)
+
+
+# Every prediction matches each rule key's frames against the latest frames: the parts of a frame are worked
+# out once per frame (frames are frozen sets, hashed once; a conversation's frames repeat).
+@functools.lru_cache(maxsize=8192)
+def _rule_parts(rule: Frame) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The features a rule's frame requires, and the prefixes it marks "not set"."""
+    return (frozenset(f for f in rule if not f.startswith(_NOT_SET)),
+            tuple(f[len(_NOT_SET):] for f in rule if f.startswith(_NOT_SET)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _has_prev(frame: Frame) -> bool:
+    return any(f.startswith("prev:") for f in frame)
 
 
 @dataclass(frozen=True)
