@@ -14,9 +14,11 @@ call, the median of ``--runs`` repetitions with the spread (min-max):
   what a text costs alone and in a batch;
 - **thread hop**: ``asyncio.to_thread`` of a function that does nothing, on uvloop: what handing work to
   a thread and back costs (each NLU batch takes one);
-- **dialogue replay**: ``Tracker.replay`` of a 200-event history (the most a dialogue state keeps) over
-  the bot's domain, which ``decide`` does every turn: turns of user message, NLU, one of the first 10
-  intents, an answer action and its text, then listening.
+- **dialogue**: ``Tracker.replay`` of a 200-event history (the most a dialogue state keeps) over the
+  bot's domain, which ``decide`` does every turn (turns of user message, NLU, one of the first 10
+  intents, an answer action and its text, then listening); and the bot's policy ensemble predicting the
+  next action after a user message of each of those intents (``Ensemble.predict``, without a learned
+  policy model), which ``decide`` does for each action of a turn.
 
 The figures depend on the machine and on what else runs on it (the load average is printed).
 """
@@ -105,9 +107,9 @@ async def hop_cost(calls: int) -> float:
     return 1e6 * (time.process_time() - started) / calls
 
 
-def replay_cost(bot: Path, calls: int) -> float:
-    """CPU ms of one ``Tracker.replay`` of a 200-event history."""
-    from bots.dialogue.policies import Tracker
+def dialogue_costs(bot: Path, calls: int) -> tuple[float, float]:
+    """CPU ms of one ``Tracker.replay`` of a 200-event history, and of one ``Ensemble.predict``."""
+    from bots.dialogue.policies import Ensemble, Tracker
     from bots.loader import load_bot_folder
 
     _, dialogue = load_bot_folder(bot)
@@ -124,7 +126,19 @@ def replay_cost(bot: Path, calls: int) -> float:
     started = time.process_time()
     for _ in range(calls):
         Tracker.replay(dialogue.domain, history)
-    return 1000 * (time.process_time() - started) / calls
+    replay = 1000 * (time.process_time() - started) / calls
+    ensemble = Ensemble.build(dialogue.domain, dialogue.stories, dialogue.policy, None)
+    trackers = []
+    for intent in intents:
+        tracker = Tracker.replay(dialogue.domain, history)
+        tracker.user(intent, ())
+        trackers.append(tracker)
+        ensemble.predict(tracker)  # warm
+    started = time.process_time()
+    for _ in range(calls):
+        for tracker in trackers:
+            ensemble.predict(tracker)
+    return replay, 1000 * (time.process_time() - started) / (calls * len(trackers))
 
 
 def _spread(values: list[float], digits: int) -> str:
@@ -155,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
         for size, ms in nlu_costs(args.bot, texts, args.texts).items():
             add(f"NLU model, batches of {size} (ms/text)", ms)
         add("thread hop, asyncio.to_thread (µs/call)", uvloop.run(hop_cost(2000)))
-        add("dialogue Tracker.replay, 200 events (ms/turn)", replay_cost(args.bot, 1000))
+        replay, predict = dialogue_costs(args.bot, 500)
+        add("dialogue Tracker.replay, 200 events (ms/turn)", replay)
+        add("dialogue Ensemble.predict (ms/prediction)", predict)
     store_total = [sum(values) for values in zip(*(runs[f"store {op} (ms/message)"] for op in OPS), strict=True)]
     runs["store, the four together (ms/message)"] = store_total
     digits: Callable[[str], int] = lambda name: 0 if "µs" in name else 3  # noqa: E731

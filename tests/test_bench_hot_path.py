@@ -1,11 +1,11 @@
 """bench/hot_path.py: the store's four operations of a message are each measured, on real messages; the
-thread hop and the dialogue replay are timed."""
+thread hop, the dialogue replay and a policy prediction are timed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.hot_path import OPS, hop_cost, replay_cost, store_costs
+from bench.hot_path import OPS, dialogue_costs, hop_cost, store_costs
 from bench.load import read_questions
 
 
@@ -20,5 +20,6 @@ async def test_a_thread_hop_costs_some_cpu() -> None:
     assert await hop_cost(50) > 0
 
 
-def test_a_dialogue_replay_is_timed_over_the_bots_domain() -> None:
-    assert replay_cost(Path(__file__).resolve().parent / "data" / "dialogue_bot", 5) > 0
+def test_the_dialogue_replay_and_prediction_are_timed_over_the_bots_domain() -> None:
+    replay, predict = dialogue_costs(Path(__file__).resolve().parent / "data" / "dialogue_bot", 5)
+    assert replay > 0 and predict > 0
