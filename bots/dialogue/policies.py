@@ -542,7 +542,10 @@ class RuleKey:
         n = len(self.frames)
         if n > len(history) or (self.start and n != len(history)):
             return False
-        return all(_frame_matches(self.frames[-j], history[-j]) for j in range(1, n + 1))
+        for j in range(1, n + 1):  # a loop, not all(generator): called for every rule key at every prediction
+            if not _frame_matches(self.frames[-j], history[-j]):
+                return False
+        return True
 
 
 def rule_key(t: Trajectory, i: int) -> RuleKey | None:
