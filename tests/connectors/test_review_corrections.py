@@ -20,6 +20,7 @@ from bots.settings import Settings
 from connectors.app import create_app
 from connectors.cli import main as switchboard
 from tests.connectors.test_review_api import add_users, say, sign_in
+from tests.connectors.test_review_api import review as review  # the fixture
 from training.cli import main as training_main
 
 # Messages the tiny bot does not have examples like, with what they mean.
@@ -156,48 +157,44 @@ def _writable(folder: Path) -> None:
             p.chmod(0o755)
 
 
-def test_a_new_intent_a_missed_hand_off_and_saving_on_the_server(tiny_bot_dir: Path, settings: Settings) -> None:
-    add_users(settings.data_dir, ann="agent", vic="viewer", ada="admin")
-    with TestClient(create_app(settings, [tiny_bot_dir])) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        say(client, "sup  bot, gimme a human", "c1", "m1")
-        csrf = sign_in(client, "ann")
-        url = "/review/api/bots/tiny/conversations/c1/corrections"
-        r = client.post(url, json={"seq": 1, "intent": "smalltalk"}, headers={"X-CSRF-Token": csrf})
-        assert r.status_code == 422 and "mark it as a new intent" in r.json()["detail"]
-        for bad in ("small talk", "9lives", "a/b", "x" * 65):
-            r = client.post(url, json={"seq": 1, "intent": bad, "new_intent": True}, headers={"X-CSRF-Token": csrf})
-            assert r.status_code == 422, bad
-        r = client.post(url, json={"seq": 1, "intent": "smalltalk", "new_intent": True, "handoff": True,
-                                   "entities": [{"entity": "who", "value": "human", "start": 18, "end": 23}]},
-                        headers={"X-CSRF-Token": csrf})
-        assert r.status_code == 200, r.text
-        event = next(e for e in r.json()["turn"]["events"] if e["kind"] == "correction")["data"]
-        assert (event["intent"], event["new_intent"], event["handoff"]) == ("smalltalk", True, True)
-        tags = client.get("/review/api/bots/tiny/conversations/c1").json()["summary"]["tags"]
-        assert tags == ["corrected", "should-hand-off"]
+def test_a_new_intent_a_missed_hand_off_and_saving_on_the_server(review: TestClient, tiny_bot_dir: Path,
+                                                                  settings: Settings) -> None:
+    client = review  # users ann (agent), vic (viewer), ada (admin)
+    say(client, "sup  bot, gimme a human", "c1", "m1")
+    csrf = sign_in(client, "ann")
+    url = "/review/api/bots/tiny/conversations/c1/corrections"
+    r = client.post(url, json={"seq": 1, "intent": "smalltalk"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "mark it as a new intent" in r.json()["detail"]
+    for bad in ("small talk", "9lives", "a/b", "x" * 65):
+        r = client.post(url, json={"seq": 1, "intent": bad, "new_intent": True}, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 422, bad
+    r = client.post(url, json={"seq": 1, "intent": "smalltalk", "new_intent": True, "handoff": True,
+                               "entities": [{"entity": "who", "value": "human", "start": 18, "end": 23}]},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    event = next(e for e in r.json()["turn"]["events"] if e["kind"] == "correction")["data"]
+    assert (event["intent"], event["new_intent"], event["handoff"]) == ("smalltalk", True, True)
+    tags = client.get("/review/api/bots/tiny/conversations/c1").json()["summary"]["tags"]
+    assert tags == ["corrected", "should-hand-off"]
 
-        assert client.post("/review/api/bots/tiny/export-corrections", json={}).status_code == 403  # no CSRF token
-        r = client.post("/review/api/bots/tiny/export-corrections", json={"format": "rasa"},
-                        headers={"X-CSRF-Token": csrf})
-        assert r.status_code == 200, r.text
-        path = settings.data_dir / "exports" / "tiny" / "tiny-nlu.yml"
-        assert r.json()["path"] == str(path) and r.json()["written"] == 1
-        text = path.read_text()
-        assert "# new intent 'smalltalk'" in text
-        assert "- sup bot, gimme a [human](who)\n" in yaml.safe_load(text)["nlu"][0]["examples"]  # one line
-        assert path.stat().st_mode & 0o777 == 0o600
-        assert client.post("/review/api/bots/tiny/export-corrections", json={"format": "csv"},
-                           headers={"X-CSRF-Token": csrf}).status_code == 422
+    assert client.post("/review/api/bots/tiny/export-corrections", json={}).status_code == 403  # no CSRF token
+    r = client.post("/review/api/bots/tiny/export-corrections", json={"format": "rasa"},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    path = settings.data_dir / "exports" / "tiny" / "tiny-nlu.yml"
+    assert r.json()["path"] == str(path) and r.json()["written"] == 1
+    text = path.read_text()
+    assert "# new intent 'smalltalk'" in text
+    assert "- sup bot, gimme a [human](who)\n" in yaml.safe_load(text)["nlu"][0]["examples"]  # one line
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert client.post("/review/api/bots/tiny/export-corrections", json={"format": "csv"},
+                       headers={"X-CSRF-Token": csrf}).status_code == 422
 
-        csrf = sign_in(client, "vic")
-        r = client.post("/review/api/bots/tiny/export-corrections", json={}, headers={"X-CSRF-Token": csrf})
-        assert r.status_code == 403
-        sign_in(client, "ada")
-        log = [(e["actor"], e["action"], e["detail"]) for e in client.get("/review/api/audit").json()["items"]]
-        assert ("ann", "correct", "turn 1 -> smalltalk (new intent), should have handed off") in log
-        assert ("ann", "export_corrections", f"1 corrections -> {path} (rasa)") in log
+    csrf = sign_in(client, "vic")
+    r = client.post("/review/api/bots/tiny/export-corrections", json={}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 403
+    sign_in(client, "ada")
+    log = [(e["actor"], e["action"], e["detail"]) for e in client.get("/review/api/audit").json()["items"]]
+    assert ("ann", "correct", "turn 1 -> smalltalk (new intent), should have handed off") in log
+    assert ("ann", "export_corrections", f"1 corrections -> {path} (rasa)") in log
     assert not (tiny_bot_dir / "corrections.yml").exists()

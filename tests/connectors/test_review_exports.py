@@ -12,11 +12,10 @@ from fastapi.testclient import TestClient
 
 from connectors.review import exports
 from connectors.review.exports import csv_cell
-from tests.connectors.test_review_api import XSS, review, say, sign_in
+from tests.connectors.test_review_api import XSS, say, sign_in
+from tests.connectors.test_review_api import review as review  # the fixture
 from tests.fixtures.mongo import mongo_uri as mongo_uri
 from tests.fixtures.mongo import secantus as secantus
-
-__all__ = ["review"]  # the fixture
 
 
 def _tag(client: TestClient, csrf: str, conversation_id: str, *tags: str) -> None:
