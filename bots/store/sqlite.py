@@ -139,6 +139,8 @@ _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since) WHERE waiting_since IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS conv_sentiment ON conversations (bot, min_sentiment)",
     "CREATE INDEX IF NOT EXISTS conv_frustration ON conversations (bot, frustration, last_activity)",
+    # the bulk export walks every bot's conversations oldest first (connectors/review/exports.py)
+    "CREATE INDEX IF NOT EXISTS conv_started ON conversations (started_at, conversation_id)",
     # the analytics page's one grouped read (bots/store/analytics.py): covers every column it reads
     "CREATE INDEX IF NOT EXISTS conv_analytics ON conversations (bot, started_at, channel, last_intent, fallback,"
     " handoff, handoff_at, agent_reply_at)",

@@ -99,7 +99,7 @@ def test_percentiles() -> None:
     assert percentile([float(i) for i in range(1, 11)], 0.9) == pytest.approx(9.1)
 
 
-async def test_sqlite_analytics_reads_the_covering_index(tmp_path: Path) -> None:
+async def test_sqlite_analytics_and_export_read_their_indexes(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "c.db")
     await store.start()
     await store.aclose()
@@ -107,8 +107,12 @@ async def test_sqlite_analytics_reads_the_covering_index(tmp_path: Path) -> None
         plan = " ".join(str(r[-1]) for r in conn.execute(
             "EXPLAIN QUERY PLAN SELECT bot, channel, COUNT(*), SUM(fallback) FROM conversations WHERE bot = ?"
             " AND started_at >= ? GROUP BY 1, 2", ("shop", 0.0)))
+        export = " ".join(str(r[-1]) for r in conn.execute(  # the bulk export's pages, every bot, oldest first
+            "EXPLAIN QUERY PLAN SELECT * FROM conversations ORDER BY started_at ASC, conversation_id LIMIT 500"
+            " OFFSET 1000"))
     conn.close()
     assert "COVERING INDEX conv_analytics" in plan
+    assert "conv_started" in export and "TEMP B-TREE" not in export  # walked in order, never sorted
 
 
 def _analytics_gauges(metrics: Metrics) -> dict[tuple[str, ...], float]:
