@@ -31,15 +31,16 @@ Failures are ``SwitchboardError`` subclasses, mapped to HTTP status codes by con
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bots.errors import Conflict, InvalidChange, NotDelivered
-from bots.events import AGENT, PAUSE, RESTART, RESUME, Event
+from bots.events import AGENT, BOT, CSAT, PAUSE, RESTART, RESUME, Event
 from bots.metrics import Metrics
 from bots.store.analytics import Analytics, AnalyticsQuery
 from bots.store.base import (
@@ -53,7 +54,10 @@ from bots.store.base import (
     Waiting,
     load_existing,
 )
-from bots.types import BotResponse, ConversationRef
+from bots.types import BotResponse, Button, ConversationRef
+
+if TYPE_CHECKING:
+    from bots.dialogue.spec import SatisfactionSpec
 
 log = logging.getLogger("switchboard.handoff")
 
@@ -174,9 +178,12 @@ async def _deliver(conversation: Conversation, channels: Mapping[str, Outbox],
     return None
 
 
-async def hand_back(store: ConversationStore, bot: str, conversation_id: str, agent: str) -> None:
+async def hand_back(store: ConversationStore, bot: str, conversation_id: str, agent: str, *,
+                    satisfaction: SatisfactionSpec | None = None, channels: Mapping[str, Outbox] | None = None) -> None:
     """The bot has the conversation again: a ``resume`` event (if paused); nobody waits for an agent,
-    and nobody is assigned any more."""
+    and nobody is assigned any more. With ``satisfaction`` (bot.yml ``handoff: satisfaction``), a customer
+    who has not rated the conversation yet is asked to, in their channel (a failed delivery is logged:
+    the hand back stands)."""
     conversation = await load_existing(store, bot, conversation_id)
     update = SummaryUpdate(handoff=False, waiting_over=True)
     if is_paused(conversation):
@@ -185,6 +192,43 @@ async def hand_back(store: ConversationStore, bot: str, conversation_id: str, ag
         await store.update_summary(bot, conversation_id, update)
     if conversation.summary.assignee is not None:
         await store.assign(bot, conversation_id, None, expected=conversation.summary.assignee)
+    if satisfaction is not None and conversation.summary.csat is None:
+        question = satisfaction_question(satisfaction)
+        await store.append(bot, conversation_id, [Event(BOT, question.to_dict())], SummaryUpdate())
+        await _deliver(conversation, channels or {}, [question])
+
+
+# -- customer satisfaction: asked at the hand back, answered with a button ----------------
+CSAT_PAYLOAD = "/_csat"  # + {"score": N}: never one of a bot's intents (they cannot start with '_')
+_THUMBS = (("\N{THUMBS UP SIGN}", 5), ("\N{THUMBS DOWN SIGN}", 1))
+
+
+def satisfaction_question(spec: SatisfactionSpec) -> BotResponse:
+    """The question with a button per answer (web buttons, Slack buttons, Telegram's inline keyboard)."""
+    answers = _THUMBS if spec.scale == "thumbs" else tuple((str(n), n) for n in range(1, 6))
+    return BotResponse(text=spec.question, source="system", metadata={"csat": spec.scale},
+                       buttons=tuple(Button(title=t, payload=f'{CSAT_PAYLOAD}{{"score": {n}}}') for t, n in answers))
+
+
+def rating_of(payload: object, spec: SatisfactionSpec | None) -> int | None:
+    """The score a button payload of the satisfaction question carries (None: not such an answer, or the bot
+    asks none). Whatever the client sends: only the scale's own scores count."""
+    if spec is None or not isinstance(payload, str) or not payload.startswith(CSAT_PAYLOAD + "{"):
+        return None
+    try:
+        score = json.loads(payload[len(CSAT_PAYLOAD):]).get("score")
+    except (ValueError, AttributeError):
+        return None
+    allowed = {n for _, n in _THUMBS} if spec.scale == "thumbs" else set(range(1, 6))
+    return score if isinstance(score, int) and not isinstance(score, bool) and score in allowed else None
+
+
+def rated(spec: SatisfactionSpec, score: int, first: bool) -> tuple[list[Event], SummaryUpdate]:
+    """The turn of a customer's rating: the rating (``counted``: the conversation's first, the one stored on it
+    and counted by the metric; a later one is recorded in the transcript only) and the thanks."""
+    thanks = BotResponse(text=spec.thanks, source="system", metadata={"csat": "thanks"})
+    events = [Event(CSAT, {"score": score, "scale": spec.scale, "counted": first}), Event(BOT, thanks.to_dict())]
+    return events, SummaryUpdate(csat=score if first else None)
 
 
 # -- assignment: who of the agents has a conversation of the queue ------------------------

@@ -130,6 +130,10 @@ class Metrics:
             "day's conversations that got one (quantile 0.5 or 0.9).", ["bot", "quantile"], registry=r,
         )
         # How customers feel (bots/nlu/sentiment.py): per bot only, never per user or conversation.
+        self.csat = Counter(
+            "switchboard_csat_ratings_total", "Customers' satisfaction ratings, one per conversation (bot.yml handoff: "
+            "satisfaction), by score (1-5; thumbs: 5 up, 1 down).", ["bot", "score"], registry=r,
+        )
         self.frustrated_conversations = Counter(
             "switchboard_frustrated_conversations_total", "Conversations whose customer turned frustrated (counted "
             "at their first frustrated message).", ["bot"], registry=r,

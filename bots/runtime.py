@@ -54,8 +54,8 @@ from bots.dialogue.policies import Ensemble
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
-from bots.events import NLU, USER, Event
-from bots.handoff import StoreQueue, bot_turn, is_paused, paused_after
+from bots.events import CSAT, NLU, USER, Event
+from bots.handoff import StoreQueue, bot_turn, is_paused, paused_after, rated, rating_of
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
@@ -74,7 +74,7 @@ from bots.reminders import (
     understanding_of,
 )
 from bots.settings import Settings
-from bots.store.base import Conversation, ConversationStore, ConversationSummary, Reminder, Turn
+from bots.store.base import Conversation, ConversationStore, ConversationSummary, Reminder, SummaryUpdate, Turn
 from bots.types import BotResponse, ConversationRef, Entity, IntentScore, Understanding, UserMessage
 
 log = logging.getLogger("switchboard.runtime")
@@ -541,6 +541,7 @@ class Runtime:
                 state.apply(event)
         channel = conversation.summary.channel
         frustration = conversation.summary.frustration
+        satisfaction, unrated = bot.dialogue.handoff.satisfaction, conversation.summary.csat is None
         for i, turn in enumerate(pending):
             if i and not await self.store.acquire_lease(bot.name, conversation_id, self._owner,
                                                         self.settings.lease_ttl_s):
@@ -549,32 +550,40 @@ class Runtime:
                 return  # checked (and renewed) before each turn: two replicas never answer one turn
             user = turn.user_event
             assert user is not None, "a pending turn always starts with the customer's message"
-            understanding = await self._understand(bot, user)
+            score = rating_of(user.data.get("payload"), satisfaction)  # an answer to the satisfaction question
+            understanding = (Understanding(CSAT, 1.0, (IntentScore(CSAT, 1.0),)) if score is not None
+                             else await self._understand(bot, user))
             message = Message(text=str(user.data.get("text", "")), understanding=understanding,
                               timestamp=user.timestamp, channel=str(user.data.get("channel", "")),
                               message_id=turn.message_id, opening=user.data.get(OPENED) is True)
             firing = trigger_of(user)
             skip = await self._stale_firing(bot, conversation_id, firing) if firing is not None else None
-            decision = Decision([skip]) if skip is not None else await decide(
-                bot.spec, bot.dialogue, state, message,
-                bot.services(self._partial_sink(bot, conversation, turn, message.channel),
-                             StoreQueue(self.store, bot.name, conversation_id)))
+            rating_update: SummaryUpdate | None = None
+            if score is not None and satisfaction is not None:  # stored once, thanked, never understood as text
+                rating, rating_update = rated(satisfaction, score, unrated)
+                decision, unrated = Decision(rating), False
+            else:
+                decision = Decision([skip]) if skip is not None else await decide(
+                    bot.spec, bot.dialogue, state, message,
+                    bot.services(self._partial_sink(bot, conversation, turn, message.channel),
+                                 StoreQueue(self.store, bot.name, conversation_id)))
             mood = self._mood(user, state, decision)
             handed = bot.frustration.handoff(mood, state.history, decision.events, active_form=state.active_form,
                                              paused=paused_after(decision.events, state.paused),
                                              timestamp=user.timestamp)
             if handed is not None:  # the customer's frustration hands the conversation to a person
                 decision = replace(decision, events=handed, handoff=True)
-            events = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp),
-                      *([mood.event(user.timestamp)] if mood is not None else []), *decision.events]
+            nlu = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp)] if rating_update is None else []
+            events = [*nlu, *([mood.event(user.timestamp)] if mood is not None else []), *decision.events]
             last = i == len(pending) - 1
             summary = conversation.summary
             done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
-                replace(bot_turn(decision.events, user.timestamp), last_intent=understanding.intent,
-                        confidence=understanding.confidence, fallback=True if decision.fallback else None,
-                        sentiment=mood.score if mood is not None else None,
-                        frustrated_turn=mood is not None and mood.frustrated),
+                rating_update or replace(bot_turn(decision.events, user.timestamp), last_intent=understanding.intent,
+                                         confidence=understanding.confidence,
+                                         fallback=True if decision.fallback else None,
+                                         sentiment=mood.score if mood is not None else None,
+                                         frustrated_turn=mood is not None and mood.frustrated),
                 release_lease_of=self._owner if last else None,
                 reminders=changes_for_turn(bot=bot.name, conversation_id=conversation_id, seq=turn.seq,
                                            channel=summary.channel, address=summary.address, user=user,
@@ -587,7 +596,11 @@ class Runtime:
                 self._deliver(summary, done)  # nobody waits for a reminder's answer: pushed to the channel
             for event in done.events:  # as stored (another replica may have answered it meanwhile)
                 state.apply(event)
-            self.metrics.intents.labels(bot.name, understanding.intent).inc()
+            counted = [e for e in done.events if e.kind == CSAT and e.data.get("counted")]
+            if counted:  # the conversation's rating (as stored: once, whichever replica answered)
+                self.metrics.csat.labels(bot.name, str(counted[0].data["score"])).inc()
+            if rating_update is None:
+                self.metrics.intents.labels(bot.name, understanding.intent).inc()
             if decision.fallback:
                 self.metrics.fallbacks.labels(bot.name, channel).inc()
             if decision.handoff:

@@ -120,6 +120,19 @@ class FormSpec:
     give_up: tuple[str, ...] = ()       # what is said after max_attempts invalid answers (then the form ends)
 
 
+SatisfactionScale = Literal["1-5", "thumbs"]
+
+
+@dataclass(frozen=True)
+class SatisfactionSpec:
+    """The question a customer is asked when an agent hands the conversation back (bot.yml
+    ``handoff: satisfaction:``), answered with buttons (bots/handoff.py ``ask_satisfaction``)."""
+
+    question: str
+    scale: SatisfactionScale = "1-5"
+    thanks: str = "Thank you for your feedback!"
+
+
 @dataclass(frozen=True)
 class HandoffSpec:
     """What a customer waiting for an agent is told (bot.yml ``handoff:``; every text optional)."""
@@ -127,6 +140,7 @@ class HandoffSpec:
     waiting: tuple[str, ...] = ()       # when they write while waiting: ``{position}`` is their place in the queue
     agent_timeout_s: float | None = None
     timeout: tuple[str, ...] = ()       # no agent took the conversation within agent_timeout_s
+    satisfaction: SatisfactionSpec | None = None  # asked when an agent hands the conversation back
 
 
 @dataclass(frozen=True)
@@ -476,8 +490,31 @@ def _welcome(item: Located, bot: BotSpec, problems: list[str]) -> dict[str, str]
     return out
 
 
+def _satisfaction(item: Located, problems: list[str]) -> SatisfactionSpec | None:
+    """``satisfaction: {question: text, scale: 1-5 | thumbs, thanks: text}`` (scale and thanks optional)."""
+    fields = _mapping(item, "'handoff: satisfaction'", ("question", "scale", "thanks"), problems) or {}
+    if not fields:
+        return None
+    if "question" not in fields:
+        problems.append(f"{item.where()}: 'handoff: satisfaction' needs 'question' (what the customer is asked)")
+        return None
+    question = _texts(fields["question"], "'handoff: satisfaction: question'", problems)
+    thanks = _texts(fields["thanks"], "'handoff: satisfaction: thanks'", problems) if "thanks" in fields else ()
+    scale = fields["scale"].value if "scale" in fields else "1-5"
+    if scale not in ("1-5", "thumbs"):
+        problems.append(f"{fields['scale'].where()}: 'handoff: satisfaction: scale' must be '1-5' or 'thumbs', "
+                        f"got {str(scale)[:40]!r}")
+        return None
+    if not question:
+        return None
+    return SatisfactionSpec(question=question[0], scale=cast(SatisfactionScale, scale),
+                            thanks=thanks[0] if thanks else SatisfactionSpec.thanks)
+
+
 def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
-    fields = _mapping(item, "'handoff'", ("waiting", "agent_timeout_minutes", "timeout"), problems) or {}
+    fields = _mapping(item, "'handoff'", ("waiting", "agent_timeout_minutes", "timeout", "satisfaction"),
+                      problems) or {}
+    satisfaction = _satisfaction(fields["satisfaction"], problems) if "satisfaction" in fields else None
     waiting = _texts(fields["waiting"], "'handoff: waiting'", problems) if "waiting" in fields else ()
     for variant in waiting:
         unknown = placeholders(variant) - {"position"}
@@ -492,8 +529,9 @@ def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
     if (minutes is None) != (not timeout):
         problems.append(f"{item.where()}: 'handoff': give both 'agent_timeout_minutes' and 'timeout' (what is said "
                         f"when no agent answered in time), or neither")
-        return HandoffSpec(waiting=waiting)
-    return HandoffSpec(waiting=waiting, agent_timeout_s=None if minutes is None else minutes * 60, timeout=timeout)
+        return HandoffSpec(waiting=waiting, satisfaction=satisfaction)
+    return HandoffSpec(waiting=waiting, agent_timeout_s=None if minutes is None else minutes * 60, timeout=timeout,
+                       satisfaction=satisfaction)
 
 
 def _module_path(item: Located, directory: Path, problems: list[str]) -> Path | None:

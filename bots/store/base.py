@@ -109,6 +109,7 @@ class ConversationSummary:
     min_sentiment: float | None = None
     frustration: int = 0  # the customer's frustrated turns
     assignee: str | None = None  # the agent who claimed the conversation in the queue (``assign``); None: nobody
+    csat: int | None = None  # the customer's satisfaction rating, 1-5 (thumbs: 5 up, 1 down); None: not rated
 
     @property
     def frustrated(self) -> bool:
@@ -135,6 +136,7 @@ class ConversationSummary:
             "min_sentiment": self.min_sentiment,
             "frustration": self.frustration,
             "assignee": self.assignee,
+            "csat": self.csat,
         }
 
     @classmethod
@@ -159,6 +161,7 @@ class ConversationSummary:
             min_sentiment=None if d.get("min_sentiment") is None else float(d["min_sentiment"]),
             frustration=int(d.get("frustration") or 0),
             assignee=None if d.get("assignee") is None else str(d["assignee"]),
+            csat=None if d.get("csat") is None else int(d["csat"]),
         )
 
 
@@ -178,6 +181,7 @@ class SummaryUpdate:
     waiting_over: bool = False  # an agent (or the bot again) has the conversation: nobody waits (wins over the above)
     sentiment: float | None = None  # the customer message's score, folded into min_sentiment
     frustrated_turn: bool = False  # the customer's message was frustrated: frustration + 1
+    csat: int | None = None  # the customer rated the conversation: kept only if it was not rated before
     agent_replied: bool = False  # an agent wrote to the customer (the first one's time is kept for analytics)
 
 
@@ -218,6 +222,7 @@ class TranscriptQuery:
     frustrated: bool | None = None  # True: at least one frustrated turn; False: none
     sentiment_below: float | None = None  # min_sentiment below this
     waiting: bool | None = None  # True: the customer waits for an agent (``waiting_since`` set); False: not
+    csat_at_most: int | None = None  # rated this or lower (1-5)
     sort: SortField = "last_activity"
     descending: bool = True
     offset: int = 0

@@ -89,6 +89,7 @@ _CONVERSATION_INDEXES = [
     _index("bot_tags", "bot", "tags", "-last_activity"),
     _index("bot_waiting", "bot", "waiting_since"),  # the hand-off gauges (MongoStore.waiting)
     _index("waiting", "waiting_since", "conversation_id"),  # the review UI's queue of every bot, longest wait first
+    _index("bot_csat", "bot", "csat"),  # the conversation list's "rated at most" filter
     _index("retention", "expire_at", expireAfterSeconds=0),
 ]
 _TURN_INDEXES = [
@@ -365,6 +366,8 @@ class MongoStore:
             sets["handoff_at"] = {"$ifNull": ["$handoff_at", _lit(float(summary.waiting_since))]}
         if summary.agent_replied and now is not None:
             sets["agent_reply_at"] = {"$ifNull": ["$agent_reply_at", _lit(now)]}
+        if summary.csat is not None:  # rated once: a second rating changes nothing
+            sets["csat"] = {"$ifNull": ["$csat", _lit(int(summary.csat))]}
         if summary.add_tags or summary.remove_tags:
             kept = {"$filter": {"input": {"$ifNull": ["$tags", []]},
                                 "cond": {"$not": [{"$in": ["$$this", _lit(list(summary.remove_tags))]}]}}}
@@ -617,6 +620,8 @@ class MongoStore:
             where["min_sentiment"] = {"$lt": float(query.sentiment_below)}
         if query.waiting is not None:  # set: a number (null and missing are not)
             where["waiting_since"] = {"$gt": 0.0} if query.waiting else None
+        if query.csat_at_most is not None:
+            where["csat"] = {"$lte": int(query.csat_at_most)}
         async with self._guard("search conversations"):
             if query.text:
                 return await self._search_text(query, where)

@@ -130,15 +130,16 @@ END;
 _SUMMARY_COLUMNS = (
     "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
     "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since, min_sentiment, frustration, "
-    "assignee"
+    "assignee, csat"
 )
 # Columns newer than the first files (added by _upgrade to every file, old or new), then their indexes.
 _ADDED_COLUMNS = {"waiting_since": "REAL", "min_sentiment": "REAL", "frustration": "INTEGER NOT NULL DEFAULT 0",
-                  "assignee": "TEXT", "handoff_at": "REAL", "agent_reply_at": "REAL"}
+                  "assignee": "TEXT", "csat": "INTEGER", "handoff_at": "REAL", "agent_reply_at": "REAL"}
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since) WHERE waiting_since IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS conv_sentiment ON conversations (bot, min_sentiment)",
     "CREATE INDEX IF NOT EXISTS conv_frustration ON conversations (bot, frustration, last_activity)",
+    "CREATE INDEX IF NOT EXISTS conv_csat ON conversations (bot, csat) WHERE csat IS NOT NULL",
     # the bulk export walks every bot's conversations oldest first (connectors/review/exports.py)
     "CREATE INDEX IF NOT EXISTS conv_started ON conversations (started_at, conversation_id)",
     # the analytics page's one grouped read (bots/store/analytics.py): covers every column it reads
@@ -391,8 +392,8 @@ class SQLiteStore:
     def _apply_summary(conn: sqlite3.Connection, bot: str, conversation_id: str,
                        summary: SummaryUpdate, now: float, count_turn: bool) -> None:
         row = conn.execute(
-            "SELECT tags, min_confidence, waiting_since, min_sentiment, handoff_at, agent_reply_at FROM conversations"
-            " WHERE bot=? AND"
+            "SELECT tags, min_confidence, waiting_since, min_sentiment, handoff_at, agent_reply_at, csat"
+            " FROM conversations WHERE bot=? AND"
             " conversation_id=?",
             (bot, conversation_id),
         ).fetchone()
@@ -420,6 +421,8 @@ class SQLiteStore:
             sets["handoff_at"] = summary.waiting_since
         if summary.agent_replied and row["agent_reply_at"] is None:
             sets["agent_reply_at"] = now
+        if summary.csat is not None and row["csat"] is None:  # rated once: a second rating changes nothing
+            sets["csat"] = int(summary.csat)
         assignments = ", ".join(f"{k}=?" for k in sets)
         if count_turn:
             assignments += ", turns = turns + 1"
@@ -576,6 +579,8 @@ class SQLiteStore:
             add("min_sentiment < ?", query.sentiment_below)
         if query.waiting is not None:
             add("waiting_since IS NOT NULL" if query.waiting else "waiting_since IS NULL")
+        if query.csat_at_most is not None:
+            add("csat <= ?", int(query.csat_at_most))
         if query.tag is not None:
             add("EXISTS (SELECT 1 FROM json_each(conversations.tags) WHERE json_each.value = ?)", query.tag)
         if query.text:  # every query word starts a word of some turn (bots/store/text.py)

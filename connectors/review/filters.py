@@ -90,12 +90,12 @@ def _name(field: str, raw: str, pattern: re.Pattern[str] = _NAME) -> str | None:
 
 def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filters:
     """``params``: the request's query parameters (bot, channel, since, until, tz, intent,
-    confidence_below, fallback, handoff, flagged, reviewed, frustrated, sentiment_below, tag, q, sort, order,
-    page, limit)."""
+    confidence_below, fallback, handoff, flagged, reviewed, frustrated, sentiment_below, csat_at_most, tag, q, sort,
+    order, page, limit)."""
     get = lambda key: str(params.get(key) or "")  # noqa: E731
     values = {k: get(k) for k in ("bot", "channel", "since", "until", "tz", "intent", "confidence_below",
                                   "fallback", "handoff", "flagged", "reviewed", "frustrated", "sentiment_below",
-                                  "tag", "q", "sort", "order", "page", "limit")}
+                                  "csat_at_most", "tag", "q", "sort", "order", "page", "limit")}
     try:
         tz = int(values["tz"] or 0)
     except ValueError:
@@ -106,6 +106,7 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
     until = _time("until", values["until"], tz, end_of_day=True) if values["until"].strip() else None
     confidence = _number("confidence_below", values["confidence_below"], 0.0, 1.0)
     sentiment = _number("sentiment_below", values["sentiment_below"], -1.0, 1.0)
+    csat = _number("csat_at_most", values["csat_at_most"], 1.0, 5.0)
     text = values["q"].strip() or None
     if text is not None and len(text) > 200:
         raise _fail("q", "search text is limited to 200 characters")
@@ -130,6 +131,7 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
         fallback=_flag("fallback", values["fallback"]), handoff=_flag("handoff", values["handoff"]),
         flagged=_flag("flagged", values["flagged"]), reviewed=_flag("reviewed", values["reviewed"]),
         frustrated=_flag("frustrated", values["frustrated"]), sentiment_below=sentiment,
+        csat_at_most=None if csat is None else int(csat),
         tag=_name("tag", values["tag"], _TAG), text=text, sort=sort,  # type: ignore[arg-type]
         descending=order == "desc", offset=(page - 1) * limit, limit=limit,
     )

@@ -144,8 +144,9 @@ def live_router(runtime: Runtime, auth: Auth, channels: Mapping[str, Channel]) -
     @router.post("/bots/{bot}/conversations/{conversation_id}/handback", responses={401: {}, 403: {}, 404: {}})
     async def handback(request: Request, bot: str, conversation_id: str,
                        principal: Principal = agent) -> dict[str, Any]:
-        runtime.bot(bot)
-        await handoff.hand_back(store, bot, conversation_id, principal.user.username)
+        dialogue = runtime.bot(bot).dialogue
+        await handoff.hand_back(store, bot, conversation_id, principal.user.username,
+                                satisfaction=dialogue.handoff.satisfaction, channels=channels)
         await auth.audit(request, principal, "handback", bot=bot, conversation_id=conversation_id)
         return {"paused": False}
 

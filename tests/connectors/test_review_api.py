@@ -4,6 +4,7 @@ filters (and that they cannot inject operators), transcripts, corrections, escap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -66,14 +67,21 @@ def say(client: TestClient, text: str, conversation_id: str, message_id: str) ->
     return dict(r.json())
 
 
-@pytest.fixture
-def review(tiny_bot_dir: Path, settings: Settings) -> Iterator[TestClient]:
-    add_users(settings.data_dir, ann="agent", vic="viewer", ada="admin")
-    with TestClient(create_app(settings, [tiny_bot_dir])) as client:
+@contextlib.contextmanager
+def serving(settings: Settings, bot_dirs: list[Path]) -> Iterator[TestClient]:
+    """The app of ``bot_dirs`` in a test client, once it is ready (its bots loaded)."""
+    with TestClient(create_app(settings, bot_dirs)) as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        yield client
+
+
+@pytest.fixture
+def review(tiny_bot_dir: Path, settings: Settings) -> Iterator[TestClient]:
+    add_users(settings.data_dir, ann="agent", vic="viewer", ada="admin")
+    with serving(settings, [tiny_bot_dir]) as client:
         yield client
 
 

@@ -12,9 +12,8 @@ from fastapi.testclient import TestClient
 
 from bots.pii import PSEUDONYM_PREFIX
 from bots.settings import Settings
-from connectors.app import create_app
 from tests.bots.test_pii_runtime import PII_KEY, bot_with_pii
-from tests.connectors.test_review_api import XSS, add_users, sign_in
+from tests.connectors.test_review_api import XSS, add_users, serving, sign_in
 from tests.connectors.test_review_api import review as review
 
 UNSURE = "zxq vbnm qwpo"  # below the tiny bot's threshold: twice in a row hands the conversation off
@@ -112,11 +111,7 @@ def test_a_pii_bot_queue_shows_the_pseudonym_and_the_redacted_preview(tiny_bot_d
     bot = bot_with_pii(tiny_bot_dir, tmp_path, "pii: true\n")
     settings = dataclasses.replace(settings, pii_key=PII_KEY)
     add_users(settings.data_dir, ann="agent")
-    with TestClient(create_app(settings, [bot])) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with serving(settings, [bot]) as client:
         _hand_off(client, "p1", "my card is 4111 1111 1111 1111, mail jo@example.com", user="jo@example.com")
         sign_in(client, "ann")
         [item] = client.get("/review/api/queue").json()["items"]

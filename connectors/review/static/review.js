@@ -153,6 +153,8 @@
       switch (event.kind) {
         case "pause": return handedOff(event.data);
         case "resume": return `Handed back to the bot${by}`;
+        case "csat": return `Customer rated the conversation ${event.data.scale === "thumbs" ? (event.data.score >= 5 ? "thumbs up" : "thumbs down") : `${event.data.score}/5`}` +
+          (event.data.counted ? "" : " (again: the first rating counts)");
         case "correction": return `Message #${event.data.seq} corrected${by}: intent ${event.data.intent}` +
           (event.data.new_intent ? " (new intent)" : "") + (event.data.handoff ? "; should have handed off" : "");
         case "slot": return `slot ${event.data.name} = ${event.data.value}`;
@@ -198,7 +200,8 @@
         ...(summary.handoff ? [el("span", { class: "badge live", text: "handed off" })] : []),
         ...(summary.flagged ? [el("span", { class: "badge flag", text: "flagged" })] : []),
         ...(summary.reviewed ? [el("span", { class: "badge ok", text: "reviewed" })] : []),
-        ...(summary.frustration > 0 ? [el("span", { class: "badge flag", text: `frustrated ×${summary.frustration}` })] : []));
+        ...(summary.frustration > 0 ? [el("span", { class: "badge flag", text: `frustrated ×${summary.frustration}` })] : []),
+        ...(summary.csat ? [el("span", { class: summary.csat <= 2 ? "badge flag" : "badge ok", text: `rated ${summary.csat}/5` })] : []));
       $("#tags").replaceChildren(...summary.tags.map((t) => el("span", { class: "badge tag" }, t,
         canAct ? el("button", { type: "button", "aria-label": `Remove tag ${t}`, onclick: () => changeTags([], [t]) }, "×") : null)));
       const flag = $("#flag"), reviewed = $("#reviewed");
