@@ -45,7 +45,8 @@ DEFAULT_OUTPUT = _HERE / "bot.yml"
 DEFAULT_DIALOGUE = _HERE / "dialogue.yml"
 DEFAULT_SMALLTALK = _HERE / "smalltalk.yml"
 _DIALOGUE_SECTIONS = ("session_expiry_minutes", "slots", "forms", "rules", "actions", "action_endpoint", "training",
-                      "answers", "knowledge_base", "pii", "retention_days", "welcome", "handoff")
+                      "answers", "knowledge_base", "pii", "retention_days", "welcome", "handoff",
+                      "frustration")
 _SMALLTALK_KEYS = ("title", "response", "examples")
 _COLUMNS = ("instruction", "intent", "entity_type", "entity_value", "start_offset", "end_offset")
 
