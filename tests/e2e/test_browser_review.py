@@ -223,7 +223,7 @@ def test_find_yesterdays_low_confidence_conversations_and_correct_one(stack: dic
     agent.get_by_role("button", name="Correct message 1").click()
     dialog = agent.get_by_role("dialog", name="Correct this message")
     expect(dialog).to_be_visible()
-    dialog.get_by_label("Intent").select_option("cancel_order")
+    dialog.get_by_label("Intent", exact=True).select_option("cancel_order")
     dialog.get_by_role("button", name="Add entity").click()
     dialog.get_by_label("Entity name").fill("order_id")
     dialog.get_by_label("Entity value").fill("4411")
