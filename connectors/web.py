@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Annotated, Any
@@ -417,6 +418,7 @@ class WebChannel:
         """Send agent messages stored after ``conn.delivered``: at once when woken by ``send``, else
         every few seconds (an agent on another replica)."""
         seen_activity = 0.0
+        typing = False  # whether this widget was told an agent is typing
         first = True
         while True:
             if not first:
@@ -428,6 +430,11 @@ class WebChannel:
             try:
                 if not woken:
                     summary = await self._inbox.summary(bot, conversation_id)
+                    until = summary.agent_typing_until if summary is not None else None
+                    now_typing = until is not None and until > time.time()
+                    if now_typing != typing:  # an agent typing a reply (the review UI), on any replica
+                        typing = now_typing
+                        await conn.send({"type": "typing", "id": "agent", "on": typing})
                     if summary is None or summary.last_activity == seen_activity:
                         continue
                     seen_activity = summary.last_activity

@@ -110,6 +110,7 @@ class ConversationSummary:
     frustration: int = 0  # the customer's frustrated turns
     assignee: str | None = None  # the agent who claimed the conversation in the queue (``assign``); None: nobody
     csat: int | None = None  # the customer's satisfaction rating, 1-5 (thumbs: 5 up, 1 down); None: not rated
+    agent_typing_until: float | None = None  # an agent is typing a reply until then (the web widget shows it)
 
     @property
     def frustrated(self) -> bool:
@@ -137,6 +138,7 @@ class ConversationSummary:
             "frustration": self.frustration,
             "assignee": self.assignee,
             "csat": self.csat,
+            "agent_typing_until": self.agent_typing_until,
         }
 
     @classmethod
@@ -162,6 +164,7 @@ class ConversationSummary:
             frustration=int(d.get("frustration") or 0),
             assignee=None if d.get("assignee") is None else str(d["assignee"]),
             csat=None if d.get("csat") is None else int(d["csat"]),
+            agent_typing_until=None if d.get("agent_typing_until") is None else float(d["agent_typing_until"]),
         )
 
 
@@ -440,6 +443,11 @@ class ConversationStore(Protocol):
         """Set the conversation's ``assignee`` to ``agent`` (None: nobody) only if it is ``expected`` now, in
         one conditional write: of two agents claiming it at once (``expected=None``) one wins. Whether it
         was set, and the summary after (which shows who has it when it was not). ``ConversationNotFound``."""
+        ...
+
+    async def agent_typing(self, bot: str, conversation_id: str, until: float) -> None:
+        """An agent is typing in the conversation until ``until`` (the widget on any replica shows it; a plain
+        write of the summary, never a turn). Raises ``ConversationNotFound``."""
         ...
 
     async def canned_replies(self, bots: Collection[str]) -> list[CannedReply]:

@@ -692,6 +692,13 @@ class MongoStore:
                                                sort=[("waiting_since", ASCENDING)]) if count else None
         return base.Waiting(int(count), None if first is None else float(first["waiting_since"]))
 
+    async def agent_typing(self, bot: str, conversation_id: str, until: float) -> None:
+        async with self._guard("note the agent typing"):
+            result = await self._convs.update_one({"_id": conversation_key(bot, conversation_id)},
+                                                  {"$set": {"agent_typing_until": float(until)}})
+        if not result.matched_count:
+            raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
+
     # -- canned replies ---------------------------------------------------------------
     async def canned_replies(self, bots: Collection[str]) -> list[base.CannedReply]:
         wanted = sorted({str(b) for b in bots})

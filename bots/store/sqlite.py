@@ -130,11 +130,12 @@ END;
 _SUMMARY_COLUMNS = (
     "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
     "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since, min_sentiment, frustration, "
-    "assignee, csat"
+    "assignee, csat, agent_typing_until"
 )
 # Columns newer than the first files (added by _upgrade to every file, old or new), then their indexes.
 _ADDED_COLUMNS = {"waiting_since": "REAL", "min_sentiment": "REAL", "frustration": "INTEGER NOT NULL DEFAULT 0",
-                  "assignee": "TEXT", "csat": "INTEGER", "handoff_at": "REAL", "agent_reply_at": "REAL"}
+                  "assignee": "TEXT", "csat": "INTEGER", "agent_typing_until": "REAL", "handoff_at": "REAL",
+                  "agent_reply_at": "REAL"}
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since) WHERE waiting_since IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS conv_sentiment ON conversations (bot, min_sentiment)",
@@ -653,6 +654,13 @@ class SQLiteStore:
             " AND waiting_since <= ?", (bot, float("inf") if until is None else until),
         ).fetchone())
         return base.Waiting(int(row[0]), None if row[1] is None else float(row[1]))
+
+    async def agent_typing(self, bot: str, conversation_id: str, until: float) -> None:
+        changed = await self._write(lambda conn: conn.execute(
+            "UPDATE conversations SET agent_typing_until=? WHERE bot=? AND conversation_id=?",
+            (until, bot, conversation_id)).rowcount)
+        if not changed:
+            raise ConversationNotFound(f"no conversation {conversation_id!r} for bot {bot!r}")
 
     # -- canned replies ---------------------------------------------------------------
     async def canned_replies(self, bots: Collection[str]) -> list[base.CannedReply]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from connectors.base import Channel
 
 POLL_S = 1.0
+TYPING_S = 6.0  # an agent's typing shows this long after their last keystroke (the page reports every 3 s)
 _HEARTBEAT_S = 15.0
 _RECENT_TURNS = 50
 
@@ -140,6 +141,13 @@ def live_router(runtime: Runtime, auth: Auth, channels: Mapping[str, Channel]) -
             raise
         await auth.audit(request, principal, "reply", bot=bot, conversation_id=conversation_id)
         return {"turn": turn.to_dict(), "delivered": True}
+
+    @router.post("/bots/{bot}/conversations/{conversation_id}/typing", status_code=204,
+                 responses={401: {}, 403: {}, 404: {}})
+    async def typing(bot: str, conversation_id: str, principal: Principal = agent) -> None:
+        """The agent is typing a reply: the customer's web chat shows it (any replica's, within its poll)."""
+        runtime.bot(bot)
+        await store.agent_typing(bot, conversation_id, time.time() + TYPING_S)
 
     @router.post("/bots/{bot}/conversations/{conversation_id}/handback", responses={401: {}, 403: {}, 404: {}})
     async def handback(request: Request, bot: str, conversation_id: str,

@@ -349,6 +349,7 @@
         break;
       }
       case "agent":
+        waiting.delete("agent"); showTyping();  // the agent's typing ("typing" frames with id "agent") ends here
         for (const r of frame.responses) replyBubble(r, "agent");
         lastSeq = Math.max(lastSeq, frame.seq || 0);
         break;

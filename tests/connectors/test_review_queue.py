@@ -12,9 +12,11 @@ from fastapi.testclient import TestClient
 
 from bots.pii import PSEUDONYM_PREFIX
 from bots.settings import Settings
+from connectors.review.live import TYPING_S
 from tests.bots.test_pii_runtime import PII_KEY, bot_with_pii
 from tests.connectors.test_review_api import XSS, add_users, serving, sign_in
 from tests.connectors.test_review_api import review as review
+from tests.fixtures.web_widget import widget_socket
 
 UNSURE = "zxq vbnm qwpo"  # below the tiny bot's threshold: twice in a row hands the conversation off
 
@@ -117,3 +119,27 @@ def test_a_pii_bot_queue_shows_the_pseudonym_and_the_redacted_preview(tiny_bot_d
         [item] = client.get("/review/api/queue").json()["items"]
         assert "4111" not in item["preview"] and "jo@example.com" not in item["preview"]
         assert "jo@example.com" not in item["customer"] and PSEUDONYM_PREFIX in item["customer"]
+
+
+def test_an_agent_typing_shows_in_the_customers_web_chat_until_they_stop(tiny_bot_dir: Path,
+                                                                         settings: Settings) -> None:
+    """Through the store (as another replica's widget sees it, at its poll): on, then off once it expires,
+    and a viewer cannot make it show."""
+    shop = "https://shop.example"
+    add_users(settings.data_dir, ann="agent", vic="viewer")
+    with serving(dataclasses.replace(settings, widget_origins=(shop,)), [tiny_bot_dir]) as client, \
+            widget_socket(client, settings, "w1", headers={"origin": shop}) as ws:
+        ws.send_json({"type": "message", "id": "m1", "text": "I want to talk to a human"})
+        while ws.receive_json()["type"] != "reply":
+            pass
+        base = "/review/api/bots/tiny/conversations/w1"
+        vic = {"X-CSRF-Token": sign_in(client, "vic")}
+        assert client.post(f"{base}/typing", headers=vic).status_code == 403
+        ann = {"X-CSRF-Token": sign_in(client, "ann")}
+        assert client.post(f"{base}/typing").status_code == 403  # no CSRF token
+        assert client.post("/review/api/bots/tiny/conversations/nope/typing", headers=ann).status_code == 404
+        started = time.monotonic()
+        assert client.post(f"{base}/typing", headers=ann).status_code == 204
+        assert ws.receive_json() == {"type": "typing", "id": "agent", "on": True}
+        assert ws.receive_json() == {"type": "typing", "id": "agent", "on": False}  # no keystroke since
+        assert time.monotonic() - started >= TYPING_S - 0.5

@@ -390,6 +390,13 @@
     $("#reply-text").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) $("#reply-form").requestSubmit();
     });
+    let typingSent = 0;  // the customer's web chat shows "typing" while the agent writes (told every 3 s at most)
+    $("#reply-text").addEventListener("input", () => {
+      const box = $("#reply-text");
+      if (!box.value.trim() || box.value.startsWith("/") || Date.now() - typingSent < 3000) return;
+      typingSent = Date.now();
+      api("POST", `${base}/typing`).catch(() => {});
+    });
 
     renderTurns(summary.handoff);  // a live conversation opens at its newest message
     renderSummary();
