@@ -270,7 +270,8 @@ class _Turn:
 
     # -- the turn -------------------------------------------------------------------
     async def run(self) -> None:
-        welcomed = self._welcomed()
+        # (only read for an opening or a first message: the scan of the history is skipped on every other turn)
+        welcomed = (self.message.opening or self.first) and self._welcomed()
         if self.expired:
             self.emit(SESSION_START, {"carry_over": self.domain.session.carry_over_slots_to_new_session})
         if self.message.opening:  # the chat opened: the welcome, once per conversation
