@@ -32,6 +32,7 @@ RESTART = "restart"
 CORRECTION = "correction"
 SENTIMENT = "sentiment"  # {"score", "signals", "frustrated"}: how the customer's message sounded (nlu/sentiment.py)
 CSAT = "csat"  # {"score", "scale", "counted"}: the customer's satisfaction rating (bots/handoff.py)
+ASSIGN = "assign"  # {"to", "by", "from"}: who of the agents has the conversation now (None: nobody; bots/handoff.py)
 # The dialogue engine's own steps (Rasa's ActionExecuted, ActionExecutionRejected, UserUtteranceReverted,
 # ActionReverted, FollowupAction): the policies' frames are rebuilt from them (bots.dialogue.policies).
 ACTION = "action"        # {"name", "policy", "confidence"}: an action ran

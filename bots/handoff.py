@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bots.errors import Conflict, InvalidChange, NotDelivered
-from bots.events import AGENT, BOT, CSAT, PAUSE, RESTART, RESUME, Event
+from bots.events import AGENT, ASSIGN, BOT, CSAT, PAUSE, RESTART, RESUME, Event
 from bots.metrics import Metrics
 from bots.store.analytics import Analytics, AnalyticsQuery
 from bots.store.base import (
@@ -239,7 +239,15 @@ async def claim(store: ConversationStore, bot: str, conversation_id: str, agent:
     won, summary = await store.assign(bot, conversation_id, agent, expected=None)
     if not won and summary.assignee != agent:
         raise Conflict(f"{summary.assignee} has this conversation already")
+    if won:
+        await _record(store, bot, conversation_id, to=agent, by=agent, before=None)
     return summary
+
+
+async def _record(store: ConversationStore, bot: str, conversation_id: str, *, to: str | None, by: str,
+                  before: str | None) -> None:
+    """The transcript's line for a change of assignee (after the conditional write that made it)."""
+    await store.append(bot, conversation_id, [Event(ASSIGN, {"to": to, "by": by, "from": before})], SummaryUpdate())
 
 
 async def unassign(store: ConversationStore, bot: str, conversation_id: str, agent: str, *,
@@ -256,17 +264,20 @@ async def unassign(store: ConversationStore, bot: str, conversation_id: str, age
     won, summary = await store.assign(bot, conversation_id, None, expected=current.assignee)
     if not won:
         raise Conflict(f"{summary.assignee or 'nobody'} has this conversation now: look again")
+    await _record(store, bot, conversation_id, to=None, by=agent, before=current.assignee)
     return summary
 
 
 async def reassign(store: ConversationStore, bot: str, conversation_id: str, to: str, *,
-                   expected: str | None) -> ConversationSummary:
+                   expected: str | None, by: str = "") -> ConversationSummary:
     """(Admins.) The conversation goes to ``to`` if ``expected`` still has it (``Conflict`` otherwise, so an
     admin never overrides a claim they did not see)."""
     won, summary = await store.assign(bot, conversation_id, to, expected=expected)
     if not won and summary.assignee != to:
         raise Conflict(f"{summary.assignee or 'nobody'} has this conversation now, not {expected or 'nobody'}:"
                        " look again")
+    if won and to != expected:
+        await _record(store, bot, conversation_id, to=to, by=by, before=expected)
     return summary
 
 

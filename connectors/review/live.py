@@ -116,7 +116,8 @@ def live_router(runtime: Runtime, auth: Auth, channels: Mapping[str, Channel]) -
         user = await auth.accounts.store.get_user(body.to)
         if user is None or user.role not in ("agent", "admin"):
             raise HTTPException(422, f"to: {body.to[:64]!r} is not an agent or admin of the review UI")
-        summary = await handoff.reassign(store, bot, conversation_id, user.username, expected=body.expected)
+        summary = await handoff.reassign(store, bot, conversation_id, user.username, expected=body.expected,
+                                         by=principal.user.username)
         await auth.audit(request, principal, "reassign", bot=bot, conversation_id=conversation_id,
                          detail=f"{body.expected or 'nobody'} -> {user.username}")
         return summary.to_dict()

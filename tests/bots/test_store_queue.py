@@ -73,8 +73,15 @@ async def test_unassign_and_reassign_need_the_assignee_or_an_admin_who_saw_it(st
         await handoff.unassign(store, "shop", "c1", "bob")
     with pytest.raises(Conflict, match="ann has this conversation now, not nobody"):
         await handoff.reassign(store, "shop", "c1", "bob", expected=None)
-    assert (await handoff.reassign(store, "shop", "c1", "bob", expected="ann")).assignee == "bob"
+    assert (await handoff.reassign(store, "shop", "c1", "bob", expected="ann", by="ada")).assignee == "bob"
     assert (await handoff.unassign(store, "shop", "c1", "root", admin=True)).assignee is None
+    await handoff.claim(store, "shop", "c1", "bob")
+    await handoff.claim(store, "shop", "c1", "bob")  # again: no change, no second line
+    conversation = await store.load("shop", "c1")
+    assert conversation is not None
+    assert [e.data for e in conversation.events if e.kind == "assign"] == [  # the transcript's lines, in order
+        {"to": "ann", "by": "ann", "from": None}, {"to": "bob", "by": "ada", "from": "ann"},
+        {"to": None, "by": "root", "from": "bob"}, {"to": "bob", "by": "bob", "from": None}]
     with pytest.raises(ConversationNotFound):
         await handoff.claim(store, "shop", "nope", "ann")
     with pytest.raises(ConversationNotFound):
@@ -90,7 +97,8 @@ async def test_take_over_claims_and_refuses_another_agents_conversation_hand_bac
     with pytest.raises(Conflict, match="ann has this conversation already"):
         await handoff.reply(store, "shop", "c1", "bob", "hi, Bob here", {})
     conversation = await store.load("shop", "c1")
-    assert conversation is not None and [e.kind for e in conversation.events] == ["user", "bot"]  # bob wrote nothing
+    assert conversation is not None
+    assert [e.kind for e in conversation.events] == ["user", "bot", "assign"]  # ann's claim only
     await handoff.take_over(store, "shop", "c1", "ann")
     summary = await store.summary("shop", "c1")
     assert summary is not None and (summary.assignee, summary.waiting_since) == ("ann", None)

@@ -153,6 +153,11 @@
       switch (event.kind) {
         case "pause": return handedOff(event.data);
         case "resume": return `Handed back to the bot${by}`;
+        case "assign": {  // who of the agents has it (bots/handoff.py): claimed, reassigned or given up
+          const d = event.data;
+          if (!d.to) return `Unassigned by ${d.by}` + (d.from && d.from !== d.by ? ` (was ${d.from})` : "");
+          return d.to === d.by ? `Taken over by ${d.to}` : `Assigned to ${d.to} by ${d.by || "an admin"}`;
+        }
         case "csat": return `Customer rated the conversation ${event.data.scale === "thumbs" ? (event.data.score >= 5 ? "thumbs up" : "thumbs down") : `${event.data.score}/5`}` +
           (event.data.counted ? "" : " (again: the first rating counts)");
         case "correction": return `Message #${event.data.seq} corrected${by}: intent ${event.data.intent}` +
