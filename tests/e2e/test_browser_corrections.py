@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.test_browser_review import agent as agent  # the fixtures
 from tests.e2e.test_browser_review import sign_in
 from tests.e2e.test_browser_review import stack as stack
 from tests.fixtures.browser import browser as browser
-from tests.fixtures.browser import shot
+from tests.fixtures.browser import page_of, shot
 
 _SELECT = """([start, end]) => {
   const box = document.querySelector('#correct-text');
@@ -88,3 +88,12 @@ def test_the_analytics_page_draws_the_figures(stack: dict[str, Any], agent: Page
                               + agent.locator("input[name=since]").input_value()
                               + "&until=" + agent.locator("input[name=until]").input_value())
     shot(agent, "22-analytics")
+
+
+def test_the_analytics_page_fits_a_390px_phone(stack: dict[str, Any], browser: Browser) -> None:
+    for page in page_of(browser, 390, 844):
+        sign_in(page, stack["url"])
+        page.goto(stack["url"] + "/review/analytics")
+        expect(page.locator("#per-day")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        shot(page, "23-analytics-phone")
