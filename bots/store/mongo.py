@@ -77,6 +77,7 @@ _CONVERSATION_INDEXES = [
     # the review list across all bots, newest first (its default view): no in-memory sort of every conversation
     _index("activity", "-last_activity", "conversation_id"),
     _index("started", "-started_at", "conversation_id"),
+    _index("oldest_first", "started_at", "conversation_id"),  # the review UI's bulk export of every bot, in order
     _index("bot_activity", "bot", "-last_activity"),
     _index("bot_started", "bot", "-started_at"),
     _index("bot_intent", "bot", "last_intent", "-last_activity"),

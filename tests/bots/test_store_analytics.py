@@ -20,6 +20,7 @@ from bots.handoff import HandoffGauges
 from bots.metrics import Metrics
 from bots.store.analytics import AnalyticsQuery, percentile
 from bots.store.base import ConversationStore, SummaryUpdate
+from bots.store.mongo import MongoStore
 from bots.store.sqlite import SQLiteStore
 from tests.bots.test_store_contract import answer, say
 from tests.bots.test_store_contract import open_store as open_store  # the fixture (both stores)
@@ -90,6 +91,17 @@ async def test_the_first_hand_off_and_first_reply_are_kept(store: ConversationSt
     await answer(store, "c1", seq, "handing off", summary=SummaryUpdate(handoff=True, waiting_since=DAY1 + 5000))
     again = (await store.analytics(AnalyticsQuery())).total
     assert again.reply_p50_s == pytest.approx(first) and again.handed_off == 1
+
+
+async def test_the_export_order_has_an_index_on_mongodb(mongo_uri: str) -> None:
+    """(SQLite: test_sqlite_analytics_and_export_read_their_indexes.)"""
+    store = MongoStore(mongo_uri)
+    await store.start()
+    try:
+        info = await store._convs.index_information()
+        assert info["oldest_first"]["key"] == [("started_at", 1), ("conversation_id", 1)]
+    finally:
+        await store.aclose()
 
 
 def test_percentiles() -> None:
