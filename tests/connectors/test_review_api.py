@@ -68,9 +68,9 @@ def say(client: TestClient, text: str, conversation_id: str, message_id: str) ->
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, bot_dirs: list[Path]) -> Iterator[TestClient]:
-    """The app of ``bot_dirs`` in a test client, once it is ready (its bots loaded)."""
-    with TestClient(create_app(settings, bot_dirs)) as client:
+def serving(settings: Settings, bot_dirs: list[Path], **options: Any) -> Iterator[TestClient]:
+    """The app of ``bot_dirs`` (``create_app``'s ``options``) in a test client, once it is ready (its bots loaded)."""
+    with TestClient(create_app(settings, bot_dirs, **options)) as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline

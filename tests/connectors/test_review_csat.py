@@ -21,6 +21,9 @@ from bots.errors import ConfigError
 from bots.handoff import rating_of, satisfaction_question
 from bots.settings import Settings
 from tests.connectors.test_review_api import add_users, serving, sign_in
+from tests.connectors.test_slack import click, deliver, dm, section_texts, slack_channel
+from tests.fixtures.fake_slack import FakeSlack, event_body
+from tests.fixtures.fake_slack import fake_slack as fake_slack
 
 UNSURE = "zxq vbnm qwpo"  # below the tiny bot's threshold: twice in a row hands the conversation off
 THANKS = "Thanks, that helps us!"
@@ -117,3 +120,28 @@ def test_asked_at_the_hand_back_answered_once_shown_filtered_and_counted(served:
     assert served.post(f"{base}/handback", headers=h).status_code == 200
     last = served.get(base).json()["turns"][-1]
     assert not any(e["kind"] == "bot" and e["data"].get("text") == "How did we do?" for e in last["events"])
+
+
+def test_slack_customers_rate_with_block_kit_buttons(tiny_bot_dir: Path, tmp_path: Path, settings: Settings,
+                                                      fake_slack: FakeSlack) -> None:
+    bot = tmp_path / "tiny"
+    shutil.copytree(tiny_bot_dir, bot)
+    with (bot / "bot.yml").open("a") as out:
+        out.write(f"handoff:\n  satisfaction:\n    question: Happy with our help?\n    scale: thumbs\n"
+                  f"    thanks: {THANKS}\n")
+    add_users(settings.data_dir, ann="agent")
+    with serving(settings, [bot], channels=[slack_channel(fake_slack)]) as client:
+        assert deliver(client, event_body(dm("I need a live agent"))).status_code == 200
+        fake_slack.wait_for("chat.postMessage")
+        h = {"X-CSRF-Token": sign_in(client, "ann")}
+        base = "/review/api/bots/tiny/conversations/slack:T1:D1"
+        assert client.post(f"{base}/handback", headers=h).status_code == 200
+        question = fake_slack.wait_for("chat.postMessage", 2)[-1]
+        [actions] = [b for b in question.params["blocks"] if b["type"] == "actions"]
+        buttons = {b["text"]["text"]: b["value"] for b in actions["elements"]}
+        assert list(buttons) == ["\N{THUMBS UP SIGN}", "\N{THUMBS DOWN SIGN}"]
+        r = deliver(client, click(buttons["\N{THUMBS UP SIGN}"], "\N{THUMBS UP SIGN}"),
+                    content_type="application/x-www-form-urlencoded")
+        assert r.status_code == 200, r.text
+        assert section_texts(fake_slack.wait_for("chat.postMessage", 3)[-1]) == [THANKS]
+        assert client.get(base).json()["summary"]["csat"] == 5
