@@ -22,8 +22,12 @@ from bots.handoff import rating_of, satisfaction_question
 from bots.settings import Settings
 from tests.connectors.test_review_api import add_users, serving, sign_in
 from tests.connectors.test_slack import click, deliver, dm, section_texts, slack_channel
+from tests.connectors.test_telegram import deliver as telegram_deliver
+from tests.connectors.test_telegram import telegram_channel
 from tests.fixtures.fake_slack import FakeSlack, event_body
 from tests.fixtures.fake_slack import fake_slack as fake_slack
+from tests.fixtures.fake_telegram import FakeTelegram, callback_update, text_update
+from tests.fixtures.fake_telegram import fake_telegram as fake_telegram
 
 UNSURE = "zxq vbnm qwpo"  # below the tiny bot's threshold: twice in a row hands the conversation off
 THANKS = "Thanks, that helps us!"
@@ -145,3 +149,26 @@ def test_slack_customers_rate_with_block_kit_buttons(tiny_bot_dir: Path, tmp_pat
         assert r.status_code == 200, r.text
         assert section_texts(fake_slack.wait_for("chat.postMessage", 3)[-1]) == [THANKS]
         assert client.get(base).json()["summary"]["csat"] == 5
+
+
+def test_telegram_customers_rate_with_an_inline_keyboard(tiny_bot_dir: Path, tmp_path: Path, settings: Settings,
+                                                         fake_telegram: FakeTelegram) -> None:
+    bot = tmp_path / "tiny"
+    shutil.copytree(tiny_bot_dir, bot)
+    with (bot / "bot.yml").open("a") as out:
+        out.write(f"handoff:\n  satisfaction:\n    question: How did we do?\n    thanks: {THANKS}\n")
+    add_users(settings.data_dir, ann="agent")
+    with serving(settings, [bot], channels=[telegram_channel(fake_telegram)]) as client:
+        assert telegram_deliver(client, text_update(1, "I need a live agent")).status_code == 200
+        fake_telegram.wait_for("sendMessage")
+        h = {"X-CSRF-Token": sign_in(client, "ann")}
+        base = "/review/api/bots/tiny/conversations/telegram:1001"
+        assert client.post(f"{base}/handback", headers=h).status_code == 200
+        question = fake_telegram.wait_for("sendMessage", 2)[-1]
+        assert question.params["text"] == "How did we do?"
+        buttons = [b for row in question.params["reply_markup"]["inline_keyboard"] for b in row]
+        assert [b["text"] for b in buttons] == ["1", "2", "3", "4", "5"]
+        r = telegram_deliver(client, callback_update(2, buttons[1]["callback_data"], buttons, query_id="q-1"))
+        assert r.status_code == 200
+        assert fake_telegram.wait_for("sendMessage", 3)[-1].params["text"] == THANKS
+        assert client.get(base).json()["summary"]["csat"] == 2
