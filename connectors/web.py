@@ -450,8 +450,10 @@ class WebChannel:
                 agent = [BotResponse.from_dict(e.data) for e in turn.events if e.kind == AGENT]
                 if agent:  # agent turns are stored complete: never revisited
                     await conn.send({"type": "agent", "seq": turn.seq, "responses": _json(agent)})
-                answer = [BotResponse.from_dict(e.data) for e in turn.events if e.kind == BOT] if reminder else []
-                if answer:  # the bot's answer to a reminder: no request of the widget's waits for it
+                pushed = reminder or turn.user_event is None  # a reminder's answer, or a turn without a message
+                answer = [BotResponse.from_dict(e.data) for e in turn.events if e.kind == BOT] if pushed else []
+                if answer:  # the bot's answer to a reminder, or its question at the agent's hand back
+                    # (bots/handoff.py: satisfaction): no request of the widget's waits for it
                     await conn.send({"type": "bot", "seq": turn.seq, "responses": _json(answer)})
                 conn.delivered = turn.seq
 

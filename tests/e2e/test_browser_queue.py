@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import json
 import shutil
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,10 +24,12 @@ from bots.events import SLOT, Event
 from bots.store.base import SummaryUpdate
 from bots.store.sqlite import SQLiteStore
 from tests.connectors.test_review_api import XSS, add_users
-from tests.e2e.test_browser_review import sign_in
+from tests.e2e.test_browser_review import _Site, _SiteHandler, sign_in
 from tests.fixtures.browser import TIMEOUT_MS, page_of, require_chromium, shot
 from tests.fixtures.browser import browser as browser  # the fixture
-from tests.fixtures.server import ServeProcess
+from tests.fixtures.server import ServeProcess, free_port
+
+REPLICAS_SITE: list[str] = []  # the shop page embedding the widget of the first replica (set by ``replicas``)
 
 # records every desktop notification a page shows (the page's own Notification is kept underneath)
 _RECORD_NOTIFICATIONS = """
@@ -47,14 +50,24 @@ def replicas(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     bot_dir = root / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir)
     with (bot_dir / "bot.yml").open("a") as f:
-        f.write("rules:\n  - intent: contact_human_agent\n    handoff: true\n")
+        f.write("rules:\n  - intent: contact_human_agent\n    handoff: true\n"
+                "handoff:\n  satisfaction:\n    question: How did we do?\n    thanks: Thanks for rating us!\n")
     data_dir = root / "data"
     data_dir.mkdir()
     add_users(data_dir, ann="agent", bob="agent", ada="admin")
-    env = {"SWITCHBOARD_NLU_MAX_WAIT_MS": "0", "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+    site = _Site(("127.0.0.1", free_port()), _SiteHandler)
+    site_url = f"http://127.0.0.1:{site.server_address[1]}"
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    env = {"SWITCHBOARD_NLU_MAX_WAIT_MS": "0", "SWITCHBOARD_LOG_LEVEL": "WARNING",
+           "SWITCHBOARD_WIDGET_ORIGINS": site_url}
     with ServeProcess([bot_dir], data_dir=data_dir, env=env) as first, \
             ServeProcess([bot_dir], data_dir=data_dir, env=env) as second:
+        site.pages = {"/": (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>'
+                            f'<body><h1>Shop</h1><script src="{first.url}/widget.js" data-bot="tiny" '
+                            f'data-title="Shop support"></script></body></html>').encode()}
+        REPLICAS_SITE[:] = [site_url]
         yield first.url, second.url, data_dir
+    site.shutdown()
 
 
 def _say(url: str, conversation_id: str, text: str) -> list[str]:
@@ -231,3 +244,37 @@ def test_an_admin_adds_a_canned_reply_and_an_agent_inserts_it_with_slash(
     ann.get_by_role("button", name="Send reply").click()
     expect(ann.locator(".msg.agent")).to_contain_text("Thanks for waiting, bye!")
     assert ann.evaluate("window.pwned") is None
+
+
+def test_the_web_customer_sees_the_agent_typing_and_rates_with_buttons(
+        replicas: tuple[str, str, Path], ann: Page, browser: Browser) -> None:
+    """The widget is served by one replica, the agent works on the other: typing and the rating question
+    reach the customer through the store."""
+    _, second, _ = replicas
+    for customer in page_of(browser, 1024, 760):
+        customer.goto(REPLICAS_SITE[0])
+        customer.get_by_role("button", name="Open chat").click()
+        customer.get_by_label("Your message").fill("I want to talk to a human")
+        customer.keyboard.press("Enter")
+        log = customer.get_by_role("log", name="Conversation")
+        expect(log.locator(".msg.bot")).to_have_text(["Let me get a colleague for you."])
+        conversation = customer.evaluate("window.SwitchboardWidget.conversationId()")
+
+        sign_in(ann, second, "ann")
+        ann.goto(f"{second}/review/bots/tiny/conversations/{conversation}")
+        box = ann.get_by_label("Reply to the customer")
+        box.press_sequentially("Hi, Ann here")
+        expect(customer.locator(".typing")).to_be_visible(timeout=TIMEOUT_MS)
+        shot(customer, "38-widget-agent-typing")
+        ann.get_by_role("button", name="Send reply").click()
+        expect(log.locator(".msg.agent")).to_contain_text(["Hi, Ann here"], timeout=TIMEOUT_MS)
+        expect(customer.locator(".typing")).to_be_hidden()
+
+        ann.get_by_role("button", name="Hand back to bot").click()
+        expect(log.locator(".msg.bot").last).to_contain_text("How did we do?", timeout=TIMEOUT_MS)
+        shot(customer, "39-widget-satisfaction-question")
+        log.get_by_role("button", name="4", exact=True).click()
+        expect(log.locator(".msg.bot").last).to_have_text("Thanks for rating us!")
+        expect(ann.locator(".sys", has_text="rated")).to_have_text(["Customer rated the conversation 4/5"],
+                                                                    timeout=TIMEOUT_MS)
+        expect(ann.locator("#status-badges")).to_contain_text("rated 4/5")
