@@ -41,7 +41,7 @@ def _build_module() -> ModuleType:
 def test_settings(bot: BotSpec) -> None:
     assert bot.name == "support"
     assert bot.description
-    assert bot.fallback_threshold == pytest.approx(0.45)
+    assert bot.fallback_threshold is None  # the calibrated out-of-scope point decides (docs/out-of-scope.md)
     assert bot.channels == ("web", "slack", "telegram")
     assert bot.synonyms["premium account"] == "premium"
 

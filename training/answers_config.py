@@ -77,7 +77,6 @@ class AnswersConfig:
     kb_folder: str = ""
     chunk_words: int = 120
     overlap_sentences: int = 1
-    fallback_threshold: float = 0.4  # copied from the bot: below it the intent is not trusted
     generation: GenerationSettings | None = None
 
     def mode_for(self, intent: str) -> str:
@@ -214,7 +213,7 @@ def _parse_endpoint(item: Located, problems: list[str]) -> EndpointConfig | None
 def parse_answers_config(bot: BotSpec) -> AnswersConfig:
     """The ``answers:`` and ``knowledge_base:`` sections, every problem as ``file:line: ...``."""
     problems: list[str] = []
-    values: dict[str, Any] = {"fallback_threshold": bot.fallback_threshold}
+    values: dict[str, Any] = {}
     section = bot.sections.get("answers")
     if section is not None and section.value is not None:
         if not isinstance(section.value, dict):

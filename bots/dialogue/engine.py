@@ -88,6 +88,7 @@ from bots.events import (
     Event,
 )
 from bots.handoff import WaitingQueue
+from bots.nlu.oos import OUT_OF_SCOPE
 from bots.types import JSON, BotResponse, Button, Understanding
 
 log = logging.getLogger("switchboard.dialogue")
@@ -704,9 +705,12 @@ class _Turn:
     def _interrupts(self, form: Form) -> bool:
         """bot.yml forms: a refused answer whose message the NLU understood (confidently) as another of the bot's
         intents, not one that starts this form, is a question of its own: the form lets the rules answer it,
-        then asks again (an off-topic question is never "an invalid order number")."""
+        then asks again (an off-topic question is never "an invalid order number"). A message read as
+        ``out_of_scope`` is not a question the bot has an answer for: inside a form it is a failed answer, counted
+        towards ``max_attempts`` (else "A-12" would be told "I can't help with that" and asked again forever)."""
         intent = self.intent
-        if form.name not in self.dialogue.forms or intent is None or intent not in self.bot.intents:
+        if (form.name not in self.dialogue.forms or intent is None or intent == OUT_OF_SCOPE
+                or intent not in self.bot.intents):
             return False
         return all(rule.form != form.name for rule in self.dialogue.rules.values() if rule.intent == intent)
 

@@ -409,7 +409,6 @@ def render(examples: dict[str, list[str]], dialogue: dict[str, Any] | None = Non
     doc: dict[str, Any] = {
         "name": "support",
         "description": _DESCRIPTION,
-        "fallback_threshold": 0.45,
         "channels": ["web", "slack", "telegram"],
         "synonyms": _SYNONYMS,
         **(dialogue or {}),

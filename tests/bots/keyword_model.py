@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bots.artifact import Manifest, write_manifest
 from bots.botspec import BotSpec
+from bots.nlu.oos import NOT_UNDERSTOOD
 from bots.runtime import Runtime
 from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
@@ -46,12 +47,13 @@ class KeywordModel:
             if intent in self.intents and re.search(pattern, lowered):
                 others = [IntentScore(i, 0.02) for i in self.intents if i != intent]
                 return Understanding(intent, 0.93, (IntentScore(intent, 0.93), *others), entities)
-        # Nothing matched: an uncertain guess, ranking in a fixed order.
+        # Nothing matched: an uncertain guess, ranking in a fixed order, rejected as the served NLU's one
+        # out-of-scope rule rejects it (bots/nlu/oos.py: intent nlu_fallback, the model's confidence and ranking kept).
         ranking = tuple(IntentScore(name, round(0.2 - 0.05 * i, 2)) for i, name in enumerate(
             ["track_order", "change_order", "greet", *[n for n in self.intents
                                                       if n not in ("track_order", "change_order", "greet")]]))
         ranking = tuple(s for s in ranking if s.name in self.intents)
-        return Understanding(ranking[0].name, ranking[0].confidence, ranking, entities)
+        return Understanding(NOT_UNDERSTOOD, ranking[0].confidence, ranking, entities)
 
     def predict(self, texts: Sequence[str]) -> list[Understanding]:
         return [self._one(t) for t in texts]

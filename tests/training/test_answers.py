@@ -118,7 +118,7 @@ def test_config_defaults_and_modes() -> None:
     assert cfg.default == "retrieval" and cfg.mode_for("greet") == "template" and cfg.mode_for("newsletter") == \
         "retrieval"
     assert cfg.kb_folder == "kb" and cfg.pairs == ("pairs.csv",) and cfg.generation is None
-    assert cfg.values["website_name"] == "shop.example.com" and cfg.fallback_threshold == 0.4
+    assert cfg.values["website_name"] == "shop.example.com"
 
 
 # -- normalisation, pairs, chunks ------------------------------------------------------------------
