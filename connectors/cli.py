@@ -21,6 +21,7 @@ _TRAINING_COMMANDS = ("train", "evaluate")
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from bots.logs import configure
     from bots.pii import RedactingFilter, Redactor
@@ -33,6 +34,10 @@ def _serve(args: argparse.Namespace) -> int:
     # collection every 700 allocations) collections interrupt messages often enough to show in the
     # p99 (bench/RESULTS.md, "Load"). Young objects die young: collect them less often.
     gc.set_threshold(settings.gc_gen0, 20, 100)
+    # numpy's BLAS (OpenBLAS) runs a small matrix product per message (the out-of-scope kNN score, answer
+    # retrieval) on a pool of threads that spin for a while after each call: with messages a few ms apart that
+    # spinning cost ~3 ms of CPU per message (bench/RESULTS.md, "Load"). One thread: the products are small.
+    threadpool_limits(limits=1, user_api="blas")
     # Every bot is validated whole before listening: a problem exits 2 with every file:line at once.
     app = create_app(settings, args.bot_dirs, freeze_after_load=True)
     host = settings.host if args.host is None else args.host
