@@ -16,14 +16,12 @@ import base64
 import http.server
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from bots.botspec import BotSpec
@@ -32,7 +30,7 @@ from connectors.app import create_app
 from tests.bots.lookup_model import LookupModel, project
 from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.browser import page_of, require_chromium, shot
-from tests.fixtures.server import free_port
+from tests.fixtures.server import app_in_thread, free_port
 
 MENU_TEXT = "Today's menu <b>fresh</b> & hot."
 XSS_TEXT = '<img src=x onerror="window.pwned=1">Hi'
@@ -112,26 +110,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         return LookupModel(spec, {})
 
     app = create_app(settings, [_bot(root, site_url)], model_loader=lookup)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    bot_server = f"http://127.0.0.1:{port}"
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Pizzeria</title></head>'
-            f'<body><h1>Pizzeria</h1><script>window.customs = [];'
-            f'document.addEventListener("switchboard:custom", (e) => window.customs.push(e.detail));</script>'
-            f'<script src="{bot_server}/widget.js" data-bot="rich" data-title="Pizzeria"></script></body></html>')
-    site.files = {"/": ("text/html; charset=utf-8", page.encode()), "/menu.png": ("image/png", MENU_PNG)}
-    try:
-        yield {"site": site_url, "server": bot_server}
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        site.shutdown()
+    with app_in_thread(app) as bot_server:
+        page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Pizzeria</title></head>'
+                f'<body><h1>Pizzeria</h1><script>window.customs = [];'
+                f'document.addEventListener("switchboard:custom", (e) => window.customs.push(e.detail));</script>'
+                f'<script src="{bot_server}/widget.js" data-bot="rich" data-title="Pizzeria"></script></body></html>')
+        site.files = {"/": ("text/html; charset=utf-8", page.encode()), "/menu.png": ("image/png", MENU_PNG)}
+        try:
+            yield {"site": site_url, "server": bot_server}
+        finally:
+            site.shutdown()
 
 
 @pytest.fixture

@@ -6,12 +6,9 @@ place in the queue, again when the customer writes. Screens under ``test-artifac
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect
 
 from bots.settings import Settings
@@ -20,7 +17,7 @@ from tests.bots.keyword_model import copy_bot, keyword_loader
 from tests.connectors.test_review_api import PASSWORD, add_users
 from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.browser import page_of, require_chromium, shot
-from tests.fixtures.server import free_port
+from tests.fixtures.server import app_in_thread
 
 WELCOME = "Hi! I'm the shop's assistant <b>bot</b>. How can I help?"  # shown as text, markup and all
 PLACE = "You're number 1 in the queue. Please stay in this chat."
@@ -37,19 +34,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         log_level="WARNING")
     add_users(settings.data_dir, ann="agent")
     app = create_app(settings, [bot_dir], model_loader=keyword_loader)
-    port = free_port()
-    uvi = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=uvi.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvi.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uvi.should_exit = True
-        thread.join(15)
+    with app_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture
