@@ -225,10 +225,13 @@ class Frustration:
         bot decided; ``paused``: whether a person has the conversation after them; ``active_form``: the
         form active before them). The bot's "did not
         understand" replies of the turn are dropped then: the customer is told a person takes over.
+        A frustrated message the bot did not understand (its reply is the fallback) hands off at once, whatever
+        ``handoff_after``: an angry customer is never answered "did you mean ...?".
         None: no hand-off."""
         if self.handoff_after is None or mood is None or not mood.frustrated or paused:
             return None
-        if frustrated_since_handoff(history) + 1 < self.handoff_after:
+        fell_back = any(e.kind == BOT and e.data.get("source") == "fallback" for e in events)
+        if not fell_back and frustrated_since_handoff(history) + 1 < self.handoff_after:
             return None
         kept = [e for e in events if not (e.kind == BOT and e.data.get("source") == "fallback")]
         added = [Event(BOT, BotResponse(text=self.message, source="system").to_dict(), timestamp=timestamp)]

@@ -104,7 +104,12 @@ def test_handoff_after_n_frustrated_turns_replaces_the_fallback_and_ends_the_for
     policy = Frustration(handoff_after=2, message="A colleague will help you now.")
     angry = Mood(-0.8, ("negative",))
     fallback = [Event(BOT, {"text": "Sorry, I didn't understand that.", "source": "fallback"})]
-    assert policy.handoff(angry, [], fallback, paused=False, active_form=None, timestamp=5.0) is None  # the 1st
+    answered = [Event(BOT, {"text": "Your order ships tomorrow.", "source": "template"})]
+    assert policy.handoff(angry, [], answered, paused=False, active_form=None, timestamp=5.0) is None  # the 1st
+    # ... unless the bot did not understand it: an angry customer is never asked "did you mean"
+    first = policy.handoff(angry, [], fallback, paused=False, active_form=None, timestamp=5.0)
+    assert first is not None and [e.kind for e in first] == [BOT, PAUSE]
+    assert first[0].data["text"] == "A colleague will help you now."
     history = [_frustrated()]
     assert policy.handoff(Mood(0.3), history, fallback, paused=False, active_form=None, timestamp=5.0) is None
     assert policy.handoff(angry, history, fallback, paused=True, active_form=None, timestamp=5.0) is None
@@ -112,7 +117,6 @@ def test_handoff_after_n_frustrated_turns_replaces_the_fallback_and_ends_the_for
     assert events is not None
     assert [(e.kind, e.data.get("text") or e.data.get("reason") or e.data.get("name")) for e in events] == [
         (BOT, "A colleague will help you now."), (FORM, None), (PAUSE, "frustration")]
-    answered = [Event(BOT, {"text": "Your order ships tomorrow.", "source": "template"})]
     events = policy.handoff(angry, history, answered, paused=False, active_form=None, timestamp=5.0)
     assert events is not None and [e.kind for e in events] == [BOT, BOT, PAUSE]
     assert Frustration().handoff(angry, history * 5, fallback, paused=False, active_form=None, timestamp=5.0) is None

@@ -69,18 +69,22 @@ def test_the_second_frustrated_message_hands_the_customer_to_a_person(client: Te
     assert summary["handoff"] and summary["waiting_since"] is not None
     assert summary["frustration"] == 2 and summary["min_sentiment"] == moods[2][0]["score"] < -0.5
 
-    # a calm conversation is not handed off; one frustrated message alone is not enough
+    # a calm conversation is not handed off; one frustrated message the bot answers is not enough
     assert say(client, "calm", "hello") == ["Hello! How can I help you today?"]
-    assert say(client, "calm", "I am furious") != [HANDOFF]
+    assert say(client, "calm", "I am furious, where is my order 12345") != [HANDOFF]
     assert not transcript(client, "calm")["summary"]["handoff"]
+    # but one the bot did not understand is handed off at once: never "did you mean" to an angry customer
+    assert say(client, "lost", "I am furious") == [HANDOFF]
+    assert transcript(client, "lost")["summary"]["handoff"]
 
-    # per bot only: two conversations turned frustrated, five messages scored
-    assert metric(client, 'switchboard_frustrated_conversations_total{bot="shop"}') == 2
-    assert metric(client, 'switchboard_sentiment_count{bot="shop"}') == 6
-    assert metric(client, 'switchboard_sentiment_bucket{bot="shop",le="-0.5"}') == 2
-    assert metric(client, 'switchboard_handoffs_total{bot="shop",channel="web"}') == 1
+    # per bot only: three conversations turned frustrated, seven messages scored
+    assert metric(client, 'switchboard_frustrated_conversations_total{bot="shop"}') == 3
+    assert metric(client, 'switchboard_sentiment_count{bot="shop"}') == 7
+    assert metric(client, 'switchboard_sentiment_bucket{bot="shop",le="-0.5"}') == 3
+    assert metric(client, 'switchboard_handoffs_total{bot="shop",channel="web"}') == 2
+    # never a conversation or user id
     exported = client.get("/metrics").text
-    assert "angry" not in exported and "calm" not in exported  # never a conversation or user id
+    assert "angry" not in exported and "calm" not in exported and "lost" not in exported
 
 
 def test_button_clicks_are_not_scored(client: TestClient) -> None:
