@@ -13,23 +13,20 @@ import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bots.errors import ConfigError, SwitchboardError
+
+if TYPE_CHECKING:
+    from bots.settings import Settings
 
 _TRAINING_COMMANDS = ("train", "evaluate")
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def tune_serving_process(settings: Settings) -> None:
+    """Process-wide settings of a serving process, before any bot loads."""
     from threadpoolctl import threadpool_limits
 
-    from bots.logs import configure
-    from bots.pii import RedactingFilter, Redactor
-    from bots.settings import Settings
-    from connectors.app import create_app
-
-    settings = Settings.from_env()
-    configure(settings.log_level, json_lines=settings.log_json, filters=[RedactingFilter(Redactor())])
     # Each message allocates thousands of short-lived objects; with CPython's default (a young
     # collection every 700 allocations) collections interrupt messages often enough to show in the
     # p99 (bench/RESULTS.md, "Load"). Young objects die young: collect them less often.
@@ -38,6 +35,19 @@ def _serve(args: argparse.Namespace) -> int:
     # retrieval) on a pool of threads that spin for a while after each call: with messages a few ms apart that
     # spinning cost ~3 ms of CPU per message (bench/RESULTS.md, "Load"). One thread: the products are small.
     threadpool_limits(limits=1, user_api="blas")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bots.logs import configure
+    from bots.pii import RedactingFilter, Redactor
+    from bots.settings import Settings
+    from connectors.app import create_app
+
+    settings = Settings.from_env()
+    configure(settings.log_level, json_lines=settings.log_json, filters=[RedactingFilter(Redactor())])
+    tune_serving_process(settings)
     # Every bot is validated whole before listening: a problem exits 2 with every file:line at once.
     app = create_app(settings, args.bot_dirs, freeze_after_load=True)
     host = settings.host if args.host is None else args.host
