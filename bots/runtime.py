@@ -409,21 +409,29 @@ class Runtime:
         started = time.perf_counter()
         result = await self.store.enqueue(
             bot.name, message.ref.conversation_id, message.ref.channel, message.user_id,
-            message.ref.address, message.message_id, event,
+            message.ref.address, message.message_id, event, customer_name=message.customer_name,
         )
         self.metrics.store_seconds.labels(self.store.name, "enqueue").observe(time.perf_counter() - started)
         if result.created:
             self.metrics.messages.labels(bot.name, message.ref.channel, "in").inc()
         return result.turn
 
-    async def open(self, ref: ConversationRef) -> list[BotResponse]:
+    async def open(self, ref: ConversationRef, *, customer_name: str | None = None) -> list[BotResponse]:
         """A chat was opened (the web widget): the bot's welcome for the channel (bot.yml ``welcome:``), stored
         as a turn of its own the first time (message id ``opened``, unique per conversation: opening it again,
-        on a reload or another replica, answers from the store and never welcomes twice). [] without one."""
+        on a reload or another replica, answers from the store and never welcomes twice). [] without one.
+        ``customer_name``: the customer's display name, stored with the welcome's turn."""
         if self.bot(ref.bot).dialogue.welcome_for(ref.channel) is None:
             return []
-        message = UserMessage(ref=ref, message_id=OPENING_ID, text="", metadata={OPENED: True})
+        message = UserMessage(ref=ref, message_id=OPENING_ID, text="", metadata={OPENED: True},
+                              customer_name=customer_name)
         return await self.process(message, await self.accept(message))
+
+    async def name_customer(self, ref: ConversationRef, name: str) -> None:
+        """The conversation's customer is called ``name`` (learnt after their message was stored: Slack's
+        ``users.info``); written only when it changed."""
+        self.bot(ref.bot)
+        await self.store.set_customer_name(ref.bot, ref.conversation_id, name)
 
     async def process(self, message: UserMessage, turn: Turn) -> list[BotResponse]:
         """Answer an accepted message: from the store if it was already answered."""

@@ -32,6 +32,30 @@ _ID = re.compile(ID_PATTERN)
 def valid_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
 
+
+# A customer's display name, as a channel gives it (Telegram's first/last name, Slack's profile, the web page
+# that embeds the widget): one line of at most NAME_MAX_CHARS printable characters. Shown to agents (escaped).
+NAME_MAX_CHARS = 80
+_NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a display name a customer may give (the web widget's, answered with a 422)."""
+    if len(name) > NAME_MAX_CHARS:
+        return f"name: at most {NAME_MAX_CHARS} characters, got {len(name)}"
+    if _NOT_PRINTABLE.search(name) or _SURROGATES.search(name):
+        return "name: one line of printable characters (no control or invisible characters)"
+    return None
+
+
+def display_name(raw: object) -> str | None:
+    """A channel's name for the customer as one shown line: invisible and control characters dropped, spaces
+    collapsed, cut to ``NAME_MAX_CHARS``; None when nothing is left (or it is not text)."""
+    if not isinstance(raw, str):
+        return None
+    name = " ".join(_NOT_PRINTABLE.sub(" ", valid_text(raw)).split())[:NAME_MAX_CHARS].strip()
+    return name or None
+
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -207,10 +231,15 @@ class UserMessage:
     # A button click arrives as a message whose payload is e.g. "/cancel_order".
     payload: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # The customer's display name as the channel gives it (``display_name``), stored on the conversation with
+    # the message (pseudonymised for a bot with ``pii:``); None: the channel gave none (a stored one stays).
+    customer_name: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("message_id", "text", "user_id"):
             object.__setattr__(self, name, valid_text(getattr(self, name)))
+        if self.customer_name is not None:
+            object.__setattr__(self, "customer_name", display_name(self.customer_name))
         if self.payload is not None:
             object.__setattr__(self, "payload", valid_text(self.payload))
         object.__setattr__(self, "metadata", valid_unicode(self.metadata))

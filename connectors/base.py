@@ -73,8 +73,14 @@ class Inbox(Protocol):
         """``accept`` then ``process``: for channels whose sender waits for the answer."""
         ...
 
-    async def open(self, ref: ConversationRef) -> list[BotResponse]:
-        """A chat was opened: the bot's welcome for the channel, stored once per conversation ([] without one)."""
+    async def open(self, ref: ConversationRef, *, customer_name: str | None = None) -> list[BotResponse]:
+        """A chat was opened: the bot's welcome for the channel, stored once per conversation ([] without one);
+        ``customer_name`` (the customer's display name) is stored with it."""
+        ...
+
+    async def name_customer(self, ref: ConversationRef, name: str) -> None:
+        """The customer of an existing conversation is called ``name`` (a channel that learns it after storing
+        the message); written only when it changed. Raises ``StoreUnavailable``."""
         ...
 
     async def history(self, bot: str, conversation_id: str, *, last_n: int | None = None) -> Conversation | None:

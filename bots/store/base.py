@@ -111,6 +111,9 @@ class ConversationSummary:
     assignee: str | None = None  # the agent who claimed the conversation in the queue (``assign``); None: nobody
     csat: int | None = None  # the customer's satisfaction rating, 1-5 (thumbs: 5 up, 1 down); None: not rated
     agent_typing_until: float | None = None  # an agent is typing a reply until then (the web widget shows it)
+    # the customer's display name as their channel gave it (bots.types.display_name), pseudonymised like the user
+    # id for a bot with ``pii:``; None: the channel gave none
+    customer_name: str | None = None
 
     @property
     def frustrated(self) -> bool:
@@ -139,6 +142,7 @@ class ConversationSummary:
             "assignee": self.assignee,
             "csat": self.csat,
             "agent_typing_until": self.agent_typing_until,
+            "customer_name": self.customer_name,
         }
 
     @classmethod
@@ -165,6 +169,7 @@ class ConversationSummary:
             assignee=None if d.get("assignee") is None else str(d["assignee"]),
             csat=None if d.get("csat") is None else int(d["csat"]),
             agent_typing_until=None if d.get("agent_typing_until") is None else float(d["agent_typing_until"]),
+            customer_name=None if d.get("customer_name") is None else str(d["customer_name"]),
         )
 
 
@@ -226,6 +231,7 @@ class TranscriptQuery:
     sentiment_below: float | None = None  # min_sentiment below this
     waiting: bool | None = None  # True: the customer waits for an agent (``waiting_since`` set); False: not
     csat_at_most: int | None = None  # rated this or lower (1-5)
+    customer: str | None = None  # the customer's display name contains this (case-insensitive for ASCII)
     sort: SortField = "last_activity"
     descending: bool = True
     offset: int = 0
@@ -387,9 +393,12 @@ class ConversationStore(Protocol):
     async def aclose(self) -> None: ...
 
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
-                      address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
+                      address: Mapping[str, str], message_id: str, user_event: Event, *,
+                      customer_name: str | None = None) -> EnqueueResult:
         """Store a customer's message as a pending turn with the next seq (atomically creating
-        the conversation). A known message id returns the stored turn, ``created=False``."""
+        the conversation). A known message id returns the stored turn, ``created=False``.
+        ``customer_name`` (the channel's display name; None: unknown) is written on the conversation in
+        the same write, pseudonymised like the user id for a ``pii:`` bot; None keeps the stored one."""
         ...
 
     async def pending(self, bot: str, conversation_id: str) -> list[Turn]:
@@ -443,6 +452,12 @@ class ConversationStore(Protocol):
         """Set the conversation's ``assignee`` to ``agent`` (None: nobody) only if it is ``expected`` now, in
         one conditional write: of two agents claiming it at once (``expected=None``) one wins. Whether it
         was set, and the summary after (which shows who has it when it was not). ``ConversationNotFound``."""
+        ...
+
+    async def set_customer_name(self, bot: str, conversation_id: str, name: str) -> bool:
+        """The conversation's customer is called ``name`` (a channel that learns it after the message was stored:
+        Slack's ``users.info``), pseudonymised as ``enqueue`` does; written only when it differs from the stored
+        one. False when there is no such conversation or the name was that already."""
         ...
 
     async def agent_typing(self, bot: str, conversation_id: str, until: float) -> None:

@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -303,21 +304,26 @@ class MongoStore:
         raise StoreUnavailable(f"could not create conversation {key}: too much contention")
 
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
-                      address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
+                      address: Mapping[str, str], message_id: str, user_event: Event, *,
+                      customer_name: str | None = None) -> EnqueueResult:
         key = conversation_key(ref_bot, conversation_id)
         now = user_event.timestamp
         user_id = self._privacy.user_id(ref_bot, user_id)
         user_event = self._privacy.event(ref_bot, user_event)
+        name = None if customer_name is None else self._privacy.user_id(ref_bot, customer_name)
         async with self._guard("store the message"):
             # No lookup first: the unique (bot, conversation, message id) index turns a redelivery
             # into a duplicate-key error on insert, which then reads the stored turn.
             initial = ConversationSummary(ref_bot, conversation_id, channel, user_id, dict(address),
                                           started_at=now, last_activity=now).to_dict()
             del initial["last_activity"]
-            update = {
+            update: dict[str, Any] = {
                 "$setOnInsert": {**initial, "next_seq": 1, "lease_owner": None, "lease_expires": 0.0},
                 "$max": {"last_activity": now, **self._expire_at(ref_bot, now)},
             }
+            if name is not None:  # the customer's name with the same write
+                del update["$setOnInsert"]["customer_name"]
+                update["$set"] = {"customer_name": name}
             conv = await self._upsert_conversation(key, update)
             pending = Turn(ref_bot, conversation_id, 0, message_id, "pending", (user_event,), now)
             return await self._insert_turn(pending, int(conv["next_seq"]))
@@ -623,6 +629,10 @@ class MongoStore:
             where["waiting_since"] = {"$gt": 0.0} if query.waiting else None
         if query.csat_at_most is not None:
             where["csat"] = {"$lte": int(query.csat_at_most)}
+        if query.customer:  # literally (escaped), case-insensitive; a ``pii:`` bot's pseudonym by the whole name
+            pseudonym = self._privacy.user_id(query.bot, query.customer) if query.bot else query.customer
+            where["$or"] = [{"customer_name": {"$regex": re.escape(query.customer), "$options": "i"}},
+                            {"customer_name": _eq(pseudonym)}]
         async with self._guard("search conversations"):
             if query.text:
                 return await self._search_text(query, where)
@@ -692,6 +702,14 @@ class MongoStore:
             first = await self._convs.find_one(where, projection={"waiting_since": 1},
                                                sort=[("waiting_since", ASCENDING)]) if count else None
         return base.Waiting(int(count), None if first is None else float(first["waiting_since"]))
+
+    async def set_customer_name(self, bot: str, conversation_id: str, name: str) -> bool:
+        stored = self._privacy.user_id(bot, name)
+        async with self._guard("store the customer's name"):
+            result = await self._convs.update_one({"_id": conversation_key(bot, conversation_id),
+                                                   "customer_name": {"$ne": stored}},
+                                                  {"$set": {"customer_name": stored}})
+        return bool(result.modified_count)
 
     async def agent_typing(self, bot: str, conversation_id: str, until: float) -> None:
         async with self._guard("note the agent typing"):

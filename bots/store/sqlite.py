@@ -130,12 +130,12 @@ END;
 _SUMMARY_COLUMNS = (
     "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
     "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since, min_sentiment, frustration, "
-    "assignee, csat, agent_typing_until"
+    "assignee, csat, agent_typing_until, customer_name"
 )
 # Columns newer than the first files (added by _upgrade to every file, old or new), then their indexes.
 _ADDED_COLUMNS = {"waiting_since": "REAL", "min_sentiment": "REAL", "frustration": "INTEGER NOT NULL DEFAULT 0",
                   "assignee": "TEXT", "csat": "INTEGER", "agent_typing_until": "REAL", "handoff_at": "REAL",
-                  "agent_reply_at": "REAL"}
+                  "agent_reply_at": "REAL", "customer_name": "TEXT"}
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since) WHERE waiting_since IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS conv_sentiment ON conversations (bot, min_sentiment)",
@@ -348,9 +348,11 @@ class SQLiteStore:
 
     # -- turns ----------------------------------------------------------------------
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
-                      address: Mapping[str, str], message_id: str, user_event: Event) -> EnqueueResult:
+                      address: Mapping[str, str], message_id: str, user_event: Event, *,
+                      customer_name: str | None = None) -> EnqueueResult:
         user_id = self._privacy.user_id(ref_bot, user_id)
         user_event = self._privacy.event(ref_bot, user_event)
+        name = None if customer_name is None else self._privacy.user_id(ref_bot, customer_name)
 
         def tx(conn: sqlite3.Connection) -> EnqueueResult:
             row = conn.execute(
@@ -365,10 +367,10 @@ class SQLiteStore:
                 " last_activity) VALUES (?,?,?,?,?,?,?) ON CONFLICT (bot, conversation_id) DO NOTHING",
                 (ref_bot, conversation_id, channel, user_id, json.dumps(dict(address)), now, now),
             )
-            seq = conn.execute(
-                "UPDATE conversations SET next_seq = next_seq + 1, last_activity = MAX(last_activity, ?)"
-                " WHERE bot=? AND conversation_id=? RETURNING next_seq - 1",
-                (now, ref_bot, conversation_id),
+            seq = conn.execute(  # the customer's name (if given) with the same write
+                "UPDATE conversations SET next_seq = next_seq + 1, last_activity = MAX(last_activity, ?),"
+                " customer_name = COALESCE(?, customer_name) WHERE bot=? AND conversation_id=? RETURNING next_seq - 1",
+                (now, name, ref_bot, conversation_id),
             ).fetchone()[0]
             turn = Turn(ref_bot, conversation_id, seq, message_id, "pending", (user_event,), now)
             conn.execute(
@@ -582,6 +584,11 @@ class SQLiteStore:
             add("waiting_since IS NOT NULL" if query.waiting else "waiting_since IS NULL")
         if query.csat_at_most is not None:
             add("csat <= ?", int(query.csat_at_most))
+        if query.customer:  # literally: % and _ in the query match themselves
+            escaped = query.customer.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            # a ``pii:`` bot keeps the name's pseudonym: the whole name given finds it
+            add("(customer_name LIKE ? ESCAPE '\\' OR customer_name = ?)", f"%{escaped}%",
+                self._privacy.user_id(query.bot, query.customer) if query.bot else query.customer)
         if query.tag is not None:
             add("EXISTS (SELECT 1 FROM json_each(conversations.tags) WHERE json_each.value = ?)", query.tag)
         if query.text:  # every query word starts a word of some turn (bots/store/text.py)
@@ -654,6 +661,12 @@ class SQLiteStore:
             " AND waiting_since <= ?", (bot, float("inf") if until is None else until),
         ).fetchone())
         return base.Waiting(int(row[0]), None if row[1] is None else float(row[1]))
+
+    async def set_customer_name(self, bot: str, conversation_id: str, name: str) -> bool:
+        stored = self._privacy.user_id(bot, name)
+        return bool(await self._write(inline=True, fn=lambda conn: conn.execute(
+            "UPDATE conversations SET customer_name=? WHERE bot=? AND conversation_id=? AND customer_name IS NOT ?",
+            (stored, bot, conversation_id, stored)).rowcount))
 
     async def agent_typing(self, bot: str, conversation_id: str, until: float) -> None:
         changed = await self._write(lambda conn: conn.execute(
