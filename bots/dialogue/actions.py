@@ -223,31 +223,67 @@ class CombinedActions:
         await self.remote.aclose()
 
 
-def _local_actions(bot: BotSpec, dialogue: DialogueSpec) -> tuple[InProcessActions | None, set[str]]:
-    """The actions module imported (its errors a ConfigError at file:line) with the names it defines;
-    without an action server every action named in rules and forms must be one of them."""
+def _runnable_actions(dialogue: DialogueSpec) -> set[str]:
+    """The custom actions the dialogue itself can run: named in a story or rule, a form's validation
+    action or question (``validate_<form>``, ``action_ask_<slot>``), the core fallback action, bot.yml's
+    rules and forms. An action the domain only declares runs only if another action's ``FollowupAction``
+    names it."""
+    runnable = {step.name for story in dialogue.stories for step in story.steps
+                if step.kind == "action" and step.name}
+    runnable |= {f"validate_{name}" for name in dialogue.domain.forms}
+    runnable |= {name for name in dialogue.domain.actions if name.startswith("action_ask_")}
+    runnable.add(dialogue.policy.core_fallback_action)
+    runnable |= {rule.action for rule in dialogue.rules.values() if rule.action}
+    for form in dialogue.forms.values():
+        runnable |= {a for a in (form.validation_action, form.submit_action) if a}
+    return runnable
+
+
+def _missing_actions(dialogue: DialogueSpec, names: set[str]) -> tuple[list[str], list[str]]:
+    """Errors for the actions the dialogue runs that the module does not define; warnings for the ones
+    the domain merely declares (Rasa trains and serves such a bot: the action would fail only when run)."""
+    defined = f"{dialogue.actions_module} defines {', '.join(sorted(names)) or 'no Action classes'}"
+    runnable = _runnable_actions(dialogue)
+    errors: list[str] = []
+    warnings: list[str] = []
+    for name, where in dialogue.action_refs:
+        if name in names:
+            continue
+        if name in runnable:
+            errors.append(f"{where}: unknown action {name!r} ({defined})")
+        else:
+            warnings.append(f"{where}: action {name!r} is declared but not defined ({defined}); no story, rule or "
+                            f"form runs it, so it is never run (define it, or remove it from the domain)")
+    return errors, warnings
+
+
+def _local_actions(bot: BotSpec, dialogue: DialogueSpec) -> tuple[InProcessActions | None, set[str], list[str]]:
+    """The actions module imported (its errors a ConfigError at file:line) with the names it defines and
+    warnings; without an action server every action the dialogue runs must be one of them."""
     if dialogue.actions_module is None:
-        return None, set()
+        return None, set(), []
     executor = InProcessActions.executor_for(_import_module(dialogue.actions_module, bot.name))
     names = set(executor.actions)
     local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s)
     if dialogue.action_endpoint is None:
-        problems = [f"{where}: unknown action {name!r} ({dialogue.actions_module} defines "
-                    f"{', '.join(sorted(names)) or 'no Action classes'})"
-                    for name, where in dialogue.action_refs if name not in names]
-        if problems:
-            raise ConfigError(problems)
-    return local, names
+        errors, warnings = _missing_actions(dialogue, names)
+        if errors:
+            raise ConfigError(errors)
+        return local, names, warnings
+    return local, names, []
 
 
-def check_actions(bot: BotSpec, dialogue: DialogueSpec) -> None:
-    """What ``load_actions`` checks, without a client for the action server: for start-up validation."""
-    _local_actions(bot, dialogue)
+def check_actions(bot: BotSpec, dialogue: DialogueSpec) -> list[str]:
+    """What ``load_actions`` checks, without a client for the action server: for start-up validation and
+    ``switchboard check``. Raises a ConfigError for the errors; returns the warnings."""
+    return _local_actions(bot, dialogue)[2]
 
 
 def load_actions(bot: BotSpec, dialogue: DialogueSpec) -> ActionRunner | None:
     """The bot's action runner, or ``None`` without actions; unknown action names are a ConfigError."""
-    local, names = _local_actions(bot, dialogue)
+    local, names, warnings = _local_actions(bot, dialogue)
+    for warning in warnings:
+        log.warning("bot check: %s", warning, extra={"bot": bot.name})
     if dialogue.action_endpoint is None:
         return local
     all_names = sorted(names | {name for name, _ in dialogue.action_refs})

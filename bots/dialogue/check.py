@@ -47,6 +47,7 @@ from bots.dialogue.domain import (
 from bots.dialogue.policies import check_stories
 from bots.dialogue.rasa_yaml import Findings
 from bots.dialogue.spec import DialogueSpec
+from bots.errors import ConfigError
 
 
 @dataclass
@@ -79,6 +80,12 @@ def check_bot_folder(directory: Path | str) -> CheckReport:
         result = check_bot(spec, dialogue, declared_broken=findings.broken)
         report.errors += result.errors
         report.warnings += result.warnings
+        if result.ok:  # the actions module, imported as serve imports it: what serve would refuse
+            from bots.dialogue.actions import check_actions  # rasa-sdk only for bots with actions
+            try:
+                report.warnings += check_actions(spec, dialogue)
+            except ConfigError as exc:
+                report.errors += exc.problems
         report.notes += [n for n in spec.notes if n not in report.notes]
     return report
 
