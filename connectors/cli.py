@@ -34,6 +34,10 @@ def tune_serving_process(settings: Settings) -> None:
     # numpy's BLAS (OpenBLAS) runs a small matrix product per message (the out-of-scope kNN score, answer
     # retrieval) on a pool of threads that spin for a while after each call: with messages a few ms apart that
     # spinning cost ~3 ms of CPU per message (bench/RESULTS.md, "Load"). One thread: the products are small.
+    # numpy is imported first: threadpoolctl limits only the libraries already loaded, and nothing before
+    # this point loads numpy (without the import the limit did nothing and OpenBLAS kept its pool).
+    import numpy  # noqa: F401 - loads OpenBLAS so that the limit reaches it
+
     threadpool_limits(limits=1, user_api="blas")
 
 
