@@ -9,7 +9,9 @@ answers:
   min_similarity: 0.6         # a question this close to a known one gets that one's answer template
   kb_min_similarity: 0.35     # else a knowledge-base chunk this close gives a composed answer
   generation:                 # optional: a domain-tuned generation model (see GenerationSettings)
-    base_model: ""            # local HF causal LM folder; "" = small GPT-2 from scratch
+    base_model: ""            # local HF causal LM folder; packaged-minilm = MiniLM→MiniLM encoder-decoder;
+                              # "" = small GPT-2 from scratch
+    lora: {r: 16, alpha: 32}  # LoRA (peft) for a local causal LM; on by itself above 100M parameters
     endpoint:                 # or: an OpenAI-compatible server writes the answers (nothing is trained)
       url: http://generator:8000/v1
       model: support-generator
@@ -31,11 +33,26 @@ from bots.yamlspan import Located
 
 MODES = ("template", "retrieval", "generation")
 KB_SUFFIXES = (".md", ".markdown", ".txt")
+PACKAGED_MINILM = "packaged-minilm"  # generation.base_model: BERT2BERT warm-started from the packaged encoder
+LORA_ABOVE = 100_000_000  # a local causal LM with more parameters is fine-tuned with LoRA unless lora: false
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """``generation.lora``: low-rank adapters (peft) on a local causal LM, merged into it before export."""
+
+    enabled: bool | None = None  # None: on for a base model over LORA_ABOVE parameters
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ()  # () = peft's default for the architecture (e.g. q_proj, v_proj)
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    base_model: str = ""  # local Hugging Face causal LM folder; "" = a small GPT-2-style model from scratch
+    # local Hugging Face causal LM folder; "packaged-minilm": an encoder-decoder warm-started from the packaged
+    # all-MiniLM-L6-v2 on both sides (BERT2BERT); "": a small GPT-2-style model from scratch
+    base_model: str = ""
     max_new_tokens: int = 80
     max_seconds: float = 2.0
     sampling: str = "greedy"  # greedy | sample
@@ -57,7 +74,10 @@ class GenerationSettings:
     vocab_size: int = 4000
     context_tokens: int = 384
     batch_size: int = 16
-    learning_rate: float = 1e-3
+    learning_rate: float = 0.0  # 0: 1e-3 from scratch or with LoRA, 1e-4 fine-tuning a whole pretrained model
+    label_smoothing: float = 0.0  # of the answer tokens' targets (0.1 helps a short fine-tune generalise)
+    answer_vocabulary: bool = True  # packaged-minilm: the LM head predicts only the tokens the answers use
+    lora: LoraSettings = LoraSettings()
     seed: int = 13
     endpoint: EndpointConfig | None = None  # an OpenAI-compatible server instead of a trained model
     server_model: bool = False  # also write the trained model as a Hugging Face folder a server loads (vLLM ...)
@@ -120,6 +140,8 @@ def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings 
         default = getattr(defaults, key)
         if key == "endpoint":
             values[key] = _parse_endpoint(sub, problems)
+        elif key == "lora":
+            values[key] = _parse_lora(sub, problems)
         elif key == "sampling":
             if sub.value not in ("greedy", "sample"):
                 problems.append(f"{sub.where()}: 'sampling' must be greedy or sample")
@@ -136,15 +158,73 @@ def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings 
                 continue
             values[key] = sub.value
         else:
-            high = 1.0 if key in ("min_confidence", "min_support") else 1e7
+            high = 1.0 if key in ("min_confidence", "min_support", "label_smoothing") else 1e7
             low = 0 if key == "no_repeat_ngram" else 1 if isinstance(default, int) else 0.0
+            high = 0.9 if key == "label_smoothing" else high
             got = _number(sub, key, type(default), problems, low, high)
             if got is not None:
                 values[key] = got
     if "endpoint" in item.value and values.get("base_model"):
         problems.append(f"{item.where()}: 'base_model' (a model trained here) and 'endpoint' (a server's model) "
                         "exclude each other")
+    _check_base_model(item, values, problems)
     return GenerationSettings(**values)
+
+
+def _check_base_model(item: Located, values: dict[str, Any], problems: list[str]) -> None:
+    """What each base model allows: LoRA and the server folder are for a local causal LM."""
+    base = values.get("base_model", "")
+    lora: LoraSettings | None = values.get("lora")
+    where = item.value.get("base_model", item).where()
+    if base == PACKAGED_MINILM:
+        if values.get("server_model"):
+            problems.append(f"{where}: 'server_model' needs a local causal LM as base_model (OpenAI-compatible "
+                            f"servers do not load the {PACKAGED_MINILM} encoder-decoder)")
+        if lora is not None and lora.enabled:
+            problems.append(f"{where}: 'lora' is for a local causal LM base_model, not {PACKAGED_MINILM} (fully "
+                            "fine-tuned)")
+    elif base.lower().replace("_", "-") in (PACKAGED_MINILM, "minilm", "packaged"):
+        problems.append(f"{where}: base_model {base!r}: did you mean {PACKAGED_MINILM!r}?")
+    elif not base and lora is not None and lora.enabled:
+        problems.append(f"{item.value['lora'].where()}: 'lora' needs a local causal LM as base_model (a model "
+                        "trained from scratch has nothing to adapt)")
+
+
+def _parse_lora(item: Located, problems: list[str]) -> LoraSettings | None:
+    """``lora: true | false | {r, alpha, dropout, target_modules}`` (a mapping switches it on)."""
+    if isinstance(item.value, bool):
+        return LoraSettings(enabled=item.value)
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: 'lora' must be true, false or a mapping of r, alpha, dropout, "
+                        "target_modules")
+        return None
+    values: dict[str, Any] = {"enabled": True}
+    for key, sub in item.value.items():
+        if key == "target_modules":
+            raw = sub.value if isinstance(sub.value, list) else None
+            names = [x.value for x in raw] if raw is not None else None
+            if not names or not all(isinstance(n, str) and n.strip() for n in names):
+                problems.append(f"{sub.where()}: 'target_modules' must be a list of module names, e.g. [q_proj, "
+                                "v_proj] (or leave it out: peft's default for the architecture)")
+            else:
+                values[key] = tuple(names)
+        elif key == "enabled":
+            if not isinstance(sub.value, bool):
+                problems.append(f"{sub.where()}: 'enabled' must be true or false")
+            else:
+                values[key] = sub.value
+        elif key in ("r", "alpha"):
+            got = _number(sub, key, int, problems, 1, 4096)
+            if got is not None:
+                values[key] = got
+        elif key == "dropout":
+            got = _number(sub, key, float, problems, 0.0, 0.9)
+            if got is not None:
+                values[key] = got
+        else:
+            problems.append(f"{sub.where()}: unknown lora key {key!r} (known: r, alpha, dropout, target_modules, "
+                            "enabled)")
+    return LoraSettings(**values)
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

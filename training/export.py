@@ -28,7 +28,7 @@ import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
-from bots.answers.decoding import DecodeSettings, KvModel, KvSpec, steps
+from bots.answers.decoding import DecodeSettings, KvModel, KvSpec, full_vocabulary, steps
 from bots.nlu.model import INT8_SCHEME_KEY, INT8_STATIC
 from training.model import JointModel
 
@@ -295,20 +295,23 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
 
 
 def export_kv_generator(model: Any, folder: Path, *, start_id: int | None = None,
-                        atol: float = 1e-3) -> tuple[KvSpec, float]:
+                        output_ids: Sequence[int] | None = None, atol: float = 1e-3) -> tuple[KvSpec, float]:
     """Export ``model`` (a transformers causal LM, or an ``EncoderDecoderModel`` with a BERT decoder:
     then ``start_id`` is the decoder's first token) to ``folder`` as KV-cached graphs, and check them
-    against torch (recomputing the whole sequence each step) over a few decoding steps. Returns the
-    ``generator.json`` decoder description and the largest logit difference."""
+    against torch (recomputing the whole sequence each step) over a few decoding steps. ``output_ids``:
+    the token id of each column of a reduced LM head (the model's vocabulary is its input embeddings').
+    Returns the ``generator.json`` decoder description and the largest logit difference."""
     from transformers import EncoderDecoderModel
 
     model.eval()
     encoder_decoder = isinstance(model, EncoderDecoderModel)
     for config in ((model.config, model.encoder.config, model.decoder.config) if encoder_decoder else (model.config,)):
         config._attn_implementation = "eager"  # traceable attention with the masks given above
-    layers, kv_heads, head_dim = _kv_shape(model.decoder.config if encoder_decoder else model.config)
+    decoder_config = model.decoder.config if encoder_decoder else model.config
+    layers, kv_heads, head_dim = _kv_shape(decoder_config)
     spec = KvSpec("encoder-decoder" if encoder_decoder else "causal", layers, kv_heads, head_dim,
-                  start_id if encoder_decoder else None)
+                  start_id if encoder_decoder else None, None if output_ids is None else tuple(map(int, output_ids)),
+                  int(decoder_config.vocab_size) if output_ids is not None else 0)
     if encoder_decoder and start_id is None:
         raise ExportError("an encoder-decoder generator needs the decoder's start token id")
     folder.mkdir(parents=True, exist_ok=True)
@@ -337,7 +340,8 @@ def export_kv_generator(model: Any, folder: Path, *, start_id: int | None = None
 
 def torch_logits(model: Any, spec: KvSpec, prompt: Sequence[int], rows: Sequence[Sequence[int]]) -> np.ndarray:
     """Torch's next-token logits after ``prompt`` and each row's tokens, the whole sequence recomputed
-    (no cache): the reference the exported graphs are checked against."""
+    (no cache): the reference the exported graphs are checked against; a reduced output vocabulary's
+    logits put back at their token ids, as ``KvModel`` serves them."""
     out = []
     with torch.no_grad():
         for tokens in rows:
@@ -349,7 +353,8 @@ def torch_logits(model: Any, spec: KvSpec, prompt: Sequence[int], rows: Sequence
                 target = torch.tensor([[spec.start_id, *tokens]], dtype=torch.long)
                 out.append(model(input_ids=source, attention_mask=torch.ones_like(source), decoder_input_ids=target,
                                  use_cache=False).logits[0, -1].numpy())
-    return np.stack(out)
+    columns = None if spec.output_ids is None else np.array(spec.output_ids, dtype=np.int64)
+    return full_vocabulary(np.stack(out), columns, spec.vocab_size)
 
 
 class TorchDecoding:

@@ -1,9 +1,17 @@
-"""The answer generation model: fine-tune a local causal LM, or train a small GPT-2 from scratch.
+"""The answer generation model: warm-start an encoder-decoder from the packaged MiniLM, fine-tune a
+local causal LM (LoRA through peft above ~100M parameters), or train a small GPT-2 from scratch.
 
 Each training example is the prompt the server will build (bots/answers/generation.py), then the
 normalised answer template, then end-of-text; the loss is on the answer only::
 
     Context: <passage> | <passage>\\nQuestion: <question>\\nAnswer: <answer><eos>
+
+``base_model: packaged-minilm`` (BERT2BERT, Rothe et al. 2020): the packaged all-MiniLM-L6-v2 on
+both sides; the encoder reads ``[CLS] prompt [SEP]``, the decoder writes ``[CLS] answer`` →
+``answer [SEP]``. Its cross-attention and LM-head transform start untrained. The answers'
+``{placeholders}`` become whole tokens of both embeddings (started at the mean of their words'),
+so the model writes them intact, and with ``answer_vocabulary`` the LM head predicts only the
+tokens the training answers use (exported as such: ``output_ids`` in generator.json).
 
 The loop reads top to bottom: lr → forward → loss → backward → clip → step → log → eval.
 It stops after ``train_steps`` or ``train_seconds``, whichever comes first, and keeps the
@@ -17,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -27,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 from torch import nn
 
 from bots.answers.generation import prompt_ids  # one prompt format for training and serving
@@ -35,13 +44,15 @@ from bots.answers.retrieval import AnswerSelector
 from bots.botspec import BotSpec
 from bots.errors import ConfigError
 from training.answers import AnswerIndex, QAPair, build_index, write_index
-from training.answers_config import AnswersConfig, GenerationSettings
+from training.answers_config import LORA_ABOVE, PACKAGED_MINILM, AnswersConfig, GenerationSettings
 from training.answers_eval import evaluate_answers
 from training.export import export_kv_generator, quantize_generator_int8
 
 EOS = "<|endoftext|>"
 IGNORE = -100
 _MAX_ANSWER_TOKENS = 160
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_-]*\}")  # bots/botspec.py's placeholders
+_ENCODER_POSITIONS = 512  # all-MiniLM-L6-v2's
 
 
 @dataclass(frozen=True)
@@ -69,85 +80,207 @@ def _train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     return Tokenizer.from_str(bpe.to_str())
 
 
-def _load_base(settings: GenerationSettings, corpus: Sequence[str]) -> tuple[nn.Module, Tokenizer, int, int]:
-    """(model, tokenizer, eos id, context size)."""
+@dataclass
+class _Base:
+    """The model to train and how to feed it."""
+
+    model: Any  # a transformers model (or peft's wrapper of one)
+    tokenizer: Tokenizer
+    eos_id: int
+    context: int  # the prompt's and answer's tokens (causal), or the encoder's input (encoder-decoder)
+    start_id: int | None = None  # encoder-decoder: the decoder's first token
+    pad_id: int = 0
+    lora: bool = False
+    output_ids: list[int] | None = None  # a reduced LM head's token ids (column k predicts output_ids[k])
+    columns: torch.Tensor | None = None  # token id → its column of the reduced head (IGNORE: none)
+
+    def prompt(self, passages: Sequence[str], question: str, room: int) -> list[int]:
+        """What the model reads, as bots/answers/generation.py ``OnnxGenerator.prompt`` builds it (``room``:
+        tokens a causal LM keeps free for the answer)."""
+        if self.start_id is None:
+            return prompt_ids(self.tokenizer, passages, question, self.context - room)
+        return [self.start_id, *prompt_ids(self.tokenizer, passages, question, self.context - 2), self.eos_id]
+
+
+def _load_base(settings: GenerationSettings, corpus: Sequence[str], log: Callable[[str], None]) -> _Base:
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
+    if settings.base_model == PACKAGED_MINILM:
+        return _load_minilm(corpus, min(settings.context_tokens, _ENCODER_POSITIONS))
     if settings.base_model:
         path = Path(settings.base_model).expanduser()
         if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
             raise ConfigError(f"{path}: generation.base_model must be a local Hugging Face causal LM folder with "
-                              "config.json and tokenizer.json (nothing is downloaded)")
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32)
+                              f"config.json and tokenizer.json (nothing is downloaded), or {PACKAGED_MINILM}")
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32)
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         eos = model.config.eos_token_id
         eos_id = int(eos[0] if isinstance(eos, list) else eos) if eos is not None else None
         if eos_id is None:
             raise ConfigError(f"{path}: the model config has no eos_token_id")
         limit = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 1024))
-        return model, tokenizer, eos_id, min(settings.context_tokens, limit)
+        params = sum(p.numel() for p in model.parameters())
+        lora = settings.lora.enabled if settings.lora.enabled is not None else params > LORA_ABOVE
+        if lora:
+            model = _with_lora(model, settings, log)
+        return _Base(model, tokenizer, eos_id, min(settings.context_tokens, limit), pad_id=eos_id, lora=lora)
     tokenizer = _train_tokenizer(corpus, settings.vocab_size)
     eos_id = tokenizer.token_to_id(EOS)
     config = GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=settings.context_tokens,
                         n_embd=settings.width, n_layer=settings.layers, n_head=settings.heads,
                         bos_token_id=eos_id, eos_token_id=eos_id, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
-    return GPT2LMHeadModel(config), tokenizer, eos_id, settings.context_tokens
+    return _Base(GPT2LMHeadModel(config), tokenizer, eos_id, settings.context_tokens, pad_id=eos_id)
 
 
-def _encode(tokenizer: Tokenizer, examples: Sequence[Example], eos_id: int,
-            context: int) -> list[tuple[list[int], list[int]]]:
-    rows = []
+def _with_lora(model: nn.Module, settings: GenerationSettings, log: Callable[[str], None]) -> nn.Module:
+    """Low-rank adapters (peft) on the base model's attention/MLP projections; only they train."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = settings.lora
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
+                        target_modules=list(lora.target_modules) or None)
+    try:
+        wrapped = get_peft_model(model, config)  # type: ignore[arg-type]
+    except ValueError as exc:  # an architecture peft has no default for, or a module name that is not there
+        raise ConfigError(f"answers.generation.lora: {exc} (name target_modules)") from None
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    log(f"generator: LoRA r={lora.r} alpha={lora.alpha} on {', '.join(sorted(config.target_modules or ()))}: "
+        f"{trainable / 1e6:.2f}M trainable parameters")
+    return wrapped
+
+
+def _load_minilm(corpus: Sequence[str], context: int) -> _Base:
+    """BERT2BERT from the packaged all-MiniLM-L6-v2, with the corpus' placeholders as whole tokens."""
+    from transformers import EncoderDecoderModel
+    from transformers.utils import logging as hf_logging
+
+    from training.tokens import base_model_path
+
+    base = base_model_path("")
+    tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
+    tokenizer.no_truncation()  # prompt_ids fits the prompt; OnnxGenerator.load does the same
+    tokenizer.no_padding()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialised cross-attention weights": the recipe's known start
+    try:
+        model: Any = EncoderDecoderModel.from_encoder_decoder_pretrained(str(base), str(base), local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    names = sorted({m.group(0) for text in corpus for m in _PLACEHOLDER.finditer(text)})
+    before = tokenizer.get_vocab_size()
+    tokenizer.add_tokens([AddedToken(n, normalized=False, single_word=False) for n in names])
+    if tokenizer.get_vocab_size() > before:
+        words = {n: tokenizer.encode(n.strip("{}").replace("_", " ").replace("-", " "), add_special_tokens=False).ids
+                 for n in names}
+        for part in (model.encoder, model.decoder):
+            table = part.resize_token_embeddings(tokenizer.get_vocab_size()).weight
+            with torch.no_grad():
+                for name, ids in words.items():
+                    if ids:
+                        table[tokenizer.token_to_id(name)] = table[ids].mean(0)
+    cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+    model.config.decoder_start_token_id, model.config.pad_token_id = cls_id, pad_id
+    model.config.eos_token_id = sep_id
+    return _Base(model, tokenizer, sep_id, context, start_id=cls_id, pad_id=pad_id)
+
+
+def reduce_head(model: Any, kept: Sequence[int]) -> torch.Tensor:
+    """An encoder-decoder's BERT LM head over the tokens ``kept`` only (column k predicts ``kept[k]``),
+    started from the full head's rows. Returns each token id's column (``IGNORE``: none)."""
+    head = model.decoder.cls.predictions
+    linear = nn.Linear(head.decoder.in_features, len(kept))
+    with torch.no_grad():
+        linear.weight.copy_(head.decoder.weight[list(kept)])
+        linear.bias.copy_(head.bias[list(kept)])
+    head.decoder, head.bias = linear, linear.bias
+    model.decoder.config.tie_word_embeddings = False  # the input embeddings keep the whole vocabulary
+    columns = torch.full((int(model.decoder.config.vocab_size),), IGNORE, dtype=torch.long)
+    columns[list(kept)] = torch.arange(len(kept))
+    return columns
+
+
+def _encode(base: _Base, examples: Sequence[Example]) -> list[tuple[list[int], ...]]:
+    """Causal: (ids, labels). Encoder-decoder: (encoder ids, decoder ids, labels)."""
+    rows: list[tuple[list[int], ...]] = []
     for ex in examples:
-        answer = tokenizer.encode(" " + ex.answer.strip(), add_special_tokens=False).ids[:_MAX_ANSWER_TOKENS]
-        answer = [*answer, eos_id]
-        prompt = prompt_ids(tokenizer, ex.passages, ex.question, context - len(answer))
-        rows.append((prompt + answer, [IGNORE] * len(prompt) + answer))
+        text = " " + ex.answer.strip() if base.start_id is None else ex.answer.strip()
+        answer = base.tokenizer.encode(text, add_special_tokens=False).ids[:_MAX_ANSWER_TOKENS]
+        answer = [*answer, base.eos_id]
+        prompt = base.prompt(ex.passages, ex.question, len(answer))
+        if base.start_id is None:
+            rows.append((prompt + answer, [IGNORE] * len(prompt) + answer))
+        else:
+            rows.append((prompt, [base.start_id, *answer[:-1]], answer))
     return rows
 
 
-def _batch(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
-    for r, (x, y) in enumerate(rows):
-        ids[r, :len(x)] = torch.tensor(x)
-        labels[r, :len(y)] = torch.tensor(y)
-    return ids, labels
+def _pad(seqs: Sequence[list[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(seqs), max(len(x) for x in seqs)), value, dtype=torch.long)
+    for r, x in enumerate(seqs):
+        out[r, :len(x)] = torch.tensor(x)
+    return out
 
 
-def _loss(model: nn.Module, rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
-    ids, labels = _batch(rows, pad_id)
-    # Right padding needs no attention mask in a causal model: no real token attends to a later pad.
-    logits = model(input_ids=ids, use_cache=False).logits
-    return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                       ignore_index=IGNORE)
+def _loss(base: _Base, rows: Sequence[tuple[list[int], ...]], smoothing: float = 0.0) -> torch.Tensor:
+    labels = _pad([r[-1] for r in rows], IGNORE)
+    if base.start_id is None:
+        # Right padding needs no attention mask in a causal model: no real token attends to a later pad.
+        logits = base.model(input_ids=_pad([r[0] for r in rows], base.pad_id), use_cache=False).logits
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    else:
+        source = _pad([r[0] for r in rows], base.pad_id)
+        mask = _pad([[1] * len(r[0]) for r in rows], 0)
+        logits = base.model(input_ids=source, attention_mask=mask, decoder_input_ids=_pad([r[1] for r in rows],
+                                                                                           base.pad_id),
+                            use_cache=False).logits
+        if base.columns is not None:  # targets as columns of the reduced head (a token it lacks: not scored)
+            labels = torch.where(labels == IGNORE, IGNORE, base.columns[labels.clamp(min=0)])
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                       ignore_index=IGNORE, label_smoothing=smoothing)
 
 
 @torch.no_grad()
-def _eval_loss(model: nn.Module, rows: Sequence[tuple[list[int], list[int]]], pad_id: int, batch: int) -> float:
-    model.eval()
-    losses = [float(_loss(model, rows[i:i + batch], pad_id)) for i in range(0, len(rows), batch)]
-    model.train()
+def _eval_loss(base: _Base, rows: Sequence[tuple[list[int], ...]], batch: int) -> float:
+    base.model.eval()
+    losses = [float(_loss(base, rows[i:i + batch])) for i in range(0, len(rows), batch)]
+    base.model.train()
     return float(np.mean(losses))
+
+
+def _learning_rate(settings: GenerationSettings, base: _Base) -> float:
+    if settings.learning_rate:
+        return settings.learning_rate
+    return 1e-3 if base.lora or not settings.base_model else 1e-4
 
 
 def train_generator(examples: Sequence[Example], settings: GenerationSettings, out_dir: Path, *,
                     held_out: Sequence[Example] = (), corpus: Sequence[str] = (),
                     log: Callable[[str], None] = print) -> GeneratorResult:
-    """Train (or fine-tune) on ``examples`` and write ``out_dir`` (model.onnx, tokenizer.json, generator.json)."""
+    """Train (or fine-tune) on ``examples`` and write ``out_dir`` (decoder.onnx [+ encoder.onnx],
+    tokenizer.json, generator.json; with LoRA and ``server_model`` the adapter too)."""
     if not examples:
         raise ConfigError("answers.generation: no question→answer pairs to train the generator on")
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     texts = [*corpus, *(e.question for e in examples), *(e.answer for e in examples),
              *(p for e in examples for p in e.passages)]
-    model, tokenizer, eos_id, context = _load_base(settings, texts)
-    rows = _encode(tokenizer, examples, eos_id, context)
-    val_rows = _encode(tokenizer, held_out, eos_id, context) if held_out else []
+    base = _load_base(settings, texts, log)
+    model = base.model
+    rows = _encode(base, examples)
+    val_rows = _encode(base, held_out) if held_out else []
+    if base.start_id is not None and settings.answer_vocabulary:  # the tokens the answers use, and end-of-answer
+        base.output_ids = sorted({t for row in rows for t in row[-1]} | {base.eos_id})
+        base.columns = reduce_head(model, base.output_ids)
     params = sum(p.numel() for p in model.parameters())
-    log(f"generator: {params / 1e6:.2f}M parameters, {len(rows)} examples, context {context} tokens, "
-        f"{'fine-tuning ' + settings.base_model if settings.base_model else 'from scratch'}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    learning_rate = _learning_rate(settings, base)
+    log(f"generator: {params / 1e6:.2f}M parameters ({sum(p.numel() for p in trainable) / 1e6:.2f}M trained), "
+        f"{len(rows)} examples, context {base.context} tokens, "
+        + (f"output vocabulary {len(base.output_ids)} tokens, " if base.output_ids else "")
+        + f"learning rate {learning_rate:g}, "
+        + (f"fine-tuning {settings.base_model}" + (" with LoRA" if base.lora else "") if settings.base_model
+           else "from scratch"))
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
     warmup = max(1, settings.train_steps // 20)
     model.train()
     started = time.perf_counter()
@@ -160,17 +293,17 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
     eval_seconds = max(30.0, settings.train_seconds / 10)  # time-bounded runs log and keep the best too
     last_eval = started
     while step < settings.train_steps and time.perf_counter() - started < settings.train_seconds:
-        lr = settings.learning_rate * min(1.0, (step + 1) / warmup) * 0.5 * (
+        lr = learning_rate * min(1.0, (step + 1) / warmup) * 0.5 * (
             1 + math.cos(math.pi * min(1.0, step / settings.train_steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         if len(order) < settings.batch_size:
             order += random.sample(range(len(rows)), len(rows))
         batch, order = [rows[i] for i in order[:settings.batch_size]], order[settings.batch_size:]
-        loss = _loss(model, batch, eos_id)
+        loss = _loss(base, batch, settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         step += 1
         value = float(loss.detach())
@@ -179,32 +312,38 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
         if (step % eval_every == 0 or step == settings.train_steps or out_of_time
                 or time.perf_counter() - last_eval >= eval_seconds):
             last_eval = time.perf_counter()
-            val = _eval_loss(model, val_rows, eos_id, settings.batch_size) if val_rows else None
-            log(f"generator step {step}: loss {running:.3f}" + (f", held-out {val:.3f}" if val is not None else "")
-                + f", {time.perf_counter() - started:.0f}s")
-            if val is not None and val < best_val:
-                best_val, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            val = _eval_loss(base, val_rows, settings.batch_size) if val_rows else None
+            log(f"generator step {step} (epoch {step * settings.batch_size / len(rows):.2f}): loss {running:.3f}"
+                + (f", held-out {val:.3f}" if val is not None else "") + f", {time.perf_counter() - started:.0f}s")
+            if val is not None and val < best_val:  # the trained weights only (LoRA: the adapters)
+                best_val = val
+                best_state = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)
     seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec, diff = export_kv_generator(model, out_dir)
-    tokenizer.save(str(out_dir / "tokenizer.json"))
+    if base.lora:
+        if settings.server_model:  # the adapter alone, for a server that loads base + adapter (vLLM --lora-modules)
+            model.save_pretrained(str(out_dir / "adapter"))  # type: ignore[operator]
+        model = model.merge_and_unload()  # type: ignore[operator]  # plain weights: export and serving unchanged
+    spec, diff = export_kv_generator(model, out_dir, start_id=base.start_id, output_ids=base.output_ids)
+    base.tokenizer.save(str(out_dir / "tokenizer.json"))
     # int8 where it writes the same answers: judged on the held-out prompts (else the first training ones)
-    budget = min(40, context // 2)
-    prompts = [prompt_ids(tokenizer, e.passages, e.question, context - budget) for e in (held_out or examples)[:20]]
-    int8 = quantize_generator_int8(out_dir, spec, prompts, eos_id, max_new_tokens=budget)
+    budget = min(40, base.context // 2)
+    prompts = [base.prompt(e.passages, e.question, budget) for e in (held_out or examples)[:20]]
+    int8 = quantize_generator_int8(out_dir, spec, prompts, base.eos_id, max_new_tokens=budget)
     log(f"generator int8: {int8['int8_agreement']:.0%} of {int8['int8_prompts']} greedy answers as fp32's → serving "
         f"{int8['decoder_file']}")
     meta: dict[str, Any] = {
         "decoder": asdict(spec), **int8,
-        "eos_id": eos_id, "bos_id": None, "max_positions": context, "settings": asdict(settings),
-        "parameters": params, "steps": step, "train_seconds": round(seconds, 1), "train_loss": round(running, 4),
-        "val_loss": None if best_val == math.inf else round(best_val, 4), "export_max_diff": diff,
-        "gate": {"passed": False, "reason": "not evaluated against retrieval yet"},
+        "eos_id": base.eos_id, "bos_id": None, "max_positions": base.context, "settings": asdict(settings),
+        "parameters": params, "lora": base.lora, "learning_rate": learning_rate, "steps": step,
+        "epochs": round(step * settings.batch_size / len(rows), 2), "train_seconds": round(seconds, 1),
+        "train_loss": round(running, 4), "val_loss": None if best_val == math.inf else round(best_val, 4),
+        "export_max_diff": diff, "gate": {"passed": False, "reason": "not evaluated against retrieval yet"},
     }
     if settings.server_model:
-        write_server_model(model, tokenizer, out_dir / "server", settings, eos_id, context)
+        write_server_model(model, base.tokenizer, out_dir / "server", settings, base.eos_id, base.context)
         log(f"generator: Hugging Face folder for an OpenAI-compatible server → {out_dir / 'server'}")
     (out_dir / "generator.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return GeneratorResult(out_dir, step, seconds, params, running, None if best_val == math.inf else best_val)

@@ -14,6 +14,12 @@ each generated token costs one position's work, not the whole sequence's:
   answer; ``decoder.onnx`` takes the decoder's ``input_ids``, ``encoder_attention_mask``, its own
   past and the cross keys and values, and returns logits and the grown past.
 
+A decoder may predict only part of its vocabulary (``output_ids`` in the description: the
+tokens the bot's answers use; the MiniLM generator's LM head over all 30,522 tokens is ~40% of
+its compute): its ``logits`` then have one column per output token, which ``KvDecoding`` puts
+back at their token ids (every other token scored ``NEVER``), so everything below sees the full
+vocabulary.
+
 On top of a ``Decoding`` (one answer's state; ``first()`` then ``next(tokens, parents)``, where
 ``parents`` says which row each new token continues, so beams reorder the cache), ``steps`` yields
 greedy or sampled tokens one by one (for sentence streaming) and ``beam_search`` returns the best
@@ -36,6 +42,7 @@ import onnxruntime as ort
 from bots.errors import ArtifactError
 
 FAMILIES = ("causal", "encoder-decoder")
+NEVER = -1e9  # the logit of a token outside a reduced output vocabulary: never chosen, probability 0
 
 
 @dataclass(frozen=True)
@@ -69,18 +76,26 @@ class KvSpec:
     kv_heads: int
     head_dim: int
     start_id: int | None = None  # encoder-decoder: the decoder's first input token
+    output_ids: tuple[int, ...] | None = None  # the token id of each logit column, when not the whole vocabulary
+    vocab_size: int = 0  # the whole vocabulary (with output_ids)
 
     @classmethod
     def from_meta(cls, raw: Any, where: Path) -> KvSpec:
         try:
+            ids = raw.get("output_ids")
             spec = cls(str(raw["family"]), int(raw["layers"]), int(raw["kv_heads"]), int(raw["head_dim"]),
-                       None if raw.get("start_id") is None else int(raw["start_id"]))
+                       None if raw.get("start_id") is None else int(raw["start_id"]),
+                       None if ids is None else tuple(int(i) for i in ids), int(raw.get("vocab_size") or 0))
         except (KeyError, TypeError, ValueError):
             raise ArtifactError(f"{where}: no readable 'decoder' description (family, layers, kv_heads, head_dim); "
                                 "retrain the bot") from None
         if spec.family not in FAMILIES or (spec.family == "encoder-decoder" and spec.start_id is None):
             raise ArtifactError(f"{where}: decoder family {spec.family!r} is not one of {', '.join(FAMILIES)} "
                                 "(an encoder-decoder needs start_id)")
+        if spec.output_ids is not None and (not spec.output_ids or min(spec.output_ids) < 0
+                                            or max(spec.output_ids) >= spec.vocab_size):
+            raise ArtifactError(f"{where}: decoder output_ids must be token ids below vocab_size ({spec.vocab_size}); "
+                                "retrain the bot")
         return spec
 
     def kv_names(self, prefix: str) -> list[str]:
@@ -99,6 +114,16 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
         raise ArtifactError(f"{path}: cannot load ONNX model ({exc})") from None
 
 
+def full_vocabulary(logits: np.ndarray, output_ids: np.ndarray | None, vocab_size: int) -> np.ndarray:
+    """[rows, vocab] logits from a reduced LM head's [rows, outputs] (column k is token ``output_ids[k]``,
+    every other token ``NEVER``); the same array when the head covers the vocabulary."""
+    if output_ids is None:
+        return logits
+    full = np.full((logits.shape[0], vocab_size), NEVER, dtype=logits.dtype)
+    full[:, output_ids] = logits
+    return full
+
+
 class KvModel:
     """The exported graphs of a generator, ready to decode answers."""
 
@@ -108,6 +133,10 @@ class KvModel:
         self.encoder = _session(folder / "encoder.onnx", threads) if spec.family == "encoder-decoder" else None
         self.past = spec.kv_names("past")
         self.cross = spec.kv_names("cross")
+        self.output_ids = None if spec.output_ids is None else np.array(spec.output_ids, dtype=np.int64)
+
+    def full_logits(self, logits: np.ndarray) -> np.ndarray:
+        return full_vocabulary(logits, self.output_ids, self.spec.vocab_size)
 
     def empty_past(self, rows: int) -> dict[str, np.ndarray]:
         shape = (rows, self.spec.kv_heads, 0, self.spec.head_dim)
@@ -130,7 +159,7 @@ class KvDecoding:
         self.feeds["input_ids"] = input_ids
         out = m.decoder.run(None, self.feeds)
         self.feeds.update(zip(m.past, out[1:], strict=True))
-        return np.asarray(out[0])
+        return m.full_logits(np.asarray(out[0]))
 
     def first(self) -> np.ndarray:
         m = self.model
