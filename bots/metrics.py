@@ -107,6 +107,11 @@ class Metrics:
             "switchboard_generation_circuit_open", "1 while the generation endpoint's circuit breaker is open.",
             ["bot"], registry=r,
         )
+        self.answers_composed = Counter(
+            "switchboard_answers_composed_total", "Questions no template fitted that the generator composed an answer "
+            "for (answers.compose); result: composed (shown) or retrieval (every first sentence refused, or the "
+            "generator failed).", ["bot", "result"], registry=r,
+        )
         self.handoff_oldest_seconds = Gauge(
             "switchboard_handoff_oldest_seconds", "Age of the oldest conversation waiting for an agent.", ["bot"],
             registry=r,

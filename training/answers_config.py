@@ -15,6 +15,8 @@ answers:
     endpoint:                 # or: an OpenAI-compatible server writes the answers (nothing is trained)
       url: http://generator:8000/v1
       model: support-generator
+  compose:                    # optional: a question no template fits well gets a generated answer
+    below: 0.5                # ... when its nearest known question is less similar than this
 knowledge_base: kb/           # or {folder: kb/, chunk_words: 120, overlap_sentences: 1}
 ```
 """
@@ -84,6 +86,17 @@ class GenerationSettings:
 
 
 @dataclass(frozen=True)
+class ComposeSettings:
+    """``answers.compose``: for a question no template fits well, the generator (``answers.generation``:
+    local or endpoint) writes from the top knowledge-base passages and nearest answer templates,
+    sentence by sentence checked and attributed (bots/answers/retrieval.py)."""
+
+    below: float = 0.5  # compose when the nearest known question is less similar than this (bench/responses.py)
+    passages: int = 3  # knowledge-base chunks in the prompt (at least kb_min_similarity close)
+    templates: int = 2  # nearest answer templates in the prompt
+
+
+@dataclass(frozen=True)
 class AnswersConfig:
     default: str = "retrieval"
     intents: dict[str, str] = field(default_factory=dict)  # intent -> mode
@@ -98,6 +111,7 @@ class AnswersConfig:
     chunk_words: int = 120
     overlap_sentences: int = 1
     generation: GenerationSettings | None = None
+    compose: ComposeSettings | None = None
 
     def mode_for(self, intent: str) -> str:
         return self.intents.get(intent, self.default)
@@ -290,6 +304,31 @@ def _parse_endpoint(item: Located, problems: list[str]) -> EndpointConfig | None
     return EndpointConfig(**values) if len(problems) == before else None
 
 
+_COMPOSE_LIMITS = {"below": (0.0, 1.0), "passages": (0, 10), "templates": (0, 10)}
+
+
+def _parse_compose(item: Located, problems: list[str]) -> ComposeSettings | None:
+    if item.value is None or item.value is True:
+        return ComposeSettings()
+    if item.value is False:
+        return None
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: 'compose' must be true, false or a mapping (below, passages, templates)")
+        return None
+    values: dict[str, Any] = {}
+    for key, sub in item.value.items():
+        if key not in _COMPOSE_LIMITS:
+            problems.append(f"{sub.where()}: unknown compose key {key!r} (known: {', '.join(_COMPOSE_LIMITS)})")
+            continue
+        low, high = _COMPOSE_LIMITS[key]
+        got = _number(sub, key, type(getattr(ComposeSettings, key)), problems, low, high)
+        if got is not None:
+            values[key] = got
+    if values.get("passages", 1) + values.get("templates", 1) == 0:
+        problems.append(f"{item.where()}: 'compose' needs passages or templates to write from (both are 0)")
+    return ComposeSettings(**values)
+
+
 def parse_answers_config(bot: BotSpec) -> AnswersConfig:
     """The ``answers:`` and ``knowledge_base:`` sections, every problem as ``file:line: ...``."""
     problems: list[str] = []
@@ -321,18 +360,24 @@ def parse_answers_config(bot: BotSpec) -> AnswersConfig:
                     values[key] = {k: str(v.value) for k, v in item.value.items()}
             elif key == "generation":
                 values[key] = _parse_generation(item, problems)
+            elif key == "compose":
+                values[key] = _parse_compose(item, problems)
             elif key in _INT_KEYS | _FLOAT_KEYS:
                 kind = int if key in _INT_KEYS else float
                 got = _number(item, key, kind, problems, 0, 1.0 if kind is float else 1e6)
                 if got is not None:
                     values[key] = got
             else:
-                known = ["default", "intents", "pairs", "values", "generation", *sorted(_INT_KEYS | _FLOAT_KEYS)]
+                known = ["default", "intents", "pairs", "values", "generation", "compose",
+                         *sorted(_INT_KEYS | _FLOAT_KEYS)]
                 problems.append(f"{item.where()}: unknown answers key {key!r} (known: {', '.join(known)})")
     _parse_knowledge_base(bot, values, problems)
     if values.get("generation") is None and "generation" in values.get("intents", {}).values():
         problems.append(f"{section.where() if section else bot.file}: an intent uses generation but "
                         "'answers.generation' is not configured")
+    if values.get("compose") is not None and values.get("generation") is None and section is not None:
+        problems.append(f"{section.value['compose'].where()}: 'compose' needs a generator: configure "
+                        "'answers.generation' (a model trained here, or an endpoint)")
     if problems:
         raise ConfigError(problems)
     return AnswersConfig(**values)

@@ -102,6 +102,8 @@ class GenerationMeter:
         self.failures = metrics.generation_failures.labels(bot)
         self.retries = metrics.generation_retries.labels(bot)
         self.circuit_open = metrics.generation_circuit_open.labels(bot)
+        self.composed = metrics.answers_composed.labels(bot, "composed")  # answers.compose (bots/answers/retrieval.py)
+        self.compose_fell_back = metrics.answers_composed.labels(bot, "retrieval")
 
     def finished(self, generated: Generated) -> None:
         if generated.stopped in ("error", "unavailable"):

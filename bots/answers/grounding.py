@@ -9,6 +9,9 @@ A cheap, explainable check that runs on every generated answer before a customer
 * placeholders: the answer may not show a ``{placeholder}`` that no known value fills.
 
 Unsupported answers are not shown; the caller falls back to the best template.
+
+``attribute`` checks one sentence of a composed answer the same way and says which of its sources
+(numbered knowledge-base passages and answer templates) supports it best, for the transcript.
 """
 
 from __future__ import annotations
@@ -127,3 +130,28 @@ def check_support(answer: str, passages: Sequence[str], question: str = "", *,
             problems.append(reason)
             break
     return Support(grounded=not problems, score=score, problems=tuple(problems))
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` as the guard cuts them."""
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    verdict: Support  # the guard's, against all the sources (with the question and the known values)
+    source: int  # index of the source holding most of the sentence's content words (-1: none holds any)
+    score: float  # the share of the sentence's content words found in that source, 0-1
+
+
+def attribute(sentence: str, sources: Sequence[str], question: str = "", *,
+              values: Mapping[str, str] | None = None, min_support: float = 0.7) -> Attribution:
+    """Whether one ``sentence`` is supported by ``sources`` (``check_support``), and by which of them."""
+    verdict = check_support(sentence, sources, question, values=values, min_support=min_support)
+    content = {_stem(w) for w in _content(_words(_PLACEHOLDER.sub(" ", sentence)))}
+    best, best_score = -1, 0.0
+    for i, source in enumerate(sources if content else ()):
+        score = len(content & {_stem(w) for w in _words(source)}) / len(content)
+        if score > best_score:
+            best, best_score = i, score
+    return Attribution(verdict, best, best_score)

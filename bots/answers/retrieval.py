@@ -16,6 +16,16 @@ training/answers.py). ``answer(text, understanding, values)`` returns an ``Answe
 
 A template is used only when all its ``{placeholders}`` can be filled from the message's
 entities, the conversation's slots or the bot's ``answers.values``: never an unfilled one.
+
+**Compose** (``answers.compose``, with a generator on): a ``retrieval`` question whose nearest known
+question is less similar than ``compose.below`` (no template fits it well) is answered by the
+generator from the top knowledge-base passages and the nearest answer templates, numbered in the
+prompt (``[1] ...``). Each sentence it writes is checked by the grounding guard against those sources
+(``grounding.attribute``) and recorded with the source that supports it best (its number, id and
+score: the answer's ``composed`` metadata, stored with the bot's turn and shown in the review UI).
+The answer is the supported sentences before the first refused one (a later sentence may lean on
+the refused one, so it is not shown either); when the first is refused, or the generator fails,
+the retrieval answer is given. Streamed and whole answers follow the same rule.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +44,7 @@ import numpy as np
 
 from bots.answers.endpoint import EndpointGenerator
 from bots.answers.generation import Generated, GenerationMeter, OnnxGenerator, OutdatedGenerator
-from bots.answers.grounding import Support, check_support
+from bots.answers.grounding import Support, attribute, check_support, split_sentences
 from bots.botspec import fill_template, placeholders
 from bots.errors import ArtifactError
 from bots.metrics import Metrics
@@ -47,6 +58,7 @@ _FORMAT = 1
 _GENERIC = "entity"  # training/answers.py GENERIC_PLACEHOLDER
 _SENTENCE_MARGIN = 0.12  # knowledge-base sentences this much less similar than the best are left out
 _INLINE_ROWS = 20_000  # index rows (questions, templates, chunks, sentences) up to which _plan runs on the event loop
+_CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")  # "[2]", "[1, 3]": a model citing the numbered sources
 
 
 @runtime_checkable
@@ -167,53 +179,54 @@ class AnswerSelector:
 
     # -- answering -----------------------------------------------------------------------
     def answer(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
-               vector: np.ndarray | None = None, mode: str | None = None) -> Answer | None:
+               vector: np.ndarray | None = None, mode: str | None = None, compose: bool = True) -> Answer | None:
         """The answer to ``text`` (CPU-bound: call it off the event loop). ``values``: the conversation's
-        slots; ``vector``: the question's embedding if already computed; ``mode`` overrides the config."""
-        plan = self._plan(text, understanding, values, vector, mode)
+        slots; ``vector``: the question's embedding if already computed; ``mode`` overrides the config;
+        ``compose=False``: never compose (plain retrieval, e.g. to compare with it)."""
+        plan = self._plan(text, understanding, values, vector, mode, compose)
         if isinstance(plan, Answer) or plan is None:
             return plan
         generated = self.generator.generate(*plan.prompt, **plan.limits) if self.generator else None
         return self._judge(plan, generated)
 
     async def answer_async(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
-                           mode: str | None = None) -> Answer | None:
+                           mode: str | None = None, compose: bool = True) -> Answer | None:
         """``answer`` for the event loop: a model run or a large index off it (``_plan_async``), an endpoint's
         request on it."""
-        plan = await self._plan_async(text, understanding, values, mode)
+        plan = await self._plan_async(text, understanding, values, mode, compose)
         if isinstance(plan, Answer) or plan is None:
             return plan
         generated = await self.generator.agenerate(*plan.prompt, **plan.limits) if self.generator else None
         return self._judge(plan, generated)
 
     async def stream(self, text: str, understanding: Understanding, values: Mapping[str, str] | None = None, *,
-                     mode: str | None = None) -> AsyncIterator[AnswerDelta]:
+                     mode: str | None = None, compose: bool = True) -> AsyncIterator[AnswerDelta]:
         """Partial text as it is produced; the last delta carries the finished answer. A generated
         answer is shown sentence by sentence, each one checked against the passages first."""
-        plan = await self._plan_async(text, understanding, values, mode)
+        plan = await self._plan_async(text, understanding, values, mode, compose)
         if plan is None or isinstance(plan, Answer):
             if plan is not None:
                 yield AnswerDelta(plan.text, plan)
             return
         assert self.generator is not None
-        shown = ""
+        checker = _Composer(plan) if plan.sources else _Guarded(plan)
         last: Generated | None = None
         started = time.perf_counter()
         sentences = self.generator.stream_sentences(*plan.prompt, **plan.limits)
         try:
             async for sentence, confidence, done in sentences:
                 last = done or last
-                if sentence:
-                    candidate = (shown + " " + sentence).strip()
-                    filled = fill_template([sentence], plan.values)
-                    support = check_support(candidate, plan.passages, plan.question, values=plan.values,
-                                            min_support=plan.min_support)
-                    if filled is None or not support.grounded or confidence < plan.min_confidence:
+                for piece in checker.pieces(sentence):
+                    filled = checker.take(piece, confidence)
+                    if filled is None:
                         break
-                    if not shown and self.meter is not None:
-                        self.meter.first_sentence_seconds.observe(time.perf_counter() - started)
-                    yield AnswerDelta((" " if shown else "") + filled)
-                    shown = (shown + " " + filled).strip()
+                    if filled:
+                        if not checker.shown and self.meter is not None:
+                            self.meter.first_sentence_seconds.observe(time.perf_counter() - started)
+                        yield AnswerDelta((" " if checker.shown else "") + filled)
+                        checker.shown = (checker.shown + " " + filled).strip()
+                if checker.refused:
+                    break
         finally:
             await sentences.aclose()  # an endpoint's request ends here, not when the generator is collected
             if self.meter is not None:
@@ -221,28 +234,23 @@ class AnswerSelector:
                     self.meter.finished(last)
                 else:
                     self.meter.seconds.observe(time.perf_counter() - started)
-        if shown:  # what was shown was checked sentence by sentence; an unsupported rest is dropped
-            yield AnswerDelta("", Answer(shown, "generation", plan.intent, plan.fallback_score, plan.passages,
-                                         {"grounded": True, "complete": last is not None and last.stopped == "eos"}))
-        elif plan.fallback is not None:
-            fallback = plan.fallback
-            why = {"grounded": False, "reason": "its first sentence was unsupported, unfillable or unsure"}
-            yield AnswerDelta(fallback.text, Answer(fallback.text, fallback.source, fallback.intent, fallback.score,
-                                                    fallback.passages, {**fallback.detail, "generation_rejected": why}))
+        found = self._finish(plan, checker, last)
+        if found is not None:
+            yield AnswerDelta("" if checker.shown else found.text, found)
 
     # -- internals -----------------------------------------------------------------------
     async def _plan_async(self, text: str, understanding: Understanding, values: Mapping[str, str] | None,
-                          mode: str | None) -> Answer | _GenerationPlan | None:
+                          mode: str | None, compose: bool = True) -> Answer | _GenerationPlan | None:
         """``_plan`` for the event loop. With the NLU's embedding and a small index it runs inline: a few
         matrix-vector products (0.07 ms a message on the example bot's 4,508 questions), less than handing
         them to a thread and back; a question still to encode (a model run) or a large index goes to a thread."""
         vector = understanding.embedding
         if vector is not None and self._rows <= _INLINE_ROWS:
-            return self._plan(text, understanding, values, vector, mode)
-        return await asyncio.to_thread(self._plan, text, understanding, values, vector, mode)
+            return self._plan(text, understanding, values, vector, mode, compose)
+        return await asyncio.to_thread(self._plan, text, understanding, values, vector, mode, compose)
 
     def _plan(self, text: str, understanding: Understanding, values: Mapping[str, str] | None,
-              vector: np.ndarray | None, mode: str | None) -> Answer | _GenerationPlan | None:
+              vector: np.ndarray | None, mode: str | None, compose: bool = True) -> Answer | _GenerationPlan | None:
         known = {**self.values, **(values or {}), **{e.entity: e.value for e in understanding.entities}}
         if len(understanding.entities) == 1:
             known.setdefault(_GENERIC, understanding.entities[0].value)
@@ -263,22 +271,46 @@ class AnswerSelector:
             choice = kb
         if mode == "generation" and self.generator is not None and choice is not None:  # evidence to write from
             passages = self._passages(q, known)
-            gen = self.config.get("generation") or {}
-            return _GenerationPlan(
-                prompt=(passages, text), question=text, passages=tuple(passages), values=known,
-                intent=intent, fallback=choice, fallback_score=choice.score if choice else 0.0,
-                min_support=float(gen.get("min_support", 0.7)), min_confidence=float(gen.get("min_confidence", 0.35)),
-                limits={"max_new_tokens": int(gen.get("max_new_tokens", 80)),
-                        "max_seconds": float(gen.get("max_seconds", 2.0)),
-                        "sample": gen.get("sampling") == "sample", "temperature": float(gen.get("temperature", 0.8)),
-                        "top_k": int(gen.get("top_k", 40)),
-                        "repetition_penalty": float(gen.get("repetition_penalty", 1.2)),
-                        "no_repeat_ngram": int(gen.get("no_repeat_ngram", 0)), "beams": int(gen.get("beams", 1))})
+            return self._generation_plan(text, passages, passages, known, intent, choice)
+        settings = self.config.get("compose") if compose else None
+        nearest = best.score if best is not None else 0.0
+        if (settings and mode == "retrieval" and choice is not None and self.generation_enabled
+                and nearest < float(settings.get("below", 0.5))):  # no template fits well: compose
+            sources = self._compose_sources(q, known, settings)
+            if sources:
+                about = {"nearest_similarity": round(nearest, 4), "below": float(settings.get("below", 0.5))}
+                return self._generation_plan(text, [f"[{s['n']}] {s['text']}" for s in sources],
+                                             [s["text"] for s in sources], known, intent, choice, tuple(sources), about)
         return choice
+
+    def _generation_plan(self, text: str, prompt: list[str], passages: list[str], known: dict[str, str],
+                         intent: str | None, fallback: Answer, sources: tuple[dict[str, Any], ...] = (),
+                         about: dict[str, Any] | None = None) -> _GenerationPlan:
+        gen = self.config.get("generation") or {}
+        return _GenerationPlan(
+            prompt=(prompt, text), question=text, passages=tuple(passages), values=known,
+            intent=intent, fallback=fallback, fallback_score=fallback.score,
+            min_support=float(gen.get("min_support", 0.7)), min_confidence=float(gen.get("min_confidence", 0.35)),
+            limits={"max_new_tokens": int(gen.get("max_new_tokens", 80)),
+                    "max_seconds": float(gen.get("max_seconds", 2.0)),
+                    "sample": gen.get("sampling") == "sample", "temperature": float(gen.get("temperature", 0.8)),
+                    "top_k": int(gen.get("top_k", 40)),
+                    "repetition_penalty": float(gen.get("repetition_penalty", 1.2)),
+                    "no_repeat_ngram": int(gen.get("no_repeat_ngram", 0)), "beams": int(gen.get("beams", 1))},
+            sources=sources, about=about or {})
 
     def _judge(self, plan: _GenerationPlan, generated: Generated | None) -> Answer | None:
         if generated is not None and self.meter is not None:
             self.meter.finished(generated)
+        if plan.sources:  # composed: sentence by sentence, as when streamed
+            composer = _Composer(plan)
+            confidence = generated.confidence if generated is not None else 0.0
+            for sentence in composer.pieces(generated.text if generated is not None else ""):
+                filled = composer.take(sentence, confidence)
+                if filled is None:
+                    break
+                composer.shown = (composer.shown + " " + filled).strip()
+            return self._finish(plan, composer, generated)
         if generated is not None and generated.text:
             support = check_support(generated.text, plan.passages, plan.question, values=plan.values,
                                     min_support=plan.min_support)
@@ -294,6 +326,33 @@ class AnswerSelector:
             return None
         return Answer(plan.fallback.text, plan.fallback.source, plan.fallback.intent, plan.fallback.score,
                       plan.fallback.passages, {**plan.fallback.detail, "generation_rejected": detail})
+
+    def _finish(self, plan: _GenerationPlan, checker: _Guarded, last: Generated | None) -> Answer | None:
+        """The answer once the sentences were checked: what was shown, else the retrieval answer."""
+        composed = isinstance(checker, _Composer)
+        if composed and self.meter is not None:
+            (self.meter.composed if checker.shown else self.meter.compose_fell_back).inc()
+        if checker.shown:  # what was shown was checked sentence by sentence; an unsupported rest is dropped
+            detail: dict[str, Any] = {"grounded": True, "complete": last is not None and last.stopped == "eos"}
+            score = plan.fallback_score
+            if isinstance(checker, _Composer):
+                detail["composed"] = checker.record()
+                score = min(s["support"] for s in checker.sentences)
+            return Answer(checker.shown, "generation", plan.intent, score, plan.passages, detail)
+        if plan.fallback is None:
+            return None
+        if last is not None and not last.text and last.reason:
+            reason = last.reason
+        else:
+            reason = checker.refused or "its first sentence was unsupported, unfillable or unsure"
+        why: dict[str, Any] = {"grounded": False, "reason": reason}
+        if composed:
+            why["composed"] = True
+            if last is not None and last.text:
+                why["text"] = last.text
+        fallback = plan.fallback
+        return Answer(fallback.text, fallback.source, fallback.intent, fallback.score, fallback.passages,
+                      {**fallback.detail, "generation_rejected": why})
 
     def _fill_intent_template(self, intent: str, known: Mapping[str, str]) -> Answer | None:
         for t in self.templates:
@@ -360,25 +419,54 @@ class AnswerSelector:
     def _passages(self, q: np.ndarray, known: Mapping[str, str], exclude_question: int | None = None) -> list[str]:
         """What generation is conditioned on: the nearest answer templates and knowledge-base chunks."""
         n = max(1, int((self.config.get("generation") or {}).get("passages", 3)))
-        scored: list[tuple[float, str]] = []
-        if len(self.templates):
-            sims = self.questions @ q
-            if exclude_question is not None:
-                sims[exclude_question] = -np.inf
-            seen: set[int] = set()
-            for i in np.argsort(-sims)[: n * 8]:
-                tid = int(self.question_template[i])
-                text = _fillable_variant(self.templates[tid].variants, known)
-                if tid not in seen and text is not None:
-                    seen.add(tid)
-                    scored.append((float(sims[i]), text))
-                if len(seen) >= n:
-                    break
+        scored = [(sim, text) for sim, _, text in self._nearest_templates(q, known, n, exclude_question)]
         if self.chunks:
             sims = self.chunk_vectors @ q
             scored.extend((float(sims[i]), self.chunks[int(i)]["text"]) for i in np.argsort(-sims)[:n])
         scored.sort(key=lambda x: -x[0])
         return [t for _, t in scored[:n]]
+
+    def _nearest_templates(self, q: np.ndarray, known: Mapping[str, str], n: int,
+                           exclude_question: int | None = None) -> list[tuple[float, int, str]]:
+        """(similarity of its nearest question, template id, first fillable variant unfilled) of the ``n``
+        templates whose questions are nearest."""
+        found: list[tuple[float, int, str]] = []
+        if not len(self.templates) or n <= 0:
+            return found
+        sims = self.questions @ q
+        if exclude_question is not None:
+            sims[exclude_question] = -np.inf
+        seen: set[int] = set()
+        for i in np.argsort(-sims)[: n * 8]:
+            tid = int(self.question_template[i])
+            text = _fillable_variant(self.templates[tid].variants, known)
+            if tid not in seen and text is not None:
+                seen.add(tid)
+                found.append((float(sims[i]), tid, text))
+            if len(seen) >= n:
+                break
+        return found
+
+    def _compose_sources(self, q: np.ndarray, known: Mapping[str, str],
+                         settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """What a composed answer is written from, numbered from 1: the knowledge-base chunks nearest to
+        the question (at least ``kb_min_similarity`` close), then the nearest answer templates."""
+        sources: list[dict[str, Any]] = []
+        if self.chunks and int(settings.get("passages", 3)) > 0:
+            sims = self.chunk_vectors @ q
+            floor = float(self.config.get("kb_min_similarity", 0.35))
+            for i in np.argsort(-sims)[: int(settings.get("passages", 3))]:
+                if sims[i] < floor:
+                    break
+                chunk = self.chunks[int(i)]
+                sources.append({"kind": "passage", "id": f"{chunk['document']}:{chunk['line']}",
+                                "title": chunk["title"], "text": chunk["text"], "similarity": round(float(sims[i]), 4)})
+        for sim, tid, text in self._nearest_templates(q, known, int(settings.get("templates", 2))):
+            t = self.templates[tid]
+            where = t.source.rsplit("/", 1)[-1] or f"template {tid}"  # bot.yml:LINE, pairs.csv:LINE
+            sources.append({"kind": "template", "id": where, "intent": t.intent, "text": text,
+                            "similarity": round(sim, 4)})
+        return [{"n": n, **s} for n, s in enumerate(sources, 1)]
 
 
 def _fillable_variant(variants: Sequence[str], known: Mapping[str, str]) -> str | None:
@@ -401,6 +489,73 @@ class _GenerationPlan:
     min_support: float
     min_confidence: float
     limits: dict[str, Any]
+    sources: tuple[dict[str, Any], ...] = ()  # a composed answer's numbered sources (passages and templates)
+    about: dict[str, Any] = field(default_factory=dict)  # why it is composed: nearest similarity, the threshold
+
+
+class _Guarded:
+    """A generated answer's sentences as they arrive (``generation`` mode): each must keep the answer so
+    far supported; the first that does not ends it."""
+
+    def __init__(self, plan: _GenerationPlan) -> None:
+        self.plan = plan
+        self.shown = ""
+        self.refused = ""
+
+    def pieces(self, text: str) -> list[str]:
+        return [text] if text else []
+
+    def take(self, sentence: str, confidence: float) -> str | None:
+        """The sentence as shown (filled), or ``None``: refused, and nothing after it is shown."""
+        plan = self.plan
+        filled = fill_template([sentence], plan.values)
+        support = check_support((self.shown + " " + sentence).strip(), plan.passages, plan.question,
+                                values=plan.values, min_support=plan.min_support)
+        if filled is None or not support.grounded or confidence < plan.min_confidence:
+            self.refused = "its first sentence was unsupported, unfillable or unsure"
+            return None
+        return filled
+
+
+class _Composer(_Guarded):
+    """A composed answer's sentences, each checked on its own against the numbered sources and
+    recorded with the one that supports it best."""
+
+    def __init__(self, plan: _GenerationPlan) -> None:
+        super().__init__(plan)
+        self.sentences: list[dict[str, Any]] = []
+
+    def pieces(self, text: str) -> list[str]:
+        return split_sentences(text)  # a whole answer (or a server's large chunk) holds several
+
+    def take(self, sentence: str, confidence: float) -> str | None:
+        plan = self.plan
+        text = _CITATION.sub("", sentence).strip()  # the model's own citations: the guard attributes instead
+        if not text:
+            return ""
+        filled = fill_template([text], plan.values)
+        found = attribute(text, plan.passages, plan.question, values=plan.values, min_support=plan.min_support)
+        if filled is None:
+            reason = "a placeholder no known value fills"
+        elif not found.verdict.grounded:
+            reason = "; ".join(found.verdict.problems)
+        elif confidence < plan.min_confidence:
+            reason = f"model unsure (confidence {confidence:.2f})"
+        else:
+            source = plan.sources[found.source] if found.source >= 0 else None
+            self.sentences.append({"text": filled, "source": source["n"] if source else None,
+                                   "id": source["id"] if source else "the question",
+                                   "score": round(found.score, 3), "support": round(found.verdict.score, 3)})
+            return filled
+        self.refused = f"sentence {len(self.sentences) + 1} refused ({reason}): {text[:160]!r}"
+        return None
+
+    def record(self) -> dict[str, Any]:
+        """The attribution stored with the turn (``composed`` in the answer's metadata)."""
+        record = {**self.plan.about, "sources": list(self.plan.sources), "sentences": self.sentences}
+        if self.refused:
+            record["dropped"] = self.refused  # the rest of the answer, from the first refused sentence on
+        return record
 
 
 def _verdict(support: Support, generated: Generated, confident: bool) -> dict[str, Any]:
