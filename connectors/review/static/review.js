@@ -135,7 +135,26 @@
       if (d.buttons && d.buttons.length) {
         node.append(el("div", { class: "buttons-shown", text: "Buttons: " + d.buttons.map((b) => b.title).join(" · ") }));
       }
+      if (!agent && d.metadata && d.metadata.composed) node.append(attribution(d.metadata.composed));
       return node;
+    }
+
+    // a composed answer (answers.compose, bots/answers/retrieval.py): each sentence shown with the numbered
+    // source (knowledge-base passage or answer template) that supported it, the source's text expandable
+    function attribution(c) {
+      const sources = new Map((c.sources || []).map((s) => [s.n, s]));
+      const sentences = (c.sentences || []).map((s) => {
+        const src = sources.get(s.source);
+        const label = src ? `[${src.n}] ${src.kind} ${src.id}` : "the question";
+        return el("li", {}, el("p", { class: "text", text: s.text }),
+          el("details", { class: "source" },
+            el("summary", { text: `${label} · ${Math.round((s.score || 0) * 100)}% of its words` }),
+            src ? el("blockquote", { class: "text", text: src.text }) : null));
+      });
+      return el("details", { class: "attribution" },
+        el("summary", { text: `Composed from ${sources.size} sources: which supported each sentence` }),
+        el("ol", {}, ...sentences),
+        c.dropped ? el("p", { class: "muted", text: `Not shown: ${c.dropped}` }) : null);
     }
 
     // who paused the bot, and why: an agent ("by") or the bot's own hand-off ("reason": bots/dialogue/engine.py)
