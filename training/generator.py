@@ -255,9 +255,15 @@ def _learning_rate(settings: GenerationSettings, base: _Base) -> float:
 
 def train_generator(examples: Sequence[Example], settings: GenerationSettings, out_dir: Path, *,
                     held_out: Sequence[Example] = (), corpus: Sequence[str] = (),
-                    log: Callable[[str], None] = print) -> GeneratorResult:
+                    log: Callable[[str], None] = print, snapshots: Sequence[float] = ()) -> GeneratorResult:
     """Train (or fine-tune) on ``examples`` and write ``out_dir`` (decoder.onnx [+ encoder.onnx],
-    tokenizer.json, generator.json; with LoRA and ``server_model`` the adapter too)."""
+    tokenizer.json, generator.json; with LoRA and ``server_model`` the adapter too).
+
+    The learning rate warms up over the first 5% of the steps (at most 100), then follows a cosine
+    over ``train_steps`` or ``train_seconds``, whichever runs out first. ``snapshots`` (seconds of
+    training; not with LoRA): the weights of that moment are also written, as a generator folder
+    ``<out_dir>-<seconds>s`` beside ``out_dir``, the clock stopped meanwhile (bench/responses.py's
+    learning curve)."""
     if not examples:
         raise ConfigError("answers.generation: no question→answer pairs to train the generator on")
     random.seed(settings.seed)
@@ -281,7 +287,8 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
         + (f"fine-tuning {settings.base_model}" + (" with LoRA" if base.lora else "") if settings.base_model
            else "from scratch"))
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    warmup = max(1, settings.train_steps // 20)
+    warmup = max(1, min(100, settings.train_steps // 20))
+    pending = sorted(snapshots) if not base.lora else []
     model.train()
     started = time.perf_counter()
     best_state: dict[str, torch.Tensor] | None = None
@@ -293,8 +300,8 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
     eval_seconds = max(30.0, settings.train_seconds / 10)  # time-bounded runs log and keep the best too
     last_eval = started
     while step < settings.train_steps and time.perf_counter() - started < settings.train_seconds:
-        lr = learning_rate * min(1.0, (step + 1) / warmup) * 0.5 * (
-            1 + math.cos(math.pi * min(1.0, step / settings.train_steps)))
+        done = max(step / settings.train_steps, (time.perf_counter() - started) / settings.train_seconds)
+        lr = learning_rate * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         if len(order) < settings.batch_size:
@@ -318,35 +325,59 @@ def train_generator(examples: Sequence[Example], settings: GenerationSettings, o
             if val is not None and val < best_val:  # the trained weights only (LoRA: the adapters)
                 best_val = val
                 best_state = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+        if pending and time.perf_counter() - started >= pending[0]:
+            paused = time.perf_counter()
+            at = pending.pop(0)
+            configs = [(m.config, m.config._attn_implementation) for m in model.modules() if hasattr(m, "config")]
+            model.eval()
+            folder = out_dir.with_name(f"{out_dir.name}-{at:.0f}s")
+            _write(base, model, folder, settings, held_out or examples, {
+                "parameters": params, "learning_rate": learning_rate, "steps": step,
+                "epochs": round(step * settings.batch_size / len(rows), 2), "train_seconds": round(at, 1),
+                "train_loss": round(running, 4), "snapshot": True})
+            for config, attention in configs:  # the export switched to traceable eager attention
+                config._attn_implementation = attention
+            model.train()
+            log(f"generator snapshot at {at:.0f}s (step {step}) → {folder} ({time.perf_counter() - paused:.0f}s, "
+                "not counted)")
+            started += time.perf_counter() - paused
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     if base.lora:
         if settings.server_model:  # the adapter alone, for a server that loads base + adapter (vLLM --lora-modules)
-            model.save_pretrained(str(out_dir / "adapter"))  # type: ignore[operator]
-        model = model.merge_and_unload()  # type: ignore[operator]  # plain weights: export and serving unchanged
-    spec, diff = export_kv_generator(model, out_dir, start_id=base.start_id, output_ids=base.output_ids)
-    base.tokenizer.save(str(out_dir / "tokenizer.json"))
-    # int8 where it writes the same answers: judged on the held-out prompts (else the first training ones)
-    budget = min(40, base.context // 2)
-    prompts = [base.prompt(e.passages, e.question, budget) for e in (held_out or examples)[:20]]
-    int8 = quantize_generator_int8(out_dir, spec, prompts, base.eos_id, max_new_tokens=budget)
-    log(f"generator int8: {int8['int8_agreement']:.0%} of {int8['int8_prompts']} greedy answers as fp32's → serving "
-        f"{int8['decoder_file']}")
-    meta: dict[str, Any] = {
-        "decoder": asdict(spec), **int8,
-        "eos_id": base.eos_id, "bos_id": None, "max_positions": base.context, "settings": asdict(settings),
+            model.save_pretrained(str(out_dir / "adapter"))
+        model = model.merge_and_unload()  # plain weights: export and serving unchanged
+    model.eval()
+    _write(base, model, out_dir, settings, held_out or examples, {
         "parameters": params, "lora": base.lora, "learning_rate": learning_rate, "steps": step,
         "epochs": round(step * settings.batch_size / len(rows), 2), "train_seconds": round(seconds, 1),
-        "train_loss": round(running, 4), "val_loss": None if best_val == math.inf else round(best_val, 4),
-        "export_max_diff": diff, "gate": {"passed": False, "reason": "not evaluated against retrieval yet"},
-    }
+        "train_loss": round(running, 4), "val_loss": None if best_val == math.inf else round(best_val, 4)}, log=log)
     if settings.server_model:
         write_server_model(model, base.tokenizer, out_dir / "server", settings, base.eos_id, base.context)
         log(f"generator: Hugging Face folder for an OpenAI-compatible server → {out_dir / 'server'}")
-    (out_dir / "generator.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return GeneratorResult(out_dir, step, seconds, params, running, None if best_val == math.inf else best_val)
+
+
+def _write(base: _Base, model: Any, out_dir: Path, settings: GenerationSettings, judged_on: Sequence[Example],
+           facts: dict[str, Any], log: Callable[[str], None] | None = None) -> None:
+    """Export ``model`` with its KV cache (checked against torch), the tokenizer, the int8 twin where
+    it writes the same answers (judged on the first 20 of ``judged_on``) and generator.json."""
+    spec, diff = export_kv_generator(model, out_dir, start_id=base.start_id, output_ids=base.output_ids)
+    base.tokenizer.save(str(out_dir / "tokenizer.json"))
+    budget = min(40, base.context // 2)
+    prompts = [base.prompt(e.passages, e.question, budget) for e in judged_on[:20]]
+    int8 = quantize_generator_int8(out_dir, spec, prompts, base.eos_id, max_new_tokens=budget)
+    if log is not None:
+        log(f"generator int8: {int8['int8_agreement']:.0%} of {int8['int8_prompts']} greedy answers as fp32's → "
+            f"serving {int8['decoder_file']}")
+    meta: dict[str, Any] = {
+        "decoder": asdict(spec), **int8, "eos_id": base.eos_id, "bos_id": None, "max_positions": base.context,
+        "settings": asdict(settings), **facts, "export_max_diff": diff,
+        "gate": {"passed": False, "reason": "not evaluated against retrieval yet"},
+    }
+    (out_dir / "generator.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
@@ -386,6 +417,15 @@ def examples_from_pairs(pairs: Sequence[QAPair], passages_for: Callable[[int], S
     return [Example(p.question, p.answer, tuple(passages_for(i))) for i, p in enumerate(pairs)]
 
 
+def examples_with_passages(selector: AnswerSelector, pairs: Sequence[QAPair], values: dict[str, str], *,
+                           training: bool = False) -> list[Example]:
+    """Each pair with the passages the server would give its question (``training``: the pair is one of
+    the index's, ``pairs[i]`` its i-th question, left out of its own passages)."""
+    return [Example(p.question, p.answer, tuple(selector.passages_for(
+        p.question, {**values, **{e.entity: e.value for e in p.entities}}, exclude_question=i if training else None)))
+        for i, p in enumerate(pairs)]
+
+
 def _split(pairs: Sequence[QAPair], fraction: float, cap: int, seed: int) -> tuple[list[QAPair], list[QAPair]]:
     """Held-out pairs for the gate: ``fraction`` of each intent (at most ``cap`` in all), never a whole intent."""
     rng = random.Random(seed)  # noqa: S311 - reproducible choice, not security
@@ -417,14 +457,8 @@ def fit_generation(bot: BotSpec, cfg: AnswersConfig, index: AnswerIndex, artifac
         assert selector is not None
         known = dict(cfg.values)
 
-        def values_of(p: QAPair) -> dict[str, str]:
-            return {**known, **{e.entity: e.value for e in p.entities}}
-
-        examples = [Example(p.question, p.answer, tuple(selector.passages_for(p.question, values_of(p),
-                                                                              exclude_question=i)))
-                    for i, p in enumerate(sub.pairs)]
-        held_examples = [Example(p.question, p.answer, tuple(selector.passages_for(p.question, values_of(p))))
-                         for p in held]
+        examples = examples_with_passages(selector, sub.pairs, known, training=True)
+        held_examples = examples_with_passages(selector, held, known)
         corpus = [c.text for c in index.chunks]
         result = train_generator(examples, settings, work / "responses" / "generator", held_out=held_examples,
                                  corpus=corpus, log=log)

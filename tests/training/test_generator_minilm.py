@@ -52,8 +52,14 @@ def test_the_packaged_minilm_generator_is_fine_tuned_exported_and_served(tmp_pat
     settings = GenerationSettings(base_model=PACKAGED_MINILM, train_steps=2, batch_size=2, context_tokens=64,
                                   label_smoothing=0.1, max_new_tokens=8)
     lines: list[str] = []
-    result = train_generator(EXAMPLES, settings, tmp_path / "gen", held_out=EXAMPLES[:2], log=lines.append)
+    result = train_generator(EXAMPLES, settings, tmp_path / "gen", held_out=EXAMPLES[:2], log=lines.append,
+                             snapshots=[0.0])
     assert result.steps == 2 and result.parameters > 40e6
+    # The learning curve's snapshot: the weights after the first step, a servable generator of its own.
+    snapshot = json.loads((tmp_path / "gen-0s" / "generator.json").read_text(encoding="utf-8"))
+    assert snapshot["snapshot"] is True and snapshot["steps"] == 1 and snapshot["export_max_diff"] < 1e-3
+    assert OnnxGenerator.load(tmp_path / "gen-0s").generate(["Refunds go back to the card."], "refund?",
+                                                            max_new_tokens=3).tokens <= 3
     meta = json.loads((tmp_path / "gen" / "generator.json").read_text(encoding="utf-8"))
     decoder = meta["decoder"]
     assert decoder["family"] == "encoder-decoder" and meta["export_max_diff"] < 1e-3
