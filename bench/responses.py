@@ -17,6 +17,13 @@ examples, ``answers.pairs`` = the training pairs), then serves the held-out ques
 * exact-search time over 10k and 100k random normalised vectors (the index scale limit);
 * with --generator-seconds: a from-scratch generator trained for that long, served on
   --generator-test held-out questions (its own held-out gate decides whether it would be on).
+* with --generator-base packaged-minilm (or a local causal LM folder) and --generator-seconds: that
+  generator fine-tuned on the training pairs (training/generator.py ``train_generator``; the prompt's
+  passages as the server builds them), with --generator-snapshots (seconds) also exported on the
+  way: the learning curve. Each snapshot and the final model answer the first --generator-test
+  held-out questions: ROUGE-L and right intent of the generated answers before the grounding guard
+  and of what is served (the guard's fallback to retrieval), the guard's pass rate, foreign values,
+  repeated 4-grams, ms per answer and per token; retrieval on the same questions beside them.
 
 ``--decode-speed`` measures decoding alone instead (nothing trained): the MiniLM→MiniLM
 encoder-decoder warm-started from the packaged all-MiniLM-L6-v2 on both sides (BERT2BERT; its
@@ -142,6 +149,13 @@ def main() -> int:
     p.add_argument("--guard-test", type=int, default=200)
     p.add_argument("--generator-seconds", type=float, default=0.0)
     p.add_argument("--generator-test", type=int, default=60)
+    p.add_argument("--generator-base", default="", help="packaged-minilm or a local causal LM folder (fine-tune)")
+    p.add_argument("--generator-snapshots", default="", help="comma-separated seconds: learning-curve snapshots")
+    p.add_argument("--generator-lr", type=float, default=0.0, help="0: training/generator.py's default")
+    p.add_argument("--generator-batch", type=int, default=16)
+    p.add_argument("--generator-context", type=int, default=384, help="prompt tokens")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--no-repeat-ngram", type=int, default=3, help="decoding rule with --generator-base")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--keep", type=Path, help="keep the temporary bot and artifact here")
@@ -166,7 +180,7 @@ def main() -> int:
         bot = work / "bot"
         bot.mkdir()
         _write_bot(bot, train, labels)
-        if args.generator_seconds:
+        if args.generator_seconds and not args.generator_base:
             spec = yaml.safe_load((bot / "bot.yml").read_text(encoding="utf-8"))
             spec["answers"]["generation"] = {"train_seconds": args.generator_seconds, "train_steps": 100_000,
                                              "max_new_tokens": 120, "max_seconds": 5.0}
@@ -199,6 +213,8 @@ def main() -> int:
         print("guard:", json.dumps(guard.to_dict()))
         for n in (10_000, 100_000):
             print(f"exact search over {n} vectors: {_exact_search_ms(n):.2f} ms/query")
+        if args.generator_base:
+            _learning_curve(selector, nlu, [p for p, _ in train], pairs, work, args)
         if args.generator_seconds and selector.generator is not None:
             print("generator:", json.dumps({k: selector.generator.meta[k] for k in
                                             ("parameters", "steps", "train_seconds", "train_loss", "val_loss")}))
@@ -214,6 +230,94 @@ def main() -> int:
             shutil.copytree(work, args.keep, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _learning_curve(selector: AnswerSelector, nlu: OnnxNLU, train: list[QAPair], test: list[QAPair], work: Path,
+                    args: argparse.Namespace) -> None:
+    """Fine-tune ``--generator-base`` for --generator-seconds (snapshots on the way), serve each on the
+    held-out questions and print the comparison with retrieval."""
+    from bots.answers.generation import OnnxGenerator
+    from training.answers_config import GenerationSettings
+    from training.generator import examples_with_passages, train_generator
+
+    sub, held = test[:args.generator_test], test[args.generator_test:args.generator_test + 40]
+    selector.config["generation"] = {"passages": 3, "max_new_tokens": 120, "max_seconds": 60.0, "require_gate": False,
+                                     "repetition_penalty": 1.2, "no_repeat_ngram": args.no_repeat_ngram}
+    started = time.perf_counter()
+    examples = examples_with_passages(selector, train, selector.values, training=True)
+    held_out = examples_with_passages(selector, held, selector.values)  # keeps the best weights; not scored
+    print(f"generator examples: {len(examples)} train, {len(held_out)} for its held-out loss "
+          f"({time.perf_counter() - started:.0f}s to find their passages)")
+    settings = GenerationSettings(base_model=args.generator_base, train_seconds=args.generator_seconds,
+                                  train_steps=1_000_000, batch_size=args.generator_batch,
+                                  context_tokens=args.generator_context, learning_rate=args.generator_lr,
+                                  label_smoothing=args.label_smoothing, seed=args.seed)
+    snapshots = [float(x) for x in args.generator_snapshots.split(",") if x.strip()]
+    final = work / "generator"
+    result = train_generator(examples, settings, final, held_out=held_out, snapshots=snapshots,
+                             log=lambda line: print(line, flush=True))
+    retrieval = evaluate_answers(selector, nlu, sub, mode="retrieval")
+    print(f"on {len(sub)} held-out: retrieval: ROUGE-L {retrieval.rouge_l:.4f}, right intent "
+          f"{retrieval.intent_consistency:.2%}, {retrieval.latency_ms_mean:.1f} ms per answer (p95 "
+          f"{retrieval.latency_ms_p95:.1f})", flush=True)
+    for folder in [*(final.with_name(f"{final.name}-{s:.0f}s") for s in snapshots), final]:
+        if not (folder / "generator.json").is_file():
+            print(f"{folder.name}: not written (training ended first)")
+            continue
+        selector.generator = OnnxGenerator.load(folder, threads=args.threads)
+        print(json.dumps({"generator": folder.name, **_generated_scores(selector, nlu, sub)}), flush=True)
+    print(f"generator trained {result.steps} steps in {result.seconds:.0f}s (held-out loss {result.val_loss})")
+
+
+def _generated_scores(selector: AnswerSelector, nlu: OnnxNLU, pairs: list[QAPair]) -> dict[str, object]:
+    """Generated answers (before the guard, placeholders filled) and served ones (after it) on ``pairs``."""
+    from bots.answers.generation import OnnxGenerator
+    from bots.botspec import fill_template
+    from training.answers_eval import reference_text
+
+    generator = selector.generator
+    assert isinstance(generator, OnnxGenerator)
+    generated: list[str] = []
+    served: list[str] = []
+    ms: list[float] = []
+    per_token: list[float] = []
+    leaks = repeats = passed = 0
+    for q in pairs:
+        understanding = nlu.predict([q.question])[0]
+        answer = selector.answer(q.question, understanding, {}, mode="generation")
+        assert answer is not None
+        detail = answer.detail if answer.source == "generation" else answer.detail.get("generation_rejected", {})
+        raw = str(detail.get("text", ""))
+        known = {**selector.values, **{e.entity: e.value for e in understanding.entities}}
+        text = fill_template([raw], known) or raw
+        generated.append(text)
+        served.append(answer.text)
+        passed += answer.source == "generation"
+        leaks += _leaks(text, q.question)
+        words = text.lower().split()
+        grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+        repeats += len(grams) != len(set(grams))
+        if "generation_seconds" in detail:  # tokens: the raw text encoded again (≈ the tokens written)
+            ms.append(float(detail["generation_seconds"]) * 1000)
+            per_token.append(ms[-1] / max(1, len(generator._tokenizer.encode(raw, add_special_tokens=False).ids)))
+    refs = [reference_text(q, selector.values) for q in pairs]
+    n = len(pairs)
+
+    def rouge(texts: list[str]) -> float:
+        return round(float(np.mean([rouge_l(t, r) for t, r in zip(texts, refs, strict=True)])), 4)
+
+    def right(texts: list[str]) -> float:
+        return round(sum(u.intent == q.intent for u, q in zip(nlu.predict(texts), pairs, strict=True)) / n, 4)
+
+    meta = generator.meta
+    return {**{k: meta.get(k) for k in ("steps", "epochs", "train_seconds", "train_loss", "decoder_file",
+                                        "int8_agreement")},
+            "generated_rouge_l": rouge(generated), "generated_right_intent": right(generated),
+            "served_rouge_l": rouge(served), "served_right_intent": right(served), "guard_pass": round(passed / n, 4),
+            "foreign_values": round(leaks / n, 4), "repeated_4gram": round(repeats / n, 4),
+            "ms_per_answer_p50": round(float(np.median(ms)), 1) if ms else None,
+            "ms_per_answer_p95": round(float(np.percentile(ms, 95)), 1) if ms else None,
+            "ms_per_token_p50": round(float(np.median(per_token)), 2) if per_token else None}
 
 
 def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Namespace) -> None:
