@@ -32,6 +32,13 @@ Slack's Events API has no typing indicator for bots, and a reaction would cost t
 limited calls (and the ``reactions:write`` scope) for answers that take well under a second.
 
 Conversation ids: ``slack:<team>:<channel>``, or ``slack:<team>:<channel>:<thread_ts>``.
+
+The customer's name (shown to agents in the review UI) is looked up once per user with ``users.info`` (the
+``users:read`` scope), after the message is stored and never in the way of its answer: one call, in a task of
+its own, whose failure (no scope, an outage) is logged and tried again no sooner than ``_NAME_RETRY_S``. The
+name found is cached (``_NAMES_KEPT`` users, ``_NAME_TTL_S``), stored on the conversation, and sent with the
+user's next messages, whose own write keeps it (no extra write). In a channel, the conversation is named after
+whoever wrote last.
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ import functools
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -57,7 +65,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.errors import ConfigError, StoreUnavailable
 from bots.settings import Settings
-from bots.types import BotResponse, ConversationRef, UserMessage
+from bots.types import BotResponse, ConversationRef, UserMessage, display_name
 from connectors.base import Inbox
 from connectors.outgoing import Retry, RetryPolicy, call_with_retry, split_text
 from connectors.rich import Plan, http_url, plan
@@ -80,6 +88,10 @@ _ACTION_PREFIX = "switchboard_button_"
 _ACTION = re.compile("^" + _ACTION_PREFIX)
 _FOUND = "switchboard_found"  # bolt context key: where the listeners put what they converted
 _IDENTITY_COOLDOWN_S = 60.0  # after auth.test failed for good (e.g. invalid_auth): next try no sooner
+_NAME_TTL_S = 86_400.0  # a user's name is looked up again after this (people rename themselves)
+_NAME_RETRY_S = 600.0  # after users.info failed for a user: next try no sooner
+_NAME_TIMEOUT_S = 5.0
+_NAMES_KEPT = 10_000  # users whose name (or failed lookup) is remembered
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,9 @@ class SlackChannel:
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._not_before: dict[str, float] = {}  # token → monotonic time of the next auth.test after a failure
         self._flow = WebhookFlow(inbox, self.name, api_errors=(SlackApiError, aiohttp.ClientError, TimeoutError))
+        # (team, user) → (their name, or None when the lookup failed; monotonic time it is good until)
+        self._names: OrderedDict[tuple[str, str], tuple[str | None, float]] = OrderedDict()
+        self._naming: dict[tuple[str, str], asyncio.Task[None]] = {}
         # The signature is checked once, in receive(): bolt's own verification is off.
         self._app = AsyncApp(client=self._client, authorize=self._authorizer(), process_before_response=True,
                              request_verification_enabled=False, ssl_check_enabled=True)
@@ -163,8 +178,10 @@ class SlackChannel:
         for incoming in found:  # stored before the ack; StoreUnavailable or Busy → 503, Slack redelivers
             if incoming.follow_up_only and not await self._known(incoming.message.ref):
                 continue
-            await self._flow.accept(incoming.message,
-                                    functools.partial(self._post, incoming.token, incoming.message.ref.address))
+            message = self._named(incoming.message)
+            await self._flow.accept(message, functools.partial(self._post, incoming.token, message.ref.address))
+            if message.customer_name is None:
+                self._look_up_name(incoming.token, message)
         return response
 
     async def start(self) -> None:
@@ -180,9 +197,51 @@ class SlackChannel:
 
     async def aclose(self) -> None:
         await self._flow.aclose()
-        for task in self._resolving.values():
+        tasks = [*self._resolving.values(), *self._naming.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._resolving.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the customer's name ----------------------------------------------------------------
+    def _named(self, message: UserMessage) -> UserMessage:
+        """``message`` with its sender's name when it is known (its write stores it on the conversation)."""
+        known = self._names.get((message.ref.address.get("team", ""), message.user_id))
+        if known is None or known[0] is None or known[1] < time.monotonic():
+            return message
+        return replace(message, customer_name=known[0])
+
+    def _look_up_name(self, token: str, message: UserMessage) -> None:
+        """``users.info`` for the sender, in the background, unless looked up now or failed lately."""
+        key = (message.ref.address.get("team", ""), message.user_id)
+        known = self._names.get(key)
+        if not message.user_id or key in self._naming or (known is not None and known[1] >= time.monotonic()):
+            return
+        task = asyncio.get_running_loop().create_task(self._learn_name(token, key, message.ref))
+        self._naming[key] = task
+        task.add_done_callback(lambda _: self._naming.pop(key, None))
+
+    async def _learn_name(self, token: str, key: tuple[str, str], ref: ConversationRef) -> None:
+        try:
+            answer = await asyncio.wait_for(self._client.users_info(token=token, user=key[1]), _NAME_TIMEOUT_S)
+            user = answer.get("user") or {}
+            profile = user.get("profile") or {}
+            name = display_name(profile.get("display_name") or profile.get("real_name") or user.get("real_name")
+                                or user.get("name"))
+        except Exception as exc:  # noqa: BLE001 - the name is a nicety: the conversation goes on without it
+            log.warning("could not look up the Slack user's name",
+                        extra={"channel": self.name, "error": _error(exc) if isinstance(exc, SlackApiError)
+                               else type(exc).__name__})
+            name = None
+        self._names[key] = (name, time.monotonic() + (_NAME_TTL_S if name else _NAME_RETRY_S))
+        self._names.move_to_end(key)
+        while len(self._names) > _NAMES_KEPT:
+            self._names.popitem(last=False)
+        if name is not None:
+            try:
+                await self._inbox.name_customer(ref, name)
+            except Exception as exc:  # noqa: BLE001 - e.g. the store is down: the user's next message stores it
+                log.warning("could not store the Slack user's name", extra={"channel": self.name,
+                                                                            "error": type(exc).__name__})
 
     # -- bolt listeners: convert, nothing else -------------------------------------------------
     def _register(self, app: AsyncApp) -> None:

@@ -69,7 +69,15 @@ from aiogram.methods import (
     SendVoice,
     TelegramMethod,
 )
-from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+    User,
+)
 from aiogram.utils.token import TokenValidationError, validate_token
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
@@ -226,7 +234,7 @@ class TelegramChannel:
             if not m.text or not m.text.strip() or m.from_user is None or m.from_user.is_bot:
                 return None  # photos, stickers, joins, other bots
             return UserMessage(ref=_ref(bot, m), message_id=str(update.update_id), text=m.text.strip()[:max_chars],
-                               user_id=str(m.from_user.id))
+                               user_id=str(m.from_user.id), customer_name=_name(m.from_user))
         if update.callback_query is not None:
             return _click(bot, update.update_id, update.callback_query)
         return None  # edits, channel posts, ...
@@ -374,9 +382,15 @@ def _click(bot: str, update_id: int, query: CallbackQuery) -> UserMessage | None
     if query.data.startswith("#") and query.data[1:].isdigit():  # a long payload: see TelegramChannel._resolve
         titles = [b.text for row in (m.reply_markup.inline_keyboard if m.reply_markup else []) for b in row]
         return UserMessage(ref=_ref(bot, m), message_id=str(update_id), text=title, user_id=str(query.from_user.id),
-                           metadata={"button": int(query.data[1:]), "keyboard": titles})
+                           metadata={"button": int(query.data[1:]), "keyboard": titles},
+                           customer_name=_name(query.from_user))
     return UserMessage(ref=_ref(bot, m), message_id=str(update_id), text=title, user_id=str(query.from_user.id),
-                       payload=payload)
+                       payload=payload, customer_name=_name(query.from_user))
+
+
+def _name(user: User) -> str | None:
+    """The customer's display name: first and last name as Telegram gives them, else @username."""
+    return user.full_name.strip() or (f"@{user.username}" if user.username else None)
 
 
 def _label(button: Button) -> str:

@@ -4,13 +4,15 @@
   of an allowed origin (``SWITCHBOARD_WIDGET_ORIGINS``: comma-separated origins such as
   ``https://shop.example.com``, or ``*``; this server's own origin is always allowed).
 * ``POST /bots/{bot}/webhooks/web/conversations``: starts a conversation (the widget calls it when
-  the chat opens); answers ``{"conversation_id", "token"}``. The token (connectors/web_tokens.py) is
-  what reads the conversation back: the id alone does not. A bot with a ``welcome:`` for the web has
-  it stored as the conversation's first turn (``Inbox.open``), so the history shows it, once.
+  the chat opens; optional body ``{"name"}``: the customer's display name); answers
+  ``{"conversation_id", "token"}``. The token (connectors/web_tokens.py) is what reads the
+  conversation back: the id alone does not. A bot with a ``welcome:`` for the web has it stored
+  as the conversation's first turn (``Inbox.open``), so the history shows it, once.
 * ``WS /bots/{bot}/webhooks/web/ws?conversation_id=...&after=SEQ``: the widget's connection. Its
   first frame is ``{"type": "auth", "token"}`` (else it is closed with 1008).
   Frames from the browser: ``{"type": "message", "id", "text"}`` (or ``"payload"`` for a
-  button). From the server: ``ack`` (the message is stored), ``typing``, ``partial`` (streamed
+  button; ``"name"``: the customer's display name, the widget's ``data-name``, stored with the
+  message). From the server: ``ack`` (the message is stored), ``typing``, ``partial`` (streamed
   text of an answer being generated), ``reply`` (the bot's answer, with the turn's ``seq``),
   ``agent`` (a support agent's message), ``bot`` (the bot's answer to a reminder: bots/reminders.py),
   ``error``. A resent message id is answered from the
@@ -48,7 +50,7 @@ from bots.reminders import trigger_of
 from bots.runtime import UnknownBot
 from bots.settings import Settings, parse_origins, variable
 from bots.store.base import Conversation
-from bots.types import ID_PATTERN, BotResponse, ConversationRef, UserMessage, valid_id
+from bots.types import ID_PATTERN, NAME_MAX_CHARS, BotResponse, ConversationRef, UserMessage, name_problem, valid_id
 from connectors.base import Inbox
 from connectors.bodies import TextBody
 from connectors.limits import RateLimiter
@@ -94,6 +96,8 @@ class WebMessage(TextBody):
     text: str = Field(default="", description="What the customer typed.")
     payload: str | None = Field(default=None, max_length=1000, description="A button's payload, e.g. /cancel_order.")
     user_id: str = Field(default="", max_length=128)
+    name: str | None = Field(default=None, max_length=NAME_MAX_CHARS,
+                             description="The customer's display name (shown to support agents).")
 
 
 class SocketFrame(TextBody):
@@ -103,6 +107,15 @@ class SocketFrame(TextBody):
     id: Id
     text: str = ""
     payload: str | None = Field(default=None, max_length=1000)
+    name: str | None = Field(default=None, max_length=NAME_MAX_CHARS)
+
+
+class ConversationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=NAME_MAX_CHARS,
+                             description="The customer's display name, as the embedding page knows it (the widget's "
+                                         "data-name): shown to support agents, never parsed as HTML.")
 
 
 class ButtonOut(BaseModel):
@@ -278,7 +291,8 @@ class WebChannel:
         self._cors(request, response)
         self._served(bot)  # 404 before anything else
         text = body.text.strip()
-        problem = _text_problem(text, body.payload, self._inbox.limits.max_message_chars)
+        problem = _text_problem(text, body.payload, self._inbox.limits.max_message_chars) or (
+            None if body.name is None else name_problem(body.name))
         if problem is not None:
             raise HTTPException(422, problem)
         wait = self._conversation_limit.allow(f"{bot}/{body.conversation_id}")
@@ -287,17 +301,23 @@ class WebChannel:
                                 headers={"Retry-After": str(math.ceil(wait))})
         message = UserMessage(
             ref=ConversationRef(bot=bot, channel=self.name, conversation_id=body.conversation_id),
-            message_id=body.message_id, text=text, user_id=body.user_id, payload=body.payload,
+            message_id=body.message_id, text=text, user_id=body.user_id, payload=body.payload, customer_name=body.name,
         )
         responses = await self._inbox.handle(message)
         return WebReply(conversation_id=body.conversation_id, message_id=body.message_id, responses=_out(responses))
 
-    async def start_conversation(self, request: Request, response: Response, bot: str) -> ConversationStart:
+    async def start_conversation(self, request: Request, response: Response, bot: str,
+                                 body: ConversationOptions | None = None) -> ConversationStart:
         self._cors(request, response)
         self._served(bot)
+        name = body.name if body is not None else None
+        problem = None if name is None else name_problem(name)
+        if problem is not None:
+            raise HTTPException(422, problem)
         response.headers["Cache-Control"] = "no-store"
         conversation_id, token = self._tokens.new_conversation(bot)
-        await self._inbox.open(ConversationRef(bot=bot, channel=self.name, conversation_id=conversation_id))
+        await self._inbox.open(ConversationRef(bot=bot, channel=self.name, conversation_id=conversation_id),
+                               customer_name=name)
         return ConversationStart(conversation_id=conversation_id, token=token)
 
     async def history(self, request: Request, response: Response, bot: str,
@@ -388,12 +408,13 @@ class WebChannel:
 
     async def _answer(self, bot: str, conversation_id: str, frame: SocketFrame, conn: _Socket) -> None:
         text = frame.text.strip()
-        problem = _text_problem(text, frame.payload, self._inbox.limits.max_message_chars)
+        problem = _text_problem(text, frame.payload, self._inbox.limits.max_message_chars) or (
+            None if frame.name is None else name_problem(frame.name))
         if problem is not None:
             await conn.send({"type": "error", "id": frame.id, "retry": False, "detail": problem})
             return
         message = UserMessage(ref=ConversationRef(bot=bot, channel=self.name, conversation_id=conversation_id),
-                              message_id=frame.id, text=text, payload=frame.payload)
+                              message_id=frame.id, text=text, payload=frame.payload, customer_name=frame.name)
         try:
             turn = await self._inbox.accept(message)
             await conn.send({"type": "ack", "id": frame.id, "seq": turn.seq})

@@ -2,7 +2,8 @@
 (every bot) or per bot, kept in the conversation store (``ConversationStore.canned_replies``) so every
 replica serves the same ones. Admins add, change and delete them (audited); agents read them filled for one
 conversation: ``{slot_name}`` becomes the conversation's current value of that slot and ``{customer_name}``
-the ``customer_name`` (or ``name``) slot; a variable without a value stays as written, for the agent to fill.
+the ``customer_name`` (or ``name``) slot, else the display name the customer's channel gave (never a ``pii:``
+bot's pseudonym); a variable without a value stays as written, for the agent to fill.
 
     GET    /review/api/canned?bot=BOT                           agent: the team-wide and BOT's replies
     PUT    /review/api/canned   {"bot": "" | BOT, "name", "text"}  admin: add or replace
@@ -21,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from bots.events import RESTART, SLOT, Event
+from bots.pii import PSEUDONYM_PREFIX
 from bots.store.base import CannedReply, load_existing
 from connectors.review.auth import Auth, Principal
 
@@ -50,14 +52,18 @@ def slots(events: Iterable[Event]) -> dict[str, Any]:
     return values
 
 
-def fill(text: str, values: Mapping[str, Any]) -> str:
+def fill(text: str, values: Mapping[str, Any], customer: str | None = None) -> str:
     """``text`` with each ``{variable}`` that has a value replaced by it (``customer_name`` from the
-    ``customer_name`` or ``name`` slot); the others stay as written."""
+    ``customer_name`` or ``name`` slot, else ``customer``: the name the channel gave, unless it is a pseudonym);
+    the others stay as written."""
+    if customer is not None and customer.startswith(PSEUDONYM_PREFIX):
+        customer = None  # a ``pii:`` bot keeps only the name's pseudonym: never written to the customer
+
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         found = values.get(name)
         if found is None and name == "customer_name":
-            found = values.get("name")
+            found = values.get("name") if values.get("name") not in (None, "") else customer
         return match.group(0) if found is None or found == "" else str(found)
 
     return _VARIABLE.sub(value, text)
@@ -105,6 +111,7 @@ def canned_router(runtime: Runtime, auth: Auth) -> APIRouter:
         conversation = await load_existing(store, bot, conversation_id)
         values = slots(conversation.events)
         replies = await store.canned_replies({"", bot})
-        return {"items": [{**r.to_dict(), "text": fill(r.text, values)} for r in replies]}
+        customer = conversation.summary.customer_name
+        return {"items": [{**r.to_dict(), "text": fill(r.text, values, customer)} for r in replies]}
 
     return router

@@ -40,7 +40,7 @@ EXPORT_PAGE = 500
 DEFAULT_DAYS = 30
 CSV_COLUMNS = ("bot", "conversation_id", "channel", "user_id", "started_at", "last_activity", "last_intent",
                "min_confidence", "turns", "fallback", "handoff", "flagged", "reviewed", "tags", "waiting_since",
-               "min_sentiment", "frustration", "assignee")
+               "min_sentiment", "frustration", "assignee", "customer_name", "csat")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
 

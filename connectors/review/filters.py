@@ -16,6 +16,7 @@ from typing import Literal
 from fastapi import HTTPException
 
 from bots.store.base import SORT_FIELDS, TranscriptQuery
+from bots.types import name_problem
 
 PAGE_SIZES = (25, 50, 100, 200)
 _NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
@@ -90,12 +91,12 @@ def _name(field: str, raw: str, pattern: re.Pattern[str] = _NAME) -> str | None:
 
 def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filters:
     """``params``: the request's query parameters (bot, channel, since, until, tz, intent,
-    confidence_below, fallback, handoff, flagged, reviewed, frustrated, sentiment_below, csat_at_most, tag, q, sort,
-    order, page, limit)."""
+    confidence_below, fallback, handoff, flagged, reviewed, frustrated, sentiment_below, csat_at_most, tag, q,
+    customer, sort, order, page, limit)."""
     get = lambda key: str(params.get(key) or "")  # noqa: E731
     values = {k: get(k) for k in ("bot", "channel", "since", "until", "tz", "intent", "confidence_below",
                                   "fallback", "handoff", "flagged", "reviewed", "frustrated", "sentiment_below",
-                                  "csat_at_most", "tag", "q", "sort", "order", "page", "limit")}
+                                  "csat_at_most", "tag", "q", "customer", "sort", "order", "page", "limit")}
     try:
         tz = int(values["tz"] or 0)
     except ValueError:
@@ -110,6 +111,10 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
     text = values["q"].strip() or None
     if text is not None and len(text) > 200:
         raise _fail("q", "search text is limited to 200 characters")
+    customer = values["customer"].strip() or None
+    problem = None if customer is None else name_problem(customer)
+    if problem is not None:
+        raise _fail("customer", problem.removeprefix("name: "))
     sort = values["sort"] or "last_activity"
     if sort not in SORT_FIELDS:
         raise _fail("sort", f"use one of {', '.join(SORT_FIELDS)}")
@@ -132,7 +137,7 @@ def parse_filters(params: Mapping[str, str], *, default_limit: int = 50) -> Filt
         flagged=_flag("flagged", values["flagged"]), reviewed=_flag("reviewed", values["reviewed"]),
         frustrated=_flag("frustrated", values["frustrated"]), sentiment_below=sentiment,
         csat_at_most=None if csat is None else int(csat),
-        tag=_name("tag", values["tag"], _TAG), text=text, sort=sort,  # type: ignore[arg-type]
+        tag=_name("tag", values["tag"], _TAG), text=text, customer=customer, sort=sort,  # type: ignore[arg-type]
         descending=order == "desc", offset=(page - 1) * limit, limit=limit,
     )
     return Filters(values, query)

@@ -50,17 +50,24 @@ _PREVIEW_CHARS = 140
 _PREVIEW_TURNS = 10
 
 
+def customer_label(summary: ConversationSummary) -> str:
+    """Who the customer is, for agents: their display name as stored, else ``Customer <user id>`` (the store
+    pseudonymises both for a bot with ``pii:``)."""
+    if summary.customer_name:
+        return summary.customer_name
+    return f"Customer {summary.user_id[:12]}" if summary.user_id else "Customer"
+
+
 async def queue_item(store: ConversationStore, summary: ConversationSummary) -> dict[str, Any]:
-    """A queue row: the summary, the customer's name as stored (the store pseudonymises the user id of a
-    bot with ``pii:``), and the preview of their last message (as the store keeps it: redacted)."""
+    """A queue row: the summary, the customer (``customer_label``), and the preview of their last message (as
+    the store keeps it: redacted for a bot with ``pii:``)."""
     recent = await store.load(summary.bot, summary.conversation_id, last_n=_PREVIEW_TURNS)
     texts = [str(e.data.get("text") or "") for t in (recent.turns if recent else ()) for e in t.events
              if e.kind == USER and e.data.get("text") and not e.data.get("opened") and not e.data.get("reminder")]
     preview = texts[-1] if texts else ""
     if len(preview) > _PREVIEW_CHARS:
         preview = preview[:_PREVIEW_CHARS - 1] + "…"
-    name = f"Customer {summary.user_id[:12]}" if summary.user_id else "Customer"
-    return {**summary.to_dict(), "customer": name, "preview": preview}
+    return {**summary.to_dict(), "customer": customer_label(summary), "preview": preview}
 
 
 def live_router(runtime: Runtime, auth: Auth, channels: Mapping[str, Channel]) -> APIRouter:

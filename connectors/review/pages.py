@@ -22,6 +22,7 @@ from bots.botspec import KNOWN_CHANNELS
 from bots.store.base import SORT_FIELDS, load_existing
 from connectors.review.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, Principal, client_ip, set_cookie
 from connectors.review.filters import PAGE_SIZES, parse_filters
+from connectors.review.live import customer_label
 from connectors.review.transcripts import transcript_payload
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def pages_router(runtime: Runtime, auth: Auth) -> APIRouter:
     @router.get("/queue")
     async def queue(request: Request, principal: Principal = agent) -> Response:
         found = await handoff.queue(store, limit=200)
-        return render("queue.html", principal=principal, found=found, nav="queue")
+        return render("queue.html", principal=principal, found=found, nav="queue", customer=customer_label)
 
     @router.get("/bots/{bot}/conversations/{conversation_id}")
     async def transcript(request: Request, bot: str, conversation_id: str, principal: Principal = viewer) -> Response:

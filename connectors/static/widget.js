@@ -1,6 +1,8 @@
 /* Switchboard chat widget. Embed on any allowed site with one tag:
  *   <script src="https://BOT-SERVER/widget.js" data-bot="BOT" async></script>
- * Options (data-*): title, inline (fill data-target instead of a floating button), target (CSS selector).
+ * Options (data-*): title, inline (fill data-target instead of a floating button), target (CSS selector),
+ * name (the customer's display name, e.g. of the signed-in shopper: shown to support agents, stored with the
+ * conversation; one line, at most 80 characters).
  * Everything shown is inserted as text (textContent): nothing a customer, bot or agent wrote is parsed as HTML.
  * Rich replies (docs/channels.md): buttons send their payload, link buttons and attachments open http(s) links,
  * images are <img> of http(s) or data:image URLs (anything else, or an image that fails to load, is shown as
@@ -19,6 +21,10 @@
   const socketBase = server.replace(/^http/, "ws");
   const inline = script.hasAttribute("data-inline");
   const title = script.dataset.title || "Chat with us";
+  // one printable line of at most 80 characters, as the server takes it (invisible characters dropped)
+  const customerName = Array.from((script.dataset.name || "")
+    .replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]/g, " ")
+    .replace(/\s+/g, " ").trim()).slice(0, 80).join("").trim() || undefined;
   const key = `switchboard:${server}:${bot}`;
 
   const storage = {
@@ -44,7 +50,9 @@
   async function ensureConversation() {
     if (conversationId && token) return;
     const res = await fetch(`${server}/bots/${encodeURIComponent(bot)}/webhooks/web/conversations`,
-      { method: "POST", mode: "cors", credentials: "omit" });
+      { method: "POST", mode: "cors", credentials: "omit",
+        ...(customerName ? { headers: { "Content-Type": "application/json" },
+                             body: JSON.stringify({ name: customerName }) } : {}) });
     if (!res.ok) throw new Error(`new conversation: HTTP ${res.status}`);
     const data = await res.json();
     conversationId = data.conversation_id; token = data.token;
@@ -279,7 +287,8 @@
 
   function transmit(item) {
     if (socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify({ type: "message", id: item.id, text: item.text, payload: item.payload || undefined }));
+      socket.send(JSON.stringify({ type: "message", id: item.id, text: item.text, payload: item.payload || undefined,
+                                   name: customerName }));
     }
   }
 

@@ -122,7 +122,7 @@
           onclick: () => openCorrection(turn.seq, event.data.text || "", fixed || nlu) }, "Correct"));
       }
       return el("div", { class: "msg customer" },
-        el("div", { class: "who" }, el("span", { text: `Customer · #${number}` })),
+        el("div", { class: "who" }, el("span", { text: `${summary.customer_name || "Customer"} · #${number}` })),
         el("p", { class: "text", text }), info);
     }
 
