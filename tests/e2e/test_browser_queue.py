@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import html
 import json
 import shutil
 import threading
@@ -29,6 +30,7 @@ from tests.fixtures.browser import TIMEOUT_MS, page_of, require_chromium, shot
 from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.server import ServeProcess, free_port
 
+NAME = '<img src=x onerror="window.pwned=3"> Zoë'  # the name the /named shop page gives the widget
 REPLICAS_SITE: list[str] = []  # the shop page embedding the widget of the first replica (set by ``replicas``)
 
 # records every desktop notification a page shows (the page's own Notification is kept underneath)
@@ -62,9 +64,13 @@ def replicas(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
            "SWITCHBOARD_WIDGET_ORIGINS": site_url}
     with ServeProcess([bot_dir], data_dir=data_dir, env=env) as first, \
             ServeProcess([bot_dir], data_dir=data_dir, env=env) as second:
-        site.pages = {"/": (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>'
-                            f'<body><h1>Shop</h1><script src="{first.url}/widget.js" data-bot="tiny" '
-                            f'data-title="Shop support"></script></body></html>').encode()}
+        def shop(name: str = "") -> bytes:
+            return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>'
+                    f'<body><h1>Shop</h1><script src="{first.url}/widget.js" data-bot="tiny" '
+                    f'data-title="Shop support"{name}></script></body></html>').encode()
+
+        # /named: a signed-in shopper's page passes their name to the widget (one made to attack the review UI)
+        site.pages = {"/": shop(), "/named": shop(f' data-name="{html.escape(NAME)}"')}
         REPLICAS_SITE[:] = [site_url]
         yield first.url, second.url, data_dir
     site.shutdown()
@@ -278,3 +284,39 @@ def test_the_web_customer_sees_the_agent_typing_and_rates_with_buttons(
         expect(ann.locator(".sys", has_text="rated")).to_have_text(["Customer rated the conversation 4/5"],
                                                                     timeout=TIMEOUT_MS)
         expect(ann.locator("#status-badges")).to_contain_text("rated 4/5")
+
+
+def test_the_customers_name_from_the_widget_is_shown_as_text_everywhere(
+        replicas: tuple[str, str, Path], ann: Page, browser: Browser) -> None:
+    """The shop page passes the customer's name to the widget (``data-name``); agents on the other replica see
+    it in the queue, the conversation list (searched by it) and the transcript, inert, also at 390 px."""
+    first, second, _ = replicas
+    for customer in page_of(browser, 1024, 760):
+        customer.goto(REPLICAS_SITE[0] + "/named")
+        customer.get_by_role("button", name="Open chat").click()
+        customer.get_by_label("Your message").fill("I want to talk to a human")
+        customer.keyboard.press("Enter")
+        log = customer.get_by_role("log", name="Conversation")
+        expect(log.locator(".msg.bot")).to_have_text(["Let me get a colleague for you."])
+        conversation = customer.evaluate("window.SwitchboardWidget.conversationId()")
+
+    _open_queue(ann, second, "ann")
+    item = ann.locator(".queue-item", has_text=conversation)
+    expect(item.locator(".q-name strong")).to_have_text(NAME, timeout=TIMEOUT_MS)
+    shot(ann, "40-queue-customer-name")
+    ann.goto(f"{second}/review?customer=zo")
+    expect(ann.locator("td.customer")).to_have_text([NAME])
+    ann.goto(f"{second}/review/bots/tiny/conversations/{conversation}")
+    expect(ann.locator("#customer-name")).to_have_text(NAME)
+    expect(ann.locator(".msg.customer .who")).to_have_text([f"{NAME} · #1"])
+    shot(ann, "41-transcript-customer-name")
+    assert ann.evaluate("window.pwned") is None and ann.locator("img[src='x']").count() == 0
+    for phone in page_of(browser, 390, 844):
+        sign_in(phone, first, "ada")
+        phone.goto(f"{first}/review/queue")
+        expect(phone.locator(".queue-item", has_text=conversation).locator(".q-name strong")).to_have_text(NAME)
+        _fits(phone)
+        phone.goto(f"{first}/review?customer=zo")
+        expect(phone.locator("td.customer")).to_have_text([NAME])
+        _fits(phone)
+        assert phone.evaluate("window.pwned") is None
