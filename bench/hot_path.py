@@ -14,6 +14,10 @@ call, the median of ``--runs`` repetitions with the spread (min-max):
   what a text costs alone and in a batch;
 - **thread hop**: ``asyncio.to_thread`` of a function that does nothing, on uvloop: what handing work to
   a thread and back costs (each NLU batch takes one);
+- **runtime**: ``Runtime.handle`` of the bot (NLU micro-batched on its workers, dialogue, answers, the
+  embedded SQLite store; no HTTP), 50 customers each sending its next message once answered
+  (``--runtime-messages``): CPU per message of the whole process and of the event loop's thread alone
+  (``--only-runtime`` measures just this; the process is tuned as ``switchboard serve`` tunes it);
 - **dialogue**: ``Tracker.replay`` of a 200-event history (the most a dialogue state keeps) over the
   bot's domain, which ``decide`` does every turn (turns of user message, NLU, one of the first 10
   intents, an answer action and its text, then listening); and the bot's policy ensemble predicting the
@@ -43,8 +47,10 @@ sys.path.insert(0, str(ROOT))
 from bench.load import read_questions  # noqa: E402
 from bots.artifact import resolve_artifact  # noqa: E402
 from bots.events import ACTION, BOT, NLU, USER, Event  # noqa: E402
+from bots.settings import Settings  # noqa: E402
 from bots.store.base import SummaryUpdate  # noqa: E402
 from bots.store.sqlite import SQLiteStore  # noqa: E402
+from connectors.cli import tune_serving_process  # noqa: E402
 
 OPS = ("enqueue", "lease", "load", "complete")
 
@@ -97,6 +103,44 @@ def nlu_costs(bot: Path, texts: list[str], per_size: int) -> dict[int, float]:
             done += size
         costs[size] = 1000 * (time.process_time() - started) / done
     return costs
+
+
+async def runtime_costs(bot: Path, texts: list[str], messages: int, customers: int = 50) -> tuple[float, float]:
+    """CPU ms per message of the whole runtime without HTTP: ``Runtime.handle`` of the example bot (NLU
+    micro-batched, dialogue, answers, the embedded SQLite store), ``customers`` conversations each sending
+    its next message once answered (the first fifth warm up). Returns (the process: every thread; the
+    event loop's thread alone)."""
+    from bots.metrics import Metrics
+    from bots.runtime import Runtime
+    from bots.settings import Settings
+    from bots.types import ConversationRef, UserMessage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp))
+        store = SQLiteStore(Path(tmp) / "conversations.db")
+        await store.start()
+        runtime = Runtime(settings, store, Metrics())
+        await runtime.load_bot(bot)
+        name = next(iter(runtime.bots))
+        sent = 0
+        marks: list[tuple[float, float]] = []
+        warmup = messages // 5
+
+        async def customer(k: int) -> None:
+            nonlocal sent
+            while sent < messages:
+                i, sent = sent, sent + 1
+                if i == warmup:
+                    marks.append((time.process_time(), time.thread_time()))
+                ref = ConversationRef(bot=name, channel="web", conversation_id=f"c{k}")
+                await runtime.handle(UserMessage(ref=ref, message_id=f"m{i}", text=texts[i % len(texts)]))
+
+        await asyncio.gather(*(customer(k) for k in range(customers)))
+        marks.append((time.process_time(), time.thread_time()))
+        await runtime.aclose()
+    (p0, t0), (p1, t1) = marks
+    n = messages - warmup
+    return 1000 * (p1 - p0) / n, 1000 * (t1 - t0) / n
 
 
 async def hop_cost(calls: int) -> float:
@@ -152,10 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--messages", type=int, default=1500, help="messages through the store per run")
     parser.add_argument("--texts", type=int, default=480, help="texts through the model per batch size and run")
+    parser.add_argument("--runtime-messages", type=int, default=3000,
+                        help="messages through Runtime.handle per run, 50 customers (0: skip)")
+    parser.add_argument("--only-runtime", action="store_true", help="measure Runtime.handle only")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.messages < 5 or args.texts < 16:
         parser.error("--runs at least 1, --messages at least 5, --texts at least 16")
     texts = read_questions()
+    tune_serving_process(Settings())  # as `switchboard serve`: BLAS on one thread, the young-generation GC
     print(f"load average {os.getloadavg()[0]:.2f}, cores {os.cpu_count()}, {args.runs} run(s); CPU time, median "
           "(min-max)", flush=True)
     runs: dict[str, list[float]] = {}
@@ -164,16 +212,22 @@ def main(argv: list[str] | None = None) -> None:
         runs.setdefault(name, []).append(value)
 
     for _ in range(args.runs):
-        for op, ms in uvloop.run(store_costs(texts, args.messages)).items():
-            add(f"store {op} (ms/message)", ms)
-        for size, ms in nlu_costs(args.bot, texts, args.texts).items():
-            add(f"NLU model, batches of {size} (ms/text)", ms)
-        add("thread hop, asyncio.to_thread (µs/call)", uvloop.run(hop_cost(2000)))
-        replay, predict = dialogue_costs(args.bot, 500)
-        add("dialogue Tracker.replay, 200 events (ms/turn)", replay)
-        add("dialogue Ensemble.predict (ms/prediction)", predict)
-    store_total = [sum(values) for values in zip(*(runs[f"store {op} (ms/message)"] for op in OPS), strict=True)]
-    runs["store, the four together (ms/message)"] = store_total
+        if not args.only_runtime:
+            for op, ms in uvloop.run(store_costs(texts, args.messages)).items():
+                add(f"store {op} (ms/message)", ms)
+            for size, ms in nlu_costs(args.bot, texts, args.texts).items():
+                add(f"NLU model, batches of {size} (ms/text)", ms)
+            add("thread hop, asyncio.to_thread (µs/call)", uvloop.run(hop_cost(2000)))
+            replay, predict = dialogue_costs(args.bot, 500)
+            add("dialogue Tracker.replay, 200 events (ms/turn)", replay)
+            add("dialogue Ensemble.predict (ms/prediction)", predict)
+        if args.runtime_messages:
+            process, loop = uvloop.run(runtime_costs(args.bot, texts, args.runtime_messages))
+            add("runtime, Runtime.handle, all threads (ms/message)", process)
+            add("runtime, the event loop's thread (ms/message)", loop)
+    if not args.only_runtime:
+        store_total = [sum(values) for values in zip(*(runs[f"store {op} (ms/message)"] for op in OPS), strict=True)]
+        runs["store, the four together (ms/message)"] = store_total
     digits: Callable[[str], int] = lambda name: 0 if "µs" in name else 3  # noqa: E731
     for name, values in runs.items():
         print(f"{name:<44} {_spread(values, digits(name))}")
