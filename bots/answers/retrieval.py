@@ -419,17 +419,17 @@ class AnswerSelector:
     def _passages(self, q: np.ndarray, known: Mapping[str, str], exclude_question: int | None = None) -> list[str]:
         """What generation is conditioned on: the nearest answer templates and knowledge-base chunks."""
         n = max(1, int((self.config.get("generation") or {}).get("passages", 3)))
-        scored = [(sim, text) for sim, _, text in self._nearest_templates(q, known, n, exclude_question)]
+        scored = [(sim, text) for sim, _, text in self._nearest_templates(q, known, n, n * 8, exclude_question)]
         if self.chunks:
             sims = self.chunk_vectors @ q
             scored.extend((float(sims[i]), self.chunks[int(i)]["text"]) for i in np.argsort(-sims)[:n])
         scored.sort(key=lambda x: -x[0])
         return [t for _, t in scored[:n]]
 
-    def _nearest_templates(self, q: np.ndarray, known: Mapping[str, str], n: int,
+    def _nearest_templates(self, q: np.ndarray, known: Mapping[str, str], n: int, rows: int | None = None,
                            exclude_question: int | None = None) -> list[tuple[float, int, str]]:
         """(similarity of its nearest question, template id, first fillable variant unfilled) of the ``n``
-        templates whose questions are nearest."""
+        fillable templates whose questions are nearest, among the ``rows`` nearest questions (None: all)."""
         found: list[tuple[float, int, str]] = []
         if not len(self.templates) or n <= 0:
             return found
@@ -437,10 +437,10 @@ class AnswerSelector:
         if exclude_question is not None:
             sims[exclude_question] = -np.inf
         seen: set[int] = set()
-        for i in np.argsort(-sims)[: n * 8]:
+        for i in np.argsort(-sims)[:rows]:
             tid = int(self.question_template[i])
-            text = _fillable_variant(self.templates[tid].variants, known)
-            if tid not in seen and text is not None:
+            text = _fillable_variant(self.templates[tid].variants, known) if tid not in seen else None
+            if text is not None:
                 seen.add(tid)
                 found.append((float(sims[i]), tid, text))
             if len(seen) >= n:
