@@ -532,7 +532,8 @@ class SQLiteStore:
         return await self._run(read, inline=last_n is not None)
 
     async def summary(self, bot: str, conversation_id: str) -> ConversationSummary | None:
-        row = await self._run(lambda conn: conn.execute(
+        # inline: a primary-key read, made for each message of a conversation waiting for a person (its queue place)
+        row = await self._run(inline=True, fn=lambda conn: conn.execute(
             f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE bot=? AND conversation_id=?",  # noqa: S608
             (bot, conversation_id),
         ).fetchone())
@@ -656,7 +657,8 @@ class SQLiteStore:
         return await self._run(read)
 
     async def waiting(self, bot: str, *, until: float | None = None) -> base.Waiting:
-        row = await self._run(lambda conn: conn.execute(
+        # inline: a count over the partial index conv_waiting (only the waiting conversations), made with summary
+        row = await self._run(inline=True, fn=lambda conn: conn.execute(
             "SELECT COUNT(*), MIN(waiting_since) FROM conversations WHERE bot=? AND waiting_since IS NOT NULL"
             " AND waiting_since <= ?", (bot, float("inf") if until is None else until),
         ).fetchone())
