@@ -233,6 +233,7 @@ def _runnable_actions(dialogue: DialogueSpec) -> set[str]:
     runnable |= {f"validate_{name}" for name in dialogue.domain.forms}
     runnable |= {name for name in dialogue.domain.actions if name.startswith("action_ask_")}
     runnable.add(dialogue.policy.core_fallback_action)
+    runnable |= {name for name in dialogue.domain.actions if dialogue.domain.overrides(name)}  # run when Rasa's would
     runnable |= {rule.action for rule in dialogue.rules.values() if rule.action}
     for form in dialogue.forms.values():
         runnable |= {a for a in (form.validation_action, form.submit_action) if a}

@@ -42,6 +42,10 @@ DEFAULT_ACTIONS: tuple[str, ...] = (
     ACTION_BACK, ACTION_TWO_STAGE_FALLBACK, ACTION_EXTRACT_SLOTS, ACTION_UNLIKELY_INTENT,
     ACTION_DEFAULT_ASK_AFFIRMATION, ACTION_DEFAULT_ASK_REPHRASE, ACTION_HANDOFF, ACTION_ANSWER,
 )
+# Rasa's default actions a project may override with a custom action of the same name, by listing it under the
+# domain's ``actions`` (Rasa's ``action_for_name_or_text``); action_listen and Switchboard's own are never overridden.
+OVERRIDABLE_DEFAULT_ACTIONS: frozenset[str] = (frozenset(DEFAULT_ACTIONS)
+                                               - {ACTION_LISTEN, ACTION_HANDOFF, ACTION_ANSWER})
 # Intents every bot knows without declaring them (Rasa's default intents).
 DEFAULT_INTENTS: tuple[str, ...] = ("restart", "back", "out_of_scope", "session_start", "nlu_fallback")
 NLU_FALLBACK_INTENT = "nlu_fallback"
@@ -175,6 +179,10 @@ class Domain:
         seen.update(dict.fromkeys(self.actions))
         seen.update(dict.fromkeys(self.forms))
         return tuple(seen)
+
+    def overrides(self, action: str) -> bool:
+        """Whether the domain overrides a Rasa default action with its own custom action (it lists it)."""
+        return action in OVERRIDABLE_DEFAULT_ACTIONS and action in self.actions
 
     @property
     def retrieval_actions(self) -> tuple[str, ...]:

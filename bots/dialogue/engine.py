@@ -475,8 +475,10 @@ class _Turn:
         if name.startswith("utter_") and name[6:] in self.dialogue.retrieval:
             return self._retrieval(name)
         default = _DEFAULTS.get(name)
-        if default is not None:
+        if default is not None and not self.domain.overrides(name):
             return await default(self)
+        if name in (ACTION_DEFAULT_FALLBACK, ACTION_TWO_STAGE_FALLBACK):  # the project's own fallback action
+            self.fallback = True
         outcome = await self._custom(name)
         return outcome if outcome is not None else _Outcome()
 

@@ -165,8 +165,10 @@ def _bot_spec(directory: Path, paths: RasaPaths, domain: Domain, data: TrainingD
 
 
 def _custom_actions(domain: Domain, declared_at: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """The domain's own actions that run as code (not responses, forms or Rasa's defaults), with where
-    each is declared: what the actions package or the action server must provide."""
+    """The domain's own actions that run as code (not responses, forms or Rasa's defaults, unless the domain
+    overrides one by listing it), with where each is declared: what the actions package or the action server
+    must provide."""
     return tuple((name, declared_at.get(name, "")) for name in domain.actions
-                 if name not in domain.responses and name not in domain.forms and name not in DEFAULT_ACTIONS)
+                 if name not in domain.responses and name not in domain.forms
+                 and (name not in DEFAULT_ACTIONS or domain.overrides(name)))
 

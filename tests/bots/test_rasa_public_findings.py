@@ -4,14 +4,21 @@ each on a small fixture of our own under tests/data/rasa/."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from bots.botspec import BotSpec
 from bots.dialogue.actions import InProcessActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
+from bots.runtime import Runtime
+from bots.settings import Settings
+from bots.store.sqlite import SQLiteStore
+from tests.bots.keyword_model import say
+from tests.bots.lookup_model import LookupModel, project
 
 RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
 
@@ -49,3 +56,36 @@ def test_an_undefined_action_a_rule_runs_is_refused_by_check_as_by_serve(tmp_pat
     spec, dialogue = load_bot_folder(bot_dir)
     with pytest.raises(ConfigError, match="unknown action 'action_never_written'"):
         load_actions(spec, dialogue)
+
+
+@pytest.fixture
+async def override_runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {})  # an unknown text: confidence 0.1, below the fixture's fallback threshold
+
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.start()
+    rt = Runtime(Settings(data_dir=tmp_path, nlu_max_wait_ms=0.0), store, model_loader=loader)
+    await rt.load_bot(project(tmp_path, "fallback_override"))
+    yield rt
+    await rt.aclose()
+
+
+async def test_a_default_action_the_domain_lists_runs_the_projects_own_action(override_runtime: Runtime) -> None:
+    # The eco-travel project lists action_default_fallback under actions and writes its own (a two-stage
+    # fallback that asks before handing over). Rasa runs the project's action; Switchboard ran its built-in
+    # one, whose second fallback in a row handed the conversation to a person: the bot went silent.
+    bot = "fallback_override"
+    assert await say(override_runtime, "blorp quux", bot=bot) == ["Sorry, I did not get that (1)."]
+    assert await say(override_runtime, "zzz qqq", bot=bot) == ["Sorry, I did not get that (2)."]
+    assert await say(override_runtime, "hello", bot=bot) == ["Hello!"]  # not handed off
+
+
+def test_a_listed_default_action_is_a_custom_action_the_module_must_define(tmp_path: Path) -> None:
+    bot_dir = _copy(tmp_path, "fallback_override")
+    domain = bot_dir / "domain.yml"
+    domain.write_text(domain.read_text().replace("  - action_default_fallback\n",
+                                                 "  - action_default_fallback\n  - action_restart\n"))
+    report = check_bot_folder(bot_dir)  # Rasa would call the action server for action_restart, and fail
+    assert report.errors == [
+        f"{domain}:8: unknown action 'action_restart' ({bot_dir / 'actions.py'} defines action_default_fallback)"]
