@@ -136,14 +136,23 @@ def _number(item: Located, key: str, kind: type, problems: list[str], low: float
     return kind(v)
 
 
-def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings | None:
+def _switch(item: Located, what: str, problems: list[str]) -> bool | None:
+    """A section that is on with its defaults (``true`` or empty: True), off (``false``: False), or a
+    mapping of settings to read (None); anything else is a problem (False)."""
     if item.value is None or item.value is True:
-        return GenerationSettings()
+        return True
     if item.value is False:
+        return False
+    if isinstance(item.value, dict):
         return None
-    if not isinstance(item.value, dict):
-        problems.append(f"{item.where()}: 'generation' must be a mapping of generation settings (or true)")
-        return None
+    problems.append(f"{item.where()}: '{what}' must be true, false or a mapping of {what} settings")
+    return False
+
+
+def _parse_generation(item: Located, problems: list[str]) -> GenerationSettings | None:
+    switch = _switch(item, "generation", problems)
+    if switch is not None:
+        return GenerationSettings() if switch else None
     defaults = GenerationSettings()
     values: dict[str, Any] = {}
     for key, sub in item.value.items():
@@ -308,13 +317,9 @@ _COMPOSE_LIMITS = {"below": (0.0, 1.0), "passages": (0, 10), "templates": (0, 10
 
 
 def _parse_compose(item: Located, problems: list[str]) -> ComposeSettings | None:
-    if item.value is None or item.value is True:
-        return ComposeSettings()
-    if item.value is False:
-        return None
-    if not isinstance(item.value, dict):
-        problems.append(f"{item.where()}: 'compose' must be true, false or a mapping (below, passages, templates)")
-        return None
+    switch = _switch(item, "compose", problems)
+    if switch is not None:
+        return ComposeSettings() if switch else None
     values: dict[str, Any] = {}
     for key, sub in item.value.items():
         if key not in _COMPOSE_LIMITS:

@@ -7,7 +7,6 @@ stored with the bot's turn on both stores."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bots.answers.endpoint import EndpointGenerator
-from bots.answers.retrieval import AnswerService
 from bots.botspec import load_bot
 from bots.errors import ConfigError
 from bots.events import BOT, Event
@@ -30,6 +27,7 @@ from tests.fixtures.fake_openai import openai_server as openai_server
 from tests.fixtures.mongo import mongo_uri as mongo_uri
 from tests.fixtures.mongo import secantus as secantus
 from tests.training.test_answers import _answers_bot, train_answers_bot
+from tests.training.test_answers_endpoint import _service
 from training.answers_config import parse_answers_config
 
 COMPOSE = """\
@@ -80,15 +78,6 @@ def nlu(trained: Path) -> OnnxNLU:
     return OnnxNLU.load(trained)
 
 
-def _service(trained: Path, nlu: OnnxNLU, url: str, **endpoint: Any) -> tuple[AnswerService, Metrics]:
-    metrics = Metrics()
-    service = AnswerService.load(trained, nlu, metrics=metrics, bot="answers_shop")
-    assert service is not None and isinstance(service.selector.generator, EndpointGenerator)
-    config = dataclasses.replace(service.selector.generator.config, url=url, **endpoint)
-    service.selector.generator = EndpointGenerator(config, meter=service.selector.meter, bot="answers_shop")
-    return service, metrics
-
-
 def _count(metrics: Metrics, result: str) -> float:
     return metrics.registry.get_sample_value("switchboard_answers_composed_total",
                                              {"bot": "answers_shop", "result": result}) or 0.0
@@ -113,6 +102,9 @@ def test_compose_needs_a_generator(tmp_path: Path) -> None:
     bot = _answers_bot(tmp_path, "  compose: {below: 0.4}\n")
     with pytest.raises(ConfigError, match=r"bot\.yml:\d+: 'compose' needs a generator"):
         parse_answers_config(load_bot(bot))
+    odd = _answers_bot(tmp_path / "odd", "  generation: true\n  compose: sometimes\n")
+    with pytest.raises(ConfigError, match=r"bot\.yml:\d+: 'compose' must be true, false or a mapping"):
+        parse_answers_config(load_bot(odd))
     ok = _answers_bot(tmp_path / "ok",
                       "  generation:\n    endpoint: {url: 'http://gen/v1', model: m}\n  compose: true\n")
     compose = parse_answers_config(load_bot(ok)).compose

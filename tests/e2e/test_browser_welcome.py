@@ -11,13 +11,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from bots.settings import Settings
-from connectors.app import create_app
 from tests.bots.keyword_model import copy_bot, keyword_loader
-from tests.connectors.test_review_api import PASSWORD, add_users
+from tests.connectors.test_review_api import PASSWORD
 from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.browser import page_of, require_chromium, shot
-from tests.fixtures.server import app_in_thread
+from tests.fixtures.server import browser_app
 
 WELCOME = "Hi! I'm the shop's assistant <b>bot</b>. How can I help?"  # shown as text, markup and all
 PLACE = "You're number 1 in the queue. Please stay in this chat."
@@ -30,11 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bot_dir = copy_bot(root, extra_yaml=(f"welcome:\n  web: \"{WELCOME}\"\n"
                                          "handoff:\n  waiting: You're number {position} in the queue. Please stay "
                                          "in this chat.\n"))
-    settings = Settings(data_dir=root / "data", nlu_max_wait_ms=0.0, rate_per_ip=0.0, rate_per_conversation=0.0,
-                        log_level="WARNING")
-    add_users(settings.data_dir, ann="agent")
-    app = create_app(settings, [bot_dir], model_loader=keyword_loader)
-    with app_in_thread(app) as url:
+    with browser_app(root / "data", [bot_dir], users={"ann": "agent"}, model_loader=keyword_loader) as url:
         yield url
 
 

@@ -21,14 +21,13 @@ from bots.settings import Settings
 from connectors.app import create_app
 from tests.bots.test_compose import KNOWN, NEW, two_sources
 from tests.conftest import ADMIN_TOKEN, ROOT
-from tests.connectors.test_review_api import add_users
 from tests.connectors.test_slack import _ready
 from tests.e2e.test_browser_review import sign_in
 from tests.e2e.test_generation_endpoint_served import _frames_until
 from tests.fixtures.browser import browser as browser  # the fixture
 from tests.fixtures.browser import page_of, require_chromium, shot
 from tests.fixtures.fake_openai import FakeOpenAI, openai_server_thread
-from tests.fixtures.server import app_in_thread
+from tests.fixtures.server import browser_app
 from tests.fixtures.web_widget import widget_socket
 
 ANSWERS_BOT = ROOT / "tests" / "data" / "answers_bot"
@@ -96,11 +95,7 @@ def test_web_channel_gets_a_composed_answer_and_the_review_api_its_attribution(
 @pytest.fixture(scope="module")
 def site(served: tuple[FakeOpenAI, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_chromium()
-    data = tmp_path_factory.mktemp("compose-data")
-    add_users(data, ann="agent")
-    settings = Settings(data_dir=data, nlu_max_wait_ms=0.0, rate_per_ip=0.0, rate_per_conversation=0.0,
-                        log_level="WARNING")
-    with app_in_thread(create_app(settings, [served[1]])) as url:
+    with browser_app(tmp_path_factory.mktemp("compose-data"), [served[1]], users={"ann": "agent"}) as url:
         yield url
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,13 +51,13 @@ def nlu(trained: Path) -> OnnxNLU:
     return OnnxNLU.load(trained)
 
 
-def _service(trained: Path, nlu: OnnxNLU, url: str) -> tuple[AnswerService, Metrics]:
+def _service(trained: Path, nlu: OnnxNLU, url: str, **endpoint: Any) -> tuple[AnswerService, Metrics]:
     """The served answers of the artifact, its endpoint pointed at ``url`` (the fake server's port is
-    only known once it runs)."""
+    only known once it runs); ``endpoint``: other endpoint settings to change (e.g. ``stream``)."""
     metrics = Metrics()
     service = AnswerService.load(trained, nlu, metrics=metrics, bot="answers_shop")
     assert service is not None and isinstance(service.selector.generator, EndpointGenerator)
-    config = dataclasses.replace(service.selector.generator.config, url=url)
+    config = dataclasses.replace(service.selector.generator.config, url=url, **endpoint)
     service.selector.generator = EndpointGenerator(config, meter=service.selector.meter, bot="answers_shop")
     return service, metrics
 
