@@ -8,11 +8,12 @@ pipeline per request behind FastAPI, bench/naive_server.py) in the same run.
     python bench/load.py --bot tests/data/rasa/moodbot --skip-baseline        # a story-driven Rasa project
 
 Prints, per run and server: msgs/s, p50/p95/p99 latency, errors, the server's CPU time per answered
-message, RSS and time to ready; with a MongoDB store also the store round trips per message and the
-database server's own CPU per message. With ``--runs N`` (N consecutive runs, each with a fresh
-server and data folder) it then prints the median and the spread (min-max) of each figure over the
-runs. The load average at the start of each run is printed: on a shared machine it says how far the
-figures can be trusted.
+message, RSS and time to ready, and for Switchboard the mean texts per NLU batch in the window (its
+``switchboard_nlu_batch_size`` histogram, from /metrics); with a MongoDB store also the store round
+trips per message and the database server's own CPU per message. With ``--runs N`` (N consecutive
+runs, each with a fresh server and data folder) it then prints the median and the spread (min-max)
+of each figure over the runs. The load average at the start of each run is printed: on a shared
+machine it says how far the figures can be trusted.
 
 Inputs are the same on every machine: with a bot.yml bot the customers say the questions shipped in
 bench/data/bitext_questions.txt (the bench stops if the file is missing, never substituting others);
@@ -221,6 +222,32 @@ class CpuProbe:
         self.seconds = process_cpu_seconds(self.pid) - self._start
 
 
+class BatchProbe:
+    """Texts per NLU batch within the window (mean): the server's ``switchboard_nlu_batch_size`` histogram
+    (its sum and count, every bot) read from /metrics. Larger batches cost less model time per text."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._start = (0.0, 0.0)
+        self.mean: float | None = None
+
+    def _read(self) -> tuple[float, float]:
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        found = {"sum": 0.0, "count": 0.0}
+        for line in text.splitlines():
+            for kind in found:
+                if line.startswith(f"switchboard_nlu_batch_size_{kind}{{"):
+                    found[kind] += float(line.rsplit(" ", 1)[1])
+        return found["sum"], found["count"]
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> None:
+        texts, batches = (b - a for a, b in zip(self._start, self._read(), strict=True))
+        self.mean = texts / batches if batches else None
+
+
 class ProfileProbe:
     """py-spy recording a process over the window (``py-spy record --nonblocking``: the server is not
     stopped to be sampled, so its CPU figure stays what it would be)."""
@@ -314,6 +341,7 @@ class Result:
     db_cpu_s: float | None = None        # the MongoDB server's CPU within the window (when local)
     error_kinds: dict[str, int] = field(default_factory=dict)
     log_tail: str = ""                   # the server's last log lines, kept when there were errors
+    nlu_batch: float | None = None       # texts per NLU batch within the window (mean), Switchboard only
 
     def _per_message(self, value: float | None) -> float | None:
         return None if value is None or not self.answered_in_window else value / self.answered_in_window
@@ -327,13 +355,15 @@ class Result:
                 "p95 ms": float(np.percentile(lat, 95)), "p99 ms": float(np.percentile(lat, 99)),
                 "errors": float(self.errors), "CPU ms/msg": None if cpu is None else cpu * 1000,
                 "store trips/msg": trips, "DB CPU ms/msg": None if db_cpu is None else db_cpu * 1000,
-                "RSS MB": self.rss_mb, "ready s": self.ready_s}
+                "RSS MB": self.rss_mb, "ready s": self.ready_s, "NLU batch": self.nlu_batch}
 
     def line(self) -> str:
         f = self.figures()
         text = (f"{self.name:<12} {f['msg/s']:8.1f} msg/s  p50 {f['p50 ms']:7.1f} ms  p95 {f['p95 ms']:7.1f} ms  "
                 f"p99 {f['p99 ms']:7.1f} ms  errors {self.errors:5d}  CPU {_fmt(f['CPU ms/msg'], 2)} ms/msg  "
                 f"RSS {self.rss_mb:6.0f} MB  ready {self.ready_s:5.1f} s")
+        if self.nlu_batch is not None:
+            text += f"  NLU batch {self.nlu_batch:4.1f}"
         if self.errors:
             kinds = ", ".join(f"{k} x{v}" for k, v in sorted(self.error_kinds.items()))
             text += f"\n{'':<12} errors: {kinds}; server log tail:\n{self.log_tail or '(empty)'}"
@@ -533,7 +563,8 @@ def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, w
     try:
         cpu = CpuProbe(proc.pid)
         db_cpu = CpuProbe(mongo.pid) if mongo is not None and mongo.pid and local_db else None
-        probes: list[Probe] = [cpu, *(p for p in (mongo, db_cpu) if p is not None)]
+        batches = BatchProbe(url) if name == "switchboard" else None
+        probes: list[Probe] = [cpu, *(p for p in (mongo, db_cpu, batches) if p is not None)]
         if profile is not None:
             probes.append(ProfileProbe(proc.pid, profile))
         run = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup, workload, args.rate, probes))
@@ -547,7 +578,8 @@ def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, w
                   run.answered_in_window, cpu.seconds,
                   mongo.requests if mongo is not None else None, mongo.opcounters if mongo is not None else {},
                   db_cpu.seconds if db_cpu is not None else None, run.error_kinds,
-                  "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if run.errors else "")
+                  "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if run.errors else "",
+                  batches.mean if batches is not None else None)
 
 
 def has_model(bot_dir: Path) -> bool:
