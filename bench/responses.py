@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/responses.py [--max-test N] [--held-out 0.1] [--generator-seconds S]
                                         [--generator-test N] [--guard-test N] [--threads N] [--keep DIR]
+                                        [--reuse DIR] [--compose-below 0.5,0.7,0.8] [--compose-runs 3]
 
 Splits Bitext's 4.5k pairs per intent (seeded), trains a fast-mode NLU model and the answer index
 on the training part with ``switchboard train`` (a temporary bot folder: intents with annotated
@@ -24,6 +25,16 @@ examples, ``answers.pairs`` = the training pairs), then serves the held-out ques
   held-out questions: ROUGE-L and right intent of the generated answers before the grounding guard
   and of what is served (the guard's fallback to retrieval), the guard's pass rate, foreign values,
   repeated 4-grams, ms per answer and per token; retrieval on the same questions beside them.
+
+``--compose-below T1,T2,...`` measures ``answers.compose`` where it applies (held-out questions whose
+nearest training question is less similar than T) against plain retrieval on the same questions:
+how many are composed or fall back, ROUGE-L, intent consistency, values the asker did not give,
+sentences kept and the selection latency (median of --compose-runs runs, with their range). Bitext
+has no knowledge base, so the sources are the nearest answer templates. The generator is a STAND-IN
+(no model, stated in the output): it writes the first sentence of sources 1 and 2, each cited, as an
+extractive composer would; it measures what the compose path (prompt, guard, attribution, fallback)
+does with such an answer, not the quality a trained generator would reach. ``--reuse DIR`` serves a
+folder kept by ``--keep`` (same split and seed) instead of training again.
 
 ``--decode-speed`` measures decoding alone instead (nothing trained): the MiniLM→MiniLM
 encoder-decoder warm-started from the packaged all-MiniLM-L6-v2 on both sides (BERT2BERT; its
@@ -64,10 +75,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from bots.answers.generation import Generated, OnnxGenerator  # noqa: E402
 from bots.answers.retrieval import AnswerSelector  # noqa: E402
 from bots.nlu.model import OnnxNLU  # noqa: E402
 from training.answers import QAPair, _pair_from_row, bitext_placeholder_name  # noqa: E402
-from training.answers_eval import evaluate_answers, evaluate_guard, rouge_l  # noqa: E402
+from training.answers_eval import evaluate_answers, evaluate_guard, reference_text, rouge_l  # noqa: E402
 from training.cli import main as train_main  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_responses.csv"
@@ -159,6 +171,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--keep", type=Path, help="keep the temporary bot and artifact here")
+    p.add_argument("--reuse", type=Path, help="serve DIR/artifact (kept by --keep, same split) instead of training")
+    p.add_argument("--compose-below", default="", help="comma-separated compose.below thresholds to measure")
+    p.add_argument("--compose-runs", type=int, default=3, help="runs of the compose latency measurement")
     p.add_argument("--decode-speed", action="store_true", help="measure KV-cached decoding of the MiniLM generator")
     p.add_argument("--decode-prompts", type=int, default=20)
     p.add_argument("--decode-tokens", type=int, default=64)
@@ -187,16 +202,28 @@ def main() -> int:
             (bot / "bot.yml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
         artifact = work / "artifact"
         started = time.perf_counter()
-        code = train_main(["train", str(bot), "--fast", "--no-quantize", "--threads", str(args.threads),
-                           "--out", str(artifact)])
-        if code != 0:
-            return code
-        print(f"train (fast NLU + answer index{' + generator' if args.generator_seconds else ''}): "
-              f"{time.perf_counter() - started:.0f}s")
+        if args.reuse:
+            if not (args.reuse / "artifact" / "manifest.json").is_file():
+                print(f"--reuse {args.reuse}: no artifact/manifest.json there (a folder kept by --keep)")
+                return 2
+            artifact = args.reuse / "artifact"
+            print(f"serving {artifact} (kept by an earlier run with the same split: nothing trained)")
+        else:
+            code = train_main(["train", str(bot), "--fast", "--no-quantize", "--threads", str(args.threads),
+                               "--out", str(artifact)])
+            if code != 0:
+                return code
+            print(f"train (fast NLU + answer index{' + generator' if args.generator_seconds else ''}): "
+                  f"{time.perf_counter() - started:.0f}s")
         nlu = OnnxNLU.load(artifact, threads=args.threads)
         selector = AnswerSelector.load(artifact, nlu)
         assert selector is not None
         pairs = [p for p, _ in test]
+        if args.compose_below:
+            for below in (float(x) for x in args.compose_below.split(",")):
+                print(f"compose below {below:g}:", json.dumps(_compose(selector, nlu, pairs, below, args.compose_runs)))
+            print(f"load average after: {os.getloadavg()}")
+            return 0
         result = evaluate_answers(selector, nlu, pairs, mode="retrieval")
         print("retrieval:", json.dumps(result.to_dict()))
         answers = []
@@ -215,7 +242,7 @@ def main() -> int:
             print(f"exact search over {n} vectors: {_exact_search_ms(n):.2f} ms/query")
         if args.generator_base:
             _learning_curve(selector, nlu, [p for p, _ in train], pairs, work, args)
-        if args.generator_seconds and selector.generator is not None:
+        if args.generator_seconds and isinstance(selector.generator, OnnxGenerator):
             print("generator:", json.dumps({k: selector.generator.meta[k] for k in
                                             ("parameters", "steps", "train_seconds", "train_loss", "val_loss")}))
             print("generator gate:", json.dumps(selector.generator.gate))
@@ -481,6 +508,73 @@ def _decode_speed_gpt2(folder: Path, args: argparse.Namespace) -> None:
     print(f"GPT-2 4.28M shape (random weights), 264-token prompt, 120 new tokens: KV-cached {np.median(cached):.0f} "
           f"ms per answer (median of {len(cached)}, {min(cached):.0f}-{max(cached):.0f}); without the cache "
           f"{np.median(whole):.0f} ms (median of {len(whole)})")
+
+
+class ExtractiveStandIn:
+    """A stand-in generator (no model): the first sentence of sources 1 and 2 of the compose prompt,
+    each cited as a model told to cite would. It stands where ``OnnxGenerator``/``EndpointGenerator`` do."""
+
+    gate_passed = True
+
+    def generate(self, passages: list[str], question: str, **limits: object) -> Generated:
+        started = time.perf_counter()
+        firsts = []
+        for passage in passages[:2]:
+            number, _, text = passage.partition("] ")
+            first = re.split(r"(?<=[.!?])\s+", text.strip())[0].rstrip(".!?")
+            firsts.append(f"{first} {number}].")
+        text = " ".join(firsts)
+        return Generated(text, 1.0, "eos", time.perf_counter() - started, len(text.split()))
+
+
+def _compose(selector: AnswerSelector, nlu: OnnxNLU, pairs: list[QAPair], below: float, runs: int) -> dict[str, object]:
+    """answers.compose at ``below`` against plain retrieval, on the held-out questions it applies to."""
+    selector.config["compose"] = {"below": below, "passages": 3, "templates": 2}
+    selector.config["generation"] = {**(selector.config.get("generation") or {}), "require_gate": False}
+    selector.generator = ExtractiveStandIn()  # type: ignore[assignment]
+    understood = [nlu.predict([q.question])[0] for q in pairs]
+    plain = [selector.answer(q.question, u, {}, compose=False) for q, u in zip(pairs, understood, strict=True)]
+    served = [selector.answer(q.question, u, {}) for q, u in zip(pairs, understood, strict=True)]
+    applies = [i for i, a in enumerate(served) if a is not None and (
+        "composed" in a.detail or (a.detail.get("generation_rejected") or {}).get("composed"))]
+    composed = [i for i in applies if served[i] is not None and served[i].source == "generation"]  # type: ignore[union-attr]
+
+    def text(a: object) -> str:
+        return getattr(a, "text", "") or ""
+
+    def scores(answers: list[object]) -> dict[str, float]:
+        texts = [text(answers[i]) for i in applies]
+        intents = [u.intent for u in nlu.predict(texts)] if texts else []
+        return {"rouge_l": round(float(np.mean([rouge_l(t, reference_text(pairs[i], selector.values))
+                                                 for t, i in zip(texts, applies, strict=True)])), 4) if texts else 0.0,
+                "intent_consistency": round(float(np.mean([g == pairs[i].intent for g, i in zip(intents, applies,
+                                                                                             strict=True)])), 4)
+                if texts else 0.0,
+                "values_not_given": sum(_leaks(t, pairs[i].question) for t, i in zip(texts, applies, strict=True))}
+
+    def latency(compose: bool) -> list[float]:
+        per_run = []
+        for _ in range(runs):
+            took = []
+            for i in applies:
+                started = time.perf_counter()
+                selector.answer(pairs[i].question, understood[i], {}, compose=compose)
+                took.append((time.perf_counter() - started) * 1000)
+            per_run.append(float(np.median(took)) if took else 0.0)
+        return per_run
+
+    nearest = np.array([a.score for a in plain if a is not None and "nearest_question" in a.detail])
+    kept = [len(served[i].detail["composed"]["sentences"]) for i in composed]  # type: ignore[union-attr]
+    lat_plain, lat_composed = latency(False), latency(True)
+    return {"generator": "extractive stand-in (no model): first sentence of sources 1 and 2, cited",
+            "held_out": len(pairs), "nearest_below": int((nearest < below).sum()),
+            "nearest_similarity_p1_p5_p10_p50": [round(float(x), 3) for x in np.quantile(nearest, [.01, .05, .1, .5])],
+            "applies": len(applies), "composed": len(composed),
+            "fell_back": len(applies) - len(composed),
+            "sentences_kept_mean": round(float(np.mean(kept)), 2) if kept else 0.0,
+            "retrieval": scores(plain), "served_with_compose": scores(served),  # type: ignore[arg-type]
+            "selection_ms_median_retrieval": [round(x, 2) for x in lat_plain],
+            "selection_ms_median_compose": [round(x, 2) for x in lat_composed]}
 
 
 def _naive_answers(nlu: OnnxNLU, train: list[tuple[QAPair, dict[str, str]]], test: list[QAPair]) -> list[str]:
