@@ -173,7 +173,7 @@ def _load_minilm(corpus: Sequence[str], context: int) -> _Base:
         words = {n: tokenizer.encode(n.strip("{}").replace("_", " ").replace("-", " "), add_special_tokens=False).ids
                  for n in names}
         for part in (model.encoder, model.decoder):
-            table = part.resize_token_embeddings(tokenizer.get_vocab_size()).weight
+            table = part.resize_token_embeddings(tokenizer.get_vocab_size(), mean_resizing=False).weight
             with torch.no_grad():
                 for name, ids in words.items():
                     if ids:
