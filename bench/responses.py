@@ -242,7 +242,7 @@ def main() -> int:
             print(f"exact search over {n} vectors: {_exact_search_ms(n):.2f} ms/query")
         if args.generator_base:
             _learning_curve(selector, nlu, [p for p, _ in train], pairs, work, args)
-        if args.generator_seconds and isinstance(selector.generator, OnnxGenerator):
+        if args.generator_seconds and not args.generator_base and isinstance(selector.generator, OnnxGenerator):
             print("generator:", json.dumps({k: selector.generator.meta[k] for k in
                                             ("parameters", "steps", "train_seconds", "train_loss", "val_loss")}))
             print("generator gate:", json.dumps(selector.generator.gate))
@@ -267,7 +267,7 @@ def _learning_curve(selector: AnswerSelector, nlu: OnnxNLU, train: list[QAPair],
     from training.answers_config import GenerationSettings
     from training.generator import examples_with_passages, train_generator
 
-    sub, held = test[:args.generator_test], test[args.generator_test:args.generator_test + 40]
+    sub, held = test[:args.generator_test], test[args.generator_test:args.generator_test + 16]
     selector.config["generation"] = {"passages": 3, "max_new_tokens": 120, "max_seconds": 60.0, "require_gate": False,
                                      "repetition_penalty": 1.2, "no_repeat_ngram": args.no_repeat_ngram}
     started = time.perf_counter()
