@@ -259,13 +259,8 @@ class OnnxNLU:
                 current = (kind, start, end, [score])
                 spans.append(current)
         out = []
-        for kind, start, end, scores in spans:
-            start, end = _word_bounds(text, start, end)
+        for kind, start, end, scores in _word_spans(text, spans):
             shown = text[start:end]
-            if not any(c.isalnum() for c in shown):
-                # Punctuation alone ("!" of "bye-bye!") is never an entity: Rasa's tokenizers drop it before
-                # its entity extractors tag anything, so a Rasa project's slots never get such a value.
-                continue
             value = self.synonyms.get(shown.lower(), shown)
             entity, role, group = split_label(kind)
             out.append(Entity(entity=entity, value=value, start=start, end=end,
@@ -287,10 +282,36 @@ def _load_index(artifact_dir: Path) -> tuple[np.ndarray | None, np.ndarray | Non
     return index, centroids_of(index, labels)
 
 
+def _word_spans(text: str, spans: list[tuple[str, int, int, list[float]]]) -> list[tuple[str, int, int, list[float]]]:
+    """Tagged word pieces as Rasa's tokenizers would have tagged whole words: punctuation alone ("!" of
+    "bye-bye!") is never an entity (Rasa drops it before tagging, so a slot never gets such a value); a span
+    cut inside a word is widened to the word, punctuation between letters or digits included ("01/01/2020",
+    "ann@example.com" are one token to Rasa's WhitespaceTokenizer); pieces of one word tagged alike join."""
+    out: list[tuple[str, int, int, list[float]]] = []
+    for kind, start, end, scores in spans:
+        if not any(c.isalnum() for c in text[start:end]):
+            continue
+        start, end = _word_bounds(text, start, end)
+        if out and out[-1][0] == kind and start <= out[-1][2]:
+            previous = out[-1]
+            out[-1] = (kind, previous[1], max(end, previous[2]), previous[3] + scores)
+        elif not out or start >= out[-1][2]:  # a word has one tag: the first piece's, if they differ
+            out.append((kind, start, end, scores))
+    return out
+
+
+def _inner(text: str, i: int) -> bool:
+    """Whether ``text[i]`` belongs to a word: a letter or digit, or punctuation between two of them."""
+    if text[i].isalnum():
+        return True
+    return (not text[i].isspace() and 0 < i < len(text) - 1
+            and text[i - 1].isalnum() and text[i + 1].isalnum())
+
+
 def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     """Widen a span cut inside a word (a word piece tagged O) to the whole word."""
-    while start > 0 and text[start - 1].isalnum() and text[start].isalnum():
+    while start > 0 and _inner(text, start - 1) and _inner(text, start):
         start -= 1
-    while end < len(text) and text[end].isalnum() and text[end - 1].isalnum():
+    while end < len(text) and _inner(text, end) and _inner(text, end - 1):
         end += 1
     return start, end

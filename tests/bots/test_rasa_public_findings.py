@@ -14,6 +14,7 @@ from bots.dialogue.actions import InProcessActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
+from bots.nlu.model import _word_spans
 from bots.runtime import Runtime
 from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
@@ -89,3 +90,18 @@ def test_a_listed_default_action_is_a_custom_action_the_module_must_define(tmp_p
     report = check_bot_folder(bot_dir)  # Rasa would call the action server for action_restart, and fail
     assert report.errors == [
         f"{domain}:8: unknown action 'action_restart' ({bot_dir / 'actions.py'} defines action_default_fallback)"]
+
+
+def test_an_entity_is_whole_words_as_rasas_tokenizers_cut_them() -> None:
+    # The Italian restaurant project's "01/01/2020" came back as two dates, '01/' and '/2020' (the word pieces
+    # around the middle "01" were tagged, it was not), and "Test User" as an e-mail: a slot got '01/'. Rasa's
+    # WhitespaceTokenizer keeps "01/01/2020" and "ann@example.com" one token, and DIET tags whole tokens.
+    date = "01/01/2020"
+    assert _word_spans(date, [("date", 0, 3, [0.9]), ("date", 5, 10, [0.7])]) == [("date", 0, 10, [0.9, 0.7])]
+    mail = "write to ann@example.com today"
+    assert _word_spans(mail, [("email", 9, 12, [0.8])]) == [("email", 9, 24, [0.8])]
+    # a word has one tag; punctuation alone is no entity; words apart stay apart; an edge "!" is not a word
+    assert _word_spans(date, [("date", 0, 3, [0.9]), ("time", 5, 10, [0.7])]) == [("date", 0, 10, [0.9])]
+    assert _word_spans("bye-bye!", [("movie", 7, 8, [1.0])]) == []
+    assert _word_spans("from Paris to Rome!", [("city", 5, 10, [1.0]), ("city", 14, 18, [1.0])]) == [
+        ("city", 5, 10, [1.0]), ("city", 14, 18, [1.0])]
