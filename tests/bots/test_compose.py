@@ -8,6 +8,7 @@ stored with the bot's turn on both stores."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,51 @@ async def test_the_attribution_is_stored_with_the_bot_turn(store: ConversationSt
     assert bot.data["metadata"]["composed"] == response.metadata["composed"]
     assert bot.data["metadata"]["composed"]["sentences"][1]["source"] == 2
     await service.selector.generator.aclose()  # type: ignore[union-attr]
+
+
+# -- a local model ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The answers bot with its own tiny generator (trained a few steps, gate off) and compose."""
+    from tests.training.test_answers import TINY_GENERATION
+
+    return train_answers_bot(tmp_path_factory.mktemp("local"), TINY_GENERATION + "  compose:\n    below: 0.5\n")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_local_generator_composes_from_the_numbered_sources_too(local: Path, streamed: bool) -> None:
+    """The artifact's own (tiny, barely trained) generator gets the same numbered prompt; whatever it
+    writes, a sentence is shown only supported and attributed, else retrieval answers with the reason."""
+    from bots.answers.generation import OnnxGenerator
+    from bots.answers.retrieval import AnswerService
+
+    nlu = OnnxNLU.load(local)
+    service = AnswerService.load(local, nlu)
+    assert service is not None and isinstance(service.selector.generator, OnnxGenerator)
+    generator = service.selector.generator
+    prompts: list[list[str]] = []
+    original = generator.prompt
+
+    def recording(passages: Sequence[str], question: str, max_new_tokens: int) -> list[int]:
+        prompts.append(list(passages))
+        return original(passages, question, max_new_tokens)
+
+    generator.prompt = recording  # type: ignore[method-assign]
+    shown: list[str] = []
+
+    async def partial(text: str) -> None:
+        shown.append(text)
+
+    response = await service.answer(None, NEW, nlu.predict([NEW])[0], {}, partial=partial if streamed else None)
+    assert response is not None and prompts and prompts[0][0].startswith("[1] ")
+    assert [p.split("] ", 1)[0] for p in prompts[0]] == [f"[{n}" for n in range(1, len(prompts[0]) + 1)]
+    if response.source == "generation":
+        sentences = response.metadata["composed"]["sentences"]
+        assert sentences and " ".join(s["text"] for s in sentences) == response.text
+        assert all(s["support"] >= 0.7 for s in sentences)
+    else:
+        assert response.source == "retrieval" and shown == []
+        assert response.metadata["generation_rejected"]["composed"] is True
+        assert response.metadata["generation_rejected"]["reason"]
+    known = await service.answer(None, KNOWN, nlu.predict([KNOWN])[0], {})
+    assert known is not None and known.source == "retrieval" and len(prompts) == 1  # no model run for it
