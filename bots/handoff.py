@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bots.errors import Conflict, InvalidChange, NotDelivered
-from bots.events import AGENT, ASSIGN, BOT, CSAT, PAUSE, RESTART, RESUME, Event
+from bots.events import ACTION, AGENT, ASSIGN, BOT, CSAT, PAUSE, RESTART, RESUME, Event
 from bots.metrics import Metrics
 from bots.store.analytics import Analytics, AnalyticsQuery
 from bots.store.base import (
@@ -181,9 +181,9 @@ async def _deliver(conversation: Conversation, channels: Mapping[str, Outbox],
 async def hand_back(store: ConversationStore, bot: str, conversation_id: str, agent: str, *,
                     satisfaction: SatisfactionSpec | None = None, channels: Mapping[str, Outbox] | None = None) -> None:
     """The bot has the conversation again: a ``resume`` event (if paused); nobody waits for an agent,
-    and nobody is assigned any more. With ``satisfaction`` (bot.yml ``handoff: satisfaction``), a customer
-    who has not rated the conversation yet is asked to, in their channel (a failed delivery is logged:
-    the hand back stands)."""
+    and nobody is assigned any more. With ``satisfaction`` (bot.yml ``handoff: satisfaction``, unless
+    ``ask_after_agent: false``), a customer who has been neither asked nor rated yet is asked to, in their
+    channel (a failed delivery is logged: the hand back stands)."""
     conversation = await load_existing(store, bot, conversation_id)
     update = SummaryUpdate(handoff=False, waiting_over=True)
     if is_paused(conversation):
@@ -192,13 +192,15 @@ async def hand_back(store: ConversationStore, bot: str, conversation_id: str, ag
         await store.update_summary(bot, conversation_id, update)
     if conversation.summary.assignee is not None:
         await store.assign(bot, conversation_id, None, expected=conversation.summary.assignee)
-    if satisfaction is not None and conversation.summary.csat is None:
+    summary = conversation.summary
+    if satisfaction is not None and satisfaction.ask_after_agent and summary.csat is None \
+            and summary.csat_asked_at is None:
         question = satisfaction_question(satisfaction)
-        await store.append(bot, conversation_id, [Event(BOT, question.to_dict())], SummaryUpdate())
+        await store.append(bot, conversation_id, [Event(BOT, question.to_dict())], SummaryUpdate(csat_asked=True))
         await _deliver(conversation, channels or {}, [question])
 
 
-# -- customer satisfaction: asked at the hand back, answered with a button ----------------
+# -- customer satisfaction: asked at the end, answered with a button ----------------------
 CSAT_PAYLOAD = "/_csat"  # + {"score": N}: never one of a bot's intents (they cannot start with '_')
 _THUMBS = (("\N{THUMBS UP SIGN}", 5), ("\N{THUMBS DOWN SIGN}", 1))
 
@@ -208,6 +210,19 @@ def satisfaction_question(spec: SatisfactionSpec) -> BotResponse:
     answers = _THUMBS if spec.scale == "thumbs" else tuple((str(n), n) for n in range(1, 6))
     return BotResponse(text=spec.question, source="system", metadata={"csat": spec.scale},
                        buttons=tuple(Button(title=t, payload=f'{CSAT_PAYLOAD}{{"score": {n}}}') for t, n in answers))
+
+
+def asked_after_bot(spec: SatisfactionSpec | None, intent: str, events: Sequence[Event], *, paused: bool,
+                    unasked: bool) -> BotResponse | None:
+    """The satisfaction question when this bot turn ends the conversation (``ask_after_bot``: the customer's
+    message was one of those intents, or one of those actions ran): never while a person has the conversation
+    or the customer waits for one (``paused`` after the turn), only to a customer neither asked nor rated
+    before (``unasked``)."""
+    if spec is None or not spec.ask_after_bot or paused or not unasked:
+        return None
+    ended = intent in spec.ask_after_bot or any(
+        e.kind == ACTION and e.data.get("name") in spec.ask_after_bot for e in events)
+    return satisfaction_question(spec) if ended else None
 
 
 def rating_of(payload: object, spec: SatisfactionSpec | None) -> int | None:

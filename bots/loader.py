@@ -33,7 +33,7 @@ from bots.botspec import BotSpec, parse_bot
 from bots.dialogue.rasa_config import rasa_files
 from bots.dialogue.rasa_project import RasaPaths, is_rasa_project, rasa_test_files, read_rasa_paths
 from bots.dialogue.rasa_yaml import Findings
-from bots.dialogue.spec import DialogueSpec, parse_dialogue
+from bots.dialogue.spec import DialogueSpec, parse_dialogue, parse_handoff
 from bots.errors import ConfigError
 from bots.yamlspan import Located, load_located
 
@@ -102,6 +102,12 @@ def _bot_yml_with_rasa(directory: Path, root: Located, findings: Findings) -> tu
         return None
     channels = own.channels if "channels" in top else None
     spec, dialogue = read_rasa_paths(directory, paths, findings, name=own.name, channels=channels)
+    if "handoff" in top:  # Switchboard's own (the hand-off texts, the satisfaction question): kept from bot.yml
+        try:
+            dialogue = replace(dialogue, handoff=parse_handoff(top["handoff"]))
+        except ConfigError as exc:
+            findings.errors.extend(exc.problems)
+            return None
     sections = {**spec.sections, **{k: v for k, v in own.sections.items() if k != "rasa"}}
     spec = replace(spec, description=own.description or spec.description, sections=sections, source="bot.yml",
                    fallback_threshold=own.fallback_threshold if "fallback_threshold" in top

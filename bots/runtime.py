@@ -54,8 +54,8 @@ from bots.dialogue.policies import Ensemble
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
-from bots.events import CSAT, NLU, USER, Event
-from bots.handoff import StoreQueue, bot_turn, is_paused, paused_after, rated, rating_of
+from bots.events import BOT, CSAT, NLU, USER, Event
+from bots.handoff import StoreQueue, asked_after_bot, bot_turn, is_paused, paused_after, rated, rating_of
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
@@ -550,6 +550,7 @@ class Runtime:
         channel = conversation.summary.channel
         frustration = conversation.summary.frustration
         satisfaction, unrated = bot.dialogue.handoff.satisfaction, conversation.summary.csat is None
+        unasked = unrated and conversation.summary.csat_asked_at is None  # the satisfaction question: asked once
         for i, turn in enumerate(pending):
             if i and not await self.store.acquire_lease(bot.name, conversation_id, self._owner,
                                                         self.settings.lease_ttl_s):
@@ -581,8 +582,13 @@ class Runtime:
                                              timestamp=user.timestamp)
             if handed is not None:  # the customer's frustration hands the conversation to a person
                 decision = replace(decision, events=handed, handoff=True)
+            question = None if rating_update is not None else asked_after_bot(  # the bot ended the conversation
+                satisfaction, understanding.intent, decision.events,
+                paused=paused_after(decision.events, state.paused), unasked=unasked)
+            unasked = unasked and question is None and rating_update is None
             nlu = [Event(NLU, understanding.to_dict(), timestamp=user.timestamp)] if rating_update is None else []
-            events = [*nlu, *([mood.event(user.timestamp)] if mood is not None else []), *decision.events]
+            events = [*nlu, *([mood.event(user.timestamp)] if mood is not None else []), *decision.events,
+                      *([Event(BOT, question.to_dict())] if question is not None else [])]
             last = i == len(pending) - 1
             summary = conversation.summary
             done = await self.store.complete(
@@ -591,7 +597,8 @@ class Runtime:
                                          confidence=understanding.confidence,
                                          fallback=True if decision.fallback else None,
                                          sentiment=mood.score if mood is not None else None,
-                                         frustrated_turn=mood is not None and mood.frustrated),
+                                         frustrated_turn=mood is not None and mood.frustrated,
+                                         csat_asked=question is not None),
                 release_lease_of=self._owner if last else None,
                 reminders=changes_for_turn(bot=bot.name, conversation_id=conversation_id, seq=turn.seq,
                                            channel=summary.channel, address=summary.address, user=user,
@@ -621,7 +628,7 @@ class Runtime:
                     if frustration == 0:  # the conversation's first frustrated turn
                         self.metrics.frustrated_conversations.labels(bot.name).inc()
                     frustration += 1
-            self.metrics.messages.labels(bot.name, channel, "out").inc(len(decision.responses))
+            self.metrics.messages.labels(bot.name, channel, "out").inc(len(decision.responses) + (question is not None))
         if complete_window:
             self._remember(key, _Known(state, known.seq if known else 0, conversation.summary.started_at),
                            conversation)

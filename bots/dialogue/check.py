@@ -201,6 +201,12 @@ class _Checker:
         slots = set(d.slots) | {REQUESTED_SLOT, SESSION_STARTED_METADATA_SLOT}
         intents = set(d.intents) | set(DEFAULT_INTENTS)
         actions = set(d.action_names)
+        satisfaction = self.dialogue.handoff.satisfaction
+        for name in satisfaction.ask_after_bot if satisfaction is not None else ():
+            if name not in intents and name not in actions:
+                self.error(satisfaction.where if satisfaction else "",
+                           f"'handoff: satisfaction: ask_after_bot': {name!r} is neither an intent nor an action of "
+                           f"the bot (e.g. goodbye, utter_goodbye, action_restart)")
         for intent in d.intents.values():
             for entity in (*(intent.use_entities or ()), *intent.ignore_entities):
                 if not self._has(entity, d.entities):

@@ -125,12 +125,18 @@ SatisfactionScale = Literal["1-5", "thumbs"]
 
 @dataclass(frozen=True)
 class SatisfactionSpec:
-    """The question a customer is asked when an agent hands the conversation back (bot.yml
-    ``handoff: satisfaction:``), answered with buttons (bots/handoff.py ``ask_satisfaction``)."""
+    """The question a customer is asked at the end of a conversation (bot.yml ``handoff: satisfaction:``),
+    answered with buttons (bots/handoff.py): when an agent hands the conversation back (``ask_after_agent``) and
+    when the bot ends it (``ask_after_bot``: after a turn whose message was one of these intents or in which one
+    of these actions ran, e.g. ``goodbye``, ``utter_goodbye``, ``action_restart``, ``utter_submit_<form>``).
+    Asked once per conversation."""
 
     question: str
     scale: SatisfactionScale = "1-5"
     thanks: str = "Thank you for your feedback!"
+    ask_after_agent: bool = True
+    ask_after_bot: tuple[str, ...] = ()
+    where: str = ""  # bot.yml:LINE of ``ask_after_bot`` (the check names it for an unknown intent or action)
 
 
 @dataclass(frozen=True)
@@ -491,8 +497,10 @@ def _welcome(item: Located, bot: BotSpec, problems: list[str]) -> dict[str, str]
 
 
 def _satisfaction(item: Located, problems: list[str]) -> SatisfactionSpec | None:
-    """``satisfaction: {question: text, scale: 1-5 | thumbs, thanks: text}`` (scale and thanks optional)."""
-    fields = _mapping(item, "'handoff: satisfaction'", ("question", "scale", "thanks"), problems) or {}
+    """``satisfaction: {question: text, scale: 1-5 | thumbs, thanks: text, ask_after_agent: bool, ask_after_bot:
+    [intent or action, ...]}`` (all but the question optional)."""
+    fields = _mapping(item, "'handoff: satisfaction'",
+                      ("question", "scale", "thanks", "ask_after_agent", "ask_after_bot"), problems) or {}
     if not fields:
         return None
     if "question" not in fields:
@@ -505,10 +513,35 @@ def _satisfaction(item: Located, problems: list[str]) -> SatisfactionSpec | None
         problems.append(f"{fields['scale'].where()}: 'handoff: satisfaction: scale' must be '1-5' or 'thumbs', "
                         f"got {str(scale)[:40]!r}")
         return None
+    after_agent = fields["ask_after_agent"].value if "ask_after_agent" in fields else True
+    if not isinstance(after_agent, bool):
+        problems.append(f"{fields['ask_after_agent'].where()}: 'handoff: satisfaction: ask_after_agent' must be "
+                        f"true or false")
+    after_bot: list[str] = []
+    if "ask_after_bot" in fields:
+        listed = fields["ask_after_bot"]
+        for name in listed.value if isinstance(listed.value, list) else [listed]:
+            if not isinstance(name.value, str) or not _NAME.match(name.value):
+                problems.append(f"{name.where()}: 'handoff: satisfaction: ask_after_bot' lists intents or actions "
+                                f"(e.g. [goodbye, action_restart]), got {str(name.value)[:40]!r}")
+            else:
+                after_bot.append(name.value)
     if not question:
         return None
     return SatisfactionSpec(question=question[0], scale=cast(SatisfactionScale, scale),
-                            thanks=thanks[0] if thanks else SatisfactionSpec.thanks)
+                            thanks=thanks[0] if thanks else SatisfactionSpec.thanks,
+                            ask_after_agent=after_agent is not False, ask_after_bot=tuple(dict.fromkeys(after_bot)),
+                            where=fields["ask_after_bot"].where() if "ask_after_bot" in fields else "")
+
+
+def parse_handoff(item: Located) -> HandoffSpec:
+    """bot.yml's ``handoff:`` section alone (a bot.yml that takes its dialogue from Rasa files keeps it:
+    bots/loader.py). ``ConfigError`` with every problem at its line."""
+    problems: list[str] = []
+    handoff = _handoff(item, problems)
+    if problems:
+        raise ConfigError(problems)
+    return handoff
 
 
 def _handoff(item: Located, problems: list[str]) -> HandoffSpec:

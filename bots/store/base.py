@@ -114,6 +114,7 @@ class ConversationSummary:
     # the customer's display name as their channel gave it (bots.types.display_name), pseudonymised like the user
     # id for a bot with ``pii:``; None: the channel gave none
     customer_name: str | None = None
+    csat_asked_at: float | None = None  # when the customer was asked to rate the conversation (asked once)
 
     @property
     def frustrated(self) -> bool:
@@ -143,6 +144,7 @@ class ConversationSummary:
             "csat": self.csat,
             "agent_typing_until": self.agent_typing_until,
             "customer_name": self.customer_name,
+            "csat_asked_at": self.csat_asked_at,
         }
 
     @classmethod
@@ -170,6 +172,7 @@ class ConversationSummary:
             csat=None if d.get("csat") is None else int(d["csat"]),
             agent_typing_until=None if d.get("agent_typing_until") is None else float(d["agent_typing_until"]),
             customer_name=None if d.get("customer_name") is None else str(d["customer_name"]),
+            csat_asked_at=None if d.get("csat_asked_at") is None else float(d["csat_asked_at"]),
         )
 
 
@@ -190,6 +193,7 @@ class SummaryUpdate:
     sentiment: float | None = None  # the customer message's score, folded into min_sentiment
     frustrated_turn: bool = False  # the customer's message was frustrated: frustration + 1
     csat: int | None = None  # the customer rated the conversation: kept only if it was not rated before
+    csat_asked: bool = False  # the customer was asked to rate it (the first time is kept: ``csat_asked_at``)
     agent_replied: bool = False  # an agent wrote to the customer (the first one's time is kept for analytics)
 
 

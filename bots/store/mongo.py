@@ -375,6 +375,8 @@ class MongoStore:
             sets["agent_reply_at"] = {"$ifNull": ["$agent_reply_at", _lit(now)]}
         if summary.csat is not None:  # rated once: a second rating changes nothing
             sets["csat"] = {"$ifNull": ["$csat", _lit(int(summary.csat))]}
+        if summary.csat_asked:
+            sets["csat_asked_at"] = {"$ifNull": ["$csat_asked_at", _lit(now if now is not None else time.time())]}
         if summary.add_tags or summary.remove_tags:
             kept = {"$filter": {"input": {"$ifNull": ["$tags", []]},
                                 "cond": {"$not": [{"$in": ["$$this", _lit(list(summary.remove_tags))]}]}}}

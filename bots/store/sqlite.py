@@ -130,12 +130,13 @@ END;
 _SUMMARY_COLUMNS = (
     "bot, conversation_id, channel, user_id, address, started_at, last_activity, last_intent, "
     "min_confidence, turns, fallback, handoff, flagged, reviewed, tags, waiting_since, min_sentiment, frustration, "
-    "assignee, csat, agent_typing_until, customer_name"
+    "assignee, csat, agent_typing_until, customer_name, csat_asked_at"
 )
 # Columns newer than the first files (added by _upgrade to every file, old or new), then their indexes.
 _ADDED_COLUMNS = {"waiting_since": "REAL", "min_sentiment": "REAL", "frustration": "INTEGER NOT NULL DEFAULT 0",
                   "assignee": "TEXT", "csat": "INTEGER", "agent_typing_until": "REAL", "handoff_at": "REAL",
-                  "agent_reply_at": "REAL", "customer_name": "TEXT"}
+                  "agent_reply_at": "REAL", "customer_name": "TEXT",
+                  "csat_asked_at": "REAL"}
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conv_waiting ON conversations (bot, waiting_since) WHERE waiting_since IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS conv_sentiment ON conversations (bot, min_sentiment)",
@@ -395,7 +396,7 @@ class SQLiteStore:
     def _apply_summary(conn: sqlite3.Connection, bot: str, conversation_id: str,
                        summary: SummaryUpdate, now: float, count_turn: bool) -> None:
         row = conn.execute(
-            "SELECT tags, min_confidence, waiting_since, min_sentiment, handoff_at, agent_reply_at, csat"
+            "SELECT tags, min_confidence, waiting_since, min_sentiment, handoff_at, agent_reply_at, csat, csat_asked_at"
             " FROM conversations WHERE bot=? AND"
             " conversation_id=?",
             (bot, conversation_id),
@@ -426,6 +427,8 @@ class SQLiteStore:
             sets["agent_reply_at"] = now
         if summary.csat is not None and row["csat"] is None:  # rated once: a second rating changes nothing
             sets["csat"] = int(summary.csat)
+        if summary.csat_asked and row["csat_asked_at"] is None:
+            sets["csat_asked_at"] = now
         assignments = ", ".join(f"{k}=?" for k in sets)
         if count_turn:
             assignments += ", turns = turns + 1"
