@@ -135,10 +135,12 @@ def _load_base(settings: GenerationSettings, corpus: Sequence[str], log: Callabl
 def _with_lora(model: nn.Module, settings: GenerationSettings, log: Callable[[str], None]) -> nn.Module:
     """Low-rank adapters (peft) on the base model's attention/MLP projections; only they train."""
     from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
 
     lora = settings.lora
+    transposed = any(isinstance(m, Conv1D) for m in model.modules())  # GPT-2 stores its projections (in, out)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
-                        target_modules=list(lora.target_modules) or None)
+                        target_modules=list(lora.target_modules) or None, fan_in_fan_out=transposed)
     try:
         wrapped = get_peft_model(model, config)  # type: ignore[arg-type]
     except ValueError as exc:  # an architecture peft has no default for, or a module name that is not there
