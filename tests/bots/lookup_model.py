@@ -1,25 +1,31 @@
 """A fixed intent model for dialogue tests on the Rasa fixture projects (no training): a lookup of the
 project's own annotated NLU examples, with overrides, so that a test decides exactly what the NLU answers.
-``project`` copies a fixture project with a fake artifact for it to be served from."""
+``project`` copies a fixture project with a fake artifact for it to be served from; ``lookup_runtime``
+serves such a copy."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from bots.artifact import Manifest, write_manifest
 from bots.botspec import BotSpec
+from bots.runtime import Runtime
+from bots.settings import Settings
+from bots.store.sqlite import SQLiteStore
 from bots.types import Entity, IntentScore, Understanding
 
 RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
+Overrides = Mapping[str, tuple[str, tuple[Entity, ...]]]
 
 
 class LookupModel:
     """Each text's intent and entities as the bot's own annotated examples say, ``overrides`` first;
     an unknown text is the first intent with confidence 0.1."""
 
-    def __init__(self, spec: BotSpec, overrides: Mapping[str, tuple[str, tuple[Entity, ...]]]) -> None:
+    def __init__(self, spec: BotSpec, overrides: Overrides) -> None:
         self.manifest = Manifest(bot=spec.name, version="lookup-1", data_hash="0" * 16, base_model="lookup",
                                  labels=tuple(sorted(spec.intents)), created_at="2026-01-01T00:00:00Z")
         self.known: dict[str, tuple[str, tuple[Entity, ...]]] = {
@@ -51,3 +57,20 @@ def project(tmp_path: Path, name: str, tests: str | None = None) -> Path:
         (bot_dir / "tests").mkdir()
         (bot_dir / "tests" / "test_stories.yml").write_text(tests, encoding="utf-8")
     return bot_dir
+
+
+@contextlib.asynccontextmanager
+async def lookup_runtime(tmp_path: Path, name: str, overrides: Overrides | None = None) -> AsyncIterator[Runtime]:
+    """A Runtime on a SQLite store serving a copy of the fixture project ``name``, understood by a
+    ``LookupModel`` with ``overrides``."""
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, overrides or {})
+
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.start()
+    runtime = Runtime(Settings(data_dir=tmp_path, nlu_max_wait_ms=0.0), store, model_loader=loader)
+    try:
+        await runtime.load_bot(project(tmp_path, name))
+        yield runtime
+    finally:
+        await runtime.aclose()

@@ -14,28 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from bots.botspec import BotSpec
 from bots.dialogue.domain import REQUESTED_SLOT, Domain, Form, Slot
 from bots.dialogue.policies import Tracker
 from bots.events import ACTION, REJECTED
 from bots.runtime import Runtime
-from bots.settings import Settings
-from bots.store.sqlite import SQLiteStore
 from tests.bots.keyword_model import message
-from tests.bots.lookup_model import LookupModel, project
+from tests.bots.lookup_model import lookup_runtime
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {"tell me a joke": ("chitchat", ())})
-
-    store = SQLiteStore(tmp_path / "store.db")
-    await store.start()
-    rt = Runtime(Settings(data_dir=tmp_path, nlu_max_wait_ms=0.0), store, model_loader=loader)
-    await rt.load_bot(project(tmp_path, "forms"))
-    yield rt
-    await rt.aclose()
+    async with lookup_runtime(tmp_path, "forms", {"tell me a joke": ("chitchat", ())}) as rt:
+        yield rt
 
 
 async def test_the_form_asks_again_after_the_chitchat_rule(runtime: Runtime) -> None:

@@ -9,17 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bots.botspec import BotSpec
 from bots.dialogue.actions import InProcessActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
 from bots.nlu.model import _word_spans
 from bots.runtime import Runtime
-from bots.settings import Settings
-from bots.store.sqlite import SQLiteStore
 from tests.bots.keyword_model import say
-from tests.bots.lookup_model import LookupModel, project
+from tests.bots.lookup_model import lookup_runtime
 
 RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
 
@@ -61,15 +58,9 @@ def test_an_undefined_action_a_rule_runs_is_refused_by_check_as_by_serve(tmp_pat
 
 @pytest.fixture
 async def override_runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})  # an unknown text: confidence 0.1, below the fixture's fallback threshold
-
-    store = SQLiteStore(tmp_path / "store.db")
-    await store.start()
-    rt = Runtime(Settings(data_dir=tmp_path, nlu_max_wait_ms=0.0), store, model_loader=loader)
-    await rt.load_bot(project(tmp_path, "fallback_override"))
-    yield rt
-    await rt.aclose()
+    # the lookup model: an unknown text has confidence 0.1, below the fixture's fallback threshold
+    async with lookup_runtime(tmp_path, "fallback_override") as runtime:
+        yield runtime
 
 
 async def test_a_default_action_the_domain_lists_runs_the_projects_own_action(override_runtime: Runtime) -> None:
