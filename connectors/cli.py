@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,10 @@ def tune_serving_process(settings: Settings) -> None:
     import numpy  # noqa: F401 - loads OpenBLAS so that the limit reaches it
 
     threadpool_limits(limits=1, user_api="blas")
+    # The tokenizer (Hugging Face tokenizers) encodes each NLU batch (a few short texts) on its own thread pool
+    # unless told not to: twice the CPU of encoding them in the calling thread, plus waking the pool each batch
+    # (bench/RESULTS.md, "Load"). Read by the library at each call; an operator's own setting stays.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _serve(args: argparse.Namespace) -> int:
