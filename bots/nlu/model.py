@@ -286,17 +286,26 @@ def _word_spans(text: str, spans: list[tuple[str, int, int, list[float]]]) -> li
     """Tagged word pieces as Rasa's tokenizers would have tagged whole words: punctuation alone ("!" of
     "bye-bye!") is never an entity (Rasa drops it before tagging, so a slot never gets such a value); a span
     cut inside a word is widened to the word, punctuation between letters or digits included ("01/01/2020",
-    "ann@example.com" are one token to Rasa's WhitespaceTokenizer); pieces of one word tagged alike join."""
-    out: list[tuple[str, int, int, list[float]]] = []
+    "ann@example.com" are one token to Rasa's WhitespaceTokenizer); the pieces of one word are one entity, of
+    the type that covers most of the word, weighed by confidence (DIET tags a token with one type)."""
+    words: list[tuple[int, int, list[tuple[str, int, list[float]]]]] = []  # start, end, (type, length, scores)
     for kind, start, end, scores in spans:
         if not any(c.isalnum() for c in text[start:end]):
             continue
+        piece = (kind, end - start, scores)
         start, end = _word_bounds(text, start, end)
-        if out and out[-1][0] == kind and start <= out[-1][2]:
-            previous = out[-1]
-            out[-1] = (kind, previous[1], max(end, previous[2]), previous[3] + scores)
-        elif not out or start >= out[-1][2]:  # a word has one tag: the first piece's, if they differ
-            out.append((kind, start, end, scores))
+        if words and start < words[-1][1]:
+            first, last, pieces = words[-1]
+            words[-1] = (first, max(end, last), [*pieces, piece])
+        else:
+            words.append((start, end, [piece]))
+    out: list[tuple[str, int, int, list[float]]] = []
+    for start, end, pieces in words:
+        weight: dict[str, float] = {}
+        for kind, length, scores in pieces:
+            weight[kind] = weight.get(kind, 0.0) + length * sum(scores) / len(scores)
+        best = max(weight, key=lambda k: weight[k])
+        out.append((best, start, end, [x for kind, _, scores in pieces if kind == best for x in scores]))
     return out
 
 

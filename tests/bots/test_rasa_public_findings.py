@@ -91,8 +91,12 @@ def test_an_entity_is_whole_words_as_rasas_tokenizers_cut_them() -> None:
     assert _word_spans(date, [("date", 0, 3, [0.9]), ("date", 5, 10, [0.7])]) == [("date", 0, 10, [0.9, 0.7])]
     mail = "write to ann@example.com today"
     assert _word_spans(mail, [("email", 9, 12, [0.8])]) == [("email", 9, 24, [0.8])]
-    # a word has one tag; punctuation alone is no entity; words apart stay apart; an edge "!" is not a word
-    assert _word_spans(date, [("date", 0, 3, [0.9]), ("time", 5, 10, [0.7])]) == [("date", 0, 10, [0.9])]
+    # a word is one entity, of the type covering most of it by confidence ('mario.rossi@email.com': name on
+    # "mario" and "rossi", e-mail on "@email.com"); punctuation alone is no entity; words apart stay apart
+    address = "mario.rossi@email.com"
+    pieces = [("name", 0, 5, [0.5]), ("email", 5, 6, [1.0]), ("name", 6, 11, [0.98]), ("email", 11, 21, [0.94])]
+    assert _word_spans(address, pieces) == [("email", 0, 21, [0.94])]  # "." alone counts for nothing
+    assert _word_spans(date, [("date", 0, 3, [0.9]), ("time", 5, 10, [0.7])]) == [("time", 0, 10, [0.7])]
     assert _word_spans("bye-bye!", [("movie", 7, 8, [1.0])]) == []
     assert _word_spans("from Paris to Rome!", [("city", 5, 10, [1.0]), ("city", 14, 18, [1.0])]) == [
         ("city", 5, 10, [1.0]), ("city", 14, 18, [1.0])]
