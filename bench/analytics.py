@@ -5,7 +5,7 @@
 The store creates the file (schema and indexes, as served); the conversations' summary rows are then
 written with one ``executemany`` (the store API would take minutes for the same rows): 3 bots, 4
 channels, 90 days, 40 intents, 12 % fallbacks, 18 % handed off of which 80 % got an agent reply
-(1 s to 2 h later). Then it times, ``--repeat`` times each (median, min..max, in ms):
+(1 s to 2 h later), 6 % rated by the customer (1-5). Then it times, ``--repeat`` times each (median, min..max, in ms):
 
 * ``SQLiteStore.analytics`` over everything, one bot, and one bot's last 30 days;
 * the bulk export (``connectors.review.exports.export_lines``, what the route streams) of every
@@ -52,7 +52,7 @@ def rows(n: int, now: float, seed: int = 7) -> list[tuple[object, ...]]:
         out.append((rng.choice(BOTS), f"c{i:07d}", rng.choice(CHANNELS), f"u{i}", "{}", started,
                     started + rng.uniform(1, 900), rng.choice(INTENTS), rng.random(), rng.randint(1, 12),
                     int(rng.random() < 0.12), int(handed and rng.random() < 0.3), 0, 0, "[]", 2, handoff_at,
-                    reply_at))
+                    reply_at, rng.randint(1, 5) if rng.random() < 0.06 else None))
     return out
 
 
@@ -69,7 +69,7 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
     await store._write(lambda conn: conn.executemany(  # bulk fill, see the docstring
         "INSERT INTO conversations (bot, conversation_id, channel, user_id, address, started_at, last_activity,"
         " last_intent, min_confidence, turns, fallback, handoff, flagged, reviewed, tags, next_seq, handoff_at,"
-        " agent_reply_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data))
+        " agent_reply_at, csat) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data))
     await store._write(lambda conn: conn.execute("ANALYZE"))
     print(f"filled {args.conversations} conversations in {time.perf_counter() - t0:.1f} s")
     for label, query in (("everything", AnalyticsQuery()), ("one bot", AnalyticsQuery(bot="shop")),
@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
         total = result.total
         print(f"analytics, {label}: {spread(times)}; {total.conversations} conversations, containment "
               f"{total.containment_rate:.3f}, first reply p50 {total.reply_p50_s:.0f} s p90 {total.reply_p90_s:.0f} s, "
-              f"{len(result.by_day)} days")
+              f"{total.rated} rated (average {total.csat_average:.2f}), {len(result.by_day)} days")
     for fmt in ("csv", "jsonl"):
         times, size, lines = [], 0, 0
         for traced in [False] * max(1, args.repeat // 2) + [True]:  # timed untraced; one traced run for memory

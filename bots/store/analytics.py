@@ -9,7 +9,9 @@ covering index; MongoDB: ``bot_started``/``started``); ``build`` turns them into
 * fallback rate: conversations where the bot did not understand at least once / all;
 * time to first agent reply: from the hand-off (the customer starts waiting) to the first agent
   message, p50 and p90 over the conversations that got one;
-* busiest intents: conversations by their last understood intent, most first.
+* busiest intents: conversations by their last understood intent, most first;
+* satisfaction: the conversations the customer rated (bot.yml ``handoff: satisfaction``) and their average
+  rating (1-5; thumbs count 5 up, 1 down), read through the partial index of the rated ones.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Figures:
     agent_replied: int = 0
     reply_p50_s: float | None = None
     reply_p90_s: float | None = None
+    rated: int = 0
+    csat_average: float | None = None
 
     @property
     def containment_rate(self) -> float | None:
@@ -76,7 +80,8 @@ class Figures:
                 "agent_replied": self.agent_replied, "containment_rate": self.containment_rate,
                 "handoff_rate": rate(self.handed_off, self.conversations),
                 "fallback_rate": rate(self.fallback, self.conversations),
-                "first_reply_p50_s": self.reply_p50_s, "first_reply_p90_s": self.reply_p90_s}
+                "first_reply_p50_s": self.reply_p50_s, "first_reply_p90_s": self.reply_p90_s,
+                "rated": self.rated, "csat_average": self.csat_average}
 
 
 @dataclass(frozen=True)
@@ -95,30 +100,37 @@ class Analytics:
                 "intents": [{"intent": i, "conversations": n} for i, n in self.intents]}
 
 
-def _figures(rows: Iterable[AnalyticsRow], replies: list[float]) -> Figures:
+def _figures(rows: Iterable[AnalyticsRow], replies: list[float], scores: Sequence[int] = ()) -> Figures:
     rows = list(rows)
     replies.sort()
     return Figures(sum(r.conversations for r in rows), sum(r.handed_off for r in rows), sum(r.fallback for r in rows),
-                   sum(r.agent_replied for r in rows), percentile(replies, 0.5), percentile(replies, 0.9))
+                   sum(r.agent_replied for r in rows), percentile(replies, 0.5), percentile(replies, 0.9),
+                   len(scores), sum(scores) / len(scores) if scores else None)
 
 
 def build(rows: Iterable[AnalyticsRow], replies: Iterable[tuple[str, str, str, float]],
-          intents: Iterable[tuple[str, int]]) -> Analytics:
+          intents: Iterable[tuple[str, int]], ratings: Iterable[tuple[str, str, str, int]] = ()) -> Analytics:
     """``replies``: (day, bot, channel, seconds from hand-off to the first agent reply) per conversation;
-    ``intents``: (last intent, conversations), merged over bots and channels."""
+    ``intents``: (last intent, conversations), merged over bots and channels; ``ratings``: (day, bot, channel,
+    the customer's rating) per rated conversation."""
     rows = list(rows)
     replies = list(replies)
+    ratings = list(ratings)
     out: dict[str, dict[str, Figures]] = {}
     for name, i in (("day", 0), ("bot", 1), ("channel", 2)):
         keyed_rows: dict[str, list[AnalyticsRow]] = defaultdict(list)
         keyed_replies: dict[str, list[float]] = defaultdict(list)
+        keyed_scores: dict[str, list[int]] = defaultdict(list)
         for r in rows:
             keyed_rows[(r.day, r.bot, r.channel)[i]].append(r)
         for day, bot, channel, seconds in replies:
             keyed_replies[(day, bot, channel)[i]].append(seconds)
-        out[name] = {k: _figures(v, keyed_replies[k]) for k, v in keyed_rows.items()}
+        for day, bot, channel, score in ratings:
+            keyed_scores[(day, bot, channel)[i]].append(score)
+        out[name] = {k: _figures(v, keyed_replies[k], keyed_scores[k]) for k, v in keyed_rows.items()}
     counts: dict[str, int] = defaultdict(int)
     for intent, n in intents:
         counts[intent] += n
     busiest = tuple(sorted(counts.items(), key=lambda x: (-x[1], x[0]))[:TOP_INTENTS])
-    return Analytics(_figures(rows, [r[3] for r in replies]), out["day"], out["bot"], out["channel"], busiest)
+    return Analytics(_figures(rows, [r[3] for r in replies], [r[3] for r in ratings]), out["day"], out["bot"],
+                     out["channel"], busiest)

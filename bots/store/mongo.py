@@ -692,7 +692,10 @@ class MongoStore:
             intents = [(d["_id"], d["n"]) async for d in await self._convs.aggregate([
                 {"$match": {**where, "last_intent": {"$type": "string"}}},
                 {"$group": {"_id": "$last_intent", "n": {"$sum": 1}}}])]
-        return build_analytics(rows, replies, intents)
+            ratings = [(d["day"], d["bot"], d["channel"], int(d["csat"])) async for d in await self._convs.aggregate([
+                {"$match": {**where, "csat": {"$gte": 1}}},
+                {"$project": {"_id": 0, "day": day, "bot": 1, "channel": 1, "csat": 1}}])]
+        return build_analytics(rows, replies, intents, ratings)
 
     async def waiting(self, bot: str, *, until: float | None = None) -> base.Waiting:
         since: dict[str, float] = {"$gt": 0.0}  # set: a number (null and missing are not)

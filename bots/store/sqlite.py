@@ -655,7 +655,10 @@ class SQLiteStore:
             intents = conn.execute(
                 f"SELECT last_intent, COUNT(*) FROM conversations WHERE {where} AND last_intent IS NOT NULL"  # noqa: S608
                 " GROUP BY 1", params).fetchall()
-            return build_analytics(rows, replies, intents)
+            ratings = conn.execute(  # the rated few, through their partial index (conv_csat)
+                f"SELECT {day}, bot, channel, csat FROM conversations INDEXED BY conv_csat WHERE {where}"  # noqa: S608
+                " AND csat IS NOT NULL", params).fetchall()
+            return build_analytics(rows, replies, intents, ratings)
 
         return await self._run(read)
 

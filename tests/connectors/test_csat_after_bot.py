@@ -113,6 +113,10 @@ def test_the_web_customer_is_asked_once_when_the_bot_ends_the_conversation(serve
     assert [r["text"] for r in thanked] == [THANKS]
     assert served.get(base).json()["summary"]["csat"] == 4
     assert 'switchboard_csat_ratings_total{bot="tiny",score="4"} 1.0' in served.get("/metrics").text
+    total = served.get("/review/api/analytics?bot=tiny").json()["total"]  # in the team lead's figures too
+    assert (total["rated"], total["csat_average"]) == (1, 4.0)
+    page = served.get("/review/analytics")
+    assert page.status_code == 200 and "4.0 / 5" in page.text and "(1 rated)" in page.text
     assert served.post(f"{base}/handback", headers=h).status_code == 200  # rated: the hand back asks nothing
     assert not any(e["kind"] == "bot" and e["data"]["text"] == QUESTION
                    for e in served.get(base).json()["turns"][-1]["events"])
