@@ -320,3 +320,25 @@ def test_the_customers_name_from_the_widget_is_shown_as_text_everywhere(
         expect(phone.locator("td.customer")).to_have_text([NAME])
         _fits(phone)
         assert phone.evaluate("window.pwned") is None
+
+
+def test_the_canned_replies_and_audit_pages_fit_a_390px_phone(replicas: tuple[str, str, Path],
+                                                               browser: Browser) -> None:
+    """Admins' pages on a phone: a long canned reply and the audit log's wide rows stay inside the screen (the
+    tables scroll inside themselves)."""
+    first, _, _ = replicas
+    for page in page_of(browser, 390, 844):
+        sign_in(page, first, "ada")
+        page.get_by_role("link", name="Canned replies").click()
+        page.get_by_label("Name").fill("long-reply")
+        page.get_by_label("Text").fill("Thanks for waiting! " * 12 + "{order_id} " + "x" * 120)
+        page.get_by_role("button", name="Save reply").click()
+        expect(page.locator("#canned-table")).to_contain_text("/long-reply")
+        expect(page.get_by_role("button", name="Save reply")).to_be_visible()
+        _fits(page)
+        shot(page, "42-phone-canned-replies")
+        page.get_by_role("link", name="Audit log").click()
+        expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+        expect(page.locator("table.list")).to_contain_text("save_canned_reply")
+        _fits(page)
+        shot(page, "43-phone-audit-log")
