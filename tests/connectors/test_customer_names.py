@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from bots.settings import Settings
+from bots.types import ConversationRef
 from connectors.review.canned import fill
+from tests.bots.keyword_model import copy_bot, start_runtime
 from tests.conftest import ADMIN_TOKEN
 from tests.connectors.test_review_api import review as review  # the fixture
 from tests.connectors.test_review_api import sign_in
@@ -189,3 +191,16 @@ def test_agents_see_and_search_the_name_and_canned_replies_fall_back_to_it(revie
     review.post("/bots/tiny/webhooks/web", json={"conversation_id": "c3", "message_id": "m1", "text": "hi",
                                                  "name": "=HYPERLINK(1)"})
     assert "'=HYPERLINK(1)" in review.get("/review/api/conversations/export?format=csv").text
+
+
+async def test_the_welcome_stores_the_name_the_widget_opened_with(tmp_path: Path) -> None:
+    """A bot with a web ``welcome:`` stores the conversation when the chat opens: with the customer's name."""
+    runtime = await start_runtime(copy_bot(tmp_path, extra_yaml='welcome:\n  web: "Hi there!"\n'),
+                                  tmp_path / "data" / "conversations.db")
+    try:
+        ref = ConversationRef(bot="shop", channel="web", conversation_id="w1")
+        assert [r.text for r in await runtime.open(ref, customer_name="Ada  Lovelace")] == ["Hi there!"]
+        summary = await runtime.summary("shop", "w1")
+        assert summary is not None and summary.customer_name == "Ada Lovelace"
+    finally:
+        await runtime.aclose()
