@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from tests.bots.test_store_contract import answer
 from tests.bots.test_store_contract import open_store as open_store  # the fixture (both stores)
 from tests.bots.test_store_contract import say as store_say
 from tests.connectors.test_review_api import add_users, serving, sign_in
-from tests.connectors.test_review_csat import UNSURE
+from tests.connectors.test_review_csat import UNSURE, _send
 from tests.connectors.test_telegram import deliver as telegram_deliver
 from tests.connectors.test_telegram import telegram_channel
 from tests.fixtures.fake_telegram import FakeTelegram, callback_update, text_update
@@ -88,13 +87,6 @@ def served(tiny_bot_dir: Path, tmp_path: Path, settings: Settings) -> Iterator[T
     add_users(settings.data_dir, ann="agent")
     with serving(settings, [bot]) as client:
         yield client
-
-
-def _send(client: TestClient, conversation_id: str, text: str, payload: str | None = None) -> list[dict[str, Any]]:
-    r = client.post("/bots/tiny/webhooks/web", json={"conversation_id": conversation_id, "text": text,
-                                                      "payload": payload, "message_id": f"m{time.monotonic_ns()}"})
-    assert r.status_code == 200, r.text
-    return list(r.json()["responses"])
 
 
 def _asked(responses: list[dict[str, Any]]) -> bool:

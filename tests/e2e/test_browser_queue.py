@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from bots.events import SLOT, Event
 from bots.store.base import SummaryUpdate
@@ -105,6 +105,17 @@ def _open_queue(page: Page, url: str, username: str) -> None:
     sign_in(page, url, username)
     page.get_by_role("link", name="Live queue").click()
     expect(page.get_by_role("heading", name="Live queue")).to_be_visible()
+
+
+def _asks_for_a_person(customer: Page, shop_url: str) -> tuple[Locator, str]:
+    """A customer on the shop page opens the chat and asks for a person: the chat's log and conversation id."""
+    customer.goto(shop_url)
+    customer.get_by_role("button", name="Open chat").click()
+    customer.get_by_label("Your message").fill("I want to talk to a human")
+    customer.keyboard.press("Enter")
+    log = customer.get_by_role("log", name="Conversation")
+    expect(log.locator(".msg.bot")).to_have_text(["Let me get a colleague for you."])
+    return log, str(customer.evaluate("window.SwitchboardWidget.conversationId()"))
 
 
 def _fits(page: Page, width: int = 390) -> None:
@@ -258,13 +269,7 @@ def test_the_web_customer_sees_the_agent_typing_and_rates_with_buttons(
     reach the customer through the store."""
     _, second, _ = replicas
     for customer in page_of(browser, 1024, 760):
-        customer.goto(REPLICAS_SITE[0])
-        customer.get_by_role("button", name="Open chat").click()
-        customer.get_by_label("Your message").fill("I want to talk to a human")
-        customer.keyboard.press("Enter")
-        log = customer.get_by_role("log", name="Conversation")
-        expect(log.locator(".msg.bot")).to_have_text(["Let me get a colleague for you."])
-        conversation = customer.evaluate("window.SwitchboardWidget.conversationId()")
+        log, conversation = _asks_for_a_person(customer, REPLICAS_SITE[0])
 
         sign_in(ann, second, "ann")
         ann.goto(f"{second}/review/bots/tiny/conversations/{conversation}")
@@ -292,13 +297,7 @@ def test_the_customers_name_from_the_widget_is_shown_as_text_everywhere(
     it in the queue, the conversation list (searched by it) and the transcript, inert, also at 390 px."""
     first, second, _ = replicas
     for customer in page_of(browser, 1024, 760):
-        customer.goto(REPLICAS_SITE[0] + "/named")
-        customer.get_by_role("button", name="Open chat").click()
-        customer.get_by_label("Your message").fill("I want to talk to a human")
-        customer.keyboard.press("Enter")
-        log = customer.get_by_role("log", name="Conversation")
-        expect(log.locator(".msg.bot")).to_have_text(["Let me get a colleague for you."])
-        conversation = customer.evaluate("window.SwitchboardWidget.conversationId()")
+        _, conversation = _asks_for_a_person(customer, REPLICAS_SITE[0] + "/named")
 
     _open_queue(ann, second, "ann")
     item = ann.locator(".queue-item", has_text=conversation)
