@@ -48,7 +48,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ANNOTATION = re.compile(r"\[(?P<text>[^\[\]]+)\](?:\((?P<paren>[^()]+)\)|(?P<json>\{[^{}]*\})"
                          r"|\[(?P<list>\{[^\[\]]*\})\])")
 # ``{slot}`` in a response; names may hold '-' (``{amount-of-money}``), as Rasa's interpolation reads them.
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+# ``{{`` and ``}}`` are a literal brace, as in Rasa's (str.format) interpolation: a button payload
+# '/inform{{"size": "large"}}' is sent as /inform{"size": "large"}. One left-to-right scan reads both.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 
 # Sections validated elsewhere (dialogue engine, answers, training) but allowed here.
 _SECTIONS = {
@@ -180,14 +182,14 @@ def parse_example(raw: str) -> Example:
 
 
 def placeholders(template: str) -> set[str]:
-    return set(_PLACEHOLDER.findall(template))
+    return {m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1)}
 
 
 def fill_template(variants: tuple[str, ...] | list[str], values: Mapping[str, str]) -> str | None:
     """The first variant whose placeholders are all known, filled; ``None`` if none is."""
     for variant in variants:
         if placeholders(variant) <= values.keys():
-            return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), variant)
+            return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) else m.group(0)[0], variant)
     return None
 
 

@@ -886,7 +886,8 @@ def variation_response(v: ResponseVariation, values: Mapping[str, str], name: st
     """A chosen response variation as a reply: text with ``{slot}`` filled (never a raw placeholder), buttons
     (payload or URL), image, attachment and custom payload, each channel renders them (docs/channels.md)."""
     text = render((v.text,), values) if v.text else ""
-    buttons = tuple(Button(title=render((b.title,), values), payload=b.payload, url=b.url) for b in v.buttons)
+    buttons = tuple(Button(title=render((b.title,), values), payload=render((b.payload,), values) if b.payload
+                           else b.payload, url=b.url) for b in v.buttons)  # a payload is filled as Rasa fills it
     metadata: dict[str, Any] = {"response": name}
     if v.metadata:
         metadata["response_metadata"] = dict(v.metadata)

@@ -15,7 +15,7 @@ from bots.errors import ConfigError
 from bots.loader import load_bot_folder
 from bots.nlu.model import _word_spans
 from bots.runtime import Runtime
-from tests.bots.keyword_model import say
+from tests.bots.keyword_model import message, say
 from tests.bots.lookup_model import lookup_runtime
 
 RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
@@ -100,3 +100,18 @@ def test_an_entity_is_whole_words_as_rasas_tokenizers_cut_them() -> None:
     assert _word_spans("bye-bye!", [("movie", 7, 8, [1.0])]) == []
     assert _word_spans("from Paris to Rome!", [("city", 5, 10, [1.0]), ("city", 14, 18, [1.0])]) == [
         ("city", 5, 10, [1.0]), ("city", 14, 18, [1.0])]
+
+
+async def test_doubled_braces_in_a_response_are_literal_braces_and_a_payload_is_filled(tmp_path: Path) -> None:
+    # The eco-travel project's buttons say '/inform_sustainability_preference{{"sustainability_level": ...}}':
+    # Rasa's interpolation (str.format) sends /inform_sustainability_preference{"sustainability_level": ...}.
+    # Switchboard sent the doubled braces, the payload did not parse, the click was read as typed text and the
+    # form asked again.
+    bot = "button_payloads"
+    async with lookup_runtime(tmp_path, bot) as runtime:
+        [question] = await runtime.handle(message("hello", bot=bot))
+        assert question.text == "Which size? {S} or {L}"
+        assert [(b.title, b.payload) for b in question.buttons] == [
+            ("Small {S}", '/choose_size{"size": "small"}'), ("Large {L}", '/choose_size{"size": "large"}')]
+        answer = await runtime.handle(message("Large {L}", bot=bot, payload=question.buttons[1].payload))
+        assert [r.text for r in answer] == ["A large shirt, noted."]
