@@ -49,6 +49,15 @@ from bots.store.text import turn_words
 ROOT = Path(__file__).resolve().parent.parent
 INTENTS = ("cancel_order", "track_order", "greet", "contact_human_agent")
 CHANNELS = ("web", "slack", "telegram")
+# customers' names, FIRST x LAST (1,000 names, each on 1 conversation in 1,000): not drawn from the random
+# generator, so every other figure is measured on the same conversations as before names were stored
+FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Ken", "Radia",
+         "Tim", "Sophie", "Linus", "Guido", "Niklaus", "Hedy", "Claude", "Katherine", "Dennis", "Shafi", "Leslie",
+         "Tony", "Jean", "Fran")
+LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "McCarthy", "Hamilton", "Thompson",
+        "Perlman", "Berners-Lee", "Wilson", "Torvalds", "Rossum", "Wirth", "Lamarr", "Shannon", "Johnson", "Ritchie",
+        "Goldwasser", "Lamport", "Hoare", "Sammet", "Bilas", "Backus", "Kay", "Cerf", "Kahn", "Engelbart", "Floyd",
+        "Hollerith", "Babbage", "Boole", "Church", "Gödel", "Neumann", "Zuse", "Wozniak", "Goldberg")
 DAY = 86_400.0
 
 
@@ -67,6 +76,7 @@ def _queries() -> list[tuple[str, str]]:
         ("yesterday", f"bot=tiny&since={yesterday}&until={yesterday}&tz=0"),
         ("yesterday + confidence < 0.5", f"bot=tiny&since={yesterday}&until={yesterday}&tz=0&confidence_below=0.5"),
         ("free text 'refund'", "bot=tiny&q=refund"),
+        ("customer name 'ada lovelace'", "bot=tiny&customer=ada%20lovelace"),
         ("page 1000 (offset 49 950)", "bot=tiny&page=1000"),
     ]
 
@@ -77,6 +87,7 @@ class Generated:
     def __init__(self, i: int, rng: random.Random, now: float) -> None:
         self.cid = f"c{i:06d}"
         self.user_id = f"u{i}"
+        self.name = f"{FIRST[i % len(FIRST)]} {LAST[(i // len(FIRST)) % len(LAST)]}"
         self.intent = rng.choice(INTENTS)
         self.confidence = round(rng.uniform(0.2, 1.0), 3)
         topic = "I want a refund for order" if rng.random() < 0.01 else "where is my order"
@@ -107,7 +118,7 @@ async def fill(store: ConversationStore, conversations: list[Generated], concurr
 
     async def one(c: Generated) -> None:
         async with gate:
-            result = await store.enqueue("tiny", c.cid, c.channel, c.user_id, {}, "m1", c.user)
+            result = await store.enqueue("tiny", c.cid, c.channel, c.user_id, {}, "m1", c.user, customer_name=c.name)
             await store.complete("tiny", c.cid, result.turn.seq, c.reply(time.time()), c.summary)
             if c.marks is not None:
                 await store.update_summary("tiny", c.cid, c.marks)
@@ -123,7 +134,7 @@ def _bulk_docs(c: Generated, at: float) -> tuple[dict[str, Any], dict[str, Any]]
     summary = ConversationSummary(
         "tiny", c.cid, c.channel, c.user_id, {}, started_at=c.started, last_activity=at, last_intent=c.intent,
         min_confidence=c.confidence, turns=1, fallback=bool(c.summary.fallback), flagged=bool(marks.flagged),
-        tags=marks.add_tags)
+        tags=marks.add_tags, customer_name=c.name)
     conversation = {"_id": conversation_key("tiny", c.cid), **summary.to_dict(), "next_seq": 2, "lease_owner": None,
                     "lease_expires": 0.0, "applied": [1]}
     events = (c.user, *c.reply(at))
