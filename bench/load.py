@@ -6,6 +6,7 @@ pipeline per request behind FastAPI, bench/naive_server.py) in the same run.
     python bench/load.py --bot examples/support --concurrency 50 --duration 30 --rate 300 --runs 5 # 300 msg/s
     python bench/load.py --mongodb --skip-baseline --duration 10 --rate 50    # store: SecantusDB (MongoDB protocol)
     python bench/load.py --bot tests/data/rasa/moodbot --skip-baseline        # a story-driven Rasa project
+    python bench/load.py --rate 300 --turns 10 --skip-baseline                # conversations of 10 messages
 
 Prints, per run and server: msgs/s, p50/p95/p99 latency, errors, the server's CPU time per answered
 message, RSS and time to ready, and for Switchboard the mean texts per NLU batch in the window (its
@@ -51,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,18 +99,21 @@ class Message:
 @dataclass(frozen=True)
 class Workload:
     """What the customers say. Without ``stories`` each customer keeps one conversation going and says
-    ``texts`` in turn (customer n starts at text n); with them each customer plays stories one after
-    another (customer n starts at story n), each a new conversation, its user turns in order."""
+    ``texts`` in turn (customer n starts at text n), or, with ``turns``, starts a new conversation every
+    ``turns`` messages (the same texts in the same order); with ``stories`` each customer plays stories one
+    after another (customer n starts at story n), each a new conversation, its user turns in order."""
 
     source: str
     texts: tuple[str, ...] = ()
     stories: tuple[tuple[tuple[str, str | None], ...], ...] = ()
+    turns: int = 0  # messages per conversation with ``texts`` (0: one conversation per customer)
 
     def messages(self, customer: int) -> Iterator[Message]:
         if not self.stories:
             i = 0
             while True:
-                yield Message(str(customer), f"m{i}", self.texts[(customer + i) % len(self.texts)])
+                conversation = f"{customer}-{i // self.turns}" if self.turns else str(customer)
+                yield Message(conversation, f"m{i}", self.texts[(customer + i) % len(self.texts)])
                 i += 1
         played = 0
         while True:
@@ -644,9 +648,12 @@ def main(argv: list[str] | None = None) -> None:
                         "over the measured window (.txt collapsed stacks, .json speedscope, else SVG)")
     parser.add_argument("--rate", type=float, help="messages per second over all customers, at random (Poisson) "
                                                     "moments; default: each customer sends again as soon as answered")
+    parser.add_argument("--turns", type=int, default=0, help="a bot.yml bot's customers start a new conversation "
+                        "every N messages (default: one conversation each, which most of them end waiting for a "
+                        "person: bench/RESULTS.md)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.duration <= 0 or args.concurrency < 1:
-        parser.error("--runs and --concurrency must be at least 1, --duration above 0")
+    if args.runs < 1 or args.duration <= 0 or args.concurrency < 1 or args.turns < 0:
+        parser.error("--runs and --concurrency must be at least 1, --duration above 0, --turns 0 or more")
     if not Path("/proc/self/stat").is_file():
         raise SystemExit("this bench reads CPU times from /proc: Linux only")
     if args.mongodb:
@@ -658,6 +665,12 @@ def main(argv: list[str] | None = None) -> None:
     secantus = None
     try:
         bot_dir, spec, workload = prepare_bot(args.bot, workdir)
+        if args.turns:
+            if workload.stories:
+                parser.error("--turns is for a bot.yml bot's questions: a Rasa project's stories are "
+                             "conversations already")
+            workload = replace(workload, turns=args.turns,
+                               source=f"{workload.source}, a new conversation every {args.turns} messages")
         if args.mongodb:
             from tests.fixtures.mongo import SecantusServer
 

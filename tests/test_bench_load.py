@@ -73,6 +73,14 @@ def test_questions_keep_one_conversation_per_customer() -> None:
         ("1", "m0", "b", None), ("1", "m1", "c", None), ("1", "m2", "a", None), ("1", "m3", "b", None)]
 
 
+def test_questions_with_turns_start_a_new_conversation_every_n_messages_same_texts() -> None:
+    workload = load.Workload("three", texts=("a", "b", "c"), turns=2)
+    messages = workload.messages(1)
+    got = [next(messages) for _ in range(5)]
+    assert [(m.conversation, m.message_id, m.text) for m in got] == [
+        ("1-0", "m0", "b"), ("1-0", "m1", "c"), ("1-1", "m2", "a"), ("1-1", "m3", "b"), ("1-2", "m4", "c")]
+
+
 def test_rasa_test_stories_are_played_in_order_one_conversation_each() -> None:
     workload = load.story_workload(RASA / "moodbot")
     assert workload.stories[0] == (("hello there!", None), ("amazing", None))
