@@ -497,8 +497,9 @@ class _ReplayRun(_StoryRun):
                 predicted = self._predict(rejected)
             ran = target
             if step.kind == "bot":   # an end-to-end bot text: right when the predicted response can say it
-                ran = predicted
-                if target in {v.text for v in t.domain.responses.get(predicted, ())}:
+                ran = predicted      # (a retrieval action, utter_faq, says one of its utter_faq/<key> responses)
+                said = [predicted, *(n for n in t.domain.responses if n.startswith(f"{predicted}/"))]
+                if target in {v.text for name in said for v in t.domain.responses.get(name, ())}:
                     predicted = target
             self._compare(target, predicted, step.where, i)
             if ran == t.loop:
