@@ -15,13 +15,17 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
+from bots.pii import PSEUDONYM_PREFIX
 from bots.settings import Settings
 from bots.types import ConversationRef
 from connectors.review.canned import fill
 from tests.bots.keyword_model import copy_bot, start_runtime
+from tests.bots.test_pii_runtime import bot_with_pii
+from tests.bots.test_pii_runtime import pii_settings as pii_settings  # the fixture (both stores)
+from tests.bots.test_pii_store import everything_stored
 from tests.conftest import ADMIN_TOKEN
 from tests.connectors.test_review_api import review as review  # the fixture
-from tests.connectors.test_review_api import sign_in
+from tests.connectors.test_review_api import serving, sign_in
 from tests.connectors.test_slack import FlakyStore, _ready, dm, event_body
 from tests.connectors.test_slack import _client as slack_client
 from tests.connectors.test_slack import deliver as slack_deliver
@@ -31,6 +35,8 @@ from tests.fixtures.fake_slack import FakeSlack
 from tests.fixtures.fake_slack import fake_slack as fake_slack  # the fixture
 from tests.fixtures.fake_telegram import FakeTelegram, callback_update, text_update
 from tests.fixtures.fake_telegram import fake_telegram as fake_telegram  # the fixture
+from tests.fixtures.mongo import mongo_uri as mongo_uri
+from tests.fixtures.mongo import secantus as secantus
 from tests.fixtures.web_widget import widget_socket
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -204,3 +210,26 @@ async def test_the_welcome_stores_the_name_the_widget_opened_with(tmp_path: Path
         assert summary is not None and summary.customer_name == "Ada Lovelace"
     finally:
         await runtime.aclose()
+
+
+def test_a_pii_bot_never_stores_or_shows_the_raw_name(tiny_bot_dir: Path, tmp_path: Path, pii_settings: Settings,
+                                                       request: pytest.FixtureRequest) -> None:
+    """Through the web channel on both stores: the name becomes its keyed pseudonym, shown as such in the
+    queue, found by the whole name (not by a part), and never written raw."""
+    bot = bot_with_pii(tiny_bot_dir, tmp_path, "pii: true\nrules:\n  - intent: contact_human_agent\n"
+                                               "    handoff: true\n")
+    with serving(pii_settings, [bot]) as client:
+        for mid, text in (("m1", "hello"), ("m2", "I want to talk to a human")):
+            r = client.post("/bots/tiny/webhooks/web", json={"conversation_id": "p1", "message_id": mid,
+                                                             "text": text, "name": "Zelda Quux"})
+            assert r.status_code == 200, r.text
+        name = customer_name(client, "p1")
+        assert name is not None and name.startswith(PSEUDONYM_PREFIX)
+        [item] = client.get("/review/api/queue", headers=AUTH).json()["items"]
+        assert item["customer"] == name
+        found = client.get("/review/api/conversations?bot=tiny&customer=Zelda%20Quux", headers=AUTH).json()["items"]
+        assert [c["conversation_id"] for c in found] == ["p1"]
+        assert client.get("/review/api/conversations?bot=tiny&customer=Zelda", headers=AUTH).json()["items"] == []
+        stored = everything_stored(client.app.state.runtime.store, request, pii_settings.data_dir)  # type: ignore[attr-defined]
+    for raw in ("Zelda", "Quux"):
+        assert raw not in stored
