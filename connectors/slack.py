@@ -35,7 +35,8 @@ Conversation ids: ``slack:<team>:<channel>``, or ``slack:<team>:<channel>:<threa
 
 The customer's name (shown to agents in the review UI) is looked up once per user with ``users.info`` (the
 ``users:read`` scope), after the message is stored and never in the way of its answer: one call, in a task of
-its own, whose failure (no scope, an outage) is logged and tried again no sooner than ``_NAME_RETRY_S``. The
+its own, whose failure (an outage) is logged and tried again no sooner than ``_NAME_RETRY_S``; a token that may
+not read users (no ``users:read`` scope) is not asked again for ``_NAME_OFF_S`` (logged once per period). The
 name found is cached (``_NAMES_KEPT`` users, ``_NAME_TTL_S``), stored on the conversation, and sent with the
 user's next messages, whose own write keeps it (no extra write). In a channel, the conversation is named after
 whoever wrote last.
@@ -91,6 +92,9 @@ _IDENTITY_COOLDOWN_S = 60.0  # after auth.test failed for good (e.g. invalid_aut
 _NAME_TTL_S = 86_400.0  # a user's name is looked up again after this (people rename themselves)
 _NAME_RETRY_S = 600.0  # after users.info failed for a user: next try no sooner
 _NAME_TIMEOUT_S = 5.0
+_NAME_OFF_S = 3600.0  # a token refused users.info for good (missing_scope, ...): no lookups with it for this long
+_NAME_REFUSALS = ("missing_scope", "not_allowed_token_type", "invalid_auth", "account_inactive", "token_revoked",
+                  "no_permission")
 _NAMES_KEPT = 10_000  # users whose name (or failed lookup) is remembered
 
 
@@ -133,6 +137,7 @@ class SlackChannel:
         # (team, user) → (their name, or None when the lookup failed; monotonic time it is good until)
         self._names: OrderedDict[tuple[str, str], tuple[str | None, float]] = OrderedDict()
         self._naming: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._names_off: dict[str, float] = {}  # token → monotonic time until which it is not asked for names
         # The signature is checked once, in receive(): bolt's own verification is off.
         self._app = AsyncApp(client=self._client, authorize=self._authorizer(), process_before_response=True,
                              request_verification_enabled=False, ssl_check_enabled=True)
@@ -214,7 +219,9 @@ class SlackChannel:
         """``users.info`` for the sender, in the background, unless looked up now or failed lately."""
         key = (message.ref.address.get("team", ""), message.user_id)
         known = self._names.get(key)
-        if not message.user_id or key in self._naming or (known is not None and known[1] >= time.monotonic()):
+        now = time.monotonic()
+        if not message.user_id or key in self._naming or (known is not None and known[1] >= now) \
+                or self._names_off.get(token, 0.0) > now:
             return
         task = asyncio.get_running_loop().create_task(self._learn_name(token, key, message.ref))
         self._naming[key] = task
@@ -228,9 +235,14 @@ class SlackChannel:
             name = display_name(profile.get("display_name") or profile.get("real_name") or user.get("real_name")
                                 or user.get("name"))
         except Exception as exc:  # noqa: BLE001 - the name is a nicety: the conversation goes on without it
+            error = _error(exc) if isinstance(exc, SlackApiError) else None
+            if error in _NAME_REFUSALS:  # asking again for the next user would fail the same way
+                self._names_off[token] = time.monotonic() + _NAME_OFF_S
+                log.warning("Slack refused users.info: conversations show user ids, not names (give the app the "
+                            "users:read scope)", extra={"channel": self.name, "error": error})
+                return
             log.warning("could not look up the Slack user's name",
-                        extra={"channel": self.name, "error": _error(exc) if isinstance(exc, SlackApiError)
-                               else type(exc).__name__})
+                        extra={"channel": self.name, "error": error or type(exc).__name__})
             name = None
         self._names[key] = (name, time.monotonic() + (_NAME_TTL_S if name else _NAME_RETRY_S))
         self._names.move_to_end(key)

@@ -134,6 +134,26 @@ def test_a_failed_slack_lookup_never_stops_the_answer_and_is_not_repeated_at_onc
     assert customer_name(slack, "slack:T2:D1") is None
 
 
+def test_a_token_without_the_users_read_scope_is_not_asked_again(slack: TestClient, fake_slack: FakeSlack) -> None:
+    fake_slack.fail_next("users.info", 200, body='{"ok": false, "error": "missing_scope", "needed": "users:read"}',
+                         content_type="application/json")
+    fake_slack.users["U7"] = {"id": "U7", "name": "seven", "profile": {"display_name": "Seven"}}
+    slack_deliver(slack, event_body(dm("hello")))
+    fake_slack.wait_for("users.info")
+    fake_slack.wait_for("chat.postMessage")
+    # another user of the same workspace (token): not asked, whatever Slack would say now
+    slack_deliver(slack, event_body({**dm("hello", ts="1700000002.000100"), "user": "U7", "channel": "D7"},
+                                    event_id="Ev2"))
+    fake_slack.wait_for("chat.postMessage", 2)
+    time.sleep(0.2)
+    assert len(fake_slack.calls_to("users.info")) == 1
+    assert customer_name(slack, "slack:T1:D7") is None
+    # the other workspace's token is asked
+    slack_deliver(slack, event_body({**dm("hello", ts="1700000003.000100"), "user": "U7"}, team="T2",
+                                    event_id="Ev3"))
+    _eventually_named(slack, "slack:T2:D1", "Seven")
+
+
 # -- web ----------------------------------------------------------------------------------------
 def _post(client: TestClient, mid: str, **extra: Any) -> Any:
     return client.post("/bots/tiny/webhooks/web",
