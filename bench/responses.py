@@ -344,7 +344,8 @@ def _generated_scores(selector: AnswerSelector, nlu: OnnxNLU, pairs: list[QAPair
             "foreign_values": round(leaks / n, 4), "repeated_4gram": round(repeats / n, 4),
             "ms_per_answer_p50": round(float(np.median(ms)), 1) if ms else None,
             "ms_per_answer_p95": round(float(np.percentile(ms, 95)), 1) if ms else None,
-            "ms_per_token_p50": round(float(np.median(per_token)), 2) if per_token else None}
+            "ms_per_token_p50": round(float(np.median(per_token)), 2) if per_token else None,
+            "first_generated": generated[:2]}
 
 
 def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Namespace) -> None:
