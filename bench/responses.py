@@ -46,6 +46,8 @@ question and three Bitext answers of its intent as passages), --decode-tokens to
 step) and to 24 tokens (about a first sentence), for the fp32 decoder, its int8 twin (dynamic
 int8 weights, with the share of greedy tokens that agree with fp32), and without the cache (the
 same graph fed the whole sequence each step, as generators were served before).
+``--decode-answer-vocabulary``: the same with the LM head over the tokens Bitext's answers use only
+(training's ``answer_vocabulary``), served through its ``output_ids``.
 
 Not part of the test run. Prints the load average: on a shared machine it says how far to trust
 the timings.
@@ -178,6 +180,7 @@ def main() -> int:
     p.add_argument("--decode-prompts", type=int, default=20)
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--decode-runs", type=int, default=3)
+    p.add_argument("--decode-answer-vocabulary", action="store_true", help="LM head over the answers' tokens only")
     args = p.parse_args()
     print(f"load average before: {os.getloadavg()}")
     rows = _load(args.data)
@@ -366,6 +369,14 @@ def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Name
     tokenizer.no_padding()
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(base), str(base), local_files_only=True)
+    output_ids = None
+    if args.decode_answer_vocabulary:  # as training/generator.py's answer_vocabulary
+        from training.generator import reduce_head
+
+        output_ids = sorted({t for pair, _ in rows for t in tokenizer.encode(pair.answer, add_special_tokens=False).ids}
+                            | {sep_id})
+        reduce_head(model, output_ids)
+        print(f"LM head over the {len(output_ids)} tokens of Bitext's answers")
     decoder_params = sum(p.numel() for p in model.decoder.parameters())
     rng = random.Random(args.seed)
     by_intent: dict[str, list[str]] = defaultdict(list)
@@ -382,7 +393,7 @@ def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Name
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
-        spec, diff = export_kv_generator(model, folder, start_id=cls_id)
+        spec, diff = export_kv_generator(model, folder, start_id=cls_id, output_ids=output_ids)
         quantize_dynamic(str(folder / "decoder.onnx"), str(folder / "decoder.int8.onnx"), weight_type=QuantType.QInt8)
         print(f"export + check + int8: {time.perf_counter() - started:.0f}s, largest logit difference to torch "
               f"{diff:.1e}; decoder.onnx {(folder / 'decoder.onnx').stat().st_size / 1e6:.0f} MB, int8 "
@@ -470,7 +481,7 @@ def _decode_speed(rows: list[tuple[QAPair, dict[str, str]]], args: argparse.Name
                 started = time.perf_counter()
                 logits = served.decoder.run(None, feeds)[0]
                 uncached.append((time.perf_counter() - started) * 1000)
-                sequence.append(int(np.argmax(logits[0])))
+                sequence.append(int(np.argmax(served.full_logits(logits)[0])))
         print(f"without the cache (whole sequence each step, 24 tokens, 5 prompts): ms per token p50 "
               f"{np.median(uncached):.2f}, at the 24th token {np.median(uncached[23::24]):.2f}")
         _decode_speed_gpt2(folder / "gpt2", args)
