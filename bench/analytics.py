@@ -1,6 +1,13 @@
-"""Analytics and bulk export on 100 000 conversations in the embedded SQLite store.
+"""Analytics and bulk export on 100 000 conversations in the embedded SQLite store (or MongoDB: analytics only).
 
     nice -n 10 .venv/bin/python bench/analytics.py [--conversations 100000] [--repeat 7]
+    nice -n 10 .venv/bin/python bench/analytics.py --store mongodb [--mongodb-uri URI] [--repeat 3]
+
+``--store mongodb``: the same rows as conversation documents (``MongoStore``'s shape: ``_id`` from
+``conversation_key``, the fields ``ConversationSummary.to_dict`` writes, ``handoff_at``/``agent_reply_at``), written
+with ``insert_many`` into the MongoDB at ``--mongodb-uri``, or a SecantusDB started here (the tests' server: a
+Python server that decodes every document, so its figures bound nothing about MongoDB itself); then
+``MongoStore.analytics`` is timed as above (no export).
 
 The store creates the file (schema and indexes, as served); the conversations' summary rows are then
 written with one ``executemany`` (the store API would take minutes for the same rows): 3 bots, 4
@@ -28,11 +35,13 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bots.store.analytics import AnalyticsQuery
-from bots.store.base import TranscriptQuery
+from bots.store.base import ConversationSummary, TranscriptQuery
+from bots.store.mongo import MongoStore, conversation_key
 from bots.store.sqlite import SQLiteStore
 from connectors.review.exports import EXPORT_PAGE, export_lines
 
@@ -60,18 +69,39 @@ def spread(ms: list[float]) -> str:
     return f"median {statistics.median(ms):.1f} ms ({min(ms):.1f}..{max(ms):.1f})"
 
 
-async def run(args: argparse.Namespace, folder: Path) -> None:
-    store = SQLiteStore(folder / "conversations.db")
+def document(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``rows`` row as the conversation document MongoStore keeps."""
+    (bot, cid, channel, user_id, _, started, last, intent, confidence, turns, fallback, handoff, _, _, _, _,
+     handoff_at, reply_at, csat) = row
+    summary = ConversationSummary(bot, cid, channel, user_id, {}, started_at=started, last_activity=last,
+                                  last_intent=intent, min_confidence=confidence, turns=turns, fallback=bool(fallback),
+                                  handoff=bool(handoff), csat=csat)
+    return {"_id": conversation_key(str(bot), str(cid)), **summary.to_dict(), "handoff_at": handoff_at,
+            "agent_reply_at": reply_at, "next_seq": 2, "lease_owner": None, "lease_expires": 0.0}
+
+
+async def fill_mongodb(store: MongoStore, data: list[tuple[object, ...]]) -> None:
+    for start in range(0, len(data), 2000):
+        await store._convs.insert_many([document(r) for r in data[start:start + 2000]])
+
+
+async def run(args: argparse.Namespace, folder: Path, mongodb_uri: str | None = None) -> None:
+    store: SQLiteStore | MongoStore = SQLiteStore(folder / "conversations.db") if mongodb_uri is None \
+        else MongoStore(mongodb_uri)
     await store.start()
     now = time.time()
     data = rows(args.conversations, now)
     t0 = time.perf_counter()
-    await store._write(lambda conn: conn.executemany(  # bulk fill, see the docstring
-        "INSERT INTO conversations (bot, conversation_id, channel, user_id, address, started_at, last_activity,"
-        " last_intent, min_confidence, turns, fallback, handoff, flagged, reviewed, tags, next_seq, handoff_at,"
-        " agent_reply_at, csat) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data))
-    await store._write(lambda conn: conn.execute("ANALYZE"))
-    print(f"filled {args.conversations} conversations in {time.perf_counter() - t0:.1f} s")
+    if isinstance(store, MongoStore):
+        await fill_mongodb(store, data)
+    else:
+        sqlite = store
+        await sqlite._write(lambda conn: conn.executemany(  # bulk fill, see the docstring
+            "INSERT INTO conversations (bot, conversation_id, channel, user_id, address, started_at, last_activity,"
+            " last_intent, min_confidence, turns, fallback, handoff, flagged, reviewed, tags, next_seq, handoff_at,"
+            " agent_reply_at, csat) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data))
+        await sqlite._write(lambda conn: conn.execute("ANALYZE"))
+    print(f"filled {args.conversations} conversations ({store.name}) in {time.perf_counter() - t0:.1f} s")
     for label, query in (("everything", AnalyticsQuery()), ("one bot", AnalyticsQuery(bot="shop")),
                          ("one bot, last 30 days", AnalyticsQuery(bot="shop", since=now - 30 * 86_400))):
         times, result = [], None
@@ -84,7 +114,7 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
         print(f"analytics, {label}: {spread(times)}; {total.conversations} conversations, containment "
               f"{total.containment_rate:.3f}, first reply p50 {total.reply_p50_s:.0f} s p90 {total.reply_p90_s:.0f} s, "
               f"{total.rated} rated (average {total.csat_average:.2f}), {len(result.by_day)} days")
-    for fmt in ("csv", "jsonl"):
+    for fmt in ("csv", "jsonl") if isinstance(store, SQLiteStore) else ():
         times, size, lines = [], 0, 0
         for traced in [False] * max(1, args.repeat // 2) + [True]:  # timed untraced; one traced run for memory
             if traced:
@@ -108,12 +138,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--conversations", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--store", choices=("sqlite", "mongodb"), default="sqlite")
+    p.add_argument("--mongodb-uri", help="--store mongodb: an existing MongoDB (an empty database); default: start "
+                                         "SecantusDB here")
     args = p.parse_args()
     before = os.getloadavg()
     print(f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, {os.cpu_count()} CPUs; "
           f"{json.dumps(vars(args))}")
     with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
-        asyncio.run(run(args, Path(tmp)))
+        if args.store == "sqlite":
+            asyncio.run(run(args, Path(tmp)))
+        elif args.mongodb_uri:
+            asyncio.run(run(args, Path(tmp), args.mongodb_uri))
+        else:
+            from tests.fixtures.mongo import SecantusServer
+
+            server = SecantusServer(Path(tmp) / "secantus")
+            server.start()
+            try:
+                # its inserts and scans of 100,000 documents take longer than the store's 10 s socket timeout
+                asyncio.run(run(args, Path(tmp), server.uri("bench_analytics") + "&socketTimeoutMS=600000"))
+            finally:
+                server.stop()
     after = os.getloadavg()
     print(f"load average after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
 
