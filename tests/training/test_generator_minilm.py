@@ -81,3 +81,25 @@ def test_the_packaged_minilm_generator_is_fine_tuned_exported_and_served(tmp_pat
     assert answer.tokens <= 8 and answer.stopped in ("eos", "length")
     written = generator.prompt(["Track an order on {website_url}."], "where is my order?", 8)
     assert written[0] == tokenizer.token_to_id("[CLS]") and written[-1] == meta["eos_id"]
+
+
+def test_switchboard_train_fits_the_minilm_generator_and_its_gate_keeps_a_losing_one_off(tmp_path: Path) -> None:
+    """``base_model: packaged-minilm`` through ``switchboard train``: trained on the bot's pairs,
+    compared with retrieval on its held-out ones; two steps cannot win, so generation stays off."""
+    from bots.answers.retrieval import AnswerSelector
+    from bots.nlu.model import OnnxNLU
+    from tests.training.test_answers import train_answers_bot
+
+    generation = ("  generation:\n    base_model: packaged-minilm\n    train_steps: 2\n    batch_size: 2\n"
+                  "    context_tokens: 96\n    max_new_tokens: 8\n    gate_examples: 4\n")
+    out = train_answers_bot(tmp_path, generation)
+    folder = out / "responses" / "generator"
+    meta = json.loads((folder / "generator.json").read_text(encoding="utf-8"))
+    assert meta["decoder"]["family"] == "encoder-decoder" and meta["steps"] == 2
+    gate = meta["gate"]
+    assert gate["held_out"] >= 1 and gate["passed"] is False and "did not beat retrieval" in gate["reason"]
+    assert "retrieval" in gate and "generation" in gate
+    nlu = OnnxNLU.load(out)
+    selector = AnswerSelector.load(out, nlu)
+    assert selector is not None and isinstance(selector.generator, OnnxGenerator)
+    assert not selector.generation_enabled  # require_gate (the default): off
