@@ -15,6 +15,7 @@ With both, an action the module defines runs in process and every other one on t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -23,6 +24,7 @@ import logging
 import pkgutil
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -65,8 +67,51 @@ def _outcome(name: str, body: Any) -> ActionOutcome:
                          responses=[r for r in responses if isinstance(r, dict)])
 
 
+def _project_folder(path: Path) -> Path:
+    """The folder Rasa's action server runs in: the one holding ``actions.py`` or the ``actions/`` package."""
+    return path.parent.parent if path.name == "__init__.py" else path.parent
+
+
+def _in_folder(filename: str | None, folder: Path) -> bool:
+    return filename is not None and Path(filename).resolve().is_relative_to(folder)
+
+
+@contextlib.contextmanager
+def _project_importable(folder: Path) -> Iterator[None]:
+    """The project folder importable, as for Rasa's action server: ``python -m rasa_sdk --actions actions``
+    runs in it (the current folder is on ``sys.path``) and ``rasa run actions`` puts the current folder on
+    ``sys.path``, so actions import the project's own top-level modules (``from config import API_KEY``,
+    ``import database``) and the package by its own name (``from actions.helpers import x``).
+
+    While the actions are imported the folder comes first, so its modules are the ones found, as in Rasa
+    (a module of that name another bot folder loaded is imported again from this one); afterwards it
+    stays at the end of ``sys.path``, for the imports an action makes when it runs, without shadowing
+    installed packages."""
+    entry = str(folder)
+    own = {p.stem for p in folder.glob("*.py")} | {p.parent.name for p in folder.glob("*/__init__.py")}
+    for name in own & set(sys.modules):
+        origin = getattr(sys.modules[name], "__file__", None)
+        if not _in_folder(origin, folder) and any(_in_folder(origin, Path(other)) for other in _PROJECT_FOLDERS):
+            for loaded in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+                del sys.modules[loaded]
+    _PROJECT_FOLDERS.add(entry)
+    while entry in sys.path:
+        sys.path.remove(entry)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        while entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.append(entry)
+
+
+_PROJECT_FOLDERS: set[str] = set()  # the bot folders made importable in this process
+
+
 def _import_module(path: Path, bot: str) -> ModuleType:
-    """Import the bot's actions module under a name of its own (two bots may both have actions.py)."""
+    """Import the bot's actions module under a name of its own (two bots may both have actions.py), its
+    project folder importable (``_project_importable``)."""
     package = path.name == "__init__.py"
     stem = path.parent.name if package else path.stem
     name = f"switchboard_actions_{bot.replace('-', '_').replace('.', '_')}_{stem}"
@@ -78,9 +123,10 @@ def _import_module(path: Path, bot: str) -> ModuleType:
     _forget_modules(name)  # a reload (a newer model swapped in) imports the package's modules afresh
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-        if package:
-            _import_submodules(module)
+        with _project_importable(_project_folder(path).resolve()):
+            spec.loader.exec_module(module)
+            if package:
+                _import_submodules(module)
     except Exception as exc:  # noqa: BLE001 - any error in the user's module becomes a config error
         _forget_modules(name)
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).is_relative_to(path.parent)]
@@ -120,11 +166,15 @@ class InProcessActions:
 
         executor = ActionExecutor()
         prefix = module.__name__
+        folder = _project_folder(Path(module.__file__)).resolve() if module.__file__ else None
         classes = {cls for mod_name, mod in list(sys.modules.items())
                    if mod_name == prefix or mod_name.startswith(prefix + ".")
                    for _, cls in inspect.getmembers(mod, inspect.isclass)}
-        for cls in sorted(classes, key=lambda c: c.__qualname__):
-            own = cls.__module__ == prefix or cls.__module__.startswith(prefix + ".")
+        for cls in sorted(classes, key=lambda c: (c.__qualname__, c.__module__)):
+            # the module's own classes, and those it imports from the project folder by their absolute
+            # name (``from actions.forms import ValidateX``), as rasa-sdk registers every Action subclass
+            own = cls.__module__ == prefix or cls.__module__.startswith(prefix + ".") or (
+                folder is not None and _in_folder(getattr(sys.modules.get(cls.__module__), "__file__", None), folder))
             if own and issubclass(cls, Action) and not inspect.isabstract(cls):
                 executor.register_action(cls)
         return executor

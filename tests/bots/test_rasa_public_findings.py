@@ -4,6 +4,7 @@ each on a small fixture of our own under tests/data/rasa/."""
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -115,3 +116,30 @@ async def test_doubled_braces_in_a_response_are_literal_braces_and_a_payload_is_
             ("Small {S}", '/choose_size{"size": "small"}'), ("Large {L}", '/choose_size{"size": "large"}')]
         answer = await runtime.handle(message("Large {L}", bot=bot, payload=question.buttons[1].payload))
         assert [r.text for r in answer] == ["A large shirt, noted."]
+
+
+async def test_actions_import_the_projects_own_modules_as_under_rasas_action_server(tmp_path: Path) -> None:
+    # The weather project's actions say `from config import API_KEY` (config.py beside domain.yml): Rasa's
+    # action server runs in the project folder, which is on sys.path there. Switchboard imported the package
+    # without it: "importing the actions module failed: ModuleNotFoundError: No module named 'config'", so
+    # check refused the bot and train did not start.
+    bot = "project_modules"
+    report = check_bot_folder(_copy(tmp_path / "check", bot))
+    assert report.errors == []
+    async with lookup_runtime(tmp_path, bot) as runtime:
+        assert await say(runtime, "hello", bot=bot) == ["Welcome to the Corner Shop!"]
+        # a class imported from `actions.hours` by its absolute name is registered, and imports at run time
+        assert await say(runtime, "opening hours", bot=bot) == ["the Corner Shop is open from 9 to 5."]
+
+
+def test_a_module_another_bot_folder_loaded_is_imported_again_from_this_one(tmp_path: Path) -> None:
+    # Two bots served by one process, each with its own settings.py: each bot's actions get their own.
+    first, second = _copy(tmp_path / "a", "project_modules"), _copy(tmp_path / "b", "project_modules")
+    (second / "settings.py").write_text('SHOP_NAME = "the Night Shop"\nHOURS = "from 6 to 2"\n')
+    for bot_dir, name in ((first, "the Corner Shop"), (second, "the Night Shop")):
+        spec, dialogue = load_bot_folder(bot_dir)
+        runner = load_actions(spec, dialogue)
+        assert isinstance(runner, InProcessActions)
+        assert runner.names() == {"action_greet", "action_opening_hours"}
+        greet_module = type(runner.executor.actions["action_greet"].__self__).__module__
+        assert sys.modules[greet_module].SHOP_NAME == name
