@@ -94,8 +94,9 @@ def run_project(path: Path, *, fast: bool, runs: int, settings: Settings) -> Pro
             if code != 0:
                 project.error = f"switchboard train exited {code}:\n" + output.strip()
                 return project
-            results = asyncio.run(run_story_tests(bot_dir, settings=settings)) if tests else None
-            replayed = asyncio.run(run_story_tests(bot_dir, settings=settings, replay=True)) if tests else None
+            tested = project.stories > 0  # files under tests/ without 'stories:' hold none
+            results = asyncio.run(run_story_tests(bot_dir, settings=settings)) if tested else None
+            replayed = asyncio.run(run_story_tests(bot_dir, settings=settings, replay=True)) if tested else None
             project.runs.append(Run(seconds, results, replayed))
     return project
 

@@ -545,6 +545,9 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
     stories = read_test_stories(files, notes)
     for note in notes:
         log.warning("%s", note)
+    if not stories:  # a run of nothing is no pass
+        raise ConfigError(f"no test stories in {', '.join(str(f) for f in files)} (a test story file has "
+                          "'stories:' or 'rules:', as Rasa reads them)")
     base = settings or Settings()
     with tempfile.TemporaryDirectory(prefix="switchboard-test-") as tmp:
         # The conversations exist only for this run: a pseudonym key of its own is as good as any.

@@ -400,7 +400,13 @@ def read_test_stories(paths: list[Path], notes: list[str] | None = None) -> tupl
     findings = Findings()
     data = TrainingData()
     for path in paths:
-        read_data_file(path, data, findings, nlu=False)
+        if not read_data_file(path, data, findings, nlu=False):
+            # Rasa reads a file as stories only by its 'stories' or 'rules' key (e.g. not 'test_stories')
+            root = read_yaml(path, Findings())
+            keys = ", ".join(f"'{k}'" for k in root.value) if root is not None and isinstance(root.value, dict) \
+                else "none"
+            findings.note(f"{path}:1", f"no 'stories' or 'rules' here (top-level keys: {keys}): not test stories, "
+                                       "not read (Rasa reads test stories under 'stories:')")
     findings.raise_errors()
     if notes is not None:
         notes.extend(findings.notes)

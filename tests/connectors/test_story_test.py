@@ -231,3 +231,19 @@ async def test_a_bot_without_a_model_is_refused(tmp_path: Path) -> None:
     shutil.rmtree(bot_dir / "models")
     with pytest.raises(ArtifactError):
         await run_story_tests(bot_dir, settings=Settings())
+
+
+async def test_a_test_file_without_stories_is_noted_and_a_run_of_nothing_refused(tmp_path: Path) -> None:
+    # A public weather bot writes its tests under 'test_stories:', a key Rasa does not read: the file was read
+    # as nothing and `switchboard test` said "stories: 0/0 passed", exit 0.
+    tests = 'version: "3.1"\n\ntest_stories:\n  - story: greet\n    steps:\n      - intent: greet\n' \
+            '      - action: utter_greet\n'
+    bot_dir = project(tmp_path, "moodbot", tests)
+    notes: list[str] = []
+    assert read_test_stories([bot_dir / "tests" / "test_stories.yml"], notes) == ()
+    assert notes == [f"{bot_dir / 'tests' / 'test_stories.yml'}:1: no 'stories' or 'rules' here (top-level keys: "
+                     "'version', 'test_stories'): not test stories, not read (Rasa reads test stories under "
+                     "'stories:')"]
+    with pytest.raises(ConfigError, match=r"no test stories in .*test_stories\.yml \(a test story file has "
+                                          r"'stories:' or 'rules:'"):
+        await run(bot_dir)
