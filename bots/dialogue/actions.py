@@ -84,14 +84,14 @@ def _project_importable(folder: Path) -> Iterator[None]:
     ``import database``) and the package by its own name (``from actions.helpers import x``).
 
     While the actions are imported the folder comes first, so its modules are the ones found, as in Rasa
-    (a module of that name another bot folder loaded is imported again from this one); afterwards it
+    (imported afresh: a module of that name another bot folder loaded, or this one before a reload); afterwards it
     stays at the end of ``sys.path``, for the imports an action makes when it runs, without shadowing
     installed packages."""
     entry = str(folder)
     own = {p.stem for p in folder.glob("*.py")} | {p.parent.name for p in folder.glob("*/__init__.py")}
-    for name in own & set(sys.modules):
+    for name in own & set(sys.modules):  # imported afresh: a reload sees edited modules, a bot its own ones
         origin = getattr(sys.modules[name], "__file__", None)
-        if not _in_folder(origin, folder) and any(_in_folder(origin, Path(other)) for other in _PROJECT_FOLDERS):
+        if any(_in_folder(origin, Path(other)) for other in {*_PROJECT_FOLDERS, str(folder)}):
             for loaded in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
                 del sys.modules[loaded]
     _PROJECT_FOLDERS.add(entry)

@@ -133,13 +133,21 @@ async def test_actions_import_the_projects_own_modules_as_under_rasas_action_ser
 
 
 def test_a_module_another_bot_folder_loaded_is_imported_again_from_this_one(tmp_path: Path) -> None:
-    # Two bots served by one process, each with its own settings.py: each bot's actions get their own.
+    # Two bots served by one process, each with its own settings.py: each bot's actions get their own, and a
+    # reload (a newer model swapped in) imports the project's modules afresh.
     first, second = _copy(tmp_path / "a", "project_modules"), _copy(tmp_path / "b", "project_modules")
     (second / "settings.py").write_text('SHOP_NAME = "the Night Shop"\nHOURS = "from 6 to 2"\n')
-    for bot_dir, name in ((first, "the Corner Shop"), (second, "the Night Shop")):
+
+    def shop_name(bot_dir: Path) -> str:
         spec, dialogue = load_bot_folder(bot_dir)
         runner = load_actions(spec, dialogue)
         assert isinstance(runner, InProcessActions)
         assert runner.names() == {"action_greet", "action_opening_hours"}
         greet_module = type(runner.executor.actions["action_greet"].__self__).__module__
-        assert sys.modules[greet_module].SHOP_NAME == name
+        return str(sys.modules[greet_module].SHOP_NAME)
+
+    assert shop_name(first) == "the Corner Shop"
+    (first / "settings.py").write_text('SHOP_NAME = "the Corner Shop 2"\nHOURS = "from 9 to 5"\n')
+    assert shop_name(first) == "the Corner Shop 2"
+    assert shop_name(second) == "the Night Shop"
+    assert shop_name(first) == "the Corner Shop 2"
