@@ -120,6 +120,9 @@ class BotSpec:
     regexes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     lookups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pipeline: tuple[PipelineComponent, ...] = ()
+    # A Rasa project folder (config.yml decides its NLU settings): trained on every example, as ``rasa
+    # train`` does, since its fallback threshold, not a calibrated point, decides (training/cli.py).
+    rasa_project: bool = False
     # What loading noticed without refusing the bot (``file:line: not supported: ...``); shown by
     # ``switchboard check`` and ``train``, logged by ``serve``.
     notes: tuple[str, ...] = ()

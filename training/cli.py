@@ -161,6 +161,13 @@ def _train(args: argparse.Namespace) -> int:
         if not validation.samples:
             raise ConfigError(f"{', '.join(map(str, args.validation))}: no labelled examples to validate on")
 
+    if bot.rasa_project and validation is None and cfg.validation_fraction > 0:
+        # Rasa trains on every example, and a Rasa project's config.yml threshold (FallbackClassifier's, or none)
+        # decides what is not understood, never a calibrated point: holding examples out would only take them
+        # from the model (an intent with 3 examples would lose one). --validation FILE still calibrates.
+        cfg = cfg.with_overrides(validation_fraction=0.0)
+        print(f"note: {bot.file}: a Rasa project is trained on every example, as rasa train does (nothing is held "
+              "out; give --validation FILE to measure and calibrate on data of your own)")
     _check_target(cfg.oos_target, validation or data, set(data.intents), "--validation" if validation else "held-out")
 
     from training.pipeline import train
@@ -195,8 +202,8 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.mode == "finetune" and linear is not None:
         print(f"fine-tuning: best epoch {result.manifest.extra.get('best_epoch')} (0 = the linear head), "
               f"linear-head validation accuracy {linear:.4f}")
-    print(f"held-out accuracy {m.get('accuracy', 0):.4f} ({m.get('evaluated_on')}), "
-          f"serving {result.manifest.onnx_file}")
+    scored = "held-out accuracy" if m.get("evaluated_on") == "validation" else "accuracy"
+    print(f"{scored} {m.get('accuracy', 0):.4f} ({m.get('evaluated_on')}), serving {result.manifest.onnx_file}")
     print(operating_point_lines(result.manifest.oos, bot.fallback_threshold, where=bot.source))
     return EXIT_OK
 
@@ -218,6 +225,10 @@ def operating_point_lines(oos: dict[str, Any], fallback_threshold: float | None,
     """What decides "not understood" for this model and bot, and the held-out figures of it."""
     from training.scoring import format_figures
 
+    if not oos and fallback_threshold is not None:
+        return (f"out of scope: the bot's fallback threshold decides: softmax confidence below {fallback_threshold:g} "
+                "is not understood" + (" (0: never, as Rasa without a FallbackClassifier)" if fallback_threshold == 0
+                                      else ""))
     if not oos:
         line = "out of scope: nothing held out to calibrate on; only a learned out_of_scope intent is rejected"
     else:

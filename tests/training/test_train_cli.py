@@ -256,3 +256,38 @@ def test_a_yaml_1_1_boolean_setting_is_refused_at_its_line(tmp_path: Path,
     assert main(["train", str(tmp_path), "--fast", "--out", str(tmp_path / "m")]) == 2
     line = len(TINY_BOT.splitlines()) + 2
     assert f"{tmp_path / 'bot.yml'}:{line}: 'quantize' must be bool, got 'no'" in capsys.readouterr().err
+
+
+def test_a_rasa_project_is_trained_on_every_example_as_rasa_does(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Its config.yml threshold decides what is not understood (no calibrated point), so holding examples out
+    would only take them from the model: a public project's "yes", one of affirm's three examples, was held
+    out and then fell back. Every example is trained on; --validation still calibrates."""
+    import shutil
+
+    import numpy as np
+
+    from bots.loader import load_bot_folder
+    from training.data import from_bot, text_hashes
+
+    bot = tmp_path / "moodbot"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "rasa" / "moodbot", bot,
+                    ignore=shutil.ignore_patterns("__pycache__", "models", "results"))
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--out", str(tmp_path / "m")]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on every example, as rasa train does" in printed
+    assert "warning" not in printed and "the bot's fallback threshold decides" in printed
+    m = read_manifest(tmp_path / "m")
+    texts = [s.text for s in from_bot(load_bot_folder(bot)[0]).samples]
+    assert m.extra["validation_examples"] == 0 and m.extra["train_examples"] == len(set(texts))
+    index = np.load(tmp_path / "m" / "oos_index.npz")
+    assert set(text_hashes(texts).tolist()) <= set(index["train_hashes"].tolist())
+    assert index["validation_hashes"].size == 0
+
+    validation = tmp_path / "validation.csv"
+    validation.write_text("text,intent\n" + "".join(f"{t},{i}\n" for t, i in [
+        ("hello friend", "greet"), ("good night", "goodbye"), ("yes please", "affirm"), ("nope", "deny"),
+        ("I feel great", "mood_great"), ("I am so sad", "mood_unhappy")]), encoding="utf-8")
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--validation", str(validation),
+                 "--out", str(tmp_path / "v")]) == 0
+    assert read_manifest(tmp_path / "v").extra["validation_examples"] == 6
