@@ -525,7 +525,7 @@ class _Turn:
 
     async def _default_fallback(self) -> _Outcome:
         answered = await self._answer_from_provider(None)
-        if answered is not None:
+        if answered is not None and not self._acts(answered):
             return _Outcome([self._bot_event(answered)])
         self.fallback = True
         if "utter_default" in self.domain.responses:  # Rasa's: say utter_default, forget the message
@@ -535,6 +535,15 @@ class _Turn:
         if self.state.fallbacks_in_a_row >= 1:
             return self._hand_off(BotResponse(text=HANDOFF_TEXT, source="system"), reason="fallback")
         return _Outcome([self._bot_event(fallback_response(self.bot, self.message.understanding))])
+
+    def _acts(self, answered: BotResponse) -> bool:
+        """A not-understood message's answer is the known question nearest it, and that question's intent
+        is one the dialogue acts on (a form, an action, a hand-off): its template speaks for an action that
+        does not run ("Sure, let's change order 55512", while no change form starts). Such an answer is
+        not given; the fallback offers the intents instead, and the customer's choice runs the action."""
+        intent = answered.metadata.get("intent") if answered.source == "retrieval" else None
+        rule = self.dialogue.rules.get(intent) if isinstance(intent, str) else None
+        return rule is not None and (rule.form is not None or rule.action is not None or rule.handoff)
 
     async def _two_stage_fallback(self) -> _Outcome:
         self.fallback = True

@@ -133,6 +133,37 @@ async def test_answer_provider_hook_answers_before_the_template(tmp_path: Path) 
     assert decision.fallback and asked == [("retrieval", "greet"), (None, "track_order")]
 
 
+async def test_a_not_understood_message_never_gets_the_template_of_an_intent_the_dialogue_acts_on(
+        tmp_path: Path) -> None:
+    """The nearest known question of "order 55512" was "how can i edit order 3707955617": its template
+    ("Sure, let's change order 55512 ...") answered a message the NLU rejected, while no change form ran.
+    Such an answer is dropped for the "did you mean" buttons; the choice then runs the form."""
+    bot = load_bot(copy_bot(tmp_path))
+    dialogue = parse_dialogue(bot)
+    nearest: dict[str, str] = {}
+
+    class Retrieval:
+        async def answer(self, kind: AnswerKind | None, text: str, understanding: Understanding,
+                         values: Mapping[str, str], *, partial: PartialSink | None = None) -> BotResponse | None:
+            return BotResponse(text=f"the {nearest['intent']} template", source="retrieval",
+                               metadata={"intent": nearest["intent"], "score": 0.64})
+
+    rejected = Understanding("nlu_fallback", 0.34, (IntentScore("change_order", 0.34), IntentScore("track_order", 0.3),
+                                                    IntentScore("goodbye", 0.1)))
+    for acting in ("change_order", "track_order", "contact_human_agent"):  # a form, an action, a hand-off
+        nearest["intent"] = acting
+        decision = await decide(bot, dialogue, State(), Message("order 55512", rejected, time.time()),
+                                Services(answers=Retrieval()))
+        assert decision.fallback, acting
+        [response] = decision.responses
+        assert response.source == "fallback" and [b.payload for b in response.buttons] == [
+            "/change_order", "/track_order", "/goodbye"], acting
+    nearest["intent"] = "goodbye"  # an intent the bot only answers: its answer is given
+    decision = await decide(bot, dialogue, State(), Message("see you", rejected, time.time()),
+                            Services(answers=Retrieval()))
+    assert not decision.fallback and [r.text for r in decision.responses] == ["the goodbye template"]
+
+
 @pytest.mark.parametrize(("yaml", "expected"), [
     ("slots:\n  order_id:\n    type: colour\n", "bot.yml:{n2}: slot 'order_id': unknown type 'colour'"),
     ("slots:\n  size:\n    type: categorical\n", "bot.yml:{n2}: slot 'size' is categorical: list its 'choices'"),
