@@ -1,7 +1,8 @@
 """Rasa 3.x training data files: ``nlu:``, ``stories:`` and ``rules:`` (any mix, in any file).
 
 A file is training data by its content, as Rasa decides it (top-level ``nlu``, ``stories``,
-``rules`` or ``responses``), wherever it lies below the data folders. NLU items (``intent``,
+``rules`` or ``responses``), wherever it lies below the data folders. ``responses`` are read as the
+domain's are and merged into the domain (bots/dialogue/rasa_project.py), as Rasa merges them. NLU items (``intent``,
 ``synonym``, ``regex``, ``lookup``; examples as a block of ``- `` lines or a list, with
 ``[text](entity)`` and ``[text]{"entity": ..., "role": ..., "group": ..., "value": ...}``
 annotations) become the bot's intents and extraction tables; stories and rules become
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bots.botspec import Example, parse_example
-from bots.dialogue.domain import Step, Story, StoryEntity
+from bots.dialogue.domain import ResponseVariation, Step, Story, StoryEntity
+from bots.dialogue.rasa_domain import parse_response
 from bots.dialogue.rasa_yaml import (
     Findings,
     as_list,
@@ -68,6 +70,10 @@ class TrainingData:
     # Retrieval intents (``chitchat/ask_name``): per intent, each response key's example texts; the examples
     # also train the intent itself (``chitchat``), as Rasa's intent classifier learns it.
     retrieval: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # ``responses:`` of the data files (Rasa reads them as NLU data and merges them into the domain, where they
+    # win over a same-named domain response), and where each is defined
+    responses: dict[str, tuple[ResponseVariation, ...]] = field(default_factory=dict)
+    response_where: dict[str, str] = field(default_factory=dict)
 
 
 def is_data_file(path: Path) -> bool:
@@ -113,9 +119,8 @@ def read_data_file(path: Path, data: TrainingData, findings: Findings, *, nlu: b
         if key not in DATA_KEYS:
             findings.note(item.key_where(), f"'{key}' is not training data: not read")
     check_version(top, findings)
-    if "responses" in top:
-        findings.unsupported(top["responses"].key_where(), "responses in training data (retrieval intents and "
-                                                       "ResponseSelector); move them to the domain's responses")
+    if "responses" in top and nlu:
+        _responses(top["responses"], data, findings)
     if "nlu" in top and nlu:
         for item in as_list(top["nlu"], "'nlu'", findings) or []:
             _nlu_item(item, data, findings)
@@ -127,6 +132,22 @@ def read_data_file(path: Path, data: TrainingData, findings: Findings, *, nlu: b
                     if story is not None:
                         data.stories.append(story)
     return True
+
+
+def _responses(section: Located, data: TrainingData, findings: Findings) -> None:
+    """A data file's ``responses:`` (e.g. a retrieval intent's ``utter_faq/ask_x`` kept in data/responses.yml),
+    read as the domain's are; a name defined again in the data keeps its first definition (noted)."""
+    for name, item in (as_mapping(section, "'responses'", findings) or {}).items():
+        variations = parse_response(name, item, findings)
+        if variations is None:
+            findings.broken.add(name)
+            continue
+        if name in data.responses:
+            findings.note(item.key_where(), f"response '{name}' is defined again (first at "
+                                            f"{data.response_where[name]}); the first definition is used")
+            continue
+        data.responses[name] = variations
+        data.response_where[name] = item.key_where()
 
 
 def _nlu_item(item: Located, data: TrainingData, findings: Findings) -> None:

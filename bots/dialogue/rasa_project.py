@@ -3,7 +3,8 @@
 ```
 config.yml        language, pipeline, policies      -> BotSpec (fallback threshold, pipeline), PolicyConfig
 domain.yml        or domain/ (every .yml, merged)   -> Domain
-data/             nlu, stories, rules (by content)  -> BotSpec.intents / synonyms / regexes / lookups, Story
+data/             nlu, stories, rules, responses    -> BotSpec.intents / synonyms / regexes / lookups, Story,
+                  (by content)                      Domain.responses
 actions/          or actions.py                     -> DialogueSpec.actions_module
 endpoints.yml     action_endpoint                   -> DialogueSpec.action_endpoint
 credentials.yml   rest/socketio, slack, telegram    -> BotSpec.channels
@@ -21,7 +22,7 @@ the folder's name, made a valid bot name. docs/rasa.md is the migration guide.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bots.botspec import BotSpec, Example, Intent
@@ -112,6 +113,7 @@ def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, na
     for path in data_files(list(paths.data), findings):
         if not read_data_file(path, data, findings):
             findings.note(f"{path}:1", "no nlu, stories or rules: not training data, not read")
+    domain = _with_data_responses(domain, data, findings)
     config = parse_config(paths.config, findings)
     endpoint = parse_endpoints(paths.endpoints, findings)
     found_channels = parse_credentials(paths.credentials, findings) if channels is None else channels
@@ -129,6 +131,18 @@ def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, na
                    for intent, keys in data.retrieval.items()},
     )
     return spec, dialogue
+
+
+def _with_data_responses(domain: Domain, data: TrainingData, findings: Findings) -> Domain:
+    """The data files' ``responses:`` merged into the domain, as Rasa's importer merges them (a response of
+    the training data wins over a same-named one of the domain, noted)."""
+    if not data.responses:
+        return domain
+    for name, where in data.response_where.items():
+        if name in domain.responses:
+            findings.note(where, f"response '{name}' is also defined in the domain; this one (the training "
+                                 "data's) is used, as Rasa merges them")
+    return replace(domain, responses={**domain.responses, **data.responses})
 
 
 def _line(where: str) -> int:

@@ -69,3 +69,33 @@ def test_check_names_a_response_no_example_can_pick_and_a_key_without_response(t
     first = nlu.read_text(encoding="utf-8").splitlines().index("    - what if I return a book late") + 1
     assert f"{nlu}:{first}: retrieval intent 'faq/late_fee' has no response 'utter_faq/late_fee': 'utter_faq' " \
            f"says nothing when it picks it" in report.warnings
+
+
+async def test_responses_in_a_data_file_join_the_domain_and_win_over_its_own(tmp_path: Path) -> None:
+    """Rasa reads ``responses:`` in a data file (data/responses.yml) as NLU data and merges them into the domain,
+    a data response winning over a same-named domain one (its importer merges with override). They were noted
+    as unsupported and dropped: ``utter_faq`` had no key to say. Found reading a public retail bot that keeps its
+    retrieval responses in data/responses/responses.yml (bench/RESULTS.md, fourth round)."""
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, QUESTIONS)
+
+    bot = project(tmp_path, "retrieval")
+    domain = bot / "domain.yml"
+    text = domain.read_text(encoding="utf-8")
+    start = text.index("  # Retrieval intent faq")
+    domain.write_text(text[:start], encoding="utf-8")   # the utter_faq/<key> responses leave the domain...
+    responses = bot / "data" / "responses.yml"          # ...for a data file, with utter_greet said otherwise
+    responses.write_text('version: "3.1"\nresponses:\n  utter_greet:\n  - text: "Hello from the data!"\n'
+                         + text[start:], encoding="utf-8")
+    spec, dialogue = load_rasa_project(bot)
+    assert dialogue.domain.responses["utter_faq/late_fee"][0].text == "A late item costs 20 cents a day."
+    assert dialogue.domain.responses["utter_faq/late_fee"][0].where.startswith(f"{responses}:")
+    assert dialogue.domain.responses["utter_greet"][0].text == "Hello from the data!"
+    assert f"{responses}:3: response 'utter_greet' is also defined in the domain; this one (the training " \
+           f"data's) is used, as Rasa merges them" in spec.notes
+    report = check_bot_folder(bot)
+    assert report.errors == [] and not [w for w in report.warnings if "has no response" in w]
+    results = await run_story_tests(bot, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader)
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.action_targets[2:6] == ["We are open Monday to Saturday, 9:00 to 19:00.", "action_listen",
+                                           "You can borrow up to 10 items for three weeks.", "action_listen"]
