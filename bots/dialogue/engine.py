@@ -312,6 +312,8 @@ class _Turn:
                     self.emit(FOLLOWUP, {"name": None})
                 continue
             excluded.clear()
+            if name in self.domain.forms:
+                rejected = False  # a loop that ran is no longer rejected (Rasa's set_latest_action)
             self.emit(ACTION, {"name": name, "policy": policy, "confidence": round(confidence, 4)})
             for event in outcome.events:
                 self.apply(event)

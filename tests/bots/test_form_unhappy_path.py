@@ -18,8 +18,10 @@ from bots.dialogue.domain import REQUESTED_SLOT, Domain, Form, Slot
 from bots.dialogue.policies import Tracker
 from bots.events import ACTION, REJECTED
 from bots.runtime import Runtime
+from bots.settings import Settings
+from bots.store.sqlite import SQLiteStore
 from tests.bots.keyword_model import message
-from tests.bots.lookup_model import lookup_runtime
+from tests.bots.lookup_model import LookupModel, lookup_runtime, project
 
 
 @pytest.fixture
@@ -44,6 +46,53 @@ async def test_the_form_asks_again_after_the_chitchat_rule(runtime: Runtime) -> 
         ["rejected:restaurant_form", "action:utter_chitchat", "action:restaurant_form", "action:action_listen"])
     assert await say("italian food") == (
         ["For how many people?"], ["action:restaurant_form", "action:action_listen"])
+
+
+LOOP_STORY = """version: "3.1"
+stories:
+- story: a story that goes on after the form asked again
+  steps:
+  - intent: request_restaurant
+  - action: restaurant_form
+  - active_loop: restaurant_form
+  - intent: bot_challenge
+  - action: utter_iamabot
+  - action: restaurant_form
+  - action: utter_iamabot
+"""
+
+
+async def test_after_an_unhappy_path_the_form_asks_again_and_the_bot_listens(tmp_path: Path) -> None:
+    # A public car-rental project: "Bonjour" inside its form (an ignored intent) was rejected, its general rule
+    # answered and gave the turn back to the form, which asked again; then its learned policy answered the
+    # greeting a second time instead of listening: the form's rejection still held for the rest of the turn, so
+    # the loop's happy path (it ran: listen) was skipped. Rasa resets the rejection when the loop runs
+    # (``DialogueStateTracker.set_latest_action``), and the happy path outranks every other policy: here a
+    # story the memoization would follow.
+    bot_dir = project(tmp_path, "forms")
+    (bot_dir / "data" / "stories_loop.yml").write_text(LOOP_STORY, encoding="utf-8")
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.start()
+    runtime = Runtime(Settings(data_dir=tmp_path, nlu_max_wait_ms=0.0), store,
+                      model_loader=lambda artifact, spec, settings: LookupModel(spec, {}))
+    try:
+        await runtime.load_bot(bot_dir)
+
+        async def say(text: str) -> tuple[list[str], list[str]]:
+            msg = message(text, bot="forms")
+            answered = [r.text for r in await runtime.handle(msg)]
+            turn = await runtime.store.get_turn("forms", "c1", msg.message_id)
+            assert turn is not None
+            return answered, [f"{e.kind}:{e.data['name']}" for e in turn.events if e.kind in (ACTION, REJECTED)]
+
+        await say("I'd like to book a table")
+        assert await say("is this a robot?") == (   # the rule "Bot challenge" does not name the form
+            ["I am a bot.", "What cuisine would you like?"],
+            ["rejected:restaurant_form", "action:utter_iamabot", "action:restaurant_form", "action:action_listen"])
+        assert await say("italian food") == (
+            ["For how many people?"], ["action:restaurant_form", "action:action_listen"])
+    finally:
+        await runtime.aclose()
 
 
 async def test_a_story_that_never_names_requested_slot_matches_a_form_that_asked_for_one(runtime: Runtime) -> None:
