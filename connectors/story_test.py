@@ -47,7 +47,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bots.dialogue.domain import ACTION_LISTEN, DEFAULT_ACTIONS, NLU_FALLBACK_INTENT, REQUESTED_SLOT, Step, Story
+from bots.dialogue.domain import (
+    ACTION_LISTEN,
+    DEFAULT_ACTIONS,
+    DEFAULT_INTENTS,
+    NLU_FALLBACK_INTENT,
+    REQUESTED_SLOT,
+    Step,
+    Story,
+)
 from bots.dialogue.engine import policies_for
 from bots.dialogue.policies import Tracker, _step_user, _step_value, story_paths
 from bots.dialogue.rasa_data import read_test_stories
@@ -151,7 +159,14 @@ def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogu
 
     def check(step: Step, what: str) -> None:
         if step.kind == "intent" and step.name is not None and step.name not in intents:
-            problems.append(f"{step.where}: {what}: intent '{step.name}' is not one of the bot's intents")
+            if step.name in DEFAULT_INTENTS and step.user_text is not None:
+                pass  # Rasa's default intents are in every domain: 'nlu_fallback' is what a text not understood gets
+            elif step.name in DEFAULT_INTENTS:
+                problems.append(f"{step.where}: {what}: Rasa's default intent '{step.name}' given without a text: "
+                                f"it would be sent as the payload '/{step.name}', and a payload names one of the "
+                                "bot's own intents; give the 'user:' text that should get it")
+            else:
+                problems.append(f"{step.where}: {what}: intent '{step.name}' is not one of the bot's intents")
         elif step.kind == "action" and step.name is not None and step.name not in actions:
             problems.append(f"{step.where}: {what}: action '{step.name}' is not in the domain")
         elif step.kind == "active_loop" and step.name is not None and step.name not in domain.forms:

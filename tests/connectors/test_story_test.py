@@ -247,3 +247,33 @@ async def test_a_test_file_without_stories_is_noted_and_a_run_of_nothing_refused
     with pytest.raises(ConfigError, match=r"no test stories in .*test_stories\.yml \(a test story file has "
                                           r"'stories:' or 'rules:'"):
         await run(bot_dir)
+
+
+async def test_a_story_may_expect_rasas_default_intent_nlu_fallback(tmp_path: Path) -> None:
+    # Rasa's domain always holds its default intents (nlu_fallback, out_of_scope, ...): a test story may expect a
+    # text not understood to be nlu_fallback (public projects' test stories do). Switchboard refused such a file:
+    # "intent 'nlu_fallback' is not one of the bot's intents".
+    tests = """\
+stories:
+- story: not understood, twice
+  steps:
+  - user: |
+      blorp quux
+    intent: nlu_fallback
+  - action: action_default_fallback
+  - user: |
+      hello
+    intent: greet
+  - action: utter_greet
+"""
+    results = await run(project(tmp_path, "fallback_override", tests))   # an unknown text: confidence 0.1 < 0.5
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.intent_predictions == ["nlu_fallback", "greet"]
+    # given without a text it would be the payload '/nlu_fallback', which names only the bot's own intents
+    with pytest.raises(ConfigError) as raised:
+        alone = "stories:\n- story: x\n  steps:\n  - intent: nlu_fallback\n  - action: action_default_fallback\n"
+        await run(project(tmp_path / "alone", "fallback_override", alone))
+    assert [p.split("test_stories.yml:", 1)[1] for p in raised.value.problems] == [
+        "4: test story 'x': Rasa's default intent 'nlu_fallback' given without a text: it would be sent as the "
+        "payload '/nlu_fallback', and a payload names one of the bot's own intents; give the 'user:' text that "
+        "should get it"]
