@@ -150,8 +150,11 @@ def story_files(bot_dir: Path, paths: Sequence[Path] = ()) -> list[Path]:
     return list(files)
 
 
-def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogue: DialogueSpec) -> list[str]:
-    """Test-story steps naming what the bot does not have (``file:line``): they could never pass."""
+def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogue: DialogueSpec, *,
+                   replay: bool = False) -> list[str]:
+    """Test-story steps naming what the bot does not have (``file:line``): they could never pass. Rasa's default
+    intents are in every domain: a user text may expect one, and a replay (which gives a step's intent directly,
+    as ``rasa test`` does) takes one without a text too."""
     domain = dialogue.domain
     actions = {*DEFAULT_ACTIONS, *domain.action_names}
     intents = set(bot_intents) | set(domain.intents)
@@ -159,12 +162,12 @@ def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogu
 
     def check(step: Step, what: str) -> None:
         if step.kind == "intent" and step.name is not None and step.name not in intents:
-            if step.name in DEFAULT_INTENTS and step.user_text is not None:
-                pass  # Rasa's default intents are in every domain: 'nlu_fallback' is what a text not understood gets
+            if step.name in DEFAULT_INTENTS and (step.user_text is not None or replay):
+                pass  # 'nlu_fallback' is what a text not understood gets
             elif step.name in DEFAULT_INTENTS:
                 problems.append(f"{step.where}: {what}: Rasa's default intent '{step.name}' given without a text: "
                                 f"it would be sent as the payload '/{step.name}', and a payload names one of the "
-                                "bot's own intents; give the 'user:' text that should get it")
+                                "bot's own intents; give the 'user:' text that should get it, or --replay")
             else:
                 problems.append(f"{step.where}: {what}: intent '{step.name}' is not one of the bot's intents")
         elif step.kind == "action" and step.name is not None and step.name not in actions:
@@ -574,7 +577,7 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
         try:
             runtime.validate([bot_dir])  # what serve checks before it listens
             bot = await runtime.load_bot(bot_dir)
-            problems = _unknown_names(stories, list(bot.spec.intents), bot.dialogue)
+            problems = _unknown_names(stories, list(bot.spec.intents), bot.dialogue, replay=replay)
             if problems:
                 raise ConfigError(problems)
             sources = {str(f.resolve()): str(f) for f in files}

@@ -276,4 +276,12 @@ stories:
     assert [p.split("test_stories.yml:", 1)[1] for p in raised.value.problems] == [
         "4: test story 'x': Rasa's default intent 'nlu_fallback' given without a text: it would be sent as the "
         "payload '/nlu_fallback', and a payload names one of the bot's own intents; give the 'user:' text that "
-        "should get it"]
+        "should get it, or --replay"]
+    # replayed, as rasa test evaluates it, the story's intent is given directly: the rule answers it
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {})
+
+    replayed = await run_story_tests(project(tmp_path / "replayed", "fallback_override", alone),
+                                     settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader, replay=True)
+    assert [f for s in replayed.stories for f in s.failures] == []
+    assert replayed.action_targets == ["action_default_fallback", "action_listen"]
