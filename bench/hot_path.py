@@ -6,8 +6,8 @@ no load generator): what bench/load.py's "CPU per message" is made of.
 Prints, per piece, the CPU time (user+system of this process, ``time.process_time``) per message or per
 call, the median of ``--runs`` repetitions with the spread (min-max):
 
-- **store**: the embedded SQLite store's four operations of a message, as the runtime makes them
-  (enqueue, take the lease, read the new turns, complete and release), on ``--messages`` messages over 50
+- **store**: the embedded SQLite store's three operations of a message, as the runtime makes them
+  (enqueue taking the lease, read the new turns, complete and release), on ``--messages`` messages over 50
   conversations, with the shipped bench questions as texts and an answer of two questions' length;
   the store's checkpoints (worker thread) count in whichever operation runs meanwhile;
 - **NLU model**: the bot's served model (``OnnxNLU.predict``, 1 thread) per text, in batches of 1 to 16:
@@ -52,7 +52,7 @@ from bots.store.base import SummaryUpdate  # noqa: E402
 from bots.store.sqlite import SQLiteStore  # noqa: E402
 from connectors.cli import tune_serving_process  # noqa: E402
 
-OPS = ("enqueue", "lease", "load", "complete")
+OPS = ("enqueue", "load", "complete")
 
 
 async def store_costs(texts: list[str], messages: int) -> dict[str, float]:
@@ -68,9 +68,9 @@ async def store_costs(texts: list[str], messages: int) -> dict[str, float]:
             text = texts[i % len(texts)]
             marks = [time.process_time()]
             result = await store.enqueue("bench", cid, "web", "user", {}, mid,
-                                         Event(USER, {"text": text, "message_id": mid, "channel": "web"}, now))
-            marks.append(time.process_time())
-            await store.acquire_lease("bench", cid, "owner", 2.0)
+                                         Event(USER, {"text": text, "message_id": mid, "channel": "web"}, now),
+                                         lease_owner="owner", lease_ttl_s=2.0)
+            assert result.leased, "the lease was released with the conversation's last answer"
             marks.append(time.process_time())
             await store.load("bench", cid, last_n=200, after_seq=result.turn.seq - 1)
             marks.append(time.process_time())
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             add("runtime, the event loop's thread (ms/message)", loop)
     if not args.only_runtime:
         store_total = [sum(values) for values in zip(*(runs[f"store {op} (ms/message)"] for op in OPS), strict=True)]
-        runs["store, the four together (ms/message)"] = store_total
+        runs["store, the three together (ms/message)"] = store_total
     digits: Callable[[str], int] = lambda name: 0 if "µs" in name else 3  # noqa: E731
     for name, values in runs.items():
         print(f"{name:<44} {_spread(values, digits(name))}")

@@ -229,6 +229,11 @@ class Runtime:
         self.gap_wait_s = gap_wait_s
         self._owner = f"{uuid.uuid4().hex[:12]}"
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Our conversation leases, each with when it expires (time.time()) as its last store write taking or
+        # renewing it said: while one has a third of its TTL left, no other replica can take it, so a turn
+        # needs no write of its own to check it (see _holds). Forgotten when a release of ours is issued.
+        self._leases: dict[tuple[str, str], float] = {}
+        self._releases = 0  # releases of our leases issued (a take whose write a release may follow is not noted)
         self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()  # LRU of dialogue states
         self._known_events = 0  # events held by the cached states (bounded: see _remember)
         # Channels that show an answer while it is generated (web) register here, by channel name.
@@ -407,10 +412,15 @@ class Runtime:
             data[OPENED] = True
         event = Event(USER, data, timestamp=message.received_at)  # the store redacts it (bot.privacy)
         started = time.perf_counter()
+        # The lease is taken with the message (one write fewer): ``process`` follows at once and finds it held.
+        mark = self._lease_mark()
         result = await self.store.enqueue(
             bot.name, message.ref.conversation_id, message.ref.channel, message.user_id,
             message.ref.address, message.message_id, event, customer_name=message.customer_name,
+            lease_owner=self._owner, lease_ttl_s=self.settings.lease_ttl_s,
         )
+        if result.created:
+            self._lease_noted((bot.name, message.ref.conversation_id), result.leased, mark)
         self.metrics.store_seconds.labels(self.store.name, "enqueue").observe(time.perf_counter() - started)
         if result.created:
             self.metrics.messages.labels(bot.name, message.ref.channel, "in").inc()
@@ -471,8 +481,7 @@ class Runtime:
         try:
             async with lock:
                 while True:
-                    if await self.store.acquire_lease(bot.name, conversation_id, self._owner,
-                                                      self.settings.lease_ttl_s):
+                    if self._holds(key) or await self._acquire_lease(key):
                         drained = _Drained()
                         done = asyncio.Event()
                         heartbeat = asyncio.create_task(self._keep_lease(bot.name, conversation_id, done))
@@ -482,6 +491,7 @@ class Runtime:
                             done.set()
                             await heartbeat  # a renewal in flight ends first (it never re-takes a released lease)
                             if not drained.released:
+                                self._releasing(key)
                                 await self.store.release_lease(bot.name, conversation_id, self._owner)
                         if message_id in drained.answered:  # answered here: no need to read it back
                             return drained.answered[message_id]
@@ -496,6 +506,49 @@ class Runtime:
             if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
                 self._locks.pop(key, None)
 
+    # -- our leases, as the store last confirmed them --------------------------------------
+    def _holds(self, key: tuple[str, str]) -> bool:
+        """We hold the conversation's lease for at least another third of its TTL: the store said so at
+        its last write taking or renewing it, and no release of ours was issued since. No other replica
+        takes a lease before it expires, so no store write is needed to know it (the heartbeat renews it
+        every third of the TTL; a process stalled past that goes back to the store)."""
+        expires = self._leases.get(key)
+        return expires is not None and expires - time.time() > self.settings.lease_ttl_s / 3
+
+    def _lease_mark(self) -> tuple[int, float]:
+        """Taken right before a store write that may take or renew a lease: the releases issued so far,
+        and the earliest the lease it takes can expire."""
+        return self._releases, time.time() + self.settings.lease_ttl_s
+
+    def _lease_noted(self, key: tuple[str, str], taken: bool, mark: tuple[int, float]) -> None:
+        """Note what a write begun at ``mark`` said of our lease. Only when no release of ours was
+        issued meanwhile: a store that is not one transaction at a time (MongoDB) may apply such a release
+        after this write, and then the lease noted here would not be ours any more."""
+        releases, expires = mark
+        if taken and releases == self._releases:
+            self._leases[key] = expires
+        else:
+            self._leases.pop(key, None)
+        if len(self._leases) > 4 * max(self.settings.max_in_flight, 1):  # taken but never processed
+            now = time.time()
+            for stale in [k for k, e in self._leases.items() if e < now]:
+                del self._leases[stale]
+
+    def _releasing(self, key: tuple[str, str]) -> None:
+        """A release of our lease is about to be issued (with a turn's completion, or alone)."""
+        self._releases += 1
+        self._leases.pop(key, None)
+
+    async def _acquire_lease(self, key: tuple[str, str]) -> bool:
+        mark = self._lease_mark()
+        try:
+            taken = await self.store.acquire_lease(*key, self._owner, self.settings.lease_ttl_s)
+        except BaseException:
+            self._leases.pop(key, None)
+            raise
+        self._lease_noted(key, taken, mark)
+        return taken
+
     async def _keep_lease(self, bot: str, conversation_id: str, done: asyncio.Event) -> None:
         """The holder's heartbeat while it processes the conversation: the lease renewed every third of
         its TTL until ``done``, so a slow turn keeps it and a dead holder loses it within one TTL. A lost
@@ -507,12 +560,15 @@ class Runtime:
                 await asyncio.wait_for(done.wait(), timeout=interval)
             if done.is_set():
                 return
+            mark = self._lease_mark()
             try:
-                if not await self.store.renew_lease(bot, conversation_id, self._owner, self.settings.lease_ttl_s):
-                    log.warning("lease lost while processing", extra={"bot": bot})
-                    return
+                renewed = await self.store.renew_lease(bot, conversation_id, self._owner, self.settings.lease_ttl_s)
             except StoreUnavailable:
                 continue  # the drain meets the outage too; renewed again once the store answers
+            self._lease_noted((bot, conversation_id), renewed, mark)
+            if not renewed:
+                log.warning("lease lost while processing", extra={"bot": bot})
+                return
 
     async def _drain(self, bot: BotRuntime, conversation_id: str, drained: _Drained) -> None:
         """Answer every pending turn of the conversation, oldest first (we hold the lease). The last
@@ -552,8 +608,7 @@ class Runtime:
         satisfaction, unrated = bot.dialogue.handoff.satisfaction, conversation.summary.csat is None
         unasked = unrated and conversation.summary.csat_asked_at is None  # the satisfaction question: asked once
         for i, turn in enumerate(pending):
-            if i and not await self.store.acquire_lease(bot.name, conversation_id, self._owner,
-                                                        self.settings.lease_ttl_s):
+            if i and not (self._holds(key) or await self._acquire_lease(key)):
                 log.warning("lease lost while draining; another replica goes on",
                             extra={"bot": bot.name, "seq": turn.seq})
                 return  # checked (and renewed) before each turn: two replicas never answer one turn
@@ -591,6 +646,8 @@ class Runtime:
                       *([Event(BOT, question.to_dict())] if question is not None else [])]
             last = i == len(pending) - 1
             summary = conversation.summary
+            if last:
+                self._releasing(key)
             done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
                 rating_update or replace(bot_turn(decision.events, user.timestamp), last_intent=understanding.intent,

@@ -1,19 +1,18 @@
-"""bench/hot_path.py: the store's four operations of a message are each measured, on real messages; the
+"""bench/hot_path.py: the store's three operations of a message are each measured, on real messages; the
 thread hop, the dialogue replay and a policy prediction are timed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.hot_path import OPS, dialogue_costs, hop_cost, store_costs
+from bench.hot_path import dialogue_costs, hop_cost, store_costs
 from bench.load import read_questions
 
 
 async def test_store_costs_measure_each_operation_of_a_message() -> None:
     costs = await store_costs(read_questions()[:20], messages=25)
-    assert list(costs) == list(OPS)
+    assert list(costs) == ["enqueue", "load", "complete"]  # the lease comes with the enqueue, goes with the complete
     assert all(ms > 0 for ms in costs.values()), costs
-    assert costs["complete"] > costs["lease"]  # stores an answer, its words and the summary; the lease is one update
 
 
 async def test_a_thread_hop_costs_some_cpu() -> None:

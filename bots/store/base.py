@@ -380,6 +380,7 @@ def redacted_reminders(rules: PrivacyRules, bot: str, changes: ReminderChanges |
 class EnqueueResult:
     turn: Turn
     created: bool  # False: the message id was seen before; ``turn`` is the stored one
+    leased: bool = False  # the conversation lease was taken for ``lease_owner`` with the message
 
 
 class ConversationStore(Protocol):
@@ -398,11 +399,15 @@ class ConversationStore(Protocol):
 
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
                       address: Mapping[str, str], message_id: str, user_event: Event, *,
-                      customer_name: str | None = None) -> EnqueueResult:
+                      customer_name: str | None = None, lease_owner: str | None = None,
+                      lease_ttl_s: float = 0.0) -> EnqueueResult:
         """Store a customer's message as a pending turn with the next seq (atomically creating
         the conversation). A known message id returns the stored turn, ``created=False``.
         ``customer_name`` (the channel's display name; None: unknown) is written on the conversation in
-        the same write, pseudonymised like the user id for a ``pii:`` bot; None keeps the stored one."""
+        the same write, pseudonymised like the user id for a ``pii:`` bot; None keeps the stored one.
+        With ``lease_owner``, a new message also takes the conversation lease for that owner, as
+        ``acquire_lease`` would (``leased``), in the same write where the store can (SQLite: one
+        transaction fewer per message); never for a known message id (nothing to process)."""
         ...
 
     async def pending(self, bot: str, conversation_id: str) -> list[Turn]:

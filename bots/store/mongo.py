@@ -305,7 +305,8 @@ class MongoStore:
 
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
                       address: Mapping[str, str], message_id: str, user_event: Event, *,
-                      customer_name: str | None = None) -> EnqueueResult:
+                      customer_name: str | None = None, lease_owner: str | None = None,
+                      lease_ttl_s: float = 0.0) -> EnqueueResult:
         key = conversation_key(ref_bot, conversation_id)
         now = user_event.timestamp
         user_id = self._privacy.user_id(ref_bot, user_id)
@@ -326,7 +327,11 @@ class MongoStore:
                 update["$set"] = {"customer_name": name}
             conv = await self._upsert_conversation(key, update)
             pending = Turn(ref_bot, conversation_id, 0, message_id, "pending", (user_event,), now)
-            return await self._insert_turn(pending, int(conv["next_seq"]))
+            result = await self._insert_turn(pending, int(conv["next_seq"]))
+            if not result.created or lease_owner is None:
+                return result
+            # its own round trip here (a conditional lease and the unconditional upsert are two updates)
+            return replace(result, leased=await self._take_lease(ref_bot, conversation_id, lease_owner, lease_ttl_s))
 
     async def pending(self, bot: str, conversation_id: str) -> list[Turn]:
         async with self._guard("read pending messages"):
@@ -764,17 +769,20 @@ class MongoStore:
 
     # -- leases ---------------------------------------------------------------------
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+        async with self._guard("take the conversation lease"):
+            return await self._take_lease(bot, conversation_id, owner, ttl_s)
+
+    async def _take_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
         now = time.time()
         holder = {"$ifNull": ["$lease_owner", None]}
         free = {"$or": [{"$eq": [holder, None]}, {"$eq": [holder, _lit(owner)]},
                         {"$lt": [{"$ifNull": ["$lease_expires", 0.0]}, _lit(now)]}]}
-        async with self._guard("take the conversation lease"):
-            # one atomic update by _id: take the lease if free, else leave it as it is
-            doc = await self._convs.find_one_and_update(
-                {"_id": conversation_key(bot, conversation_id)},
-                [{"$set": {"lease_owner": {"$cond": [free, _lit(owner), holder]},
-                           "lease_expires": {"$cond": [free, _lit(now + ttl_s), "$lease_expires"]}}}],
-                projection={"lease_owner": 1, "lease_expires": 1}, return_document=ReturnDocument.AFTER)
+        # one atomic update by _id: take the lease if free, else leave it as it is
+        doc = await self._convs.find_one_and_update(
+            {"_id": conversation_key(bot, conversation_id)},
+            [{"$set": {"lease_owner": {"$cond": [free, _lit(owner), holder]},
+                       "lease_expires": {"$cond": [free, _lit(now + ttl_s), "$lease_expires"]}}}],
+            projection={"lease_owner": 1, "lease_expires": 1}, return_document=ReturnDocument.AFTER)
         return doc is not None and doc.get("lease_owner") == owner and doc.get("lease_expires") == now + ttl_s
 
     async def renew_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:

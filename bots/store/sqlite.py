@@ -350,7 +350,8 @@ class SQLiteStore:
     # -- turns ----------------------------------------------------------------------
     async def enqueue(self, ref_bot: str, conversation_id: str, channel: str, user_id: str,
                       address: Mapping[str, str], message_id: str, user_event: Event, *,
-                      customer_name: str | None = None) -> EnqueueResult:
+                      customer_name: str | None = None, lease_owner: str | None = None,
+                      lease_ttl_s: float = 0.0) -> EnqueueResult:
         user_id = self._privacy.user_id(ref_bot, user_id)
         user_event = self._privacy.event(ref_bot, user_event)
         name = None if customer_name is None else self._privacy.user_id(ref_bot, customer_name)
@@ -381,7 +382,8 @@ class SQLiteStore:
                  json.dumps([user_event.to_dict()]), _turn_text([user_event]), now),
             )
             _index_words(conn, ref_bot, conversation_id, seq, [user_event])
-            return EnqueueResult(turn, created=True)
+            leased = lease_owner is not None and _take_lease(conn, ref_bot, conversation_id, lease_owner, lease_ttl_s)
+            return EnqueueResult(turn, created=True, leased=leased)
 
         return await self._write(tx, inline=True)
 
@@ -727,17 +729,7 @@ class SQLiteStore:
 
     # -- leases ---------------------------------------------------------------------
     async def acquire_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
-        now = time.time()
-
-        def tx(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE conversations SET lease_owner=?, lease_expires=? WHERE bot=? AND conversation_id=?"
-                " AND (lease_owner IS NULL OR lease_owner=? OR lease_expires < ?)",
-                (owner, now + ttl_s, bot, conversation_id, owner, now),
-            )
-            return cur.rowcount == 1
-
-        return await self._write(tx, inline=True)
+        return await self._write(lambda conn: _take_lease(conn, bot, conversation_id, owner, ttl_s), inline=True)
 
     async def renew_lease(self, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
         expires = time.time() + ttl_s
@@ -748,6 +740,16 @@ class SQLiteStore:
 
     async def release_lease(self, bot: str, conversation_id: str, owner: str) -> None:
         await self._write(lambda conn: _release(conn, bot, conversation_id, owner), inline=True)
+
+
+def _take_lease(conn: sqlite3.Connection, bot: str, conversation_id: str, owner: str, ttl_s: float) -> bool:
+    """Take the lease if free or expired (or already ``owner``'s), in the caller's write transaction."""
+    now = time.time()
+    return conn.execute(
+        "UPDATE conversations SET lease_owner=?, lease_expires=? WHERE bot=? AND conversation_id=?"
+        " AND (lease_owner IS NULL OR lease_owner=? OR lease_expires < ?)",
+        (owner, now + ttl_s, bot, conversation_id, owner, now),
+    ).rowcount == 1
 
 
 def _release(conn: sqlite3.Connection, bot: str, conversation_id: str, owner: str) -> None:
