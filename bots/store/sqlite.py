@@ -234,12 +234,17 @@ def _mark_fired(conn: sqlite3.Connection, bot: str, conversation_id: str, name: 
         " AND trigger_at=? AND status='scheduled'", (now, bot, conversation_id, name, trigger_at)).rowcount == 1
 
 
-def _index_words(conn: sqlite3.Connection, bot: str, conversation_id: str, seq: int, events: Sequence[Event]) -> None:
-    """Add the turn's searchable words (in the caller's write transaction; words already there stay)."""
-    conn.execute(
-        "INSERT OR IGNORE INTO turn_words (word, bot, conversation_id, seq) SELECT value, ?, ?, ? FROM json_each(?)",
-        (bot, conversation_id, seq, json.dumps(turn_words(events))),
-    )
+def _index_words(conn: sqlite3.Connection, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
+                 *, indexed: int = 0) -> None:
+    """Add the turn's searchable words (in the caller's write transaction; words already there stay).
+    ``indexed``: the first events' words are there already (the customer's message, stored pending), so
+    only the words after theirs are written (``turn_words`` keeps the order words first appear in)."""
+    found = turn_words(events)
+    if indexed:
+        found = found[len(turn_words(events[:indexed])):]
+    if found:
+        conn.execute("INSERT OR IGNORE INTO turn_words (word, bot, conversation_id, seq)"
+                     " SELECT value, ?, ?, ? FROM json_each(?)", (bot, conversation_id, seq, json.dumps(found)))
 
 
 class SQLiteStore:
@@ -466,7 +471,7 @@ class SQLiteStore:
                 (json.dumps([e.to_dict() for e in all_events]), _turn_text(all_events), now,
                  bot, conversation_id, seq),
             )
-            _index_words(conn, bot, conversation_id, seq, all_events)
+            _index_words(conn, bot, conversation_id, seq, all_events, indexed=len(turn.events))
             self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=True)
             if reminders:
                 _apply_reminders(conn, bot, conversation_id, seq, reminders, now)
