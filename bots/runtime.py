@@ -60,7 +60,7 @@ from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
 from bots.nlu.pipeline import NluPipeline
-from bots.nlu.sentiment import Frustration, Mood, SentimentScorer, customer_texts
+from bots.nlu.sentiment import Frustration, Mood, SentimentScorer
 from bots.pii import Privacy, Pseudonymiser, Redactor
 from bots.reminders import (
     TRIGGER,
@@ -696,7 +696,7 @@ class Runtime:
         text = str(user.data.get("text") or "")
         if not text or user.data.get("payload") or trigger_of(user) is not None:
             return None
-        mood = self.moods.score(text, customer_texts(state.history))
+        mood = self.moods.score(text, state.customer_texts())  # rolled up by the state, not walked
         if decision.fallback and state.fallbacks_in_a_row >= 1:
             mood = mood.with_signal("repeated_fallback")
         return mood

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,15 @@ from bots.types import JSON
 REQUESTED_SLOT = "requested_slot"  # the slot a form asks for next (Rasa's name)
 
 _HISTORY = 200  # events kept for custom actions' trackers
+_TEXTS = 20  # the customer's last texts kept (State.customer_texts): bots.nlu.sentiment compares with the last few
+
+
+def customer_text(event: Event) -> str | None:
+    """What the customer typed, when ``event`` is their message: neither a button click nor a reminder's firing."""
+    data = event.data
+    if event.kind != USER or not data.get("text") or data.get("payload") or data.get("reminder"):
+        return None
+    return str(data["text"])
 
 
 @dataclass
@@ -34,6 +44,11 @@ class State:
     session_started_at: float | None = None
     last_activity: float | None = None
     history: list[Event] = field(default_factory=list)  # this session's events, for custom actions
+    # The customer's last texts among ``history`` (``customer_texts``), rolled up as events are applied instead of
+    # walking the window every turn: each with its event's position among all events applied (``_applied``);
+    # ``history`` is always a suffix of those, so a text whose position is before history[0]'s has left it.
+    _texts: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=_TEXTS), repr=False, compare=False)
+    _applied: int = field(default=0, repr=False, compare=False)
 
     @classmethod
     def from_events(cls, events: Sequence[Event], sender_id: str = "") -> State:
@@ -46,7 +61,15 @@ class State:
         """A working copy: ``apply`` replaces (never mutates) events and the latest message, so only
         the slot values need a deep copy; the history shares its (frozen) events."""
         return dataclasses.replace(self, slots=copy.deepcopy(self.slots), latest_message=dict(self.latest_message),
-                                   history=list(self.history))
+                                   history=list(self.history), _texts=self._texts.copy(), _applied=self._applied)
+
+    def customer_texts(self) -> list[str]:
+        """The customer's last texts in ``history``, oldest first (at most ``_TEXTS``): what
+        ``[customer_text(e) for e in history]`` keeps of them, without walking the history."""
+        first = self._applied - len(self.history)  # the position of history[0]
+        while self._texts and self._texts[0][0] < first:
+            self._texts.popleft()
+        return [text for _, text in self._texts]
 
     def expired(self, now: float, expiry_s: float) -> bool:
         """True when ``now`` opens a new session (first message, or idle longer than the expiry)."""
@@ -64,6 +87,10 @@ class State:
         kind, data = event.kind, event.data
         self.last_activity = max(self.last_activity or event.timestamp, event.timestamp)
         self.history.append(event)
+        text = customer_text(event)
+        if text is not None:
+            self._texts.append((self._applied, text))
+        self._applied += 1
         self.paused = paused_after((event,), self.paused)  # the one rule (bots.handoff)
         if kind == SESSION_START:
             # The form goes, the slots too unless the bot carries them over; the conversation stays with a

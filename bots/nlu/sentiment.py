@@ -34,7 +34,8 @@ from typing import Any
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, USER, Event
+from bots.dialogue.state import customer_text
+from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, Event
 from bots.types import BotResponse
 from bots.yamlspan import Located
 
@@ -158,9 +159,8 @@ def repeats(text: str, earlier: Sequence[str]) -> bool:
 
 def customer_texts(history: Iterable[Event]) -> list[str]:
     """What the customer typed in ``history`` (a conversation's events), oldest first: neither button
-    clicks nor reminder firings."""
-    return [str(e.data.get("text") or "") for e in history
-            if e.kind == USER and e.data.get("text") and not e.data.get("payload") and not e.data.get("reminder")]
+    clicks nor reminder firings. (A dialogue state keeps the last of them rolled up: ``State.customer_texts``.)"""
+    return [text for text in map(customer_text, history) if text is not None]
 
 
 def frustrated_since_handoff(history: Iterable[Event]) -> int:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from bots.botspec import load_bot
+from bots.dialogue.state import State
 from bots.errors import ConfigError
-from bots.events import AGENT, BOT, FORM, NLU, PAUSE, RESUME, USER, Event
+from bots.events import ACTION, AGENT, BOT, FORM, NLU, PAUSE, RESTART, RESUME, SESSION_START, USER, Event
 from bots.nlu.sentiment import (
     DEFAULT_HANDOFF_MESSAGE,
     MAX_CHARS,
@@ -88,6 +90,31 @@ def test_customer_texts_leave_out_buttons_and_reminders() -> None:
                Event(USER, {"text": "Track", "payload": "/track_order"}),
                Event(USER, {"text": "", "reminder": {"name": "r"}}), Event(USER, {"text": "where is it"})]
     assert customer_texts(history) == ["hello", "where is it"]
+
+
+def test_a_states_rolled_up_customer_texts_are_those_of_its_history() -> None:
+    """``State.customer_texts`` (kept as events are applied, never walking the window) says what
+    ``customer_texts(state.history)`` says, as the window slides past 200 events, sessions start and restart, and
+    a working copy goes on apart from the state it was copied from (a text that left the history, or one the copy
+    added, would be stale)."""
+    rng = random.Random(17)
+    kinds = [USER, USER, BOT, NLU, ACTION]
+    state, copies, full = State(), [], 0
+    for i in range(3000):
+        kind = rng.choice(kinds) if rng.random() < 0.997 else rng.choice([SESSION_START, RESTART])
+        if kind == USER:
+            data = rng.choice([{"text": f"question {i}"}, {"text": f"click {i}", "payload": "/greet"},
+                               {"text": "", "reminder": {"name": "r"}}, {"text": f"again {i}"}])
+        else:
+            data = {"text": f"answer {i}"} if kind == BOT else {}
+        state.apply(Event(kind, data, float(i)))
+        assert state.customer_texts() == customer_texts(state.history)[-20:], i
+        if i % 97 == 0:
+            copies.append((state.copy(), list(state.history)))
+        for copy, history in copies[-3:]:  # the copies never see the state's later events
+            assert copy.customer_texts() == customer_texts(history)[-20:]
+        full += len(state.history) == 200
+    assert full > 1000  # the window slid past the texts most of the time
 
 
 def _frustrated() -> Event:
