@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/oos.py [--mode fast|finetune] [--known 0.25,0.5,0.75] [--seeds 0,1,2]
                                   [--epochs N] [--threads N] [--max-test N] [--targets T1,T2]
+                                  [--data DIR_OR_CSV] [--max-examples-per-intent N]
 
 For each share of known intents and each seed: that share of the 77 intents is drawn at random
 (seeded), the model is trained on the training examples of those intents only (the pipeline's
@@ -16,12 +17,17 @@ writes into the artifact.
 Also the closed-set accuracy on the known intents (nothing rejected) and the load average.
 Published ADB (BERT-base) figures to compare with: 25% known 78.85 / 71.62, 50% 78.86 / 80.90,
 75% 81.08 / 85.96 (accuracy / macro-F1, %).
+``--data`` takes another data set the same way: a folder with ``train.csv`` and ``test.csv``, or one CSV
+(``text,intent`` or Bitext's columns) that is split 80/20 per intent (seeded; exact duplicate texts, case
+ignored, are dropped first, so no test text is also a training text), e.g. Bitext's customer-support CSV,
+whose 27 intents span several topics of a shop's support (BANKING77 is one domain).
 Not part of the test run.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import random
 import statistics
@@ -45,12 +51,35 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77"
 ADB = {0.25: (78.85, 71.62), 0.5: (78.86, 80.90), 0.75: (81.08, 85.96)}
 
 
-def _load(data_dir: Path) -> tuple[list[Sample], list[Sample]]:
-    missing = [p for p in (data_dir / "train.csv", data_dir / "test.csv") if not p.is_file()]
+def _texts_and_intents(path: Path) -> list[Sample]:
+    """A CSV's texts (column ``text``, or Bitext's ``instruction``) and intents (``intent``, else ``category``
+    or ``label``), exact duplicates (case ignored) dropped. Only the intent matters here, so Bitext's entity
+    columns (some with offsets outside their text, which ``switchboard train`` reports) are not read."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        names = {c.strip().lower(): c for c in reader.fieldnames or []}
+        text_col = names.get("text") or names.get("instruction")
+        intent_col = names.get("intent") or names.get("category") or names.get("label")
+        if text_col is None or intent_col is None:
+            sys.exit(f"bench/oos.py: {path}:1: the header must name a text (or instruction) and an intent column")
+        seen: set[str] = set()
+        samples = []
+        for row in reader:
+            text, intent = (row[text_col] or "").strip(), (row[intent_col] or "").strip()
+            if text and intent and text.lower() not in seen:
+                seen.add(text.lower())
+                samples.append(Sample(text, intent, (), f"{path}:{reader.line_num}"))
+    return samples
+
+
+def _load(data: Path) -> tuple[list[Sample], list[Sample]]:
+    if data.is_file():  # one CSV: split it
+        return stratified_split(_texts_and_intents(data), 0.2, seed=0)
+    missing = [p for p in (data / "train.csv", data / "test.csv") if not p.is_file()]
     if missing:
-        sys.exit(f"bench/oos.py: BANKING77 is missing ({', '.join(map(str, missing))}); put train.csv and test.csv "
-                 f"(text,category) in {data_dir} or pass --data-dir")
-    return list(load_csv(data_dir / "train.csv").samples), list(load_csv(data_dir / "test.csv").samples)
+        sys.exit(f"bench/oos.py: the data set is missing ({', '.join(map(str, missing))}); put train.csv and "
+                 f"test.csv (text,category) in {data} (BANKING77 by default), or pass --data with one CSV")
+    return list(load_csv(data / "train.csv").samples), list(load_csv(data / "test.csv").samples)
 
 
 def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: int, cfg: TrainConfig,
@@ -65,7 +94,7 @@ def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: i
     gold = [s.intent if s.intent in known else OUT_OF_SCOPE for s in test]
     with tempfile.TemporaryDirectory(prefix="oos-") as tmp:
         t0 = time.perf_counter()
-        trained = train_model(data, cfg, bot_name="banking77-open", out_dir=Path(tmp) / "model")
+        trained = train_model(data, cfg, bot_name="open-intent", out_dir=Path(tmp) / "model")
         seconds = time.perf_counter() - t0
         nlu = OnnxNLU.load(trained.directory, threads=cfg.threads)
         scored = nlu.score([s.text for s in test])
@@ -100,7 +129,9 @@ def _spread(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--data", "--data-dir", dest="data", type=Path, default=DEFAULT_DATA,
+                   help="a folder with train.csv and test.csv (default: BANKING77), or one CSV split 80/20 per intent")
+    p.add_argument("--max-examples-per-intent", type=int, default=0, help="0 = every training example")
     p.add_argument("--mode", choices=("finetune", "fast"), default="fast")
     p.add_argument("--known", default="0.25,0.5,0.75", help="shares of known intents, comma-separated")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated")
@@ -110,19 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default=f"{TrainConfig().oos_target},in-scope-drop<=0.05",
                    help="out-of-scope targets to calibrate each method for (comma-separated; the first is served)")
     args = p.parse_args(argv)
-    train, test = _load(args.data_dir)
+    train, test = _load(args.data)
+    adb = ADB if args.data.resolve() == DEFAULT_DATA.resolve() else {}  # published figures are BANKING77's
     if args.max_test:
         test = test[:: max(1, len(test) // args.max_test)][: args.max_test]
     load_before = os.getloadavg()
     targets = args.targets.split(",")
     print(f"mode {args.mode}, threads {args.threads}, targets {targets}, load average before "
           f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, {os.cpu_count()} CPUs; "
-          f"train {len(train)}, test {len(test)}")
+          f"data {args.data}: train {len(train)}, test {len(test)}, {len({s.intent for s in train})} intents")
     results: dict[tuple[float, str, str], list[dict[str, float]]] = {}
     for share in (float(x) for x in args.known.split(",")):
         for seed in (int(x) for x in args.seeds.split(",")):
             cfg = TrainConfig(mode=args.mode, epochs=args.epochs, threads=args.threads, seed=seed,
-                              validation_fraction=0.1, oos_target=targets[0])
+                              validation_fraction=0.1, oos_target=targets[0],
+                              max_examples_per_intent=args.max_examples_per_intent)
             rows = run_one(train, test, share, seed, cfg, targets)
             for (target, method), row in rows.items():
                 results.setdefault((share, target, method), []).append(row)
@@ -135,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for (share, target, method), runs in results.items():
         served = " (served)" if runs[0]["served"] else ""
-        adb = ADB.get(share)
+        published = adb.get(share)
         print(f"| {share:.0%} | {target} | {method}{served} | " + " | ".join(_spread([r[k] for r in runs]) for k in (
             "accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "closed_accuracy"))
-              + f" | {f'{adb[0]:.2f} / {adb[1]:.2f}' if adb else '-'} |")
+              + f" | {f'{published[0]:.2f} / {published[1]:.2f}' if published else '-'} |")
     load_after = os.getloadavg()
     print(f"\nmedian (min-max) over seeds {args.seeds}; load average after {load_after[0]:.2f} {load_after[1]:.2f} "
           f"{load_after[2]:.2f}")
