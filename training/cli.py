@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                                         "out_of_scope examples), in-scope>=X or in-scope-drop<=X "
                                         "(default in-scope-drop<=0.01)")
     t.add_argument("--oos-method", choices=METHODS, help="the out-of-scope score (default knn_softmax)")
+    t.add_argument("--calibration-folds", type=int, metavar="K",
+                   help="calibrate the out-of-scope point on K-fold cross-validation (K more trainings) and train "
+                        "the served model on every example, instead of holding 15%% out (without --validation)")
     e = sub.add_parser("evaluate", help="score a trained model on labelled data and write reports")
     e.add_argument("model", type=Path, help="an artifact folder, a models folder or a bot folder")
     e.add_argument("data", type=Path, nargs="+", help="bot folder, bot.yml, Rasa nlu.yml, CSV or Bitext CSV")
@@ -141,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
         mode="fast" if args.fast else None, epochs=args.epochs, max_examples_per_intent=args.max_examples_per_intent,
         threads=args.threads, seed=args.seed, base_model=args.base_model,
         quantize=False if args.no_quantize else None, augmentation_factor=args.augmentation,
-        oos_target=args.oos_target, oos_method=args.oos_method)
+        oos_target=args.oos_target, oos_method=args.oos_method, calibration_folds=args.calibration_folds)
     parts = [from_bot(bot), *(load_data(p) for p in args.data)]
     corrections = bot.directory / CORRECTIONS_FILE
     if corrections.is_file() and corrections.resolve() not in {Path(p).resolve() for p in args.data}:
@@ -204,6 +207,12 @@ def _train(args: argparse.Namespace) -> int:
               f"linear-head validation accuracy {linear:.4f}")
     scored = "held-out accuracy" if m.get("evaluated_on") == "validation" else "accuracy"
     print(f"{scored} {m.get('accuracy', 0):.4f} ({m.get('evaluated_on')}), serving {result.manifest.onnx_file}")
+    if "cross_validation" in m:
+        from training.scoring import format_figures
+
+        cv = m["cross_validation"]
+        print(f"{cv['folds']}-fold cross-validation on {cv['examples']} examples: accuracy of the best intent "
+              f"{cv['closed_set_accuracy']:.4f}; with the out-of-scope point {format_figures(cv)}")
     print(operating_point_lines(result.manifest.oos, bot.fallback_threshold, where=bot.source))
     return EXIT_OK
 

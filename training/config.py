@@ -33,6 +33,9 @@ class TrainConfig:
     entity_loss_weight: float = 1.0
     max_length: int = 64
     validation_fraction: float = 0.15
+    # K >= 2: calibrate the out-of-scope point on K-fold out-of-fold scores (K fold models, each scoring the
+    # examples it was not trained on) and train the served model on every example; 0 = the held-out split.
+    calibration_folds: int = 0
     patience: int = 2  # early stopping: epochs without validation improvement
     init_head_from_linear: bool = True  # fine-tune starts from the fast mode's intent head
     linear_c: float = 10.0  # inverse regularisation of the logistic-regression heads
@@ -116,6 +119,8 @@ def _validate(c: TrainConfig) -> list[str]:
         p.append("warmup_ratio must be in [0, 1)")
     if not 0.0 <= c.validation_fraction < 0.9:
         p.append("validation_fraction must be in [0, 0.9)")
+    if c.calibration_folds == 1 or not 0 <= c.calibration_folds <= 20:
+        p.append(f"calibration_folds must be 0 (the held-out split) or 2 to 20, got {c.calibration_folds}")
     if c.policy_architecture not in _POLICY_ARCHITECTURES:
         p.append(f"policy_architecture must be one of {', '.join(_POLICY_ARCHITECTURES)}, "
                  f"got {c.policy_architecture!r}")

@@ -9,6 +9,9 @@ The held-out data is a stratified split of the training data, or ``validation`` 
 count as out of scope there). The operating point (bots/nlu/oos.py) is calibrated on it for
 ``TrainConfig.oos_target`` with ``TrainConfig.oos_method``; the other methods' figures at their own
 calibrated points are kept beside it (manifest ``oos.methods``) so that the choice can be checked.
+With ``TrainConfig.calibration_folds`` K (and no ``validation``) nothing is held out: K fold models, trained
+and exported as the served one is, each score the examples they were not trained on, the point is
+calibrated on those out-of-fold scores, and the served model is trained on every example.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from bots.artifact import MANIFEST, Manifest, new_version, write_manifest
 from bots.nlu.model import OOS_INDEX, OnnxNLU
 from bots.nlu.oos import METHODS, OUT_OF_SCOPE, OperatingPoint, Target
 from training.config import TrainConfig
-from training.data import NluData, Sample, stratified_split, text_hashes
+from training.data import NluData, Sample, k_folds, stratified_split, text_hashes
 from training.export import export_onnx, quantize_int8
 from training.linear import extract, fit_heads
 from training.model import JointModel, load_encoder
@@ -115,22 +118,60 @@ def write_oos_index(directory: Path, manifest: Manifest, onnx_file: str, train_s
              validation_hashes=text_hashes([s.text for s in val_set]))
 
 
+@dataclass(frozen=True)
+class HeldOutScores:
+    """Labelled texts a model was not trained on, scored by it: each one's gold label (``out_of_scope`` for an
+    intent the model does not know), the model's best intent, and its in-scope scores."""
+
+    gold: list[str]
+    top: list[str]
+    scores: list[dict[str, float]]
+
+    @classmethod
+    def of(cls, directory: Path, manifest: Manifest, samples: list[Sample], threads: int) -> HeldOutScores:
+        nlu = OnnxNLU.from_manifest(directory, manifest, threads=threads)
+        scored = nlu.score([s.text for s in samples])
+        known = set(manifest.labels)
+        return cls([s.intent if s.intent in known else OUT_OF_SCOPE for s in samples],
+                   [x.understanding.intent for x in scored], [x.scores for x in scored])
+
+    def __add__(self, other: HeldOutScores) -> HeldOutScores:
+        return HeldOutScores(self.gold + other.gold, self.top + other.top, self.scores + other.scores)
+
+
+def out_of_fold_scores(data: NluData, cfg: TrainConfig, bot_name: str) -> HeldOutScores:
+    """K-fold cross-validation: each fold model (trained, exported and quantised as the served one is, with its
+    own held-out split for model selection) scores the fold it was not trained on."""
+    import tempfile
+
+    k = cfg.calibration_folds
+    fold_cfg = dataclasses.replace(cfg, calibration_folds=0)
+    total = HeldOutScores([], [], [])
+    with tempfile.TemporaryDirectory(prefix="switchboard-folds-") as tmp:
+        for i, (train_part, test_part) in enumerate(k_folds(data.samples, k, cfg.seed), 1):
+            tqdm.write(f"calibration fold {i}/{k}: {len(train_part)} examples to train, {len(test_part)} to score")
+            fold = train(NluData(tuple(train_part)), fold_cfg, bot_name=f"{bot_name}-fold{i}",
+                         out_dir=Path(tmp) / f"fold{i}")
+            total = total + HeldOutScores.of(fold.directory, fold.manifest, test_part, cfg.threads)
+            shutil.rmtree(fold.directory, ignore_errors=True)
+    return total
+
+
 def calibrate_oos(directory: Path, manifest: Manifest, val_set: list[Sample], cfg: TrainConfig,
-                  calibrated_on: str) -> dict[str, Any]:
+                  calibrated_on: str, held: HeldOutScores | None = None) -> dict[str, Any]:
     """The manifest's ``oos``: the operating point of ``cfg.oos_method`` for ``cfg.oos_target`` on
-    ``val_set`` (empty when there is nothing held out), and every method's figures at its own point."""
-    if not val_set:
-        return {}
-    nlu = OnnxNLU.from_manifest(directory, manifest, threads=cfg.threads)
-    scored = nlu.score([s.text for s in val_set])
-    known = set(manifest.labels)
-    gold = [s.intent if s.intent in known else OUT_OF_SCOPE for s in val_set]
-    top = [x.understanding.intent for x in scored]
+    ``val_set`` scored by the model in ``directory`` (or on ``held``, scores made elsewhere: out of fold),
+    and every method's figures at its own point; empty when there is nothing held out."""
+    if held is None:
+        if not val_set:
+            return {}
+        held = HeldOutScores.of(directory, manifest, val_set, cfg.threads)
+    gold, top = held.gold, held.top
     target = Target.parse(cfg.oos_target)
     points: dict[str, OperatingPoint] = {}
     for method in METHODS:
-        if all(method in x.scores for x in scored):
-            points[method] = calibrate(gold, top, [x.scores[method] for x in scored], method, target,
+        if all(method in x for x in held.scores):
+            points[method] = calibrate(gold, top, [x[method] for x in held.scores], method, target,
                                        calibrated_on=calibrated_on)
     chosen = points[cfg.oos_method]
     return {**chosen.to_dict(), "methods": {m: {"threshold": p.threshold, **p.details["figures"]}
@@ -153,9 +194,16 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
         if models_dir is None:
             raise ValueError("give out_dir or models_dir")
         out_dir = models_dir / new_version(data_hash)
+    held: HeldOutScores | None = None
     if validation is not None:
         train_set, val_set = list(data.samples), list(validation.samples)
         calibrated_on = f"validation data ({validation.samples[0].source.rsplit(':', 1)[0] or 'given'})"
+    elif cfg.calibration_folds >= 2:
+        held = out_of_fold_scores(data, cfg, bot_name)
+        seed_everything(cfg.seed)
+        train_set, val_set = list(data.samples), []
+        calibrated_on = (f"out-of-fold scores ({cfg.calibration_folds}-fold cross-validation of the training data, "
+                         f"seed {cfg.seed})")
     else:
         train_set, val_set = stratified_split(data.samples, cfg.validation_fraction, cfg.seed)
         calibrated_on = f"held-out split ({cfg.validation_fraction:g} of the training data, seed {cfg.seed})"
@@ -196,9 +244,15 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
         metrics["served"] = onnx_file
         manifest = dataclasses.replace(manifest, onnx_file=onnx_file)
         write_oos_index(out_dir, manifest, onnx_file, train_set, val_set, cfg.threads)
-        oos = calibrate_oos(out_dir, manifest, val_set, cfg, calibrated_on)
+        oos = calibrate_oos(out_dir, manifest, val_set, cfg, calibrated_on, held)
         manifest = dataclasses.replace(manifest, oos=oos)
-        if oos:  # the held-out figures of what is served, the operating point applied
+        if held is not None:  # the fold models' figures: what a model trained this way does on unseen examples
+            in_scope = [(g, t) for g, t in zip(held.gold, held.top, strict=True) if g != OUT_OF_SCOPE]
+            metrics["cross_validation"] = {
+                "folds": cfg.calibration_folds, "examples": len(held.gold),
+                "closed_set_accuracy": round(sum(g == t for g, t in in_scope) / max(1, len(in_scope)), 6),
+                **oos["figures"]}
+        if oos and val_set:  # the held-out figures of what is served, the operating point applied
             known = set(labels)
             served = [s if s.intent in known else dataclasses.replace(s, intent=OUT_OF_SCOPE) for s in val_set]
             after = _score(out_dir, manifest, onnx_file, served)

@@ -68,6 +68,37 @@ def test_validation_file_calibrates_for_the_stated_target(tmp_path: Path, tiny_b
                                              if m is not oos["methods"][oos["method"]]) - 1.0
 
 
+def test_k_fold_calibration_trains_on_every_example(tmp_path: Path, tiny_bot: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --validation, --calibration-folds K calibrates on out-of-fold scores (every example scored once by a
+    model that did not see it) and the served model learns from every example: nothing is held out."""
+    from bots.botspec import load_bot
+    from training.data import from_bot
+    from training.pipeline import HeldOutScores
+
+    examples = len(from_bot(load_bot(tiny_bot)).samples)
+    out = tmp_path / "m"
+    assert main(["train", str(tiny_bot), "--fast", "--no-quantize", "--calibration-folds", "3", "--out", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert (manifest.extra["train_examples"], manifest.extra["validation_examples"]) == (examples, 0)
+    oos = manifest.oos
+    assert "3-fold cross-validation" in oos["calibrated_on"] and oos["in_scope_examples"] == examples
+    cv = manifest.metrics["cross_validation"]
+    assert (cv["folds"], cv["examples"]) == (3, examples) and 0 < cv["closed_set_accuracy"] <= 1
+    assert cv["in_scope_accuracy"] == oos["figures"]["in_scope_accuracy"]
+    assert f"3-fold cross-validation on {examples} examples" in capsys.readouterr().out
+    # The served model knows every example (its index holds them all) and applies the point calibrated out of fold.
+    nlu = OnnxNLU.load(out)
+    assert nlu.point.source == "calibrated" and nlu.point.threshold == oos["threshold"]
+    assert nlu._index is not None and len(nlu._index) == examples
+    # Scores made by a model on texts it was trained on would be higher: the out-of-fold ones are not those.
+    seen = HeldOutScores.of(out, manifest, list(from_bot(load_bot(tiny_bot)).samples), 1)
+    assert oos["figures"]["in_scope_rejected"] >= sum(
+        x["knn_softmax"] < oos["threshold"] for x in seen.scores) / examples
+    assert main(["train", str(tiny_bot), "--fast", "--calibration-folds", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "calibration_folds must be 0 (the held-out split) or 2 to 20, got 1" in capsys.readouterr().err
+
+
 def test_bad_validation_file_and_targets_are_refused_with_reasons(tmp_path: Path, tiny_bot: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "val.csv"
