@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bots.nlu.model import OnnxNLU  # noqa: E402
-from bots.nlu.oos import METHODS, OUT_OF_SCOPE, Target  # noqa: E402
+from bots.nlu.oos import METHODS, OUT_OF_SCOPE, OperatingPoint, Target  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.data import NluData, Sample, stratified_split  # noqa: E402
+from training.data import NluData, Sample, clean, stratified_split  # noqa: E402
 from training.importers import load_csv  # noqa: E402
 from training.scoring import calibrate, intent_report, oos_figures  # noqa: E402
 
@@ -89,8 +89,10 @@ def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: i
 
     intents = sorted({s.intent for s in train})
     known = set(random.Random(seed).sample(intents, round(len(intents) * known_share)))
-    data = NluData(tuple(s for s in train if s.intent in known))
-    _, val = stratified_split(data.samples, cfg.validation_fraction, cfg.seed)  # the pipeline's held-out split
+    data = clean(NluData(tuple(s for s in train if s.intent in known)), min_examples=0,
+                 max_per_intent=cfg.max_examples_per_intent, seed=seed)  # as switchboard train does
+    _, val = stratified_split(data.samples, 0 if cfg.calibration_folds else cfg.validation_fraction,
+                              cfg.seed)  # the pipeline's held-out split (none with calibration folds)
     gold = [s.intent if s.intent in known else OUT_OF_SCOPE for s in test]
     with tempfile.TemporaryDirectory(prefix="oos-") as tmp:
         t0 = time.perf_counter()
@@ -104,11 +106,14 @@ def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: i
     in_scope = [i for i, g in enumerate(gold) if g != OUT_OF_SCOPE]
     closed = sum(1 for i in in_scope if top[i] == gold[i]) / len(in_scope)
     rows: dict[tuple[str, str], dict[str, float]] = {}
-    for target in targets:
+    for target in targets[:1] if cfg.calibration_folds else targets:
         for method in METHODS:
-            point = calibrate([s.intent for s in val], held_top, [x.scores[method] for x in held], method,
-                              Target.parse(target), calibrated_on="held-out split")
             served = target == cfg.oos_target and method == cfg.oos_method
+            if cfg.calibration_folds:  # calibrated by the pipeline on its out-of-fold scores, every method
+                point = OperatingPoint(method, trained.manifest.oos["methods"][method]["threshold"], "calibrated")
+            else:
+                point = calibrate([s.intent for s in val], held_top, [x.scores[method] for x in held], method,
+                                  Target.parse(target), calibrated_on="held-out split")
             if served:  # the bench's calibration is the pipeline's own
                 assert abs(point.threshold - trained.manifest.oos["threshold"]) < 1e-9, (point, trained.manifest.oos)
             scores = [x.scores[method] for x in scored]
@@ -132,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", "--data-dir", dest="data", type=Path, default=DEFAULT_DATA,
                    help="a folder with train.csv and test.csv (default: BANKING77), or one CSV split 80/20 per intent")
     p.add_argument("--max-examples-per-intent", type=int, default=0, help="0 = every training example")
+    p.add_argument("--calibration-folds", type=int, default=0, metavar="K",
+                   help="calibrate on K-fold out-of-fold scores (switchboard train --calibration-folds K; only the "
+                        "first target) instead of the held-out split")
     p.add_argument("--mode", choices=("finetune", "fast"), default="fast")
     p.add_argument("--known", default="0.25,0.5,0.75", help="shares of known intents, comma-separated")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated")
@@ -147,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         test = test[:: max(1, len(test) // args.max_test)][: args.max_test]
     load_before = os.getloadavg()
     targets = args.targets.split(",")
-    print(f"mode {args.mode}, threads {args.threads}, targets {targets}, load average before "
+    print(f"mode {args.mode}, threads {args.threads}, targets {targets}, calibration "
+          f"{f'{args.calibration_folds}-fold' if args.calibration_folds else 'held-out split'}, load average before "
           f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, {os.cpu_count()} CPUs; "
           f"data {args.data}: train {len(train)}, test {len(test)}, {len({s.intent for s in train})} intents")
     results: dict[tuple[float, str, str], list[dict[str, float]]] = {}
@@ -155,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in (int(x) for x in args.seeds.split(",")):
             cfg = TrainConfig(mode=args.mode, epochs=args.epochs, threads=args.threads, seed=seed,
                               validation_fraction=0.1, oos_target=targets[0],
-                              max_examples_per_intent=args.max_examples_per_intent)
+                              max_examples_per_intent=args.max_examples_per_intent,
+                              calibration_folds=args.calibration_folds)
             rows = run_one(train, test, share, seed, cfg, targets)
             for (target, method), row in rows.items():
                 results.setdefault((share, target, method), []).append(row)
