@@ -30,21 +30,23 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
         yield rt
 
 
-async def test_the_form_asks_again_after_the_chitchat_rule(runtime: Runtime) -> None:
-    async def say(text: str) -> tuple[list[str], list[str]]:
-        msg = message(text, bot="forms")
-        answered = [r.text for r in await runtime.handle(msg)]
-        turn = await runtime.store.get_turn("forms", "c1", msg.message_id)
-        assert turn is not None
-        return answered, [f"{e.kind}:{e.data['name']}" for e in turn.events if e.kind in (ACTION, REJECTED)]
+async def _say(runtime: Runtime, text: str) -> tuple[list[str], list[str]]:
+    """What the bot answered, and the turn's actions and rejections."""
+    msg = message(text, bot="forms")
+    answered = [r.text for r in await runtime.handle(msg)]
+    turn = await runtime.store.get_turn("forms", "c1", msg.message_id)
+    assert turn is not None
+    return answered, [f"{e.kind}:{e.data['name']}" for e in turn.events if e.kind in (ACTION, REJECTED)]
 
-    assert await say("I'd like to book a table") == (
+
+async def test_the_form_asks_again_after_the_chitchat_rule(runtime: Runtime) -> None:
+    assert await _say(runtime, "I'd like to book a table") == (
         ["What cuisine would you like?"], ["action:restaurant_form", "action:action_listen"])
     # chitchat is an ignored intent of the form: the form rejects it, the rule answers, the form asks again
-    assert await say("tell me a joke") == (
+    assert await _say(runtime, "tell me a joke") == (
         ["Let's get back to your table.", "What cuisine would you like?"],
         ["rejected:restaurant_form", "action:utter_chitchat", "action:restaurant_form", "action:action_listen"])
-    assert await say("italian food") == (
+    assert await _say(runtime, "italian food") == (
         ["For how many people?"], ["action:restaurant_form", "action:action_listen"])
 
 
@@ -77,19 +79,11 @@ async def test_after_an_unhappy_path_the_form_asks_again_and_the_bot_listens(tmp
                       model_loader=lambda artifact, spec, settings: LookupModel(spec, {}))
     try:
         await runtime.load_bot(bot_dir)
-
-        async def say(text: str) -> tuple[list[str], list[str]]:
-            msg = message(text, bot="forms")
-            answered = [r.text for r in await runtime.handle(msg)]
-            turn = await runtime.store.get_turn("forms", "c1", msg.message_id)
-            assert turn is not None
-            return answered, [f"{e.kind}:{e.data['name']}" for e in turn.events if e.kind in (ACTION, REJECTED)]
-
-        await say("I'd like to book a table")
-        assert await say("is this a robot?") == (   # the rule "Bot challenge" does not name the form
+        await _say(runtime, "I'd like to book a table")
+        assert await _say(runtime, "is this a robot?") == (   # the rule "Bot challenge" does not name the form
             ["I am a bot.", "What cuisine would you like?"],
             ["rejected:restaurant_form", "action:utter_iamabot", "action:restaurant_form", "action:action_listen"])
-        assert await say("italian food") == (
+        assert await _say(runtime, "italian food") == (
             ["For how many people?"], ["action:restaurant_form", "action:action_listen"])
     finally:
         await runtime.aclose()
