@@ -38,6 +38,7 @@ from bots.artifact import Manifest, resolve_artifact
 from bots.botspec import BotSpec, load_bot
 from bots.dialogue.actions import check_actions, load_actions
 from bots.dialogue.check import check_bot_folder
+from bots.dialogue.domain import DEFAULT_INTENTS
 from bots.dialogue.engine import (
     OPENED,
     OPENING_ID,
@@ -160,8 +161,8 @@ def parse_payload(payload: str, bot: BotSpec, dialogue: DialogueSpec | None = No
     entity is dropped with a logged warning and the message is answered without it; it never reaches
     slots, templates or actions."""
     m = _PAYLOAD.match(payload.strip())
-    if m is None or m.group("intent") not in bot.intents:
-        return None
+    if m is None or (m.group("intent") not in bot.intents and m.group("intent") not in DEFAULT_INTENTS):
+        return None  # Rasa's default intents are every bot's: a "Start over" button's /restart restarts
     dialogue = dialogue or DialogueSpec()
     entities: list[Entity] = []
     if m.group("entities"):

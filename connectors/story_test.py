@@ -153,8 +153,8 @@ def story_files(bot_dir: Path, paths: Sequence[Path] = ()) -> list[Path]:
 def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogue: DialogueSpec, *,
                    replay: bool = False) -> list[str]:
     """Test-story steps naming what the bot does not have (``file:line``): they could never pass. Rasa's default
-    intents are in every domain: a user text may expect one, and a replay (which gives a step's intent directly,
-    as ``rasa test`` does) takes one without a text too."""
+    intents are in every domain: a user text may expect one, and one given without a text is sent as its payload
+    (``/nlu_fallback``), as a replay gives it directly (as ``rasa test`` does)."""
     domain = dialogue.domain
     actions = {*DEFAULT_ACTIONS, *domain.action_names}
     intents = set(bot_intents) | set(domain.intents)
@@ -162,13 +162,8 @@ def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogu
 
     def check(step: Step, what: str) -> None:
         if step.kind == "intent" and step.name is not None and step.name not in intents:
-            if step.name in DEFAULT_INTENTS and (step.user_text is not None or replay):
-                pass  # 'nlu_fallback' is what a text not understood gets
-            elif step.name in DEFAULT_INTENTS:
-                problems.append(f"{step.where}: {what}: Rasa's default intent '{step.name}' given without a text: "
-                                f"it would be sent as the payload '/{step.name}', and a payload names one of the "
-                                "bot's own intents; give the 'user:' text that should get it, or --replay")
-            else:
+            if step.name not in DEFAULT_INTENTS:  # 'nlu_fallback' is what a text not understood gets; given
+                # without a text, a default intent is sent as its payload ('/restart'), which every bot reads
                 problems.append(f"{step.where}: {what}: intent '{step.name}' is not one of the bot's intents")
         elif step.kind == "action" and step.name is not None and step.name not in actions:
             problems.append(f"{step.where}: {what}: action '{step.name}' is not in the domain")

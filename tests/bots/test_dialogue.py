@@ -14,7 +14,7 @@ from bots.dialogue.engine import HANDOFF_TEXT, Message, PartialSink, Services, d
 from bots.dialogue.spec import AnswerKind, parse_dialogue
 from bots.dialogue.state import State
 from bots.errors import ConfigError
-from bots.events import AGENT, PAUSE, RESUME, SESSION_START, Event
+from bots.events import AGENT, NLU, PAUSE, RESTART, RESUME, SESSION_START, Event
 from bots.runtime import Runtime
 from bots.settings import Settings
 from bots.store.base import SummaryUpdate
@@ -63,6 +63,23 @@ async def test_a_button_click_between_failures_resets_the_fallback(runtime: Runt
     assert (await runtime.handle(message("blorp")))[0].source == "fallback"
     state = State.from_events(await _events(runtime))
     assert not state.paused and state.fallbacks_in_a_row == 1
+
+
+async def test_a_start_over_button_restarts_the_conversation(runtime: Runtime) -> None:
+    """``/restart`` (Rasa's default intent, on many bots' "Start over" button) restarts: the form and its slots
+    are gone. It was typed text to the NLU before (only the bot's own intents were read from a payload)."""
+    await say(runtime, "please change order 55555")
+    state = State.from_events(await _events(runtime))
+    assert state.active_form == "change_order_form" and state.slots == {"order_id": "55555"}
+    await say(runtime, "", payload="/restart")
+    events = await _events(runtime)
+    assert any(e.kind == RESTART for e in events)
+    assert [e.data.get("intent") for e in events if e.kind == NLU][-1] == "restart"
+    state = State.from_events(events)
+    assert state.active_form is None and state.slots == {}
+    assert await say(runtime, "hello") == ["Hello! How can I help you today?"]
+    # Nothing else is read from a payload: a name that is neither the bot's intent nor a default one is text.
+    assert (await runtime.handle(message("", payload="/not_an_intent")))[0].source == "fallback"
 
 
 async def test_asking_for_a_human_hands_off_at_once(runtime: Runtime) -> None:

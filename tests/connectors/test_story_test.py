@@ -269,14 +269,15 @@ stories:
     results = await run(project(tmp_path, "fallback_override", tests))   # an unknown text: confidence 0.1 < 0.5
     assert [f for s in results.stories for f in s.failures] == []
     assert results.intent_predictions == ["nlu_fallback", "greet"]
-    # given without a text it would be the payload '/nlu_fallback', which names only the bot's own intents
-    with pytest.raises(ConfigError) as raised:
-        alone = "stories:\n- story: x\n  steps:\n  - intent: nlu_fallback\n  - action: action_default_fallback\n"
-        await run(project(tmp_path / "alone", "fallback_override", alone))
+    # given without a text it is sent as the payload '/nlu_fallback' (a default intent: every bot reads it)
+    alone = "stories:\n- story: x\n  steps:\n  - intent: nlu_fallback\n  - action: action_default_fallback\n"
+    sent = await run(project(tmp_path / "alone", "fallback_override", alone))
+    assert [f for s in sent.stories for f in s.failures] == [] and len(sent.stories) == 1
+    assert sent.action_targets == ["action_default_fallback", "action_listen"]
+    with pytest.raises(ConfigError) as raised:  # a name that is neither the bot's intent nor a default one
+        await run(project(tmp_path / "other", "fallback_override", alone.replace("nlu_fallback", "nlu_fallbak")))
     assert [p.split("test_stories.yml:", 1)[1] for p in raised.value.problems] == [
-        "4: test story 'x': Rasa's default intent 'nlu_fallback' given without a text: it would be sent as the "
-        "payload '/nlu_fallback', and a payload names one of the bot's own intents; give the 'user:' text that "
-        "should get it, or --replay"]
+        "4: test story 'x': intent 'nlu_fallbak' is not one of the bot's intents"]
     # replayed, as rasa test evaluates it, the story's intent is given directly: the rule answers it
     def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
         return LookupModel(spec, {})
