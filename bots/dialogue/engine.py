@@ -56,7 +56,7 @@ from bots.dialogue.domain import (
     matching_variations,
 )
 from bots.dialogue.forms import check_value, render, shown_values
-from bots.dialogue.policies import Ensemble, Tracker
+from bots.dialogue.policies import Ensemble, WindowReplay
 from bots.dialogue.rasa_protocol import (
     ActionFailed,
     ActionRejected,
@@ -229,7 +229,10 @@ class _Turn:
         self.first = not any(e.kind == USER for e in state.history)  # the conversation's first message
         self.state = state.copy()
         # The bot's override of the operating point (bots/nlu/oos.py), for a model that does not apply it itself.
-        self.tracker = Tracker.replay(self.domain, state.history, bot.fallback_threshold or 0.0)
+        if not isinstance(state.replay, WindowReplay):
+            state.replay = WindowReplay()  # the state's replay goes on from this turn's (checked on its events)
+        self.tracker = state.replay.tracker(self.domain, state.history, state.history_start,
+                                            bot.fallback_threshold or 0.0)
         self.events: list[Event] = []
         self.fallback = False
         self.handoff = False

@@ -38,7 +38,7 @@ import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,24 @@ def slot_feature(slot: Slot, value: Any) -> str | None:
     return f"slot:{slot.name}:set"
 
 
+def slot_features(domain: Domain, slots: Mapping[str, Any], *, rule: bool = False) -> Iterator[str]:
+    """The features a tracker's slot values give its frames (all a frame reads of them)."""
+    for name, value in slots.items():
+        if name == REQUESTED_SLOT and name not in domain.slots:
+            # Rasa 3 adds requested_slot as a text slot that does not influence the conversation: which
+            # slot a form asks for is no feature, unless the domain declares the slot itself (categorical,
+            # influence_conversation: true), featurised below as any slot.
+            continue
+        slot = domain.slots.get(name)
+        if slot is not None and rule and value == SHOULD_NOT_BE_SET:
+            if slot.influence_conversation:   # (a slot that is never a feature is never "set" either)
+                yield f"{_NOT_SET}slot:{name}:"
+        elif slot is not None:
+            feature = slot_feature(slot, value)
+            if feature is not None:
+                yield feature
+
+
 @dataclass
 class Tracker:
     """The featurised state of a conversation (or of a story or, with ``rule``, a rule being played)."""
@@ -118,6 +136,8 @@ class Tracker:
     actions: list[str] = field(default_factory=list)      # the actions, aligned with ``frames``
     session_start: int = 0                                 # index in ``frames`` where this session began
     rule: bool = False                                     # a rule: SHOULD_NOT_BE_SET shows as "not set"
+    sessions: int = 0                                      # sessions begun (``new_session``): for ``WindowReplay``
+    undone: int = 0                                        # actions undone (``UNDO``): for ``WindowReplay``
 
     def frame(self, before_action: str | None = None) -> Frame:
         features: set[str] = set()
@@ -134,20 +154,7 @@ class Tracker:
                     features.add(f"entity:{label}")
         if self.prev_action is not None:
             features.add(f"prev:{self.prev_action}")
-        for name, value in self.slots.items():
-            if name == REQUESTED_SLOT and name not in self.domain.slots:
-                # Rasa 3 adds requested_slot as a text slot that does not influence the conversation: which
-                # slot a form asks for is no feature, unless the domain declares the slot itself (categorical,
-                # influence_conversation: true), featurised below as any slot.
-                continue
-            slot = self.domain.slots.get(name)
-            if slot is not None and self.rule and value == SHOULD_NOT_BE_SET:
-                if slot.influence_conversation:   # (a slot that is never a feature is never "set" either)
-                    features.add(f"{_NOT_SET}slot:{name}:")
-            elif slot is not None:
-                feature = slot_feature(slot, value)
-                if feature is not None:
-                    features.add(feature)
+        features.update(slot_features(self.domain, self.slots, rule=self.rule))
         # A form's own action sees its loop as active (also on the turn that activates it), so that
         # rules conditioned on the loop match its activation and its submission alike.
         loop = self.loop if self.loop is not None else (
@@ -190,6 +197,7 @@ class Tracker:
         self.slots = dict(self.slots) if carry_over else {}
         self.slots[REQUESTED_SLOT] = None
         self.session_start = len(self.frames)
+        self.sessions += 1
 
     def effective_intent(self, intent: Any, confidence: Any) -> str | None:
         if not isinstance(intent, str) or not intent:
@@ -225,6 +233,7 @@ class Tracker:
         elif kind == REWIND:  # UserUtteranceReverted: back to before the latest user message
             self.intent, self.entities = None, ()
         elif kind == UNDO and self.actions:  # ActionReverted
+            self.undone += 1
             self.actions.pop()
             self.frames.pop()
             self.queries.pop()
@@ -238,6 +247,102 @@ class Tracker:
         for event in events:
             tracker.apply(event)
         return tracker
+
+    def copy(self) -> Tracker:
+        """A copy to go on with apart (frames are frozen and slot values are only ever replaced: shallow)."""
+        return replace(self, slots=dict(self.slots), frames=list(self.frames), queries=list(self.queries),
+                       actions=list(self.actions))
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """A replay just after a user turn (an NLU event) at position ``at`` of the events: its frame count (less
+    ``WindowReplay.offset``), counters, slots and loop, what a replay of a later window that converges there is
+    compared with."""
+
+    at: int
+    frames: int
+    sessions: int
+    undone: int
+    slots: dict[str, Any]
+    loop: str | None
+
+
+class WindowReplay:
+    """``Tracker.replay`` of a conversation's sliding window of events (``State.history``), carried over from
+    the previous window's replay instead of replaying every event each turn.
+
+    A window that only grew: the new events are applied to the previous replay. A window whose front moved
+    (the oldest events dropped): a fresh replay starts at the new front, and once it reaches a user turn where
+    the previous replay was in the same state for everything that comes after (the slots' features, the loop;
+    the NLU event sets the intent, entities and previous action; no action undone since), the rest is the
+    previous replay's, its frames before that point replaced by the fresh ones. Where it never converges
+    (a slot set only in the dropped events) it is a full replay. Either way the result is exactly
+    ``Tracker.replay(domain, window)`` as far as frames, actions and predictions go (the slot values may
+    differ where their features do not). Whether the window goes on from the previous one is checked on the
+    events themselves, so a cache given another conversation's window, or a changed one, replays it in full."""
+
+    def __init__(self) -> None:
+        self.domain: Domain | None = None
+        self.threshold = 0.0
+        self.start = 0                       # the position of events[0] among all the conversation's events
+        self.events: list[Event] = []        # the window last replayed
+        self.replayed: Tracker | None = None  # its replay (never handed out: ``tracker`` gives copies)
+        self.marks: dict[int, _Mark] = {}    # by position, ascending
+        self.offset = 0                      # what the marks' frame counts lack since the replay's front moved
+
+    def tracker(self, domain: Domain, events: Sequence[Event], start: int, nlu_threshold: float = 0.0) -> Tracker:
+        """``Tracker.replay(domain, events, nlu_threshold)``, ``events`` being the window of the conversation's
+        events from position ``start``: a tracker the caller may change."""
+        old, d = self.replayed, start - self.start
+        overlap = len(self.events) - d
+        if (old is None or domain is not self.domain or nlu_threshold != self.threshold or d < 0 or overlap <= 0
+                or overlap > len(events) or events[:overlap] != self.events[d:]):
+            tracker = Tracker(domain, nlu_threshold=nlu_threshold)
+            self.marks, self.offset = {}, 0
+            self._advance(tracker, events, start, 0)
+        elif d == 0:
+            tracker = old
+            self._advance(tracker, events, start, overlap)
+        else:
+            tracker = self._slide(old, domain, events, start, overlap, nlu_threshold)
+        self.domain, self.threshold, self.start, self.events, self.replayed = (domain, nlu_threshold, start,
+                                                                                list(events), tracker)
+        return tracker.copy()
+
+    def _advance(self, tracker: Tracker, events: Sequence[Event], start: int, first: int) -> None:
+        """Apply ``events[first:]`` to ``tracker``, marking each user turn."""
+        for i in range(first, len(events)):
+            event = events[i]
+            tracker.apply(event)
+            if event.kind == NLU:
+                self.marks[start + i] = _Mark(start + i, len(tracker.frames) - self.offset, tracker.sessions,
+                                              tracker.undone, dict(tracker.slots), tracker.loop)
+
+    def _slide(self, old: Tracker, domain: Domain, events: Sequence[Event], start: int, overlap: int,
+               nlu_threshold: float) -> Tracker:
+        fresh, marks, offset = Tracker(domain, nlu_threshold=nlu_threshold), self.marks, self.offset
+        self.marks, self.offset = {}, 0
+        for i in range(overlap):
+            self._advance(fresh, events[i:i + 1], start + i, 0)
+            mark = marks.get(start + i) if events[i].kind == NLU else None
+            if mark is None or mark.loop != fresh.loop or old.undone != mark.undone or \
+                    set(slot_features(domain, mark.slots)) != set(slot_features(domain, fresh.slots)):
+                continue
+            # converged: the old replay's frames before this user turn become the fresh replay's
+            before = mark.frames + offset
+            delta = len(fresh.frames) - before
+            old.frames[:before] = fresh.frames
+            old.queries[:before] = fresh.queries
+            old.actions[:before] = fresh.actions
+            old.session_start = fresh.session_start if old.sessions == mark.sessions else old.session_start + delta
+            while (first := next(iter(marks))) < start + i:  # (the marks before this one are gone with the front)
+                del marks[first]
+            self.marks, self.offset = marks, offset + delta
+            self._advance(old, events, start, overlap)
+            return old
+        self._advance(fresh, events, start, overlap)  # never converged: a full replay (marked as it went)
+        return fresh
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ class State:
     # ``history`` is always a suffix of those, so a text whose position is before history[0]'s has left it.
     _texts: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=_TEXTS), repr=False, compare=False)
     _applied: int = field(default=0, repr=False, compare=False)
+    # The policies' replay of ``history``, carried over from turn to turn (bots.dialogue.policies.WindowReplay,
+    # which checks it against the events themselves); a working copy starts without one.
+    replay: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_events(cls, events: Sequence[Event], sender_id: str = "") -> State:
@@ -61,12 +64,18 @@ class State:
         """A working copy: ``apply`` replaces (never mutates) events and the latest message, so only
         the slot values need a deep copy; the history shares its (frozen) events."""
         return dataclasses.replace(self, slots=copy.deepcopy(self.slots), latest_message=dict(self.latest_message),
-                                   history=list(self.history), _texts=self._texts.copy(), _applied=self._applied)
+                                   history=list(self.history), _texts=self._texts.copy(), _applied=self._applied,
+                                   replay=None)
+
+    @property
+    def history_start(self) -> int:
+        """The position of ``history[0]`` among all the events applied (``history`` is always their suffix)."""
+        return self._applied - len(self.history)
 
     def customer_texts(self) -> list[str]:
         """The customer's last texts in ``history``, oldest first (at most ``_TEXTS``): what
         ``[customer_text(e) for e in history]`` keeps of them, without walking the history."""
-        first = self._applied - len(self.history)  # the position of history[0]
+        first = self.history_start
         while self._texts and self._texts[0][0] < first:
             self._texts.popleft()
         return [text for _, text in self._texts]
