@@ -627,6 +627,17 @@ def _has_prev(frame: Frame) -> bool:
     return any(f.startswith("prev:") for f in frame)
 
 
+@functools.lru_cache(maxsize=8192)
+def _anchor(frame: Frame) -> tuple[str | None, str | None] | None:
+    """A frame's previous action and intent features (None for one it lacks); None when it has more than
+    one of either (a tracker's frame never has)."""
+    prevs = [f for f in frame if f.startswith("prev:")]
+    intents = [f for f in frame if f.startswith("intent:")]
+    if len(prevs) > 1 or len(intents) > 1:
+        return None
+    return prevs[0] if prevs else None, intents[0] if intents else None
+
+
 @dataclass(frozen=True)
 class RuleKey:
     """What a rule's action is predicted from (Rasa's rule key): the rule's frames after its snippet
@@ -708,11 +719,34 @@ class RulePolicy:
             key: steps[0].action for key, steps in self.owners.items()
             if len({s.action for s in steps}) == 1 and steps[0].action != SNIPPET}
         self._contradictions: list[Contradiction] | None = None
+        # ``lookup``'s keys that may hold for a frame, by its previous action and intent (``_anchor``), in
+        # ``lookup``'s order; emptied whenever ``lookup`` changes (``_drop``).
+        self._candidates: dict[tuple[str | None, str | None], list[tuple[RuleKey, str]]] = {}
+
+    def _drop(self, key: RuleKey) -> None:
+        self.lookup.pop(key, None)
+        self._candidates.clear()
+
+    def candidates(self, last: Frame) -> Iterable[tuple[RuleKey, str]]:
+        """The keys whose last frame may hold for ``last`` (each in ``lookup``'s order): those stating
+        ``last``'s previous action (or none when it has none) and its intent or no intent. A frame has at
+        most one of each (``_anchor``); one that had more is matched against every key."""
+        anchor = _anchor(last)
+        if anchor is None:
+            return self.lookup.items()
+        found = self._candidates.get(anchor)
+        if found is None:
+            prev, intent = anchor
+            found = self._candidates[anchor] = [
+                (key, action) for key, action in self.lookup.items()
+                if (stated := _anchor(_rule_parts(key.frames[-1])[0])) is None
+                or (stated[0] == prev and stated[1] in (None, intent))]
+        return found
 
     def matches(self, history: Sequence[Frame], excluded: frozenset[str] = frozenset()) -> list[tuple[RuleKey, str]]:
         """The keys of the highest rank that apply, in the rules' order (the first one predicts)."""
         best: list[tuple[RuleKey, str]] = []
-        for key, action in self.lookup.items():
+        for key, action in self.candidates(history[-1]) if history else ():
             if action in excluded or not key.applies(history):
                 continue
             if not best or key.rank > best[0][0].rank:
@@ -810,7 +844,7 @@ class RulePolicy:
                     continue
                 key, predicted = found[0]
                 if predicted != gold and not t.rule and self._droppable(key, predicted):
-                    self.lookup.pop(key, None)
+                    self._drop(key)
                     continue
                 # what predicts here, and rules as specific that predict otherwise (the file's order decides
                 # between them: a contradiction too)
