@@ -19,10 +19,11 @@ call, the median of ``--runs`` repetitions with the spread (min-max):
   (``--runtime-messages``): CPU per message of the whole process and of the event loop's thread alone
   (``--only-runtime`` measures just this; the process is tuned as ``switchboard serve`` tunes it);
 - **dialogue**: ``Tracker.replay`` of a 200-event history (the most a dialogue state keeps) over the
-  bot's domain, which ``decide`` does every turn (turns of user message, NLU, one of the first 10
-  intents, an answer action and its text, then listening); and the bot's policy ensemble predicting the
-  next action after a user message of each of those intents (``Ensemble.predict``, without a learned
-  policy model), which ``decide`` does for each action of a turn.
+  bot's domain (turns of user message, NLU, one of the first 10 intents, an answer action and its text,
+  then listening); the replay ``decide`` does every turn, carried over from the previous turn's
+  (``WindowReplay``, the window full and sliding by one such turn a call); and the bot's policy ensemble
+  predicting the next action after a user message of each of those intents (``Ensemble.predict``,
+  without a learned policy model), which ``decide`` does for each action of a turn.
 
 The figures depend on the machine and on what else runs on it (the load average is printed).
 """
@@ -151,26 +152,41 @@ async def hop_cost(calls: int) -> float:
     return 1e6 * (time.process_time() - started) / calls
 
 
-def dialogue_costs(bot: Path, calls: int) -> tuple[float, float]:
-    """CPU ms of one ``Tracker.replay`` of a 200-event history, and of one ``Ensemble.predict``."""
-    from bots.dialogue.policies import Ensemble, Tracker
+def dialogue_costs(bot: Path, calls: int) -> tuple[float, float, float]:
+    """CPU ms of one ``Tracker.replay`` of a 200-event history, of a turn's replay carried over
+    (``WindowReplay``) and of one ``Ensemble.predict``."""
+    from bots.dialogue.policies import Ensemble, Tracker, WindowReplay
+    from bots.dialogue.state import State
     from bots.loader import load_bot_folder
 
     _, dialogue = load_bot_folder(bot)
     intents = list(dialogue.domain.intents)[:10] or ["greet"]
-    history: list[Event] = []
-    while len(history) < 200:
-        turn, intent = float(len(history)), intents[len(history) % len(intents)]
-        history += [Event(USER, {"text": "hello"}, turn),
-                    Event(NLU, {"intent": intent, "confidence": 0.9, "entities": []}, turn),
-                    Event(ACTION, {"name": "utter_answer"}, turn), Event(BOT, {"text": "an answer"}, turn),
-                    Event(ACTION, {"name": "action_listen"}, turn)]
-    history = history[:200]
+
+    def turns(n: int) -> list[list[Event]]:
+        return [[Event(USER, {"text": "hello"}, float(k)),
+                 Event(NLU, {"intent": intents[k % len(intents)], "confidence": 0.9, "entities": []}, float(k)),
+                 Event(ACTION, {"name": "utter_answer"}, float(k)), Event(BOT, {"text": "an answer"}, float(k)),
+                 Event(ACTION, {"name": "action_listen"}, float(k))] for k in range(n)]
+
+    history = [e for turn in turns(40) for e in turn][:200]
     Tracker.replay(dialogue.domain, history)  # warm
     started = time.process_time()
     for _ in range(calls):
         Tracker.replay(dialogue.domain, history)
     replay = 1000 * (time.process_time() - started) / calls
+    state, cache, ahead = State(), WindowReplay(), turns(40 + calls)
+    for turn in ahead[:40]:  # the window full
+        for event in turn:
+            state.apply(event)
+    cache.tracker(dialogue.domain, state.history, state.history_start)
+    spent = 0.0
+    for turn in ahead[40:]:
+        for event in turn:
+            state.apply(event)
+        started = time.process_time()
+        cache.tracker(dialogue.domain, state.history, state.history_start)
+        spent += time.process_time() - started
+    carried = 1000 * spent / calls
     ensemble = Ensemble.build(dialogue.domain, dialogue.stories, dialogue.policy, None)
     trackers = []
     for intent in intents:
@@ -182,7 +198,7 @@ def dialogue_costs(bot: Path, calls: int) -> tuple[float, float]:
     for _ in range(calls):
         for tracker in trackers:
             ensemble.predict(tracker)
-    return replay, 1000 * (time.process_time() - started) / (calls * len(trackers))
+    return replay, carried, 1000 * (time.process_time() - started) / (calls * len(trackers))
 
 
 def _spread(values: list[float], digits: int) -> str:
@@ -218,8 +234,9 @@ def main(argv: list[str] | None = None) -> None:
             for size, ms in nlu_costs(args.bot, texts, args.texts).items():
                 add(f"NLU model, batches of {size} (ms/text)", ms)
             add("thread hop, asyncio.to_thread (µs/call)", uvloop.run(hop_cost(2000)))
-            replay, predict = dialogue_costs(args.bot, 500)
+            replay, carried, predict = dialogue_costs(args.bot, 500)
             add("dialogue Tracker.replay, 200 events (ms/turn)", replay)
+            add("dialogue replay carried over, window full (ms/turn)", carried)
             add("dialogue Ensemble.predict (ms/prediction)", predict)
         if args.runtime_messages:
             process, loop = uvloop.run(runtime_costs(args.bot, texts, args.runtime_messages))

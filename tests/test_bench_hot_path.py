@@ -20,5 +20,5 @@ async def test_a_thread_hop_costs_some_cpu() -> None:
 
 
 def test_the_dialogue_replay_and_prediction_are_timed_over_the_bots_domain() -> None:
-    replay, predict = dialogue_costs(Path(__file__).resolve().parent / "data" / "dialogue_bot", 5)
-    assert replay > 0 and predict > 0
+    replay, carried, predict = dialogue_costs(Path(__file__).resolve().parent / "data" / "dialogue_bot", 5)
+    assert replay > 0 and carried > 0 and predict > 0
