@@ -64,3 +64,9 @@ class Event:
         return cls(kind=str(d["kind"]), data=dict(d.get("data") or {}), timestamp=float(d["timestamp"]))
 
 
+def customer_text(event: Event) -> str | None:
+    """What the customer typed, when ``event`` is their message: neither a button click nor a reminder's firing."""
+    data = event.data
+    if event.kind != USER or not data.get("text") or data.get("payload") or data.get("reminder"):
+        return None
+    return str(data["text"])

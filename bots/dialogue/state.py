@@ -9,7 +9,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bots.events import ACTION, AGENT, BOT, FOLLOWUP, FORM, NLU, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import (
+    ACTION,
+    AGENT,
+    BOT,
+    FOLLOWUP,
+    FORM,
+    NLU,
+    RESTART,
+    RESUME,
+    SESSION_START,
+    SLOT,
+    USER,
+    Event,
+    customer_text,
+)
 from bots.handoff import paused_after
 from bots.types import JSON
 
@@ -17,14 +31,6 @@ REQUESTED_SLOT = "requested_slot"  # the slot a form asks for next (Rasa's name)
 
 _HISTORY = 200  # events kept for custom actions' trackers
 _TEXTS = 20  # the customer's last texts kept (State.customer_texts): bots.nlu.sentiment compares with the last few
-
-
-def customer_text(event: Event) -> str | None:
-    """What the customer typed, when ``event`` is their message: neither a button click nor a reminder's firing."""
-    data = event.data
-    if event.kind != USER or not data.get("text") or data.get("payload") or data.get("reminder"):
-        return None
-    return str(data["text"])
 
 
 @dataclass

@@ -34,8 +34,7 @@ from typing import Any
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from bots.dialogue.state import customer_text
-from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, Event
+from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, Event, customer_text
 from bots.types import BotResponse
 from bots.yamlspan import Located
 
