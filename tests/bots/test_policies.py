@@ -469,10 +469,9 @@ async def test_a_rule_starting_with_an_action_runs_once(tmp_path: Path) -> None:
         ["utter_city", "utter_anything_else"], ["utter_goodbye"]]
 
 
-async def test_a_story_going_on_after_a_rules_lone_action_drops_that_rule_in_check_and_engine(tmp_path: Path) -> None:
-    # Rasa's _should_delete: rule 'greeted' says "listen after utter_greet" from that one state, another rule
-    # goes on from it; a story going on after utter_greet drops the first rule instead of contradicting it.
-    rules = """rules:
+# Rasa's _should_delete: rule 'greeted' says "listen after utter_greet" from that one state, another rule
+# goes on from it; a story going on after utter_greet drops the first rule instead of contradicting it.
+LONE_ACTION_RULES = """rules:
 - rule: greeted
   steps:
   - action: utter_greet
@@ -484,14 +483,17 @@ async def test_a_story_going_on_after_a_rules_lone_action_drops_that_rule_in_che
   - action: utter_greet
   - action: utter_vip
 """
-    stories = """stories:
+GOING_ON_AFTER_IT = """stories:
 - story: greet and cheer
   steps:
   - intent: greet
   - action: utter_greet
   - action: utter_cheer_up
 """
-    bot = project(tmp_path, stories, rules)
+
+
+async def test_a_story_going_on_after_a_rules_lone_action_drops_that_rule_in_check_and_engine(tmp_path: Path) -> None:
+    bot = project(tmp_path, GOING_ON_AFTER_IT, LONE_ACTION_RULES)
     assert check_bot_folder(bot).errors == []
     spec, dialogue = load_bot_folder(bot)
     ensemble = Ensemble.build(dialogue.domain, dialogue.stories, dialogue.policy)

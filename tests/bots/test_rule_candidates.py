@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bots.dialogue.policies import Frame, RuleKey, RulePolicy, trajectories
 from bots.loader import load_bot_folder
-from tests.bots.test_policies import project
+from tests.bots.test_policies import GOING_ON_AFTER_IT, LONE_ACTION_RULES, project
 from tests.conftest import ROOT
 
 
@@ -46,27 +46,8 @@ def test_the_indexed_match_is_the_scan_of_every_rule(tmp_path: Path) -> None:
 
 
 def test_a_key_the_contradiction_check_drops_leaves_the_index(tmp_path: Path) -> None:
-    # tests/bots/test_policies.py: a story going on after a rule's lone action drops that rule's key
-    rules = """rules:
-- rule: greeted
-  steps:
-  - action: utter_greet
-- rule: greeted a vip
-  condition:
-  - slot_was_set:
-    - vip: true
-  steps:
-  - action: utter_greet
-  - action: utter_vip
-"""
-    stories = """stories:
-- story: greet and cheer
-  steps:
-  - intent: greet
-  - action: utter_greet
-  - action: utter_cheer_up
-"""
-    _spec, dialogue = load_bot_folder(project(tmp_path, stories, rules))
+    # a story going on after a rule's lone action drops that rule's key (tests/bots/test_policies.py)
+    _spec, dialogue = load_bot_folder(project(tmp_path, GOING_ON_AFTER_IT, LONE_ACTION_RULES))
     policy = RulePolicy(dialogue.domain, dialogue.stories, dialogue.policy)
     story = trajectories(dialogue.domain, dialogue.stories)
     assert story[0].actions[:2] == ("utter_greet", "utter_cheer_up")
