@@ -9,21 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bots.events import (
-    ACTION,
-    AGENT,
-    BOT,
-    FOLLOWUP,
-    FORM,
-    NLU,
-    RESTART,
-    RESUME,
-    SESSION_START,
-    SLOT,
-    USER,
-    Event,
-    customer_text,
-)
+from bots.events import ACTION, AGENT, BOT, FOLLOWUP, FORM, NLU, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import customer_text as typed_text
 from bots.handoff import paused_after
 from bots.types import JSON
 
@@ -102,7 +89,7 @@ class State:
         kind, data = event.kind, event.data
         self.last_activity = max(self.last_activity or event.timestamp, event.timestamp)
         self.history.append(event)
-        text = customer_text(event)
+        text = typed_text(event)
         if text is not None:
             self._texts.append((self._applied, text))
         self._applied += 1
