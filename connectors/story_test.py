@@ -150,8 +150,7 @@ def story_files(bot_dir: Path, paths: Sequence[Path] = ()) -> list[Path]:
     return list(files)
 
 
-def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogue: DialogueSpec, *,
-                   replay: bool = False) -> list[str]:
+def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogue: DialogueSpec) -> list[str]:
     """Test-story steps naming what the bot does not have (``file:line``): they could never pass. Rasa's default
     intents are in every domain: a user text may expect one, and one given without a text is sent as its payload
     (``/nlu_fallback``), as a replay gives it directly (as ``rasa test`` does)."""
@@ -572,7 +571,7 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
         try:
             runtime.validate([bot_dir])  # what serve checks before it listens
             bot = await runtime.load_bot(bot_dir)
-            problems = _unknown_names(stories, list(bot.spec.intents), bot.dialogue, replay=replay)
+            problems = _unknown_names(stories, list(bot.spec.intents), bot.dialogue)
             if problems:
                 raise ConfigError(problems)
             sources = {str(f.resolve()): str(f) for f in files}

@@ -163,6 +163,9 @@ def _train(args: argparse.Namespace) -> int:
         validation = clean(merge(load_data(p) for p in args.validation), min_examples=0)
         if not validation.samples:
             raise ConfigError(f"{', '.join(map(str, args.validation))}: no labelled examples to validate on")
+        if cfg.calibration_folds:
+            raise ConfigError("give --validation FILE or --calibration-folds K (training: calibration_folds), not "
+                              "both: each is what the out-of-scope point is calibrated on")
 
     if bot.rasa_project and validation is None and cfg.validation_fraction > 0:
         # Rasa trains on every example, and a Rasa project's config.yml threshold (FallbackClassifier's, or none)

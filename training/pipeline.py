@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,8 +143,6 @@ class HeldOutScores:
 def out_of_fold_scores(data: NluData, cfg: TrainConfig, bot_name: str) -> HeldOutScores:
     """K-fold cross-validation: each fold model (trained, exported and quantised as the served one is, with its
     own held-out split for model selection) scores the fold it was not trained on."""
-    import tempfile
-
     k = cfg.calibration_folds
     fold_cfg = dataclasses.replace(cfg, calibration_folds=0)
     total = HeldOutScores([], [], [])

@@ -97,6 +97,10 @@ def test_k_fold_calibration_trains_on_every_example(tmp_path: Path, tiny_bot: Pa
         x["knn_softmax"] < oos["threshold"] for x in seen.scores) / examples
     assert main(["train", str(tiny_bot), "--fast", "--calibration-folds", "1", "--out", str(tmp_path / "x")]) == 2
     assert "calibration_folds must be 0 (the held-out split) or 2 to 20, got 1" in capsys.readouterr().err
+    validation = _csv(tmp_path / "val.csv", [("hello there", "greet")])
+    assert main(["train", str(tiny_bot), "--fast", "--calibration-folds", "3", "--validation", str(validation),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "give --validation FILE or --calibration-folds K" in capsys.readouterr().err
 
 
 def test_bad_validation_file_and_targets_are_refused_with_reasons(tmp_path: Path, tiny_bot: Path,
