@@ -5,6 +5,9 @@ A message is **not understood** when
 1. the model's best intent is ``out_of_scope`` (an intent learned from examples, where the data has one), or
 2. its *in-scope score* under the bot's operating point is below the point's threshold.
 
+(A learned ``out_of_scope`` the model is unsure of is served as ``nlu_fallback`` rather than
+``out_of_scope``: ``OperatingPoint.intent``; both are "not understood" and scored alike.)
+
 Nothing else decides it. The runtime (``OnnxNLU.predict``, whose answer the dialogue engine and the
 answer provider take as it is), ``switchboard evaluate`` and the training report all go through
 ``OperatingPoint.rejects``. A message rejected by 2. gets the intent ``nlu_fallback`` (the name Rasa's
@@ -103,11 +106,28 @@ class OperatingPoint:
         return learned | (np.asarray(scores, dtype=np.float64) < t)
 
     def intent(self, top: str, scores: Mapping[str, float]) -> str:
-        """The served intent of one message whose best intent is ``top``."""
+        """The served intent of one message whose best intent is ``top``. A learned ``out_of_scope`` the
+        model is not sure of (its probability under ``softmax_floor``) is not understood either, as Rasa's
+        FallbackClassifier treats any best intent below its threshold: "I can't help with that" is said
+        only when the model is sure; an unsure one gets the fallback's "did you mean"."""
         score = scores.get(self.method)
         if score is None:  # a point whose method the model cannot compute was refused at load
             raise ValueError(f"no {self.method} score")
-        return NOT_UNDERSTOOD if self.rejects([top], [score])[0] and top != OUT_OF_SCOPE else top
+        if top == OUT_OF_SCOPE:
+            floor = self.softmax_floor
+            unsure = floor is not None and scores.get("softmax", 1.0) < floor
+            return NOT_UNDERSTOOD if unsure else OUT_OF_SCOPE
+        return NOT_UNDERSTOOD if self.rejects([top], [score])[0] else top
+
+    @property
+    def softmax_floor(self) -> float | None:
+        """The best-intent probability under which even a learned ``out_of_scope`` is not understood: this
+        point's threshold when its method is ``softmax`` (a bot's ``fallback_threshold``, a Rasa project's
+        FallbackClassifier), else the softmax threshold calibrated for the same target (``methods``), if any."""
+        if self.method == "softmax":
+            return self.threshold
+        calibrated = self.details.get("methods", {}).get("softmax", {}).get("threshold")
+        return float(calibrated) if isinstance(calibrated, int | float) else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "threshold": self.threshold, "source": self.source, **self.details}

@@ -112,6 +112,13 @@ def test_the_one_rule_and_which_point_is_served() -> None:
     assert point.intent("a", {"knn": 0.4, "softmax": 0.99}) == NOT_UNDERSTOOD
     assert point.intent("a", {"knn": 0.6, "softmax": 0.01}) == "a"
     assert point.intent("out_of_scope", {"knn": 0.9}) == "out_of_scope"  # a learned out_of_scope stays
+    # ... when the model is sure of it: under the softmax threshold calibrated for the same target (or a
+    # softmax point's own threshold: fallback_threshold, Rasa's FallbackClassifier) it is not understood
+    sure = OperatingPoint("knn", 0.5, "calibrated", {"methods": {"softmax": {"threshold": 0.6}}})
+    assert sure.intent("out_of_scope", {"knn": 0.2, "softmax": 0.9}) == "out_of_scope"
+    assert sure.intent("out_of_scope", {"knn": 0.9, "softmax": 0.3}) == NOT_UNDERSTOOD
+    assert OperatingPoint("softmax", 0.45).intent("out_of_scope", {"softmax": 0.3}) == NOT_UNDERSTOOD
+    assert OperatingPoint("softmax", 0.45).intent("out_of_scope", {"softmax": 0.5}) == "out_of_scope"
     assert list(point.rejects(["a", "out_of_scope", "b"], [0.4, 0.9, 0.6])) == [True, True, False]
     calibrated = point.to_dict()
     assert served_point(calibrated, None, None) == point
