@@ -254,7 +254,7 @@ async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp
         async def support(text: str) -> list[str]:
             return await say(runtime, text, "s1", bot="support")
 
-        ask_order = "Sure, I can help you change your order. What is the order number?"
+        ask_order = "Which order would you like to change? Please give me its order number."
         ask_change = "What would you like to change in order 12345? You can add, remove or replace items."
         digits = "Order numbers contain digits only, like 3707955617; you'll find yours in the confirmation email."
         assert await support("I want to change my order") == [ask_order]
