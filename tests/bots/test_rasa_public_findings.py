@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from bots.botspec import BotSpec
 from bots.dialogue.actions import InProcessActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
 from bots.nlu.model import _word_spans
 from bots.runtime import Runtime
+from bots.settings import Settings
+from connectors.story_test import run_story_tests
 from tests.bots.keyword_model import message, say
-from tests.bots.lookup_model import lookup_runtime
+from tests.bots.lookup_model import LookupModel, lookup_runtime, project
 
 RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
 
@@ -151,3 +154,20 @@ def test_a_module_another_bot_folder_loaded_is_imported_again_from_this_one(tmp_
     assert shop_name(first) == "the Corner Shop 2"
     assert shop_name(second) == "the Night Shop"
     assert shop_name(first) == "the Corner Shop 2"
+
+
+async def test_a_form_fills_only_the_slot_it_asks_for_and_an_ignored_intent_fills_none(tmp_path: Path) -> None:
+    # Rasa's ActionExtractSlots, while a form is active: a required slot's from_entity mapping that another
+    # required slot shares (departure and arrival city, both from `city`) fills only the slot the form asks
+    # for (_fails_unique_entity_mapping_check), and the form's ignored_intents block every slot's mapping
+    # that does not name another form (SlotMapping.intent_is_desired). Switchboard filled both cities from
+    # "Paris" (the form ended with a trip from Paris to Paris) and filled `seat` from a chitchat in the form.
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {})
+
+    results = await run_story_tests(project(tmp_path, "trip_form"), settings=Settings(nlu_max_wait_ms=0.0),
+                                    model_loader=loader)
+    assert [s.name for s in results.stories] == ["one city fills the slot the form asks for",
+                                                "an ignored intent fills no slot while the form is active"]
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.conversation_accuracy == 1.0
