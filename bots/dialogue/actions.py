@@ -9,7 +9,9 @@
   server needs the domain (sent again with it), 500 = the action crashed. Every call is bounded by
   ``timeout_s``.
 
-With both, an action the module defines runs in process and every other one on the server.
+With both, an action the module defines runs in process and every other one on the server; a module that
+does not import in this process (its dependencies installed only where the action server runs) leaves
+every action to the server, with a warning, as Rasa never imports the actions.
 """
 
 from __future__ import annotations
@@ -313,7 +315,17 @@ def _local_actions(bot: BotSpec, dialogue: DialogueSpec) -> tuple[InProcessActio
     warnings; without an action server every action the dialogue runs must be one of them."""
     if dialogue.actions_module is None:
         return None, set(), []
-    executor = InProcessActions.executor_for(_import_module(dialogue.actions_module, bot.name))
+    try:
+        module = _import_module(dialogue.actions_module, bot.name)
+    except ConfigError as exc:
+        if dialogue.action_endpoint is None:
+            raise
+        # A Rasa server never imports its actions: the action server runs them, in a process (often an image)
+        # of its own with the actions' dependencies. With one, a package that does not import here leaves
+        # every action to it, as Rasa does.
+        return None, set(), [f"{problem}; every custom action runs on the action server (endpoints.yml: "
+                             f"action_endpoint), as Rasa runs them" for problem in exc.problems]
+    executor = InProcessActions.executor_for(module)
     names = set(executor.actions)
     local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s)
     if dialogue.action_endpoint is None:

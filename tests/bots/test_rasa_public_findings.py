@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bots.botspec import BotSpec
-from bots.dialogue.actions import InProcessActions, load_actions
+from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
@@ -171,3 +171,27 @@ async def test_a_form_fills_only_the_slot_it_asks_for_and_an_ignored_intent_fill
                                                 "an ignored intent fills no slot while the form is active"]
     assert [f for s in results.stories for f in s.failures] == []
     assert results.conversation_accuracy == 1.0
+
+
+def test_with_an_action_server_actions_that_do_not_import_here_run_on_it(tmp_path: Path) -> None:
+    # A Rasa server never imports its project's actions: the action server of endpoints.yml runs them, in a
+    # process (often an image) of its own with the actions' dependencies. The restaurant project's actions
+    # import psycopg2, and several public projects' import openai or sqlalchemy, none installed here:
+    # Switchboard refused such a project at check (so train never started) although its endpoints.yml names
+    # the server that runs them. Now that is a warning and every action goes to the server; without an
+    # action server the actions must import here (serve runs them in process), so that stays an error.
+    bot_dir = _copy(tmp_path, "forms")
+    (bot_dir / "actions" / "database.py").write_text("import os\n\nimport psycopg_not_installed_here\n")
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    assert [w for w in report.warnings if "database.py" in w] == [
+        f"{bot_dir / 'actions' / 'database.py'}:3: importing the actions module failed: ModuleNotFoundError: "
+        f"No module named 'psycopg_not_installed_here'; every custom action runs on the action server "
+        f"(endpoints.yml: action_endpoint), as Rasa runs them"]
+    spec, dialogue = load_bot_folder(bot_dir)
+    assert isinstance(load_actions(spec, dialogue), RemoteActions)
+    (bot_dir / "endpoints.yml").unlink()
+    report = check_bot_folder(bot_dir)
+    assert [e for e in report.errors if "database.py" in e] == [
+        f"{bot_dir / 'actions' / 'database.py'}:3: importing the actions module failed: ModuleNotFoundError: "
+        f"No module named 'psycopg_not_installed_here'"]
