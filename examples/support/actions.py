@@ -86,6 +86,37 @@ class ValidateCancelOrderForm(FormValidationAction):
         return _checked_order(slot_value, "cancelled", dispatcher)
 
 
+def refund_problem(order_id: Any) -> str | None:
+    """Why order ``order_id`` cannot be refunded, None when it can (it has shipped or arrived)."""
+    status = status_of(order_id)
+    if status is None:
+        return f"I couldn't find order {order_id}. Please check the number in your confirmation email."
+    if status not in ("shipped", "delivered"):
+        return (f"Order {order_id} hasn't shipped yet, so there is nothing to return: cancel it instead and you "
+                "get a full refund. Just say 'cancel my order'.")
+    return None
+
+
+class ValidateRefundForm(FormValidationAction):
+    def name(self) -> Text:
+        return "validate_refund_form"
+
+    def validate_order_id(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                          domain: DomainDict) -> Dict[Text, Any]:
+        problem = refund_problem(slot_value)
+        if problem is not None:
+            dispatcher.utter_message(text=problem)
+            return {"order_id": None}
+        return {"order_id": slot_value}
+
+    def validate_refund_reason(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                               domain: DomainDict) -> Dict[Text, Any]:
+        if not any(c.isalpha() for c in str(slot_value)):
+            dispatcher.utter_message(text="Please tell me the reason in a few words, e.g. 'it arrived damaged'.")
+            return {"refund_reason": None}
+        return {"refund_reason": str(slot_value).strip()}
+
+
 class ActionCancelOrder(Action):
     """The cancel form's submit: the order was checked by the form; checked again (it may have shipped since)."""
 

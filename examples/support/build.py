@@ -110,8 +110,8 @@ _RESPONSES: dict[str, list[str]] = {
     ],
     "change_shipping_address": [
         ("You can change the delivery address of an order under My orders as long as it has not shipped. "
-         "If the option is greyed out, tell me the order number and the new address and I'll check "
-         "whether the carrier can still redirect it."),
+         "If the option is greyed out, the order has already shipped: a person from our support team can "
+         "check whether the carrier can still redirect it. Just say 'talk to a person'."),
     ],
     "set_up_shipping_address": [
         ("To add a shipping address, go to My account > Addresses and choose Add address. You can mark "
@@ -149,7 +149,7 @@ _RESPONSES: dict[str, list[str]] = {
     "registration_problems": [
         ("Sorry you're having trouble signing up. Please check that your email address isn't already "
          "registered and that your password meets the requirements shown on the form. If it still fails, "
-         "tell me the error message you see and I'll look into it."),
+         "a person from our support team can look into it: just say 'talk to a person'."),
     ],
     "check_invoice": [
         ("Let me look up invoice {invoice_id} for {person_name}. You can also see all your invoices "
@@ -178,7 +178,7 @@ _RESPONSES: dict[str, list[str]] = {
     "payment_issue": [
         ("Sorry your payment didn't go through. Please check the card details and that your bank hasn't "
          "blocked the payment, or try another payment method. If you were charged but have no order "
-         "confirmation, tell me and I'll look into it."),
+         "confirmation, say 'talk to a person' and a colleague will check the payment."),
     ],
     "get_refund": [
         ("I've noted your refund request for {refund_amount}. Please tell me the order number so I can "
@@ -195,8 +195,8 @@ _RESPONSES: dict[str, list[str]] = {
          "original payment method once we've received and checked the return."),
     ],
     "complaint": [
-        ("I'm sorry about your experience. Please tell me what happened, with the order number if there "
-         "is one, and I'll make sure your complaint reaches the right team."),
+        ("I'm sorry about your experience. I'm passing you to a colleague from our support team, who will "
+         "look into it here: please tell them what happened, with the order number if there is one."),
     ],
     "review": [
         ("Thank you for taking the time to share your feedback! You can also leave a review on the "

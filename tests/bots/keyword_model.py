@@ -28,6 +28,8 @@ KEYWORDS: tuple[tuple[str, str], ...] = (
     (r"\b(track|where is|status)\b", "track_order"),
     (r"\b(hello|hi|morning)\b", "greet"),
     (r"\b(bye|goodbye)\b", "goodbye"),
+    (r"\brefund\b", "get_refund"),
+    (r"\bcomplain", "complaint"),
 )
 _ORDER_ID = re.compile(r"\b\d{3,}\b")
 

@@ -245,6 +245,38 @@ async def test_the_trained_tiny_bot_hands_off_on_request(tiny_bot_dir: Path, tmp
 SUPPORT_BOT = Path(__file__).resolve().parents[2] / "examples" / "support"
 
 
+async def test_example_support_bot_takes_a_refund_request_and_hands_a_complaint_to_a_person(tmp_path: Path) -> None:
+    """examples/support: a refund is a form (which order, why) whose order check agrees with the other
+    forms' lookup (an order not shipped yet is to be cancelled instead); a complaint goes to a person at once,
+    and the answer says so (no "tell me and I'll ..." the bot cannot keep)."""
+    runtime = await start_runtime(copy_bot(tmp_path, SUPPORT_BOT), tmp_path / "store.db")
+    try:
+        async def support(text: str, conversation: str = "r1") -> list[str]:
+            return await say(runtime, text, conversation, bot="support")
+
+        ask_order = "Which order is the refund for? Please give me its order number."
+        ask_reason = "What's the reason for the refund? For example damaged, wrong size or not as described."
+        assert await support("I want a refund") == [ask_order]
+        assert await support("12345") == [
+            "Order 12345 hasn't shipped yet, so there is nothing to return: cancel it instead and you get a full "
+            "refund. Just say 'cancel my order'.", ask_order]
+        assert await support("it is 3707955617") == [ask_reason]
+        assert await support("42") == ["Please tell me the reason in a few words, e.g. 'it arrived damaged'.",
+                                        ask_reason]
+        assert await support("the jacket is too small") == [
+            "Thanks. I've opened a refund request for order 3707955617 (the jacket is too small). You'll get an "
+            "email with a free return label within one business day; once the items are back, the refund goes to "
+            "your original payment method."]
+        assert State.from_events(await _events(runtime, "r1", bot="support")).active_form is None
+
+        said = await support("I want to complain about the courier", "r2")
+        assert said[0].startswith("I'm sorry about your experience. I'm passing you to a colleague"), said
+        summary = await runtime.store.summary("support", "r2")
+        assert summary is not None and summary.handoff
+    finally:
+        await runtime.aclose()
+
+
 async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp_path: Path) -> None:
     """examples/support: the change-order form with validation (regex + the rasa-sdk validation action
     in examples/support/actions.py), its retry limit, the order-status action setting a slot, and a handoff on
