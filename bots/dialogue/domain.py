@@ -15,7 +15,7 @@ that is what bot builders already know and what rasa-sdk actions expect to read 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from bots.types import JSON
@@ -190,6 +190,30 @@ class Domain:
         of the key the response selector picks; bots/dialogue/response_selector.py)."""
         return tuple(sorted({name.split("/", 1)[0] for name in self.responses
                              if name.startswith("utter_") and "/" in name}))
+
+    def intent_fills(self, mapping: SlotMapping, intent: str | None, active_form: str | None) -> bool:
+        """Rasa's ``SlotMapping.intent_is_desired``: a mapping that lists intents applies to those; one that
+        does not, to any intent but its ``not_intent`` and, while a form is active, the form's
+        ``ignored_intents`` (for a mapping conditioned on that form or on none: a chitchat inside the form
+        fills no slot)."""
+        if mapping.intent:
+            return intent in mapping.intent
+        form = self.forms.get(active_form or "")
+        ignored = form is not None and intent in form.ignored_intents and (
+            not mapping.conditions or any(c.active_loop == form.name for c in mapping.conditions))
+        return intent not in mapping.not_intent and not ignored
+
+    def shared_entity_mapping(self, active_form: str | None, slot: str, mapping: SlotMapping) -> bool:
+        """Whether ``mapping`` (``from_entity``) of ``slot``, a required slot of the active form, is one
+        another required slot has too: Rasa's unique entity mapping check then fills it only when the form
+        asks for ``slot`` (``ActionExtractSlots._fails_unique_entity_mapping_check``; the caller exempts the
+        requested slot). "Paris" answers the departure city the form asked for, not the arrival city too."""
+        form = self.forms.get(active_form or "")
+        if mapping.type != "from_entity" or form is None or slot not in form.required_slots:
+            return False
+        key = replace(mapping, where="")
+        return sum(replace(m, where="") == key for required in form.required_slots if required in self.slots
+                   for m in self.slots[required].mappings if m.type == "from_entity") > 1
 
     def slot_initial_values(self) -> dict[str, Any]:
         values = {name: slot.initial_value for name, slot in self.slots.items()}

@@ -382,17 +382,8 @@ class _Turn:
 
     # -- slots ----------------------------------------------------------------------
     def _mapping_applies(self, mapping: SlotMapping, slot: str) -> bool:
-        """Rasa's ``SlotMapping.intent_is_desired`` and mapping conditions. A mapping that lists intents
-        applies to those; one that does not, to any intent but its ``not_intent`` and, while a form is
-        active, that form's ``ignored_intents`` (for every slot's mapping whose conditions name the form
-        or that has none: a chitchat inside the form fills no slot)."""
-        intent = self.intent
-        form = self.domain.forms.get(self.state.active_form or "")
-        if mapping.intent:
-            if intent not in mapping.intent:
-                return False
-        elif intent in mapping.not_intent or (form is not None and intent in form.ignored_intents and (
-                not mapping.conditions or any(c.active_loop == form.name for c in mapping.conditions))):
+        """Rasa's ``SlotMapping.intent_is_desired`` (``Domain.intent_fills``) and mapping conditions."""
+        if not self.domain.intent_fills(mapping, self.intent, self.state.active_form):
             return False
         if mapping.conditions:
             return any(c.active_loop == self.state.active_form and (
@@ -400,18 +391,11 @@ class _Turn:
                 for c in mapping.conditions)
         return True
 
-    def _shared_entity_mapping(self, mapping: SlotMapping, slot: str, form: Form | None) -> bool:
-        """Rasa's unique entity mapping check (``ActionExtractSlots._fails_unique_entity_mapping_check``):
-        while a form is active, a ``from_entity`` mapping of one of its required slots, other than the slot
-        it asks for, fills nothing when another required slot has the same mapping: "Paris" answers the
-        departure city the form asked for, not the arrival city too. A bot.yml slot keeps its own rule
-        (the first matching entity, as for roles)."""
-        if mapping.type != "from_entity" or form is None or slot == self.state.requested_slot \
-                or slot not in form.required_slots or slot in self.dialogue.slots:
-            return False
-        key = replace(mapping, where="")
-        return sum(replace(m, where="") == key for required in form.required_slots if required in self.domain.slots
-                   for m in self.domain.slots[required].mappings if m.type == "from_entity") > 1
+    def _shared_entity_mapping(self, mapping: SlotMapping, slot: str) -> bool:
+        """Rasa's unique entity mapping check (``Domain.shared_entity_mapping``) for a slot other than the
+        one the active form asks for."""
+        return slot != self.state.requested_slot \
+            and self.domain.shared_entity_mapping(self.state.active_form, slot, mapping)
 
     def _mapped_value(self, mapping: SlotMapping, slot_type: str, slot: str = "") -> tuple[bool, Any]:
         u = self.message.understanding
@@ -459,7 +443,7 @@ class _Turn:
         for slot in self.domain.slots.values():
             for mapping in slot.mappings:
                 if mapping.type in ("custom", "from_trigger_intent") or not self._mapping_applies(mapping, slot.name) \
-                        or self._shared_entity_mapping(mapping, slot.name, form):
+                        or self._shared_entity_mapping(mapping, slot.name):
                     continue
                 if mapping.type == "from_text" and form is not None and slot.name in form.required_slots \
                         and self.state.requested_slot != slot.name and not mapping.conditions:

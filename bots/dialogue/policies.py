@@ -382,7 +382,9 @@ def _step_user(tracker: Tracker, step: Step) -> None:
         for slot in tracker.domain.slots.values():
             if any(m.type == "from_entity" and m.entity == entity.entity and not m.conditions
                    and (m.role, m.group) == (entity.role, entity.group)
-                   and (not m.intent or step.name in m.intent) and step.name not in m.not_intent
+                   and tracker.domain.intent_fills(m, step.name, tracker.loop)
+                   and (slot.name == tracker.slots.get(REQUESTED_SLOT)
+                        or not tracker.domain.shared_entity_mapping(tracker.loop, slot.name, m))
                    for m in slot.mappings):
                 tracker.set_slot(slot.name, entity.value if entity.value is not None else True)
 

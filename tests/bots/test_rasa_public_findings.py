@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from bots.botspec import BotSpec
 from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
+from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
+from bots.dialogue.policies import simulate
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
 from bots.nlu.model import _word_spans
@@ -195,3 +198,22 @@ def test_with_an_action_server_actions_that_do_not_import_here_run_on_it(tmp_pat
     assert [e for e in report.errors if "database.py" in e] == [
         f"{bot_dir / 'actions' / 'database.py'}:3: importing the actions module failed: ModuleNotFoundError: "
         f"No module named 'psycopg_not_installed_here'"]
+
+
+def test_a_storys_entities_fill_the_slots_inside_a_form_as_the_engine_does() -> None:
+    # Training and check play the stories with the same extraction: in a story, "Paris" answering the
+    # departure city fills only that slot, and a chitchat's seat inside the form fills nothing (here with the
+    # slots made features, so that the frames the policies learn from show them).
+    _spec, dialogue = load_bot_folder(RASA / "trip_form")
+    domain = replace(dialogue.domain, slots={name: replace(slot, influence_conversation=True)
+                                             for name, slot in dialogue.domain.slots.items()})
+    story = Story("trip", (
+        Step("intent", "book_trip"), Step("action", "trip_form"), Step("active_loop", "trip_form"),
+        Step("slot_was_set", slots=((REQUESTED_SLOT, "departure_city"),)),
+        Step("intent", "inform", entities=(StoryEntity("city", "Paris"),)), Step("action", "trip_form"),
+        Step("intent", "chitchat", entities=(StoryEntity("seat", "window"),)), Step("action", "utter_chitchat")))
+    t = simulate(domain, story, story.steps)
+    asked = [i for i, action in enumerate(t.actions) if action == "trip_form"][1]
+    assert "slot:departure_city:set" in t.queries[asked] and "slot:arrival_city:set" not in t.queries[asked]
+    chitchat = t.actions.index("utter_chitchat")
+    assert not any(f.startswith("slot:seat") for f in t.queries[chitchat])
