@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/banking77.py [--mode finetune|fast] [--epochs N] [--threads N]
                                         [--max-examples-per-intent N] [--max-test N] [--latency-samples N]
+                                        [--ngram-features SPEC]
 
 Prints closed-set test accuracy and macro-F1 of the model's best intent (ONNX fp32 and int8),
 and the share of in-scope test messages the served out-of-scope rule rejects (bots/nlu/oos.py,
 the calibrated operating point), training wall time, batch-1 latency p50/p95 for eager torch,
 ONNX fp32 and ONNX int8 (tokenisation and, for ONNX, the out-of-scope scores and rule included),
 the thread count and the load average before and after: on a shared machine the load average
-says how much the figures can be trusted.
+says how much the figures can be trusted. ``--ngram-features word,char_wb:1-4`` trains the intent classifier
+with n-gram features (bots/nlu/ngrams.py; default: TrainConfig's); then it also prints what they cost per
+message alone (median and min-max of 5 passes over the latency texts).
 Not part of the test run.
 """
 
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-test", type=int, default=0, help="0 = the full test set")
     p.add_argument("--latency-samples", type=int, default=300)
     p.add_argument("--seed", type=int, default=TrainConfig().seed)
+    p.add_argument("--ngram-features", default=TrainConfig().ngram_features, metavar="SPEC",
+                   help="n-gram features of the intent classifier, e.g. word,char_wb:1-4 ('' = none)")
     args = p.parse_args(argv)
 
     import torch
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_test:
         test = test[:: max(1, len(test) // args.max_test)][: args.max_test]
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, threads=args.threads, seed=args.seed,
-                      validation_fraction=0.1)
+                      validation_fraction=0.1, ngram_features=args.ngram_features)
     print(f"threads {args.threads}, load average before {load_before[0]:.2f} {load_before[1]:.2f} "
           f"{load_before[2]:.2f}, {os.cpu_count()} CPUs")
     print(f"train {len(train_data.samples)} examples, test {len(test)}; config {cfg.to_dict()}")
@@ -119,6 +124,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batch-1 latency {name}: p50 {p50:.2f} ms, p95 {p95:.2f} ms")
         eager_p50 = rows[0][1][0]
         print(f"int8 speed-up over eager torch (p50): {eager_p50 / rows[2][1][0]:.2f}x")
+        ngrams = nlus["onnx int8"].ngrams
+        if ngrams is not None:
+            passes = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for text in probe:
+                    ngrams.logits([text])
+                passes.append((time.perf_counter() - t0) / len(probe) * 1e3)
+            print(f"n-gram features ({m.ngrams['features']} features, {', '.join(m.ngrams['analyzers'])}) per "
+                  f"message alone: median {statistics.median(passes):.4f} ms (passes {min(passes):.4f}-"
+                  f"{max(passes):.4f})")
     load_after = os.getloadavg()
     print(f"load average after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     return 0

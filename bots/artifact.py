@@ -13,6 +13,9 @@ An artifact is a folder ``BOT_DIR/models/<version>/``::
                         index in ``labels``) for the knn / centroid out-of-scope scores (bots/nlu/oos.py),
                         and ``train_hashes`` / ``validation_hashes`` (uint64: the first 8 bytes of the
                         SHA-256 of each lower-cased, space-normalised text) that evaluate checks overlap against
+    ngrams.npz          optional n-gram part of the intent classifier (bots/nlu/ngrams.py: vocabulary ``features``,
+                        ``idf``, ``weights`` float32 [labels, features]) whose logits serving adds to the
+                        graph's intent_logits; the manifest's ``ngrams`` names it (none: the graph's alone)
     responses/          optional answer index (retrieval), written by training/answers
     policy.onnx         optional learned next-action model (training/policy.py): input features
                         (float32, [batch, max_history x features], the multi-hot frames of
@@ -54,6 +57,9 @@ class Manifest:
     # target, what it was calibrated on and the figures there. Empty: none calibrated.
     oos: dict[str, Any] = field(default_factory=dict)
     training_config: dict[str, Any] = field(default_factory=dict)
+    # The intent classifier's n-gram features (bots/nlu/ngrams.py NgramHead.save): file, analyzers, number of
+    # features, scale. Empty: none (an artifact from before them serves the graph's intent logits alone).
+    ngrams: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 

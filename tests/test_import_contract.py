@@ -3,9 +3,9 @@
 * ``bots/`` (the serving runtime) never imports ``training/``, ``connectors/`` or a channel or
   training library: slack_bolt, slack_sdk, aiogram, fastapi, starlette, torch, transformers.
 * ``training/`` never imports ``connectors/``, and from ``bots/`` only what makes the served
-  artifact and its inputs: bots.artifact (the artifact format), bots.nlu.model, bots.nlu.oos and
-  bots.nlu.pipeline (evaluation runs the exported model, its out-of-scope rule and the bot's NLU
-  pipeline through the serving path),
+  artifact and its inputs: bots.artifact (the artifact format), bots.nlu.model, bots.nlu.ngrams,
+  bots.nlu.oos and bots.nlu.pipeline (evaluation runs the exported model, its n-gram features, its
+  out-of-scope rule and the bot's NLU pipeline through the serving path),
   bots.answers.retrieval, bots.answers.grounding,
   bots.answers.generation and bots.answers.decoding (answers are evaluated, the generator prompted
   and its export checked exactly as served), and
@@ -29,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.oos", "bots.nlu.pipeline", "bots.answers.retrieval",
+TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.ngrams", "bots.nlu.oos", "bots.nlu.pipeline",
+                    "bots.answers.retrieval",
                     "bots.answers.grounding", "bots.answers.generation", "bots.answers.decoding", "bots.botspec",
                     "bots.types", "bots.errors",
                     "bots.yamlspan", "bots.loader", "bots.dialogue.check",

@@ -2,7 +2,7 @@
 
     train BOT_DIR [--fast] [--epochs N] [--max-examples-per-intent N] [--threads N] [--seed N]
                   [--out DIR] [--data FILE ...] [--base-model DIR] [--no-quantize] [--augmentation N]
-                  [--validation FILE ...] [--oos-target T] [--oos-method M]
+                  [--validation FILE ...] [--oos-target T] [--oos-method M] [--ngram-features SPEC]
     evaluate MODEL DATA... [--out DIR] [--threads N] [--min-accuracy X] [--cross-validation K] [--fast]
 
 Bad bot data prints ``file:line: message`` lines on stderr and exits 2; a missed
@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                                         "out_of_scope examples), in-scope>=X or in-scope-drop<=X "
                                         "(default in-scope-drop<=0.01)")
     t.add_argument("--oos-method", choices=METHODS, help="the out-of-scope score (default knn_softmax)")
+    t.add_argument("--ngram-features", metavar="SPEC",
+                   help="the intent classifier's n-gram features, e.g. word,char_wb:1-4 (Rasa's default pipeline); "
+                        "'none' for none (default: bot.yml training: ngram_features, or config.yml's "
+                        "CountVectorsFeaturizers)")
     t.add_argument("--calibration-folds", type=int, metavar="K",
                    help="calibrate the out-of-scope point on K-fold cross-validation (K more trainings) and train "
                         "the served model on every example, instead of holding 15%% out (without --validation)")
@@ -95,6 +99,17 @@ def _config_from_bot(section: Any) -> dict[str, Any]:
     values = plain(section)
     assert isinstance(values, dict)
     return values
+
+
+def _ngram_features(bot: BotSpec) -> str:
+    """The n-gram features (``TrainConfig.ngram_features``) a Rasa project's config.yml pipeline asks for."""
+    from bots.nlu.pipeline import COUNT_VECTORS, ngram_features_of
+
+    try:
+        return ngram_features_of(bot.pipeline)
+    except ValueError as exc:
+        where = next((c.where for c in bot.pipeline if c.name == COUNT_VECTORS), str(bot.file))
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_extra_intents(bot: BotSpec, domain_intents: Iterable[str], extra: Sequence[NluData],
@@ -145,6 +160,11 @@ def _train(args: argparse.Namespace) -> int:
         threads=args.threads, seed=args.seed, base_model=args.base_model,
         quantize=False if args.no_quantize else None, augmentation_factor=args.augmentation,
         oos_target=args.oos_target, oos_method=args.oos_method, calibration_folds=args.calibration_folds)
+    if args.ngram_features is not None:
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "ngram_features": "" if args.ngram_features.strip() == "none"
+                                     else args.ngram_features}, where="--ngram-features")
+    elif bot.pipeline and not (section is not None and "ngram_features" in section.value):
+        cfg = cfg.with_overrides(ngram_features=_ngram_features(bot))  # config.yml's CountVectorsFeaturizers
     parts = [from_bot(bot), *(load_data(p) for p in args.data)]
     corrections = bot.directory / CORRECTIONS_FILE
     if corrections.is_file() and corrections.resolve() not in {Path(p).resolve() for p in args.data}:

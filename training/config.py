@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from bots.errors import ConfigError
+from bots.nlu.ngrams import parse_analyzers
 from bots.nlu.oos import DEFAULT_METHOD, DEFAULT_TARGET, METHODS, Target
 
 Mode = Literal["finetune", "fast"]
@@ -39,6 +40,9 @@ class TrainConfig:
     patience: int = 2  # early stopping: epochs without validation improvement
     init_head_from_linear: bool = True  # fine-tune starts from the fast mode's intent head
     linear_c: float = 10.0  # inverse regularisation of the logistic-regression heads
+    # Sparse n-gram features of the intent classifier (bots/nlu/ngrams.py), as Rasa's CountVectorsFeaturizer:
+    # comma-separated analyzers with n-gram ranges, e.g. "word,char_wb:1-4" (Rasa's default pipeline); "" = none.
+    ngram_features: str = ""
     max_examples_per_intent: int = 0  # 0 = all
     min_examples_per_intent: int = 5  # fewer gives a warning
     seed: int = 13
@@ -130,6 +134,10 @@ def _validate(c: TrainConfig) -> list[str]:
         Target.parse(c.oos_target)
     except ValueError as exc:
         p.append(str(exc))
+    try:
+        parse_analyzers(c.ngram_features)
+    except ValueError as exc:
+        p.append(f"ngram_features: {exc}")
     for name in ("patience", "max_examples_per_intent", "min_examples_per_intent", "seed", "augmentation_factor"):
         if getattr(c, name) < 0:
             p.append(f"{name} must not be negative")

@@ -3,6 +3,11 @@
 Encoding once and fitting linear models takes seconds after the forward pass; the result is
 copied into the JointModel's heads, so the fast model exports through the same ONNX
 interface, and full fine-tuning starts from it.
+
+With n-gram features (bots/nlu/ngrams.py; ``TrainConfig.ngram_features``) the intent regression reads the
+embedding beside the text's TF-IDF n-gram vector (each analyzer L2-normalised, times ``NGRAM_SCALE``): one
+model, whose embedding columns go into the intent head (the ONNX graph) and whose n-gram columns are the
+``NgramHead`` served beside it (bench/RESULTS.md, "Sparse n-gram features", measured the scale).
 """
 
 from __future__ import annotations
@@ -12,15 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
+from bots.nlu.ngrams import NgramHead, NgramVectorizer
 from training.model import JointModel, mean_pool
 from training.tokens import IGNORE, Encoded
 
 _MAX_TOKEN_ROWS = 200_000  # cap on token rows fed to the entity regression
+NGRAM_SCALE = 1.0  # the n-gram vector's weight beside the unit-length embedding
 
 
 def length_batches(enc: Encoded, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -64,7 +72,17 @@ def extract(model: JointModel, enc: Encoded, *, batch_size: int = 64, tokens: bo
                     np.concatenate(tags) if tags else np.zeros((0,), np.int64))
 
 
-def _fit(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def ngram_matrix(vectorizer: NgramVectorizer, texts: list[str]) -> sp.csr_matrix:
+    """The texts' n-gram vectors as served (``NgramVectorizer.row``), [len(texts), features]."""
+    rows = [vectorizer.row(t) for t in texts]
+    indptr = np.cumsum([0] + [len(cols) for cols, _ in rows])
+    indices = np.concatenate([cols for cols, _ in rows]) if rows else np.zeros(0, np.int64)
+    data = np.concatenate([vals for _, vals in rows]) if rows else np.zeros(0, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(texts), len(vectorizer.features)))
+
+
+def _fit(x: np.ndarray | sp.csr_matrix, y: np.ndarray, n_classes: int, c: float,
+         seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression → (weights [n_classes, dim], bias [n_classes])."""
     weight = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
     bias = np.full((n_classes,), -20.0, dtype=np.float32)  # classes never seen stay improbable
@@ -86,10 +104,27 @@ def _fit(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int) -> t
     return weight, bias
 
 
-def fit_heads(model: JointModel, feats: Features, intent_ids: np.ndarray, *, c: float, seed: int) -> None:
-    """Fit both heads on frozen features and copy them into ``model``."""
-    w, b = _fit(feats.embeddings, intent_ids, model.intent_head.out_features, c, seed)
-    _set(model.intent_head, w, b)
+def fit_intent_head(model: JointModel, embeddings: np.ndarray, intent_ids: np.ndarray, *, c: float, seed: int,
+                    texts: list[str] | None = None, ngrams: NgramVectorizer | None = None) -> NgramHead | None:
+    """Fit the intent regression on ``embeddings`` (beside the ``texts``' n-gram vectors when ``ngrams`` is
+    given) and copy its embedding part into ``model``'s intent head; returns the n-gram part."""
+    n_classes = model.intent_head.out_features
+    if ngrams is None or texts is None:
+        w, b = _fit(embeddings, intent_ids, n_classes, c, seed)
+        _set(model.intent_head, w, b)
+        return None
+    x = sp.hstack([sp.csr_matrix(embeddings), NGRAM_SCALE * ngram_matrix(ngrams, texts)], format="csr")
+    w, b = _fit(x, intent_ids, n_classes, c, seed)
+    dim = embeddings.shape[1]
+    _set(model.intent_head, w[:, :dim], b)
+    return NgramHead(ngrams, w[:, dim:] * NGRAM_SCALE, NGRAM_SCALE)
+
+
+def fit_heads(model: JointModel, feats: Features, intent_ids: np.ndarray, *, c: float, seed: int,
+              texts: list[str] | None = None, ngrams: NgramVectorizer | None = None) -> NgramHead | None:
+    """Fit both heads on frozen features and copy them into ``model`` (the intent head as
+    ``fit_intent_head``: its n-gram part is returned)."""
+    head = fit_intent_head(model, feats.embeddings, intent_ids, c=c, seed=seed, texts=texts, ngrams=ngrams)
     n_tags = model.entity_head.out_features
     if n_tags > 1 and len(feats.token_tags):
         x, y = feats.token_states, feats.token_tags
@@ -101,6 +136,7 @@ def fit_heads(model: JointModel, feats: Features, intent_ids: np.ndarray, *, c: 
         w = np.zeros((n_tags, model.entity_head.in_features), np.float32)
         b = np.zeros((n_tags,), np.float32)
     _set(model.entity_head, w, b)
+    return head
 
 
 def _set(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:

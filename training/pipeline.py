@@ -4,6 +4,11 @@ split → tokenise → encode (frozen) → fit linear heads → [fine-tune] → 
 int8) → score what is served on the held-out split → index the training examples' embeddings →
 calibrate the out-of-scope operating point → manifest.
 
+With ``TrainConfig.ngram_features`` the intent head is fitted beside the texts' n-gram vectors
+(training/linear.py; fast mode: the linear head; full mode: the head refitted on the fine-tuned embeddings
+once fine-tuning ends) and its n-gram part is written as ``ngrams.npz`` before anything is scored, so the
+guard, the calibration and the figures all score the served sum (bots/nlu/ngrams.py).
+
 The held-out data is a stratified split of the training data, or ``validation`` (``switchboard train
 --validation FILE``), which may hold ``out_of_scope`` examples and intents the model does not know (both
 count as out of scope there). The operating point (bots/nlu/oos.py) is calibrated on it for
@@ -32,11 +37,12 @@ from tqdm import tqdm
 
 from bots.artifact import MANIFEST, Manifest, new_version, write_manifest
 from bots.nlu.model import OOS_INDEX, OnnxNLU
+from bots.nlu.ngrams import NgramHead, NgramVectorizer, parse_analyzers
 from bots.nlu.oos import METHODS, OUT_OF_SCOPE, OperatingPoint, Target
 from training.config import TrainConfig
 from training.data import NluData, Sample, k_folds, stratified_split, text_hashes
 from training.export import export_onnx, quantize_int8
-from training.linear import extract, fit_heads
+from training.linear import extract, fit_heads, fit_intent_head
 from training.model import JointModel, load_encoder
 from training.scoring import calibrate, summary_metrics
 from training.tokens import base_model_path, bio_tags, encode, load_tokenizer
@@ -69,19 +75,26 @@ def build_model(data: NluData, cfg: TrainConfig) -> tuple[JointModel, Any, tuple
 
 
 def fit(model: JointModel, tokenizer: Any, labels: tuple[str, ...], tags: tuple[str, ...], train: list[Sample],
-        val: list[Sample], cfg: TrainConfig) -> dict[str, Any]:
-    """Train ``model`` in place; returns training facts for the manifest."""
+        val: list[Sample], cfg: TrainConfig) -> tuple[dict[str, Any], NgramHead | None]:
+    """Train ``model`` in place; returns training facts for the manifest and the intent head's n-gram part
+    (None without ``cfg.ngram_features``)."""
     index = {name: i for i, name in enumerate(labels)}
     train_enc = encode(tokenizer, train, tags)
     train_y = np.array([index[s.intent] for s in train], dtype=np.int64)
     val_enc = encode(tokenizer, val, tags) if val else None
     val_y = np.array([index[s.intent] for s in val], dtype=np.int64) if val else None
+    analyzers = parse_analyzers(cfg.ngram_features)
+    texts = [s.text for s in train]
+    ngrams = NgramVectorizer.fit(texts, analyzers) if analyzers else None
+    head: NgramHead | None = None
     facts: dict[str, Any] = {}
     t0 = time.perf_counter()
     if cfg.mode == "fast" or cfg.init_head_from_linear:
         feats = extract(model, train_enc, tokens=len(tags) > 1, desc="encoding (frozen)")
-        fit_heads(model, feats, train_y, c=cfg.linear_c, seed=cfg.seed)
-        if val_enc is not None and val_y is not None:
+        # the head fine-tuning starts from is the embedding's alone: n-grams join once it ends (below)
+        head = fit_heads(model, feats, train_y, c=cfg.linear_c, seed=cfg.seed, texts=texts,
+                         ngrams=ngrams if cfg.mode == "fast" else None)
+        if val_enc is not None and val_y is not None and head is None:
             facts["linear_accuracy"] = validate(model, val_enc, val_y, cfg)[0]
     if cfg.mode == "finetune":
         result = fine_tune(model, train_enc, train_y, val_enc, val_y, cfg)
@@ -90,9 +103,13 @@ def fit(model: JointModel, tokenizer: Any, labels: tuple[str, ...], tags: tuple[
         facts["history"] = [{"epoch": h.epoch, "train_loss": None if np.isnan(h.train_loss) else h.train_loss,
                              "val_accuracy": h.val_accuracy, "val_loss": h.val_loss, "seconds": round(h.seconds, 2)}
                             for h in result.history]
+        if ngrams is not None:
+            tuned = extract(model, train_enc, tokens=False, desc="encoding (fine-tuned)")
+            head = fit_intent_head(model, tuned.embeddings, train_y, c=cfg.linear_c, seed=cfg.seed, texts=texts,
+                                   ngrams=ngrams)
     facts["train_seconds"] = round(time.perf_counter() - t0, 2)
     model.eval()
-    return facts
+    return facts, head
 
 
 def int8_is_good_enough(fp32_accuracy: float, int8_accuracy: float, max_loss_points: float) -> bool:
@@ -210,7 +227,7 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
                f"{len(data.intents)} intents, {len(data.entity_types)} entity types, mode {cfg.mode}")
     model, tokenizer, labels, tags = build_model(data, cfg)
     known_val = [s for s in val_set if s.intent in labels]  # what model selection can score
-    facts = fit(model, tokenizer, labels, tags, train_set, known_val, cfg)
+    facts, ngram_head = fit(model, tokenizer, labels, tags, train_set, known_val, cfg)
 
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +242,7 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
             max_length=cfg.max_length, training_config=cfg.to_dict(),
             extra={"synonyms": data.annotation_synonyms(), "train_examples": len(train_set),
                    "validation_examples": len(val_set), "warnings": list(data.warnings), **facts},
+            ngrams=ngram_head.save(out_dir) if ngram_head is not None else {},
         )
         guard_set = known_val or train_set
         metrics: dict[str, Any] = {"evaluated_on": "validation" if known_val else "training data (no held-out split)"}

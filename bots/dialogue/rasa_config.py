@@ -6,8 +6,10 @@ options one to one, Memoization/AugmentedMemoizationPolicy and TEDPolicy's ``max
 other classifiers: its own encoder with intent and entity heads) are noted once;
 ``FallbackClassifier``'s ``threshold`` is the bot's fallback threshold; ``EntitySynonymMapper``,
 ``RegexEntityExtractor`` and ``DucklingEntityExtractor`` run (their options, checked here, are kept
-in ``BotSpec.pipeline`` for bots/nlu/pipeline.py). A component or policy Rasa 3 does not have is an error
-naming it (Rasa would refuse it too); a custom one (``module.Class``) is noted: it does not run.
+in ``BotSpec.pipeline`` for bots/nlu/pipeline.py), and ``CountVectorsFeaturizer``'s ``analyzer``,
+``min_ngram`` and ``max_ngram`` are the intent classifier's n-gram features (bots/nlu/ngrams.py).
+A component or policy Rasa 3 does not have is an error naming it (Rasa would refuse it too); a custom
+one (``module.Class``) is noted: it does not run.
 No ``pipeline``/``policies`` (``rasa init`` leaves them commented out) means Rasa's defaults.
 
 ``endpoints.yml``: ``action_endpoint`` (``${VAR}`` expanded as Rasa does) is the action server;
@@ -40,8 +42,12 @@ from bots.dialogue.rasa_yaml import (
 )
 from bots.dialogue.spec import DEFAULT_ACTION_TIMEOUT_S, ActionEndpoint
 from bots.nlu.pipeline import (
+    COUNT_VECTORS,
+    COUNT_VECTORS_OPTIONS,
+    COUNT_VECTORS_UNSUPPORTED,
     DUCKLING_EXTRACTOR,
     DUCKLING_OPTIONS,
+    RASA_DEFAULT_FEATURIZERS,
     REGEX_EXTRACTOR,
     REGEX_OPTIONS,
     SYNONYM_MAPPER,
@@ -53,16 +59,17 @@ from bots.yamlspan import Located
 REPLACED_COMPONENTS = frozenset({
     "WhitespaceTokenizer", "JiebaTokenizer", "MitieTokenizer", "SpacyTokenizer", "SpacyNLP", "MitieNLP",
     "LanguageModelFeaturizer", "ConveRTFeaturizer", "RegexFeaturizer", "LexicalSyntacticFeaturizer",
-    "CountVectorsFeaturizer", "MitieFeaturizer", "SpacyFeaturizer", "DIETClassifier", "KeywordIntentClassifier",
+    "MitieFeaturizer", "SpacyFeaturizer", "DIETClassifier", "KeywordIntentClassifier",
     "LogisticRegressionClassifier", "SklearnIntentClassifier", "MitieIntentClassifier", "CRFEntityExtractor",
     "MitieEntityExtractor",
 })
 # Components Switchboard runs (their options travel in BotSpec.pipeline).
 RUN_COMPONENTS = frozenset({"FallbackClassifier", "EntitySynonymMapper", "RegexEntityExtractor",
-                            "DucklingEntityExtractor"})
+                            "DucklingEntityExtractor", COUNT_VECTORS})
 # Their options, checked at load (bots/nlu/pipeline.py runs them).
 _STEP_OPTIONS: dict[str, tuple[str, ...]] = {SYNONYM_MAPPER: (), REGEX_EXTRACTOR: tuple(REGEX_OPTIONS),
-                                             DUCKLING_EXTRACTOR: DUCKLING_OPTIONS}
+                                             DUCKLING_EXTRACTOR: DUCKLING_OPTIONS,
+                                             COUNT_VECTORS: COUNT_VECTORS_OPTIONS}
 UNSUPPORTED_COMPONENTS = {
     "SpacyEntityExtractor": "spaCy's named entities (PERSON, ORG, ...) are not extracted",
 }
@@ -88,7 +95,7 @@ _URL = re.compile(r"^https?://[^\s/]+")
 class RasaConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     fallback_threshold: float = _DEFAULT_FALLBACK_THRESHOLD
-    pipeline: tuple[PipelineComponent, ...] = ()
+    pipeline: tuple[PipelineComponent, ...] = RASA_DEFAULT_FEATURIZERS  # no pipeline: Rasa's default's n-grams
     language: Located | None = None
 
 
@@ -165,7 +172,8 @@ def _pipeline(item: Located, findings: Findings,
                     found_t = number(options["threshold"], f"{name}: 'threshold'", findings, low=0, high=1)
                     threshold = threshold if found_t is None else found_t
             else:
-                check_keys(options, name, _STEP_OPTIONS[name], findings)
+                check_keys(options, name, _STEP_OPTIONS[name], findings,
+                           COUNT_VECTORS_UNSUPPORTED if name == COUNT_VECTORS else None)
                 known = {k: plain_json(v) for k, v in options.items() if k in _STEP_OPTIONS[name]}
                 reason = check_component(name, known, language)
                 if reason is not None:

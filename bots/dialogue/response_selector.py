@@ -17,22 +17,12 @@ Rasa's learned selector's generalisation beyond the examples' wording.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-_WORD = re.compile(r"\w+")
+from bots.nlu.ngrams import ngram_counts as _counts  # words and char_wb 1-4, as the intent classifier's n-grams
+
 Vector = dict[str, float]
-
-
-def _counts(text: str) -> Counter[str]:
-    words = _WORD.findall(text.lower())
-    counts: Counter[str] = Counter(f"w {w}" for w in words)
-    for w in words:
-        padded = f" {w} "
-        for n in range(1, 5):
-            counts.update(f"c{padded[i:i + n]}" for i in range(len(padded) - n + 1))
-    return counts
 
 
 class ResponseSelector:

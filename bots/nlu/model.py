@@ -17,6 +17,10 @@ labels of their own: the entity head's tags name ``city#role=from`` (``entity_la
 decoding splits them back into ``Entity.entity``/``role``/``group`` (``split_label``). Artifacts
 trained before roles existed have plain labels and decode as before.
 
+An artifact with n-gram features (manifest ``ngrams``, bots/nlu/ngrams.py) adds their logits to the graph's
+intent logits, text by text in numpy, before anything reads them (ranking, confidence, the out-of-scope
+scores): what training scored and calibrated.
+
 "Not understood" is decided here, once, by the rule of bots/nlu/oos.py and the bot's operating point
 (``OnnxNLU.point``): ``predict`` is ``score`` (the model's own understanding and its in-scope scores)
 followed by that rule. ``switchboard evaluate`` calls the same two steps, so it scores what is served.
@@ -34,6 +38,7 @@ from tokenizers import Tokenizer
 
 from bots.artifact import Manifest, read_manifest
 from bots.errors import ArtifactError
+from bots.nlu.ngrams import NgramHead
 from bots.nlu.oos import INDEX_METHODS, OUT_OF_SCOPE, centroids_of, in_scope_scores, served_point
 from bots.types import Entity, IntentScore, Understanding
 
@@ -106,6 +111,7 @@ class OnnxNLU:
         shape = next(o.shape for o in session.get_outputs() if o.name == "sentence_embedding")
         self.dimension: int | None = shape[-1] if isinstance(shape[-1], int) else None
         self._index, self._centroids = _load_index(artifact_dir)
+        self.ngrams = NgramHead.load(artifact_dir, manifest.ngrams, len(self.labels)) if manifest.ngrams else None
         self.point = served_point(manifest.oos, manifest.oos_threshold, fallback_threshold)
         if self.point.method in INDEX_METHODS and self._index is None:
             raise ArtifactError(f"{artifact_dir}: its out-of-scope method {self.point.method!r} needs {OOS_INDEX}, "
@@ -197,7 +203,15 @@ class OnnxNLU:
         """Softmax over ``labels`` for each text, [len(texts), len(labels)]."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self._rows(texts, "intent_logits", _softmax)
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for batch in self._run(texts):
+            probs[batch.rows] = _softmax(self._intent_logits(batch))
+        return probs
+
+    def _intent_logits(self, batch: _Batch) -> np.ndarray:
+        """The graph's intent logits plus, when the artifact has them, the n-gram features' (per text)."""
+        logits = batch.outputs["intent_logits"]
+        return logits if self.ngrams is None else logits + self.ngrams.logits(batch.texts)
 
     def predict(self, texts: Sequence[str]) -> list[Understanding]:
         """Intent ranking (best first, top 10) and entities per text, with the out-of-scope rule applied:
@@ -215,7 +229,7 @@ class OnnxNLU:
         """The model's understanding of each text (intent = its best one) and its in-scope scores."""
         results: list[Scored | None] = [None] * len(texts)
         for batch in self._run(texts):
-            logits = batch.outputs["intent_logits"]
+            logits = self._intent_logits(batch)
             probs = _softmax(logits)
             tag_probs = _softmax(batch.outputs["entity_logits"])
             vectors = batch.outputs["sentence_embedding"].astype(np.float32)

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from bots.botspec import BotSpec, PipelineComponent
 from bots.errors import ConfigError
 from bots.nlu.extractors import DucklingHTTPExtractor, LocalDucklingExtractor, extract, extractor_for
+from bots.nlu.ngrams import ANALYZERS, Analyzer, parse_analyzers
 from bots.types import Entity, Understanding
 
 log = logging.getLogger("switchboard.nlu")
@@ -56,6 +57,20 @@ REGEX_EXTRACTOR = "RegexEntityExtractor"
 DUCKLING_EXTRACTOR = "DucklingEntityExtractor"
 PIPELINE_STEPS = (SYNONYM_MAPPER, REGEX_EXTRACTOR, DUCKLING_EXTRACTOR)
 DUCKLING_OPTIONS = ("url", "dimensions", "locale", "timezone", "timeout")
+# Rasa's CountVectorsFeaturizer: the intent classifier's n-gram features (bots/nlu/ngrams.py; training reads them
+# with ``ngram_features_of``). Its options Switchboard reads, and the ones Rasa has that it does not.
+COUNT_VECTORS = "CountVectorsFeaturizer"
+COUNT_VECTORS_OPTIONS = ("analyzer", "min_ngram", "max_ngram")
+COUNT_VECTORS_UNSUPPORTED = {
+    key: "n-grams are lower-cased words of letters and digits, every n-gram of the training examples kept"
+    for key in ("lowercase", "stop_words", "min_df", "max_df", "max_features", "token_pattern", "strip_accents")
+} | {key: "words unseen in training are dropped, not mapped to one token" for key in ("OOV_token", "OOV_words")} \
+  | {"use_shared_vocab": "the intent classifier has one vocabulary", "alias": "not needed",
+     "additional_vocabulary_size": "the vocabulary is fixed at training"}
+# What a Rasa project without a ``pipeline:`` runs (Rasa's default pipeline's two featurizers).
+RASA_DEFAULT_FEATURIZERS = (PipelineComponent(COUNT_VECTORS, {}, "config.yml: Rasa's default pipeline"),
+                            PipelineComponent(COUNT_VECTORS, {"analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
+                                              "config.yml: Rasa's default pipeline"))
 REGEX_OPTIONS: dict[str, bool] = {"case_sensitive": False, "use_lookup_tables": True, "use_regexes": True,
                                   "use_word_boundaries": True}   # Rasa 3's defaults
 
@@ -205,6 +220,31 @@ def duckling_options(component: Mapping[str, Any], language: str | None) -> dict
     return options
 
 
+def count_vectors_analyzer(options: Mapping[str, Any]) -> Analyzer:
+    """A CountVectorsFeaturizer's analyzer and n-gram range (Rasa's defaults: word, 1-1); ValueError naming the
+    option."""
+    kind = options.get("analyzer", "word")
+    if kind not in ANALYZERS:
+        raise ValueError(f"{COUNT_VECTORS}: 'analyzer' must be one of {', '.join(ANALYZERS)}, got {kind!r}")
+    low, high = options.get("min_ngram", 1), options.get("max_ngram", 1)
+    for key, value in (("min_ngram", low), ("max_ngram", high)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{COUNT_VECTORS}: '{key}' must be a whole number, got {value!r}")
+    try:
+        return Analyzer(str(kind), low, high)
+    except ValueError as exc:
+        raise ValueError(f"{COUNT_VECTORS}: {exc}") from None
+
+
+def ngram_features_of(pipeline: Sequence[PipelineComponent]) -> str:
+    """``TrainConfig.ngram_features`` for a pipeline's CountVectorsFeaturizers ("" without any); ValueError for
+    two of one analyzer (one range per analyzer)."""
+    analyzers = [str(count_vectors_analyzer(c.options)) for c in pipeline if c.name == COUNT_VECTORS]
+    text = ",".join(analyzers)
+    parse_analyzers(text)
+    return text
+
+
 def check_component(name: str, options: Mapping[str, Any], language: str | None = None) -> str | None:
     """Why a pipeline component's options cannot run (None: they can); what the loader reports as
     ``config.yml:LINE`` so that a bot with bad options never serves."""
@@ -215,6 +255,8 @@ def check_component(name: str, options: Mapping[str, Any], language: str | None 
             RegexStep.build(BotSpec(name="check", directory=Path("."), intents={}), options)
         if name == DUCKLING_EXTRACTOR:
             extractor_for(duckling_options({"name": DUCKLING_EXTRACTOR, **options}, language))
+        if name == COUNT_VECTORS:
+            count_vectors_analyzer(options)
     except ValueError as exc:
         reason = str(exc)
         return reason if reason.startswith(name) else f"{name}: {reason}"

@@ -158,8 +158,9 @@ def test_forms_project_config_endpoints_credentials_and_nlu() -> None:
     kept = {c.name: c.options for c in spec.pipeline}
     assert kept == {"EntitySynonymMapper": {}, "RegexEntityExtractor": {"use_lookup_tables": True, "use_regexes": True},
                     "DucklingEntityExtractor": {"url": "http://127.0.0.1:8000", "dimensions": ["number"]},
-                    "FallbackClassifier": {"threshold": 0.6}}
-    assert spec.pipeline[2].where == f"{FORMS / 'config.yml'}:20"
+                    "FallbackClassifier": {"threshold": 0.6},  # and the n-gram features (tests/bots/test_ngrams.py):
+                    "CountVectorsFeaturizer": {"analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4}}
+    assert spec.pipeline[4].where == f"{FORMS / 'config.yml'}:20"
     assert dialogue.action_endpoint is not None and dialogue.action_endpoint.url == "http://localhost:5055/webhook"
     assert spec.channels == ("web", "slack", "telegram")
     notes = "\n".join(spec.notes)
