@@ -27,6 +27,7 @@ over) and ``action_answer`` (the bot's answer provider: retrieval or generation)
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -171,9 +172,15 @@ class Decision:
 
 
 def fallback_response(bot: BotSpec, understanding: Understanding, *, top_n: int = 3) -> BotResponse:
-    """"Did you mean ...?" with the top intents as buttons, each showing the intent's ``title``."""
+    """"Did you mean ...?" with the top intents as buttons, each showing the intent's ``title``. A button
+    carries the message's entities (``/change_order{"order_id": "55512"}``), so that the choice goes on with
+    what the customer already said, as Rasa's two-stage fallback keeps the clarified message's entities."""
+    values: dict[str, Any] = {}
+    for e in understanding.entities:
+        values.setdefault(e.entity, e.value)
+    carried = json.dumps(values, ensure_ascii=False, separators=(",", ":")) if values else ""
     buttons = tuple(
-        Button(title=bot.intents[s.name].shown, payload=f"/{s.name}")
+        Button(title=bot.intents[s.name].shown, payload=f"/{s.name}{carried}")
         for s in understanding.ranking[:top_n]
         if s.name in bot.intents
     )
