@@ -5,6 +5,7 @@ Everything here is pure; the dialogue engine (bots.dialogue.engine) turns the re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,11 +70,14 @@ def check_value(slot: SlotSpec, raw: Any) -> Checked:
     if slot.type in ("float", "integer"):
         return _number(slot, text)
     if slot.type == "bool":
-        word = text.lower().strip(".!")
-        if word in _TRUE:
-            return Checked(value=True)
-        if word in _FALSE:
-            return Checked(value=False)
+        # The answer, or its first word: "yes please", "no, I wanted to track it"
+        words = text.lower().strip(".!")
+        first = re.split(r"[\s,.!;:]+", words, maxsplit=1)[0]
+        for word in (words, first):
+            if word in _TRUE:
+                return Checked(value=True)
+            if word in _FALSE:
+                return Checked(value=False)
         return _refuse(slot, "Please answer yes or no.")
     if slot.choices:
         for choice in slot.choices:

@@ -118,7 +118,8 @@ class ValidateRefundForm(FormValidationAction):
 
 
 class ActionCancelOrder(Action):
-    """The cancel form's submit: the order was checked by the form; checked again (it may have shipped since)."""
+    """The cancel form's submit: nothing when the customer said no; else the order, checked by the form, is
+    checked again (it may have shipped since) and cancelled."""
 
     def name(self) -> Text:
         return "action_cancel_order"
@@ -126,6 +127,10 @@ class ActionCancelOrder(Action):
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
             domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
         order_id = tracker.get_slot("order_id")
+        if tracker.get_slot("cancel_confirmed") is False:
+            dispatcher.utter_message(text=f"OK, I won't cancel order {order_id}. Is there anything else I can help "
+                                          "you with?")
+            return []
         problem = order_problem(order_id, "cancelled")
         if problem is not None:
             dispatcher.utter_message(text=problem)

@@ -197,7 +197,13 @@ def test_cancel_checks_the_order_as_change_does(app: TestClient, spec: tuple[Bot
     assert texts(say(app, "k1", "3707955617")) == [
         "Order 3707955617 has already shipped, so it can't be cancelled any more. You can return items once you "
         "have them.", ask_cancel]
-    assert texts(say(app, "k2", "I want to cancel my order 12345")) == [answer(bot, "cancel_order", order_id="12345")]
+    # a cancellation cannot be undone: it is confirmed first ("no" keeps the order, "yes please" cancels it)
+    confirm = ask(dialogue, "cancel_order_form", "cancel_confirmed", order_id="12345")
+    assert texts(say(app, "k2", "I want to cancel my order 12345")) == [confirm]
+    assert texts(say(app, "k2", "no")) == [
+        "OK, I won't cancel order 12345. Is there anything else I can help you with?"]
+    assert texts(say(app, "k4", "I want to cancel my order 12345")) == [confirm]
+    assert texts(say(app, "k4", "yes please")) == [answer(bot, "cancel_order", order_id="12345")]
     # and change refuses the same order for the same reason
     say(app, "k3", "I'd like to modify my order")
     assert texts(say(app, "k3", "99999"))[0] == (
