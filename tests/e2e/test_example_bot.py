@@ -1,8 +1,8 @@
 """The example support bot (examples/support), trained here in fast mode on a slice of its
 data, holds a conversation on the web, in Slack and in Telegram (fake APIs on 127.0.0.1,
-requests signed the real way): "I want to cancel my order 12345" gets the cancel_order answer
-filled with 12345 (the cancel form checked the order), the transcript has both turns, asking for a
-human hands the conversation off."""
+requests signed the real way): "I want to cancel my order 12345" is confirmed ("Shall I cancel order
+12345?"), then "yes" gets the cancel_order answer filled with 12345 (the cancel form checked the order),
+the transcript has the turns, asking for a human hands the conversation off."""
 
 from __future__ import annotations
 
@@ -51,9 +51,15 @@ def cancel_answer(bot_dir: Path) -> str:
     return text
 
 
+CONFIRM = "Shall I cancel order 12345?"
+
+
 def test_cancel_order_on_the_web(app: TestClient, support_bot: Path) -> None:
     r = app.post("/bots/support/webhooks/web", json={"conversation_id": "w1", "message_id": "m1",
                                                      "text": "I want to cancel my order 12345"})
+    assert r.status_code == 200, r.text
+    assert r.json()["responses"][0]["text"].startswith(CONFIRM)
+    r = app.post("/bots/support/webhooks/web", json={"conversation_id": "w1", "message_id": "m2", "text": "yes"})
     assert r.status_code == 200, r.text
     assert r.json()["responses"][0]["text"] == cancel_answer(support_bot)
     turns = app.get("/bots/support/conversations/w1", headers=AUTH).json()["turns"]
@@ -69,10 +75,14 @@ def test_slack_conversation_with_handoff(app: TestClient, support_bot: Path, fak
     first = event_body(test_slack.dm("I want to cancel my order 12345"))
     assert test_slack.deliver(app, first, url=url).status_code == 200
     [reply] = fake_slack.wait_for("chat.postMessage")
+    assert reply.params["text"].startswith(CONFIRM)
+    yes = event_body(test_slack.dm("yes", ts="1700000001.500100"), event_id="Ev1b")
+    assert test_slack.deliver(app, yes, url=url).status_code == 200
+    reply = fake_slack.wait_for("chat.postMessage", 2)[-1]
     assert reply.params["text"].startswith(cancel_answer(support_bot)[:40])
     body = event_body(test_slack.dm("I want to talk to a human agent", ts="1700000002.000100"), event_id="Ev2")
     assert test_slack.deliver(app, body, url=url).status_code == 200
-    fake_slack.wait_for("chat.postMessage", 2)
+    fake_slack.wait_for("chat.postMessage", 3)
     summary = app.get("/bots/support/conversations/slack:T1:D1", headers=AUTH).json()["summary"]
     assert summary["handoff"] is True
 
@@ -81,13 +91,16 @@ def test_telegram_conversation(app: TestClient, support_bot: Path, fake_telegram
     assert test_telegram.deliver(app, text_update(1, "I want to cancel my order 12345"),
                                  url="/bots/support/webhooks/telegram").status_code == 200
     [reply] = fake_telegram.wait_for("sendMessage")
+    assert reply.params["text"].startswith(CONFIRM)
+    assert test_telegram.deliver(app, text_update(2, "yes"), url="/bots/support/webhooks/telegram").status_code == 200
+    reply = fake_telegram.wait_for("sendMessage", 2)[-1]
     assert reply.params["text"].startswith(cancel_answer(support_bot)[:40])
-    assert test_telegram.deliver(app, text_update(2, "where is my order 555"),
+    assert test_telegram.deliver(app, text_update(3, "where is my order 555"),
                                  url="/bots/support/webhooks/telegram").status_code == 200
-    fake_telegram.wait_for("sendMessage", 2)
+    fake_telegram.wait_for("sendMessage", 3)
     turns = app.get("/bots/support/conversations/telegram:1001", headers=AUTH).json()["turns"]
     assert [t["events"][0]["data"]["text"] for t in turns if t["events"][0]["kind"] == "user"] == [
-        "I want to cancel my order 12345", "where is my order 555"]
+        "I want to cancel my order 12345", "yes", "where is my order 555"]
 
 
 @pytest.mark.parametrize(("question", "fact"), [
