@@ -5,9 +5,12 @@ copied into the JointModel's heads, so the fast model exports through the same O
 interface, and full fine-tuning starts from it.
 
 With n-gram features (bots/nlu/ngrams.py; ``TrainConfig.ngram_features``) the intent regression reads the
-embedding beside the text's TF-IDF n-gram vector (each analyzer L2-normalised, times ``NGRAM_SCALE``): one
-model, whose embedding columns go into the intent head (the ONNX graph) and whose n-gram columns are the
-``NgramHead`` served beside it (bench/RESULTS.md, "Sparse n-gram features", measured the scale).
+embedding times ``EMBEDDING_SCALE`` beside the text's TF-IDF n-gram vector (each analyzer L2-normalised) times
+``NGRAM_SCALE``: one model, whose embedding columns (the scale folded in) go into the intent head (the ONNX
+graph) and whose n-gram columns are the ``NgramHead`` served beside it. The two scales weigh each block
+against the regression's L2 penalty (``linear_c``): a block scaled by k is penalised as with C x k^2.
+bench/RESULTS.md, "Sparse n-gram features", measured them (C 10: the embedding x sqrt(3), the n-grams x
+sqrt(3)/2, the same as C 30 on the embedding and n-grams at half its weight).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from training.model import JointModel, mean_pool
 from training.tokens import IGNORE, Encoded
 
 _MAX_TOKEN_ROWS = 200_000  # cap on token rows fed to the entity regression
-NGRAM_SCALE = 1.0  # the n-gram vector's weight beside the unit-length embedding
+EMBEDDING_SCALE = 3 ** 0.5  # the unit-length embedding's weight in the joint regression with n-grams
+NGRAM_SCALE = EMBEDDING_SCALE / 2  # the n-gram vector's (each analyzer unit-length)
 
 
 def length_batches(enc: Encoded, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -113,10 +117,11 @@ def fit_intent_head(model: JointModel, embeddings: np.ndarray, intent_ids: np.nd
         w, b = _fit(embeddings, intent_ids, n_classes, c, seed)
         _set(model.intent_head, w, b)
         return None
-    x = sp.hstack([sp.csr_matrix(embeddings), NGRAM_SCALE * ngram_matrix(ngrams, texts)], format="csr")
+    x = sp.hstack([sp.csr_matrix(EMBEDDING_SCALE * embeddings), NGRAM_SCALE * ngram_matrix(ngrams, texts)],
+                  format="csr")
     w, b = _fit(x, intent_ids, n_classes, c, seed)
     dim = embeddings.shape[1]
-    _set(model.intent_head, w[:, :dim], b)
+    _set(model.intent_head, w[:, :dim] * EMBEDDING_SCALE, b)
     return NgramHead(ngrams, w[:, dim:] * NGRAM_SCALE, NGRAM_SCALE)
 
 

@@ -20,6 +20,7 @@ from bots.artifact import MANIFEST
 from bots.errors import ArtifactError
 from bots.nlu.model import OnnxNLU
 from bots.nlu.ngrams import NGRAMS_FILE, RASA_DEFAULT, NgramVectorizer
+from training.linear import NGRAM_SCALE
 
 FILLERS = ["ჩემი", "გთხოვთ", "დღეს", "სად არის", "მინდა", "როგორ", "ახალი", "ძველი"]
 KEYWORDS = {"card": "ბარათი", "account": "ანგარიში", "password": "პაროლი"}
@@ -64,7 +65,7 @@ def test_the_artifact_keeps_them_and_serves_the_sum(artifacts: dict[str, Path]) 
     texts = [t for texts in EXAMPLES.values() for t in texts]
     fitted = NgramVectorizer.fit(texts, RASA_DEFAULT)
     assert manifest["ngrams"] == {"file": NGRAMS_FILE, "analyzers": ["word:1-1", "char_wb:1-4"],
-                                  "features": len(fitted.features), "scale": 1.0}
+                                  "features": len(fitted.features), "scale": NGRAM_SCALE}
     assert manifest["training_config"]["ngram_features"] == "word,char_wb:1-4"
     nlu = OnnxNLU.load(directory)
     assert nlu.ngrams is not None and nlu.manifest.onnx_file == "model.int8.onnx"
