@@ -31,13 +31,14 @@ TESTS = [(f"{other} {word[:-1]}ის", intent) for intent, word in KEYWORDS.ite
         [(f"{word[:-1]}ით {other}", intent) for intent, word in KEYWORDS.items() for other in ("ძალიან", "კიდევ")]
 
 
-def _train(out: Path, ngram_features: str) -> Path:
+def _train(out: Path, ngram_features: str, **config: object) -> Path:
     from training.config import TrainConfig
     from training.data import NluData, Sample
     from training.pipeline import train
 
     data = NluData(tuple(Sample(text, intent) for intent, texts in EXAMPLES.items() for text in texts))
-    cfg = TrainConfig(mode="fast", ngram_features=ngram_features, validation_fraction=0.0, seed=0)
+    cfg = TrainConfig.from_dict({"mode": "fast", "ngram_features": ngram_features, "validation_fraction": 0.0,
+                                 "seed": 0, **config})
     return train(data, cfg, bot_name="georgian", out_dir=out).directory
 
 
@@ -113,3 +114,10 @@ def test_a_missing_ngrams_file_is_an_artifact_error(artifacts: dict[str, Path], 
     (broken / NGRAMS_FILE).unlink()
     with pytest.raises(ArtifactError, match=f"missing {NGRAMS_FILE}"):
         OnnxNLU.load(broken)
+
+
+def test_full_mode_refits_the_head_beside_them_after_fine_tuning(tmp_path: Path) -> None:
+    directory = _train(tmp_path / "finetuned", "word,char_wb:1-4", mode="finetune", epochs=1)
+    assert json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["ngrams"]["analyzers"] == [
+        "word:1-1", "char_wb:1-4"]
+    assert all(_right(directory))
