@@ -235,6 +235,11 @@ class _Turn:
         self.expired = state.expired(message.timestamp, dialogue.session_expiry_s)
         self.first = not any(e.kind == USER for e in state.history)  # the conversation's first message
         self.state = state.copy()
+        # The active form refused an earlier message and has not run since (Rasa's rejected loop): this message
+        # answers another question (a rule's or a story's), so it fills none of the form's conditioned mappings
+        # for the slot it asked, and the form, when it runs again, asks for that slot instead of validating
+        # (Rasa's LoopInterrupted).
+        self.interrupted = state.loop_rejected
         # The bot's override of the operating point (bots/nlu/oos.py), for a model that does not apply it itself.
         if not isinstance(state.replay, WindowReplay):
             state.replay = WindowReplay()  # the state's replay goes on from this turn's (checked on its events)
@@ -299,7 +304,7 @@ class _Turn:
         if self.first and not welcomed and self.message.channel not in OPENING_CHANNELS:
             self._welcome()  # the conversation's first message, on a channel whose chats do not open first
         await self._extract_slots()
-        rejected = False
+        rejected = self.state.loop_rejected  # a form that refused an earlier message is not predicted by its loop
         excluded: set[str] = set()
         for _ in range(MAX_PREDICTIONS):
             followup = self.state.followup_action
@@ -393,6 +398,8 @@ class _Turn:
         if not self.domain.intent_fills(mapping, self.intent, self.state.active_form):
             return False
         if mapping.conditions:
+            if self.interrupted and slot == self.state.requested_slot:
+                return False
             return any(c.active_loop == self.state.active_form and (
                 c.requested_slot is None or c.requested_slot == self.state.requested_slot)
                 for c in mapping.conditions)
@@ -630,10 +637,11 @@ class _Turn:
         events: list[Event] = []
         at = self.message.timestamp
         activating = self.state.active_form != form.name
-        # Run again after an unhappy path (a rule's utter_chitchat after the form rejected the message), the
-        # form does not look at the message again: it asks for the slot it still needs (Rasa's FormAction
-        # validates only when it runs right after action_listen).
-        returning = not activating and self.state.latest_action != ACTION_LISTEN
+        # Run again after an unhappy path (a rule's utter_chitchat after the form rejected the message, or, in a
+        # later turn, the customer's answer to the question of the story that handled it), the form does not look
+        # at the message again: it asks for the slot it still needs (Rasa's FormAction validates only when it runs
+        # right after action_listen, and not after an interruption: LoopInterrupted).
+        returning = not activating and (self.state.latest_action != ACTION_LISTEN or self.interrupted)
         if activating:
             events.append(Event(FORM, {"name": form.name, "requested_slot": None}, timestamp=at))
             if form.fresh_start:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bots.events import ACTION, AGENT, BOT, FOLLOWUP, FORM, NLU, RESTART, RESUME, SESSION_START, SLOT, USER, Event
+from bots.events import REJECTED as ACTION_REJECTED
 from bots.events import customer_text as typed_text
 from bots.handoff import paused_after
 from bots.types import JSON
@@ -29,6 +30,9 @@ class State:
     paused: bool = False
     active_form: str | None = None
     requested_slot: str | None = None
+    # The active form refused a message and has not run since (Rasa's ``is_active_loop_rejected``, which lasts
+    # until the loop runs again or changes): its question was not what the customer answered last.
+    loop_rejected: bool = False
     last_intent: str | None = None
     latest_message: JSON = field(default_factory=dict)
     latest_action: str | None = None
@@ -83,6 +87,7 @@ class State:
         self.slots.clear()
         self.active_form = None
         self.requested_slot = None
+        self.loop_rejected = False
         self.fallbacks_in_a_row = 0
 
     def apply(self, event: Event) -> None:
@@ -118,6 +123,8 @@ class State:
                     self.slots[name] = value
         elif kind == FORM:
             name = data.get("name")
+            if not isinstance(name, str) or name != self.active_form:
+                self.loop_rejected = False
             self.active_form = name if isinstance(name, str) else None
             requested = data.get("requested_slot")
             self.requested_slot = requested if isinstance(requested, str) and self.active_form else None
@@ -139,8 +146,14 @@ class State:
         elif kind == ACTION:
             name = data.get("name")
             self.latest_action = str(name) if name else self.latest_action
+            if name is not None and name == self.active_form:
+                self.loop_rejected = False
             if self.followup_action == name:
                 self.followup_action = None
+        elif kind == ACTION_REJECTED:
+            rejected = data.get("name")
+            if rejected is not None and rejected == self.active_form:
+                self.loop_rejected = True
         elif kind == FOLLOWUP:
             name = data.get("name")
             self.followup_action = str(name) if name else None
