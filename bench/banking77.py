@@ -10,8 +10,7 @@ the calibrated operating point), training wall time, batch-1 latency p50/p95 for
 ONNX fp32 and ONNX int8 (tokenisation and, for ONNX, the out-of-scope scores and rule included),
 the thread count and the load average before and after: on a shared machine the load average
 says how much the figures can be trusted. ``--ngram-features word,char_wb:1-4`` trains the intent classifier
-with n-gram features (bots/nlu/ngrams.py; default: TrainConfig's); then it also prints what they cost per
-message alone (median and min-max of 5 passes over the latency texts).
+with n-gram features (bots/nlu/ngrams.py; default: TrainConfig's); bench/ngrams.py measures what they cost.
 Not part of the test run.
 """
 
@@ -124,17 +123,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batch-1 latency {name}: p50 {p50:.2f} ms, p95 {p95:.2f} ms")
         eager_p50 = rows[0][1][0]
         print(f"int8 speed-up over eager torch (p50): {eager_p50 / rows[2][1][0]:.2f}x")
-        ngrams = nlus["onnx int8"].ngrams
-        if ngrams is not None:
-            passes = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                for text in probe:
-                    ngrams.logits([text])
-                passes.append((time.perf_counter() - t0) / len(probe) * 1e3)
-            print(f"n-gram features ({m.ngrams['features']} features, {', '.join(m.ngrams['analyzers'])}) per "
-                  f"message alone: median {statistics.median(passes):.4f} ms (passes {min(passes):.4f}-"
-                  f"{max(passes):.4f})")
     load_after = os.getloadavg()
     print(f"load average after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     return 0
