@@ -224,7 +224,8 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
         train_set, val_set = stratified_split(data.samples, cfg.validation_fraction, cfg.seed)
         calibrated_on = f"held-out split ({cfg.validation_fraction:g} of the training data, seed {cfg.seed})"
     tqdm.write(f"training {bot_name}: {len(train_set)} examples, {len(val_set)} held out, "
-               f"{len(data.intents)} intents, {len(data.entity_types)} entity types, mode {cfg.mode}")
+               f"{len(data.intents)} intents, {len(data.entity_types)} entity types, mode {cfg.mode}"
+               + (f", n-gram features {cfg.ngram_features}" if cfg.ngram_features else ""))
     model, tokenizer, labels, tags = build_model(data, cfg)
     known_val = [s for s in val_set if s.intent in labels]  # what model selection can score
     facts, ngram_head = fit(model, tokenizer, labels, tags, train_set, known_val, cfg)
