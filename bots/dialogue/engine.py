@@ -661,6 +661,13 @@ class _Turn:
             if requested is not None and not candidates and not returning and (
                     requested not in self.refused or self._interrupts(form)):
                 raise _Rejected(form.name)
+        if self.interrupted and not activating and self.state.latest_action == ACTION_LISTEN:
+            # Run first after an interruption (Rasa's LoopInterrupted), the form does not validate: what the
+            # message filled is kept as it is (the customer went on with the form: "italian please" after "Do you
+            # want to continue?"), and the form asks for its next empty slot.
+            for slot in form.required_slots:
+                if slot in self.candidates:
+                    self._set(slot, self.candidates.pop(slot), events)
         slots = {**self.state.slots, **({} if returning else self.candidates)}
         for e in events:
             if e.kind == SLOT:

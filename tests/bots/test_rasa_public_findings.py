@@ -21,6 +21,7 @@ from bots.loader import load_bot_folder
 from bots.nlu.model import _word_spans
 from bots.runtime import Runtime
 from bots.settings import Settings
+from bots.types import Entity
 from connectors.story_test import run_story_tests
 from tests.bots.keyword_model import message, say
 from tests.bots.lookup_model import LookupModel, lookup_runtime, project
@@ -238,3 +239,41 @@ async def test_a_rejected_form_stays_rejected_until_it_runs_again(tmp_path: Path
                                     model_loader=loader, replay=replay)
     assert len(results.stories) == 2
     assert [f for s in results.stories for f in s.failures] == []
+
+
+async def test_a_form_run_after_an_interruption_keeps_what_the_message_filled(tmp_path: Path) -> None:
+    # Run first after an interruption (Rasa's LoopInterrupted), a form does not validate: a slot the message
+    # filled through a mapping not conditioned on the asked slot stays filled, and the form asks for its next
+    # empty slot (Rasa's FormAction._validate_if_required). The forms fixture with its cuisine mapping
+    # unconditioned: "italian please" after "stop" and "Do you want to go on?" is kept, not asked again.
+    tests = """version: "3.1"
+stories:
+- story: stop, then the cuisine
+  steps:
+  - intent: request_restaurant
+  - action: restaurant_form
+  - active_loop: restaurant_form
+  - user: |
+      stop
+    intent: stop
+  - action: utter_ask_continue
+  - user: |
+      [italian](cuisine) please
+    intent: inform
+  - action: restaurant_form
+  - slot_was_set:
+    - cuisine: italian
+    - requested_slot: num_people
+"""
+    bot_dir = project(tmp_path, "forms", tests)
+    domain = bot_dir / "domain.yml"
+    domain.write_text(domain.read_text().replace(
+        "        entity: cuisine\n        conditions:\n          - active_loop: restaurant_form\n"
+        "            requested_slot: cuisine\n", "        entity: cuisine\n"))
+
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {"italian please": ("inform", (Entity("cuisine", "italian", 0, 7),))})
+
+    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader)
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.conversation_accuracy == 1.0

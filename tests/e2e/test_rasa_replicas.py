@@ -57,8 +57,9 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     # variation
     "chitchat": ("can you find me a restaurant", "tell me a joke", "mexican", "we are 9", "/deny", "a quiet table",
                  BAD),
-    # story "stop the form and go on" (memoised), then the rest of the form
-    "stop_go": ("I'd like to book a table", "stop", "italian please", "two of us", "2 people", "yes",
+    # story "stop the form and go on" (memoised): the answer to "go on?" is not the cuisine (the form stands
+    # rejected, as in Rasa), the form asks again; then the rest of the form
+    "stop_go": ("I'd like to book a table", "stop", "italian please", "italian food", "two of us", "2 people", "yes",
                 "somewhere with a view", "the food was great"),
     # stories "stop the form and leave" and "thanks after leaving the form", joined by a checkpoint
     "stop_leave": ("I'd like to book a table", "I don't want to go on", "never mind", "thank you", "are you a bot?"),
@@ -204,7 +205,8 @@ def test_the_reference_conversations_are_the_fixtures_behaviour(reference: Refer
     assert said["chitchat-0:1"] == ["Let's get back to your table.", "What cuisine would you like?"]
     assert said["chitchat-0:6"] == ["All done!", "A table for 9 (mexican), outside: no, wishes: a quiet table."]
     assert said["stop_go-0:1"] == ["Do you want to go on with the booking?"]
-    assert said["stop_go-0:2"] == ["For how many people?"]
+    assert said["stop_go-0:2"] == ["What cuisine would you like?"]
+    assert said["stop_go-0:3"] == ["For how many people?"]
     assert said["stop_leave-0:2"] == []  # action_deactivate_loop, then listen
     assert said["stop_leave-0:3"] == ["You're welcome :)"]
     assert said["with_number-0:2"] == ["Do you want to sit outside?"]
