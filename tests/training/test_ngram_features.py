@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bots.artifact import MANIFEST
+from bots.artifact import MANIFEST, latest_artifact, read_manifest
 from bots.errors import ArtifactError
 from bots.nlu.model import OnnxNLU
 from bots.nlu.ngrams import NGRAMS_FILE, RASA_DEFAULT, NgramVectorizer
@@ -121,3 +122,19 @@ def test_full_mode_refits_the_head_beside_them_after_fine_tuning(tmp_path: Path)
     assert json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["ngrams"]["analyzers"] == [
         "word:1-1", "char_wb:1-4"]
     assert all(_right(directory))
+
+
+def test_a_rasa_project_trains_the_featurizers_of_its_config(trained_rasa: Callable[[str], Path]) -> None:
+    """moodbot's config.yml has no pipeline: Rasa's default one, whose two CountVectorsFeaturizers are these."""
+    manifest = read_manifest(latest_artifact(trained_rasa("moodbot") / "models"))
+    assert manifest.training_config["ngram_features"] == "word:1-1,char_wb:1-4"
+    assert manifest.ngrams["analyzers"] == ["word:1-1", "char_wb:1-4"] and manifest.ngrams["features"] > 100
+
+
+def test_a_bad_ngram_spec_is_a_message(tiny_bot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    assert main(["train", str(tiny_bot), "--fast", "--ngram-features", "chars"]) == 2
+    assert "--ngram-features: training config: ngram_features: n-gram analyzer 'chars': expected word, char_wb or " \
+        "char" in capsys.readouterr().err
+    assert not (tiny_bot / "models").exists()
