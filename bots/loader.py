@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bots.botspec import BotSpec, parse_bot
-from bots.dialogue.rasa_config import rasa_files
+from bots.dialogue.rasa_config import actions_namespace, rasa_files
 from bots.dialogue.rasa_project import RasaPaths, is_rasa_project, rasa_test_files, read_rasa_paths
 from bots.dialogue.rasa_yaml import Findings
 from bots.dialogue.spec import DialogueSpec, parse_dialogue, parse_handoff
@@ -168,10 +168,12 @@ def _rasa_paths(directory: Path, item: Located, findings: Findings) -> RasaPaths
         module = str(a.value).strip() if isinstance(a.value, str) else ""
         relative = Path(*module.split(".")) if module else Path()
         candidates = [directory / relative.with_suffix(".py"), directory / relative / "__init__.py"] if module else []
-        actions = next((c for c in candidates if c.is_file()), None)
+        actions = next((c for c in candidates if c.is_file()), None) or (
+            actions_namespace(directory / relative) if module else None)
         if actions is None:
             findings.error(a.key_where(), f"'rasa: actions' must name a Python module in the bot folder (neither "
-                                      f"{relative.with_suffix('.py')} nor {relative}/__init__.py exists)")
+                                      f"{relative.with_suffix('.py')} nor {relative}/__init__.py nor a {relative}/ "
+                                      f"folder of modules exists)")
     config, endpoints = one("config"), one("endpoints")
     if domain is None or data is None:
         return None

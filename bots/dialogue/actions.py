@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.machinery
 import importlib.util
 import inspect
 import json
@@ -70,8 +71,14 @@ def _outcome(name: str, body: Any) -> ActionOutcome:
 
 
 def _project_folder(path: Path) -> Path:
-    """The folder Rasa's action server runs in: the one holding ``actions.py`` or the ``actions/`` package."""
+    """The folder Rasa's action server runs in: the one holding ``actions.py`` or the ``actions/`` package
+    (``path`` its ``__init__.py``, or the package folder itself when it has none)."""
     return path.parent.parent if path.name == "__init__.py" else path.parent
+
+
+def _origin(module: ModuleType) -> str | None:
+    """Where a module was loaded from: its file, or a namespace package's (first) folder."""
+    return getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", None) or []), None)
 
 
 def _in_folder(filename: str | None, folder: Path) -> bool:
@@ -90,9 +97,9 @@ def _project_importable(folder: Path) -> Iterator[None]:
     stays at the end of ``sys.path``, for the imports an action makes when it runs, without shadowing
     installed packages."""
     entry = str(folder)
-    own = {p.stem for p in folder.glob("*.py")} | {p.parent.name for p in folder.glob("*/__init__.py")}
+    own = {p.stem for p in folder.glob("*.py")} | {p.parent.name for p in folder.glob("*/*.py")}
     for name in own & set(sys.modules):  # imported afresh: a reload sees edited modules, a bot its own ones
-        origin = getattr(sys.modules[name], "__file__", None)
+        origin = _origin(sys.modules[name])
         if any(_in_folder(origin, Path(other)) for other in {*_PROJECT_FOLDERS, str(folder)}):
             for loaded in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
                 del sys.modules[loaded]
@@ -111,40 +118,62 @@ def _project_importable(folder: Path) -> Iterator[None]:
 _PROJECT_FOLDERS: set[str] = set()  # the bot folders made importable in this process
 
 
-def _import_module(path: Path, bot: str) -> ModuleType:
+def _import_module(path: Path, bot: str, skip: tuple[str, ...] = ()) -> ModuleType:
     """Import the bot's actions module under a name of its own (two bots may both have actions.py), its
-    project folder importable (``_project_importable``)."""
-    package = path.name == "__init__.py"
-    stem = path.parent.name if package else path.stem
-    name = f"switchboard_actions_{bot.replace('-', '_').replace('.', '_')}_{stem}"
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(path.parent)] if package else None)
-    if spec is None or spec.loader is None:
+    project folder importable (``_project_importable``). ``path`` is ``actions.py``, a package's
+    ``__init__.py``, or a package folder without one (a namespace package, as rasa-sdk imports it too).
+    ``skip``: modules by their project name (``actions.my_classifier``) not to import, config.yml's own NLU
+    components: they run inside Rasa's server (they import ``rasa``), and Switchboard's NLU replaces them."""
+    namespace = path.is_dir()
+    package = namespace or path.name == "__init__.py"
+    folder = path if namespace else path.parent
+    name = f"switchboard_actions_{bot.replace('-', '_').replace('.', '_')}_{folder.name if package else path.stem}"
+    found = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(folder)] if package else None) if not namespace else None
+    if namespace:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(path)]
+    elif found is None or found.loader is None:
         raise ConfigError(f"{path}: cannot be imported as a Python module")
+    else:
+        spec = found
     module = importlib.util.module_from_spec(spec)
     _forget_modules(name)  # a reload (a newer model swapped in) imports the package's modules afresh
     sys.modules[name] = module
     try:
         with _project_importable(_project_folder(path).resolve()):
-            spec.loader.exec_module(module)
+            if namespace:  # its own name too: a namespace package loses to a module of that name anywhere on
+                # sys.path (another bot folder's actions.py), and rasa-sdk's server has only this folder there
+                own = importlib.machinery.ModuleSpec(folder.name, None, is_package=True)
+                own.submodule_search_locations = [str(path)]
+                sys.modules[folder.name] = importlib.util.module_from_spec(own)
+            if spec.loader is not None:
+                spec.loader.exec_module(module)
             if package:
-                _import_submodules(module)
+                _import_submodules(module, {m.removeprefix(f"{folder.name}.") for m in skip
+                                            if m.startswith(f"{folder.name}.")})
     except Exception as exc:  # noqa: BLE001 - any error in the user's module becomes a config error
         _forget_modules(name)
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).is_relative_to(path.parent)]
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).is_relative_to(folder)]
         where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(path)
         raise ConfigError(f"{where}: importing the actions module failed: {type(exc).__name__}: {exc}") from None
     return module
 
 
-def _import_submodules(package: ModuleType) -> None:
+def _import_submodules(package: ModuleType, skip: set[str], root: str = "") -> None:
     """Every module of the package, sub-packages included, as rasa-sdk's ``ActionExecutor.register_package``
     imports them for ``python -m rasa_sdk --actions actions``: the Action classes of a ``rasa init``
-    project live in ``actions/actions.py``, not in the package's ``__init__.py``."""
+    project live in ``actions/actions.py``, not in the package's ``__init__.py``. ``skip``: modules (by
+    their name inside the package, ``my_classifier``) not imported."""
+    root = root or package.__name__
     for info in pkgutil.iter_modules(package.__path__, prefix=f"{package.__name__}."):
+        if info.name.removeprefix(f"{root}.") in skip:
+            log.info("not imported with the actions: config.yml names it as an NLU component",
+                     extra={"module": info.name.removeprefix(f"{root}.")})
+            continue
         module = importlib.import_module(info.name)
         if info.ispkg:
-            _import_submodules(module)
+            _import_submodules(module, skip, root)
 
 
 def _forget_modules(name: str) -> None:
@@ -168,7 +197,8 @@ class InProcessActions:
 
         executor = ActionExecutor()
         prefix = module.__name__
-        folder = _project_folder(Path(module.__file__)).resolve() if module.__file__ else None
+        origin = _origin(module)
+        folder = _project_folder(Path(origin)).resolve() if origin else None
         classes = {cls for mod_name, mod in list(sys.modules.items())
                    if mod_name == prefix or mod_name.startswith(prefix + ".")
                    for _, cls in inspect.getmembers(mod, inspect.isclass)}
@@ -316,7 +346,7 @@ def _local_actions(bot: BotSpec, dialogue: DialogueSpec) -> tuple[InProcessActio
     if dialogue.actions_module is None:
         return None, set(), []
     try:
-        module = _import_module(dialogue.actions_module, bot.name)
+        module = _import_module(dialogue.actions_module, bot.name, dialogue.component_modules)
     except ConfigError as exc:
         if dialogue.action_endpoint is None:
             raise

@@ -97,6 +97,7 @@ class RasaConfig:
     fallback_threshold: float = _DEFAULT_FALLBACK_THRESHOLD
     pipeline: tuple[PipelineComponent, ...] = RASA_DEFAULT_FEATURIZERS  # no pipeline: Rasa's default's n-grams
     language: Located | None = None
+    custom_components: tuple[str, ...] = ()  # the pipeline's own components by module path, which do not run
 
 
 def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
@@ -127,7 +128,9 @@ def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
             config.language = lang
     if "pipeline" in top and top["pipeline"].value is not None:
         language = config.language.value if config.language is not None else None
-        config.pipeline, config.fallback_threshold = _pipeline(top["pipeline"], findings, language)
+        custom: list[str] = []
+        config.pipeline, config.fallback_threshold = _pipeline(top["pipeline"], findings, language, custom)
+        config.custom_components = tuple(custom)
     if "policies" in top and top["policies"].value is not None:
         config.policy = _policies(top["policies"], findings)
     return config
@@ -146,8 +149,8 @@ def _component(item: Located, what: str, findings: Findings) -> tuple[str, dict[
     return name, {k: v for k, v in fields.items() if k != "name"}
 
 
-def _pipeline(item: Located, findings: Findings,
-              language: str | None = None) -> tuple[tuple[PipelineComponent, ...], float]:
+def _pipeline(item: Located, findings: Findings, language: str | None = None,
+              custom: list[str] | None = None) -> tuple[tuple[PipelineComponent, ...], float]:
     kept: list[PipelineComponent] = []
     replaced: list[str] = []
     threshold = 0.0   # no FallbackClassifier in the pipeline: Rasa never predicts nlu_fallback
@@ -184,7 +187,10 @@ def _pipeline(item: Located, findings: Findings,
             findings.unsupported(x.key_where(), f"{name} ({UNSUPPORTED_COMPONENTS[name]})")
         elif "." in name:
             findings.unsupported(x.key_where(), f"custom NLU component {name} (it does not run: Switchboard's own "
-                                            f"NLU replaces the pipeline)")
+                                            f"NLU replaces the pipeline; its module is not imported, nor with the "
+                                            f"actions package when it lives there)")
+            if custom is not None:
+                custom.append(name)
         else:
             findings.error(x.key_where(), f"unknown NLU component '{name}' (Rasa 3 has no such component)")
     if replaced:
@@ -376,6 +382,13 @@ def rasa_files(directory: Path) -> dict[str, Path | None]:
         "endpoints": first("endpoints.yml", "endpoints.yaml"),
         "credentials": first("credentials.yml", "credentials.yaml"),
         "data": first("data"),
-        "actions": first("actions/__init__.py", "actions.py"),
+        "actions": first("actions/__init__.py", "actions.py") or actions_namespace(directory / "actions"),
         "tests": first("tests"),
     }
+
+
+def actions_namespace(folder: Path) -> Path | None:
+    """``folder`` when it is a package without ``__init__.py`` holding Python modules (a namespace package),
+    which ``python -m rasa_sdk --actions actions`` imports too (Python finds ``actions/__init__.py``, then
+    ``actions.py``, then such a folder); None otherwise."""
+    return folder if folder.is_dir() and not (folder / "__init__.py").exists() and any(folder.glob("*.py")) else None

@@ -121,6 +121,7 @@ def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, na
                      name=name or bot_name(directory), channels=found_channels)
     dialogue = DialogueSpec(
         actions_module=paths.actions,
+        component_modules=tuple(dict.fromkeys(name.rpartition(".")[0] for name in config.custom_components)),
         action_endpoint=endpoint,
         session_expiry_s=domain.session.session_expiration_time_min * 60,
         action_refs=_custom_actions(domain, _declared_at),

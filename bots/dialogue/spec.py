@@ -172,6 +172,9 @@ class DialogueSpec:
     forms: dict[str, FormSpec] = field(default_factory=dict)
     rules: dict[str, Rule] = field(default_factory=dict)
     actions_module: Path | None = None
+    # Modules config.yml names as custom NLU components (``actions.my_classifier``): Rasa's server runs them,
+    # they import ``rasa``; Switchboard's NLU replaces them, so they are not imported with the actions package.
+    component_modules: tuple[str, ...] = ()
     actions_timeout_s: float = DEFAULT_ACTION_TIMEOUT_S
     action_endpoint: ActionEndpoint | None = None
     session_expiry_s: float = DEFAULT_SESSION_EXPIRY_MINUTES * 60

@@ -277,3 +277,56 @@ stories:
     results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader)
     assert [f for s in results.stories for f in s.failures] == []
     assert results.conversation_accuracy == 1.0
+
+
+async def test_an_actions_folder_without_init_is_imported_as_rasa_sdk_imports_it(tmp_path: Path) -> None:
+    # A public project's actions/ folder has no __init__.py: `python -m rasa_sdk --actions actions` imports
+    # it as a namespace package and registers the Action classes of its modules. Switchboard looked only for
+    # actions/__init__.py or actions.py, so check refused the bot: "custom action ... has nothing to run it".
+    tests = """version: "3.1"
+stories:
+- story: the actions of both modules run
+  steps:
+  - intent: greet
+  - action: action_greet
+  - intent: hours
+  - action: action_opening_hours
+"""
+    bot_dir = project(tmp_path, "project_modules", tests)
+    (bot_dir / "actions" / "__init__.py").unlink()
+    # another bot folder loaded first has an actions.py: it must not shadow this folder's `actions` package
+    assert check_bot_folder(_copy(tmp_path / "other", "declared_actions")).errors == []
+    assert check_bot_folder(bot_dir).errors == []
+    assert load_bot_folder(bot_dir)[1].actions_module == bot_dir / "actions"
+
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {})
+
+    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader)
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.conversation_accuracy == 1.0
+
+
+def test_a_custom_nlu_component_in_the_actions_package_is_not_imported_with_the_actions(tmp_path: Path) -> None:
+    # The same project keeps a custom NLU component in its actions package (`actions.intent_classifier.
+    # IntentClassifier` in config.yml's pipeline), which imports rasa and tensorflow: Rasa's server runs it.
+    # Switchboard's NLU replaces the pipeline, yet it imported the module with the actions and refused the bot:
+    # "importing the actions module failed: ModuleNotFoundError: No module named 'rasa'".
+    bot_dir = _copy(tmp_path, "project_modules")
+    (bot_dir / "actions" / "intent_classifier.py").write_text(
+        "from rasa.engine.graph import GraphComponent\n\n\nclass IntentClassifier(GraphComponent):\n    pass\n")
+    config = bot_dir / "config.yml"
+    config.write_text(config.read_text() + "\npipeline:\n  - name: WhitespaceTokenizer\n"
+                                           "  - name: actions.intent_classifier.IntentClassifier\n")
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    spec, dialogue = load_bot_folder(bot_dir)
+    assert dialogue.component_modules == ("actions.intent_classifier",)
+    runner = load_actions(spec, dialogue)
+    assert isinstance(runner, InProcessActions)
+    assert runner.names() == {"action_greet", "action_opening_hours"}
+    # a module of the package config.yml does not name still fails the import, at its line
+    (bot_dir / "actions" / "other.py").write_text("import rasa\n")
+    assert _mentioning(check_bot_folder(bot_dir).errors, "other.py") == [
+        f"{bot_dir / 'actions' / 'other.py'}:1: importing the actions module failed: ModuleNotFoundError: "
+        f"No module named 'rasa'"]
