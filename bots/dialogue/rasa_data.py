@@ -20,6 +20,7 @@ and ``or`` (of intents or slot_was_set). Rules add ``condition``, ``conversation
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,7 @@ def _user_step(item: Located, fields: dict[str, Located], what: str, findings: F
         raw = raw.strip()
         if raw.startswith("/"):
             user_text = raw  # "/intent{...}": a payload, sent as it is
+            entities = _payload_entities(raw, fields["user"], what, findings)
         else:
             try:
                 example = parse_example(raw)
@@ -351,6 +353,25 @@ def _user_step(item: Located, fields: dict[str, Located], what: str, findings: F
     elif "entities" in fields:
         entities = _entities(fields["entities"], what, findings)
     return Step("intent", intent, entities=tuple(entities), user_text=user_text, where=item.key_where())
+
+
+def _payload_entities(raw: str, item: Located, what: str, findings: Findings) -> list[StoryEntity]:
+    """A payload's entities (``/share_location{"latitude": 52.52}``): what the step expects, as Rasa's
+    reader takes them (``YAMLStoryReader._parse_raw_user_utterance`` unpacks a ``/`` text as a payload, so
+    its entities are the target, not the text's annotations); a list value is one entity per item."""
+    brace = raw.find("{")
+    if brace < 0:
+        return []
+    try:
+        values = json.loads(raw[brace:])
+    except json.JSONDecodeError as exc:
+        findings.error(item.key_where(), f"{what}: the payload's entities are not JSON ({exc.msg}): {raw!r}")
+        return []
+    if not isinstance(values, dict):
+        findings.error(item.key_where(), f"{what}: the payload's entities must be a JSON object: {raw!r}")
+        return []
+    return [StoryEntity(str(name), value) for name, given in values.items()
+            for value in (given if isinstance(given, list) else [given])]
 
 
 def _entities(item: Located, what: str, findings: Findings) -> list[StoryEntity]:

@@ -16,6 +16,7 @@ from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
 from bots.dialogue.policies import simulate
+from bots.dialogue.rasa_data import read_test_stories
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
 from bots.nlu.model import _word_spans
@@ -330,3 +331,60 @@ def test_a_custom_nlu_component_in_the_actions_package_is_not_imported_with_the_
     assert _mentioning(check_bot_folder(bot_dir).errors, "other.py") == [
         f"{bot_dir / 'actions' / 'other.py'}:1: importing the actions module failed: ModuleNotFoundError: "
         f"No module named 'rasa'"]
+
+
+@pytest.mark.parametrize("replay", [False, True])
+async def test_a_payload_user_text_expects_the_payloads_entities(tmp_path: Path, replay: bool) -> None:
+    # A public project's test story sends `/share_location{"latitude": 52.52, "longitude": 13.4}` as the
+    # user's text. Rasa's reader takes a `/` text as a payload and its entities as the step's target
+    # (YAMLStoryReader._parse_raw_user_utterance, unpack_regex_message); Switchboard expected none, so the
+    # story failed on "entities none expected, the NLU found latitude='52.52', longitude='13.4'".
+    tests = """version: "3.1"
+stories:
+- story: the cities as payloads
+  steps:
+  - user: |
+      I want to book a trip
+    intent: book_trip
+  - action: trip_form
+  - active_loop: trip_form
+  - user: |
+      /inform{"city": "Paris"}
+    intent: inform
+  - action: trip_form
+  - slot_was_set:
+    - departure_city: Paris
+  - user: |
+      /inform{"city": "Rome"}
+    intent: inform
+  - action: trip_form
+  - slot_was_set:
+    - arrival_city: Rome
+  - active_loop: null
+  - action: utter_trip
+"""
+
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {})
+
+    results = await run_story_tests(project(tmp_path, "trip_form", tests), settings=Settings(nlu_max_wait_ms=0.0),
+                                    model_loader=loader, replay=replay)
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.conversation_accuracy == 1.0
+
+
+def test_a_payload_user_text_that_is_not_json_is_an_error_at_its_line(tmp_path: Path) -> None:
+    bot_dir = project(tmp_path, "trip_form", """version: "3.1"
+stories:
+- story: a broken payload
+  steps:
+  - user: |
+      /inform{"city": Paris}
+    intent: inform
+  - action: trip_form
+""")
+    with pytest.raises(ConfigError) as raised:
+        read_test_stories([bot_dir / "tests" / "test_stories.yml"])
+    assert raised.value.problems == [
+        f"{bot_dir / 'tests' / 'test_stories.yml'}:5: story 'a broken payload': the payload's entities are not "
+        f"JSON (Expecting value): '/inform{{\"city\": Paris}}'"]
