@@ -223,7 +223,8 @@ class Frustration:
         frustrated turn of the bot's stretch (``history``: the events before the turn; ``events``: what the
         bot decided; ``paused``: whether a person has the conversation after them; ``active_form``: the
         form active before them). The bot's "did not
-        understand" replies of the turn are dropped then: the customer is told a person takes over.
+        understand" replies of the turn are dropped then, and so is the question of a form it ends: the customer
+        is told a person takes over.
         A frustrated message the bot did not understand (its reply is the fallback) hands off at once, whatever
         ``handoff_after``: an angry customer is never answered "did you mean ...?".
         None: no hand-off."""
@@ -232,11 +233,14 @@ class Frustration:
         fell_back = any(e.kind == BOT and e.data.get("source") == "fallback" for e in events)
         if not fell_back and frustrated_since_handoff(history) + 1 < self.handoff_after:
             return None
-        kept = [e for e in events if not (e.kind == BOT and e.data.get("source") == "fallback")]
-        added = [Event(BOT, BotResponse(text=self.message, source="system").to_dict(), timestamp=timestamp)]
         for event in events:
             if event.kind == FORM:
                 active_form = event.data.get("name") if isinstance(event.data.get("name"), str) else None
+        # Dropped: the fallback's "did not understand", and the question of a form the hand-off ends (nobody
+        # would take the answer: "Which order is the refund for?" then "I'm passing you to a colleague").
+        kept = [e for e in events if not (e.kind == BOT and (e.data.get("source") == "fallback" or (
+            active_form is not None and isinstance(e.data.get("metadata"), dict) and e.data["metadata"].get("form"))))]
+        added = [Event(BOT, BotResponse(text=self.message, source="system").to_dict(), timestamp=timestamp)]
         if active_form is not None:  # the form ends, as with the bot's own hand-off
             added.append(Event(FORM, {"name": None}, timestamp=timestamp))
         added.append(Event(PAUSE, {"reason": "frustration"}, timestamp=timestamp))

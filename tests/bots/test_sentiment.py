@@ -146,6 +146,15 @@ def test_handoff_after_n_frustrated_turns_replaces_the_fallback_and_ends_the_for
         (BOT, "A colleague will help you now."), (FORM, None), (PAUSE, "frustration")]
     events = policy.handoff(angry, history, answered, paused=False, active_form=None, timestamp=5.0)
     assert events is not None and [e.kind for e in events] == [BOT, BOT, PAUSE]
+    # the question of a form the hand-off ends is not asked ("Which order?" then "a colleague will help you")
+    refused = Event(BOT, {"text": "I couldn't find order 9.", "source": "action"})
+    ask = Event(BOT, {"text": "Which order?", "source": "template", "metadata": {"form": "refund_form", "slot": "x"}})
+    started = [Event(FORM, {"name": "refund_form", "requested_slot": None}), refused, ask]
+    events = policy.handoff(angry, history, started, paused=False, active_form=None, timestamp=5.0)
+    assert events is not None
+    assert [(e.kind, e.data.get("text") or e.data.get("reason") or e.data.get("name")) for e in events] == [
+        (FORM, "refund_form"), (BOT, "I couldn't find order 9."), (BOT, "A colleague will help you now."),
+        (FORM, None), (PAUSE, "frustration")]
     assert Frustration().handoff(angry, history * 5, fallback, paused=False, active_form=None, timestamp=5.0) is None
 
 
