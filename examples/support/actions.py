@@ -97,6 +97,19 @@ def refund_problem(order_id: Any) -> str | None:
     return None
 
 
+class ValidateTrackOrderForm(FormValidationAction):
+    def name(self) -> Text:
+        return "validate_track_order_form"
+
+    def validate_order_id(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                          domain: DomainDict) -> Dict[Text, Any]:
+        if status_of(slot_value) is None:
+            dispatcher.utter_message(
+                text=f"I couldn't find order {slot_value}. Please check the number in your confirmation email.")
+            return {"order_id": None}
+        return {"order_id": slot_value}
+
+
 class ValidateRefundForm(FormValidationAction):
     def name(self) -> Text:
         return "validate_refund_form"

@@ -176,9 +176,10 @@ _RESPONSES: dict[str, list[str]] = {
          "The methods available for your order are shown at checkout."),
     ],
     "payment_issue": [
-        ("Sorry your payment didn't go through. Please check the card details and that your bank hasn't "
-         "blocked the payment, or try another payment method. If you were charged but have no order "
-         "confirmation, say 'talk to a person' and a colleague will check the payment."),
+        ("Sorry about the trouble with your payment. If it didn't go through, check the card details and that "
+         "your bank hasn't blocked it, or try another payment method. If you were charged twice, or charged "
+         "without an order confirmation, say 'talk to a person' and a colleague will check it and refund any "
+         "double charge."),
     ],
     "get_refund": [
         ("I've noted your refund request for {refund_amount}. Please tell me the order number so I can "

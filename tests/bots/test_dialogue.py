@@ -246,9 +246,10 @@ SUPPORT_BOT = Path(__file__).resolve().parents[2] / "examples" / "support"
 
 
 async def test_example_support_bot_takes_a_refund_request_and_hands_a_complaint_to_a_person(tmp_path: Path) -> None:
-    """examples/support: a refund is a form (which order, why) whose order check agrees with the other
-    forms' lookup (an order not shipped yet is to be cancelled instead); a complaint goes to a person at once,
-    and the answer says so (no "tell me and I'll ..." the bot cannot keep)."""
+    """examples/support: tracking an order asks for its number (a form); a refund is a form (which order, why)
+    whose order check agrees with the other forms' lookup (an order not shipped yet is to be cancelled
+    instead); a complaint goes to a person at once, and the answer says so (no "tell me and I'll ..." the bot
+    cannot keep)."""
     runtime = await start_runtime(copy_bot(tmp_path, SUPPORT_BOT), tmp_path / "store.db")
     try:
         async def support(text: str, conversation: str = "r1") -> list[str]:
@@ -268,6 +269,14 @@ async def test_example_support_bot_takes_a_refund_request_and_hands_a_complaint_
             "email with a free return label within one business day; once the items are back, the refund goes to "
             "your original payment method."]
         assert State.from_events(await _events(runtime, "r1", bot="support")).active_form is None
+
+        # "where is my order" asks for the number, says so for an unknown one, then looks the order up
+        ask_track = "I can check that for you. What is the order number? You'll find it in your confirmation email."
+        assert await support("where is my order", "r3") == [ask_track]
+        assert await support("555", "r3") == [
+            "I couldn't find order 555. Please check the number in your confirmation email.", ask_track]
+        assert await support("98765", "r3") == ["Order 98765 is delivered. You can follow it under My orders."]
+        assert State.from_events(await _events(runtime, "r3", bot="support")).active_form is None
 
         said = await support("I want to complain about the courier", "r2")
         assert said[0].startswith("I'm sorry about your experience. I'm passing you to a colleague"), said
