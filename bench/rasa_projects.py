@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bots.dialogue.policies import story_paths  # noqa: E402
 from bots.dialogue.rasa_data import read_test_stories  # noqa: E402
 from bots.dialogue.rasa_project import is_rasa_project, rasa_test_files  # noqa: E402
 from bots.errors import ConfigError  # noqa: E402
@@ -81,11 +82,16 @@ def _train(bot_dir: Path, fast: bool) -> tuple[int, float, str]:
     return code, time.perf_counter() - started, captured.getvalue()
 
 
+def conversations_tested(tests: list[Path]) -> int:
+    """How many conversations ``switchboard test`` runs from the test files: the stories' paths. Rules in a
+    test file are not tested, as in ``rasa test`` (``generate_story_trackers`` leaves rule trackers out)."""
+    return len(story_paths([s for s in read_test_stories(tests) if not s.is_rule])) if tests else 0
+
+
 def run_project(path: Path, *, fast: bool, runs: int, settings: Settings) -> Project:
     spec, _ = load_bot_folder(path)
     tests = rasa_test_files(path)
-    project = Project(path, sum(len(i.examples) for i in spec.intents.values()),
-                      len(read_test_stories(tests)) if tests else 0)
+    project = Project(path, sum(len(i.examples) for i in spec.intents.values()), conversations_tested(tests))
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="rasa-bench-") as tmp:
             bot_dir = Path(tmp) / path.resolve().name
