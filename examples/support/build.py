@@ -152,24 +152,24 @@ _RESPONSES: dict[str, list[str]] = {
          "a person from our support team can look into it: just say 'talk to a person'."),
     ],
     "check_invoice": [
-        ("Let me look up invoice {invoice_id} for {person_name}. You can also see all your invoices "
-         "under My account > Invoices."),
-        ("Let me look up invoice {invoice_id} for you. You can also see all your invoices under "
-         "My account > Invoices."),
-        ("I'll look up the invoices for {person_name}. You can also see all invoices of your account "
-         "under My account > Invoices."),
-        ("You can see all your invoices under My account > Invoices. If you're looking for a specific one, "
-         "tell me its number and I'll find it for you."),
+        ("You'll find invoice {invoice_id} for {person_name} under My account > Invoices, where you can view "
+         "it and download it as a PDF."),
+        ("You'll find invoice {invoice_id} under My account > Invoices, where you can view it and download "
+         "it as a PDF."),
+        ("The invoices for {person_name} are under My account > Invoices, where you can view them and "
+         "download them as PDFs."),
+        ("You can see all your invoices under My account > Invoices and download any of them as a PDF. If "
+         "one is missing, say 'talk to a person' and a colleague will look into it."),
     ],
     "get_invoice": [
-        ("I'll send a copy of invoice {invoice_id} for {person_name} to the email address on the account. "
-         "You can also download it as a PDF under My account > Invoices."),
-        ("I'll send a copy of invoice {invoice_id} to the email address on your account. You can also "
-         "download it as a PDF under My account > Invoices."),
-        ("I'll send the invoices for {person_name} to the email address on the account. You can also "
-         "download them as PDFs under My account > Invoices."),
-        ("You can download any invoice as a PDF under My account > Invoices. If you tell me the invoice "
-         "number, I can also email you a copy."),
+        ("You can download invoice {invoice_id} for {person_name} as a PDF under My account > Invoices; "
+         "choose Email there to have a copy sent to the address on the account."),
+        ("You can download invoice {invoice_id} as a PDF under My account > Invoices; choose Email there "
+         "to have a copy sent to the address on your account."),
+        ("You can download the invoices for {person_name} as PDFs under My account > Invoices; choose "
+         "Email there to have copies sent to the address on the account."),
+        ("You can download any invoice as a PDF under My account > Invoices; choose Email there to have "
+         "a copy sent to the address on your account."),
     ],
     "check_payment_methods": [
         ("We accept credit and debit cards (Visa, Mastercard, American Express), PayPal and bank transfer. "
