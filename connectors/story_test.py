@@ -555,11 +555,17 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
     files = story_files(bot_dir, paths)
     notes: list[str] = []
     stories = read_test_stories(files, notes)
+    rules: dict[str, list[str]] = {}  # per file, where its rules are
+    for rule in (s for s in stories if s.is_rule):
+        rules.setdefault(rule.where.rsplit(":", 1)[0], []).append(rule.where)
+    notes += [f"{wheres[0]}: {len(wheres)} rule(s) in this file are not tested: test stories are the 'stories:' "
+              f"(rasa test leaves rules out too)" for wheres in rules.values()]
     for note in notes:
         log.warning("%s", note)
-    if not stories:  # a run of nothing is no pass
+    tested = [s for s in stories if not s.is_rule]
+    if not tested:  # a run of nothing (or of rules only) is no pass
         raise ConfigError(f"no test stories in {', '.join(str(f) for f in files)} (a test story file has "
-                          "'stories:' or 'rules:', as Rasa reads them)")
+                          "'stories:' or 'rules:', as Rasa reads them, and only its stories are tested)")
     base = settings or Settings()
     with tempfile.TemporaryDirectory(prefix="switchboard-test-") as tmp:
         # The conversations exist only for this run: a pseudonym key of its own is as good as any.
@@ -575,7 +581,7 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
             if problems:
                 raise ConfigError(problems)
             sources = {str(f.resolve()): str(f) for f in files}
-            paths_ = [(story, steps) for story, steps in story_paths([s for s in stories if not s.is_rule])]
+            paths_ = [(story, steps) for story, steps in story_paths(tested)]
             if on_start is not None:
                 on_start(len(paths_))
             results = StoryTestResults()

@@ -249,6 +249,23 @@ async def test_a_test_file_without_stories_is_noted_and_a_run_of_nothing_refused
         await run(bot_dir)
 
 
+async def test_rules_in_a_test_file_are_noted_as_not_tested_and_rules_alone_are_no_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A public project keeps tests/test_rules.yml beside its test stories. `rasa test` leaves rules out
+    # (generate_story_trackers), and so does switchboard test, silently; a file of rules alone passed
+    # with nothing tested. Now each such file is noted, and rules alone are refused as no test stories.
+    rules = ('version: "3.1"\nrules:\n- rule: greet\n  steps:\n  - user: |\n      hello\n    intent: greet\n'
+             '  - action: utter_greet\n')
+    bot_dir = project(tmp_path, "moodbot")
+    (bot_dir / "tests" / "test_rules.yml").write_text(rules)
+    results = await run(bot_dir)
+    assert results.stories and "greet" not in [s.name for s in results.stories]  # the stories ran, not the rule
+    assert f"{bot_dir / 'tests' / 'test_rules.yml'}:3: 1 rule(s) in this file are not tested: test stories are " \
+           "the 'stories:' (rasa test leaves rules out too)" in caplog.messages
+    with pytest.raises(ConfigError, match=r"no test stories in .*test_rules\.yml .*only its stories are tested"):
+        await run(bot_dir, paths=[bot_dir / "tests" / "test_rules.yml"])
+
+
 async def test_a_story_may_expect_rasas_default_intent_nlu_fallback(tmp_path: Path) -> None:
     # Rasa's domain always holds its default intents (nlu_fallback, out_of_scope, ...): a test story may expect a
     # text not understood to be nlu_fallback (public projects' test stories do). Switchboard refused such a file:
