@@ -177,12 +177,13 @@ def parse_payload(payload: str, bot: BotSpec, dialogue: DialogueSpec | None = No
                     | set(dialogue.domain.entities)  # a Rasa domain's entities, and those its slots map from
                     | {m.entity for slot in dialogue.domain.slots.values() for m in slot.mappings if m.entity})
         for name, value in values.items():
-            refused = _refused_entity(name, value, declared, dialogue)
-            if refused is not None:
-                log.warning("button payload entity dropped",
-                            extra={"bot": bot.name, "entity": str(name)[:64], "reason": refused})
-                continue
-            entities.append(Entity(name, str(value), 0, 0))
+            for item in value if isinstance(value, list) else [value]:  # a list: one entity per item, as Rasa's
+                refused = _refused_entity(name, item, declared, dialogue)  # unpack_regex_message makes them
+                if refused is not None:
+                    log.warning("button payload entity dropped",
+                                extra={"bot": bot.name, "entity": str(name)[:64], "reason": refused})
+                    continue
+                entities.append(Entity(name, str(item), 0, 0))
     intent = m.group("intent")
     return Understanding(intent, 1.0, (IntentScore(intent, 1.0),), tuple(entities))
 

@@ -304,3 +304,6 @@ def test_button_payloads_may_set_the_domains_entities(transfer: tuple[BotSpec, D
     assert u is not None and u.intent == "transfer_money"
     assert [(e.entity, e.value) for e in u.entities] == [("amount-of-money", "20"), ("city", "Rome")]
     assert "button payload entity dropped" in caplog.text  # iban: not an entity of this bot
+    listed = parse_payload('/transfer_money{"city": ["Rome", "Oslo", {"x": 1}]}', spec, dialogue)
+    assert listed is not None  # a list is one entity per item (Rasa's unpack_regex_message); a bad item dropped
+    assert [(e.entity, e.value) for e in listed.entities] == [("city", "Rome"), ("city", "Oslo")]
