@@ -32,29 +32,33 @@ class ActionCheckOrderStatus(Action):
         if not order_id:
             dispatcher.utter_message(text="I can check that for you. What is the order number?")
             return []
-        status = status_of(order_id)
-        if status is None:
-            dispatcher.utter_message(
-                text=f"I couldn't find order {order_id}. Please check the number in your confirmation email.")
+        problem = order_problem(order_id, "tracked")
+        if problem is not None:
+            dispatcher.utter_message(text=problem)
             return [SlotSet("order_status", None)]
+        status = status_of(order_id)
         dispatcher.utter_message(text=f"Order {order_id} is {status}. You can follow it under My orders.")
         return [SlotSet("order_status", status)]
 
 
-def order_problem(order_id: Any, change: str) -> str | None:
-    """Why order ``order_id`` cannot be ``change``d ("changed", "cancelled"), None when it can: the one order
-    check of both forms (and of the cancel action), so that they always agree about an order."""
+def order_problem(order_id: Any, purpose: str) -> str | None:
+    """Why order ``order_id`` cannot be ``purpose`` ("tracked", "changed", "cancelled", "refunded"), None when it
+    can: the one order check of every form and action, so that they always agree about an order."""
     status = status_of(order_id)
     if status is None:
         return f"I couldn't find order {order_id}. Please check the number in your confirmation email."
-    if status in ("shipped", "delivered"):
+    sent = status in ("shipped", "delivered")
+    if purpose in ("changed", "cancelled") and sent:
         return (f"Order {order_id} has already {'shipped' if status == 'shipped' else 'arrived'}, so it can't be "
-                f"{change} any more. You can return items once you have them.")
+                f"{purpose} any more. You can return items once you have them.")
+    if purpose == "refunded" and not sent:
+        return (f"Order {order_id} hasn't shipped yet, so there is nothing to return: cancel it instead and you "
+                "get a full refund. Just say 'cancel my order'.")
     return None
 
 
-def _checked_order(slot_value: Any, change: str, dispatcher: CollectingDispatcher) -> Dict[Text, Any]:
-    problem = order_problem(slot_value, change)
+def _checked_order(slot_value: Any, purpose: str, dispatcher: CollectingDispatcher) -> Dict[Text, Any]:
+    problem = order_problem(slot_value, purpose)
     if problem is not None:
         dispatcher.utter_message(text=problem)
         return {"order_id": None}
@@ -86,28 +90,13 @@ class ValidateCancelOrderForm(FormValidationAction):
         return _checked_order(slot_value, "cancelled", dispatcher)
 
 
-def refund_problem(order_id: Any) -> str | None:
-    """Why order ``order_id`` cannot be refunded, None when it can (it has shipped or arrived)."""
-    status = status_of(order_id)
-    if status is None:
-        return f"I couldn't find order {order_id}. Please check the number in your confirmation email."
-    if status not in ("shipped", "delivered"):
-        return (f"Order {order_id} hasn't shipped yet, so there is nothing to return: cancel it instead and you "
-                "get a full refund. Just say 'cancel my order'.")
-    return None
-
-
 class ValidateTrackOrderForm(FormValidationAction):
     def name(self) -> Text:
         return "validate_track_order_form"
 
     def validate_order_id(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                           domain: DomainDict) -> Dict[Text, Any]:
-        if status_of(slot_value) is None:
-            dispatcher.utter_message(
-                text=f"I couldn't find order {slot_value}. Please check the number in your confirmation email.")
-            return {"order_id": None}
-        return {"order_id": slot_value}
+        return _checked_order(slot_value, "tracked", dispatcher)
 
 
 class ValidateRefundForm(FormValidationAction):
@@ -116,11 +105,7 @@ class ValidateRefundForm(FormValidationAction):
 
     def validate_order_id(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                           domain: DomainDict) -> Dict[Text, Any]:
-        problem = refund_problem(slot_value)
-        if problem is not None:
-            dispatcher.utter_message(text=problem)
-            return {"order_id": None}
-        return {"order_id": slot_value}
+        return _checked_order(slot_value, "refunded", dispatcher)
 
     def validate_refund_reason(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                domain: DomainDict) -> Dict[Text, Any]:
