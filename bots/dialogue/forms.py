@@ -15,6 +15,7 @@ from bots.dialogue.spec import FormSpec, SlotSpec
 
 _TRUE = {"yes", "y", "true", "1", "yeah", "yep", "sure", "ok", "okay", "correct", "right"}
 _FALSE = {"no", "n", "false", "0", "nope", "nah", "wrong", "incorrect"}
+_PLAIN = {"yes", "yeah", "yep", "no", "nope", "nah"}  # a first word that answers the question by itself
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ def check_value(slot: SlotSpec, raw: Any) -> Checked:
     if slot.type in ("float", "integer"):
         return _number(slot, text)
     if slot.type == "bool":
-        # The answer, or its first word: "yes please", "no, I wanted to track it"
+        # The answer, or its first word when that is a plain yes or no ("yes please", "no, I wanted to track
+        # it"; not "ok wait" or "right, which order?", which do not confirm anything)
         words = text.lower().strip(".!")
         first = re.split(r"[\s,.!;:]+", words, maxsplit=1)[0]
-        for word in (words, first):
+        for word in (words, first if first in _PLAIN else ""):
             if word in _TRUE:
                 return Checked(value=True)
             if word in _FALSE:

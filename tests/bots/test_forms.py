@@ -110,6 +110,7 @@ def test_check_value_types_bounds_choices_and_regex() -> None:
     assert check_value(confirm, "yes please").value is True  # the first word answers
     assert check_value(confirm, "No, I wanted to track it").value is False
     assert check_value(confirm, "not sure").reason == "Please answer yes or no."
+    assert check_value(confirm, "ok wait, which order?").reason == "Please answer yes or no."  # not a plain yes
     speed = SlotSpec("speed", type="categorical", choices=("standard", "express"))
     assert check_value(speed, "EXPRESS").value == "express"
     assert check_value(speed, "overnight").reason == "Please choose one of: standard, express."
