@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,28 @@ def tiny_bot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = training_main(["train", str(bot_dir), "--fast", "--seed", "0"])
     assert code == 0, "training the tiny test bot failed"
     return bot_dir
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory,
+               request: pytest.FixtureRequest) -> Iterator[Callable[[str], Path]]:
+    """``tmp_path_factory.mktemp`` for module-scoped fixtures, whose folders go when the module is done.
+
+    A trained artifact is about 150 MB: kept to the end of the run, the suite's folders filled 11 GB of
+    disk, and a CI machine with less free failed half way. As ``tmp_path_retention_policy = "failed"``
+    keeps a failed test's ``tmp_path``, the folders stay when one of the module's tests failed.
+    """
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

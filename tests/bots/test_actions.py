@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -156,8 +156,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def action_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    folder = tmp_path_factory.mktemp("action_server")
+def action_server(module_tmp: Callable[[str], Path]) -> Iterator[tuple[str, Path]]:
+    folder = module_tmp("action_server")
     (folder / "actions.py").write_text((DIALOGUE_BOT / "actions.py").read_text() + EXTRA_ACTIONS)
     port = _free_port()
     proc = _start_server(folder, port)

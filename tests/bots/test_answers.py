@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,10 @@ BOT = Path(__file__).resolve().parents[1] / "data" / "answers_bot"
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def artifact(module_tmp: Callable[[str], Path]) -> Path:
     from training.cli import main
 
-    out = tmp_path_factory.mktemp("answers") / "v1"
+    out = module_tmp("answers") / "v1"
     assert main(["train", str(BOT), "--fast", "--no-quantize", "--seed", "0", "--out", str(out)]) == 0
     return out
 

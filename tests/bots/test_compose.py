@@ -8,7 +8,7 @@ stored with the bot's turn on both stores."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,8 @@ def two_sources(prompt: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_answers_bot(tmp_path_factory.mktemp("bot"), COMPOSE)
+def trained(module_tmp: Callable[[str], Path]) -> Path:
+    return train_answers_bot(module_tmp("bot"), COMPOSE)
 
 
 @pytest.fixture(scope="module")
@@ -238,11 +238,11 @@ async def test_the_attribution_is_stored_with_the_bot_turn(store: ConversationSt
 
 # -- a local model ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local(module_tmp: Callable[[str], Path]) -> Path:
     """The answers bot with its own tiny generator (trained a few steps, gate off) and compose."""
     from tests.training.test_answers import TINY_GENERATION
 
-    return train_answers_bot(tmp_path_factory.mktemp("local"), TINY_GENERATION + "  compose:\n    below: 0.5\n")
+    return train_answers_bot(module_tmp("local"), TINY_GENERATION + "  compose:\n    below: 0.5\n")
 
 
 @pytest.mark.parametrize("streamed", [False, True])

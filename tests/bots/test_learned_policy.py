@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -45,8 +45,8 @@ def _bot_folder(root: Path, *, learned: bool) -> Path:
 
 
 @pytest.fixture(scope="module")
-def learned_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _bot_folder(tmp_path_factory.mktemp("learned"), learned=True)
+def learned_bot(module_tmp: Callable[[str], Path]) -> Path:
+    return _bot_folder(module_tmp("learned"), learned=True)
 
 
 @pytest.fixture

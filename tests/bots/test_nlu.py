@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,10 @@ intents:
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def artifact(module_tmp: Callable[[str], Path]) -> Path:
     from training.cli import main
 
-    bot = tmp_path_factory.mktemp("nlu_bot")
+    bot = module_tmp("nlu_bot")
     (bot / "bot.yml").write_text(_BOT, encoding="utf-8")
     out = bot / "models" / "a1"
     assert main(["train", str(bot), "--fast", "--no-quantize", "--out", str(out)]) == 0

@@ -14,7 +14,7 @@ import asyncio
 import random
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -123,11 +123,11 @@ async def test_concurrent_customers_through_the_micro_batcher_get_what_they_get_
 
 
 @pytest.fixture(scope="module")
-def dynamic_artifact(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dynamic_artifact(artifact: Path, module_tmp: Callable[[str], Path]) -> Path:
     """The tiny bot with its int8 twin quantised as training did before (dynamic activation scales)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    folder = tmp_path_factory.mktemp("dynamic") / "artifact"
+    folder = module_tmp("dynamic") / "artifact"
     shutil.copytree(artifact, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,6 +10,7 @@ import ast
 import json
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bot = tmp_path_factory.mktemp("rasa") / "transfer"
+def trained(module_tmp: Callable[[str], Path]) -> Path:
+    bot = module_tmp("rasa") / "transfer"
     shutil.copytree(TRANSFER, bot)
     assert training_main(["train", str(bot), "--fast", "--seed", "0", "--no-quantize"]) == 0
     return bot

@@ -4,7 +4,7 @@ offline."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ from tests.fixtures.server import ServeProcess
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    with ServeProcess([tiny_bot_dir], data_dir=tmp_path_factory.mktemp("docs") / "data",
+def server(tiny_bot_dir: Path, module_tmp: Callable[[str], Path]) -> Iterator[ServeProcess]:
+    with ServeProcess([tiny_bot_dir], data_dir=module_tmp("docs") / "data",
                       env={"SWITCHBOARD_LOG_LEVEL": "WARNING"}) as running:
         yield running
 

@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,10 +45,10 @@ window.Notification.requestPermission = (...a) => Real.requestPermission(...a);
 
 
 @pytest.fixture(scope="module")
-def replicas(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+def replicas(tiny_bot_dir: Path, module_tmp: Callable[[str], Path]) -> Iterator[tuple[str, str, Path]]:
     """Two replicas of the tiny bot (handing off when asked for a person) on one SQLite store (its folder)."""
     require_chromium()
-    root = tmp_path_factory.mktemp("queue")
+    root = module_tmp("queue")
     bot_dir = root / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir)
     with (bot_dir / "bot.yml").open("a") as f:

@@ -16,7 +16,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +138,11 @@ class _Proxy:
 
 
 @pytest.fixture(scope="module")
-def stack(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(tiny_bot_dir: Path, module_tmp: Callable[[str], Path]) -> Iterator[dict[str, Any]]:
     """A served copy of the tiny bot, users, yesterday's conversations, and a shop page on a
     second origin embedding the widget."""
     require_chromium()
-    root = tmp_path_factory.mktemp("browser")
+    root = module_tmp("browser")
     bot_dir = root / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir)
     with (bot_dir / "bot.yml").open("a") as f:  # the bot hands off when asked for a person

@@ -17,7 +17,7 @@ import http.server
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,9 @@ def _bot(root: Path, site: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def stack(module_tmp: Callable[[str], Path]) -> Iterator[dict[str, str]]:
     require_chromium()
-    root = tmp_path_factory.mktemp("rich")
+    root = module_tmp("rich")
     site = _Site(("127.0.0.1", free_port()), _SiteHandler)
     site_url = f"http://127.0.0.1:{site.server_address[1]}"
     threading.Thread(target=site.serve_forever, daemon=True).start()

@@ -6,7 +6,7 @@ frustration filter and sort and reads each turn's sentiment, with what the custo
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ HANDOFF = "Sorry for the trouble, a colleague takes over now."
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tiny_bot_dir: Path, module_tmp: Callable[[str], Path]) -> Iterator[str]:
     require_chromium()
-    root = tmp_path_factory.mktemp("sentiment")
+    root = module_tmp("sentiment")
     bot_dir = root / "tiny"
     shutil.copytree(tiny_bot_dir, bot_dir)
     with (bot_dir / "bot.yml").open("a") as f:

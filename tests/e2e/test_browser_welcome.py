@@ -6,7 +6,8 @@ place in the queue, again when the customer writes. Screens under ``test-artifac
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -22,9 +23,9 @@ PLACE = "You're number 1 in the queue. Please stay in this chat."
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(module_tmp: Callable[[str], Path]) -> Iterator[str]:
     require_chromium()
-    root = tmp_path_factory.mktemp("welcome")
+    root = module_tmp("welcome")
     bot_dir = copy_bot(root, extra_yaml=(f"welcome:\n  web: \"{WELCOME}\"\n"
                                          "handoff:\n  waiting: You're number {position} in the queue. Please stay "
                                          "in this chat.\n"))

@@ -9,7 +9,7 @@ scrolling."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,13 @@ GIFT = "how much does gift wrap cost?"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeOpenAI, Path]]:
+def served(module_tmp: Callable[[str], Path]) -> Iterator[tuple[FakeOpenAI, Path]]:
     """The fake server (writing the first sentences of sources 1 and 2) and the bot trained against it."""
     from training.cli import main as training_main
 
     with openai_server_thread() as (fake, url):
         fake.reply = two_sources
-        bot = tmp_path_factory.mktemp("compose") / "answers_bot"
+        bot = module_tmp("compose") / "answers_bot"
         shutil.copytree(ANSWERS_BOT, bot)
         (bot / "kb" / "giftwrap.md").write_text(f"# Gift wrap\n\n{MARKUP} It is added at checkout.\n",
                                                 encoding="utf-8")
@@ -93,9 +93,9 @@ def test_web_channel_gets_a_composed_answer_and_the_review_api_its_attribution(
 
 
 @pytest.fixture(scope="module")
-def site(served: tuple[FakeOpenAI, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def site(served: tuple[FakeOpenAI, Path], module_tmp: Callable[[str], Path]) -> Iterator[str]:
     require_chromium()
-    with browser_app(tmp_path_factory.mktemp("compose-data"), [served[1]], users={"ann": "agent"}) as url:
+    with browser_app(module_tmp("compose-data"), [served[1]], users={"ann": "agent"}) as url:
         yield url
 
 

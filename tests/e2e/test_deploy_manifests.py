@@ -16,6 +16,7 @@ import copy
 import json
 import re
 import shutil
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -428,10 +429,10 @@ def _routes_to(ingress: Doc, url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def app_routes(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def app_routes(module_tmp: Callable[[str], Path]) -> list[str]:
     from connectors.app import create_app
 
-    tmp = tmp_path_factory.mktemp("routes")
+    tmp = module_tmp("routes")
     bot = tmp / "support"
     shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "tiny_bot", bot)
     app = create_app(Settings(data_dir=tmp / "data"), [bot])

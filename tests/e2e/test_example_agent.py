@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,10 @@ AGENT_TIMEOUT_S = 1.5  # the copy's handoff: agent_timeout_minutes, so that the 
 
 
 @pytest.fixture(scope="module")
-def support_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def support_bot(module_tmp: Callable[[str], Path]) -> Path:
     from training.cli import main as training_main
 
-    bot = tmp_path_factory.mktemp("agent") / "support"
+    bot = module_tmp("agent") / "support"
     shutil.copytree(ROOT / "examples" / "support", bot, ignore=shutil.ignore_patterns("models", "__pycache__"))
     text = (bot / "bot.yml").read_text(encoding="utf-8")
     assert "  agent_timeout_minutes: 10\n" in text

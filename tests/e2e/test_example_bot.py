@@ -7,7 +7,7 @@ the transcript has the turns, asking for a human hands the conversation off."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,10 +27,10 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def support_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def support_bot(module_tmp: Callable[[str], Path]) -> Path:
     from training.cli import main as training_main
 
-    bot = tmp_path_factory.mktemp("example") / "support"
+    bot = module_tmp("example") / "support"
     shutil.copytree(ROOT / "examples" / "support", bot, ignore=shutil.ignore_patterns("models"))
     assert training_main(["train", str(bot), "--fast", "--max-examples-per-intent", "25", "--seed", "0"]) == 0
     return bot

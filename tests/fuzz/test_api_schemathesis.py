@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,8 @@ SENT: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tiny_bot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    data = tmp_path_factory.mktemp("fuzz")
+def fuzz_server(tiny_bot_dir: Path, module_tmp: Callable[[str], Path]) -> Iterator[ServeProcess]:
+    data = module_tmp("fuzz")
     env = {"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN, "SWITCHBOARD_LOG_LEVEL": "WARNING"}
     with ServeProcess([tiny_bot_dir], data_dir=data, env=env) as server:
         yield server

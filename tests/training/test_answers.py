@@ -8,7 +8,7 @@ import itertools
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +66,9 @@ def train_answers_bot(folder: Path, generation: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(module_tmp: Callable[[str], Path]) -> Path:
     """The answers bot with a tiny from-scratch generator, trained by ``switchboard train``."""
-    return train_answers_bot(tmp_path_factory.mktemp("bot"), TINY_GENERATION)
+    return train_answers_bot(module_tmp("bot"), TINY_GENERATION)
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,8 @@ Server = tuple[FakeOpenAI, str]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_answers_bot(tmp_path_factory.mktemp("bot"), ENDPOINT)
+def trained(module_tmp: Callable[[str], Path]) -> Path:
+    return train_answers_bot(module_tmp("bot"), ENDPOINT)
 
 
 @pytest.fixture(scope="module")

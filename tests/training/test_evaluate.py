@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from training.data import from_bot
 
 
 @pytest.fixture(scope="module")
-def fast_artifact(tiny_bot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("eval") / "fast"
+def fast_artifact(tiny_bot: Path, module_tmp: Callable[[str], Path]) -> Path:
+    out = module_tmp("eval") / "fast"
     assert main(["train", str(tiny_bot), "--fast", "--no-quantize", "--out", str(out)]) == 0
     return out
 

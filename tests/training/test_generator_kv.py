@@ -8,6 +8,7 @@ own ``generate``."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,10 @@ FAMILIES = ("gpt2", "llama", "qwen2", "bert2bert")
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def exported(request: pytest.FixtureRequest,
-             tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, KvModel, str, Path]:
+             module_tmp: Callable[[str], Path]) -> tuple[Any, KvModel, str, Path]:
     torch.manual_seed(FAMILIES.index(request.param))
     model = _encoder_decoder() if request.param == "bert2bert" else _causal(request.param)
-    folder = tmp_path_factory.mktemp(request.param)
+    folder = module_tmp(request.param)
     spec, diff = export_kv_generator(model, folder, start_id=1 if request.param == "bert2bert" else None)
     assert diff < 1e-3
     assert spec.family == ("encoder-decoder" if request.param == "bert2bert" else "causal")

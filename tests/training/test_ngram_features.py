@@ -44,8 +44,8 @@ def _train(out: Path, ngram_features: str, **config: object) -> Path:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ngrams")
+def artifacts(module_tmp: Callable[[str], Path]) -> dict[str, Path]:
+    root = module_tmp("ngrams")
     return {"ngrams": _train(root / "ngrams", "word,char_wb:1-4"), "plain": _train(root / "plain", "")}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,9 @@ def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def calibrated_bot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def calibrated_bot(module_tmp: Callable[[str], Path]) -> Path:
     """The tiny bot without fallback_threshold, trained (fast, int8 as served): its calibrated point decides."""
-    bot = tmp_path_factory.mktemp("oos") / "tiny"
+    bot = module_tmp("oos") / "tiny"
     bot.mkdir()
     (bot / "bot.yml").write_text(TINY_BOT.replace("fallback_threshold: 0.3\n", ""), encoding="utf-8")
     assert main(["train", str(bot), "--fast"]) == 0
