@@ -171,6 +171,8 @@ def _nlu_item(item: Located, data: TrainingData, findings: Findings) -> None:
         findings.error(item.key_where(), f"{what} has no 'examples'")
         return
     lines = example_lines(fields["examples"], what, findings)
+    if not lines and kind != "intent" and fields["examples"].value:  # an intent's are reported by check
+        findings.note(item.key_where(), f"{what} has no example left: it matches nothing, as in Rasa")
     if kind == "intent":
         key = None
         if "/" in name:  # a retrieval intent: its examples train the intent and pick the response key

@@ -187,8 +187,10 @@ def example_lines(item: Located, what: str, findings: Findings) -> list[tuple[st
             if not stripped:
                 continue
             where = f"{item.file}:{first + offset}"
-            if not stripped.startswith("- ") and stripped != "-":
-                findings.error(where, f"{what}: example lines must start with '- '")
+            if not stripped.startswith("-"):
+                # Rasa's reader warns and skips such a line (RasaYAMLReader._parse_multiline_example),
+                # and trains the rest: a project that trains in Rasa trains here, with the line named.
+                findings.note(where, f"{what}: this line does not start with '- ': skipped, as Rasa skips it")
                 continue
             text = stripped[1:].strip()
             if not text:

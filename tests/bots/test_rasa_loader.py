@@ -360,7 +360,6 @@ def test_broken_project_reports_every_problem_with_its_line() -> None:
         ("domain.yml:46", "a button needs 'title'"),
         ("domain.yml:51", "Rasa 2 form syntax"),
         ("domain.yml:61", "must be a number of at least 0"),
-        ("data/nlu.yml:6", "example lines must start with '- '"),
         ("data/nlu.yml:7", "is not valid JSON"),
         ("data/nlu.yml:8", "needs exactly one of intent, synonym, regex, lookup"),
         ("data/nlu.yml:14", "invalid regular expression"),

@@ -388,3 +388,26 @@ stories:
     assert raised.value.problems == [
         f"{bot_dir / 'tests' / 'test_stories.yml'}:5: story 'a broken payload': the payload's entities are not "
         f"JSON (Expecting value): '/inform{{\"city\": Paris}}'"]
+
+
+def test_an_example_line_without_a_dash_is_skipped_with_a_note_as_rasa_skips_it(tmp_path: Path) -> None:
+    # A public project (metheAnkit/Support-Dashboard) writes its regexes' patterns without "- ": Rasa's
+    # reader warns and skips such a line (RasaYAMLReader._parse_multiline_example) and trains the project;
+    # `switchboard check` refused it ("example lines must start with '- '"), so train did too.
+    bot_dir = _copy(tmp_path, "parcel")
+    nlu = bot_dir / "data" / "nlu.yml"
+    lines = nlu.read_text().splitlines()
+    lines[6:6] = ["    hello without a dash"]  # inside greet's examples, after "- hello"
+    lines += ["", "- regex: parcel_code", "  examples: |", "    \\b[A-Z]{2}\\d{3}\\b"]
+    nlu.write_text("\n".join(lines) + "\n")
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    assert _mentioning(report.notes, "does not start with") == [
+        f"{nlu}:7: intent 'greet': this line does not start with '- ': skipped, as Rasa skips it",
+        f"{nlu}:{len(lines)}: regex 'parcel_code': this line does not start with '- ': skipped, as Rasa skips it"]
+    assert _mentioning(report.notes, "no example left") == [
+        f"{nlu}:{len(lines) - 2}: regex 'parcel_code' has no example left: it matches nothing, as in Rasa"]
+    spec, _ = load_bot_folder(bot_dir)
+    assert [e.text for e in spec.intents["greet"].examples] == ["hi", "hello", "good morning", "hey there",
+                                                                 "hello bot"]
+    assert "parcel_code" not in spec.regexes
