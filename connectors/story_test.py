@@ -21,7 +21,9 @@ After each message the turn's stored events are compared with the story, as ``ra
   entity found by two extractors counts once).
 * **slot_was_set** and **active_loop** steps: the slot has that value (a name alone: any value) and
   that form is active, at the point of the story where the step stands or later in the same turn (a
-  slot filled by the form's validation instead of the extraction still counts).
+  slot filled by the form's validation instead of the extraction still counts). The ``slot_was_set``
+  steps before a story's first message are not checked but given: the conversation starts with those
+  slots (``_start_with``), as ``rasa test`` applies a story's slots.
 
 A story with any difference fails. Unlike ``rasa test core``, which feeds the story's own actions
 back after a wrong prediction, the conversation goes on with what the bot really did: the story is
@@ -37,6 +39,7 @@ report files from ``StoryTestResults``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -56,16 +59,17 @@ from bots.dialogue.domain import (
     Step,
     Story,
 )
-from bots.dialogue.engine import policies_for
+from bots.dialogue.engine import OPENED, OPENING_ID, policies_for
 from bots.dialogue.policies import Tracker, _step_user, _step_value, story_paths
 from bots.dialogue.rasa_data import read_test_stories
 from bots.dialogue.rasa_project import rasa_test_files
 from bots.dialogue.spec import DialogueSpec
 from bots.dialogue.state import State
 from bots.errors import ConfigError
-from bots.events import ACTION, BOT, NLU, Event
+from bots.events import ACTION, BOT, NLU, SLOT, Event
 from bots.runtime import BotRuntime, ModelLoader, Runtime, load_onnx_model, parse_payload
 from bots.settings import Settings
+from bots.store.base import SummaryUpdate
 from bots.store.sqlite import SQLiteStore
 from bots.types import ConversationRef, UserMessage
 
@@ -318,11 +322,36 @@ class _StoryRun:
         self.failures.append(f"{where or self.story.where}: story '{self.story.name}': {what}")
 
     async def run(self) -> StoryResult:
-        for turn in _turns(self.steps):
+        turns = _turns(self.steps)
+        if turns and turns[0].user is None:
+            given = list(itertools.takewhile(lambda i: self.steps[i].kind == "slot_was_set", turns[0].items))
+            if given:
+                await self._start_with([slot for i in given for slot in self.steps[i].slots])
+                turns[0].items = turns[0].items[len(given):]
+        for turn in turns:
             await self._turn(turn)
         passed = not self.failures
         return StoryResult(self.story.name, self.source, passed, self.failures,
                            "" if passed else self._yaml(), self.turns)
+
+    async def _start_with(self, slots: Sequence[tuple[str, Any]]) -> None:
+        """The slots a story sets before its first message are the conversation's state when it starts: rasa
+        test applies a story's ``slot_was_set`` as given (``_predict_tracker_actions`` predicts only actions),
+        and before the first message no action of the bot could have set them. The conversation is opened
+        (as the web chat opens one: a new session, no message) and the slots are stored on it; the story's
+        first message then finds them. A name without a value ("any value") gives nothing to set."""
+        ref = ConversationRef(bot=self.bot.name, channel=CHANNEL, conversation_id=self.conversation_id)
+        opening = UserMessage(ref=ref, message_id=OPENING_ID, text="", user_id=self.conversation_id,
+                              received_at=time.time(), metadata={OPENED: True})
+        await self.runtime.process(opening, await self.runtime.accept(opening))
+        events = [Event(SLOT, {"name": name, "value": value}) for name, value in slots if value is not Ellipsis]
+        if events:
+            await self.runtime.store.append(self.bot.name, self.conversation_id, events, SummaryUpdate())
+        conversation = await self.runtime.history(self.bot.name, self.conversation_id)
+        assert conversation is not None, "the opened conversation is stored"
+        for turn in conversation.turns:
+            for event in turn.events:
+                self.state.apply(event)
 
     async def _send(self, step: Step) -> tuple[list[Event], float]:
         text = step.user_text if step.user_text is not None else _payload(step)

@@ -411,3 +411,40 @@ def test_an_example_line_without_a_dash_is_skipped_with_a_note_as_rasa_skips_it(
     assert [e.text for e in spec.intents["greet"].examples] == ["hi", "hello", "good morning", "hey there",
                                                                  "hello bot"]
     assert "parcel_code" not in spec.regexes
+
+
+async def test_slots_a_test_story_sets_before_its_first_message_are_the_conversations_start(
+        tmp_path: Path) -> None:
+    # A public project's test stories (virtualkitchenco/conversational-ai) begin with slot_was_set steps: the
+    # order the customer is in, before they say anything. rasa test applies a story's SlotSet events as given
+    # (it predicts only actions); end to end, Switchboard checked them as the bot's work and failed every
+    # story on "slot 'item_to_sub' = 'Gilroy Garlic Mac' expected, the bot has None".
+    tests = """version: "3.1"
+stories:
+- story: the departure is known before the customer writes
+  steps:
+  - slot_was_set:
+    - departure_city: Paris
+  - user: |
+      I want to book a trip
+    intent: book_trip
+  - action: trip_form
+  - active_loop: trip_form
+  - user: |
+      /inform{"city": "Rome"}
+    intent: inform
+  - action: trip_form
+  - slot_was_set:
+    - arrival_city: Rome
+  - active_loop: null
+  - bot: A trip from Paris to Rome.
+"""
+
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {})
+
+    results = await run_story_tests(project(tmp_path, "trip_form", tests), settings=Settings(nlu_max_wait_ms=0.0),
+                                    model_loader=loader)
+    assert [f for s in results.stories for f in s.failures] == []
+    assert results.action_targets == ["trip_form", "action_listen", "trip_form", "A trip from Paris to Rome.",
+                                      "action_listen"]
