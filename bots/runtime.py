@@ -61,7 +61,7 @@ from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
 from bots.nlu.pipeline import NluPipeline
-from bots.nlu.sentiment import Frustration, Mood, SentimentScorer
+from bots.nlu.sentiment import Frustration, Mood, SentimentScorer, repeated_answer
 from bots.pii import Privacy, Pseudonymiser, Redactor
 from bots.reminders import (
     TRIGGER,
@@ -639,6 +639,11 @@ class Runtime:
                                              timestamp=user.timestamp)
             if handed is not None:  # the customer's frustration hands the conversation to a person
                 decision = replace(decision, events=handed, handoff=True)
+            else:  # or, at the first frustrated message, the bot offers another way out
+                offered = bot.frustration.offered(mood, state.history, decision.events, active_form=state.active_form,
+                                                  paused=paused_after(decision.events, state.paused),
+                                                  timestamp=user.timestamp)
+                decision = decision if offered is None else replace(decision, events=offered)
             question = None if rating_update is not None else asked_after_bot(  # the bot ended the conversation
                 satisfaction, understanding.intent, decision.events,
                 paused=paused_after(decision.events, state.paused), unasked=unasked)
@@ -701,6 +706,8 @@ class Runtime:
         mood = self.moods.score(text, state.customer_texts())  # rolled up by the state, not walked
         if decision.fallback and state.fallbacks_in_a_row >= 1:
             mood = mood.with_signal("repeated_fallback")
+        if repeated_answer(state.history, decision.events):
+            mood = mood.with_signal("repeated_answer")
         return mood
 
     def _partial_sink(self, bot: BotRuntime, conversation: Conversation, turn: Turn,

@@ -11,17 +11,24 @@ and rules, no model, about 5-30 µs a message; -1 very negative .. +1 very posit
 * ``repeated_question``: the same or nearly the same words as one of the customer's last
   ``REPEAT_WINDOW`` messages of the session (at least three words);
 * ``repeated_fallback``: the bot did not understand this message either (two fallbacks in a row);
+* ``repeated_answer``: the bot's answer is one it already gave in the customer's last ``REPEAT_WINDOW``
+  turns ("I forgot my password", then "I don't get the reset email": the same instructions twice): the
+  customer asked again in other words, and the answer did not help. Counted for knowledge answers
+  (retrieved or generated) and for templates of at least ``REPEAT_ANSWER_MIN_WORDS`` words, not for
+  a form's question or a short small-talk reply ("You're welcome!" after a second "thanks");
 * ``shouting``: mostly capital letters (at least ``SHOUT_MIN_LETTERS`` letters);
 * ``exclamations``: "!!", "?!" or "!?".
 
-A turn is **frustrated** when it has one of the first four signals, or shouting or exclamations
+A turn is **frustrated** when it has one of the first five signals, or shouting or exclamations
 without a positive score ("THANK YOU!!" is not frustrated, "WHERE IS MY ORDER" is). Button clicks
 and reminders are not scored (nobody typed them).
 
 A bot may hand an angry customer to a person: ``frustration: {handoff_after: N}`` in bot.yml makes
 the N-th frustrated turn since the bot last got the conversation (its session's turns, since the
 last hand-off or hand-back) pause the bot (the one hand-off path: a ``pause`` event, bots/handoff.py)
-after telling the customer ``message``.
+after telling the customer ``message``; below that, ``offer`` (optional) is said once after the bot's
+answer at the stretch's first frustrated turn (never inside a form): another way out, e.g. "If this
+doesn't help, say 'talk to a person'".
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, Event, customer_text
+from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, USER, Event, customer_text
 from bots.types import BotResponse
 from bots.yamlspan import Located
 
@@ -46,8 +53,11 @@ SHOUT_RATIO = 0.7
 REPEAT_WINDOW = 5  # earlier customer messages a message is compared with
 REPEAT_MIN_WORDS = 3
 REPEAT_OVERLAP = 0.75  # shared words / all words (of both) for "nearly the same"
-SIGNALS = ("negative", "profanity", "repeated_question", "repeated_fallback", "shouting", "exclamations")
-_STRONG = frozenset(SIGNALS[:4])
+REPEAT_ANSWER_MIN_WORDS = 15  # a template this long said twice is the ``repeated_answer`` signal
+SIGNALS = ("negative", "profanity", "repeated_question", "repeated_fallback", "repeated_answer", "shouting",
+           "exclamations")
+_STRONG = frozenset(SIGNALS[:5])
+_KNOWLEDGE = ("retrieval", "generation")  # answer sources that are always compared for ``repeated_answer``
 DEFAULT_HANDOFF_MESSAGE = ("I'm sorry this has been frustrating. I'm passing you to a member of our support team, "
                            "who will reply here as soon as possible.")
 _MAX_HANDOFF_AFTER = 100
@@ -156,6 +166,40 @@ def repeats(text: str, earlier: Sequence[str]) -> bool:
     return False
 
 
+def _answer_text(event: Event) -> str | None:
+    """The text of a bot answer ``repeated_answer`` compares: a knowledge answer, or a long template that is
+    not a form's question; None for anything else."""
+    if event.kind != BOT:
+        return None
+    data = event.data
+    text, source, metadata = data.get("text"), data.get("source"), data.get("metadata")
+    if not isinstance(text, str) or not text or (isinstance(metadata, dict) and metadata.get("form")):
+        return None
+    if source in _KNOWLEDGE or (source == "template" and len(_WORD.findall(text)) >= REPEAT_ANSWER_MIN_WORDS):
+        return text
+    return None
+
+
+def repeated_answer(history: Sequence[Event], events: Iterable[Event]) -> bool:
+    """Whether the turn's answer (``events``: what the bot decided) is one the bot gave in the customer's last
+    ``REPEAT_WINDOW`` turns of ``history`` (the events before the turn), since a person last had the
+    conversation or it restarted. Walks back that far only (a few dozen events)."""
+    answers = {text for text in map(_answer_text, events) if text is not None}
+    if not answers:
+        return False
+    turns = 0
+    for event in reversed(history):
+        if event.kind == USER:  # the answers seen so far were those of this turn
+            turns += 1
+            if turns >= REPEAT_WINDOW:
+                return False
+        elif event.kind in (PAUSE, RESUME, RESTART, AGENT):
+            return False
+        elif _answer_text(event) in answers:
+            return True
+    return False
+
+
 def customer_texts(history: Iterable[Event]) -> list[str]:
     """What the customer typed in ``history`` (a conversation's events), oldest first: neither button
     clicks nor reminder firings. (A dialogue state keeps the last of them rolled up: ``State.customer_texts``.)"""
@@ -174,13 +218,23 @@ def frustrated_since_handoff(history: Iterable[Event]) -> int:
     return count
 
 
+def form_after(active_form: str | None, events: Iterable[Event]) -> str | None:
+    """The form active after ``events``, ``active_form`` the one active before them."""
+    for event in events:
+        if event.kind == FORM:
+            active_form = event.data.get("name") if isinstance(event.data.get("name"), str) else None
+    return active_form
+
+
 @dataclass(frozen=True)
 class Frustration:
     """bot.yml ``frustration:``: hand the conversation to a person at the ``handoff_after``-th frustrated
-    turn (``None``: never), telling the customer ``message``."""
+    turn (``None``: never), telling the customer ``message``; ``offer``: said after the answer at the first
+    frustrated turn before that (``None``: nothing)."""
 
     handoff_after: int | None = None
     message: str = DEFAULT_HANDOFF_MESSAGE
+    offer: str | None = None
 
     @classmethod
     def parse(cls, section: Located | None, problems: list[str]) -> Frustration:
@@ -188,13 +242,14 @@ class Frustration:
         if section is None:
             return cls()
         if not isinstance(section.value, dict):
-            problems.append(f"{section.where()}: 'frustration' must map handoff_after (and message), e.g. "
+            problems.append(f"{section.where()}: 'frustration' must map handoff_after (and message, offer), e.g. "
                             "frustration: {handoff_after: 2}")
             return cls()
         fields: dict[str, Located] = section.value
         for key, item in fields.items():
-            if key not in ("handoff_after", "message"):
-                problems.append(f"{item.key_where()}: frustration: unknown key {key!r} (known: handoff_after, message)")
+            if key not in ("handoff_after", "message", "offer"):
+                problems.append(f"{item.key_where()}: frustration: unknown key {key!r} "
+                                "(known: handoff_after, message, offer)")
         after: int | None = None
         if "handoff_after" in fields:
             item = fields["handoff_after"]
@@ -204,18 +259,35 @@ class Frustration:
                                 f"turns from 1 to {_MAX_HANDOFF_AFTER}, got {value!r}")
             else:
                 after = value
-        else:
+        elif "offer" not in fields:  # an offer alone: the bot never hands off by itself
             problems.append(f"{section.where()}: frustration: 'handoff_after' is missing (the number of frustrated "
                             "turns after which a person takes over)")
-        message = DEFAULT_HANDOFF_MESSAGE
-        if "message" in fields:
-            item = fields["message"]
+        texts: dict[str, str] = {}
+        for key, what in (("message", "what the customer is told when a person takes over"),
+                          ("offer", "said after the answer at the first frustrated message")):
+            if key not in fields:
+                continue
+            item = fields[key]
             if not isinstance(item.value, str) or not item.value.strip() or len(item.value) > _MAX_MESSAGE_CHARS:
-                problems.append(f"{item.where()}: frustration: 'message' must be text of 1 to {_MAX_MESSAGE_CHARS} "
-                                "characters (what the customer is told when a person takes over)")
+                problems.append(f"{item.where()}: frustration: {key!r} must be text of 1 to {_MAX_MESSAGE_CHARS} "
+                                f"characters ({what})")
             else:
-                message = item.value.strip()
-        return cls(after, message)
+                texts[key] = item.value.strip()
+        return cls(after, texts.get("message", DEFAULT_HANDOFF_MESSAGE), texts.get("offer"))
+
+    def offered(self, mood: Mood | None, history: Sequence[Event], events: Sequence[Event], *, paused: bool,
+                active_form: str | None, timestamp: float) -> list[Event] | None:
+        """The turn's events with ``offer`` said after the bot's answer, when this ``mood`` is the first
+        frustrated turn of the bot's stretch and no form is active after the turn (a form's question is the
+        last thing the customer should read); arguments as ``handoff``'s. None: nothing to add. Only for a
+        turn that did not hand off (``handoff`` first)."""
+        if (self.offer is None or mood is None or not mood.frustrated or paused
+                or form_after(active_form, events) is not None):
+            return None
+        if frustrated_since_handoff(history) > 0 or not any(e.kind == BOT for e in events):
+            return None
+        offer = BotResponse(text=self.offer, source="system", metadata={"frustration": "offer"})
+        return [*events, Event(BOT, offer.to_dict(), timestamp=timestamp)]
 
     def handoff(self, mood: Mood | None, history: Iterable[Event], events: Sequence[Event], *, paused: bool,
                 active_form: str | None, timestamp: float) -> list[Event] | None:
@@ -233,9 +305,7 @@ class Frustration:
         fell_back = any(e.kind == BOT and e.data.get("source") == "fallback" for e in events)
         if not fell_back and frustrated_since_handoff(history) + 1 < self.handoff_after:
             return None
-        for event in events:
-            if event.kind == FORM:
-                active_form = event.data.get("name") if isinstance(event.data.get("name"), str) else None
+        active_form = form_after(active_form, events)
         # Dropped: the fallback's "did not understand", and the question of a form the hand-off ends (nobody
         # would take the answer: "Which order is the refund for?" then "I'm passing you to a colleague").
         kept = [e for e in events if not (e.kind == BOT and (e.data.get("source") == "fallback" or (

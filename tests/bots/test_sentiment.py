@@ -20,6 +20,7 @@ from bots.nlu.sentiment import (
     SentimentScorer,
     customer_texts,
     frustrated_since_handoff,
+    repeated_answer,
 )
 from tests.bots.keyword_model import DIALOGUE_BOT
 
@@ -158,6 +159,59 @@ def test_handoff_after_n_frustrated_turns_replaces_the_fallback_and_ends_the_for
     assert Frustration().handoff(angry, history * 5, fallback, paused=False, active_form=None, timestamp=5.0) is None
 
 
+PASSWORD = ("Choose Forgot password on the sign-in page and enter your email address; we'll send you a link to set "
+            "a new password.")
+
+
+def _turn(text: str, *answers: Event) -> list[Event]:
+    return [Event(USER, {"text": text}), Event(NLU, {"intent": "x"}), *answers]
+
+
+def _said(text: str, source: str = "retrieval", **metadata: str) -> Event:
+    return Event(BOT, {"text": text, "source": source, **({"metadata": metadata} if metadata else {})})
+
+
+def test_the_same_answer_to_a_rephrased_question_is_the_repeated_answer_signal() -> None:
+    history = _turn("I forgot my password", _said(PASSWORD))
+    assert repeated_answer(history, [_said(PASSWORD)])  # "I don't get the reset email": the same instructions
+    assert repeated_answer(history, [_said(PASSWORD, "template")])  # a long template counts too
+    assert not repeated_answer(history, [_said("Order 12345 is shipped. You can follow it under My orders.")])
+    assert not repeated_answer([], [_said(PASSWORD)])
+    # a short small-talk reply said twice is not ("thanks" after "thanks"), nor a form's question asked again
+    welcome = "You're welcome! Is there anything else I can help you with?"
+    assert not repeated_answer(_turn("thanks", _said(welcome, "template")), [_said(welcome, "template")])
+    ask = _said(PASSWORD, "template", form="change_order_form")
+    assert not repeated_answer(_turn("change my order", ask), [ask])
+    # only the customer's last five turns, and only since a person last had the conversation
+    later = history + [e for i in range(5) for e in _turn(f"question {i}", _said(f"answer {i}"))]
+    assert not repeated_answer(later, [_said(PASSWORD)])
+    assert repeated_answer(later[:-3], [_said(PASSWORD)])
+    assert not repeated_answer([*history, Event(AGENT, {"text": "hi, Ann here"})], [_said(PASSWORD)])
+
+
+def test_a_repeated_answer_makes_the_message_frustrated() -> None:
+    assert Mood(0.1, ("repeated_answer",)).frustrated
+
+
+def test_the_offer_follows_the_answer_at_the_first_frustrated_message_only() -> None:
+    policy = Frustration(handoff_after=3, offer="If this doesn't help, say 'talk to a person'.")
+    angry = Mood(-0.8, ("negative",))
+    answered = [_said("Your order ships tomorrow.", "template")]
+    events = policy.offered(angry, [], answered, paused=False, active_form=None, timestamp=5.0)
+    assert events is not None and [e.data["text"] for e in events] == [
+        "Your order ships tomorrow.", "If this doesn't help, say 'talk to a person'."]
+    assert events[1].data["source"] == "system" and events[1].data["metadata"] == {"frustration": "offer"}
+    assert policy.offered(Mood(0.3), [], answered, paused=False, active_form=None, timestamp=5.0) is None
+    assert policy.offered(angry, [_frustrated()], answered, paused=False, active_form=None, timestamp=5.0) is None
+    assert policy.offered(angry, [], answered, paused=True, active_form=None, timestamp=5.0) is None
+    # never after a form's question: the question is what the customer answers next
+    assert policy.offered(angry, [], answered, paused=False, active_form="refund_form", timestamp=5.0) is None
+    ended = [*answered, Event(FORM, {"name": None})]
+    assert policy.offered(angry, [], ended, paused=False, active_form="refund_form", timestamp=5.0) is not None
+    assert Frustration(handoff_after=3).offered(angry, [], answered, paused=False, active_form=None,
+                                                timestamp=5.0) is None
+
+
 def _bot_with(tmp_path: Path, section: str) -> Path:
     text = (DIALOGUE_BOT / "bot.yml").read_text(encoding="utf-8")
     (tmp_path / "bot.yml").write_text(text + "\n" + section, encoding="utf-8")
@@ -167,6 +221,9 @@ def _bot_with(tmp_path: Path, section: str) -> Path:
 def test_bot_yml_frustration_section(tmp_path: Path) -> None:
     spec = load_bot(_bot_with(tmp_path, "frustration:\n  handoff_after: 3\n"))
     assert Frustration.parse(spec.sections["frustration"], []) == Frustration(3, DEFAULT_HANDOFF_MESSAGE)
+    spec = load_bot(_bot_with(tmp_path, "frustration:\n  offer: Say 'talk to a person' if this doesn't help.\n"))
+    assert Frustration.parse(spec.sections["frustration"], []) == Frustration(
+        None, DEFAULT_HANDOFF_MESSAGE, "Say 'talk to a person' if this doesn't help.")
 
 
 @pytest.mark.parametrize(("section", "problem"), [
@@ -177,6 +234,7 @@ def test_bot_yml_frustration_section(tmp_path: Path) -> None:
     ("frustration:\n  message: hello\n", "'handoff_after' is missing"),
     ("frustration:\n  handoff_after: 2\n  message: ''\n", "'message' must be text of 1 to 1000 characters"),
     ("frustration:\n  handoff_after: 2\n  after: 3\n", "unknown key 'after'"),
+    ("frustration:\n  handoff_after: 2\n  offer: [a]\n", "'offer' must be text of 1 to 1000 characters"),
 ])
 def test_bot_yml_frustration_errors_name_the_line(tmp_path: Path, section: str, problem: str) -> None:
     lines = (DIALOGUE_BOT / "bot.yml").read_text(encoding="utf-8").count("\n") + 2

@@ -125,3 +125,36 @@ def test_review_and_admin_api_filter_and_sort_by_frustration(client: TestClient)
                        ("frustrated=maybe", "frustrated"), ("sort=frustrated", "sort")):
         r = client.get(f"/review/api/conversations?{bad}")
         assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}:"), (bad, r.text)
+
+
+OFFER = "If this doesn't help, say 'talk to a person' and a colleague will take over."
+TRACKING = ("You can follow every order under My orders on the website, where the carrier's tracking link and the "
+            "expected delivery date are shown.")
+
+
+def test_the_same_answer_twice_is_frustration_and_the_first_frustrated_message_gets_the_offer(
+        tmp_path: Path, settings: Settings) -> None:
+    bot_dir = copy_bot(tmp_path, extra_yaml=f"frustration:\n  handoff_after: 2\n  message: {HANDOFF!r}\n"
+                                            f"  offer: {OFFER!r}\n")
+    bot_yml = bot_dir / "bot.yml"
+    text = bot_yml.read_text(encoding="utf-8").replace("    action: action_check_order_status\n",
+                                                       f"    response: {TRACKING!r}\n")
+    bot_yml.write_text(text, encoding="utf-8")  # "where is my order" answered by a (long) template
+    with TestClient(create_app(settings, [bot_dir], model_loader=keyword_loader)) as c:
+        deadline = time.monotonic() + 30
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert say(c, "again", "track my order") == [TRACKING]
+        # asked again in other words, the same answer: the customer was not helped, and is offered a person
+        assert say(c, "again", "what is the status of my order") == [TRACKING, OFFER]
+        assert say(c, "again", "hello") == ["Hello! How can I help you today?"]
+        # the second frustrated message hands off (the offer is said once)
+        assert say(c, "again", "what is the status of my order now") == [TRACKING, HANDOFF]
+        moods = [[e["data"] for e in t["events"] if e["kind"] == "sentiment"]
+                 for t in transcript(c, "again")["turns"]]
+        assert [m[0]["signals"] for m in moods] == [[], ["repeated_answer"], [], ["repeated_question",
+                                                                                  "repeated_answer"]]
+        # an angry first message is answered, then offered a person; a calm one is not
+        assert say(c, "cross", "I am furious, where is my order 12345") == [TRACKING, OFFER]
+        assert say(c, "calm", "where is my order 12345") == [TRACKING]
