@@ -97,10 +97,11 @@ _RESPONSES: dict[str, list[str]] = {
          "the return conditions, including any shipping costs, are listed in our returns policy."),
     ],
     "delivery_options": [
-        ("Yes, we deliver to {delivery_city}. Standard and express shipping are available there, and "
-         "you'll see the exact prices and dates at checkout once you enter your address."),
-        ("Yes, we ship to {delivery_country}. The available shipping methods, prices and delivery dates "
-         "for your address are shown at checkout."),
+        ("We deliver to addresses in all EU countries, the United Kingdom, Switzerland and Norway. If "
+         "{delivery_city} is in one of them, enter your address at checkout to see standard and express "
+         "shipping with their prices and dates."),
+        ("We ship to all EU countries, the United Kingdom, Switzerland and Norway. If {delivery_country} is "
+         "one of them, the shipping methods, prices and delivery dates for your address are shown at checkout."),
         ("We offer standard and express shipping, and pick-up points in many areas. The options, prices "
          "and delivery dates for your address are shown at checkout."),
     ],
@@ -204,8 +205,9 @@ _RESPONSES: dict[str, list[str]] = {
          "product page or under My orders; every review is read by our team."),
     ],
     "contact_customer_service": [
-        ("You can reach customer service through this chat, by email or by phone; the contact details "
-         "and opening hours are on our Contact page. How can I help you right now?"),
+        ("Our support team answers in this chat, by e-mail and by phone on +44 20 7946 0000, Monday to "
+         "Friday from 8 am to 8 pm and on Saturday from 9 am to 5 pm. I'm here around the clock: how can I "
+         "help you right now?"),
     ],
     "contact_human_agent": [
         ("Of course, I'll connect you with a member of our support team. Please stay in this chat; "

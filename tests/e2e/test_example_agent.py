@@ -130,6 +130,38 @@ def test_small_talk_gets_its_own_answer(app: TestClient, spec: tuple[BotSpec, Di
     assert not any(r["buttons"] for r in replies)  # never "Did you mean ...?"
 
 
+def click(client: TestClient, conversation_id: str, title: str, payload: str) -> list[dict[str, Any]]:
+    r = client.post("/bots/support/webhooks/web", json={"conversation_id": conversation_id, "text": title,
+                                                         "message_id": f"m{time.monotonic_ns()}", "payload": payload})
+    assert r.status_code == 200, r.text
+    return r.json()["responses"]
+
+
+@pytest.mark.parametrize("text", ["order 3707955617", "3707955617", "my order number is 3707955617"])
+def test_an_order_number_alone_asks_what_to_do_with_it(app: TestClient, spec: tuple[BotSpec, DialogueSpec],
+                                                       text: str) -> None:
+    """A number alone says which order, not what to do with it: the bot asks, and the chosen button carries
+    the number into its form (before, "order 55555" read as cancel_order and started a cancellation)."""
+    bot, dialogue = spec
+    conversation_id = f"number-{len(text)}"
+    replies = say(app, conversation_id, text)
+    assert texts(replies) == [answer(bot, "give_order_number", order_id="3707955617")], replies
+    buttons = {b["title"]: b["payload"] for b in replies[0]["buttons"]}
+    assert buttons == {"Where is it?": '/track_order{"order_id":"3707955617"}',
+                       "Change it": '/change_order{"order_id":"3707955617"}',
+                       "Cancel it": '/cancel_order{"order_id":"3707955617"}',
+                       "Return it for a refund": '/get_refund{"order_id":"3707955617"}'}
+    assert texts(click(app, conversation_id, "Where is it?", buttons["Where is it?"])) == [
+        "Order 3707955617 is shipped. You can follow it under My orders."]
+    # an order the shop does not know is said so by the form the customer chose, which asks again
+    replies = say(app, f"{conversation_id}-unknown", "order 55555")
+    assert texts(replies) == [answer(bot, "give_order_number", order_id="55555")], replies
+    cancel = {b["title"]: b["payload"] for b in replies[0]["buttons"]}["Cancel it"]
+    assert texts(click(app, f"{conversation_id}-unknown", "Cancel it", cancel)) == [
+        "I couldn't find order 55555. Please check the number in your confirmation email.",
+        ask(dialogue, "cancel_order_form", "order_id")]
+
+
 def test_change_order_form_unhappy_paths(app: TestClient, spec: tuple[BotSpec, DialogueSpec]) -> None:
     bot, dialogue = spec
     ask_order = ask(dialogue, "change_order_form", "order_id")
@@ -259,7 +291,8 @@ def test_an_angry_customer_is_handed_to_a_person_at_the_second_frustrated_messag
     assert frustration.handoff_after == 2
     first = texts(say(app, "f1", "I was charged twice and I am furious"))
     assert first and not any("Did you mean" in t for t in first), first
-    if frustration.message not in first:  # understood and answered: the second angry message hands off
+    if frustration.message not in first:  # understood and answered, a person offered; the second hands off
+        assert len(first) == 2 and first[-1] == frustration.offer, first
         second = texts(say(app, "f1", "this is the worst service ever, I want my money back"))
         assert frustration.message in second, second
     summary = app.get("/bots/support/conversations/f1", headers=AUTH).json()
