@@ -52,7 +52,7 @@ def load_data(path: Path) -> NluData:
     raise ConfigError(f"{path}: unsupported data file (use bot.yml, Rasa .yml, or .csv)")
 
 
-def _examples(item: Located, problems: list[str], what: str) -> list[tuple[str, int]]:
+def _examples(item: Located, problems: list[str], what: str, warnings: list[str]) -> list[tuple[str, int]]:
     if isinstance(item.value, str):
         first = item.line + 1  # a block scalar's text starts on the line after "examples: |"
         out = []
@@ -60,10 +60,14 @@ def _examples(item: Located, problems: list[str], what: str) -> list[tuple[str, 
             stripped = raw.strip()
             if not stripped:
                 continue
-            if not stripped.startswith("- "):
-                problems.append(f"{item.file}:{first + offset}: {what}: example lines must start with '- '")
+            if not stripped.startswith("-"):  # Rasa's reader warns and skips it, as a Rasa project's loader does
+                warnings.append(f"{item.file}:{first + offset}: {what}: this line does not start with '- ': "
+                                f"skipped, as Rasa skips it")
                 continue
-            out.append((stripped[2:].strip(), first + offset))
+            if not stripped[1:].strip():
+                problems.append(f"{item.file}:{first + offset}: {what}: empty example")
+                continue
+            out.append((stripped[1:].strip(), first + offset))
         return out
     if isinstance(item.value, list):  # Rasa also allows "- text: ..." items with metadata
         out = []
@@ -85,6 +89,7 @@ def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
     problems: list[str] = []
     samples: list[Sample] = []
     synonyms: dict[str, str] = {}
+    warnings: list[str] = []
     if not isinstance(root.value, dict):
         raise ConfigError(f"{root.where()}: Rasa NLU data must be a mapping with 'nlu:'")
     nlu = root.value.get("nlu")
@@ -107,7 +112,7 @@ def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
         if "examples" not in fields:
             problems.append(f"{item.where()}: {kind} {name!r} has no 'examples'")
             continue
-        lines = _examples(fields["examples"], problems, f"{kind} {name!r}")
+        lines = _examples(fields["examples"], problems, f"{kind} {name!r}", warnings)
         if kind == "synonym":
             for text, _ in lines:
                 synonyms[text.lower()] = name
@@ -122,7 +127,7 @@ def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
         # regex and lookup items are features Rasa uses; here they load and are not needed.
     if problems:
         raise ConfigError(problems)
-    return NluData(tuple(samples), synonyms)
+    return NluData(tuple(samples), synonyms, tuple(warnings))
 
 
 def load_rasa_domain(path: Path, root: Located | None = None) -> NluData:

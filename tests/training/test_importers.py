@@ -35,11 +35,21 @@ def test_rasa_domain_declares_intents() -> None:
 
 def test_broken_rasa_file_names_line(tmp_path: Path) -> None:
     bad = tmp_path / "nlu.yml"
-    bad.write_text('nlu:\n- intent: greet\n  examples: |\n    - hi\n    hello\n- intnt: x\n  examples: "- y"\n')
+    bad.write_text('nlu:\n- intent: greet\n  examples: |\n    - hi\n    -\n- intnt: x\n  examples: "- y"\n')
     with pytest.raises(ConfigError) as err:
         load_data(bad)
-    assert err.value.problems == [f"{bad}:5: intent 'greet': example lines must start with '- '",
+    assert err.value.problems == [f"{bad}:5: intent 'greet': empty example",
                                   f"{bad}:6: nlu item needs one of intent, synonym, regex, lookup"]
+
+
+def test_a_rasa_example_line_without_a_dash_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    # as Rasa's reader does (RasaYAMLReader._parse_multiline_example), and as a Rasa project's loader does
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text('nlu:\n- intent: greet\n  examples: |\n    - hi\n    hello\n    # - hey\n')
+    data = load_data(nlu)
+    assert [s.text for s in data.samples] == ["hi"]
+    assert data.warnings == (f"{nlu}:5: intent 'greet': this line does not start with '- ': skipped, as Rasa skips it",
+                             f"{nlu}:6: intent 'greet': this line does not start with '- ': skipped, as Rasa skips it")
 
 
 def test_csv_with_intent_or_category_column(tmp_path: Path) -> None:
