@@ -700,6 +700,12 @@ class _Turn:
                     if e.kind == SLOT and e.data.get("name") == REQUESTED_SLOT:
                         requested_override = e.data.get("value")
                         continue
+                    if e.kind == FORM and e.data.get("name") == form.name and "requested_slot" in e.data:
+                        requested_override = e.data.get("requested_slot")  # its SlotSet(requested_slot, ...)
+                        continue
+                    if e.kind == FORM and e.data.get("name") is None:  # ActiveLoop(None): as requested_slot None,
+                        requested_override = None  # the validation ends the form (Rasa's LoopAction.is_done)
+                        continue
                     if e.kind == SLOT:
                         slots[e.data["name"]] = e.data.get("value")
                         if self.state.slots.get(e.data["name"]) == e.data.get("value"):
@@ -724,6 +730,10 @@ class _Turn:
             next_slot = next((s for s in form.required_slots if slots.get(s) is None), None)
         if next_slot is None:
             events.append(Event(FORM, {"name": None}, timestamp=at))
+            if form.name in self.dialogue.forms and any(slots.get(s) is None for s in form.required_slots):
+                # a bot.yml form its validation ended before its slots were filled: not submitted (its ``submit``
+                # is what the form does with all of them); a Rasa form's rules decide, as in Rasa
+                return _Outcome(events, followup=ACTION_LISTEN)
             return _Outcome(events)
         attempt = 1
         if not activating and next_slot == self.state.requested_slot:

@@ -59,6 +59,49 @@ async def test_form_filled_over_several_turns_with_invalid_answers(runtime: Runt
     assert await say(runtime, "hello") == ["Hello! How can I help you today?"]
 
 
+ENDING_VALIDATION = """
+from rasa_sdk.events import ActiveLoop
+
+
+class ValidateChangeOrderForm(ValidateChangeOrderForm):  # noqa: F811
+    def validate_order_id(self, slot_value, dispatcher, tracker, domain):
+        if ORDERS.get(slot_value) == "delivered":  # nothing to change: the form ends, one way or the other
+            dispatcher.utter_message(text=f"Order {slot_value} has arrived: return it instead.")
+            return {"order_id": None, "requested_slot": None}
+        if ORDERS.get(slot_value) == "shipped":
+            dispatcher.utter_message(text=f"Order {slot_value} has shipped.")
+            return {"order_id": None, "active_loop_ends": True}
+        return super().validate_order_id(slot_value, dispatcher, tracker, domain)
+
+    async def run(self, dispatcher, tracker, domain):
+        events = await super().run(dispatcher, tracker, domain)
+        if any(e.get("name") == "active_loop_ends" for e in events):
+            return [e for e in events if e.get("name") != "active_loop_ends"] + [ActiveLoop(None)]
+        return events
+"""
+
+
+@pytest.mark.parametrize("order", ["55555", "12345"])
+async def test_the_validation_action_ends_the_form_without_its_submit(tmp_path: Path, order: str) -> None:
+    """A validation action ends the form by setting requested_slot to None or returning ActiveLoop(None) (Rasa's
+    LoopAction.is_done): the form asks nothing more, and a bot.yml form's submit, what it does with all its slots,
+    does not run (before, ActiveLoop(None) was overridden and the form asked its question again)."""
+    bot = copy_bot(tmp_path)
+    actions = bot / "actions.py"
+    actions.write_text(actions.read_text(encoding="utf-8") + ENDING_VALIDATION, encoding="utf-8")
+    rt = await start_runtime(bot, tmp_path / "store.db")
+    try:
+        assert await say(rt, "I want to change my order") == [
+            "Which order would you like to change? Please give me the order number."]
+        said = {"55555": "Order 55555 has arrived: return it instead.", "12345": "Order 12345 has shipped."}
+        assert await say(rt, order) == [said[order]]
+        state = await _state(rt)
+        assert state.active_form is None and state.requested_slot is None and "order_id" not in state.slots
+        assert await say(rt, "hello") == ["Hello! How can I help you today?"]
+    finally:
+        await rt.aclose()
+
+
 async def test_entities_fill_form_slots_before_they_are_asked(runtime: Runtime) -> None:
     assert await say(runtime, "please change order 55555") == ["How many items of order 55555 should it be?"]
     state = await _state(runtime)
