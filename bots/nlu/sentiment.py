@@ -279,13 +279,15 @@ class Frustration:
                 active_form: str | None, timestamp: float) -> list[Event] | None:
         """The turn's events with ``offer`` said after the bot's answer, when this ``mood`` is the first
         frustrated turn of the bot's stretch and no form is active after the turn (a form's question is the
-        last thing the customer should read); arguments as ``handoff``'s. None: nothing to add. Only for a
+        last thing the customer should read) or gave up on it (its way out offers a person already); arguments
+        as ``handoff``'s. None: nothing to add. Only for a
         turn that did not hand off (``handoff`` first)."""
         if (self.offer is None or mood is None or not mood.frustrated or paused
                 or form_after(active_form, events) is not None):
             return None
-        if frustrated_since_handoff(history) > 0 or not any(e.kind == BOT for e in events):
-            return None
+        if frustrated_since_handoff(history) > 0 or not any(e.kind == BOT for e in events) or any(
+                isinstance(e.data.get("metadata"), dict) and e.data["metadata"].get("gave_up") for e in events):
+            return None  # nothing answered, or a form gave up: its way out already offers a person
         offer = BotResponse(text=self.offer, source="system", metadata={"frustration": "offer"})
         return [*events, Event(BOT, offer.to_dict(), timestamp=timestamp)]
 

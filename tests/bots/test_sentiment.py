@@ -208,6 +208,9 @@ def test_the_offer_follows_the_answer_at_the_first_frustrated_message_only() -> 
     assert policy.offered(angry, [], answered, paused=False, active_form="refund_form", timestamp=5.0) is None
     ended = [*answered, Event(FORM, {"name": None})]
     assert policy.offered(angry, [], ended, paused=False, active_form="refund_form", timestamp=5.0) is not None
+    gave_up = [_said("Sorry, I still can't use that. You can start again, or talk to a person.", "template",
+                     form="refund_form", gave_up="true"), Event(FORM, {"name": None})]
+    assert policy.offered(angry, [], gave_up, paused=False, active_form="refund_form", timestamp=5.0) is None
     assert Frustration(handoff_after=3).offered(angry, [], answered, paused=False, active_form=None,
                                                 timestamp=5.0) is None
 
