@@ -2,6 +2,7 @@
 # Custom actions of the example bot, written for Rasa with rasa-sdk: Switchboard runs this file as is
 # (in process, `actions: actions` in bot.yml), and so does `python -m rasa_sdk --actions actions`.
 # The order "database" is a small table for the demo; a real bot would call the shop's order API here.
+import json
 from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -48,21 +49,41 @@ def order_problem(order_id: Any, purpose: str) -> str | None:
     if status is None:
         return f"I couldn't find order {order_id}. Please check the number in your confirmation email."
     sent = status in ("shipped", "delivered")
-    if purpose in ("changed", "cancelled") and sent:
-        return (f"Order {order_id} has already {'shipped' if status == 'shipped' else 'arrived'}, so it can't be "
-                f"{purpose} any more. You can return items once you have them.")
+    if purpose in ("changed", "cancelled") and status == "shipped":
+        return (f"Order {order_id} has already shipped, so it can't be {purpose} any more. Once it arrives, you can "
+                "return it for a refund.")
+    if purpose in ("changed", "cancelled") and status == "delivered":
+        return f"Order {order_id} has already arrived, so it can't be {purpose} any more, but you can return it."
     if purpose == "refunded" and not sent:
         return (f"Order {order_id} hasn't shipped yet, so there is nothing to return: cancel it instead and you "
-                "get a full refund. Just say 'cancel my order'.")
+                "get a full refund.")
     return None
 
 
+def what_instead(order_id: Any) -> List[Dict[Text, Any]]:
+    """Buttons for what can be done with an order that cannot be what the customer asked: each carries the
+    order number into its form (a payload as Rasa's: ``/intent{"entity": "value"}``)."""
+    status = status_of(order_id)
+    carried = json.dumps({"order_id": str(order_id)})
+    if status == "shipped":
+        return [{"title": "Where is it?", "payload": f"/track_order{carried}"}]
+    if status == "delivered":
+        return [{"title": "Return it for a refund", "payload": f"/get_refund{carried}"}]
+    return [{"title": "Cancel it", "payload": f"/cancel_order{carried}"}]
+
+
 def _checked_order(slot_value: Any, purpose: str, dispatcher: CollectingDispatcher) -> Dict[Text, Any]:
+    """The order the form was given, checked. An unknown number is asked again (a typo, most often); an order
+    that cannot be ``purpose`` ends the form, with what can be done with it instead (``requested_slot`` None:
+    rasa-sdk's way to end a form from its validation, and the form's submit does not run)."""
     problem = order_problem(slot_value, purpose)
-    if problem is not None:
+    if problem is None:
+        return {"order_id": slot_value}
+    if status_of(slot_value) is None:
         dispatcher.utter_message(text=problem)
         return {"order_id": None}
-    return {"order_id": slot_value}
+    dispatcher.utter_message(text=problem, buttons=what_instead(slot_value))
+    return {"order_id": None, "requested_slot": None}
 
 
 class ValidateChangeOrderForm(FormValidationAction):

@@ -258,9 +258,15 @@ async def test_example_support_bot_takes_a_refund_request_and_hands_a_complaint_
         ask_order = "Which order is the refund for? Please give me its order number."
         ask_reason = "What's the reason for the refund? For example damaged, wrong size or not as described."
         assert await support("I want a refund") == [ask_order]
-        assert await support("12345") == [
+        # an order that cannot be refunded ends the form, with what can be done instead (its number carried)
+        refused = await runtime.handle(message("12345", "r1", bot="support"))
+        assert [r.text for r in refused] == [
             "Order 12345 hasn't shipped yet, so there is nothing to return: cancel it instead and you get a full "
-            "refund. Just say 'cancel my order'.", ask_order]
+            "refund."]
+        assert [(b.title, b.payload) for b in refused[0].buttons] == [
+            ("Cancel it", '/cancel_order{"order_id": "12345"}')]
+        assert State.from_events(await _events(runtime, "r1", bot="support")).active_form is None
+        assert await support("I want a refund") == [ask_order]
         assert await support("it is 3707955617") == [ask_reason]
         assert await support("42") == ["Please tell me the reason in a few words, e.g. 'it arrived damaged'.",
                                         ask_reason]
@@ -311,10 +317,15 @@ async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp
         state = State.from_events(await _events(runtime, "s1", bot="support"))
         assert state.slots["order_status"] == "delivered" and state.active_form is None
         # two invalid answers: the form ends with a way on instead of the same question a third time
+        refused = await runtime.handle(message("change my order 3707955617", "s1", bot="support"))
+        assert [r.text for r in refused] == [
+            "Order 3707955617 has already shipped, so it can't be changed any more. Once it arrives, you can return "
+            "it for a refund."]  # and the form ends: nothing else can be done to change it
+        assert [(b.title, b.payload) for b in refused[0].buttons] == [
+            ("Where is it?", '/track_order{"order_id": "3707955617"}')]
+        assert State.from_events(await _events(runtime, "s1", bot="support")).active_form is None
         assert await support("I want to change my order") == [ask_order]
-        assert await support("3707955617") == [
-            "Order 3707955617 has already shipped, so it can't be changed any more. You can return items once "
-            "you have them.", ask_order]
+        assert await support("the one from last week") == [digits, ask_order]
         gave_up = await runtime.handle(message("the one from last week", "s1", bot="support"))
         assert [r.text for r in gave_up] == [digits, "Sorry, I still can't use that as the order id. You can start "
                                                      "again, or talk to a person from our support team."]

@@ -226,9 +226,11 @@ def test_cancel_checks_the_order_as_change_does(app: TestClient, spec: tuple[Bot
     ask_cancel = ask(dialogue, "cancel_order_form", "order_id")
     assert texts(say(app, "k1", "I want to cancel order 99999")) == [
         "I couldn't find order 99999. Please check the number in your confirmation email.", ask_cancel]
-    assert texts(say(app, "k1", "3707955617")) == [
-        "Order 3707955617 has already shipped, so it can't be cancelled any more. You can return items once you "
-        "have them.", ask_cancel]
+    refused = say(app, "k1", "3707955617")  # a known order that has shipped: the form ends, with what can be done
+    assert texts(refused) == ["Order 3707955617 has already shipped, so it can't be cancelled any more. Once it "
+                              "arrives, you can return it for a refund."]
+    assert [(b["title"], b["payload"]) for b in refused[0]["buttons"]] == [
+        ("Where is it?", '/track_order{"order_id": "3707955617"}')]
     # a cancellation cannot be undone: it is confirmed first ("no" keeps the order, "yes please" cancels it)
     confirm = ask(dialogue, "cancel_order_form", "cancel_confirmed", order_id="12345")
     assert texts(say(app, "k2", "I want to cancel my order 12345")) == [confirm]
