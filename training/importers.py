@@ -1,8 +1,10 @@
 """Training data from other tools' files, each into ``NluData``.
 
 - Rasa ``nlu.yml`` (``nlu:`` items with ``intent``/``synonym``/``regex``/``lookup``; examples as
-  Rasa's block string of ``- `` lines; ``[text](entity)``, ``[text](entity:value)`` and
-  ``[text]{"entity": ..., "value": ...}`` annotations) and ``domain.yml`` (intents, entities,
+  Rasa's block string of ``- `` lines or a list; ``[text](entity)``, ``[text](entity:value)`` and
+  ``[text]{"entity": ..., "role": ..., "group": ..., "value": ...}`` annotations), read by the one Rasa
+  data reader a Rasa project's folder is loaded with (bots/dialogue/rasa_data.py), so a file gives the
+  same examples, synonyms, notes and errors either way; and ``domain.yml`` (intents, entities,
   responses: checked against the data, never required).
 - CSV with a header ``text,intent`` (``category`` or ``label`` is accepted for ``intent``, as in BANKING77).
 - The Bitext customer-support CSV (``instruction,intent,entity_type,...,start_offset,end_offset``).
@@ -17,14 +19,13 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from bots.botspec import parse_example
+from bots.dialogue.rasa_data import read_nlu_file
 from bots.errors import ConfigError
 from bots.loader import is_bot_folder, load_bot_folder
 from bots.types import Entity
 from bots.yamlspan import Located, load_located
 from training.data import NluData, Sample, from_bot
 
-_RASA_KEYS = ("intent", "synonym", "regex", "lookup")
 _INTENT_COLUMNS = ("intent", "category", "label")
 
 
@@ -52,82 +53,27 @@ def load_data(path: Path) -> NluData:
     raise ConfigError(f"{path}: unsupported data file (use bot.yml, Rasa .yml, or .csv)")
 
 
-def _examples(item: Located, problems: list[str], what: str, warnings: list[str]) -> list[tuple[str, int]]:
-    if isinstance(item.value, str):
-        first = item.line + 1  # a block scalar's text starts on the line after "examples: |"
-        out = []
-        for offset, raw in enumerate(item.value.splitlines()):
-            stripped = raw.strip()
-            if not stripped:
-                continue
-            if not stripped.startswith("-"):  # Rasa's reader warns and skips it, as a Rasa project's loader does
-                warnings.append(f"{item.file}:{first + offset}: {what}: this line does not start with '- ': "
-                                f"skipped, as Rasa skips it")
-                continue
-            if not stripped[1:].strip():
-                problems.append(f"{item.file}:{first + offset}: {what}: empty example")
-                continue
-            out.append((stripped[1:].strip(), first + offset))
-        return out
-    if isinstance(item.value, list):  # Rasa also allows "- text: ..." items with metadata
-        out = []
-        for x in item.value:
-            value = x.value
-            if isinstance(value, dict) and "text" in value:
-                value = value["text"].value
-            if not isinstance(value, str | int | float) or not str(value).strip():
-                problems.append(f"{x.where()}: {what}: each example must be non-empty text")
-                continue
-            out.append((str(value).strip(), x.line))
-        return out
-    problems.append(f"{item.where()}: {what}: 'examples' must be a block of '- ' lines")
-    return []
-
-
 def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
+    """A Rasa NLU file, read by the one Rasa data reader (bots/dialogue/rasa_data.py): what a Rasa project
+    loads from the same file (examples, entities with roles and groups, synonyms of both forms, regexes and
+    lookups checked) with the same notes and errors at the same ``file:line``. A retrieval intent
+    (``faq/ask_price``) trains its intent (``faq``), as Rasa's intent classifier learns it."""
     root = root or load_located(path, yaml12=True)
-    problems: list[str] = []
-    samples: list[Sample] = []
-    synonyms: dict[str, str] = {}
-    warnings: list[str] = []
-    if not isinstance(root.value, dict):
+    if not isinstance(root.value, dict) or "nlu" not in root.value:
         raise ConfigError(f"{root.where()}: Rasa NLU data must be a mapping with 'nlu:'")
-    nlu = root.value.get("nlu")
-    if nlu is None or not isinstance(nlu.value, list):
-        raise ConfigError(f"{(nlu or root).where()}: 'nlu' must be a list of intent/synonym/regex/lookup items")
-    for item in nlu.value:
-        if not isinstance(item.value, dict):
-            problems.append(f"{item.where()}: each nlu item must be a mapping (e.g. intent: greet)")
-            continue
-        fields: dict[str, Located] = item.value
-        kind = next((k for k in _RASA_KEYS if k in fields), None)
-        if kind is None:
-            problems.append(f"{item.where()}: nlu item needs one of {', '.join(_RASA_KEYS)}")
-            continue
-        if isinstance(fields[kind].value, bool) or fields[kind].value is None:
-            problems.append(f"{fields[kind].where()}: {kind} name {fields[kind].value!r} is not a name (YAML reads "
-                            f"true/false/null as values: write the name in quotes)")
-            continue
-        name = str(fields[kind].value)
-        if "examples" not in fields:
-            problems.append(f"{item.where()}: {kind} {name!r} has no 'examples'")
-            continue
-        lines = _examples(fields["examples"], problems, f"{kind} {name!r}", warnings)
-        if kind == "synonym":
-            for text, _ in lines:
-                synonyms[text.lower()] = name
-        elif kind == "intent":
-            for raw, line in lines:
-                try:
-                    ex = parse_example(raw)
-                except ValueError as exc:
-                    problems.append(f"{path}:{line}: {exc}")
-                    continue
-                samples.append(Sample(ex.text, name, ex.entities, f"{path}:{line}"))
-        # regex and lookup items are features Rasa uses; here they load and are not needed.
-    if problems:
-        raise ConfigError(problems)
-    return NluData(tuple(samples), synonyms, tuple(warnings))
+    data, notes = read_nlu_file(path, root)
+    warnings = list(notes)
+    for key in ("responses", "stories", "rules"):  # read by a Rasa project's loader, not by --data
+        if key in root.value:
+            warnings.append(f"{root.value[key].key_where()}: '{key}' is not NLU examples: not used from a data "
+                            f"file (put the file in the Rasa project's data/ folder)")
+    samples: list[Sample] = []
+    for intent, examples in data.examples.items():
+        if not examples:  # Rasa warns "Intent '...' has no examples."; a project's check reports it
+            warnings.append(f"{data.intent_where[intent]}: intent {intent!r} has no examples")
+        samples.extend(Sample(ex.text, intent, ex.entities, ex.where or data.intent_where[intent])
+                       for ex in examples)
+    return NluData(tuple(samples), dict(data.synonyms), tuple(warnings))
 
 
 def load_rasa_domain(path: Path, root: Located | None = None) -> NluData:

@@ -106,9 +106,10 @@ def _old_format(path: Path) -> bool:
 
 
 def read_data_file(path: Path, data: TrainingData, findings: Findings, *, nlu: bool = True,
-                   dialogue: bool = True) -> bool:
-    """Read one file into ``data``; False when it is not training data (no nlu/stories/rules)."""
-    root = read_yaml(path, findings)
+                   dialogue: bool = True, root: Located | None = None) -> bool:
+    """Read one file into ``data``; False when it is not training data (no nlu/stories/rules).
+    ``root``: the file already loaded (YAML 1.2), to read it once."""
+    root = root or read_yaml(path, findings)
     if root is None:
         return True
     if not isinstance(root.value, dict) or not any(k in root.value for k in ("nlu", "stories", "rules",
@@ -133,6 +134,18 @@ def read_data_file(path: Path, data: TrainingData, findings: Findings, *, nlu: b
                     if story is not None:
                         data.stories.append(story)
     return True
+
+
+def read_nlu_file(path: Path, root: Located | None = None) -> tuple[TrainingData, list[str]]:
+    """One file's NLU data (``nlu:``, and ``responses:`` as Rasa's NLU reader reads them) exactly as a Rasa
+    project's loader reads that file, for a file given on its own (``switchboard train --data nlu.yml``):
+    the data and the notes (``file:line: ...``), or ConfigError with every error. Stories and rules are
+    not read."""
+    findings = Findings()
+    data = TrainingData()
+    read_data_file(path, data, findings, dialogue=False, root=root)
+    findings.raise_errors()
+    return data, list(findings.notes)
 
 
 def _responses(section: Located, data: TrainingData, findings: Findings) -> None:

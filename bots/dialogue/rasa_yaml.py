@@ -107,7 +107,12 @@ def name_of(item: Located, what: str, findings: Findings) -> str | None:
     """A non-empty name (intent, entity, slot, action, ...). Numbers are names too (``- 42``)."""
     value = item.value
     if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
-        findings.error(item.key_where(), f"{what} must be a name (text)")
+        hint = ""
+        if isinstance(value, bool):  # Rasa reads YAML 1.2: only true/false are booleans (`yes` is a name)
+            hint = f": YAML reads {str(value).lower()} as a boolean (write the name in quotes)"
+        elif value is None:
+            hint = ": it is empty (or null)"
+        findings.error(item.key_where(), f"{what} must be a name (text){hint}")
         return None
     return str(value).strip()
 
