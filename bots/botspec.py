@@ -204,19 +204,32 @@ def _quote_hint(value: Any) -> str:
     return ""
 
 
+def block_examples(item: Located) -> list[tuple[int, str | None]]:
+    """Rasa's block string of examples (``examples: |`` and ``- `` lines) split as Rasa's reader splits it
+    (RasaYAMLReader._parse_multiline_example): for each line that is not blank, its line number and its
+    example (the text after the leading ``-``, stripped; empty for a lone ``-``), or None when the line does
+    not start with ``-`` (Rasa skips it). The one splitter of bot.yml's and the Rasa data files' examples
+    (bots/dialogue/rasa_yaml.example_lines); each says what a skipped or empty line is."""
+    first = item.line + 1  # a block scalar's text starts on the line after "examples: |"
+    out: list[tuple[int, str | None]] = []
+    for offset, raw in enumerate(str(item.value).splitlines()):
+        stripped = raw.strip()
+        if stripped:
+            out.append((first + offset, stripped[1:].strip() if stripped.startswith("-") else None))
+    return out
+
+
 def _examples_of(item: Located, problems: list[str], intent: str) -> list[tuple[str, int]]:
     """Examples as a YAML list or as Rasa's block string of ``- `` lines."""
     if isinstance(item.value, str):
         lines = []
-        for offset, raw in enumerate(item.value.splitlines()):
-            stripped = raw.strip()
-            if not stripped:
-                continue
-            if not stripped.startswith("- "):
-                problems.append(f"{item.file}:{item.line + 1 + offset}: intent {intent!r}: example lines must "
-                                f"start with '- '")
-                continue
-            lines.append((stripped[2:].strip(), item.line + 1 + offset))
+        for line, text in block_examples(item):
+            if text is None:  # bot.yml has no notes: a line Rasa would skip is refused, never dropped unsaid
+                problems.append(f"{item.file}:{line}: intent {intent!r}: example lines must start with '- '")
+            elif not text:
+                problems.append(f"{item.file}:{line}: intent {intent!r}: empty example")
+            else:
+                lines.append((text, line))
         return lines
     if isinstance(item.value, list):
         out = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bots.botspec import block_examples
 from bots.errors import ConfigError
 from bots.yamlspan import Located, load_located
 
@@ -186,22 +187,16 @@ def example_lines(item: Located, what: str, findings: Findings) -> list[tuple[st
     ``{text: ..., metadata: ...}``. Each as (text, file:line)."""
     out: list[tuple[str, str]] = []
     if isinstance(item.value, str):
-        first = item.line + 1  # a block scalar's text starts on the line after "examples: |"
-        for offset, raw in enumerate(item.value.splitlines()):
-            stripped = raw.strip()
-            if not stripped:
-                continue
-            where = f"{item.file}:{first + offset}"
-            if not stripped.startswith("-"):
+        for line, text in block_examples(item):
+            where = f"{item.file}:{line}"
+            if text is None:
                 # Rasa's reader warns and skips such a line (RasaYAMLReader._parse_multiline_example),
                 # and trains the rest: a project that trains in Rasa trains here, with the line named.
                 findings.note(where, f"{what}: this line does not start with '- ': skipped, as Rasa skips it")
-                continue
-            text = stripped[1:].strip()
-            if not text:
+            elif not text:
                 findings.error(where, f"{what}: empty example")
-                continue
-            out.append((text, where))
+            else:
+                out.append((text, where))
         return out
     if isinstance(item.value, list):
         for x in item.value:

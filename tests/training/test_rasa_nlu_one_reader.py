@@ -144,3 +144,23 @@ def test_stories_in_a_data_file_are_noted_as_not_used(tmp_path: Path) -> None:
     assert [s.text for s in data.samples] == ["hi"]
     assert data.warnings == (f"{nlu}:5: 'stories' is not NLU examples: not used from a data file (put the file in "
                              "the Rasa project's data/ folder)",)
+
+
+def test_bot_yml_block_examples_are_split_as_rasa_splits_them(tmp_path: Path) -> None:
+    """bot.yml's ``examples: |`` block is split by the same function (bots.botspec.block_examples): ``-hello``
+    is "hello" as in Rasa; a line without '-' is refused in bot.yml (it has no notes to say it was skipped)."""
+    bot_yml = tmp_path / "bot.yml"
+    bot_yml.write_text("name: b\nintents:\n  greet:\n    examples: |\n      - hi [there](who)\n      -hello\n"
+                       "    response: Hi\n  bye:\n    examples: [bye]\n    response: Bye\n", encoding="utf-8")
+    bot, _ = load_bot_folder(tmp_path)
+    assert [(ex.text, [e.value for e in ex.entities]) for ex in bot.intents["greet"].examples] == \
+        [("hi there", ["there"]), ("hello", [])]
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text("nlu:\n- intent: greet\n  examples: |\n    - hi [there](who)\n    -hello\n", encoding="utf-8")
+    assert [(s.text, s.intent) for s in load_data(nlu).samples] == [("hi there", "greet"), ("hello", "greet")]
+    bot_yml.write_text("name: b\nintents:\n  greet:\n    examples: |\n      - hi\n      hello\n      -\n"
+                       "    response: Hi\n  bye:\n    examples: [bye]\n    response: Bye\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_bot_folder(tmp_path)
+    assert info.value.problems == [f"{bot_yml}:6: intent 'greet': example lines must start with '- '",
+                                   f"{bot_yml}:7: intent 'greet': empty example"]
