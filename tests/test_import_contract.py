@@ -11,7 +11,8 @@
   and its export checked exactly as served), and
   the bot definition: bots.botspec, bots.types, bots.errors, bots.yamlspan, with the bot loaders
   bots.loader (bot.yml or a Rasa project) and bots.dialogue.check (a bot is checked before it trains),
-  bots.dialogue.rasa_data (a Rasa NLU file given with --data is read as a Rasa project reads it),
+  bots.dialogue.rasa_data, bots.dialogue.rasa_domain and bots.dialogue.rasa_yaml (a Rasa NLU or domain
+  file given with --data is read as a Rasa project reads it),
   and bots.dialogue.domain with bots.dialogue.policies (the learned next-action model trains on the
   stories featurised exactly as the served policies featurise a conversation).
 * No import cycles among the modules of ``bots/``, ``connectors/`` and ``training/``. Every import
@@ -35,6 +36,7 @@ TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.ngrams", "bots.
                     "bots.answers.grounding", "bots.answers.generation", "bots.answers.decoding", "bots.botspec",
                     "bots.types", "bots.errors",
                     "bots.yamlspan", "bots.loader", "bots.dialogue.check", "bots.dialogue.rasa_data",
+                    "bots.dialogue.rasa_domain", "bots.dialogue.rasa_yaml",
                     "bots.dialogue.domain", "bots.dialogue.policies"}
 CHANNEL_LIBRARIES = {"slack_bolt", "slack_sdk", "aiogram", "fastapi", "starlette", "torch", "transformers", "training",
                      "connectors"}

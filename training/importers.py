@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 from bots.dialogue.rasa_data import read_nlu_file
+from bots.dialogue.rasa_domain import parse_domain
+from bots.dialogue.rasa_yaml import Findings
 from bots.errors import ConfigError
 from bots.loader import is_bot_folder, load_bot_folder
 from bots.types import Entity
@@ -77,19 +78,16 @@ def load_rasa_nlu(path: Path, root: Located | None = None) -> NluData:
 
 
 def load_rasa_domain(path: Path, root: Located | None = None) -> NluData:
-    """A domain declares intents but holds no examples: it loads, and each declared intent
-    without examples in the other data becomes a warning."""
+    """A domain declares intents but holds no examples: read as a Rasa project reads its domain
+    (bots/dialogue/rasa_domain.py: ConfigError with every error, its notes as warnings), it loads, and each
+    declared intent without examples in the other data becomes a warning."""
     root = root or load_located(path, yaml12=True)
     if not isinstance(root.value, dict) or "intents" not in root.value:
         raise ConfigError(f"{root.where()}: a Rasa domain needs 'intents:'")
-    intents = root.value["intents"]
-    if not isinstance(intents.value, list):
-        raise ConfigError(f"{intents.where()}: 'intents' must be a list")
-    names = []
-    for x in intents.value:
-        value: Any = x.value
-        names.append(str(next(iter(value))) if isinstance(value, dict) and value else str(value))
-    return NluData((), {}, (), tuple(names))
+    findings = Findings()
+    domain, _ = parse_domain([path], findings)
+    findings.raise_errors()
+    return NluData((), {}, tuple(findings.notes), tuple(domain.intents))
 
 
 def load_csv(path: Path) -> NluData:

@@ -109,3 +109,19 @@ def test_rasa_intents_named_like_yaml_booleans_stay_names(tmp_path: Path) -> Non
     data = load_data(nlu)
     assert [(s.text, s.intent) for s in data.samples] == [("yes", "yes"), ("sure", "yes"), ("switch off", "off"),
                                                           ("correct", "true")]
+
+
+def test_a_rasa_domain_is_read_as_a_project_reads_it(tmp_path: Path) -> None:
+    """Its intents by the domain reader of a Rasa project (bots/dialogue/rasa_domain.py): notes as warnings,
+    a boolean name refused at its line (it was read as the intent "True")."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text('version: "3.1"\nintents:\n- yes\n- greet:\n    triggers: utter_hi\n', encoding="utf-8")
+    data = load_data(domain)
+    assert data.declared_intents == ("yes", "greet")
+    assert data.warnings == (f"{domain}:5: not supported: intent 'greet': 'triggers' (Rasa 2's MappingPolicy; write "
+                             "a rule instead)",)
+    domain.write_text('version: "3.1"\nintents:\n- yes\n- true\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_data(domain)
+    assert info.value.problems == [f"{domain}:4: an intent must be a name (text): YAML reads true as a boolean "
+                                   "(write the name in quotes)"]
