@@ -5,8 +5,8 @@ its one dialogue model (bots/dialogue/domain.py) is checked whole, each problem 
 ``file:line`` to fix:
 
 errors (``switchboard check`` exits 2, ``train`` refuses the bot, ``serve`` does not start):
-  * intents, actions, forms, slots and entities used (stories, rules, slot mappings, forms,
-    conditional responses) but not declared in the domain; an intent with NLU examples that the
+  * intents, actions, forms and slots used (stories, rules, slot mappings, forms, conditional
+    responses) but not declared in the domain; an intent with NLU examples that the
     domain does not list; ``utter_`` actions without a response; form slots with no question
     (neither ``utter_ask_<form>_<slot>``, ``utter_ask_<slot>`` nor ``action_ask_<slot>``);
     custom actions with neither an actions package nor an action server;
@@ -18,7 +18,9 @@ errors (``switchboard check`` exits 2, ``train`` refuses the bot, ``serve`` does
     than a rule or story in the same situation, with both places.
 warnings (printed; exit 0): intents no story or rule uses, intents without examples, responses
 no story, rule or form uses, the same example under two intents, undeclared entities in NLU
-annotations, checkpoints that never join, slot values that do not fit their slot.
+annotations, stories and ``from_entity`` mappings (Rasa trains such a bot: the entity is no feature of
+the dialogue state and the mapping is skipped), checkpoints that never join, slot values that do not
+fit their slot.
 
 Story conflicts, ``restrict_rules`` and contradictions come from the served policies themselves
 (bots/dialogue/policies.py ``check_stories``: the same featurisation, story graph and rule
@@ -216,8 +218,9 @@ class _Checker:
                 what = f"slot '{slot.name}': the {m.type} mapping"
                 if m.entity is not None:
                     if not self._has(m.entity, d.entities):
-                        self.error(m.where, f"{what} uses entity '{m.entity}', which is not declared in the "
-                                            f"domain's entities")
+                        self.warn(m.where, f"{what} uses entity '{m.entity}', which is not declared in the "
+                                           f"domain's entities: the mapping never fills the slot (Rasa skips it "
+                                           f"as invalid)")
                     else:
                         self._labels(m.where, m.entity, m.role, m.group, warn=False)
                 for name in (*m.intent, *m.not_intent):
@@ -319,8 +322,9 @@ class _Checker:
                 if step.kind == "intent":
                     for e in step.entities:
                         if not self._has(e.entity, d.entities):
-                            self.error(where, f"entity '{e.entity}' (in {kind} '{story.name}') is not declared in "
-                                              f"the domain's entities")
+                            self.warn(where, f"entity '{e.entity}' (in {kind} '{story.name}') is not declared in "
+                                             f"the domain's entities: it is left out of the dialogue state, as "
+                                             f"Rasa leaves it out")
                         else:
                             self._labels(where, e.entity, e.role, e.group, warn=False)
                 elif step.kind == "action" and step.name is not None:

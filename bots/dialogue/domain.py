@@ -203,6 +203,12 @@ class Domain:
             not mapping.conditions or any(c.active_loop == form.name for c in mapping.conditions))
         return intent not in mapping.not_intent and not ignored
 
+    def mapping_is_valid(self, mapping: SlotMapping) -> bool:
+        """Rasa's ``SlotMapping.check_mapping_validity``: a ``from_entity`` mapping of an entity the domain
+        does not declare is skipped (Rasa warns "Skipping slot extraction because of invalid mapping"), so it
+        never fills its slot, though the NLU may extract the entity (it is annotated in the NLU data)."""
+        return mapping.type != "from_entity" or mapping.entity in self.entities
+
     def shared_entity_mapping(self, active_form: str | None, slot: str, mapping: SlotMapping) -> bool:
         """Whether ``mapping`` (``from_entity``) of ``slot``, a required slot of the active form, is one
         another required slot has too: Rasa's unique entity mapping check then fills it only when the form

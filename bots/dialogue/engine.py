@@ -394,8 +394,10 @@ class _Turn:
 
     # -- slots ----------------------------------------------------------------------
     def _mapping_applies(self, mapping: SlotMapping, slot: str) -> bool:
-        """Rasa's ``SlotMapping.intent_is_desired`` (``Domain.intent_fills``) and mapping conditions."""
-        if not self.domain.intent_fills(mapping, self.intent, self.state.active_form):
+        """Rasa's ``SlotMapping.intent_is_desired`` (``Domain.intent_fills``) and mapping conditions, for a
+        valid mapping (``Domain.mapping_is_valid``)."""
+        if not self.domain.mapping_is_valid(mapping) \
+                or not self.domain.intent_fills(mapping, self.intent, self.state.active_form):
             return False
         if mapping.conditions:
             if self.interrupted and slot == self.state.requested_slot:

@@ -149,8 +149,11 @@ class Tracker:
                 if props is not None and (entity in props.ignore_entities or (
                         props.use_entities is not None and entity not in props.use_entities)):
                     continue
+                # Rasa featurises only the entities the domain declares (``Domain._get_featurized_entities``:
+                # an intent's used entities are domain entities): one the NLU data or a story annotates
+                # without declaring it is no feature.
                 ent = self.domain.entities.get(entity)
-                if ent is None or ent.influence_conversation:
+                if ent is not None and ent.influence_conversation:
                     features.add(f"entity:{label}")
         if self.prev_action is not None:
             features.add(f"prev:{self.prev_action}")
@@ -381,6 +384,7 @@ def _step_user(tracker: Tracker, step: Step) -> None:
     for entity in step.entities:  # a story turn's entities fill their slots, as the engine's slot extraction does
         for slot in tracker.domain.slots.values():
             if any(m.type == "from_entity" and m.entity == entity.entity and not m.conditions
+                   and tracker.domain.mapping_is_valid(m)
                    and (m.role, m.group) == (entity.role, entity.group)
                    and tracker.domain.intent_fills(m, step.name, tracker.loop)
                    and (slot.name == tracker.slots.get(REQUESTED_SLOT)

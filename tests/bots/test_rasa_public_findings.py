@@ -15,7 +15,7 @@ from bots.botspec import BotSpec
 from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
-from bots.dialogue.policies import simulate
+from bots.dialogue.policies import Tracker, simulate
 from bots.dialogue.rasa_data import read_test_stories
 from bots.errors import ConfigError
 from bots.loader import load_bot_folder
@@ -448,3 +448,35 @@ stories:
     assert [f for s in results.stories for f in s.failures] == []
     assert results.action_targets == ["trip_form", "action_listen", "trip_form", "A trip from Paris to Rome.",
                                       "action_listen"]
+
+
+async def test_an_undeclared_entity_in_a_mapping_or_a_story_is_skipped_as_rasa_skips_it(tmp_path: Path) -> None:
+    # A public crisis-response project maps three bool slots from entities its NLU data annotates but its
+    # domain does not declare, and its stories annotate one of them. Rasa trains and serves it: the mapping
+    # is skipped with a warning (SlotMapping.check_mapping_validity, "Skipping slot extraction because of
+    # invalid mapping") and an undeclared entity is no feature of the dialogue state (the intents' used
+    # entities are the domain's: Domain._get_featurized_entities). check refused the project with five
+    # errors, so train did too.
+    bot_dir = _copy(tmp_path, "undeclared_entity")
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    assert _mentioning(report.warnings, "fire_under_control") == [
+        *(f"{bot_dir / 'data' / 'nlu.yml'}:{line}: entity 'fire_under_control' is annotated but not declared in the "
+          f"domain's entities: it is extracted, but no slot mapping or story can use it" for line in (13, 14)),
+        f"{bot_dir / 'domain.yml'}:21: slot 'fire_controlled': the from_entity mapping uses entity "
+        f"'fire_under_control', which is not declared in the domain's entities: the mapping never fills the slot "
+        f"(Rasa skips it as invalid)",
+        f"{bot_dir / 'data' / 'stories.yml'}:9: entity 'fire_under_control' (in story 'a fire, then how it is "
+        f"going') is not declared in the domain's entities: it is left out of the dialogue state, as Rasa leaves "
+        f"it out",
+    ]
+    _, dialogue = load_bot_folder(bot_dir)
+    tracker = Tracker(dialogue.domain)
+    tracker.user("fire_status", ["fire_under_control", "disaster"])
+    assert sorted(f for f in tracker.frame() if f.startswith("entity:")) == ["entity:disaster"]
+    (tmp_path / "served").mkdir()
+    async with lookup_runtime(tmp_path / "served", "undeclared_entity") as runtime:
+        bot = "undeclared_entity"
+        assert await say(runtime, "there is a fire", bot=bot) == ["Where is the fire?"]
+        # the NLU extracts fire_under_control; its mapping is skipped, so the slot stays unset
+        assert await say(runtime, "it is under control", bot=bot) == ["Tell me more."]
