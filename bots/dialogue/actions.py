@@ -181,6 +181,16 @@ def _forget_modules(name: str) -> None:
         del sys.modules[loaded]
 
 
+def _class_source(cls: type) -> tuple[str | None, str]:
+    """A class by the file that defines it and its name there: the same class for two imports of one module
+    (its methods' code tells the file: the module of the first import may have left ``sys.modules`` since)."""
+    for member in vars(cls).values():
+        code = getattr(inspect.unwrap(member), "__code__", None) if callable(member) else None
+        if code is not None:
+            return code.co_filename, cls.__qualname__
+    return getattr(sys.modules.get(cls.__module__), "__file__", None), cls.__qualname__
+
+
 class InProcessActions:
     """rasa-sdk actions from the bot's own module, run by rasa-sdk's ``ActionExecutor`` in this process."""
 
@@ -194,6 +204,7 @@ class InProcessActions:
         """Register the ``Action`` classes the module (or package) defines, as the action server would."""
         from rasa_sdk.executor import ActionExecutor
         from rasa_sdk.interfaces import Action
+        from rasa_sdk.utils import all_subclasses
 
         executor = ActionExecutor()
         prefix = module.__name__
@@ -202,7 +213,17 @@ class InProcessActions:
         classes = {cls for mod_name, mod in list(sys.modules.items())
                    if mod_name == prefix or mod_name.startswith(prefix + ".")
                    for _, cls in inspect.getmembers(mod, inspect.isclass)}
-        for cls in sorted(classes, key=lambda c: (c.__qualname__, c.__module__)):
+        # In rasa-sdk's order (``_register_all_actions``: ``utils.all_subclasses(Action)``, Action's subclasses in
+        # the order Python created them, then theirs), so that when two classes give the same action name (one in a
+        # module the package's ``__init__`` imports, one in ``actions/actions.py``) the one rasa-sdk registers last
+        # is the one that runs. A project module is imported here twice, under the package's own name and under
+        # Switchboard's (``_import_module``), where rasa-sdk imports it once: a class takes the place of its first
+        # copy, as the module's classes are created when rasa-sdk first imports it.
+        order: dict[tuple[str | None, str], int] = {}
+        for i, cls in enumerate(all_subclasses(Action)):
+            order.setdefault(_class_source(cls), i)
+        for cls in sorted(classes, key=lambda c: (order.get(_class_source(c), len(order)), c.__qualname__,
+                                                  c.__module__)):
             # the module's own classes, and those it imports from the project folder by their absolute
             # name (``from actions.forms import ValidateX``), as rasa-sdk registers every Action subclass
             own = cls.__module__ == prefix or cls.__module__.startswith(prefix + ".") or (

@@ -480,3 +480,22 @@ async def test_an_undeclared_entity_in_a_mapping_or_a_story_is_skipped_as_rasa_s
         assert await say(runtime, "there is a fire", bot=bot) == ["Where is the fire?"]
         # the NLU extracts fire_under_control; its mapping is skipped, so the slot stays unset
         assert await say(runtime, "it is under control", bot=bot) == ["Tell me more."]
+
+
+def test_two_classes_of_one_action_name_the_one_rasa_sdk_registers_last_runs(tmp_path: Path) -> None:
+    # A public project (michaeltadzoka-mcmikey/harare-city-ai-platform) defines `action_submit_report` twice:
+    # in actions/forms/report_issue_form.py, which actions/__init__.py imports, and in actions/actions.py.
+    # rasa-sdk registers every Action subclass in the order Python created them (`_register_all_actions`,
+    # `utils.all_subclasses`), so the second definition, actions/actions.py's, is re-registered over the first
+    # and runs. Switchboard registered them sorted by class and module name, and ran the other one.
+    bot_dir = _copy(tmp_path, "project_modules")
+    (bot_dir / "actions" / "early.py").write_text(
+        "from rasa_sdk import Action\n\n\nclass ActionGreet(Action):\n    def name(self):\n"
+        "        return \"action_greet\"\n\n    def run(self, dispatcher, tracker, domain):\n"
+        "        dispatcher.utter_message(text=\"the first definition\")\n        return []\n")
+    (bot_dir / "actions" / "__init__.py").write_text("from actions.early import *  # noqa: F403\n")
+    spec, dialogue = load_bot_folder(bot_dir)
+    runner = load_actions(spec, dialogue)
+    assert isinstance(runner, InProcessActions)
+    run = runner.executor.actions["action_greet"]
+    assert Path(run.__code__.co_filename) == bot_dir / "actions" / "actions.py"  # without the fix: early.py
