@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import yaml
+
 from bots.botspec import BotSpec, Example, Intent
 from bots.dialogue.domain import DEFAULT_ACTIONS, Domain
 from bots.dialogue.rasa_config import RasaConfig, parse_config, parse_credentials, parse_endpoints, rasa_files
@@ -113,6 +115,8 @@ def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, na
     for path in data_files(list(paths.data), findings):
         if not read_data_file(path, data, findings):
             findings.note(f"{path}:1", "no nlu, stories or rules: not training data, not read")
+    if paths.domain and not any(data.examples.values()):
+        _no_nlu_data(directory, paths, data, findings)
     domain = _with_data_responses(domain, data, findings)
     config = parse_config(paths.config, findings)
     endpoint = parse_endpoints(paths.endpoints, findings)
@@ -132,6 +136,34 @@ def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, na
                    for intent, keys in data.retrieval.items()},
     )
     return spec, dialogue
+
+
+def _no_nlu_data(directory: Path, paths: RasaPaths, data: TrainingData, findings: Findings) -> None:
+    """No NLU example in the training data: an error, with the YAML files of training data the project keeps
+    outside its data paths (``nlu.yml`` beside ``domain.yml``), which Rasa does not read either (``rasa train``
+    reads ``data/`` unless ``--data`` names other paths). Without stories too, ``rasa train`` refuses the project
+    ("No training data given", ``model_training.train``); with stories it trains a dialogue model alone, which
+    Switchboard cannot serve: its NLU model is trained on the examples."""
+    where = str(paths.data[0]) if paths.data else str(directory / "data")
+    known = {p.resolve() for p in (*paths.domain, paths.config, paths.endpoints, paths.credentials) if p is not None}
+    outside: list[str] = []
+    for candidate in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
+        if candidate.resolve() in known or any(candidate.resolve().is_relative_to(d.resolve()) for d in paths.data):
+            continue
+        try:
+            content = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(content, dict) and any(key in content for key in ("nlu", "stories", "rules")):
+            outside.append(candidate.name)
+    what = ("no training data: no NLU example, story or rule (rasa train refuses such a project too: "
+            "'No training data given')" if not data.stories else
+            "no NLU example: Rasa would train its dialogue model alone ('No NLU data present'); Switchboard "
+            "trains its NLU model on the examples of the domain's intents and cannot serve without it")
+    if outside:
+        what += (f"; {', '.join(outside)} in {directory} hold training data but lie outside data/, which Rasa "
+                 f"does not read unless --data names them: move them under data/")
+    findings.error(where, what)
 
 
 def _with_data_responses(domain: Domain, data: TrainingData, findings: Findings) -> Domain:

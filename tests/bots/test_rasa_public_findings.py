@@ -499,3 +499,24 @@ def test_two_classes_of_one_action_name_the_one_rasa_sdk_registers_last_runs(tmp
     assert isinstance(runner, InProcessActions)
     run = runner.executor.actions["action_greet"]
     assert Path(run.__code__.co_filename) == bot_dir / "actions" / "actions.py"  # without the fix: early.py
+
+
+def test_a_project_without_nlu_examples_is_refused_naming_the_training_files_outside_data(tmp_path: Path) -> None:
+    # A public project (Kaushik-Puttaswamy/flight-booking-chatbot) keeps nlu.yml, stories.yml and rules.yml
+    # beside domain.yml, not under data/. Rasa reads data/ (`rasa train --data` defaults to it), finds nothing and
+    # refuses: "No training data given" (model_training.train). Switchboard's check passed with warnings only and
+    # `switchboard train` crashed in the intent classifier ("Found array with 0 sample(s)").
+    bot_dir = _copy(tmp_path, "moodbot")
+    for name in ("nlu.yml", "stories.yml", "rules.yml"):
+        if (bot_dir / "data" / name).exists():
+            (bot_dir / "data" / name).rename(bot_dir / name)
+    errors = check_bot_folder(bot_dir).errors
+    assert len(errors) == 1 and errors[0].startswith(f"{bot_dir / 'data'}: no training data: ")
+    assert "nlu.yml" in errors[0] and "stories.yml" in errors[0] and "outside data/" in errors[0]
+    with pytest.raises(ConfigError):
+        load_bot_folder(bot_dir)
+    # stories under data/ but no NLU example: Rasa would train its dialogue model alone; refused here, said so
+    (bot_dir / "stories.yml").rename(bot_dir / "data" / "stories.yml")
+    errors = check_bot_folder(bot_dir).errors
+    assert len(errors) == 1 and "no NLU example: Rasa would train its dialogue model alone" in errors[0]
+    assert "nlu.yml" in errors[0] and "stories.yml" not in errors[0]
