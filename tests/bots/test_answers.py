@@ -282,3 +282,49 @@ def test_a_wordpiece_generators_text_reads_as_prose() -> None:
     assert detokenize_wordpiece("the {order_number} is in transit. i. e. soon", uncased=True) == (
         "The {order_number} is in transit. I. e. soon")
     assert detokenize_wordpiece("i ' m here", uncased=False) == "i'm here"
+
+
+class _Unit:
+    """An encoder that is never called: the test gives the question's vector."""
+
+    def embed(self, texts: object) -> np.ndarray:  # pragma: no cover - the vector is given
+        raise AssertionError("the question's vector is given")
+
+
+def _unit(*weights: float) -> np.ndarray:
+    v = np.zeros(8, dtype=np.float32)
+    v[: len(weights)] = weights
+    return v / np.linalg.norm(v)
+
+
+def test_the_chunk_whose_sentence_answers_beats_a_chunk_near_as_a_whole(tmp_path: Path) -> None:
+    """A chunk's one embedding dilutes the sentence that answers among the chunk's other sentences: the
+    knowledge base is searched by its sentences too (max passage), so the chunk holding the answering
+    sentence is chosen, and that sentence is the answer."""
+    folder = tmp_path / "responses"
+    folder.mkdir()
+    question = _unit(1, 0, 0)
+    chunks = [  # chunk 0: about the same topic as a whole, no sentence answers; chunk 1: one sentence answers
+        {"text": "Shipping: general things.", "document": "shipping.md", "title": "Shipping", "line": 1},
+        {"text": "Returns: many things. Exchanges are not possible.", "document": "returns.md", "title": "Returns",
+         "line": 1},
+    ]
+    sentences = [{"text": "General shipping things.", "chunk": 0}, {"text": "More shipping things.", "chunk": 0},
+                 {"text": "Many return things.", "chunk": 1}, {"text": "Exchanges are not possible.", "chunk": 1}]
+    vectors = {
+        "chunks.npy": np.stack([_unit(0.6, 0.8), _unit(0.35, 0, 0.94)]),  # similarity 0.60 and 0.35
+        "sentences.npy": np.stack([_unit(0.5, 0.87), _unit(0.5, 0, 0, 0.87), _unit(0.1, 0, 0.99), _unit(0.9, 0, 0.44)]),
+        "questions.npy": np.zeros((0, 8), dtype=np.float32), "templates.npy": np.zeros((0, 8), dtype=np.float32),
+    }
+    for name, m in vectors.items():
+        np.save(folder / name, m.astype(np.float32))
+    index = {"format": 1, "config": {"default": "retrieval", "kb_min_similarity": 0.35, "kb_sentences": 3},
+             "templates": [], "questions": [], "chunks": chunks, "sentences": sentences}
+    (folder / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    selector = AnswerSelector.load(tmp_path, _Unit(), load_generator=False)
+    assert selector is not None
+    answer = selector.answer("can I exchange it?", Understanding("nlu_fallback", 0.2), {}, vector=question)
+    assert answer is not None
+    assert answer.detail["knowledge_base"] == "returns.md:1"
+    assert answer.text == "Exchanges are not possible."
+    assert answer.score == pytest.approx(0.25 * 0.35 + 0.75 * 0.9, abs=0.01)
