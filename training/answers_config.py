@@ -2,12 +2,13 @@
 
 ```yaml
 answers:
-  default: retrieval          # template | retrieval | generation
+  default: retrieval          # template | knowledge | retrieval | generation
   intents: {greet: template}  # per-intent override
   pairs: [faq.csv]            # extra question→answer pairs (question,answer,intent or Bitext CSV)
   values: {website_name: shop.example.com}   # bot-wide placeholder values
   min_similarity: 0.6         # a question this close to a known one gets that one's answer template
   kb_min_similarity: 0.35     # else a knowledge-base chunk this close gives a composed answer
+  kb_override_similarity: 0.45  # mode knowledge: a chunk this close answers instead of the intent's template
   generation:                 # optional: a domain-tuned generation model (see GenerationSettings)
     base_model: ""            # local HF causal LM folder; packaged-minilm = MiniLM→MiniLM encoder-decoder;
                               # "" = small GPT-2 from scratch
@@ -30,10 +31,11 @@ from urllib.parse import urlsplit
 
 from bots.answers.generation import EndpointConfig
 from bots.botspec import BotSpec
+from bots.dialogue.spec import ANSWER_KINDS
 from bots.errors import ConfigError
 from bots.yamlspan import Located
 
-MODES = ("template", "retrieval", "generation")
+MODES = ANSWER_KINDS  # one list: a rule's answer: and answers.intents take the same modes
 KB_SUFFIXES = (".md", ".markdown", ".txt")
 PACKAGED_MINILM = "packaged-minilm"  # generation.base_model: BERT2BERT warm-started from the packaged encoder
 LORA_ABOVE = 100_000_000  # a local causal LM with more parameters is fine-tuned with LoRA unless lora: false
@@ -106,6 +108,9 @@ class AnswersConfig:
     top_k: int = 5
     min_similarity: float = 0.6  # nearest known question at least this close: answer with its template
     kb_min_similarity: float = 0.35  # nearest knowledge-base chunk at least this close: compose from it
+    # mode knowledge (e.g. an out_of_scope intent that catches in-scope questions): a chunk at least this close
+    # answers instead of the intent's template; above the off-topic questions' best (bench/kb_passages.py)
+    kb_override_similarity: float = 0.45
     kb_sentences: int = 3
     kb_folder: str = ""
     chunk_words: int = 120
@@ -123,7 +128,7 @@ class AnswersConfig:
 
 
 _INT_KEYS = {"max_pairs_per_intent", "top_k", "kb_sentences", "chunk_words", "overlap_sentences"}
-_FLOAT_KEYS = {"min_similarity", "kb_min_similarity"}
+_FLOAT_KEYS = {"min_similarity", "kb_min_similarity", "kb_override_similarity"}
 
 
 def _number(item: Located, key: str, kind: type, problems: list[str], low: float, high: float) -> Any:

@@ -262,11 +262,17 @@ class AnswerSelector:
         trusted = understanding.intent != NOT_UNDERSTOOD  # the NLU's one out-of-scope rule (bots/nlu/oos.py)
         intent = understanding.intent if trusted and understanding.intent in self._rows_of else None
         mode = mode or self.mode_for(intent)
-        if mode == "template" and intent is not None:
+        q = vector
+        if mode == "knowledge" and intent is not None:  # a passage that clearly answers beats the intent's template
+            q = q if q is not None else self.encoder.embed([text])[0]
+            passage = self._compose_from_kb(q, float(self.config.get("kb_override_similarity", 0.45)))
+            if passage is not None:
+                return passage
+        if mode in ("template", "knowledge") and intent is not None:
             filled = self._fill_intent_template(intent, known)
             if filled is not None:
                 return filled
-        q = vector if vector is not None else self.encoder.embed([text])[0]
+        q = q if q is not None else self.encoder.embed([text])[0]
         best = self._retrieve(q, intent, known)
         kb = self._compose_from_kb(q)
         min_sim = float(self.config.get("min_similarity", 0.6))
@@ -407,13 +413,14 @@ class AnswerSelector:
         best_sentence = np.where(np.isneginf(best_sentence), whole, best_sentence)  # a chunk without sentences
         return _CHUNK_WEIGHT * whole + (1.0 - _CHUNK_WEIGHT) * best_sentence, s_sims
 
-    def _compose_from_kb(self, q: np.ndarray) -> Answer | None:
-        """The knowledge-base chunk that answers the question best, reduced to its closest sentences."""
+    def _compose_from_kb(self, q: np.ndarray, floor: float | None = None) -> Answer | None:
+        """The knowledge-base chunk that answers the question best (at least ``floor`` close, by default
+        ``kb_min_similarity``), reduced to its closest sentences."""
         if not self.chunks:
             return None
         sims, all_sentences = self._chunk_scores(q)
         best = int(np.argmax(sims))
-        if sims[best] < float(self.config.get("kb_min_similarity", 0.35)):
+        if sims[best] < (float(self.config.get("kb_min_similarity", 0.35)) if floor is None else floor):
             return None
         rows = np.flatnonzero(self.sentence_chunk == best)
         n = max(1, int(self.config.get("kb_sentences", 3)))

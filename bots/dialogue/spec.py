@@ -31,7 +31,7 @@ rules:
   - intent: track_order
     action: action_check_order_status
   - intent: check_refund_policy
-    answer: retrieval               # template | retrieval | generation (see bots.dialogue.engine.AnswerProvider)
+    answer: retrieval               # template | knowledge | retrieval | generation (docs/answers.md)
 welcome: Hi! How can I help?       # said when a web chat opens (or {web: ..., telegram: ...} per channel)
 handoff:                            # while the customer waits for an agent (all optional)
   waiting: You're number {position} in the queue.   # said when they write again ({position}: their place)
@@ -78,9 +78,9 @@ from bots.errors import ConfigError
 from bots.yamlspan import Located
 
 SlotType = Literal["text", "float", "integer", "bool", "categorical", "any"]
-AnswerKind = Literal["template", "retrieval", "generation"]
+AnswerKind = Literal["template", "knowledge", "retrieval", "generation"]
 SLOT_TYPES: tuple[str, ...] = ("text", "float", "integer", "bool", "categorical", "any")
-ANSWER_KINDS: tuple[str, ...] = ("template", "retrieval", "generation")
+ANSWER_KINDS: tuple[str, ...] = ("template", "knowledge", "retrieval", "generation")
 DEFAULT_SESSION_EXPIRY_MINUTES = 60.0
 DEFAULT_ACTION_TIMEOUT_S = 10.0
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

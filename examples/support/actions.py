@@ -154,5 +154,52 @@ class ActionCancelOrder(Action):
         if problem is not None:
             dispatcher.utter_message(text=problem)
             return [SlotSet("order_id", None)]
-        dispatcher.utter_message(response="utter_cancel_order")  # the cancel_order answer, filled with order_id
+        dispatcher.utter_message(text=f"Done: order {order_id} is cancelled. You'll get a confirmation email, and any "
+                                      "payment goes back to your original payment method within 5 business days.")
+        return []
+
+
+# Where the shop ships (kb/shipping.md), and countries customers ask about that it does not ship to.
+SHIPS_TO = {
+    "austria", "belgium", "bulgaria", "croatia", "cyprus", "czechia", "czech republic", "denmark", "estonia",
+    "finland", "france", "germany", "greece", "hungary", "ireland", "italy", "latvia", "lithuania", "luxembourg",
+    "malta", "netherlands", "the netherlands", "holland", "poland", "portugal", "romania", "slovakia", "slovenia",
+    "spain", "sweden", "united kingdom", "the united kingdom", "uk", "the uk", "great britain", "britain", "england",
+    "scotland", "wales", "northern ireland", "switzerland", "norway",
+}
+NOT_SHIPPED_TO = {
+    "us", "usa", "the us", "the usa", "united states", "the united states", "america", "canada", "mexico",
+    "brazil", "argentina", "australia", "new zealand", "japan", "china", "india", "singapore", "south korea",
+    "korea", "russia", "ukraine", "turkey", "israel", "egypt", "south africa", "nigeria", "morocco", "iceland",
+    "serbia", "albania", "bosnia", "north macedonia", "montenegro", "uae", "united arab emirates", "saudi arabia",
+}
+WHERE_WE_SHIP = "all EU countries, the United Kingdom, Switzerland and Norway"
+SHIPPING_TERMS = ("Standard delivery takes 3 to 5 business days and is free for orders over 50 euros; express "
+                  "takes 1 to 2 business days and costs 9 euros.")
+
+
+class ActionDeliveryOptions(Action):
+    """Where and how the shop delivers. A country in this message is answered yes or no (never "if X is one of
+    them"); one kept from an earlier message is not reused: the customer may be asking about something else."""
+
+    def name(self) -> Text:
+        return "action_delivery_options"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+        country = next(tracker.get_latest_entity_values("delivery_country"), None)
+        place = str(country).strip() if country else ""
+        key = place.lower().rstrip(".?!")
+        if key in SHIPS_TO:
+            text = (f"Yes, we ship to {place}. {SHIPPING_TERMS} The options for your address are shown at "
+                    "checkout.")
+        elif key in NOT_SHIPPED_TO:
+            text = f"Sorry, we don't ship to {place}: we deliver to {WHERE_WE_SHIP} only."
+        elif place:
+            text = (f"We deliver to {WHERE_WE_SHIP} only, so to {place} only if it is in one of them. "
+                    f"{SHIPPING_TERMS}")
+        else:
+            text = (f"We deliver to {WHERE_WE_SHIP}, with standard and express shipping and pick-up points in many "
+                    f"areas. {SHIPPING_TERMS} The options for your address are shown at checkout.")
+        dispatcher.utter_message(text=text)
         return []

@@ -71,8 +71,8 @@ _SYNONYMS: dict[str, list[str]] = {
 # whose placeholders are all known).
 _RESPONSES: dict[str, list[str]] = {
     "cancel_order": [
-        ("I've started the cancellation of order {order_id}. If it has not shipped yet you will get a "
-         "confirmation email shortly and any payment will be refunded to your original payment method."),
+        ("An order that has not shipped yet can be cancelled free of charge: say 'cancel order {order_id}' and "
+         "I'll check it and cancel it; any payment goes back to your original payment method."),
         ("I can help you cancel your order. Please tell me the order number (you'll find it in your "
          "confirmation email or under My orders) and I'll start the cancellation right away."),
     ],
@@ -153,28 +153,29 @@ _RESPONSES: dict[str, list[str]] = {
          "a person from our support team can look into it: just say 'talk to a person'."),
     ],
     "check_invoice": [
-        ("You'll find invoice {invoice_id} for {person_name} under My account > Invoices, where you can view "
-         "it and download it as a PDF."),
-        ("You'll find invoice {invoice_id} under My account > Invoices, where you can view it and download "
-         "it as a PDF."),
-        ("The invoices for {person_name} are under My account > Invoices, where you can view them and "
-         "download them as PDFs."),
-        ("You can see all your invoices under My account > Invoices and download any of them as a PDF. If "
-         "one is missing, say 'talk to a person' and a colleague will look into it."),
+        ("You'll find invoice {invoice_id} for {person_name} under My orders, with its order, as a PDF to view "
+         "and download; an order's invoice is there as soon as the order has shipped."),
+        ("You'll find invoice {invoice_id} under My orders, with its order, as a PDF to view and download; an "
+         "order's invoice is there as soon as the order has shipped."),
+        ("The invoices for {person_name} are under My orders, each with its order, as PDFs to view and "
+         "download; an order's invoice is there as soon as the order has shipped."),
+        ("Your invoices are under My orders, each with its order, as a PDF to view and download; an order's "
+         "invoice is there as soon as the order has shipped. If one is missing, say 'talk to a person' and a "
+         "colleague will look into it."),
     ],
     "get_invoice": [
-        ("You can download invoice {invoice_id} for {person_name} as a PDF under My account > Invoices; "
-         "choose Email there to have a copy sent to the address on the account."),
-        ("You can download invoice {invoice_id} as a PDF under My account > Invoices; choose Email there "
-         "to have a copy sent to the address on your account."),
-        ("You can download the invoices for {person_name} as PDFs under My account > Invoices; choose "
-         "Email there to have copies sent to the address on the account."),
-        ("You can download any invoice as a PDF under My account > Invoices; choose Email there to have "
-         "a copy sent to the address on your account."),
+        ("You can download invoice {invoice_id} for {person_name} as a PDF under My orders, with its order, as "
+         "soon as the order has shipped; choose Email there to have a copy sent to the address on the account."),
+        ("You can download invoice {invoice_id} as a PDF under My orders, with its order, as soon as the order "
+         "has shipped; choose Email there to have a copy sent to the address on your account."),
+        ("You can download the invoices for {person_name} as PDFs under My orders, each with its order, as "
+         "soon as the order has shipped; choose Email there to have copies sent to the address on the account."),
+        ("You can download any invoice as a PDF under My orders, with its order, as soon as the order has "
+         "shipped; choose Email there to have a copy sent to the address on your account."),
     ],
     "check_payment_methods": [
-        ("We accept credit and debit cards (Visa, Mastercard, American Express), PayPal and bank transfer. "
-         "The methods available for your order are shown at checkout."),
+        ("We accept credit and debit cards, PayPal, bank transfer and gift cards; a bank transfer must arrive "
+         "within 7 days or the order is cancelled. The methods available for your order are shown at checkout."),
     ],
     "payment_issue": [
         ("Sorry about the trouble with your payment. If it didn't go through, check the card details and that "
@@ -189,12 +190,15 @@ _RESPONSES: dict[str, list[str]] = {
          "approved refunds go back to your original payment method."),
     ],
     "track_refund": [
-        ("Refunds are processed within 5 business days of approval and then take a few more days to "
-         "appear on your statement, depending on your bank. You can see the status under My orders."),
+        ("Once your return arrives at our warehouse we inspect it within 2 business days, and the refund "
+         "goes to your original payment method within 5 business days after that; your bank may take a few "
+         "more days to show it. You can see the status under My orders."),
     ],
     "check_refund_policy": [
-        ("You can return most items within 30 days of delivery for a full refund. Refunds go back to your "
-         "original payment method once we've received and checked the return."),
+        ("You can return most unused items in their original packaging within 30 days of delivery, under My "
+         "orders > Return item. Return shipping is free in the EU; elsewhere a prepaid label costs 6 euros. "
+         "We check the return within 2 business days and refund your original payment method within 5 "
+         "business days after that."),
     ],
     "complaint": [
         ("I'm sorry about your experience. I'm passing you to a colleague from our support team, who will "

@@ -328,3 +328,36 @@ def test_the_chunk_whose_sentence_answers_beats_a_chunk_near_as_a_whole(tmp_path
     assert answer.detail["knowledge_base"] == "returns.md:1"
     assert answer.text == "Exchanges are not possible."
     assert answer.score == pytest.approx(0.25 * 0.35 + 0.75 * 0.9, abs=0.01)
+
+
+def test_answer_knowledge_is_the_template_unless_a_passage_clearly_answers(tmp_path: Path) -> None:
+    """``answer: knowledge`` (e.g. out_of_scope, which also catches "what are your opening hours?"): a
+    knowledge-base passage at least ``kb_override_similarity`` close answers; a weaker one does not (an
+    off-topic question near a page by chance keeps the intent's template); ``template`` never looks."""
+    folder = tmp_path / "responses"
+    folder.mkdir()
+    chunks = [{"text": "We are open from 8 am to 8 pm.", "document": "contact.md", "title": "Contact", "line": 1}]
+    sentences = [{"text": "We are open from 8 am to 8 pm.", "chunk": 0}]
+    templates = [{"variants": ["Sorry, I can't help with that."], "intent": "out_of_scope", "source": "bot.yml:9",
+                  "from_bot": True}]
+    vectors = {
+        "chunks.npy": np.stack([_unit(1, 0)]), "sentences.npy": np.stack([_unit(1, 0)]),
+        "questions.npy": np.stack([_unit(0, 1)]), "templates.npy": np.stack([_unit(0, 1)]),
+    }
+    for name, m in vectors.items():
+        np.save(folder / name, m.astype(np.float32))
+    index = {"format": 1, "config": {"default": "retrieval", "intents": {"out_of_scope": "knowledge"},
+                                     "kb_min_similarity": 0.35, "kb_override_similarity": 0.45, "kb_sentences": 3},
+             "templates": templates, "questions": [{"text": "tell me a joke", "template": 0}],
+             "chunks": chunks, "sentences": sentences}
+    (folder / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    selector = AnswerSelector.load(tmp_path, _Unit(), load_generator=False)
+    assert selector is not None
+    oos = Understanding("out_of_scope", 0.7)
+    hours = selector.answer("what are your opening hours?", oos, {}, vector=_unit(0.6, 0.8))  # passage 0.60
+    assert hours is not None and hours.text == "We are open from 8 am to 8 pm."
+    assert hours.detail["knowledge_base"] == "contact.md:1"
+    tokyo = selector.answer("what time is it in tokyo?", oos, {}, vector=_unit(0.4, 0.92))  # passage 0.40
+    assert tokyo is not None and (tokyo.text, tokyo.source) == ("Sorry, I can't help with that.", "template")
+    plain = selector.answer("what are your opening hours?", oos, {}, vector=_unit(0.6, 0.8), mode="template")
+    assert plain is not None and plain.text == "Sorry, I can't help with that."

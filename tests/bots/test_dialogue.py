@@ -272,8 +272,9 @@ async def test_example_support_bot_takes_a_refund_request_and_hands_a_complaint_
                                         ask_reason]
         assert await support("the jacket is too small") == [
             "Thanks. I've opened a refund request for order 3707955617 (the jacket is too small). You'll get an "
-            "email with a free return label within one business day; once the items are back, the refund goes to "
-            "your original payment method."]
+            "email with a return label within one business day (free in the EU; elsewhere it costs 6 euros); once "
+            "the items are back, we check them within 2 business days and refund your original payment method "
+            "within 5 business days after that."]
         assert State.from_events(await _events(runtime, "r1", bot="support")).active_form is None
 
         # "where is my order" asks for the number, says so for an unknown one, then looks the order up
