@@ -3,7 +3,9 @@
     .venv/bin/python bench/rasa_projects.py PATH [PATH ...] [--fast] [--runs 3]
 
 Every PATH must be a Rasa project folder (``domain.yml`` or ``domain/``, ``config.yml``, ``data/``, as ``rasa
-init`` lays it out); the bench stops before training anything when one is not. Each run copies the
+init`` lays it out); the bench stops before training anything when one is not. A project that does not load
+(what ``switchboard check`` refuses, with its ``file:line`` errors) gets a "refused" row and its errors below the
+table, and the other projects go on. Each run copies the
 project to a temporary folder (its own ``models/`` and ``results/`` left behind, so the project is never
 written to), trains it in process (``training.cli``, ``--fast`` with the flag), and runs its test stories
 (``tests/test_*.yml``) through the served pipeline with ``connectors.story_test`` (exactly what
@@ -66,6 +68,7 @@ class Project:
     stories: int
     runs: list[Run] = field(default_factory=list)
     error: str | None = None
+    refused: str | None = None  # the project does not load (switchboard check's errors): nothing trained
 
 
 def _median(values: list[float]) -> float:
@@ -109,6 +112,8 @@ def run_project(path: Path, *, fast: bool, runs: int, settings: Settings) -> Pro
 
 def _row(p: Project) -> str:
     name = p.path.resolve().name
+    if p.refused is not None:
+        return f"| {name} | | | refused by check: see below | | | | | |"
     if p.error is not None:
         return f"| {name} | {p.examples} | {p.stories} | failed: see below | | | | | |"
     train = f"{_median([r.train_s for r in p.runs]):.1f}"
@@ -133,12 +138,12 @@ def _row(p: Project) -> str:
             f"{cells[0]} / {cells[1]} |")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="Rasa project folders")
     ap.add_argument("--fast", action="store_true", help="train with --fast (frozen encoder, linear heads)")
     ap.add_argument("--runs", type=int, default=1, help="train and test each project this many times (median)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be at least 1")
     for path in args.paths:
@@ -156,8 +161,8 @@ def main() -> int:
               file=sys.stderr)
         try:
             projects.append(run_project(path, fast=args.fast, runs=args.runs, settings=settings))
-        except ConfigError as exc:
-            sys.exit(f"{path}: " + "\n".join(exc.problems))
+        except ConfigError as exc:  # refused as switchboard check refuses it: a row, and the other projects go on
+            projects.append(Project(path, 0, 0, refused="\n".join(exc.problems)))
     print(f"\n{args.runs} run(s) per project, {'--fast' if args.fast else 'fine-tuned'}; medians, latency spread "
           f"(min-max of the runs) in brackets; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n")
     print("| project | NLU examples | test stories | train s | action accuracy | conversation accuracy "
@@ -167,6 +172,9 @@ def main() -> int:
         print(_row(p))
     failed = False
     for p in projects:
+        if p.refused is not None:
+            failed = True
+            print(f"\n{p.path}: refused by switchboard check:\n{p.refused}")
         if p.error is not None:
             failed = True
             print(f"\n{p.path}: {p.error}")

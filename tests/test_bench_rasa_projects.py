@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from bench.rasa_projects import conversations_tested
+import pytest
+
+from bench.rasa_projects import conversations_tested, main
+
+MOODBOT = Path(__file__).resolve().parent / "data" / "rasa" / "moodbot"
 
 
 def test_rules_in_a_test_file_are_not_counted_as_test_stories(tmp_path: Path) -> None:
@@ -18,3 +23,17 @@ def test_rules_in_a_test_file_are_not_counted_as_test_stories(tmp_path: Path) ->
                      "  - action: utter_goodbye\n")
     assert conversations_tested([stories, rules]) == 1
     assert conversations_tested([]) == 0
+
+
+def test_a_project_check_refuses_is_a_row_and_the_bench_goes_on(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # The bench stopped at the first project switchboard check refuses (sys.exit with its errors), so the
+    # projects after it were never measured and the table of the ones before it never printed.
+    project = tmp_path / "moodbot"
+    shutil.copytree(MOODBOT, project, ignore=shutil.ignore_patterns("models", "results"))
+    domain = project / "domain.yml"
+    domain.write_text(domain.read_text(encoding="utf-8") + "\nnot_a_domain_key: 1\n", encoding="utf-8")
+    assert main([str(project)]) == 1
+    out = capsys.readouterr().out
+    assert "| moodbot | | | refused by check: see below |" in out
+    assert "refused by switchboard check:" in out and "domain.yml:" in out and "not_a_domain_key" in out
