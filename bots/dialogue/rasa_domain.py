@@ -327,6 +327,10 @@ def _slot(name: str, item: Located, findings: Findings) -> Slot | None:
             mapping = _mapping(m, what, findings)
             if mapping is not None:
                 mappings.append(mapping)
+    else:  # Rasa 3's domain schema requires the key (rasa train: "Cannot find required key 'mappings'")
+        findings.note(item.key_where(), f"{what} has no 'mappings', which Rasa 3 requires (rasa train refuses the "
+                                        f"domain: \"Cannot find required key 'mappings'\"); here only actions set "
+                                        f"it, as with a custom mapping")
     return Slot(name, type=cast(SlotType, kind), values=values, min_value=bounds["min_value"],
                 max_value=bounds["max_value"], influence_conversation=influence, initial_value=initial,
                 mappings=tuple(mappings), where=item.key_where())

@@ -371,3 +371,23 @@ def test_train_refuses_a_bot_that_fails_the_check(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "story structure conflict after intent 'mood_great'" in err
     assert not (bot / "models").exists()
+
+
+def test_a_slot_without_mappings_is_a_note(tmp_path: Path) -> None:
+    # Rasa 3 refuses such a domain ("Cannot find required key 'mappings'. Path: '/slots/...'", seen with Rasa 3.0.8
+    # and 3.6.10 on public projects written for Rasa 2); Switchboard serves it, with the slot set by actions only,
+    # and says so instead of accepting it silently.
+    domain = DOMAIN + """slots:
+  mood:
+    type: text
+  name:
+    type: text
+    mappings:
+    - type: from_text
+"""
+    b = project(tmp_path, domain=domain)
+    report = check_bot_folder(b)
+    assert not report.errors
+    assert any(n.startswith(f"{b / 'domain.yml'}:13: slot 'mood' has no 'mappings', which Rasa 3 requires")
+               for n in report.notes), report.notes
+    assert not any("slot 'name' has no 'mappings'" in n for n in report.notes)
