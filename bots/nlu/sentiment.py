@@ -15,8 +15,15 @@ and rules, no model, about 5-30 µs a message; -1 very negative .. +1 very posit
   turns ("I forgot my password", then "I don't get the reset email": the same instructions twice): the
   customer asked again in other words, and the answer did not help. Counted for knowledge answers
   (retrieved or generated) and for templates of at least ``REPEAT_ANSWER_MIN_WORDS`` words, not for
-  a form's question or a short small-talk reply ("You're welcome!" after a second "thanks");
-* ``shouting``: mostly capital letters (at least ``SHOUT_MIN_LETTERS`` letters);
+  a form's question, a short small-talk reply ("You're welcome!" after a second "thanks"), what the bot
+  tells a customer waiting for an agent (their place in the queue), or the answer to a message understood
+  as out of scope (``NOT_REPEATED``): "Sorry, I can't help with that" answers every off-topic question
+  alike, so saying it again to a second, different one shows nothing about the customer (QA, issue 14: three
+  polite off-topic questions, sentiment +0.57, were handed to a person "I can see it's frustrating"); the
+  same off-topic question again is ``repeated_question``;
+* ``shouting``: mostly capital letters (at least ``SHOUT_MIN_LETTERS`` letters), unless the customer's
+  previous message was in capitals too: that is how they write (caps lock), not a raised voice (QA, issue
+  14: "ORDER 12345 WHERE IS IT", then "WHEN WILL IT ARRIVE", both answered, was handed to a person);
 * ``exclamations``: "!!", "?!" or "!?".
 
 A turn is **frustrated** when it has one of the first five signals, or shouting or exclamations
@@ -42,6 +49,7 @@ from typing import Any
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from bots.events import AGENT, BOT, FORM, PAUSE, RESTART, RESUME, SENTIMENT, USER, Event, customer_text
+from bots.nlu.oos import OUT_OF_SCOPE
 from bots.types import BotResponse
 from bots.yamlspan import Located
 
@@ -58,6 +66,7 @@ SIGNALS = ("negative", "profanity", "repeated_question", "repeated_fallback", "r
            "exclamations")
 _STRONG = frozenset(SIGNALS[:5])
 _KNOWLEDGE = ("retrieval", "generation")  # answer sources that are always compared for ``repeated_answer``
+NOT_REPEATED = frozenset({OUT_OF_SCOPE})  # intents whose answer said again is no ``repeated_answer``
 DEFAULT_HANDOFF_MESSAGE = ("I'm sorry this has been frustrating. I'm passing you to a member of our support team, "
                            "who will reply here as soon as possible.")
 _MAX_HANDOFF_AFTER = 100
@@ -126,8 +135,8 @@ class SentimentScorer:
             signals.append("profanity")
         if repeats(text, earlier):
             signals.append("repeated_question")
-        if _shouting(text):
-            signals.append("shouting")
+        if _shouting(text) and not (earlier and _capitals(earlier[-1])):
+            signals.append("shouting")  # (capitals after capitals: the customer's way of writing)
         if _EXCLAIM.search(text):
             signals.append("exclamations")
         return Mood(score, tuple(signals))
@@ -136,6 +145,13 @@ class SentimentScorer:
 def _shouting(text: str) -> bool:
     letters = sum(map(str.isalpha, text))
     return letters >= SHOUT_MIN_LETTERS and sum(map(str.isupper, text)) >= SHOUT_RATIO * letters
+
+
+def _capitals(text: str) -> bool:
+    """Written mostly in capitals, however short ("OK", "ORDER 123")."""
+    text = text[:MAX_CHARS]
+    letters = sum(map(str.isalpha, text))
+    return letters >= 2 and sum(map(str.isupper, text)) >= SHOUT_RATIO * letters
 
 
 @functools.lru_cache(maxsize=4096)  # a message is compared again by the customer's next REPEAT_WINDOW ones
@@ -173,17 +189,21 @@ def _answer_text(event: Event) -> str | None:
         return None
     data = event.data
     text, source, metadata = data.get("text"), data.get("source"), data.get("metadata")
-    if not isinstance(text, str) or not text or (isinstance(metadata, dict) and metadata.get("form")):
-        return None
+    if not isinstance(text, str) or not text or (isinstance(metadata, dict) and (
+            metadata.get("form") or metadata.get("handoff"))):
+        return None  # a form's question, or what a customer waiting for an agent is told
     if source in _KNOWLEDGE or (source == "template" and len(_WORD.findall(text)) >= REPEAT_ANSWER_MIN_WORDS):
         return text
     return None
 
 
-def repeated_answer(history: Sequence[Event], events: Iterable[Event]) -> bool:
+def repeated_answer(history: Sequence[Event], events: Iterable[Event], intent: str | None = None) -> bool:
     """Whether the turn's answer (``events``: what the bot decided) is one the bot gave in the customer's last
     ``REPEAT_WINDOW`` turns of ``history`` (the events before the turn), since a person last had the
-    conversation or it restarted. Walks back that far only (a few dozen events)."""
+    conversation or it restarted; never for a message understood as ``intent`` of ``NOT_REPEATED``. Walks back
+    that far only (a few dozen events)."""
+    if intent in NOT_REPEATED:
+        return False
     answers = {text for text in map(_answer_text, events) if text is not None}
     if not answers:
         return False

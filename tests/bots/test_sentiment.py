@@ -189,6 +189,31 @@ def test_the_same_answer_to_a_rephrased_question_is_the_repeated_answer_signal()
     assert not repeated_answer([*history, Event(AGENT, {"text": "hi, Ann here"})], [_said(PASSWORD)])
 
 
+def test_a_repeated_out_of_scope_answer_or_queue_notice_is_no_repeated_answer() -> None:
+    """QA (issue 14): three polite off-topic questions got the one out-of-scope answer and were handed to a person
+    as frustrated; a waiting customer's every message counted as frustrated (the queue notice again)."""
+    sorry = ("Sorry, I can't help with that: I'm the shop's assistant for orders, delivery, returns, payments and "
+             "your account. Could you tell me what you need about those, or shall I connect you with a person?")
+    history = _turn("what's the weather in paris?", _said(sorry, "template"))
+    assert repeated_answer(history, [_said(sorry, "template")])  # the text alone repeats
+    assert not repeated_answer(history, [_said(sorry, "template")], "out_of_scope")
+    assert repeated_answer(history, [_said(sorry, "template")], "check_refund_policy")
+    place = ("Thanks for waiting: you're number 3 in the queue for the next available agent. Please stay in this "
+             "chat, or say 'stop' if you no longer need an agent.")
+    waiting = _turn("hello?", _said(place, "template", handoff="waiting"))
+    assert not repeated_answer(waiting, [_said(place, "template", handoff="waiting")], "greet")
+
+
+def test_capitals_after_capitals_are_the_customers_way_of_writing_not_shouting() -> None:
+    """QA (issue 14): "ORDER 12345 WHERE IS IT" then "WHEN WILL IT ARRIVE", both answered, was handed off."""
+    assert scorer.score("ORDER 12345 WHERE IS IT").signals == ("shouting",)
+    assert scorer.score("WHEN WILL IT ARRIVE", ["ORDER 12345 WHERE IS IT"]).signals == ()
+    assert scorer.score("WHEN WILL IT ARRIVE", ["OK"]).signals == ()  # short, but in capitals too
+    assert scorer.score("WHEN WILL IT ARRIVE", ["where is order 12345"]).signals == ("shouting",)
+    # what the words say still counts
+    assert scorer.score("WHERE IS IT!! THIS IS A DAMN JOKE", ["ORDER 12345 WHERE IS IT"]).frustrated
+
+
 def test_a_repeated_answer_makes_the_message_frustrated() -> None:
     assert Mood(0.1, ("repeated_answer",)).frustrated
 
