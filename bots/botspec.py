@@ -7,6 +7,7 @@ channels: [web, slack, telegram]
 intents:
   cancel_order:
     title: Cancel an order      # what a "Did you mean ...?" button shows (default: "Cancel order")
+    suggest: true               # false: never offered by "Did you mean ...?" (small talk, out of scope)
     examples:
       - I want to cancel order [123](order_id)
       - cancel my purchase
@@ -83,6 +84,9 @@ class Intent:
     # What a button offering this intent shows ("Did you mean ...?"): ``title:`` in bot.yml; None: the name
     # written as words (``shown``).
     title: str | None = None
+    # Offered by "Did you mean ...?" when the NLU ranks it high (``suggest:`` in bot.yml): a bot turns it off
+    # for intents a button would not help with ("Say hello", "Something else").
+    suggest: bool = True
 
     @property
     def shown(self) -> str:
@@ -253,9 +257,17 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
         return None
     fields: dict[str, Located] = item.value
     for key, located in fields.items():
-        if key not in ("examples", "response", "title"):
+        if key not in ("examples", "response", "title", "suggest"):
             problems.append(f"{located.where()}: intent {name!r}: unknown key {key!r} "
-                            f"(expected examples, response, title)")
+                            f"(expected examples, response, title, suggest)")
+    suggest = True
+    if "suggest" in fields:
+        flag = fields["suggest"]
+        if not isinstance(flag.value, bool):
+            problems.append(f"{flag.where()}: intent {name!r}: 'suggest' must be true or false (whether \"Did you "
+                            f"mean ...?\" may offer it)")
+        else:
+            suggest = flag.value
     title: str | None = None
     if "title" in fields:
         t = fields["title"]
@@ -293,7 +305,8 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
             else:
                 responses.append(x.value)
     return Intent(name=name, examples=tuple(examples), responses=tuple(responses), line=item.line,
-                  rich=tuple(rich.get(i, {}) for i in range(len(responses))) if rich else (), title=title)
+                  rich=tuple(rich.get(i, {}) for i in range(len(responses))) if rich else (), title=title,
+                  suggest=suggest)
 
 
 _RICH_KEYS = ("text", "buttons", "image", "attachment", "custom")

@@ -172,18 +172,17 @@ class Decision:
 
 
 def fallback_response(bot: BotSpec, understanding: Understanding, *, top_n: int = 3) -> BotResponse:
-    """"Did you mean ...?" with the top intents as buttons, each showing the intent's ``title``. A button
-    carries the message's entities (``/change_order{"order_id": "55512"}``), so that the choice goes on with
-    what the customer already said, as Rasa's two-stage fallback keeps the clarified message's entities."""
+    """"Did you mean ...?" with the top intents as buttons, each showing the intent's ``title``; an intent
+    with ``suggest: false`` (small talk, out of scope: "Say hello" is no answer to "wher is my oder") is
+    skipped for the next one. A button carries the message's entities (``/change_order{"order_id": "55512"}``),
+    so that the choice goes on with what the customer already said, as Rasa's two-stage fallback keeps the
+    clarified message's entities."""
     values: dict[str, Any] = {}
     for e in understanding.entities:
         values.setdefault(e.entity, e.value)
     carried = json.dumps(values, ensure_ascii=False, separators=(",", ":")) if values else ""
-    buttons = tuple(
-        Button(title=bot.intents[s.name].shown, payload=f"/{s.name}{carried}")
-        for s in understanding.ranking[:top_n]
-        if s.name in bot.intents
-    )
+    offered = [s.name for s in understanding.ranking if s.name in bot.intents and bot.intents[s.name].suggest]
+    buttons = tuple(Button(title=bot.intents[name].shown, payload=f"/{name}{carried}") for name in offered[:top_n])
     return BotResponse(
         text="Sorry, I didn't understand that. Did you mean one of these?" if buttons
         else "Sorry, I didn't understand that. Could you rephrase?",

@@ -393,13 +393,14 @@ def read_dialogue(path: Path) -> dict[str, Any]:
 
 
 def read_smalltalk(path: Path) -> dict[str, dict[str, Any]]:
-    """The hand-written intents (title, response, examples) that Bitext does not have."""
+    """The hand-written intents (title, response, examples, optionally suggest) that Bitext does not have."""
     doc = _yaml_file(path, "the small talk and out-of-scope intents")
     for name, intent in doc.items():
         if name in _RESPONSES:
             raise BuildError(f"{path}: intent {name!r} is a Bitext intent; change its answer in build.py instead")
-        if not isinstance(intent, dict) or sorted(intent) != sorted(_SMALLTALK_KEYS):
-            raise BuildError(f"{path}: intent {name!r} needs exactly {', '.join(_SMALLTALK_KEYS)}")
+        if not isinstance(intent, dict) or sorted(set(intent) - {"suggest"}) != sorted(_SMALLTALK_KEYS):
+            raise BuildError(f"{path}: intent {name!r} needs exactly {', '.join(_SMALLTALK_KEYS)} (and may have "
+                             "suggest)")
         if not isinstance(intent["examples"], list) or not all(isinstance(x, str) for x in intent["examples"]):
             raise BuildError(f"{path}: intent {name!r}: 'examples' must be a list of texts (quote yes/no)")
     return doc
@@ -412,7 +413,8 @@ def render(examples: dict[str, list[str]], dialogue: dict[str, Any] | None = Non
         raise BuildError(f"no examples for intent(s) {', '.join(missing)}")
     intents = {name: {"title": _TITLES[name], "response": _RESPONSES[name], "examples": examples[name]}
                for name in examples}
-    intents.update({name: {k: intent[k] for k in _SMALLTALK_KEYS} for name, intent in (smalltalk or {}).items()})
+    intents.update({name: {k: intent[k] for k in (*_SMALLTALK_KEYS, "suggest") if k in intent}
+                    for name, intent in (smalltalk or {}).items()})
     doc: dict[str, Any] = {
         "name": "support",
         "description": _DESCRIPTION,

@@ -179,12 +179,14 @@ async def test_the_example_bots_did_you_mean_buttons_show_titles(tmp_path: Path)
         [fallback] = await runtime.handle(message("blorp", bot="support"))
         assert fallback.source == "fallback"
         assert [(b.title, b.payload) for b in fallback.buttons] == [
-            ("Track an order", "/track_order"), ("Change an order", "/change_order"), ("Say hello", "/greet")]
+            ("Track an order", "/track_order"), ("Change an order", "/change_order"),
+            ("Cancel an order", "/cancel_order")]  # small talk ("Say hello", ranked third) is never suggested
         # A message not understood keeps what it said: its entities ride on the buttons, and the choice
         # goes on with them (the change form does not ask again for the order number it was given).
         [fallback] = await runtime.handle(message("blorp 12345", "c2", bot="support"))
         assert [b.payload for b in fallback.buttons] == [
-            '/track_order{"order_id":"12345"}', '/change_order{"order_id":"12345"}', '/greet{"order_id":"12345"}']
+            '/track_order{"order_id":"12345"}', '/change_order{"order_id":"12345"}',
+            '/cancel_order{"order_id":"12345"}']
         chosen = await runtime.handle(message("Change an order", "c2", bot="support",
                                               payload=fallback.buttons[1].payload))
         assert [r.text for r in chosen] == [

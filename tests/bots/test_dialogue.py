@@ -57,6 +57,33 @@ async def test_uncertain_message_offers_top_intents_then_second_failure_hands_of
     assert (await runtime.handle(message("blorp")))[0].source == "fallback"
 
 
+async def test_did_you_mean_skips_intents_not_to_suggest(tmp_path: Path) -> None:
+    """An intent with ``suggest: false`` is never a "Did you mean" button: the next one in the ranking is (a QA
+    run of the example bot got "Say hello" and "Something else" for "wher is my oder")."""
+    bot_dir = copy_bot(tmp_path)
+    yml = bot_dir / "bot.yml"
+    yml.write_text(yml.read_text(encoding="utf-8").replace(
+        "  greet:\n    examples:", "  greet:\n    suggest: false\n    examples:", 1), encoding="utf-8")
+    rt = await start_runtime(bot_dir, tmp_path / "store.db")
+    try:
+        first = await rt.handle(message("blorp"))
+        offered = [b.payload for b in first[0].buttons]
+        assert offered[:2] == ["/track_order", "/change_order"] and "/greet" not in offered and len(offered) == 3
+    finally:
+        await rt.aclose()
+
+
+def test_suggest_must_be_true_or_false(tmp_path: Path) -> None:
+    bot_dir = copy_bot(tmp_path)
+    yml = bot_dir / "bot.yml"
+    yml.write_text(yml.read_text(encoding="utf-8").replace(
+        "  greet:\n    examples:", "  greet:\n    suggest: never\n    examples:", 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_bot(bot_dir)
+    assert any(p.endswith("intent 'greet': 'suggest' must be true or false (whether \"Did you mean ...?\" may "
+                          "offer it)") and "bot.yml:9:" in p for p in exc.value.problems), exc.value.problems
+
+
 async def test_a_button_click_between_failures_resets_the_fallback(runtime: Runtime) -> None:
     await say(runtime, "blorp")
     assert await say(runtime, "", payload="/greet") == ["Hello! How can I help you today?"]
