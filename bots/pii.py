@@ -37,7 +37,7 @@ from typing import Any
 from bots.errors import ConfigError
 from bots.events import Event
 
-_EMAIL = re.compile(
+EMAIL_ADDRESS = _EMAIL = re.compile(  # (also what the dialogue engine takes for an address: bots/dialogue/engine.py)
     r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 )
 # 13-19 digits, single spaces or dashes between them; validated with Luhn below.

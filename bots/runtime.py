@@ -55,7 +55,7 @@ from bots.dialogue.policies import Ensemble
 from bots.dialogue.rasa_protocol import ActionRunner
 from bots.dialogue.spec import DialogueSpec
 from bots.errors import Busy, ConfigError, StoreUnavailable, SwitchboardError
-from bots.events import BOT, CSAT, NLU, USER, Event
+from bots.events import BOT, CSAT, NLU, RESUME, USER, Event
 from bots.handoff import StoreQueue, asked_after_bot, bot_turn, is_paused, paused_after, rated, rating_of
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
@@ -619,9 +619,12 @@ class Runtime:
             score = rating_of(user.data.get("payload"), satisfaction)  # an answer to the satisfaction question
             understanding = (Understanding(CSAT, 1.0, (IntentScore(CSAT, 1.0),)) if score is not None
                              else await self._understand(bot, user))
+            worded = self._worded(user, state)  # how the text alone sounds (the turn adds its signals below)
             message = Message(text=str(user.data.get("text", "")), understanding=understanding,
                               timestamp=user.timestamp, channel=str(user.data.get("channel", "")),
-                              message_id=turn.message_id, opening=user.data.get(OPENED) is True)
+                              message_id=turn.message_id, opening=user.data.get(OPENED) is True,
+                              sentiment=worded.score if worded is not None else None,
+                              frustrated=worded is not None and worded.frustrated)
             firing = trigger_of(user)
             skip = await self._stale_firing(bot, conversation_id, firing) if firing is not None else None
             rating_update: SummaryUpdate | None = None
@@ -633,7 +636,7 @@ class Runtime:
                     bot.spec, bot.dialogue, state, message,
                     bot.services(self._partial_sink(bot, conversation, turn, message.channel),
                                  StoreQueue(self.store, bot.name, conversation_id)))
-            mood = self._mood(user, state, decision)
+            mood = self._mood(worded, state, decision, understanding.intent)
             handed = bot.frustration.handoff(mood, state.history, decision.events, active_form=state.active_form,
                                              paused=paused_after(decision.events, state.paused),
                                              timestamp=user.timestamp)
@@ -657,7 +660,8 @@ class Runtime:
                 self._releasing(key)
             done = await self.store.complete(
                 bot.name, conversation_id, turn.seq, events,
-                rating_update or replace(bot_turn(decision.events, user.timestamp), last_intent=understanding.intent,
+                rating_update or replace(bot_turn(decision.events, user.timestamp), add_tags=decision.tags,
+                                         last_intent=understanding.intent,
                                          confidence=understanding.confidence,
                                          fallback=True if decision.fallback else None,
                                          sentiment=mood.score if mood is not None else None,
@@ -669,6 +673,8 @@ class Runtime:
                                            events=decision.events, armed_before=armed(state.history)),
             )
             drained.released = last
+            if any(e.kind == RESUME for e in decision.events):  # the bot has it again (a customer left the queue)
+                await self._unassign(bot.name, conversation_id)
             if done.message_id is not None:
                 drained.answered[done.message_id] = done
             if firing is not None and skip is None:
@@ -697,16 +703,30 @@ class Runtime:
             self._remember(key, _Known(state, known.seq if known else 0, conversation.summary.started_at),
                            conversation)
 
-    def _mood(self, user: Event, state: State, decision: Decision) -> Mood | None:
-        """How the customer's message sounded (bots/nlu/sentiment.py), against their earlier messages and
-        the bot's answer; None for what nobody typed (button clicks, reminders)."""
+    async def _unassign(self, bot: str, conversation_id: str) -> None:
+        """Nobody of the agents has the conversation any more (as ``handoff.hand_back`` leaves it)."""
+        summary = await self.store.summary(bot, conversation_id)
+        if summary is not None and summary.assignee is not None:
+            await self.store.assign(bot, conversation_id, None, expected=summary.assignee)
+
+    def _worded(self, user: Event, state: State) -> Mood | None:
+        """How the customer's message sounds (bots/nlu/sentiment.py): its words, against their earlier messages;
+        None for what nobody typed (button clicks, reminders)."""
         text = str(user.data.get("text") or "")
         if not text or user.data.get("payload") or trigger_of(user) is not None:
             return None
-        mood = self.moods.score(text, state.customer_texts())  # rolled up by the state, not walked
+        return self.moods.score(text, state.customer_texts())  # rolled up by the state, not walked
+
+    @staticmethod
+    def _mood(worded: Mood | None, state: State, decision: Decision, intent: str) -> Mood | None:
+        """The message's mood (``_worded``) with what the bot's answer to it (understood as ``intent``) tells: a
+        second fallback in a row, an answer the bot gave already."""
+        if worded is None:
+            return None
+        mood = worded
         if decision.fallback and state.fallbacks_in_a_row >= 1:
             mood = mood.with_signal("repeated_fallback")
-        if repeated_answer(state.history, decision.events):
+        if repeated_answer(state.history, decision.events, intent):
             mood = mood.with_signal("repeated_answer")
         return mood
 

@@ -90,6 +90,7 @@ from bots.events import (
 )
 from bots.handoff import WaitingQueue
 from bots.nlu.oos import OUT_OF_SCOPE
+from bots.pii import EMAIL_ADDRESS
 from bots.types import JSON, BotResponse, Button, Understanding
 
 log = logging.getLogger("switchboard.dialogue")
@@ -110,6 +111,16 @@ OPENING_CHANNELS = frozenset({"web"})
 # The reminder a bot.yml hand-off with ``agent_timeout_minutes`` sets: its firing (bots/reminders.py) is this intent.
 AGENT_TIMEOUT = "handoff_agent_timeout"
 AGENT_TIMEOUT_INTENT = "EXTERNAL_agent_timeout"
+# A customer waiting for an agent who says one of these intents leaves the queue (the bot has the conversation
+# again), unless the message sounds like a complaint (its sentiment at or below LEAVE_UNLESS_BELOW, or frustrated):
+# "this is unacceptable" may read as stop, and an angry customer is not dropped from the queue.
+LEAVE_INTENTS = frozenset({"stop", "goodbye"})
+LEAVE_UNLESS_BELOW = -0.4  # VADER compound: "stop" -0.30, "cancel" -0.25; "this is unacceptable" -0.46
+LEFT_TEXT = "OK, you've left the queue, so no agent will reply here. If you need anything else, just ask."
+# An e-mail address written after the agent-timeout message (which offers an answer by e-mail): acknowledged, and
+# the conversation tagged EMAIL_TAG (the review UI's filter), still waiting for an agent, who answers by e-mail.
+EMAIL_RECEIVED_TEXT = "Thanks, we'll answer you by e-mail at {email}."
+EMAIL_TAG = "email-reply"
 _random = random.Random()  # noqa: S311 - which response variation to say, not a secret
 
 
@@ -157,6 +168,10 @@ class Message:
     message_id: str | None = None
     # The chat was opened (nothing typed): the bot says its welcome for the channel, if it has one.
     opening: bool = False
+    # How the customer's text sounds (bots/nlu/sentiment.py: the score, and whether its words alone are frustrated);
+    # None: not scored (a button, a reminder, or a caller that does not score).
+    sentiment: float | None = None
+    frustrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +180,7 @@ class Decision:
     fallback: bool = False
     handoff: bool = False
     failed_actions: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # added to the conversation (its summary): EMAIL_TAG
 
     @property
     def responses(self) -> list[BotResponse]:
@@ -209,7 +225,7 @@ async def decide(bot: BotSpec, dialogue: DialogueSpec, state: State, message: Me
     turn = _Turn(bot, dialogue, state, message, services or Services())
     await turn.run()
     return Decision(events=turn.events, fallback=turn.fallback, handoff=turn.handoff,
-                    failed_actions=tuple(turn.failed_actions))
+                    failed_actions=tuple(turn.failed_actions), tags=tuple(turn.tags))
 
 
 class _Rejected(Exception):
@@ -248,6 +264,7 @@ class _Turn:
         self.fallback = False
         self.handoff = False
         self.failed_actions: list[str] = []
+        self.tags: list[str] = []
         self.refused: dict[str, str] = {}          # slot -> why this turn's value for it was refused
         self.extracted: set[str] = set()            # slots this turn's message filled
         # Values for the active form's slots wait for its validation before they are set (a refused value
@@ -357,25 +374,29 @@ class _Turn:
             self.say(BotResponse(text=text, source="template", metadata={"welcome": True}))
 
     async def _waiting_starts(self) -> None:
-        """The bot has just handed off: the customer is told their place in the queue, and (``agent_timeout``)
-        a durable reminder will tell them when no agent took the conversation in time (bots/reminders.py:
-        any replica fires it, after restarts too)."""
+        """The bot has just handed off: the customer is told their place in the queue (``handoff: queued``, else
+        ``waiting``), and (``agent_timeout``) a durable reminder will tell them when no agent took the conversation
+        in time (bots/reminders.py: any replica fires it, after restarts too)."""
         handoff = self.dialogue.handoff
-        if handoff.waiting and self.services.queue is not None:
+        said = handoff.queued or handoff.waiting
+        if said and self.services.queue is not None:
             place = await self.services.queue.place(joining=True)
-            self._say_place(place)
+            self._say_place(place, said)
         if handoff.agent_timeout_s is not None:
             self.emit(REMINDER, {"name": AGENT_TIMEOUT, "intent": AGENT_TIMEOUT_INTENT, "entities": None,
                                  "date_time": self.message.timestamp + handoff.agent_timeout_s,
                                  "kill_on_user_msg": False})
 
     async def _while_waiting(self) -> None:
-        """A message while a human has the conversation: while nobody has taken it yet (the store's
-        ``waiting_since``, bots/handoff.py), the customer is told their place in the queue; the agent-timeout
-        reminder says the bot's ``handoff: timeout`` (an apology and another way to reach the team)."""
+        """A message while a human has the conversation. While nobody has taken it yet (the store's
+        ``waiting_since``, bots/handoff.py), for a bot that tells its waiting customers anything (``handoff:
+        waiting`` or ``timeout``): the agent-timeout reminder says ``timeout`` (an apology and another way to reach
+        the team); a stop or goodbye (``LEAVE_INTENTS``, not a complaint) leaves the queue; an e-mail address
+        written after ``timeout`` is acknowledged (``email_received``) and the conversation tagged ``EMAIL_TAG``;
+        anything else is told the customer's place in the queue (``waiting``)."""
         handoff, queue = self.dialogue.handoff, self.services.queue
         timeout = self.intent == AGENT_TIMEOUT_INTENT
-        if queue is None or not (handoff.timeout if timeout else handoff.waiting):
+        if queue is None or not (handoff.timeout if timeout else handoff.waiting or handoff.timeout):
             return
         place = await queue.place()
         if place is None:
@@ -383,12 +404,47 @@ class _Turn:
         if timeout:
             text = render(handoff.timeout, {"position": str(place)})
             self.say(BotResponse(text=text, source="template", metadata={"handoff": "timeout"}))
-        else:
-            self._say_place(place)
+            return
+        address = self._email_after_timeout()
+        if self.intent in LEAVE_INTENTS and address is None and not self.message.frustrated and (
+                self.message.sentiment is None or self.message.sentiment > LEAVE_UNLESS_BELOW):
+            self._leave_queue()
+        elif address is not None:
+            text = render(handoff.email_received or (EMAIL_RECEIVED_TEXT,), {"email": address})
+            self.say(BotResponse(text=text, source="template", metadata={"handoff": "email"}))
+            self.tags.append(EMAIL_TAG)
+        elif handoff.waiting:
+            self._say_place(place, handoff.waiting)
 
-    def _say_place(self, place: int | None) -> None:
+    def _email_after_timeout(self) -> str | None:
+        """The e-mail address in the customer's message when the bot said its agent-timeout message (which offers
+        an answer by e-mail) since it handed off; None otherwise."""
+        if not self.dialogue.handoff.timeout:
+            return None
+        found = EMAIL_ADDRESS.search(self.message.text)
+        if found is None:
+            return None
+        for event in reversed(self.state.history):
+            if event.kind in (PAUSE, RESUME, RESTART):
+                return None
+            if event.kind == BOT and (event.data.get("metadata") or {}).get("handoff") == "timeout":
+                return found.group()
+        return None
+
+    def _leave_queue(self) -> None:
+        """The waiting customer does not want an agent any more: told so (``handoff: left``), the agent timeout
+        cancelled, and the bot has the conversation again (a ``resume``: the store's wait ends, the review UI's
+        queue and the hand-off gauges drop it)."""
+        self.say(BotResponse(text=render(self.dialogue.handoff.left or (LEFT_TEXT,), {}), source="template",
+                             metadata={"handoff": "left"}))
+        if self.dialogue.handoff.agent_timeout_s is not None:
+            self.emit(REMINDER_CANCELLED, {"name": AGENT_TIMEOUT, "intent": AGENT_TIMEOUT_INTENT, "entities": None})
+        self.emit(RESUME, {"by": "customer"})
+        self.emit(ACTION, {"name": ACTION_LISTEN})
+
+    def _say_place(self, place: int | None, texts: tuple[str, ...]) -> None:
         if place is not None:
-            text = render(self.dialogue.handoff.waiting, {"position": str(place)})
+            text = render(texts, {"position": str(place)})
             self.say(BotResponse(text=text, source="template", metadata={"handoff": "waiting", "position": place}))
 
     # -- slots ----------------------------------------------------------------------

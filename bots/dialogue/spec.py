@@ -34,9 +34,12 @@ rules:
     answer: retrieval               # template | knowledge | retrieval | generation (docs/answers.md)
 welcome: Hi! How can I help?       # said when a web chat opens (or {web: ..., telegram: ...} per channel)
 handoff:                            # while the customer waits for an agent (all optional)
-  waiting: You're number {position} in the queue.   # said when they write again ({position}: their place)
+  waiting: Thanks for waiting, you're number {position} in the queue.   # said when they write again
+  queued: You're number {position} in the queue.   # said with the hand-off (default: `waiting`)
+  left: OK, you've left the queue.  # they said stop or goodbye while waiting: the bot has them again
   agent_timeout_minutes: 5          # no agent by then: `timeout` is said (a durable reminder, bots/reminders.py)
   timeout: Sorry for the wait. Leave your e-mail address and we'll answer by e-mail.
+  email_received: Thanks, we'll answer you at {email}.   # an address written after `timeout` (tagged `email-reply`)
 actions: actions                    # a Python module in the bot folder: actions.py or actions/
                                     # (or {module: actions, timeout_s: 5}: async actions are cut off then)
 action_endpoint: http://127.0.0.1:5055/webhook   # or {url: ..., timeout_s: 5}
@@ -144,8 +147,12 @@ class HandoffSpec:
     """What a customer waiting for an agent is told (bot.yml ``handoff:``; every text optional)."""
 
     waiting: tuple[str, ...] = ()       # when they write while waiting: ``{position}`` is their place in the queue
+    queued: tuple[str, ...] = ()        # said with the hand-off itself (``{position}``); empty: ``waiting``'s
+    left: tuple[str, ...] = ()          # the customer left the queue (a ``LEAVE_INTENTS`` message); empty: LEFT_TEXT
     agent_timeout_s: float | None = None
     timeout: tuple[str, ...] = ()       # no agent took the conversation within agent_timeout_s
+    # an e-mail address the customer wrote after ``timeout`` was said (``{email}``); empty: EMAIL_RECEIVED_TEXT
+    email_received: tuple[str, ...] = ()
     satisfaction: SatisfactionSpec | None = None  # asked when an agent hands the conversation back
 
 
@@ -548,16 +555,30 @@ def parse_handoff(item: Located) -> HandoffSpec:
 
 
 def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
-    fields = _mapping(item, "'handoff'", ("waiting", "agent_timeout_minutes", "timeout", "satisfaction"),
-                      problems) or {}
+    fields = _mapping(item, "'handoff'", ("waiting", "queued", "left", "agent_timeout_minutes", "timeout",
+                                          "email_received", "satisfaction"), problems) or {}
     satisfaction = _satisfaction(fields["satisfaction"], problems) if "satisfaction" in fields else None
-    waiting = _texts(fields["waiting"], "'handoff: waiting'", problems) if "waiting" in fields else ()
-    for variant in waiting:
-        unknown = placeholders(variant) - {"position"}
-        if unknown:
-            problems.append(f"{fields['waiting'].where()}: 'handoff: waiting': unknown placeholder(s) "
-                            f"{', '.join(sorted(unknown))} (only {{position}}: the customer's place in the queue)")
-    timeout = _texts(fields["timeout"], "'handoff: timeout'", problems) if "timeout" in fields else ()
+    texts: dict[str, tuple[str, ...]] = {}
+    for key, allowed, meaning in (("waiting", "position", "the customer's place in the queue"),
+                                  ("queued", "position", "the customer's place in the queue"),
+                                  ("left", "", ""), ("timeout", None, ""),
+                                  ("email_received", "email", "the address the customer wrote")):
+        if key not in fields:
+            continue
+        texts[key] = _texts(fields[key], f"'handoff: {key}'", problems)
+        if allowed is None:
+            continue  # (``timeout``'s placeholders were never checked)
+        for variant in texts[key]:
+            unknown = placeholders(variant) - {allowed}
+            if unknown:
+                only = f"only {{{allowed}}}: {meaning}" if allowed else "it has none"
+                problems.append(f"{fields[key].where()}: 'handoff: {key}': unknown placeholder(s) "
+                                f"{', '.join(sorted(unknown))} ({only})")
+    waiting, timeout = texts.get("waiting", ()), texts.get("timeout", ())
+    queued, left, email_received = texts.get("queued", ()), texts.get("left", ()), texts.get("email_received", ())
+    if email_received and not timeout:
+        problems.append(f"{fields['email_received'].where()}: 'handoff: email_received' is said to an address "
+                        f"written after 'timeout' (which offers an e-mail answer): give 'timeout' too")
     minutes = None
     if "agent_timeout_minutes" in fields:
         minutes = _number(fields["agent_timeout_minutes"], "'handoff: agent_timeout_minutes'", problems,
@@ -565,9 +586,10 @@ def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
     if (minutes is None) != (not timeout):
         problems.append(f"{item.where()}: 'handoff': give both 'agent_timeout_minutes' and 'timeout' (what is said "
                         f"when no agent answered in time), or neither")
-        return HandoffSpec(waiting=waiting, satisfaction=satisfaction)
-    return HandoffSpec(waiting=waiting, agent_timeout_s=None if minutes is None else minutes * 60, timeout=timeout,
-                       satisfaction=satisfaction)
+        return HandoffSpec(waiting=waiting, queued=queued, left=left, satisfaction=satisfaction)
+    return HandoffSpec(waiting=waiting, queued=queued, left=left,
+                       agent_timeout_s=None if minutes is None else minutes * 60, timeout=timeout,
+                       email_received=email_received, satisfaction=satisfaction)
 
 
 def _module_path(item: Located, directory: Path, problems: list[str]) -> Path | None:

@@ -193,3 +193,76 @@ async def test_the_example_bots_did_you_mean_buttons_show_titles(tmp_path: Path)
             "What would you like to change in order 12345? You can add, remove or replace items."]
     finally:
         await runtime.aclose()
+
+
+QUEUE_YAML = ("handoff:\n  waiting: Thanks for waiting, you're number {position}.\n"
+              "  queued: You're number {position}.\n"
+              "  left: OK, you've left the queue.\n  agent_timeout_minutes: 10\n"
+              "  timeout: Sorry for the wait! Leave your e-mail address for a ticket.\n"
+              "  email_received: Thanks, we'll write to {email}.\n")
+HUMAN = "Of course, I'll connect you with a colleague. Please stay in this chat."
+
+
+async def test_a_waiting_customer_who_says_goodbye_leaves_the_queue(tmp_path: Path) -> None:
+    """QA (issue 14): "never mind, bye" while waiting got the place in the queue again; the hand-off itself
+    thanked for waiting. Now the hand-off says ``queued``; a goodbye or stop leaves the queue (said so, the
+    conversation out of the review UI's queue and unassigned, its agent timeout cancelled); a complaint that
+    reads as stop does not."""
+    runtime = await start_runtime(copy_bot(tmp_path, extra_yaml=QUEUE_YAML), tmp_path / "store.db")
+    try:
+        assert await say(runtime, "I want to talk to a human", "c1") == [HUMAN, "You're number 1."]
+        assert await say(runtime, "I want to talk to a human", "c2") == [HUMAN, "You're number 2."]
+        assert await say(runtime, "hello?", "c2") == ["Thanks for waiting, you're number 2."]
+        await handoff.claim(runtime.store, "shop", "c1", "ann")  # assigned, not taken over yet: still waiting
+        assert len((await handoff.queue(runtime.store, "shop")).waiting.items) == 2
+        assert await say(runtime, "never mind, bye", "c1") == ["OK, you've left the queue."]
+        summary = await runtime.store.summary("shop", "c1")
+        assert summary is not None and not summary.handoff and summary.waiting_since is None
+        assert summary.assignee is None
+        found = await handoff.queue(runtime.store, "shop")
+        assert [s.conversation_id for s in found.waiting.items] == ["c2"] and not found.active.items
+        assert await say(runtime, "hello? anyone there?", "c2") == ["Thanks for waiting, you're number 1."]
+        assert await say(runtime, "hello", "c1") == [HELLO]  # the bot answers again
+        # the agent timeout of the customer who left says nothing; the other one's is said
+        assert await runtime.reminders.poll(now=time.time() + 601) == 1
+        loaded = await runtime.store.load("shop", "c1")
+        assert loaded is not None and not any(e.kind == BOT and "Sorry for the wait" in e.data["text"]
+                                              for e in loaded.events)
+        # an angry message that reads as goodbye keeps the customer in the queue
+        assert await say(runtime, "bye?? this is unacceptable and useless", "c2") == [
+            "Thanks for waiting, you're number 1."]
+        assert (await runtime.store.summary("shop", "c2")).waiting_since is not None  # type: ignore[union-attr]
+    finally:
+        await runtime.aclose()
+
+
+async def test_an_email_address_after_the_agent_timeout_is_acknowledged_and_tagged(tmp_path: Path) -> None:
+    """QA (issue 14): after the timeout offered an answer by e-mail, "my email is jane@example.com" got the place
+    in the queue. Now it is acknowledged and the conversation tagged for staff (still waiting for an agent);
+    an address written before the timeout offered anything is not taken for one."""
+    runtime = await start_runtime(copy_bot(tmp_path, extra_yaml=QUEUE_YAML), tmp_path / "store.db")
+    try:
+        assert await say(runtime, "I want to talk to a human", "c1") == [HUMAN, "You're number 1."]
+        assert await say(runtime, "I'm jane@example.com", "c1") == ["Thanks for waiting, you're number 1."]
+        assert await runtime.reminders.poll(now=time.time() + 601) == 1
+        assert await say(runtime, "ok, my email is jane@example.com", "c1") == [
+            "Thanks, we'll write to jane@example.com."]
+        summary = await runtime.store.summary("shop", "c1")
+        assert summary is not None and "email-reply" in summary.tags and summary.waiting_since is not None
+        assert [s.conversation_id for s in (await handoff.queue(runtime.store, "shop")).waiting.items] == ["c1"]
+        assert await say(runtime, "hello?", "c1") == ["Thanks for waiting, you're number 1."]
+    finally:
+        await runtime.aclose()
+
+
+def test_handoff_texts_placeholders_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "bot.yml").write_text(
+        "name: mini\nchannels: [web]\nintents:\n  greet: {examples: [hi, hello], response: Hello!}\n"
+        "  goodbye: {examples: [bye, see you], response: Bye!}\n"
+        "handoff:\n  queued: You are {place}.\n  email_received: Thanks {name}.\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        parse_dialogue(load_bot(tmp_path))
+    problems = raised.value.problems
+    assert any("'handoff: queued': unknown placeholder(s) place" in p for p in problems), problems
+    assert any("'handoff: email_received': unknown placeholder(s) name" in p for p in problems), problems
+    assert any("'handoff: email_received' is said to an address written after 'timeout'" in p for p in problems)

@@ -361,10 +361,11 @@ async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp
             ("Change an order", "/change_order"), ("Talk to a person", "/contact_human_agent")]
         assert State.from_events(await _events(runtime, "s1", bot="support")).active_form is None
         waiting = ("Thanks for waiting: you're number 1 in the queue for the next available agent. Please stay in "
-                   "this chat.")
+                   "this chat, or say 'stop' if you no longer need an agent.")
         assert await support("I want to talk to a human") == [
             "Of course, I'll connect you with a member of our support team. Please stay in this chat; an agent will "
-            "be with you as soon as one is available.", waiting]
+            "be with you as soon as one is available.",
+            "You're number 1 in the queue for the next available agent. Please stay in this chat."]  # not thanked yet
         summary = await runtime.store.summary("support", "s1")
         assert summary is not None and summary.handoff
         assert await support("hello?") == [waiting]

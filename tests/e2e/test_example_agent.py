@@ -274,13 +274,16 @@ def test_a_waiting_customer_hears_their_place_then_an_apology(app: TestClient,
                                                              spec: tuple[BotSpec, DialogueSpec]) -> None:
     bot, dialogue = spec
 
-    def place(n: int) -> str:
-        filled = fill_template(dialogue.handoff.waiting, {"position": str(n)})
+    def place(n: int, said: tuple[str, ...] = dialogue.handoff.waiting) -> str:
+        filled = fill_template(said, {"position": str(n)})
         assert filled is not None
         return filled
 
-    assert texts(say(app, "h1", "I want to talk to a human")) == [answer(bot, "contact_human_agent"), place(1)]
-    assert texts(say(app, "h2", "I want to talk to a human")) == [answer(bot, "contact_human_agent"), place(2)]
+    queued = dialogue.handoff.queued  # the hand-off's own notice does not thank for waiting
+    assert "thank" not in place(1, queued).lower() and "thank" in place(1).lower()
+    assert texts(say(app, "h1", "I want to talk to a human")) == [answer(bot, "contact_human_agent"), place(1, queued)]
+    assert texts(say(app, "h2", "I want to talk to a human")) == [answer(bot, "contact_human_agent"),
+                                                                   place(2, queued)]
     assert texts(say(app, "h2", "hello? anyone there?")) == [place(2)]
     # an agent takes h1: h2 moves up, h1's customer is not told about a queue any more (the agent answers)
     h = {"X-CSRF-Token": sign_in(app, "ann")}
@@ -303,6 +306,17 @@ def test_a_waiting_customer_hears_their_place_then_an_apology(app: TestClient,
     time.sleep(0.5)
     assert bot_texts("h2").count(timeout) == 1
     assert timeout not in bot_texts("h1")
+    # the e-mail address the apology asked for is acknowledged and the conversation tagged for staff (QA, issue 14:
+    # it got the place in the queue)
+    assert texts(say(app, "h2", "my email is jane@example.com")) == [
+        fill_template(dialogue.handoff.email_received, {"email": "jane@example.com"})]
+    summary = app.get("/bots/support/conversations/h2", headers=AUTH).json()["summary"]
+    assert "email-reply" in summary["tags"] and summary["waiting_since"] is not None
+    # a customer who no longer wants to wait leaves the queue (QA: "never mind, bye" got the place in the queue)
+    assert texts(say(app, "h3", "I want to talk to a human"))[0] == answer(bot, "contact_human_agent")
+    assert texts(say(app, "h3", "never mind, bye")) == [fill_template(dialogue.handoff.left, {})]
+    summary = app.get("/bots/support/conversations/h3", headers=AUTH).json()["summary"]
+    assert not summary["handoff"] and summary["waiting_since"] is None
     fired = [t for t in app.get("/bots/support/conversations/h1", headers=AUTH).json()["turns"]
              if (t["message_id"] or "").startswith("reminder:")]
     assert len(fired) == 1  # the firing is recorded, and says nothing
