@@ -176,6 +176,12 @@ NOT_SHIPPED_TO = {
 WHERE_WE_SHIP = "all EU countries, the United Kingdom, Switzerland and Norway"
 SHIPPING_TERMS = ("Standard delivery takes 3 to 5 business days and is free for orders over 50 euros; express "
                   "takes 1 to 2 business days and costs 9 euros.")
+_WITH_THE = {"us", "usa", "uk", "uae", "united states", "united kingdom", "netherlands", "united arab emirates"}
+
+
+def _named(place: str) -> str:
+    """A country as a sentence names it: "the US", "Canada"."""
+    return f"the {place}" if place.lower() in _WITH_THE else place
 
 
 class ActionDeliveryOptions(Action):
@@ -191,12 +197,12 @@ class ActionDeliveryOptions(Action):
         place = str(country).strip() if country else ""
         key = place.lower().rstrip(".?!")
         if key in SHIPS_TO:
-            text = (f"Yes, we ship to {place}. {SHIPPING_TERMS} The options for your address are shown at "
+            text = (f"Yes, we ship to {_named(place)}. {SHIPPING_TERMS} The options for your address are shown at "
                     "checkout.")
         elif key in NOT_SHIPPED_TO:
-            text = f"Sorry, we don't ship to {place}: we deliver to {WHERE_WE_SHIP} only."
+            text = f"Sorry, we don't ship to {_named(place)}: we deliver to {WHERE_WE_SHIP} only."
         elif place:
-            text = (f"We deliver to {WHERE_WE_SHIP} only, so to {place} only if it is in one of them. "
+            text = (f"We deliver to {WHERE_WE_SHIP} only, so to {_named(place)} only if it is in one of them. "
                     f"{SHIPPING_TERMS}")
         else:
             text = (f"We deliver to {WHERE_WE_SHIP}, with standard and express shipping and pick-up points in many "
