@@ -266,3 +266,30 @@ def test_handoff_texts_placeholders_are_checked(tmp_path: Path) -> None:
     assert any("'handoff: queued': unknown placeholder(s) place" in p for p in problems), problems
     assert any("'handoff: email_received': unknown placeholder(s) name" in p for p in problems), problems
     assert any("'handoff: email_received' is said to an address written after 'timeout'" in p for p in problems)
+
+
+async def test_polite_off_topic_questions_and_capitals_are_not_handed_off_as_frustration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA (issue 14): three polite off-topic questions got the one out-of-scope answer and were handed to a person
+    "I can see it's frustrating" (the runtime counted the bot's repeated answer); a customer writing in capitals
+    was handed off at their second, answered, message. The runtime passes the intent to ``repeated_answer``
+    and scores capitals against the customer's previous message."""
+    from tests.bots import keyword_model
+    monkeypatch.setattr(keyword_model, "KEYWORDS", (
+        *keyword_model.KEYWORDS, (r"\b(weather|football|laptop)\b", "out_of_scope")))
+    sorry = ("Sorry, I can't help with that: I'm the shop's assistant for orders, delivery and your account. Could "
+             "you tell me what you need about those?")
+    bot_dir = _edited(tmp_path, "intents:\n", f"intents:\n  out_of_scope:\n    examples: [weather, football]\n"
+                      f"    response: \"{sorry}\"\n", extra_yaml="frustration: {handoff_after: 2}\n")
+    runtime = await start_runtime(bot_dir, tmp_path / "store.db")
+    try:
+        for text in ("what's the weather in paris?", "who won the football yesterday", "can you recommend a laptop?"):
+            assert await say(runtime, text, "o1") == [sorry]
+        summary = await runtime.store.summary("shop", "o1")
+        assert summary is not None and not summary.handoff and summary.frustration == 0
+        assert await say(runtime, "HI IS ANYONE THERE", "k1") == [HELLO]  # shouting: one frustrated turn
+        assert await say(runtime, "HELLO WHO IS THIS", "k1") == [HELLO]  # capitals again: how they write
+        summary = await runtime.store.summary("shop", "k1")
+        assert summary is not None and not summary.handoff and summary.frustration == 1
+    finally:
+        await runtime.aclose()
