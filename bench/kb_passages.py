@@ -8,8 +8,9 @@ question as served (the NLU's sentence embedding). A chunk is right when it cont
 phrase (second column of the questions file). For weights w from 0 to 1, a chunk's score is
 ``w * similarity(chunk) + (1 - w) * max similarity(its sentences)``; printed: right chunks picked per weight, the
 served weight (bots/answers/retrieval.py ``_CHUNK_WEIGHT``, through the selector's own scoring), and the best
-score off-topic questions get against the in-scope questions' scores and the bot's ``kb_min_similarity``
-(an off-topic question above it would be answered from the knowledge base).
+score off-topic questions get against the in-scope questions' scores, the bot's ``kb_min_similarity`` (an
+off-topic question above it would be answered from the knowledge base) and ``kb_override_similarity`` (the bar
+for a passage to replace an intent's template under ``answer: knowledge``).
 
 The inputs ship in bench/data/ (written for the example bot's kb/: returns, membership, support hours, pick-up,
 gift cards, payments, invoices, shipping). Deterministic: one run is the figure. Not part of the test run.
@@ -76,18 +77,11 @@ def main() -> None:
         if not r:
             sys.exit(f"{args.questions}: no chunk of {artifact} contains {want!r} (for {q!r})")
 
-    def scores(v: np.ndarray, w: float) -> np.ndarray:
-        s = selector.sentence_vectors @ v
-        best = np.full(len(selector.chunks), -np.inf, dtype=np.float32)
-        np.maximum.at(best, selector.sentence_chunk, s)
-        whole = selector.chunk_vectors @ v
-        return w * whole + (1 - w) * np.where(np.isneginf(best), whole, best)
-
     print(f"model {artifact.name}: {len(selector.chunks)} chunks, {len(selector.sentence_vectors)} sentences; "
           f"{len(questions)} questions, {len(offtopic)} off-topic")
     print(f"{'chunk weight':>12}  right chunk")
     for w in (0.0, 0.25, 0.5, 0.75, 1.0):
-        good = sum(int(np.argmax(scores(v, w))) in r for v, r in zip(qv, right, strict=True))
+        good = sum(int(np.argmax(selector._chunk_scores(v, w)[0])) in r for v, r in zip(qv, right, strict=True))
         print(f"{w:>12.2f}  {good}/{len(questions)}")
     served = [selector._chunk_scores(v)[0] for v in qv]
     good = sum(int(np.argmax(s)) in r for s, r in zip(served, right, strict=True))
@@ -100,6 +94,10 @@ def main() -> None:
           f"median {best_off[len(best_off) // 2]:.2f}, max {best_off[-1]:.2f}; kb_min_similarity {floor}: "
           f"{sum(s >= floor for s in best_off)}/{len(offtopic)} off-topic and "
           f"{sum(s < floor for s in best_in)}/{len(questions)} in-scope on the wrong side")
+    override = float(selector.config.get("kb_override_similarity", 0.45))
+    print(f"kb_override_similarity {override} (answer: knowledge, a passage instead of the intent's template): "
+          f"{sum(s >= override for s in best_off)}/{len(offtopic)} off-topic and "
+          f"{sum(s >= override for s in best_in)}/{len(questions)} in-scope at or above it")
 
 
 if __name__ == "__main__":

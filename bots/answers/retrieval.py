@@ -403,15 +403,15 @@ class AnswerSelector:
                                   {"nearest_question": self.question_texts[row], "template_source": t.source})
         return None
 
-    def _chunk_scores(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(each knowledge-base chunk's score for the question, each sentence's similarity): ``_CHUNK_WEIGHT``
-        of the chunk's similarity plus the rest of its best sentence's."""
+    def _chunk_scores(self, q: np.ndarray, weight: float = _CHUNK_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
+        """(each knowledge-base chunk's score for the question, each sentence's similarity): ``weight`` (served:
+        ``_CHUNK_WEIGHT``) of the chunk's similarity plus the rest of its best sentence's."""
         s_sims = self.sentence_vectors @ q
         best_sentence = np.full(len(self.chunks), -np.inf, dtype=np.float32)
         np.maximum.at(best_sentence, self.sentence_chunk, s_sims)
         whole = self.chunk_vectors @ q
         best_sentence = np.where(np.isneginf(best_sentence), whole, best_sentence)  # a chunk without sentences
-        return _CHUNK_WEIGHT * whole + (1.0 - _CHUNK_WEIGHT) * best_sentence, s_sims
+        return weight * whole + (1.0 - weight) * best_sentence, s_sims
 
     def _compose_from_kb(self, q: np.ndarray, floor: float | None = None) -> Answer | None:
         """The knowledge-base chunk that answers the question best (at least ``floor`` close, by default
