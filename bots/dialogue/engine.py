@@ -56,7 +56,7 @@ from bots.dialogue.domain import (
     SlotMapping,
     matching_variations,
 )
-from bots.dialogue.forms import check_value, render, shown_values
+from bots.dialogue.forms import check_value, label, render, shown_values
 from bots.dialogue.policies import Ensemble, WindowReplay
 from bots.dialogue.rasa_protocol import (
     ActionFailed,
@@ -67,7 +67,7 @@ from bots.dialogue.rasa_protocol import (
     with_dispatched,
 )
 from bots.dialogue.response_selector import selector_for
-from bots.dialogue.spec import GIVE_UP_TEXT, AnswerKind, DialogueSpec
+from bots.dialogue.spec import GIVE_UP_TEXT, YES_NO_INTENTS, AnswerKind, DialogueSpec
 from bots.dialogue.state import State
 from bots.events import (
     ACTION,
@@ -121,6 +121,7 @@ LEFT_TEXT = "OK, you've left the queue, so no agent will reply here. If you need
 # the conversation tagged EMAIL_TAG (the review UI's filter), still waiting for an agent, who answers by e-mail.
 EMAIL_RECEIVED_TEXT = "Thanks, we'll answer you by e-mail at {email}."
 EMAIL_TAG = "email-reply"
+YES_NO = frozenset(name for name, _ in YES_NO_INTENTS)  # a bot's affirm and deny intents
 _random = random.Random()  # noqa: S311 - which response variation to say, not a secret
 
 
@@ -266,6 +267,7 @@ class _Turn:
         self.failed_actions: list[str] = []
         self.tags: list[str] = []
         self.refused: dict[str, str] = {}          # slot -> why this turn's value for it was refused
+        self.counted: str | None = None             # the slot an interruption of this turn counts as a failed answer to
         self.extracted: set[str] = set()            # slots this turn's message filled
         # Values for the active form's slots wait for its validation before they are set (a refused value
         # never fills a slot, not even for a moment).
@@ -525,7 +527,8 @@ class _Turn:
                 ok, value = self._candidate(slot.name, value)
                 if ok and form is not None and slot.name in form.required_slots and self._validator(form):
                     self.extracted.add(slot.name)
-                    self.candidates[slot.name] = value
+                    self.refused.pop(slot.name, None)  # (an earlier mapping's refusal: "sure thing" is no plain yes,
+                    self.candidates[slot.name] = value  # its affirm intent is)
                     break
                 if ok:
                     self._set(slot.name, value)
@@ -748,7 +751,7 @@ class _Turn:
                         events.append(Event(SLOT, {"name": s, "value": None}, timestamp=at))
                 if outcome is None:
                     responses.extend(self._bot_event(BotResponse(
-                        text=f"Sorry, that isn't a valid {s.replace('_', ' ')}.", source="template"))
+                        text=f"Sorry, that isn't a valid {self._label(s)}.", source="template"))
                         for s in candidates)
                 else:
                     responses.extend(outcome.events)
@@ -779,7 +782,7 @@ class _Turn:
                 if rejected_slots and not any(e.kind == BOT for e in outcome.events):
                     for s in rejected_slots:
                         responses.append(self._bot_event(BotResponse(
-                            text=f"Sorry, that isn't a valid {s.replace('_', ' ')}.", source="template")))
+                            text=f"Sorry, that isn't a valid {self._label(s)}.", source="template")))
         events.extend(responses)
         if requested_override is not ...:
             next_slot = requested_override if isinstance(requested_override, str) else None
@@ -795,7 +798,8 @@ class _Turn:
         attempt = 1
         if not activating and next_slot == self.state.requested_slot:
             asked = self._attempts(form, next_slot)
-            wrong = not returning and (next_slot in self.refused or next_slot in candidates)
+            wrong = (not returning and (next_slot in self.refused or next_slot in candidates)) \
+                or next_slot == self.counted  # (an off-topic message answered, then this question again)
             limit = self._max_attempts(form, next_slot)
             if wrong and limit is not None and asked >= limit:
                 events.append(self._give_up(form, next_slot, slots))
@@ -810,16 +814,31 @@ class _Turn:
         return _Outcome(events)
 
     def _interrupts(self, form: Form) -> bool:
-        """bot.yml forms: a refused answer whose message the NLU understood (confidently) as another of the bot's
-        intents, not one that starts this form, is a question of its own: the form lets the rules answer it,
-        then asks again (an off-topic question is never "an invalid order number"). A message read as
-        ``out_of_scope`` is not a question the bot has an answer for: inside a form it is a failed answer, counted
-        towards ``max_attempts`` (else "A-12" would be told "I can't help with that" and asked again forever)."""
+        """bot.yml forms: a refused answer whose message the NLU understood (above the bot's threshold) as another of
+        the bot's intents, not one that starts this form, is a question of its own: the form lets the rules answer
+        it, then asks again (an off-topic question is never "an invalid order number").
+
+        Not an intent that answers a question (a slot's ``from_intent``, the bot's affirm and deny): "hmm" read as
+        affirm when an order number was asked is a failed answer, not small talk ("Great! What else can I do for
+        you?" followed by the question again). A message read as ``out_of_scope`` (the NLU is sure: an unsure one is not
+        understood, bots/nlu/oos.py) is answered, then the question asked again, but counted as a failed answer
+        towards ``max_attempts`` (``self.counted``; else "A-12", were it read so, would be told "I can't help with
+        that" and asked again forever); once they are spent it is the failed answer that ends the form."""
         intent = self.intent
-        if (form.name not in self.dialogue.forms or intent is None or intent == OUT_OF_SCOPE
-                or intent not in self.bot.intents):
+        if form.name not in self.dialogue.forms or intent is None or intent not in self.bot.intents:
             return False
-        return all(rule.form != form.name for rule in self.dialogue.rules.values() if rule.intent == intent)
+        if intent in YES_NO or any(intent == name for slot in self.dialogue.slots.values()
+                                   for name, _ in slot.from_intent):
+            return False  # an answer (to the form's question, the only one asked), never small talk
+        if any(rule.form == form.name for rule in self.dialogue.rules.values() if rule.intent == intent):
+            return False
+        requested = self.state.requested_slot
+        if intent == OUT_OF_SCOPE and requested is not None:
+            limit = self._max_attempts(form, requested)
+            if limit is not None and self._attempts(form, requested) >= limit:
+                return False
+            self.counted = requested
+        return True
 
     def _max_attempts(self, form: Form, slot: str) -> int | None:
         """Invalid answers to ``slot`` before the form gives up (bot.yml: the slot's ``max_attempts``, else the
@@ -845,7 +864,7 @@ class _Turn:
         the same question again: the form's ``give_up`` text, with buttons to start again (the intent that starts
         the form) and to talk to a person (the bot's hand-off intent), each showing the intent's title."""
         spec = self.dialogue.forms[form.name]
-        values = {**shown_values(slots), "slot": slot.replace("_", " ")}
+        values = {**shown_values(slots), "slot": self._label(slot)}
         starts = [r.intent for r in self.dialogue.rules.values() if r.form == form.name]
         human = [r.intent for r in self.dialogue.rules.values() if r.handoff]
         buttons = tuple(Button(title=self.bot.intents[name].shown, payload=f"/{name}") for name in (*starts[:1],
@@ -856,6 +875,11 @@ class _Turn:
                                metadata={"form": form.name, "slot": slot, "gave_up": True})
         log.info("form gave up after invalid answers", extra={"bot": self.bot.name, "form": form.name, "slot": slot})
         return self._bot_event(response)
+
+    def _label(self, slot: str) -> str:
+        """How the customer is told which answer is meant: the bot.yml slot's ``label``, else its name in words."""
+        spec = self.dialogue.slots.get(slot)
+        return label(spec) if spec is not None else slot.replace("_", " ")
 
     def _validator(self, form: Form) -> str | None:
         if form.validation_action is not None:
@@ -877,7 +901,7 @@ class _Turn:
         if action in self.domain.actions:
             outcome = await self._custom(action)
             return outcome.events if outcome is not None else []
-        return [self._bot_event(BotResponse(text=f"What is the {slot.replace('_', ' ')}?", source="template",
+        return [self._bot_event(BotResponse(text=f"What is the {self._label(slot)}?", source="template",
                                             metadata={"form": form.name, "slot": slot, **counted}))]
 
     # -- custom actions -------------------------------------------------------------

@@ -15,7 +15,12 @@ from bots.dialogue.spec import FormSpec, SlotSpec
 
 _TRUE = {"yes", "y", "true", "1", "yeah", "yep", "sure", "ok", "okay", "correct", "right"}
 _FALSE = {"no", "n", "false", "0", "nope", "nah", "wrong", "incorrect"}
-_PLAIN = {"yes", "yeah", "yep", "no", "nope", "nah"}  # a first word that answers the question by itself
+# Words that answer a yes/no question wherever they stand in the answer ("ok yes", "yes please cancel it", "no
+# thanks, keep it"); not "ok", "sure" or "right", which do not confirm anything in "ok wait" or "right, which order?"
+_PLAIN_YES = {"yes", "yeah", "yep", "yup", "yea"}
+_PLAIN_NO = {"no", "nope", "nah"}
+_NEGATION = {"not", "don't", "dont", "do not", "never", "doesn't", "isn't", "won't"}  # "yes, don't": no answer
+_YES_PHRASES = ("no problem", "no worries", "of course", "go ahead")  # a "no" that says yes
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,8 @@ class Checked:
 
 
 def label(slot: SlotSpec) -> str:
-    return slot.name.replace("_", " ")
+    """How the bot names the slot to the customer: its ``label`` (bot.yml), else its name in words."""
+    return slot.label or slot.name.replace("_", " ")
 
 
 def _refuse(slot: SlotSpec, default: str) -> Checked:
@@ -71,16 +77,8 @@ def check_value(slot: SlotSpec, raw: Any) -> Checked:
     if slot.type in ("float", "integer"):
         return _number(slot, text)
     if slot.type == "bool":
-        # The answer, or its first word when that is a plain yes or no ("yes please", "no, I wanted to track
-        # it"; not "ok wait" or "right, which order?", which do not confirm anything)
-        words = text.lower().strip(".!")
-        first = re.split(r"[\s,.!;:]+", words, maxsplit=1)[0]
-        for word in (words, first if first in _PLAIN else ""):
-            if word in _TRUE:
-                return Checked(value=True)
-            if word in _FALSE:
-                return Checked(value=False)
-        return _refuse(slot, "Please answer yes or no.")
+        answer = yes_or_no(text)
+        return _refuse(slot, "Please answer yes or no.") if answer is None else Checked(value=answer)
     if slot.choices:
         for choice in slot.choices:
             if choice.lower() == text.lower():
@@ -89,6 +87,29 @@ def check_value(slot: SlotSpec, raw: Any) -> Checked:
     if slot.regex is not None and slot.regex.fullmatch(text) is None:
         return _refuse(slot, f"That doesn't look like a valid {label(slot)}.")
     return Checked(value=text)
+
+
+def yes_or_no(text: str) -> bool | None:
+    """What an answer to a yes/no question says: the whole answer ("ok", "nope"), else the plain yes or no words
+    in it ("ok yes", "yes please cancel it", "no thanks, keep it", "No, I wanted to track it"); None when it says
+    neither or both ("ok wait", "not sure", "yes, don't", "no... yes")."""
+    words = text.lower().strip(" .!?")
+    if words in _TRUE:
+        return True
+    if words in _FALSE:
+        return False
+    if any(re.search(rf"\b{phrase}\b", words) for phrase in _YES_PHRASES):
+        words = re.sub("|".join(rf"\b{phrase}\b" for phrase in _YES_PHRASES), " yes ", words)
+    tokens = re.findall(r"[a-z]+(?:'[a-z]+)?", words)
+    joined = f" {' '.join(tokens)} "
+    yes = any(t in _PLAIN_YES for t in tokens)
+    no = any(t in _PLAIN_NO for t in tokens)
+    negated = any(f" {n} " in joined for n in _NEGATION)
+    if yes and not no and not negated:
+        return True
+    if no and not yes:
+        return False
+    return None
 
 
 def next_slot(form: FormSpec, slots: Mapping[str, Any]) -> str | None:

@@ -9,6 +9,11 @@ slots:
     invalid: Order numbers are digits only, like 12345.   # the reason given when an answer is refused
     entity: order_id                # filled from this entity (default: the slot's name)
     from_text: true                 # inside a form the whole answer may fill it (default: true)
+    label: order number             # how the bot names it to the customer ({slot} in give_up; default: its name)
+  cancel_confirmed:
+    type: bool                      # "yes please cancel it", "ok yes", "no thanks": the yes or no in the answer
+    from_intent: {affirm: true, deny: false}   # while a form asks for it, these intents fill it with these values
+                                    # (a bool slot's default: the bot's affirm and deny intents; {} for none)
 forms:
   change_order_form:
     required_slots: [order_id, order_change]
@@ -102,10 +107,18 @@ class SlotSpec:
     from_text: bool = True
     invalid: str | None = None
     max_attempts: int | None = None     # invalid answers before a form gives up on it (None: the form's)
+    label: str | None = None            # how the bot names it to the customer (None: its name, "_" as spaces)
+    # Intents that fill it, with their values, while a form asks for it (Rasa's from_intent mappings): a bool slot's
+    # default is the bot's ``affirm`` (true) and ``deny`` (false) intents, as Rasa projects map them.
+    from_intent: tuple[tuple[str, Any], ...] = ()
+
+
+# A bool slot's from_intent mappings when bot.yml gives none (Rasa's convention: the intents of ``rasa init``).
+YES_NO_INTENTS: tuple[tuple[str, bool], ...] = (("affirm", True), ("deny", False))
 
 
 DEFAULT_MAX_ATTEMPTS = 2
-GIVE_UP_TEXT = "Sorry, I still can't use that as the {slot}."
+GIVE_UP_TEXT = "Sorry, I still can't use that as the {slot}."  # {slot}: the slot's label (forms.label)
 
 
 @dataclass(frozen=True)
@@ -246,11 +259,12 @@ def _mapping(item: Located, what: str, allowed: tuple[str, ...], problems: list[
     return fields
 
 
-def _parse_slot(name: str, item: Located, problems: list[str]) -> SlotSpec | None:
+def _parse_slot(name: str, item: Located, bot: BotSpec, problems: list[str]) -> SlotSpec | None:
     if not _NAME.match(name):
         problems.append(f"{item.where()}: slot name {name!r} must be letters, digits or '_'")
         return None
-    keys = ("type", "choices", "regex", "min", "max", "entity", "from_text", "invalid", "max_attempts")
+    keys = ("type", "choices", "regex", "min", "max", "entity", "from_text", "invalid", "max_attempts", "label",
+            "from_intent")
     fields = _mapping(item, f"slot {name!r}", keys, problems) if item.value is not None else {}
     if fields is None:
         return None
@@ -301,9 +315,44 @@ def _parse_slot(name: str, item: Located, problems: list[str]) -> SlotSpec | Non
         texts = _texts(fields["invalid"], f"slot {name!r}: 'invalid'", problems)
         invalid = texts[0] if texts else None
     attempts = _attempts(fields, f"slot {name!r}", problems)
+    label = None
+    if "label" in fields:
+        lb = fields["label"]
+        if not isinstance(lb.value, str) or not lb.value.strip() or placeholders(lb.value):
+            problems.append(f"{lb.where()}: slot {name!r}: 'label' must be the words the bot names it with "
+                            f"(e.g. order number)")
+        else:
+            label = " ".join(lb.value.split())
+    if "from_intent" in fields:
+        from_intent = _from_intent(fields["from_intent"], name, kind, bot, problems)
+    else:
+        from_intent = tuple((i, v) for i, v in YES_NO_INTENTS if i in bot.intents) if kind == "bool" else ()
     return SlotSpec(name=name, type=cast(SlotType, kind), choices=choices, regex=regex, minimum=bounds["min"],
                     maximum=bounds["max"], entity=entity, from_text=from_text, invalid=invalid,
-                    max_attempts=attempts)
+                    max_attempts=attempts, label=label, from_intent=from_intent)
+
+
+def _from_intent(item: Located, slot: str, kind: str, bot: BotSpec,
+                 problems: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``from_intent: {affirm: true, deny: false}``: the bot's intents and the value each one fills the slot with."""
+    what = f"slot {slot!r}: 'from_intent'"
+    if item.value is None:
+        return ()
+    if not isinstance(item.value, dict):
+        problems.append(f"{item.where()}: {what} must map intents to the value each fills the slot with "
+                        f"(e.g. {{affirm: true, deny: false}}; {{}} for none)")
+        return ()
+    out: list[tuple[str, Any]] = []
+    for intent, value in cast(dict[str, Located], item.value).items():
+        if intent not in bot.intents:
+            problems.append(f"{value.where()}: {what}: unknown intent {intent!r}")
+        elif kind == "bool" and not isinstance(value.value, bool):
+            problems.append(f"{value.where()}: {what}: {intent!r} must give true or false (a bool slot)")
+        elif value.value is None or isinstance(value.value, list | dict):
+            problems.append(f"{value.where()}: {what}: {intent!r} must give one value")
+        else:
+            out.append((intent, value.value))
+    return tuple(out)
 
 
 def _attempts(fields: dict[str, Located], what: str, problems: list[str]) -> int | None:
@@ -611,7 +660,7 @@ def parse_dialogue(bot: BotSpec) -> DialogueSpec:
     sections = bot.sections
     slots: dict[str, SlotSpec] = {}
     for name, item in mapping_section(sections, "slots", "slot names to their settings", problems).items():
-        slot = _parse_slot(name, item, problems)
+        slot = _parse_slot(name, item, bot, problems)
         if slot is not None:
             slots[name] = slot
     refs: list[tuple[str, str]] = []
@@ -620,6 +669,11 @@ def parse_dialogue(bot: BotSpec) -> DialogueSpec:
         form = _parse_form(name, item, bot, slots, problems, refs)
         if form is not None:
             forms[name] = form
+    for name, item in mapping_section(sections, "slots", "slot names to their settings", []).items():
+        given = item.value.get("from_intent") if isinstance(item.value, dict) else None
+        if given is not None and given.value and not any(name in f.required_slots for f in forms.values()):
+            problems.append(f"{given.where()}: slot {name!r}: 'from_intent' fills it while a form asks for it, and no "
+                            f"form's required_slots lists it")
     rules: dict[str, Rule] = {}
     if "rules" in sections:
         r = sections["rules"]
@@ -683,19 +737,28 @@ def compile_native(bot: BotSpec, slots: dict[str, SlotSpec], forms: dict[str, Fo
     where = str(bot.file)
     entities = sorted({e.entity for i in bot.intents.values() for x in i.examples for e in x.entities}
                       | {s.entity for s in slots.values() if s.entity})
+    handoffs = tuple(r.intent for r in rules.values() if r.handoff)
     leave: dict[str, tuple[str, ...]] = {
-        f.name: tuple(dict.fromkeys([*f.stop_intents, *(r.intent for r in rules.values() if r.handoff)]))
-        for f in forms.values()}
+        f.name: tuple(dict.fromkeys([*f.stop_intents, *handoffs])) for f in forms.values()}
     domain_slots: dict[str, Slot] = {}
     for spec in slots.values():
         mappings: list[SlotMapping] = []
         if spec.entity:
             mappings.append(SlotMapping("from_entity", entity=spec.entity, where=where))
+        asking = tuple(MappingCondition(form.name, spec.name) for form in forms.values()
+                       if spec.name in form.required_slots)
         if spec.from_text:
             for form in forms.values():
                 if spec.name in form.required_slots:
-                    mappings.append(SlotMapping("from_text", not_intent=leave[form.name], where=where,
+                    # A bool slot's answer is read only when it clearly says yes or no (forms.yes_or_no): then it
+                    # answers the form's question whatever the NLU reads, "yes please cancel it" as the stop intent
+                    # included; only a hand-off intent still leaves the form ("no, get me a person").
+                    not_intent = handoffs if spec.type == "bool" else leave[form.name]
+                    mappings.append(SlotMapping("from_text", not_intent=not_intent, where=where,
                                                 conditions=(MappingCondition(form.name, spec.name),)))
+        for filling, value in spec.from_intent if asking else ():  # after the text: a clear "no" beats an affirm
+            mappings.append(SlotMapping("from_intent", intent=(filling,), value=value, conditions=asking,
+                                        where=where))
         kind = {"integer": "float"}.get(spec.type, spec.type)
         domain_slots[spec.name] = Slot(spec.name, type=cast(Any, kind), values=spec.choices,
                                        influence_conversation=False, mappings=tuple(mappings),

@@ -355,7 +355,7 @@ async def test_example_support_bot_changes_an_order_tracks_one_and_hands_off(tmp
         assert await support("I want to change my order") == [ask_order]
         assert await support("the one from last week") == [digits, ask_order]
         gave_up = await runtime.handle(message("the one from last week", "s1", bot="support"))
-        assert [r.text for r in gave_up] == [digits, "Sorry, I still can't use that as the order id. You can start "
+        assert [r.text for r in gave_up] == [digits, "Sorry, I still can't use that as the order number. You can start "
                                                      "again, or talk to a person from our support team."]
         assert [(b.title, b.payload) for b in gave_up[1].buttons] == [
             ("Change an order", "/change_order"), ("Talk to a person", "/contact_human_agent")]

@@ -181,8 +181,8 @@ def test_change_order_form_unhappy_paths(app: TestClient, spec: tuple[BotSpec, D
     assert blue[-1] in (ask_order, GAVE_UP), blue
 
 
-GAVE_UP = ("Sorry, I still can't use that as the order id. You can start again, or talk to a person from our support "
-           "team.")
+GAVE_UP = ("Sorry, I still can't use that as the order number. You can start again, or talk to a person from our "
+           "support team.")  # (the slot's label: its name, "order id", was said before)
 
 
 def test_change_order_form_gives_up_after_two_invalid_answers(app: TestClient,
