@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -60,6 +61,7 @@ from bots.handoff import StoreQueue, asked_after_bot, bot_turn, is_paused, pause
 from bots.loader import load_bot_folder
 from bots.metrics import Metrics
 from bots.nlu.batcher import MicroBatcher
+from bots.nlu.oos import served_point
 from bots.nlu.pipeline import NluPipeline
 from bots.nlu.sentiment import Frustration, Mood, SentimentScorer, repeated_answer
 from bots.pii import Privacy, Pseudonymiser, Redactor
@@ -132,7 +134,14 @@ class BotRuntime:
 
     def services(self, partial: PartialSink | None = None, queue: StoreQueue | None = None) -> Services:
         return Services(actions=self.actions, answers=self.answers, partial=partial, policies=self.policies,
-                        queue=queue)
+                        queue=queue, form_floor=self.form_floor)
+
+    @functools.cached_property
+    def form_floor(self) -> float | None:
+        """The confidence a form's starting intent needs (engine ``Services.form_floor``): the softmax floor of the
+        operating point the model serves (bots/nlu/oos.py; the bot's ``fallback_threshold`` where set)."""
+        manifest = self.model.manifest
+        return served_point(manifest.oos, manifest.oos_threshold, self.spec.fallback_threshold).softmax_floor
 
     @property
     def name(self) -> str:

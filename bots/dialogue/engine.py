@@ -49,6 +49,7 @@ from bots.dialogue.domain import (
     ACTION_SESSION_START,
     ACTION_TWO_STAGE_FALLBACK,
     ACTION_UNLIKELY_INTENT,
+    NLU_FALLBACK_INTENT,
     REQUESTED_SLOT,
     Domain,
     Form,
@@ -57,7 +58,7 @@ from bots.dialogue.domain import (
     matching_variations,
 )
 from bots.dialogue.forms import check_value, label, render, shown_values
-from bots.dialogue.policies import Ensemble, WindowReplay
+from bots.dialogue.policies import Ensemble, IntentFloor, WindowReplay
 from bots.dialogue.rasa_protocol import (
     ActionFailed,
     ActionRejected,
@@ -154,6 +155,9 @@ class Services:
     # The bot's queue of customers waiting for an agent, seen from this conversation (bots.handoff.StoreQueue):
     # what a waiting customer is told of their place. None: they are told nothing.
     queue: WaitingQueue | None = None
+    # The confidence under which an intent that starts a bot.yml form is read as not understood (policies.IntentFloor):
+    # the NLU's softmax floor (bots/nlu/oos.py ``OperatingPoint.softmax_floor``). None: no floor of its own.
+    form_floor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,12 @@ def fallback_response(bot: BotSpec, understanding: Understanding, *, top_n: int 
     )
 
 
+def _floor(dialogue: DialogueSpec, threshold: float | None) -> IntentFloor | None:
+    """The intents that start a bot.yml form, read as not understood under ``threshold`` (Services.form_floor)."""
+    starting = frozenset(rule.intent for rule in dialogue.rules.values() if rule.form is not None)
+    return IntentFloor(threshold, starting) if threshold and starting else None
+
+
 _ensembles: dict[int, tuple[DialogueSpec, Ensemble]] = {}
 
 
@@ -260,7 +270,7 @@ class _Turn:
         if not isinstance(state.replay, WindowReplay):
             state.replay = WindowReplay()  # the state's replay goes on from this turn's (checked on its events)
         self.tracker = state.replay.tracker(self.domain, state.history, state.history_start,
-                                            bot.fallback_threshold or 0.0)
+                                            bot.fallback_threshold or 0.0, _floor(dialogue, services.form_floor))
         self.events: list[Event] = []
         self.fallback = False
         self.handoff = False
@@ -686,7 +696,10 @@ class _Turn:
     async def _answer_from_provider(self, kind: AnswerKind | None) -> BotResponse | None:
         if self.services.answers is None:
             return None
-        return await self.services.answers.answer(kind, self.message.text, self.message.understanding,
+        understanding = self.message.understanding
+        if self.intent == NLU_FALLBACK_INTENT != understanding.intent:  # the dialogue's threshold or floor read it so:
+            understanding = replace(understanding, intent=NLU_FALLBACK_INTENT)  # its intent is not to be trusted
+        return await self.services.answers.answer(kind, self.message.text, understanding,
                                                   shown_values(self.state.slots), partial=self.services.partial)
 
     # -- forms ----------------------------------------------------------------------

@@ -120,12 +120,29 @@ def slot_features(domain: Domain, slots: Mapping[str, Any], *, rule: bool = Fals
                 yield feature
 
 
+@dataclass(frozen=True)
+class IntentFloor:
+    """Intents the dialogue reads as not understood (``nlu_fallback``) under a confidence of their own: those that
+    start a bot.yml form, under the NLU's softmax floor (bots/nlu/oos.py ``OperatingPoint.softmax_floor``). A form
+    commits the customer to its questions, so it starts only on an intent the model is as sure of as its
+    calibrated softmax threshold asks ("my package arrived broken" read as track_order at 0.39, torn between
+    intents, gets the fallback, not "What is the order number?"), even where the served operating point (e.g.
+    ``knn_softmax``, which adds the distance to the nearest training example) accepted the message."""
+
+    threshold: float
+    intents: frozenset[str]
+
+    def rejects(self, intent: str, confidence: float) -> bool:
+        return intent in self.intents and confidence < self.threshold
+
+
 @dataclass
 class Tracker:
     """The featurised state of a conversation (or of a story or, with ``rule``, a rule being played)."""
 
     domain: Domain
     nlu_threshold: float = 0.0
+    floor: IntentFloor | None = None
     intent: str | None = None
     entities: tuple[str, ...] = ()
     prev_action: str | None = None
@@ -205,7 +222,8 @@ class Tracker:
     def effective_intent(self, intent: Any, confidence: Any) -> str | None:
         if not isinstance(intent, str) or not intent:
             return None
-        if isinstance(confidence, int | float) and confidence < self.nlu_threshold:
+        if isinstance(confidence, int | float) and (confidence < self.nlu_threshold or (
+                self.floor is not None and self.floor.rejects(intent, confidence))):
             return NLU_FALLBACK_INTENT
         return intent
 
@@ -245,8 +263,9 @@ class Tracker:
             pass  # a rejected action leaves no frame
 
     @classmethod
-    def replay(cls, domain: Domain, events: Sequence[Event], nlu_threshold: float = 0.0) -> Tracker:
-        tracker = cls(domain, nlu_threshold=nlu_threshold)
+    def replay(cls, domain: Domain, events: Sequence[Event], nlu_threshold: float = 0.0,
+               floor: IntentFloor | None = None) -> Tracker:
+        tracker = cls(domain, nlu_threshold=nlu_threshold, floor=floor)
         for event in events:
             tracker.apply(event)
         return tracker
@@ -288,29 +307,31 @@ class WindowReplay:
     def __init__(self) -> None:
         self.domain: Domain | None = None
         self.threshold = 0.0
+        self.floor: IntentFloor | None = None
         self.start = 0                       # the position of events[0] among all the conversation's events
         self.events: list[Event] = []        # the window last replayed
         self.replayed: Tracker | None = None  # its replay (never handed out: ``tracker`` gives copies)
         self.marks: dict[int, _Mark] = {}    # by position, ascending
         self.offset = 0                      # what the marks' frame counts lack since the replay's front moved
 
-    def tracker(self, domain: Domain, events: Sequence[Event], start: int, nlu_threshold: float = 0.0) -> Tracker:
-        """``Tracker.replay(domain, events, nlu_threshold)``, ``events`` being the window of the conversation's
-        events from position ``start``: a tracker the caller may change."""
+    def tracker(self, domain: Domain, events: Sequence[Event], start: int, nlu_threshold: float = 0.0,
+                floor: IntentFloor | None = None) -> Tracker:
+        """``Tracker.replay(domain, events, nlu_threshold, floor)``, ``events`` being the window of the
+        conversation's events from position ``start``: a tracker the caller may change."""
         old, d = self.replayed, start - self.start
         overlap = len(self.events) - d
-        if (old is None or domain is not self.domain or nlu_threshold != self.threshold or d < 0 or overlap <= 0
-                or overlap > len(events) or events[:overlap] != self.events[d:]):
-            tracker = Tracker(domain, nlu_threshold=nlu_threshold)
+        if (old is None or domain is not self.domain or nlu_threshold != self.threshold or floor != self.floor
+                or d < 0 or overlap <= 0 or overlap > len(events) or events[:overlap] != self.events[d:]):
+            tracker = Tracker(domain, nlu_threshold=nlu_threshold, floor=floor)
             self.marks, self.offset = {}, 0
             self._advance(tracker, events, start, 0)
         elif d == 0:
             tracker = old
             self._advance(tracker, events, start, overlap)
         else:
-            tracker = self._slide(old, domain, events, start, overlap, nlu_threshold)
-        self.domain, self.threshold, self.start, self.events, self.replayed = (domain, nlu_threshold, start,
-                                                                                list(events), tracker)
+            tracker = self._slide(old, domain, events, start, overlap, nlu_threshold, floor)
+        self.domain, self.threshold, self.floor, self.start, self.events, self.replayed = (
+            domain, nlu_threshold, floor, start, list(events), tracker)
         return tracker.copy()
 
     def _advance(self, tracker: Tracker, events: Sequence[Event], start: int, first: int) -> None:
@@ -323,8 +344,8 @@ class WindowReplay:
                                               tracker.undone, dict(tracker.slots), tracker.loop)
 
     def _slide(self, old: Tracker, domain: Domain, events: Sequence[Event], start: int, overlap: int,
-               nlu_threshold: float) -> Tracker:
-        fresh, marks, offset = Tracker(domain, nlu_threshold=nlu_threshold), self.marks, self.offset
+               nlu_threshold: float, floor: IntentFloor | None = None) -> Tracker:
+        fresh, marks, offset = Tracker(domain, nlu_threshold=nlu_threshold, floor=floor), self.marks, self.offset
         self.marks, self.offset = {}, 0
         for i in range(overlap):
             self._advance(fresh, events[i:i + 1], start + i, 0)

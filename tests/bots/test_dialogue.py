@@ -171,10 +171,11 @@ async def test_answer_provider_hook_answers_before_the_template(tmp_path: Path) 
     decision = await decide(bot, dialogue, State(), Message("hello", hello, time.time()),
                             Services(answers=Retrieval()))
     assert [r.text for r in decision.responses] == ["Hi from the knowledge base"]
-    # An intent without an answer rule: the provider is asked (kind None) and declines: the template.
+    # Not understood (under the bot's fallback_threshold, 0.5): the provider is asked (kind None) and declines: the
+    # fallback. It is told the message was not understood, not the intent the dialogue did not believe.
     unknown = Understanding("track_order", 0.1, (IntentScore("track_order", 0.1),))
     decision = await decide(bot, dialogue, State(), Message("hmm", unknown, time.time()), Services(answers=Retrieval()))
-    assert decision.fallback and asked == [("retrieval", "greet"), (None, "track_order")]
+    assert decision.fallback and asked == [("retrieval", "greet"), (None, "nlu_fallback")]
 
 
 async def test_a_not_understood_message_never_gets_the_template_of_an_intent_the_dialogue_acts_on(
