@@ -169,6 +169,9 @@ class Domain:
     session: SessionConfig = field(default_factory=SessionConfig)
     # Responses whose first fillable variation is said (bot.yml's rule); the others pick one at random (Rasa's).
     ordered_responses: frozenset[str] = frozenset()
+    # A Rasa project's FallbackClassifier ``ambiguity_threshold``: a message whose two best intents' confidences
+    # differ by less is read as ``nlu_fallback`` (``FallbackClassifier._nlu_prediction_ambiguous``). 0: never.
+    nlu_ambiguity_threshold: float = 0.0
 
     @property
     def action_names(self) -> tuple[str, ...]:

@@ -136,6 +136,17 @@ class IntentFloor:
         return intent in self.intents and confidence < self.threshold
 
 
+def _ambiguous(ranking: Any, threshold: float) -> bool:
+    """Rasa's ``FallbackClassifier._nlu_prediction_ambiguous``: the intent ranking's two best confidences
+    (a stored NLU event's ``ranking``, best first) differ by less than ``threshold`` (``ambiguity_threshold``)."""
+    if threshold <= 0 or not isinstance(ranking, list) or len(ranking) < 2:
+        return False
+    first, second = (r.get("confidence") if isinstance(r, dict) else None for r in ranking[:2])
+    if not isinstance(first, int | float) or not isinstance(second, int | float):
+        return False
+    return bool(first - second < threshold)
+
+
 @dataclass
 class Tracker:
     """The featurised state of a conversation (or of a story or, with ``rule``, a rule being played)."""
@@ -219,11 +230,13 @@ class Tracker:
         self.session_start = len(self.frames)
         self.sessions += 1
 
-    def effective_intent(self, intent: Any, confidence: Any) -> str | None:
+    def effective_intent(self, intent: Any, confidence: Any, ranking: Any = None) -> str | None:
         if not isinstance(intent, str) or not intent:
             return None
         if isinstance(confidence, int | float) and (confidence < self.nlu_threshold or (
                 self.floor is not None and self.floor.rejects(intent, confidence))):
+            return NLU_FALLBACK_INTENT
+        if intent != NLU_FALLBACK_INTENT and _ambiguous(ranking, self.domain.nlu_ambiguity_threshold):
             return NLU_FALLBACK_INTENT
         return intent
 
@@ -231,7 +244,7 @@ class Tracker:
         """Replay one stored event (bots/events.py)."""
         kind, data = event.kind, event.data
         if kind == NLU:
-            self.user(self.effective_intent(data.get("intent"), data.get("confidence")),
+            self.user(self.effective_intent(data.get("intent"), data.get("confidence"), data.get("ranking")),
                       [label for e in data.get("entities") or [] if isinstance(e, dict)
                        for label in entity_labels(str(e.get("entity")), e.get("role"), e.get("group"))])
         elif kind == USER:

@@ -87,6 +87,8 @@ KNOWN_POLICIES = ("RulePolicy", "MemoizationPolicy", "AugmentedMemoizationPolicy
 _RULE_OPTIONS = ("core_fallback_threshold", "core_fallback_action_name", "enable_fallback_prediction",
                  "restrict_rules", "check_for_contradictions")
 _DEFAULT_FALLBACK_THRESHOLD = 0.3   # Rasa's default pipeline's FallbackClassifier
+# FallbackClassifier's ambiguity_threshold when not given (rasa.core.constants.DEFAULT_NLU_FALLBACK_AMBIGUITY_THRESHOLD)
+_DEFAULT_FALLBACK_AMBIGUITY = 0.1
 _CONFIG_KEYS = ("recipe", "language", "pipeline", "policies", "assistant_id")
 _URL = re.compile(r"^https?://[^\s/]+")
 
@@ -95,6 +97,8 @@ _URL = re.compile(r"^https?://[^\s/]+")
 class RasaConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     fallback_threshold: float = _DEFAULT_FALLBACK_THRESHOLD
+    # the two best intents closer than this: nlu_fallback (FallbackClassifier's ambiguity_threshold)
+    fallback_ambiguity: float = _DEFAULT_FALLBACK_AMBIGUITY
     pipeline: tuple[PipelineComponent, ...] = RASA_DEFAULT_FEATURIZERS  # no pipeline: Rasa's default's n-grams
     language: Located | None = None
     custom_components: tuple[str, ...] = ()  # the pipeline's own components by module path, which do not run
@@ -129,7 +133,8 @@ def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
     if "pipeline" in top and top["pipeline"].value is not None:
         language = config.language.value if config.language is not None else None
         custom: list[str] = []
-        config.pipeline, config.fallback_threshold = _pipeline(top["pipeline"], findings, language, custom)
+        config.pipeline, config.fallback_threshold, config.fallback_ambiguity = _pipeline(
+            top["pipeline"], findings, language, custom)
         config.custom_components = tuple(custom)
     if "policies" in top and top["policies"].value is not None:
         config.policy = _policies(top["policies"], findings)
@@ -150,10 +155,10 @@ def _component(item: Located, what: str, findings: Findings) -> tuple[str, dict[
 
 
 def _pipeline(item: Located, findings: Findings, language: str | None = None,
-              custom: list[str] | None = None) -> tuple[tuple[PipelineComponent, ...], float]:
+              custom: list[str] | None = None) -> tuple[tuple[PipelineComponent, ...], float, float]:
     kept: list[PipelineComponent] = []
     replaced: list[str] = []
-    threshold = 0.0   # no FallbackClassifier in the pipeline: Rasa never predicts nlu_fallback
+    threshold = ambiguity = 0.0   # no FallbackClassifier in the pipeline: Rasa never predicts nlu_fallback
     for x in as_list(item, "'pipeline'", findings) or []:
         found = _component(x, "pipeline component", findings)
         if found is None:
@@ -167,13 +172,15 @@ def _pipeline(item: Located, findings: Findings, language: str | None = None,
                                          "n-grams); its options are not read")
         elif name in RUN_COMPONENTS:
             if name == "FallbackClassifier":
-                check_keys(options, name, ("threshold",), findings,
-                           {"ambiguity_threshold": "the gap between the two best intents does not trigger the "
-                                                   "fallback"})
-                threshold = 0.3
+                check_keys(options, name, ("threshold", "ambiguity_threshold"), findings)
+                threshold, ambiguity = _DEFAULT_FALLBACK_THRESHOLD, _DEFAULT_FALLBACK_AMBIGUITY
                 if "threshold" in options:
                     found_t = number(options["threshold"], f"{name}: 'threshold'", findings, low=0, high=1)
                     threshold = threshold if found_t is None else found_t
+                if "ambiguity_threshold" in options:
+                    found_a = number(options["ambiguity_threshold"], f"{name}: 'ambiguity_threshold'", findings,
+                                     low=0, high=1)
+                    ambiguity = ambiguity if found_a is None else found_a
             else:
                 check_keys(options, name, _STEP_OPTIONS[name], findings,
                            COUNT_VECTORS_UNSUPPORTED if name == COUNT_VECTORS else None)
@@ -197,7 +204,7 @@ def _pipeline(item: Located, findings: Findings, language: str | None = None,
         findings.note(item.key_where(), f"pipeline components {', '.join(dict.fromkeys(replaced))}: replaced by "
                                     f"Switchboard's NLU (its encoder with intent and entity heads, trained by "
                                     f"`switchboard train`); their options are not read")
-    return tuple(kept), threshold
+    return tuple(kept), threshold, ambiguity
 
 
 def _policies(item: Located, findings: Findings) -> PolicyConfig:

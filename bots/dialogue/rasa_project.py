@@ -119,6 +119,7 @@ def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, na
         _no_nlu_data(directory, paths, data, findings)
     domain = _with_data_responses(domain, data, findings)
     config = parse_config(paths.config, findings)
+    domain = replace(domain, nlu_ambiguity_threshold=config.fallback_ambiguity)
     endpoint = parse_endpoints(paths.endpoints, findings)
     found_channels = parse_credentials(paths.credentials, findings) if channels is None else channels
     spec = _bot_spec(directory, paths, domain, data, config, findings,

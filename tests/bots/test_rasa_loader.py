@@ -253,7 +253,8 @@ def test_split_domain_merges_files_and_finds_data_by_content() -> None:
     assert (p.core_fallback_threshold, p.core_fallback_action) == (0.25, "utter_default")
     assert (p.enable_fallback_prediction, p.restrict_rules, p.check_for_contradictions) == (False, False, True)
     assert spec.fallback_threshold == 0.55
-    assert "not supported: UnexpecTEDIntentPolicy" in notes and "ambiguity_threshold" in notes
+    assert "not supported: UnexpecTEDIntentPolicy" in notes and "ambiguity_threshold" not in notes
+    assert dialogue.domain.nlu_ambiguity_threshold == 0.1  # FallbackClassifier's ambiguity_threshold
 
 
 def test_domain_files_merge_first_definition_wins_and_repeats_are_noted(tmp_path: Path) -> None:

@@ -18,11 +18,13 @@ from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
 from bots.dialogue.policies import Tracker, simulate
 from bots.dialogue.rasa_data import read_test_stories
 from bots.errors import ConfigError
+from bots.events import NLU, Event
 from bots.loader import load_bot_folder
 from bots.nlu.model import _word_spans
 from bots.runtime import Runtime
 from bots.settings import Settings
-from bots.types import Entity
+from bots.store.sqlite import SQLiteStore
+from bots.types import Entity, IntentScore, Understanding
 from connectors.story_test import run_story_tests
 from tests.bots.keyword_model import message, say
 from tests.bots.lookup_model import LookupModel, lookup_runtime, project
@@ -520,3 +522,70 @@ def test_a_project_without_nlu_examples_is_refused_naming_the_training_files_out
     errors = check_bot_folder(bot_dir).errors
     assert len(errors) == 1 and "no NLU example: Rasa would train its dialogue model alone" in errors[0]
     assert "nlu.yml" in errors[0] and "stories.yml" not in errors[0]
+
+
+def _two_intents(tmp_path: Path, pipeline_tail: str) -> Path:
+    bot_dir = project(tmp_path, "fallback_override")
+    (bot_dir / "domain.yml").write_text((bot_dir / "domain.yml").read_text().replace(
+        "  - greet\n", "  - greet\n  - goodbye\n") + "  utter_goodbye:\n    - text: \"Bye!\"\n")
+    with (bot_dir / "data" / "nlu.yml").open("a") as f:
+        f.write("  - intent: goodbye\n    examples: |\n      - bye\n      - see you\n")
+    with (bot_dir / "data" / "rules.yml").open("a") as f:
+        f.write("\n  - rule: goodbye\n    steps:\n      - intent: goodbye\n      - action: utter_goodbye\n")
+    config = bot_dir / "config.yml"
+    config.write_text(config.read_text().replace("    threshold: 0.5\n", pipeline_tail))
+    return bot_dir
+
+
+class _TornModel(LookupModel):
+    """Reads every text as greet at 0.52, goodbye second at 0.44 (0.08 apart), or 0.30 with 'clearly'."""
+
+    def _one(self, text: str) -> Understanding:
+        second = 0.30 if "clearly" in text else 0.44
+        return Understanding("greet", 0.52, (IntentScore("greet", 0.52), IntentScore("goodbye", second)))
+
+
+@pytest.mark.parametrize(("tail", "ambiguity"), [("    threshold: 0.5\n", 0.1),   # Rasa's default
+                                                 ("    threshold: 0.5\n    ambiguity_threshold: 0.05\n", 0.05)])
+async def test_two_intents_closer_than_the_ambiguity_threshold_are_not_understood(
+        tmp_path: Path, tail: str, ambiguity: float) -> None:
+    # The quotes project (Arpit955-ux/CHATBOT) sets FallbackClassifier's ambiguity_threshold: 0.1, which
+    # Switchboard noted as not supported and ignored, as it ignored Rasa's default 0.1 in every pipeline with a
+    # FallbackClassifier: a message torn between two intents got the first one's answer. Rasa's
+    # FallbackClassifier._nlu_prediction_ambiguous reads it as nlu_fallback when the two best confidences differ
+    # by less than ambiguity_threshold.
+    bot_dir = _two_intents(tmp_path, tail)
+    assert "ambiguity_threshold" not in "\n".join(check_bot_folder(bot_dir).notes)
+    _, dialogue = load_bot_folder(bot_dir)
+    assert dialogue.domain.nlu_ambiguity_threshold == ambiguity
+
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return _TornModel(spec, {})
+
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.start()
+    runtime = Runtime(Settings(data_dir=tmp_path, nlu_max_wait_ms=0.0), store, model_loader=loader)
+    try:
+        await runtime.load_bot(bot_dir)
+        torn = await say(runtime, "hello bye", bot="fallback_override")
+        clear = await say(runtime, "clearly hello", bot="fallback_override")
+    finally:
+        await runtime.aclose()
+    # 0.08 apart: the project's own fallback under Rasa's 0.1, greet under 0.05; 0.22 apart: greet either way
+    assert torn == (["Sorry, I did not get that (1)."] if ambiguity > 0.08 else ["Hello!"])
+    assert clear == ["Hello!"]
+
+
+def test_a_pipeline_without_fallback_classifier_never_reads_an_ambiguous_message_as_not_understood() -> None:
+    _, dialogue = load_bot_folder(RASA / "retrieval")  # its pipeline has no FallbackClassifier
+    assert dialogue.domain.nlu_ambiguity_threshold == 0.0
+    # no pipeline at all: Rasa's default one, whose FallbackClassifier has ambiguity_threshold 0.1
+    assert load_bot_folder(RASA / "moodbot")[1].domain.nlu_ambiguity_threshold == 0.1
+    tracker = Tracker.replay(dialogue.domain, [Event(NLU, {
+        "intent": "greet", "confidence": 0.5, "ranking": [{"name": "greet", "confidence": 0.5},
+                                                          {"name": "goodbye", "confidence": 0.49}]}, 0)])
+    assert tracker.intent == "greet"
+    torn = Tracker.replay(replace(dialogue.domain, nlu_ambiguity_threshold=0.1), [Event(NLU, {
+        "intent": "greet", "confidence": 0.5, "ranking": [{"name": "greet", "confidence": 0.5},
+                                                          {"name": "goodbye", "confidence": 0.49}]}, 0)])
+    assert torn.intent == "nlu_fallback"
