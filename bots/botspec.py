@@ -34,7 +34,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bots.errors import ConfigError
 from bots.nlu.sentiment import Frustration
@@ -308,6 +308,12 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
                   rich=tuple(rich.get(i, {}) for i in range(len(responses))) if rich else (), title=title,
                   suggest=suggest)
 
+
+
+# How a rule's ``answer:`` (dialogue) and ``answers.intents`` (training/answers_config.py) find an answer: one list
+# for both (docs/answers.md); bots.answers.retrieval implements them.
+AnswerKind = Literal["template", "knowledge", "retrieval", "generation"]
+ANSWER_KINDS: tuple[str, ...] = ("template", "knowledge", "retrieval", "generation")
 
 _RICH_KEYS = ("text", "buttons", "image", "attachment", "custom")
 _URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$|^data:image/(png|jpeg|gif|webp);base64,", re.IGNORECASE)

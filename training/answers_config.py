@@ -30,8 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bots.answers.generation import EndpointConfig
-from bots.botspec import BotSpec
-from bots.dialogue.spec import ANSWER_KINDS
+from bots.botspec import ANSWER_KINDS, BotSpec
 from bots.errors import ConfigError
 from bots.yamlspan import Located
 

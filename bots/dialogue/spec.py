@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from bots.botspec import BotSpec, mapping_section, placeholders
+from bots.botspec import ANSWER_KINDS, AnswerKind, BotSpec, mapping_section, placeholders
 from bots.dialogue.domain import (
     ACTION_ANSWER,
     ACTION_DEACTIVATE_LOOP,
@@ -86,9 +86,7 @@ from bots.errors import ConfigError
 from bots.yamlspan import Located
 
 SlotType = Literal["text", "float", "integer", "bool", "categorical", "any"]
-AnswerKind = Literal["template", "knowledge", "retrieval", "generation"]
 SLOT_TYPES: tuple[str, ...] = ("text", "float", "integer", "bool", "categorical", "any")
-ANSWER_KINDS: tuple[str, ...] = ("template", "knowledge", "retrieval", "generation")
 DEFAULT_SESSION_EXPIRY_MINUTES = 60.0
 DEFAULT_ACTION_TIMEOUT_S = 10.0
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
