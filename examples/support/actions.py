@@ -180,8 +180,10 @@ _WITH_THE = {"us", "usa", "uk", "uae", "united states", "united kingdom", "nethe
 
 
 def _named(place: str) -> str:
-    """A country as a sentence names it: "the US", "Canada"."""
-    return f"the {place}" if place.lower() in _WITH_THE else place
+    """A country as a sentence names it, however it was typed: "the US" (for "us"), "Canada" (for "canada")."""
+    key = place.lower()
+    shown = key.upper() if key in ("us", "usa", "uk", "uae") else (place.title() if place.islower() else place)
+    return f"the {shown}" if key in _WITH_THE else shown
 
 
 class ActionDeliveryOptions(Action):

@@ -235,7 +235,9 @@ def test_delivery_options_answer_a_country_yes_or_no_and_never_reuse_an_old_one(
     assert ask_about('/delivery_options{"delivery_country": "Canada"}') == [
         "Sorry, we don't ship to Canada: we deliver to all EU countries, the United Kingdom, Switzerland and Norway "
         "only."]
-    assert ask_about('/delivery_options{"delivery_country": "US"}')[0].startswith("Sorry, we don't ship to the US: ")
+    assert ask_about('/delivery_options{"delivery_country": "us"}')[0].startswith("Sorry, we don't ship to the US: ")
+    typed = ask_about('/delivery_options{"delivery_country": "canada"}')  # named as a sentence names it
+    assert typed[0].startswith("Sorry, we don't ship to Canada: ")
     norway = ask_about('/delivery_options{"delivery_country": "Norway"}')
     assert norway[0].startswith("Yes, we ship to Norway. Standard delivery takes 3 to 5 business days and is free "
                                 "for orders over 50 euros; express takes 1 to 2 business days and costs 9 euros.")
