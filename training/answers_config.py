@@ -9,6 +9,7 @@ answers:
   min_similarity: 0.6         # a question this close to a known one gets that one's answer template
   kb_min_similarity: 0.35     # else a knowledge-base chunk this close gives a composed answer
   kb_override_similarity: 0.45  # mode knowledge: a chunk this close answers instead of the intent's template
+  follow_up_similarity: 0.45  # a message not understood alone, read with the one before it (1: never)
   generation:                 # optional: a domain-tuned generation model (see GenerationSettings)
     base_model: ""            # local HF causal LM folder; packaged-minilm = MiniLM→MiniLM encoder-decoder;
                               # "" = small GPT-2 from scratch
@@ -110,6 +111,9 @@ class AnswersConfig:
     # mode knowledge (e.g. an out_of_scope intent that catches in-scope questions): a chunk at least this close
     # answers instead of the intent's template; above the off-topic questions' best (bench/kb_passages.py)
     kb_override_similarity: float = 0.45
+    # a message not understood, and not answered alone, is read together with the customer's message before it: the
+    # evidence found must be this close to the two and closer to them than to the earlier one alone; 1 turns it off
+    follow_up_similarity: float = 0.45
     kb_sentences: int = 3
     kb_folder: str = ""
     chunk_words: int = 120
@@ -127,7 +131,7 @@ class AnswersConfig:
 
 
 _INT_KEYS = {"max_pairs_per_intent", "top_k", "kb_sentences", "chunk_words", "overlap_sentences"}
-_FLOAT_KEYS = {"min_similarity", "kb_min_similarity", "kb_override_similarity"}
+_FLOAT_KEYS = {"min_similarity", "kb_min_similarity", "kb_override_similarity", "follow_up_similarity"}
 
 
 def _number(item: Located, key: str, kind: type, problems: list[str], low: float, high: float) -> Any:

@@ -36,7 +36,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -141,6 +141,9 @@ class AnswerSelector:
         self._rows_of: dict[str, np.ndarray] = {
             name: np.flatnonzero(intents[self.question_template] == name) for name in set(intents.tolist())
         } if len(self.question_template) else {}
+        # Where an answer's evidence is, by what its detail names (``_evidence_score``).
+        self._question_row = {text: i for i, text in reversed(list(enumerate(self.question_texts)))}
+        self._chunk_row = {f"{c['document']}:{c['line']}": i for i, c in enumerate(self.chunks)}
 
     @classmethod
     def load(cls, artifact_dir: Path, encoder: Encoder, *, load_generator: bool = True, metrics: Metrics | None = None,
@@ -364,6 +367,38 @@ class AnswerSelector:
         fallback = plan.fallback
         return Answer(fallback.text, fallback.source, fallback.intent, fallback.score, fallback.passages,
                       {**fallback.detail, "generation_rejected": why})
+
+    def follow_up(self, text: str, previous: str, understanding: Understanding,
+                  values: Mapping[str, str] | None = None) -> Answer | None:
+        """The answer to a message not understood alone, read with the customer's message before it ("how long
+        are they valid?" after "do you sell gift cards?"; CPU-bound: a model run). The two texts together are
+        retrieved as one question, no intent trusted, templates and knowledge base alike. The answer is given
+        only when its evidence (the known question or the chunk) is at least ``follow_up_similarity`` close to
+        the two together **and** closer to them than to the earlier message alone: the new message has to add to
+        what it leans on, so "tell me a joke" after a question about returns is not answered about returns
+        again. ``None``: nothing fits (the caller's fallback answers)."""
+        floor = float(self.config.get("follow_up_similarity", 0.45))
+        previous = previous.strip()
+        if floor >= 1.0 or not previous or previous.lower() == text.strip().lower():
+            return None
+        both, alone = self.encoder.embed([f"{previous} {text}", previous])
+        asked = replace(understanding, intent=NOT_UNDERSTOOD, embedding=None)
+        found = self._plan(f"{previous} {text}", asked, values, both, "retrieval", compose=False)
+        if not isinstance(found, Answer) or found.score < floor:
+            return None
+        earlier = self._evidence_score(found, alone)
+        if earlier is None or earlier >= found.score:
+            return None
+        return replace(found, detail={**found.detail, "follow_up": True})
+
+    def _evidence_score(self, answer: Answer, q: np.ndarray) -> float | None:
+        """How close ``q`` is to what ``answer`` was found by (its chunk's score, or its known question's
+        similarity); None when the answer names neither."""
+        chunk = self._chunk_row.get(str(answer.detail.get("knowledge_base")))
+        if chunk is not None:
+            return float(self._chunk_scores(q)[0][chunk])
+        row = self._question_row.get(str(answer.detail.get("nearest_question")))
+        return float(self.questions[row] @ q) if row is not None else None
 
     def _fill_intent_template(self, intent: str, known: Mapping[str, str]) -> Answer | None:
         for t in self.templates:
@@ -623,6 +658,12 @@ class AnswerService:
                 elif delta.text:
                     shown += delta.text
                     await partial(shown)
+        return None if found is None or not found.text else found.to_response()
+
+    async def follow_up(self, text: str, previous: str, understanding: Understanding,
+                        values: Mapping[str, str]) -> BotResponse | None:
+        """``AnswerSelector.follow_up`` off the event loop (it runs the model)."""
+        found = await asyncio.to_thread(self.selector.follow_up, text, previous, understanding, values)
         return None if found is None or not found.text else found.to_response()
 
     async def stream(self, kind: str | None, text: str, understanding: Understanding,

@@ -88,6 +88,7 @@ from bots.events import (
     UNDO,
     USER,
     Event,
+    customer_text,
 )
 from bots.handoff import WaitingQueue
 from bots.nlu.oos import OUT_OF_SCOPE
@@ -136,6 +137,12 @@ class AnswerProvider(Protocol):
     async def answer(self, kind: AnswerKind | None, text: str, understanding: Understanding,
                      values: Mapping[str, str], *, partial: PartialSink | None = None) -> BotResponse | None:
         """With ``partial``, an answer being generated is shown as it grows: ``partial(text so far)``."""
+        ...
+
+    async def follow_up(self, text: str, previous: str, understanding: Understanding,
+                        values: Mapping[str, str]) -> BotResponse | None:
+        """A not-understood ``text`` read with the customer's ``previous`` message, when ``answer`` found nothing
+        for it alone ("how long are they valid?" after "do you sell gift cards?"); ``None``: nothing fits."""
         ...
 
 
@@ -616,6 +623,8 @@ class _Turn:
 
     async def _default_fallback(self) -> _Outcome:
         answered = await self._answer_from_provider(None)
+        if answered is None or self._acts(answered):
+            answered = await self._follow_up()
         if answered is not None and not self._acts(answered):
             return _Outcome([self._bot_event(answered)])
         self.fallback = True
@@ -626,6 +635,30 @@ class _Turn:
         if self.state.fallbacks_in_a_row >= 1:
             return self._hand_off(BotResponse(text=HANDOFF_TEXT, source="system"), reason="fallback")
         return _Outcome([self._bot_event(fallback_response(self.bot, self.message.understanding))])
+
+    async def _follow_up(self) -> BotResponse | None:
+        """The provider's answer to this message read with the one the customer typed just before it, in this
+        session, when the bot's answer to that one was not this same text (a follow-up that leans on context:
+        "so how do I do that?"). Nothing when the previous message was a button, there was none, or the
+        session has just expired."""
+        if self.services.answers is None or self.expired or self.message.opening:
+            return None
+        previous: str | None = None
+        said: set[str] = set()
+        users = 0
+        for event in reversed(self.state.history):
+            if event.kind == BOT and users == 1:
+                said.add(str(event.data.get("text") or ""))
+            elif event.kind == USER:
+                users += 1
+                if users == 2:
+                    previous = customer_text(event)
+                    break
+        if not previous:
+            return None
+        answered = await self.services.answers.follow_up(self.message.text, previous, self.message.understanding,
+                                                         shown_values(self.state.slots))
+        return None if answered is None or answered.text in said else answered
 
     def _acts(self, answered: BotResponse) -> bool:
         """A not-understood message's answer is the known question nearest it, and that question's intent

@@ -361,3 +361,87 @@ def test_answer_knowledge_is_the_template_unless_a_passage_clearly_answers(tmp_p
     assert tokyo is not None and (tokyo.text, tokyo.source) == ("Sorry, I can't help with that.", "template")
     plain = selector.answer("what are your opening hours?", oos, {}, vector=_unit(0.6, 0.8), mode="template")
     assert plain is not None and plain.text == "Sorry, I can't help with that."
+
+
+async def test_a_follow_up_is_read_with_the_customers_message_before_it(artifact: Path, nlu: OnnxNLU) -> None:
+    """"is it free?" alone is not understood and nothing answers it; after "can I return an item?" the two
+    together find the returns page. A follow-up that adds nothing to the earlier question ("tell me a joke"
+    after one about returns) is not answered about returns, and an answer the bot has just given is not
+    repeated: the fallback answers both."""
+    from bots.botspec import load_bot
+    from bots.dialogue.engine import Message, Services, decide
+    from bots.dialogue.spec import parse_dialogue
+    from bots.dialogue.state import State
+    from bots.events import NLU, USER, Event
+
+    bot = load_bot(BOT)
+    dialogue = parse_dialogue(bot)
+    service = AnswerService.load(artifact, nlu)
+    assert service is not None
+
+    async def chat(*texts: str) -> list[list[str]]:
+        state, said = State(), []
+        for i, text in enumerate(texts):
+            u = nlu.predict([text])[0]
+            decision = await decide(bot, dialogue, state, Message(text, u, float(i), channel="web"),
+                                    Services(answers=service))
+            for event in (Event(USER, {"text": text, "channel": "web"}, timestamp=float(i)),
+                          Event(NLU, u.to_dict(), timestamp=float(i)), *decision.events):
+                state.apply(event)
+            said.append([f"{r.source}: {r.text}" for r in decision.responses])
+        return said
+
+    (alone,), = await chat("is it free?")
+    assert alone.startswith("fallback: ")
+    _, (follow,) = await chat("can I return an item?", "is it free?")
+    assert follow.startswith("retrieval: ") and "Return shipping is free" in follow
+    _, (joke,) = await chat("is return shipping free?", "tell me a joke")
+    assert joke.startswith("fallback: ")
+    (first,), (again,) = await chat("my parcel has not arrived", "what happens then?")
+    assert "10 days after dispatch" in first and again.startswith("fallback: ")
+
+
+class _Encoder:
+    """Fixed vectors for known texts."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def test_a_follow_up_must_add_to_the_message_it_leans_on(tmp_path: Path) -> None:
+    """The evidence found for the two messages together must be ``follow_up_similarity`` close to them and
+    closer to them than to the earlier message alone; 1 turns follow-ups off."""
+    folder = tmp_path / "responses"
+    folder.mkdir()
+    chunks = [{"text": "Gift cards are valid for 3 years.", "document": "gift.md", "title": "Gift cards", "line": 1}]
+    sentences = [{"text": "Gift cards are valid for 3 years.", "chunk": 0}]
+    for name, m in {"chunks.npy": [_unit(1, 0)], "sentences.npy": [_unit(1, 0)], "questions.npy": [_unit(0, 0, 1)],
+                    "templates.npy": [_unit(0, 0, 1)]}.items():
+        np.save(folder / name, np.stack(m).astype(np.float32))
+    templates = [{"variants": ["Hello!"], "intent": "greet", "source": "bot.yml:3", "from_bot": True}]
+
+    def selector(floor: float, together: np.ndarray, earlier: np.ndarray) -> AnswerSelector:
+        index = {"format": 1, "config": {"default": "retrieval", "kb_min_similarity": 0.35,
+                                         "follow_up_similarity": floor},
+                 "templates": templates, "questions": [{"text": "hello", "template": 0}],
+                 "chunks": chunks, "sentences": sentences}
+        (folder / "index.json").write_text(json.dumps(index), encoding="utf-8")
+        encoder = _Encoder({"do you sell gift cards? how long are they valid?": together,
+                            "do you sell gift cards?": earlier})
+        found = AnswerSelector.load(tmp_path, encoder, load_generator=False)
+        assert found is not None
+        return found
+
+    u = Understanding("nlu_fallback", 0.3)
+    ask = ("how long are they valid?", "do you sell gift cards?", u, {})
+    adds = selector(0.45, _unit(0.8, 0.6), _unit(0.6, 0.8)).follow_up(*ask)  # 0.80 together, 0.60 the earlier alone
+    assert adds is not None and adds.text == "Gift cards are valid for 3 years." and adds.detail["follow_up"]
+    assert adds.score == pytest.approx(0.8, abs=1e-4)
+    assert selector(0.45, _unit(0.8, 0.6), _unit(0.9, 0.44)).follow_up(*ask) is None  # the earlier alone is closer
+    assert selector(0.85, _unit(0.8, 0.6), _unit(0.6, 0.8)).follow_up(*ask) is None  # under the floor
+    assert selector(1.0, _unit(0.8, 0.6), _unit(0.6, 0.8)).follow_up(*ask) is None  # turned off
+    assert selector(0.45, _unit(0.8, 0.6), _unit(0.6, 0.8)).follow_up(
+        "do you sell gift cards?", "Do you sell gift cards? ", u, {}) is None  # the same message again
