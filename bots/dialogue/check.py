@@ -5,9 +5,8 @@ its one dialogue model (bots/dialogue/domain.py) is checked whole, each problem 
 ``file:line`` to fix:
 
 errors (``switchboard check`` exits 2, ``train`` refuses the bot, ``serve`` does not start):
-  * intents, actions, forms and slots used (stories, rules, slot mappings, forms, conditional
-    responses) but not declared in the domain; an intent with NLU examples that the
-    domain does not list; ``utter_`` actions without a response; form slots with no question
+  * actions, forms and slots used (stories, rules, slot mappings, forms, conditional
+    responses) but not declared in the domain; ``utter_`` actions without a response; form slots with no question
     (neither ``utter_ask_<form>_<slot>``, ``utter_ask_<slot>`` nor ``action_ask_<slot>``);
     custom actions with neither an actions package nor an action server;
   * story structure conflicts: two stories that reach the same state (the last ``max_history``
@@ -17,7 +16,9 @@ errors (``switchboard check`` exits 2, ``train`` refuses the bot, ``serve`` does
     contradictions (RulePolicy's ``check_for_contradictions``): a rule that predicts another action
     than a rule or story in the same situation, with both places.
 warnings (printed; exit 0): intents no story or rule uses, intents without examples, responses
-no story, rule or form uses, the same example under two intents, undeclared entities in NLU
+no story, rule or form uses, the same example under two intents, intents the domain does not list
+(NLU examples and story or rule steps of one: Rasa warns and trains them, the NLU predicts the intent
+and the dialogue state carries its name), undeclared entities in NLU
 annotations, stories and ``from_entity`` mappings (Rasa trains such a bot: the entity is no feature of
 the dialogue state and the mapping is skipped), checkpoints that never join, slot values that do not
 fit their slot.
@@ -178,8 +179,9 @@ class _Checker:
             if intent.name not in self.domain.intents and intent.name not in self.broken:
                 first = intent.examples[0].where if intent.examples and intent.examples[0].where \
                     else f"{self.spec.file}:{intent.line}"
-                self.error(first, f"intent '{intent.name}' has NLU examples but is not in the domain's intents "
-                                  f"(add it there)")
+                self.warn(first, f"intent '{intent.name}' has NLU examples but is not in the domain's intents: "
+                                 f"the NLU is trained on it and may predict it, as Rasa's is (Rasa warns \"Parsed "
+                                 f"an intent which is not defined in the domain\"); add it to the domain")
         for name, declared in self.domain.intents.items():
             examples = self.spec.intents.get(name)
             if name not in DEFAULT_INTENTS and (examples is None or not examples.examples):
@@ -317,8 +319,9 @@ class _Checker:
                 if step.kind == "intent" and step.name is not None:
                     used_intents.add(step.name)
                     if not self._has(step.name, intents):
-                        self.error(where, f"intent '{step.name}' (in {kind} '{story.name}') is not declared in the "
-                                          f"domain's intents")
+                        self.warn(where, f"intent '{step.name}' (in {kind} '{story.name}') is not declared in the "
+                                         f"domain's intents: the {kind} is trained as it is, as Rasa trains it (with "
+                                         f"the warning \"Found intent in stories which is not part of the domain\")")
                 if step.kind == "intent":
                     for e in step.entities:
                         if not self._has(e.entity, d.entities):

@@ -106,11 +106,9 @@ def test_broken_project_reports_load_and_reference_errors_at_once(capsys: pytest
         f"{b / 'domain.yml'}:19: slot 'city': unknown type 'txt'",
         f"{b / 'data' / 'nlu.yml'}:7: entity annotation",
         f"{b / 'config.yml'}:8: policy 'FormPolicy' is Rasa 2's",
-        f"{b / 'data' / 'nlu.yml'}:21: intent 'book_hotel' has NLU examples but is not in the domain's intents",
         f"{b / 'domain.yml'}:5: intent 'inform': entity 'date' is not declared",
         f"{b / 'domain.yml'}:55: form 'hotel_form': required slot 'nights' is not declared under slots",
         f"{b / 'domain.yml'}:55: form 'hotel_form' has no question for slot 'city'",
-        f"{b / 'data' / 'stories.yml'}:7: intent 'fly' (in story 'trip') is not declared",
         f"{b / 'data' / 'stories.yml'}:13: action 'action_book' (in story 'trip') is not declared",
         f"{b / 'data' / 'stories.yml'}:14: response 'utter_missing' (in story 'trip') is not in the domain's "
         f"responses",
@@ -125,10 +123,15 @@ def test_broken_project_reports_load_and_reference_errors_at_once(capsys: pytest
     # Rasa skips a from_entity mapping of an undeclared entity (SlotMapping.check_mapping_validity): a warning
     assert f"{b / 'domain.yml'}:26: slot 'size': the from_entity mapping uses entity 'size', which is not declared " \
            f"in the domain's entities: the mapping never fills the slot (Rasa skips it as invalid)" in report.warnings
-    assert len(report.errors) == 34
+    # an intent the domain does not list (NLU examples, a story step): Rasa warns and trains it
+    assert any(w.startswith(f"{b / 'data' / 'nlu.yml'}:21: intent 'book_hotel' has NLU examples but is not in the "
+                            f"domain's intents") for w in report.warnings)
+    assert any(w.startswith(f"{b / 'data' / 'stories.yml'}:7: intent 'fly' (in story 'trip') is not declared")
+               for w in report.warnings)
+    assert len(report.errors) == 32
     assert cli_main(["check", str(b)]) == 2
     out = capsys.readouterr().out
-    assert out.count("\nerror: ") + out.startswith("error: ") == 34
+    assert out.count("\nerror: ") + out.startswith("error: ") == 32
 
 
 def test_undeclared_names_in_stories_and_mappings(tmp_path: Path) -> None:

@@ -589,3 +589,30 @@ def test_a_pipeline_without_fallback_classifier_never_reads_an_ambiguous_message
         "intent": "greet", "confidence": 0.5, "ranking": [{"name": "greet", "confidence": 0.5},
                                                           {"name": "goodbye", "confidence": 0.49}]}, 0)])
     assert torn.intent == "nlu_fallback"
+
+
+async def test_an_intent_the_domain_does_not_list_is_a_warning_and_served_as_rasa_serves_it(tmp_path: Path) -> None:
+    # Two public projects (Crowd-Computing-Oulu/drs: NLU examples of want_cookie and meaning_of_life and a story
+    # of favourite_colour, none in the domain; ManojGTReddy/chatbot: NLU examples of deny) were refused by
+    # check, so by train. Rasa trains them with warnings: the story reader warns "Found intent ... in stories
+    # which is not part of the domain" and keeps the step, DIET learns every intent of the NLU data, and a
+    # parsed intent the domain lacks is warned about (MessageProcessor._check_for_unseen_features) and kept in
+    # the dialogue state by its name (Domain._get_user_sub_state), so a story with it is followed.
+    bot_dir = _copy(tmp_path, "undeclared_intent")
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    assert _mentioning(report.warnings, "want_cookie") == [
+        f"{bot_dir / 'data' / 'nlu.yml'}:13: intent 'want_cookie' has NLU examples but is not in the domain's "
+        f"intents: the NLU is trained on it and may predict it, as Rasa's is (Rasa warns \"Parsed an intent which "
+        f"is not defined in the domain\"); add it to the domain",
+        f"{bot_dir / 'data' / 'stories.yml'}:7: intent 'want_cookie' (in story 'a cookie after the greeting') is "
+        f"not declared in the domain's intents: the story is trained as it is, as Rasa trains it (with the warning "
+        f"\"Found intent in stories which is not part of the domain\")",
+    ]
+    (tmp_path / "served").mkdir()
+    async with lookup_runtime(tmp_path / "served", "undeclared_intent") as runtime:
+        bot = "undeclared_intent"
+        assert await say(runtime, "hello", bot=bot) == ["Hello!"]
+        assert await say(runtime, "do you want a cookie?", bot=bot) == ["No, thank you."]
+        assert await say(runtime, "bye", bot=bot) == ["Bye!"]
+
