@@ -172,10 +172,6 @@ def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogu
             problems.append(f"{step.where}: {what}: action '{step.name}' is not in the domain")
         elif step.kind == "active_loop" and step.name is not None and step.name not in domain.forms:
             problems.append(f"{step.where}: {what}: active_loop '{step.name}' is not a form of the domain")
-        elif step.kind == "slot_was_set":
-            for name, _ in step.slots:
-                if name != REQUESTED_SLOT and name not in domain.slots:
-                    problems.append(f"{step.where}: {what}: slot '{name}' is not in the domain")
         for alt in step.alternatives:
             check(alt, what)
 
@@ -183,6 +179,33 @@ def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogu
         for step in story.steps:
             check(step, f"test story '{story.name}'")
     return problems
+
+
+def _without_undeclared_slots(stories: Sequence[Story], dialogue: DialogueSpec, notes: list[str]) -> list[Story]:
+    """The stories with every ``slot_was_set`` of a slot the domain does not have left out, each noted at its
+    ``file:line``. Rasa runs such a story: its tracker ignores a slot it does not have (``DialogueStateTracker.
+    _set_slot`` logs "Tried to set non existent slot" and sets nothing), so the step neither sets nor expects
+    anything, and the rest of the story is tested. A ``slot_was_set`` left with no slot is dropped."""
+    declared = set(dialogue.domain.slots) | {REQUESTED_SLOT}
+
+    def keep(step: Step, what: str) -> Step | None:
+        alternatives = tuple(a for a in (keep(alt, what) for alt in step.alternatives) if a is not None)
+        if step.kind != "slot_was_set":
+            return replace(step, alternatives=alternatives) if alternatives != step.alternatives else step
+        unknown = [name for name, _ in step.slots if name not in declared]
+        if not unknown:
+            return step
+        notes.extend(f"{step.where}: {what}: slot '{name}' is not in the domain: this slot_was_set sets and "
+                     f"expects nothing (Rasa's tracker ignores a slot it does not have)" for name in unknown)
+        slots = tuple((name, value) for name, value in step.slots if name in declared)
+        return replace(step, slots=slots, alternatives=alternatives) if slots else None
+
+    out: list[Story] = []
+    for story in stories:
+        what = f"test story '{story.name}'"
+        steps = tuple(k for k in (keep(step, what) for step in story.steps) if k is not None)
+        out.append(replace(story, steps=steps) if steps != story.steps else story)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -609,6 +632,10 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
             problems = _unknown_names(stories, list(bot.spec.intents), bot.dialogue)
             if problems:
                 raise ConfigError(problems)
+            slot_notes: list[str] = []
+            tested = _without_undeclared_slots(tested, bot.dialogue, slot_notes)
+            for note in slot_notes:
+                log.warning("%s", note)
             sources = {str(f.resolve()): str(f) for f in files}
             paths_ = [(story, steps) for story, steps in story_paths(tested)]
             if on_start is not None:
