@@ -87,14 +87,14 @@ class Step(Protocol):
 
 def synonyms_of(spec: BotSpec) -> dict[str, str]:
     """What Rasa's EntitySynonymMapper learns from the NLU data: ``synonym:`` items, then every annotated
-    value that differs from the text it annotates (later ones win, as in Rasa), each key lower-case; and
-    each canonical value, lower-cased, mapping to itself (so "NEW YORK" becomes "New York")."""
+    value that differs from the text it annotates (later ones win, as in Rasa), each key lower-case. A text
+    that is its own value maps nothing (``_add_entities_if_synonyms``: ``if original != replacement``), so a
+    value typed in another case ("NEW YORK", "Green Circle") stays as typed unless a synonym names it."""
     found: dict[str, str] = {}
 
     def add(shown: str, value: str) -> None:
         if shown != value:
             found[shown.lower()] = value
-        found.setdefault(value.lower(), value)
 
     for variant, canonical in spec.synonyms.items():
         add(variant, canonical)

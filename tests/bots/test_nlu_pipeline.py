@@ -101,8 +101,21 @@ async def test_synonyms_map_what_came_before_the_mapper_case_insensitively(
 def test_synonyms_are_what_rasas_mapper_learns(transfer: tuple[BotSpec, DialogueSpec]) -> None:
     spec, _ = transfer
     syn = synonyms_of(spec)
-    assert syn["nyc"] == syn["the big apple"] == syn["new york"] == "New York"
-    assert syn["berlin"] == "Berlin"  # each annotated value maps to itself: "BERLIN" becomes "Berlin"
+    assert syn["nyc"] == syn["the big apple"] == "New York"
+    # a text annotated as its own value maps nothing (Rasa's _add_entities_if_synonyms: original != replacement)
+    assert "new york" not in syn and "berlin" not in syn
+
+
+async def test_the_mapper_leaves_a_value_no_synonym_names_as_it_was_typed(
+        transfer: tuple[BotSpec, DialogueSpec]) -> None:
+    # A public project (Crowd-Computing-Oulu/drs) annotates [green circle] as a landmark; "take me to the Green
+    # Circle" filled its slot with 'green circle', where Rasa's fills 'Green Circle': its EntitySynonymMapper
+    # learns only texts whose value differs from them, and DIET's value is the text the entity covers.
+    spec, _ = transfer
+    mapper = NluPipeline.for_bot(with_pipeline(spec, ("EntitySynonymMapper", {})))
+    text = "send money to BERLIN from nyc"
+    u = await mapper.process(text, model_says(text, ("city", "BERLIN", "to"), ("city", "nyc", "from")))
+    assert [e.value for e in u.entities] == ["BERLIN", "New York"]
 
 
 async def test_model_values_are_the_text_they_cover_unless_the_mapper_maps_them(
