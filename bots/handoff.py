@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -102,6 +103,29 @@ class WaitingQueue(Protocol):
         ``joining``: it is being handed off now (its wait is stored with this turn): it joins at the end."""
         ...
 
+    async def typical_wait(self) -> float | None:
+        """Seconds a customer of this bot has typically waited lately for an agent's first reply (the median
+        over the conversations of the last day that got one); None with fewer than ``MIN_WAITS`` of them."""
+        ...
+
+
+MIN_WAITS = 3  # agent replies of the last day under which no typical wait is told (one slow reply is no figure)
+WAIT_REFRESH_S = 60.0  # how long a bot's typical wait is reused before the store is asked again
+# store -> bot -> (read at, seconds): one figure per store the process serves, gone with the store
+_typical_waits: weakref.WeakKeyDictionary[ConversationStore, dict[str, tuple[float, float | None]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def describe_wait(seconds: float) -> str:
+    """A wait as a customer reads it: "under a minute", "about 4 minutes", "about 2 hours"."""
+    if seconds < 60:
+        return "under a minute"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    hours = round(seconds / 3600)
+    return f"about {hours} hour{'s' if hours != 1 else ''}"
+
 
 class StoreQueue:
     """``WaitingQueue`` read from the store every replica shares: the conversations of the bot whose
@@ -117,6 +141,19 @@ class StoreQueue:
         if summary is None or summary.waiting_since is None:
             return None
         return max(1, (await self._store.waiting(self._bot, until=summary.waiting_since)).count)
+
+    async def typical_wait(self) -> float | None:
+        """The review UI's "time to first agent reply" (p50, bots/store/analytics.py) over the bot's
+        conversations started in the last ``ANALYTICS_WINDOW_S``, read at most every ``WAIT_REFRESH_S`` per
+        bot and store (a waiting customer's every message would otherwise aggregate a day of conversations)."""
+        now, per_bot = time.time(), _typical_waits.setdefault(self._store, {})
+        cached = per_bot.get(self._bot)
+        if cached is not None and now - cached[0] < WAIT_REFRESH_S:
+            return cached[1]
+        figures = (await self._store.analytics(AnalyticsQuery(bot=self._bot, since=now - ANALYTICS_WINDOW_S))).total
+        wait = figures.reply_p50_s if figures.agent_replied >= MIN_WAITS else None
+        per_bot[self._bot] = (now, wait)
+        return wait
 
 
 # -- what agents do -----------------------------------------------------------------------

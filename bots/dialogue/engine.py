@@ -90,7 +90,7 @@ from bots.events import (
     Event,
     customer_text,
 )
-from bots.handoff import WaitingQueue
+from bots.handoff import WaitingQueue, describe_wait
 from bots.nlu.oos import OUT_OF_SCOPE
 from bots.pii import EMAIL_ADDRESS
 from bots.types import JSON, BotResponse, Button, Understanding
@@ -400,7 +400,7 @@ class _Turn:
         said = handoff.queued or handoff.waiting
         if said and self.services.queue is not None:
             place = await self.services.queue.place(joining=True)
-            self._say_place(place, said)
+            await self._say_place(place, said)
         if handoff.agent_timeout_s is not None:
             self.emit(REMINDER, {"name": AGENT_TIMEOUT, "intent": AGENT_TIMEOUT_INTENT, "entities": None,
                                  "date_time": self.message.timestamp + handoff.agent_timeout_s,
@@ -433,7 +433,7 @@ class _Turn:
             self.say(BotResponse(text=text, source="template", metadata={"handoff": "email"}))
             self.tags.append(EMAIL_TAG)
         elif handoff.waiting:
-            self._say_place(place, handoff.waiting)
+            await self._say_place(place, handoff.waiting)
 
     def _email_after_timeout(self) -> str | None:
         """The e-mail address in the customer's message when the bot said its agent-timeout message (which offers
@@ -461,10 +461,19 @@ class _Turn:
         self.emit(RESUME, {"by": "customer"})
         self.emit(ACTION, {"name": ACTION_LISTEN})
 
-    def _say_place(self, place: int | None, texts: tuple[str, ...]) -> None:
-        if place is not None:
-            text = render(texts, {"position": str(place)})
-            self.say(BotResponse(text=text, source="template", metadata={"handoff": "waiting", "position": place}))
+    async def _say_place(self, place: int | None, texts: tuple[str, ...]) -> None:
+        """The customer's place in the queue and, with ``handoff: estimate``, the typical wait lately, when the
+        store knows one (bots/handoff.py ``StoreQueue.typical_wait``)."""
+        if place is None:
+            return
+        text = render(texts, {"position": str(place)})
+        metadata: JSON = {"handoff": "waiting", "position": place}
+        estimate, queue = self.dialogue.handoff.estimate, self.services.queue
+        wait = await queue.typical_wait() if estimate and queue is not None else None
+        if wait is not None:
+            text = f"{text} {render(estimate, {'wait': describe_wait(wait)})}"
+            metadata["typical_wait_s"] = round(wait)
+        self.say(BotResponse(text=text, source="template", metadata=metadata))
 
     # -- slots ----------------------------------------------------------------------
     def _mapping_applies(self, mapping: SlotMapping, slot: str) -> bool:

@@ -45,6 +45,7 @@ handoff:                            # while the customer waits for an agent (all
   agent_timeout_minutes: 5          # no agent by then: `timeout` is said (a durable reminder, bots/reminders.py)
   timeout: Sorry for the wait. Leave your e-mail address and we'll answer by e-mail.
   email_received: Thanks, we'll answer you at {email}.   # an address written after `timeout` (tagged `email-reply`)
+  estimate: Customers usually reach an agent in {wait}.   # after waiting/queued, once agents answered 3 lately
 actions: actions                    # a Python module in the bot folder: actions.py or actions/
                                     # (or {module: actions, timeout_s: 5}: async actions are cut off then)
 action_endpoint: http://127.0.0.1:5055/webhook   # or {url: ..., timeout_s: 5}
@@ -164,6 +165,9 @@ class HandoffSpec:
     timeout: tuple[str, ...] = ()       # no agent took the conversation within agent_timeout_s
     # an e-mail address the customer wrote after ``timeout`` was said (``{email}``); empty: EMAIL_RECEIVED_TEXT
     email_received: tuple[str, ...] = ()
+    # said after ``waiting``/``queued`` when the bot's agents have answered enough customers lately to tell their
+    # typical wait (``{wait}``: "about 4 minutes", bots/handoff.py ``StoreQueue.typical_wait``); empty: not said
+    estimate: tuple[str, ...] = ()
     satisfaction: SatisfactionSpec | None = None  # asked when an agent hands the conversation back
 
 
@@ -603,13 +607,14 @@ def parse_handoff(item: Located) -> HandoffSpec:
 
 def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
     fields = _mapping(item, "'handoff'", ("waiting", "queued", "left", "agent_timeout_minutes", "timeout",
-                                          "email_received", "satisfaction"), problems) or {}
+                                          "email_received", "estimate", "satisfaction"), problems) or {}
     satisfaction = _satisfaction(fields["satisfaction"], problems) if "satisfaction" in fields else None
     texts: dict[str, tuple[str, ...]] = {}
     for key, allowed, meaning in (("waiting", "position", "the customer's place in the queue"),
                                   ("queued", "position", "the customer's place in the queue"),
                                   ("left", "", ""), ("timeout", None, ""),
-                                  ("email_received", "email", "the address the customer wrote")):
+                                  ("email_received", "email", "the address the customer wrote"),
+                                  ("estimate", "wait", "the typical wait, like 'about 4 minutes'")):
         if key not in fields:
             continue
         texts[key] = _texts(fields[key], f"'handoff: {key}'", problems)
@@ -623,6 +628,10 @@ def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
                                 f"{', '.join(sorted(unknown))} ({only})")
     waiting, timeout = texts.get("waiting", ()), texts.get("timeout", ())
     queued, left, email_received = texts.get("queued", ()), texts.get("left", ()), texts.get("email_received", ())
+    estimate = texts.get("estimate", ())
+    if estimate and not (waiting or queued):
+        problems.append(f"{fields['estimate'].where()}: 'handoff: estimate' is said after 'waiting' or 'queued' "
+                        f"(the customer's place in the queue): give one of them too")
     if email_received and not timeout:
         problems.append(f"{fields['email_received'].where()}: 'handoff: email_received' is said to an address "
                         f"written after 'timeout' (which offers an e-mail answer): give 'timeout' too")
@@ -633,10 +642,10 @@ def _handoff(item: Located, problems: list[str]) -> HandoffSpec:
     if (minutes is None) != (not timeout):
         problems.append(f"{item.where()}: 'handoff': give both 'agent_timeout_minutes' and 'timeout' (what is said "
                         f"when no agent answered in time), or neither")
-        return HandoffSpec(waiting=waiting, queued=queued, left=left, satisfaction=satisfaction)
+        return HandoffSpec(waiting=waiting, queued=queued, left=left, estimate=estimate, satisfaction=satisfaction)
     return HandoffSpec(waiting=waiting, queued=queued, left=left,
                        agent_timeout_s=None if minutes is None else minutes * 60, timeout=timeout,
-                       email_received=email_received, satisfaction=satisfaction)
+                       email_received=email_received, estimate=estimate, satisfaction=satisfaction)
 
 
 def _module_path(item: Located, directory: Path, problems: list[str]) -> Path | None:

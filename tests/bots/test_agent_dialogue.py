@@ -266,6 +266,16 @@ def test_handoff_texts_placeholders_are_checked(tmp_path: Path) -> None:
     assert any("'handoff: queued': unknown placeholder(s) place" in p for p in problems), problems
     assert any("'handoff: email_received': unknown placeholder(s) name" in p for p in problems), problems
     assert any("'handoff: email_received' is said to an address written after 'timeout'" in p for p in problems)
+    (tmp_path / "bot.yml").write_text(
+        "name: mini\nchannels: [web]\nintents:\n  greet: {examples: [hi, hello], response: Hello!}\n"
+        "  goodbye: {examples: [bye, see you], response: Bye!}\n"
+        "handoff:\n  left: Bye.\n  estimate: About {minutes}.\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        parse_dialogue(load_bot(tmp_path))
+    problems = raised.value.problems
+    assert any("bot.yml:8: 'handoff: estimate': unknown placeholder(s) minutes (only {wait}" in p
+               for p in problems), problems
+    assert any("bot.yml:8: 'handoff: estimate' is said after 'waiting' or 'queued'" in p for p in problems), problems
 
 
 async def test_polite_off_topic_questions_and_capitals_are_not_handed_off_as_frustration(

@@ -150,3 +150,33 @@ async def test_the_last_days_figures_are_gauges_per_bot(store: ConversationStore
     assert math.isnan(found[("switchboard_containment_ratio", "faq")])  # no conversations: no figure
     assert all(set(s.labels) <= {"bot", "quantile"} for m in metrics.registry.collect() for s in m.samples
                if s.name.startswith(("switchboard_containment", "switchboard_first_agent")))
+
+
+async def test_a_waiting_customer_is_told_the_typical_wait_of_the_last_day(store: ConversationStore,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``StoreQueue.typical_wait``: the median time to the first agent reply over the bot's conversations of the
+    last day, only once ``MIN_WAITS`` got one; read again after ``WAIT_REFRESH_S``."""
+    from bots.handoff import MIN_WAITS, StoreQueue, describe_wait
+
+    now = time.time()
+    queue = StoreQueue(store, "shop", "q1")
+    for n in range(MIN_WAITS):
+        assert await queue.typical_wait() is None
+        monkeypatch.setattr(handoff, "WAIT_REFRESH_S", 0.0)
+        await _conversation(store, f"c{n}", now - 600 * (n + 1), handed_off=True, replied=True)
+    await _conversation(store, "old", now - 3 * 86_400, handed_off=True, replied=True)  # not of the last day
+    await _conversation(store, "other", now - 60, bot="other", handed_off=True, replied=True)  # another bot's
+    wait = await queue.typical_wait()
+    assert wait == pytest.approx(1200 - 10, abs=60)  # the waits were 590, 1190 and 1790 s: the median
+    assert describe_wait(wait) == "about 20 minutes"
+    monkeypatch.setattr(handoff, "WAIT_REFRESH_S", 60.0)
+    await _conversation(store, "c9", now - 7200, handed_off=True, replied=True)
+    assert await queue.typical_wait() == wait  # read a moment ago: the store is not asked again
+
+
+def test_a_wait_reads_as_a_customer_would_say_it() -> None:
+    from bots.handoff import describe_wait
+
+    assert [describe_wait(s) for s in (5, 59, 60, 89, 3000, 5340, 5400, 7200, 30_000)] == [
+        "under a minute", "under a minute", "about 1 minute", "about 1 minute", "about 50 minutes",
+        "about 89 minutes", "about 2 hours", "about 2 hours", "about 8 hours"]

@@ -325,6 +325,30 @@ def test_a_waiting_customer_hears_their_place_then_an_apology(app: TestClient,
     assert len(fired) == 1  # the firing is recorded, and says nothing
 
 
+def test_a_waiting_customer_is_told_the_typical_wait_once_agents_have_answered(
+        app: TestClient, spec: tuple[BotSpec, DialogueSpec], monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA (issue 14): "how long will it take" while waiting got the place in the queue only. Once agents have
+    answered 3 customers in the last day, the place comes with their typical (median) wait for the first reply;
+    before, nothing is claimed."""
+    from bots import handoff
+
+    monkeypatch.setattr(handoff, "WAIT_REFRESH_S", 0.0)  # read the store at every message (60 s when served)
+    _, dialogue = spec
+    h = {"X-CSRF-Token": sign_in(app, "ann")}
+    for n, conversation_id in enumerate(("w1", "w2", "w3"), start=1):
+        said = texts(say(app, conversation_id, "I want to talk to a human"))
+        assert said[-1] == fill_template(dialogue.handoff.queued, {"position": "1"}), said  # no estimate yet
+        r = app.post(f"/review/api/bots/support/conversations/{conversation_id}/reply", headers=h,
+                     json={"text": f"Hi, Ann here ({n})"})
+        assert r.status_code in (200, 502), r.text  # stored (a web conversation without a socket: not pushed)
+    said = texts(say(app, "w4", "I want to talk to a human"))
+    estimate = fill_template(dialogue.handoff.estimate, {"wait": "under a minute"})
+    queued = fill_template(dialogue.handoff.queued, {"position": "1"})
+    assert estimate is not None and said[-1] == f"{queued} {estimate}"
+    assert texts(say(app, "w4", "how long will it take?")) == [
+        f"{fill_template(dialogue.handoff.waiting, {'position': '1'})} {estimate}"]
+
+
 def test_an_angry_customer_is_handed_to_a_person_at_the_second_frustrated_message(
         app: TestClient, spec: tuple[BotSpec, DialogueSpec]) -> None:
     """The example bot's frustration: {handoff_after: 2}: an angry message the bot understands is answered
