@@ -203,7 +203,8 @@ def _nlu_item(item: Located, data: TrainingData, findings: Findings) -> None:
                 data.retrieval.setdefault(name, {}).setdefault(key, []).append(example.text)
     elif kind == "synonym":
         for raw, _ in lines:
-            data.synonyms[raw.lower()] = name
+            if raw != name:  # Rasa's mapper skips an example that is the synonym itself (original == replacement)
+                data.synonyms[raw.lower()] = name
     elif kind == "regex":
         for raw, where in lines:
             try:

@@ -86,18 +86,19 @@ class Step(Protocol):
 
 
 def synonyms_of(spec: BotSpec) -> dict[str, str]:
-    """What Rasa's EntitySynonymMapper learns from the NLU data: ``synonym:`` items, then every annotated
-    value that differs from the text it annotates (later ones win, as in Rasa), each key lower-case. A text
-    that is its own value maps nothing (``_add_entities_if_synonyms``: ``if original != replacement``), so a
-    value typed in another case ("NEW YORK", "Green Circle") stays as typed unless a synonym names it."""
+    """What Rasa's EntitySynonymMapper learns from the NLU data: ``synonym:`` items (each example that is not
+    the synonym itself: ``Fire`` of ``synonym: fire`` maps "FIRE" to "fire"), then every annotated value that
+    differs from the text it annotates (later ones win, as in Rasa), each key lower-case. A text that is its
+    own value maps nothing (``_add_entities_if_synonyms``: ``if original != replacement``), so a value typed in
+    another case ("NEW YORK", "Green Circle") stays as typed unless a synonym names it."""
     found: dict[str, str] = {}
 
     def add(shown: str, value: str) -> None:
         if shown != value:
             found[shown.lower()] = value
 
-    for variant, canonical in spec.synonyms.items():
-        add(variant, canonical)
+    for variant, canonical in spec.synonyms.items():  # keys already lower-cased by the readers
+        found[variant.lower()] = canonical
     for intent in spec.intents.values():
         for example in intent.examples:
             for e in example.entities:

@@ -16,6 +16,7 @@ import pytest
 
 from bots.botspec import BotSpec, PipelineComponent
 from bots.dialogue.engine import Message, decide
+from bots.dialogue.rasa_data import read_nlu_file
 from bots.dialogue.rasa_protocol import entity_json, parse_data
 from bots.dialogue.rasa_yaml import Findings
 from bots.dialogue.spec import DialogueSpec
@@ -106,6 +107,17 @@ def test_synonyms_are_what_rasas_mapper_learns(transfer: tuple[BotSpec, Dialogue
     assert "new york" not in syn and "berlin" not in syn
 
 
+def test_a_synonym_example_that_is_the_synonym_itself_maps_nothing(tmp_path: Path) -> None:
+    # Rasa's reader keeps each synonym example as written and its mapper skips one equal to the synonym
+    # (original == replacement): "NEW YORK" stays as typed; an example differing only in case ("Fire" of
+    # synonym fire) maps, its key lower-cased.
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text('version: "3.1"\nnlu:\n- synonym: New York\n  examples: |\n    - New York\n    - NYC\n'
+                   '- synonym: fire\n  examples: |\n    - Fire\n', encoding="utf-8")
+    data, _ = read_nlu_file(nlu)
+    assert data.synonyms == {"nyc": "New York", "fire": "fire"}
+
+
 async def test_the_mapper_leaves_a_value_no_synonym_names_as_it_was_typed(
         transfer: tuple[BotSpec, DialogueSpec]) -> None:
     # A public project (Crowd-Computing-Oulu/drs) annotates [green circle] as a landmark; "take me to the Green
@@ -116,6 +128,13 @@ async def test_the_mapper_leaves_a_value_no_synonym_names_as_it_was_typed(
     text = "send money to BERLIN from nyc"
     u = await mapper.process(text, model_says(text, ("city", "BERLIN", "to"), ("city", "nyc", "from")))
     assert [e.value for e in u.entities] == ["BERLIN", "New York"]
+    # a synonym whose example differs from it only in case still maps (a public crisis project: synonym
+    # 'fire' with examples Fire and FIRE, its button payload "Fire"): Rasa keys it lower-cased
+    fire = NluPipeline.for_bot(with_pipeline(replace(spec, synonyms={**spec.synonyms, "fire": "fire"}),
+                                             ("EntitySynonymMapper", {})))
+    text = "there is a Fire"
+    u = await fire.process(text, model_says(text, ("city", "Fire", None)))
+    assert [e.value for e in u.entities] == ["fire"]
 
 
 async def test_model_values_are_the_text_they_cover_unless_the_mapper_maps_them(
