@@ -5,7 +5,8 @@
 Every PATH must be a Rasa project folder (``domain.yml`` or ``domain/``, ``config.yml``, ``data/``, as ``rasa
 init`` lays it out); the bench stops before training anything when one is not. A project that does not load
 (what ``switchboard check`` refuses, with its ``file:line`` errors) gets a "refused" row and its errors below the
-table, and the other projects go on. Each run copies the
+table, and the other projects go on; one whose test stories do not parse (``switchboard test`` refuses them, as
+``rasa test`` does) is trained all the same, its row and errors saying so. Each run copies the
 project to a temporary folder (its own ``models/`` and ``results/`` left behind, so the project is never
 written to), trains it in process (``training.cli``, ``--fast`` with the flag), and runs its test stories
 (``tests/test_*.yml``) through the served pipeline with ``connectors.story_test`` (exactly what
@@ -69,6 +70,7 @@ class Project:
     runs: list[Run] = field(default_factory=list)
     error: str | None = None
     refused: str | None = None  # the project does not load (switchboard check's errors): nothing trained
+    tests_refused: str | None = None  # its test stories do not parse (switchboard test's errors): trained only
 
 
 def _median(values: list[float]) -> float:
@@ -94,7 +96,11 @@ def conversations_tested(tests: list[Path]) -> int:
 def run_project(path: Path, *, fast: bool, runs: int, settings: Settings) -> Project:
     spec, _ = load_bot_folder(path)
     tests = rasa_test_files(path)
-    project = Project(path, sum(len(i.examples) for i in spec.intents.values()), conversations_tested(tests))
+    examples = sum(len(i.examples) for i in spec.intents.values())
+    try:
+        project = Project(path, examples, conversations_tested(tests))
+    except ConfigError as exc:  # test stories switchboard test (and rasa test) refuse: the project still trains
+        project = Project(path, examples, 0, tests_refused="\n".join(exc.problems))
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="rasa-bench-") as tmp:
             bot_dir = Path(tmp) / path.resolve().name
@@ -117,6 +123,8 @@ def _row(p: Project) -> str:
     if p.error is not None:
         return f"| {name} | {p.examples} | {p.stories} | failed: see below | | | | | |"
     train = f"{_median([r.train_s for r in p.runs]):.1f}"
+    if p.tests_refused is not None:
+        return f"| {name} | {p.examples} | refused | {train} | test stories refused: see below | | | | |"
     tested = [r for r in p.runs if r.results is not None]
     if not tested:
         return f"| {name} | {p.examples} | 0 | {train} | no test stories | | | | |"
@@ -178,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         if p.error is not None:
             failed = True
             print(f"\n{p.path}: {p.error}")
+        if p.tests_refused is not None:
+            failed = True
+            print(f"\n{p.path}: test stories refused by switchboard test:\n{p.tests_refused}")
         for r in p.runs[:1]:
             for story in (r.results.failed if r.results is not None else []):
                 failed = True

@@ -37,3 +37,30 @@ def test_a_project_check_refuses_is_a_row_and_the_bench_goes_on(tmp_path: Path,
     out = capsys.readouterr().out
     assert "| moodbot | | | refused by check: see below |" in out
     assert "refused by switchboard check:" in out and "domain.yml:" in out and "not_a_domain_key" in out
+
+
+def test_a_project_whose_test_stories_do_not_parse_is_trained_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A public project (ManojGTReddy/chatbot) indents a test story under the previous one's steps: its test
+    # file has the key 'steps' twice, which switchboard test refuses (and Rasa's YAML reader too). The bench
+    # reported the whole project as "refused by check" and trained nothing, though check passes it.
+    import bench.rasa_projects as bench
+
+    project = tmp_path / "moodbot"
+    shutil.copytree(MOODBOT, project, ignore=shutil.ignore_patterns("models", "results"))
+    tests = project / "tests" / "test_stories.yml"
+    tests.write_text('stories:\n- story: a\n  steps:\n  - user: |\n      hi\n    intent: greet\n'
+                     '  - action: utter_greet\n  - story: b\n  steps:\n  - intent: greet\n', encoding="utf-8")
+    trained: list[Path] = []
+
+    def fake_train(bot_dir: Path, fast: bool) -> tuple[int, float, str]:
+        trained.append(bot_dir)
+        return 0, 1.5, ""
+
+    monkeypatch.setattr(bench, "_train", fake_train)
+    assert main([str(project)]) == 1
+    out = capsys.readouterr().out
+    assert len(trained) == 1
+    assert "| moodbot | " in out and " | refused | 1.5 | test stories refused: see below |" in out
+    assert "test stories refused by switchboard test:" in out and "duplicate key 'steps'" in out
+    assert "refused by switchboard check" not in out
