@@ -219,22 +219,27 @@ def _comment(text: str | None) -> str:
     return f"  # predicted: {' '.join(text.split())}" if text else ""
 
 
-def annotated(text: str, entities: Sequence[tuple[str, Any, int | None, int | None]]) -> str:
-    """``text`` with Rasa's entity annotations (``[span](entity)``, ``[span]{"entity": ..., "value": ...}`` when
-    the value differs from the span); entities without a position are left out."""
+def annotated(text: str, entities: Sequence[tuple[Any, ...]]) -> str:
+    """``text`` with Rasa's entity annotations, as Rasa's writer writes them (``TrainingDataWriter.
+    generate_entity``): ``[span](entity)``, or ``[span]{"entity": ..., "role": ..., "group": ..., "value": ...}``
+    with the role and group an entity has and the value where it differs from the span. ``entities``: (entity,
+    value, start, end) or (entity, value, start, end, role, group); entities without a position are left out."""
     placed = sorted((e for e in entities if e[2] is not None and e[3] is not None), key=lambda e: (e[2], e[3]))
     out: list[str] = []
     pos = 0
-    for entity, value, start, end in placed:
-        assert start is not None and end is not None
+    for entity, value, start, end, *labels in placed:
         if start < pos or end > len(text):
             continue  # overlapping spans: one annotation each
+        role, group = [*labels, None, None][:2]
         span = text[start:end]
         out.append(text[pos:start])
-        if value is None or str(value) == span:
+        shown = None if value is None or str(value) == span else str(value)
+        if shown is None and role is None and group is None:
             out.append(f"[{span}]({entity})")
         else:
-            out.append(f"[{span}]" + json.dumps({"entity": entity, "value": str(value)}, ensure_ascii=False))
+            fields = {"entity": entity, "role": role, "group": group, "value": shown}
+            out.append(f"[{span}]" + json.dumps({k: v for k, v in fields.items() if v is not None},
+                                                ensure_ascii=False))
         pos = end
     out.append(text[pos:])
     return "".join(out)
@@ -248,7 +253,8 @@ def _step_yaml(step: Step, comment: str | None) -> list[str]:
     c = _comment(comment)
     if step.kind == "intent":
         if step.user_text is not None:
-            text = annotated(step.user_text, [(e.entity, e.value, e.start, e.end) for e in step.entities])
+            text = annotated(step.user_text, [(e.entity, e.value, e.start, e.end, e.role, e.group)
+                                              for e in step.entities])
             lines = ["  - user: |", *_block(text, "      ")]
             if step.name is not None:
                 lines.append(f"    intent: {step.name}{c}")
@@ -407,8 +413,8 @@ class _StoryRun:
         self.results.intent_predictions.append(intent)
         if intent == step.name and gold == got:
             return
-        shown = annotated(step.user_text, [(str(e.get("entity")), e.get("value"), e.get("start"), e.get("end"))
-                                           for e in predicted])
+        shown = annotated(step.user_text, [(str(e.get("entity")), e.get("value"), e.get("start"), e.get("end"),
+                                            e.get("role"), e.get("group")) for e in predicted])
         self.comments[index] = f"{intent}: {shown}"
         if intent != step.name:
             self.fail(step.where, f"intent {step.name!r} expected, the NLU predicted {intent!r} "

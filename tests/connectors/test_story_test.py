@@ -192,6 +192,13 @@ def test_annotations_are_written_as_rasa_writes_them() -> None:
     assert annotated("italiano please", [("cuisine", "italian", 0, 8)]) == \
         '[italiano]{"entity": "cuisine", "value": "italian"} please'
     assert annotated("no entities", [("x", "y", None, None)]) == "no entities"
+    # roles and groups are written as Rasa's TrainingDataWriter.generate_entity writes them (a public project,
+    # Crowd-Computing-Oulu/drs, annotates [red triangle]{"entity": "landmark", "role": "destination"}: its
+    # failed stories lost the role, "[red triangle](landmark)")
+    assert annotated("to the red triangle", [("landmark", "red triangle", 7, 19, "destination", None)]) == \
+        'to the [red triangle]{"entity": "landmark", "role": "destination"}'
+    assert annotated("2 pizzas", [("size", "large", 2, 8, None, "1")]) == \
+        '2 [pizzas]{"entity": "size", "group": "1", "value": "large"}'
 
 
 async def test_bad_test_stories_name_the_file_and_line(tmp_path: Path) -> None:
