@@ -16,6 +16,9 @@ An artifact is a folder ``BOT_DIR/models/<version>/``::
     ngrams.npz          optional n-gram part of the intent classifier (bots/nlu/ngrams.py: vocabulary ``features``,
                         ``idf``, ``weights`` float32 [labels, features]) whose logits serving adds to the
                         graph's intent_logits; the manifest's ``ngrams`` names it (none: the graph's alone)
+    spelling.json       optional training vocabulary, word -> count, that customers' messages are spelling-
+                        corrected against before the model reads them (bots/nlu/spelling.py); the manifest's
+                        ``spelling`` names it
     responses/          optional answer index (retrieval), written by training/answers
     policy.onnx         optional learned next-action model (training/policy.py): input features
                         (float32, [batch, max_history x features], the multi-hot frames of
@@ -60,6 +63,9 @@ class Manifest:
     # The intent classifier's n-gram features (bots/nlu/ngrams.py NgramHead.save): file, analyzers, number of
     # features, scale. Empty: none (an artifact from before them serves the graph's intent logits alone).
     ngrams: dict[str, Any] = field(default_factory=dict)
+    # The spelling vocabulary (bots/nlu/spelling.py write_vocabulary): file, number of words. Empty: messages are
+    # read as typed (artifacts from before it, or ``training: spelling: false``).
+    spelling: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 

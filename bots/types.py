@@ -189,14 +189,19 @@ class Understanding:
     # The text's sentence embedding when the model computed one (numpy, L2-normalised): answer
     # retrieval reuses it instead of encoding the text a second time. Never stored.
     embedding: Any = field(default=None, compare=False, repr=False)
+    # The text as the model read it when its spelling was corrected (bots/nlu/spelling.py); None: as typed.
+    read_as: str | None = None
 
     def to_dict(self) -> JSON:
-        return {
+        d: JSON = {
             "intent": self.intent,
             "confidence": self.confidence,
             "ranking": [{"name": s.name, "confidence": s.confidence} for s in self.ranking],
             "entities": [e.to_dict() for e in self.entities],
         }
+        if self.read_as is not None:
+            d["read_as"] = self.read_as
+        return d
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """``switchboard train`` and ``switchboard evaluate``.
 
     train BOT_DIR [--fast] [--epochs N] [--max-examples-per-intent N] [--threads N] [--seed N]
-                  [--out DIR] [--data FILE ...] [--base-model DIR] [--no-quantize] [--augmentation N]
+                  [--out DIR] [--data FILE ...] [--base-model DIR] [--no-quantize] [--no-spelling]
+                  [--augmentation N]
                   [--validation FILE ...] [--oos-target T] [--oos-method M] [--ngram-features SPEC]
     evaluate MODEL DATA... [--out DIR] [--threads N] [--min-accuracy X] [--cross-validation K] [--fast]
 
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=Path, action="append", default=[],
                    help="extra training data: Rasa nlu.yml/domain.yml, CSV text,intent, Bitext CSV (repeatable)")
     t.add_argument("--no-quantize", action="store_true", help="skip the int8 export")
+    t.add_argument("--no-spelling", action="store_true",
+                   help="read customers' messages as typed: no spelling correction toward the training words "
+                        "(default: bot.yml training: spelling, else on)")
     t.add_argument("--augmentation", type=int, metavar="N",
                    help="learned dialogue policy: stories glued into N x 10 conversations (default 50; 0 = off)")
     t.add_argument("--out", type=Path, help="artifact folder (default BOT_DIR/models/<version>)")
@@ -158,7 +162,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(
         mode="fast" if args.fast else None, epochs=args.epochs, max_examples_per_intent=args.max_examples_per_intent,
         threads=args.threads, seed=args.seed, base_model=args.base_model,
-        quantize=False if args.no_quantize else None, augmentation_factor=args.augmentation,
+        quantize=False if args.no_quantize else None, spelling=False if args.no_spelling else None,
+        augmentation_factor=args.augmentation,
         oos_target=args.oos_target, oos_method=args.oos_method, calibration_folds=args.calibration_folds)
     if args.ngram_features is not None:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), "ngram_features": "" if args.ngram_features.strip() == "none"

@@ -43,6 +43,9 @@ class TrainConfig:
     # Sparse n-gram features of the intent classifier (bots/nlu/ngrams.py), as Rasa's CountVectorsFeaturizer:
     # comma-separated analyzers with n-gram ranges, e.g. "word,char_wb:1-4" (Rasa's default pipeline); "" = none.
     ngram_features: str = ""
+    # Customers' messages spelling-corrected against the training examples' words before the model reads them
+    # (bots/nlu/spelling.py): "wher is my oder" is read as "where is my order".
+    spelling: bool = True
     max_examples_per_intent: int = 0  # 0 = all
     min_examples_per_intent: int = 5  # fewer gives a warning
     seed: int = 13

@@ -39,6 +39,7 @@ from bots.artifact import MANIFEST, Manifest, new_version, write_manifest
 from bots.nlu.model import OOS_INDEX, OnnxNLU
 from bots.nlu.ngrams import NgramHead, NgramVectorizer, parse_analyzers
 from bots.nlu.oos import METHODS, OUT_OF_SCOPE, OperatingPoint, Target
+from bots.nlu.spelling import write_vocabulary
 from training.config import TrainConfig
 from training.data import NluData, Sample, k_folds, stratified_split, text_hashes
 from training.export import export_onnx, quantize_int8
@@ -244,6 +245,7 @@ def train(data: NluData, cfg: TrainConfig, *, bot_name: str, out_dir: Path | Non
             extra={"synonyms": data.annotation_synonyms(), "train_examples": len(train_set),
                    "validation_examples": len(val_set), "warnings": list(data.warnings), **facts},
             ngrams=ngram_head.save(out_dir) if ngram_head is not None else {},
+            spelling=write_vocabulary(out_dir, (s.text for s in train_set)) if cfg.spelling else {},
         )
         guard_set = known_val or train_set
         metrics: dict[str, Any] = {"evaluated_on": "validation" if known_val else "training data (no held-out split)"}

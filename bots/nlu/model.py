@@ -40,6 +40,7 @@ from bots.artifact import Manifest, read_manifest
 from bots.errors import ArtifactError
 from bots.nlu.ngrams import NgramHead
 from bots.nlu.oos import INDEX_METHODS, OUT_OF_SCOPE, centroids_of, in_scope_scores, served_point
+from bots.nlu.spelling import Correction, Speller, known_words
 from bots.types import Entity, IntentScore, Understanding
 
 __all__ = ["OUT_OF_SCOPE", "OnnxNLU", "Scored", "entity_label", "split_label"]
@@ -54,7 +55,8 @@ _RANKING = 10
 @dataclass(frozen=True)
 class _Batch:
     rows: list[int]  # where each text of this batch is in the caller's list
-    texts: Sequence[str]
+    texts: Sequence[str]  # as the model read them (spelling corrected, when asked)
+    corrections: Sequence[Correction | None]  # each text's correction (None: read as given)
     offsets: list[list[tuple[int, int]]]
     special: list[list[int]]
     outputs: dict[str, np.ndarray]
@@ -113,6 +115,8 @@ class OnnxNLU:
         self._index, self._centroids = _load_index(artifact_dir)
         self.ngrams = NgramHead.load(artifact_dir, manifest.ngrams, len(self.labels)) if manifest.ngrams else None
         self.point = served_point(manifest.oos, manifest.oos_threshold, fallback_threshold)
+        self.speller = (Speller.load(artifact_dir, manifest.spelling, known_words(tokenizer.get_vocab()))
+                        if manifest.spelling else None)
         if self.point.method in INDEX_METHODS and self._index is None:
             raise ArtifactError(f"{artifact_dir}: its out-of-scope method {self.point.method!r} needs {OOS_INDEX}, "
                                 "which is missing; retrain the bot")
@@ -162,13 +166,17 @@ class OnnxNLU:
         return cls(artifact_dir, manifest, session, tokenizer, merged, group=1 if batch_dependent else _GROUP,
                    fallback_threshold=fallback_threshold)
 
-    def _run(self, texts: Sequence[str]) -> list[_Batch]:
+    def _run(self, texts: Sequence[str], *, correct: bool = False) -> list[_Batch]:
         """Model outputs for ``texts``, in batches of texts of similar token length (sorted, then cut
         into groups of ``group``): a batch is padded only to its own longest text, so mixing short
-        and long questions does not multiply the work. Each batch says which texts it holds."""
+        and long questions does not multiply the work. Each batch says which texts it holds.
+        ``correct``: customers' messages, read with their spelling corrected where the artifact has a
+        vocabulary (bots/nlu/spelling.py)."""
         out = []
+        speller = self.speller if correct else None
         for i in range(0, len(texts), _BATCH):
-            chunk = [str(t) for t in texts[i:i + _BATCH]]
+            fixes = [speller.correct(str(t)) if speller else None for t in texts[i:i + _BATCH]]
+            chunk = [f.text if f else str(t) for f, t in zip(fixes, texts[i:i + _BATCH], strict=True)]
             encs = self._tokenizer.encode_batch(chunk)  # padded to the chunk's longest; cut per group below
             ids = np.array([e.ids for e in encs], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
@@ -179,7 +187,7 @@ class OnnxNLU:
                 width = max(1, int(lengths[group].max()))
                 values = self._session.run(self._outputs, {"input_ids": ids[group, :width],
                                                            "attention_mask": mask[group, :width]})
-                out.append(_Batch([i + j for j in group], [chunk[j] for j in group],
+                out.append(_Batch([i + j for j in group], [chunk[j] for j in group], [fixes[j] for j in group],
                                   [list(encs[j].offsets[:width]) for j in group],
                                   [list(encs[j].special_tokens_mask[:width]) for j in group],
                                   dict(zip(self._outputs, values, strict=True))))
@@ -204,7 +212,7 @@ class OnnxNLU:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for batch in self._run(texts):
+        for batch in self._run(texts, correct=True):
             probs[batch.rows] = _softmax(self._intent_logits(batch))
         return probs
 
@@ -228,29 +236,31 @@ class OnnxNLU:
     def score(self, texts: Sequence[str]) -> list[Scored]:
         """The model's understanding of each text (intent = its best one) and its in-scope scores."""
         results: list[Scored | None] = [None] * len(texts)
-        for batch in self._run(texts):
+        for batch in self._run(texts, correct=True):
             logits = self._intent_logits(batch)
             probs = _softmax(logits)
             tag_probs = _softmax(batch.outputs["entity_logits"])
             vectors = batch.outputs["sentence_embedding"].astype(np.float32)
             for row, (where, text) in enumerate(zip(batch.rows, batch.texts, strict=True)):
                 u = self._understand(text, probs[row], tag_probs[row], batch.offsets[row], batch.special[row],
-                                     vectors[row])
+                                     vectors[row], batch.corrections[row])
                 results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, self._centroids,
                                                            u.confidence))
         return [r for r in results if r is not None]
 
     def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
-                    special: list[int], vector: np.ndarray) -> Understanding:
+                    special: list[int], vector: np.ndarray, correction: Correction | None = None) -> Understanding:
         order = np.argsort(-probs, kind="stable")[:_RANKING]
         ranking = tuple(IntentScore(self.labels[i], float(probs[i])) for i in order)
-        entities = self._entities(text, tag_probs, offsets, special)
+        entities = self._entities(text, tag_probs, offsets, special, correction)
         return Understanding(intent=ranking[0].name, confidence=ranking[0].confidence, ranking=ranking,
-                             entities=entities, embedding=vector)
+                             entities=entities, embedding=vector,
+                             read_as=text if correction is not None and correction.changes else None)
 
     def _entities(self, text: str, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
-                  special: list[int]) -> tuple[Entity, ...]:
-        """BIO decoding: B-x starts a span, I-x continues one of the same type (a stray I-x starts one)."""
+                  special: list[int], correction: Correction | None = None) -> tuple[Entity, ...]:
+        """BIO decoding: B-x starts a span, I-x continues one of the same type (a stray I-x starts one).
+        Spans found in a spelling-corrected text are mapped back to the customer's own characters."""
         if len(self.entity_tags) <= 1:
             return ()
         spans: list[tuple[str, int, int, list[float]]] = []
@@ -274,7 +284,9 @@ class OnnxNLU:
                 spans.append(current)
         out = []
         for kind, start, end, scores in _word_spans(text, spans):
-            shown = text[start:end]
+            if correction is not None and correction.changes:
+                start, end = correction.span(start, end)
+            shown = (correction.original if correction is not None else text)[start:end]
             value = self.synonyms.get(shown.lower(), shown)
             entity, role, group = split_label(kind)
             out.append(Entity(entity=entity, value=value, start=start, end=end,

@@ -114,7 +114,7 @@ def test_the_operating_point_decides_not_understood(artifact: Path, tmp_path: Pa
     assert nlu.predict(texts) == [nlu.decide(x) for x in scored]  # predict is score, then the one rule
     copy = tmp_path / "strict"
     copy.mkdir()
-    for name in ("model.onnx", "tokenizer.json"):
+    for name in ("model.onnx", "tokenizer.json", "spelling.json"):
         os.symlink(artifact / name, copy / name)
     # An artifact from before calibration points: its softmax oos_threshold.
     write_manifest(copy, dataclasses.replace(read_manifest(artifact), oos={}, oos_threshold=0.999))
@@ -126,6 +126,44 @@ def test_the_operating_point_decides_not_understood(artifact: Path, tmp_path: Pa
     write_manifest(copy, dataclasses.replace(read_manifest(artifact), oos={"method": "knn_softmax", "threshold": 0.5}))
     with pytest.raises(ArtifactError, match=r"needs oos_index\.npz"):
         OnnxNLU.load(copy)
+
+
+def test_typos_are_read_as_the_bots_words_and_entities_keep_what_was_typed(artifact: Path, tmp_path: Path) -> None:
+    nlu = OnnxNLU.load(artifact)
+    assert nlu.manifest.spelling["file"] == "spelling.json" and nlu.speller is not None
+    typed = "I neeed a fligth to Londn pleese"
+    (r,) = nlu.predict([typed])
+    assert nlu.speller.correct(typed).text == "I need a flight to london please"
+    assert r.intent == "book_flight" and r.read_as == r.to_dict()["read_as"] == "I need a flight to london please"
+    (city,) = r.entities
+    assert (city.value, city.start, city.end) == ("Londn", 20, 25) and typed[city.start:city.end] == "Londn"
+    (r,) = nlu.predict(["bokk a fligt to Paris"])  # offsets after two corrected words of other lengths
+    assert [(e.value, e.start, e.end) for e in r.entities] == [("Paris", 16, 21)]
+    # the same text alone or among others, corrected or not
+    among, alone = nlu.predict(["hello", typed, "bye"])[1], nlu.predict([typed])[0]
+    assert among.intent == alone.intent and among.entities == alone.entities
+    assert abs(among.confidence - alone.confidence) < 1e-4
+    # An artifact without a vocabulary (before spelling, or `training: spelling: false`) reads as typed.
+    copy = tmp_path / "plain"
+    copy.mkdir()
+    for name in ("model.onnx", "tokenizer.json", "oos_index.npz"):
+        os.symlink(artifact / name, copy / name)
+    write_manifest(copy, dataclasses.replace(read_manifest(artifact), spelling={}))
+    plain = OnnxNLU.load(copy)
+    assert plain.speller is None and plain.predict([typed])[0].read_as is None
+    assert "read_as" not in nlu.predict(["book a flight"])[0].to_dict()
+    assert plain.score([typed])[0].understanding.confidence != nlu.score([typed])[0].understanding.confidence
+
+
+def test_training_without_spelling_writes_no_vocabulary(module_tmp: Callable[[str], Path]) -> None:
+    from training.cli import main
+
+    bot = module_tmp("nlu_bot_plain")
+    (bot / "bot.yml").write_text(_BOT + "training:\n  spelling: false\n", encoding="utf-8")
+    out = bot / "models" / "a1"
+    assert main(["train", str(bot), "--fast", "--no-quantize", "--out", str(out)]) == 0
+    assert read_manifest(out).spelling == {} and not (out / "spelling.json").exists()
+    assert OnnxNLU.load(out).speller is None
 
 
 def test_missing_model_file_is_an_artifact_error(artifact: Path, tmp_path: Path) -> None:

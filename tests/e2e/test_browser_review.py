@@ -42,7 +42,7 @@ def _seed_yesterday(data_dir: Path) -> None:
         store = SQLiteStore(data_dir / "conversations.db")
         await store.start()
         for cid, text, intent, confidence, answer in [
-            ("yday-low", "scrap order 4411", "track_order", 0.34, "Order 4411 is on its way."),
+            ("yday-low", "scrap ordr 4411", "track_order", 0.34, "Order 4411 is on its way."),
             ("yday-lower", "blorp the thing", "greet", 0.21, "Hello! How can I help you today?"),
             ("yday-sure", "hello there", "greet", 0.97, "Hello! How can I help you today?"),
         ]:
@@ -50,7 +50,8 @@ def _seed_yesterday(data_dir: Path) -> None:
                                          Event(USER, {"text": text, "message_id": "m1", "channel": "web"},
                                                timestamp=yesterday))
             await store.complete("tiny", cid, result.turn.seq, [
-                Event(NLU, {"intent": intent, "confidence": confidence, "ranking": [], "entities": []},
+                Event(NLU, {"intent": intent, "confidence": confidence, "ranking": [], "entities": [],
+                            **({"read_as": text.replace("ordr", "order")} if "ordr" in text else {})},
                       timestamp=yesterday),
                 Event(BOT, {"text": answer, "buttons": [], "source": "template", "metadata": {}}, timestamp=yesterday),
             ], SummaryUpdate(last_intent=intent, confidence=confidence))
@@ -214,7 +215,8 @@ def test_find_yesterdays_low_confidence_conversations_and_correct_one(stack: dic
 
     agent.get_by_role("link", name="yday-low", exact=True).click()
     message = agent.locator(".msg.customer").first
-    expect(message).to_contain_text("scrap order 4411")
+    expect(message).to_contain_text("scrap ordr 4411")  # as typed, and as the model read it
+    expect(message.locator(".read-as")).to_have_text("read as “scrap order 4411”")
     expect(message).to_contain_text("intent track_order")
     expect(message).to_contain_text("confidence 0.34")
     expect(agent.locator(".msg.bot .badge.source").first).to_have_text("template")
@@ -243,7 +245,7 @@ def test_find_yesterdays_low_confidence_conversations_and_correct_one(stack: dic
     expect(agent.locator("#notice")).to_contain_text("Exported 1 correction(s) as corrections.yml")
     shot(agent, "06-corrected-and-exported")
     assert download.suggested_filename == "corrections.yml"
-    assert "scrap order [4411](order_id)" in Path(download.path()).read_text()
+    assert "scrap ordr [4411](order_id)" in Path(download.path()).read_text()  # the customer's own words
     assert not (stack["bot_dir"] / "corrections.yml").exists()  # nothing written into the served bot folder
 
     agent.goto(stack["url"] + "/review?reviewed=yes")

@@ -74,10 +74,11 @@ def test_the_artifact_keeps_them_and_serves_the_sum(artifacts: dict[str, Path]) 
     assert nlu.ngrams.vectorizer.features == fitted.features
     assert np.array_equal(nlu.ngrams.vectorizer.idf, fitted.idf)
     probe = [t for t, _ in TESTS]
+    read = [nlu.speller.correct(t).text if nlu.speller else t for t in probe]  # as the model reads it (typos)
     graph = nlu._session.run(["intent_logits"], {
-        "input_ids": np.array([nlu._tokenizer.encode(t).ids for t in probe[:1]], dtype=np.int64),
-        "attention_mask": np.array([nlu._tokenizer.encode(t).attention_mask for t in probe[:1]], dtype=np.int64)})[0]
-    logits = (graph + nlu.ngrams.logits(probe[:1]))[0].astype(np.float64)
+        "input_ids": np.array([nlu._tokenizer.encode(t).ids for t in read[:1]], dtype=np.int64),
+        "attention_mask": np.array([nlu._tokenizer.encode(t).attention_mask for t in read[:1]], dtype=np.int64)})[0]
+    logits = (graph + nlu.ngrams.logits(read[:1]))[0].astype(np.float64)
     want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert nlu.score(probe[:1])[0].understanding.confidence == pytest.approx(float(want.max()), abs=1e-5)
     assert np.allclose(nlu.intent_probabilities(probe[:1])[0], want, atol=1e-5)

@@ -108,6 +108,7 @@
         if (nlu.entities && nlu.entities.length) {
           info.append(el("span", { class: fixed ? "old" : "", text: `entities ${entityText(nlu.entities)}` }));
         }
+        if (nlu.read_as) info.append(el("span", { class: "read-as", text: `read as “${nlu.read_as}”` }));
       } else if (turn.status === "pending") {
         info.append(el("span", { class: "pending", text: "waiting for the bot…" }));
       }
