@@ -3,6 +3,7 @@
     .venv/bin/python bench/oos.py [--mode fast|finetune] [--known 0.25,0.5,0.75] [--seeds 0,1,2]
                                   [--epochs N] [--threads N] [--max-test N] [--targets T1,T2]
                                   [--data DIR_OR_CSV] [--max-examples-per-intent N] [--ngram-features SPEC]
+                                  [--no-spelling]
 
 For each share of known intents and each seed: that share of the 77 intents is drawn at random
 (seeded), the model is trained on the training examples of those intents only (the pipeline's
@@ -22,7 +23,8 @@ Published ADB (BERT-base) figures to compare with: 25% known 78.85 / 71.62, 50% 
 ignored, are dropped first, so no test text is also a training text), e.g. Bitext's customer-support CSV,
 whose 27 intents span several topics of a shop's support (BANKING77 is one domain).
 ``--ngram-features word,char_wb:1-4`` trains the intent classifier with n-gram features (bots/nlu/ngrams.py;
-default: TrainConfig's).
+default: TrainConfig's). ``--no-spelling`` trains and serves without the spelling correction
+(bots/nlu/spelling.py), which is on by default.
 Not part of the test run.
 """
 
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-test", type=int, default=0, help="0 = the whole test set")
     p.add_argument("--ngram-features", default=TrainConfig().ngram_features, metavar="SPEC",
                    help="n-gram features of the intent classifier, e.g. word,char_wb:1-4 ('' = none)")
+    p.add_argument("--no-spelling", action="store_true", help="no spelling correction (default: on)")
     p.add_argument("--targets", default=f"{TrainConfig().oos_target},in-scope-drop<=0.05",
                    help="out-of-scope targets to calibrate each method for (comma-separated; the first is served)")
     args = p.parse_args(argv)
@@ -159,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         test = test[:: max(1, len(test) // args.max_test)][: args.max_test]
     load_before = os.getloadavg()
     targets = args.targets.split(",")
-    print(f"mode {args.mode}, threads {args.threads}, n-gram features {args.ngram_features or 'none'}, targets "
+    print(f"mode {args.mode}, threads {args.threads}, n-gram features {args.ngram_features or 'none'}, spelling "
+          f"{'off' if args.no_spelling else 'on'}, targets "
           f"{targets}, calibration "
           f"{f'{args.calibration_folds}-fold' if args.calibration_folds else 'held-out split'}, load average before "
           f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, {os.cpu_count()} CPUs; "
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig(mode=args.mode, epochs=args.epochs, threads=args.threads, seed=seed,
                               validation_fraction=0.1, oos_target=targets[0],
                               max_examples_per_intent=args.max_examples_per_intent,
-                              calibration_folds=args.calibration_folds, ngram_features=args.ngram_features)
+                              calibration_folds=args.calibration_folds, ngram_features=args.ngram_features,
+                              spelling=not args.no_spelling)
             rows = run_one(train, test, share, seed, cfg, targets)
             for (target, method), row in rows.items():
                 results.setdefault((share, target, method), []).append(row)
