@@ -68,7 +68,7 @@ from bots.dialogue.rasa_protocol import (
     with_dispatched,
 )
 from bots.dialogue.response_selector import selector_for
-from bots.dialogue.spec import GIVE_UP_TEXT, YES_NO_INTENTS, AnswerKind, DialogueSpec
+from bots.dialogue.spec import DECLINED_TEXT, GIVE_UP_TEXT, YES_NO_INTENTS, AnswerKind, DialogueSpec
 from bots.dialogue.state import State
 from bots.events import (
     ACTION,
@@ -792,7 +792,8 @@ class _Turn:
         responses: list[Event] = []
         refused_now = [] if returning else [s for s in form.required_slots
                                              if s in self.refused and s == self.state.requested_slot]
-        for slot in refused_now:
+        declined = bool(refused_now) and not activating and self._declined(form)
+        for slot in [] if declined else refused_now:  # "I don't know it": not told why it is no order number
             responses.append(self._bot_event(BotResponse(text=self.refused[slot], source="template",
                                                          metadata={"form": form.name, "slot": slot})))
         validator = self._validator(form)
@@ -856,8 +857,8 @@ class _Turn:
             wrong = (not returning and (next_slot in self.refused or next_slot in candidates)) \
                 or next_slot == self.counted  # (an off-topic message answered, then this question again)
             limit = self._max_attempts(form, next_slot)
-            if wrong and limit is not None and asked >= limit:
-                events.append(self._give_up(form, next_slot, slots))
+            if declined or (wrong and limit is not None and asked >= limit):
+                events.append(self._give_up(form, next_slot, slots, declined=declined))
                 events.append(Event(FORM, {"name": None}, timestamp=at))
                 return _Outcome(events, followup=ACTION_LISTEN)  # ended, not submitted: no submit rule runs
             attempt = asked + 1 if wrong else asked
@@ -895,6 +896,18 @@ class _Turn:
             self.counted = requested
         return True
 
+    def _declined(self, form: Form) -> bool:
+        """bot.yml forms: the customer said no to the question asked ("I don't know it", "no", read as the bot's
+        deny intent) when its slot does not take a yes or no (its ``from_intent``): they cannot answer it, and
+        asking again would not help, so the form ends at once with its way on (``_give_up``, ``declined``)."""
+        requested = self.state.requested_slot
+        if form.name not in self.dialogue.forms or requested is None:
+            return False
+        if self.intent not in {name for name, value in YES_NO_INTENTS if value is False}:
+            return False
+        slot = self.dialogue.slots.get(requested)
+        return not (slot is not None and any(name == self.intent for name, _ in slot.from_intent))
+
     def _max_attempts(self, form: Form, slot: str) -> int | None:
         """Invalid answers to ``slot`` before the form gives up (bot.yml: the slot's ``max_attempts``, else the
         form's, default 2); None for a Rasa form, which asks until answered, as Rasa does."""
@@ -914,20 +927,24 @@ class _Turn:
                 return attempt if meta.get("slot") == slot and isinstance(attempt, int) else 1
         return 1
 
-    def _give_up(self, form: Form, slot: str, slots: Mapping[str, Any]) -> Event:
+    def _give_up(self, form: Form, slot: str, slots: Mapping[str, Any], *, declined: bool = False) -> Event:
         """After ``max_attempts`` invalid answers the form ends and the customer is offered a way on instead of
         the same question again: the form's ``give_up`` text, with buttons to start again (the intent that starts
-        the form) and to talk to a person (the bot's hand-off intent), each showing the intent's title."""
+        the form) and to talk to a person (the bot's hand-off intent), each showing the intent's title.
+        ``declined``: the customer said they cannot answer (``_declined``): the form's ``declined`` text, at once."""
         spec = self.dialogue.forms[form.name]
         values = {**shown_values(slots), "slot": self._label(slot)}
         starts = [r.intent for r in self.dialogue.rules.values() if r.form == form.name]
         human = [r.intent for r in self.dialogue.rules.values() if r.handoff]
         buttons = tuple(Button(title=self.bot.intents[name].shown, payload=f"/{name}") for name in (*starts[:1],
                                                                                                      *human[:1]))
-        text = render(spec.give_up, values) if spec.give_up else render((GIVE_UP_TEXT,), values) + (
-            " You can start again" + (", or talk to a person from our team." if human else ".") if buttons else "")
+        own, default = (spec.declined, DECLINED_TEXT) if declined else (spec.give_up, GIVE_UP_TEXT)
+        text = render(own, values) if own else render((default,), values) + (
+            (" You can start again when you have it" if declined else " You can start again")
+            + (", or talk to a person from our team." if human else ".") if buttons else "")
         response = BotResponse(text=text, buttons=buttons, source="template",
-                               metadata={"form": form.name, "slot": slot, "gave_up": True})
+                               metadata={"form": form.name, "slot": slot, "gave_up": True,
+                                         **({"declined": True} if declined else {})})
         log.info("form gave up after invalid answers", extra={"bot": self.bot.name, "form": form.name, "slot": slot})
         return self._bot_event(response)
 

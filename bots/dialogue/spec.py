@@ -25,6 +25,9 @@ forms:
     ignored_intents: [check_payment_methods]   # optional: answered inside the form, never taken as an answer
     max_attempts: 2                 # invalid answers before the bot offers a way out (default 2; per slot too)
     give_up: I still can't use that. You can try again, or talk to a person.   # optional: what it says then
+    declined: No problem. You can start again when you have it.   # optional: said when the customer says no
+                                    # (the bot's deny intent: "I don't know it") to a question that is not
+                                    # yes/no; the form ends at once, with give_up's buttons
     submit:
       response: Thanks, I've passed the change to order {order_id} on to the warehouse.
       action: action_submit_change  # optional
@@ -118,6 +121,7 @@ YES_NO_INTENTS: tuple[tuple[str, bool], ...] = (("affirm", True), ("deny", False
 
 DEFAULT_MAX_ATTEMPTS = 2
 GIVE_UP_TEXT = "Sorry, I still can't use that as the {slot}."  # {slot}: the slot's label (forms.label)
+DECLINED_TEXT = "No problem, I'll stop asking for the {slot}."  # "I don't know it" to "What is the order number?"
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class FormSpec:
     ignored_intents: tuple[str, ...] = ()
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     give_up: tuple[str, ...] = ()       # what is said after max_attempts invalid answers (then the form ends)
+    declined: tuple[str, ...] = ()      # what is said when the customer says no to a question (then the form ends)
 
 
 SatisfactionScale = Literal["1-5", "thumbs"]
@@ -396,7 +401,7 @@ def _action_name(item: Located, what: str, problems: list[str], refs: list[tuple
 def _parse_form(name: str, item: Located, bot: BotSpec, slots: dict[str, SlotSpec], problems: list[str],
                 refs: list[tuple[str, str]]) -> FormSpec | None:
     keys = ("required_slots", "ask", "validation_action", "stop_intents", "ignored_intents", "max_attempts",
-            "give_up", "submit")
+            "give_up", "declined", "submit")
     fields = _mapping(item, f"form {name!r}", keys, problems)
     if fields is None:
         return None
@@ -436,14 +441,7 @@ def _parse_form(name: str, item: Located, bot: BotSpec, slots: dict[str, SlotSpe
     if both:
         problems.append(f"{fields['ignored_intents'].where()}: form {name!r}: {', '.join(both)} cannot both leave "
                         f"the form (stop_intents) and be answered inside it (ignored_intents)")
-    give_up: tuple[str, ...] = ()
-    if "give_up" in fields:
-        give_up = _texts(fields["give_up"], f"form {name!r}: 'give_up'", problems)
-        for variant in give_up:
-            unknown = placeholders(variant) - set(slots) - {"slot"}
-            if unknown:
-                problems.append(f"{fields['give_up'].where()}: form {name!r}: unknown placeholder(s) "
-                                f"{', '.join(sorted(unknown))} in 'give_up' (slots, or {{slot}}: the one asked for)")
+    give_up, declined = (_form_text(fields, key, name, slots, problems) for key in ("give_up", "declined"))
     submit_response: tuple[str, ...] = ()
     submit_action = None
     if "submit" in fields:
@@ -456,7 +454,21 @@ def _parse_form(name: str, item: Located, bot: BotSpec, slots: dict[str, SlotSpe
                     stop_intents=stop, submit_response=submit_response, submit_action=submit_action,
                     line=item.line, ignored_intents=ignored,
                     max_attempts=_attempts(fields, f"form {name!r}", problems) or DEFAULT_MAX_ATTEMPTS,
-                    give_up=give_up)
+                    give_up=give_up, declined=declined)
+
+
+def _form_text(fields: dict[str, Located], key: str, form: str, slots: dict[str, SlotSpec],
+               problems: list[str]) -> tuple[str, ...]:
+    """A form's ``give_up`` or ``declined`` text: its variations, whose placeholders are slots or ``{slot}``."""
+    if key not in fields:
+        return ()
+    texts = _texts(fields[key], f"form {form!r}: {key!r}", problems)
+    for variant in texts:
+        unknown = placeholders(variant) - set(slots) - {"slot"}
+        if unknown:
+            problems.append(f"{fields[key].where()}: form {form!r}: unknown placeholder(s) "
+                            f"{', '.join(sorted(unknown))} in {key!r} (slots, or {{slot}}: the one asked for)")
+    return texts
 
 
 def _parse_rule(item: Located, bot: BotSpec, forms: dict[str, FormSpec], problems: list[str],

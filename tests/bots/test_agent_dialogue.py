@@ -114,6 +114,8 @@ async def test_the_agent_timeout_says_nothing_once_the_hand_off_ended(tmp_path: 
      "form 'f': 'max_attempts' must be a whole number from 1 to 20"),
     ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    give_up: No {colour}.\n",
      "form 'f': unknown placeholder(s) colour in 'give_up'"),
+    ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    declined: Ask me about {colour}.\n",
+     "form 'f': unknown placeholder(s) colour in 'declined'"),
     ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    ignored_intents: [weather]\n",
      "form 'f': unknown intent 'weather' in 'ignored_intents'"),
     ("forms:\n  f:\n    required_slots: [s]\n    ask: {s: What is it}\n    stop_intents: [goodbye]\n"

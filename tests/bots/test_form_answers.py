@@ -6,7 +6,8 @@
 * an affirm/deny message that answers nothing the form asked is a failed answer, not small talk ("Great! What
   else can I do for you?" said before the question again);
 * an off-topic question inside a form is answered and the question asked again (counted as a failed answer);
-* the give-up message names the slot by its label, not by its name ("the order id").
+* the give-up message names the slot by its label, not by its name ("the order id");
+* "i don't know it" (a deny) to a question that is not yes/no ends the form at once, with a way on.
 """
 
 from __future__ import annotations
@@ -302,3 +303,34 @@ async def test_a_form_with_a_validation_action_takes_the_affirm_intent_as_the_an
         for conversation, answer in (("c1", "sure thing, do it"), ("c2", "yes please cancel it")):
             assert await say(runtime, "I want to cancel order 12345", conversation) == [ASK_CONFIRM]
             assert await say(runtime, answer, conversation) == ["Cancel order 12345: yes."]
+
+
+async def test_i_dont_know_it_ends_the_form_at_once_with_a_way_on(tmp_path: Path) -> None:
+    """"i don't know it" (deny 0.93) to "What is the order number?" was told "Order numbers contain digits only"
+    and asked again: a customer who says they cannot answer is offered a way on at once (the form's ``declined``,
+    else "No problem, I'll stop asking for the {slot}." with the buttons of give_up). A deny that answers the
+    question (a yes/no slot) is still its answer, and the next message starts afresh."""
+    bot, dialogue = shop(tmp_path)
+    track = ("where is my order", "track_order", 0.95)
+    dont_know = ("i don't know it", "deny", 0.93)
+    said = await play(bot, dialogue, [track, dont_know, ("where is my order 12345", "track_order", 0.95)])
+    assert said == [["What is the order number?"],
+                    ["No problem, I'll stop asking for the order number. You can start again when you have it, or "
+                     "talk to a person from our team."],
+                    ["Order 12345 is on its way."]]
+    state = State()
+    await play(bot, dialogue, [track, dont_know], state=state)
+    assert state.active_form is None
+    last = [e for e in state.history if e.kind == "bot"][-1].data
+    assert last["metadata"]["declined"] is True and last["metadata"]["gave_up"] is True
+    assert [b["payload"] for b in last["buttons"]] == ["/track_order", "/contact_human_agent"]
+    # the form's own text; a no to the yes/no question is still its answer
+    own = BOT.replace("    give_up: Sorry, I still", "    declined: Fine, ask me again when you have the {slot}.\n"
+                                                     "    give_up: Sorry, I still")
+    bot, dialogue = shop(tmp_path, bot_yml=own)
+    assert (await play(bot, dialogue, [track, dont_know]))[-1] == ["Fine, ask me again when you have the order number."]
+    assert await play(bot, dialogue, [CANCEL, ("no", "deny", 0.98)]) == [
+        [ASK_CONFIRM], ["Cancel order 12345: no."]]
+    # an answer that is not a no is still told why it is refused
+    assert (await play(bot, dialogue, [track, ("A-12", "nlu_fallback", 0.3)]))[-1] == [
+        "Order numbers are digits only, like 12345.", "What is the order number?"]

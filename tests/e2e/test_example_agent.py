@@ -201,6 +201,18 @@ def test_change_order_form_gives_up_after_two_invalid_answers(app: TestClient,
     assert texts(say(app, "g1", "thank you")) == [answer(bot, "thanks")]
 
 
+def test_a_no_to_the_order_number_question_ends_the_form_with_a_way_on(app: TestClient,
+                                                                       spec: tuple[BotSpec, DialogueSpec]) -> None:
+    """"i don't know it" (deny) was told "Order numbers contain digits only" and asked again: a customer who says
+    no to a question that is not yes/no is offered a way on at once (the form's ``declined``)."""
+    dialogue = spec[1]
+    assert texts(say(app, "n1", "I'd like to modify my order")) == [ask(dialogue, "change_order_form", "order_id")]
+    declined = say(app, "n1", "no")
+    assert texts(declined) == [dialogue.forms["change_order_form"].declined[0]]
+    assert [(b["title"], b["payload"]) for b in declined[-1]["buttons"]] == [
+        ("Change an order", "/change_order"), ("Talk to a person", "/contact_human_agent")]
+
+
 def test_the_change_is_recorded_for_the_right_order(app: TestClient, spec: tuple[BotSpec, DialogueSpec]) -> None:
     dialogue = spec[1]
     assert texts(say(app, "c2", "I'd like to modify my order")) == [ask(dialogue, "change_order_form", "order_id")]
