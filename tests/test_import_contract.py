@@ -5,7 +5,8 @@
 * ``training/`` never imports ``connectors/``, and from ``bots/`` only what makes the served
   artifact and its inputs: bots.artifact (the artifact format), bots.nlu.model, bots.nlu.ngrams,
   bots.nlu.oos and bots.nlu.pipeline (evaluation runs the exported model, its n-gram features, its
-  out-of-scope rule and the bot's NLU pipeline through the serving path),
+  out-of-scope rule and the bot's NLU pipeline through the serving path), bots.nlu.spelling (the
+  spelling vocabulary is written into the artifact in the format serving reads),
   bots.answers.retrieval, bots.answers.grounding,
   bots.answers.generation and bots.answers.decoding (answers are evaluated, the generator prompted
   and its export checked exactly as served), and
@@ -32,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 TRAINING_MAY_USE = {"bots.artifact", "bots.nlu.model", "bots.nlu.ngrams", "bots.nlu.oos", "bots.nlu.pipeline",
+                    "bots.nlu.spelling",
                     "bots.answers.retrieval",
                     "bots.answers.grounding", "bots.answers.generation", "bots.answers.decoding", "bots.botspec",
                     "bots.types", "bots.errors",
