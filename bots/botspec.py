@@ -3,6 +3,8 @@
 ```yaml
 name: support
 fallback_threshold: 0.45        # optional: overrides the model's calibrated out-of-scope point (bots/nlu/oos.py)
+multi_intent: true              # optional (default true): "cancel order 12345 and also update my email" is read
+                                # as two requests, the second offered after the first (bots/nlu/multi.py)
 channels: [web, slack, telegram]
 intents:
   cancel_order:
@@ -58,7 +60,7 @@ _SECTIONS = {
     "name", "description", "language", "fallback_threshold", "channels", "intents",
     "synonyms", "training", "slots", "forms", "rules", "actions", "action_endpoint",
     "session_expiry_minutes", "answers", "knowledge_base", "retention_days", "pii", "rasa", "welcome", "handoff",
-    "frustration",
+    "frustration", "multi_intent",
 }
 
 
@@ -112,6 +114,8 @@ class BotSpec:
     # Set: below this confidence the bot does not understand, instead of the artifact's calibrated operating
     # point (an explicit override, bots/nlu/oos.py). None: the calibrated point decides.
     fallback_threshold: float | None = None
+    # A message that asks for two things is read as two (bots/nlu/multi.py); a Rasa project never is.
+    multi_intent: bool = True
     channels: tuple[str, ...] = ("web",)
     description: str = ""
     synonyms: dict[str, str] = field(default_factory=dict)  # variant (lower-case) -> canonical
@@ -436,6 +440,14 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
         else:
             threshold = float(t.value)
 
+    multi_intent = True
+    if "multi_intent" in top:
+        m = top["multi_intent"]
+        if not isinstance(m.value, bool):
+            problems.append(f"{m.where()}: 'multi_intent' must be true or false")
+        else:
+            multi_intent = m.value
+
     if "retention_days" in top:
         r = top["retention_days"]
         if isinstance(r.value, bool) or not isinstance(r.value, int | float) or r.value <= 0:
@@ -485,7 +497,7 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
     if problems:
         raise ConfigError(problems)
     sections = {k: v for k, v in top.items() if k not in ("name", "fallback_threshold", "channels", "intents",
-                                                          "synonyms", "description")}
+                                                          "synonyms", "description", "multi_intent")}
     description = top["description"].value if "description" in top else ""
     return BotSpec(
         name=name,
@@ -496,4 +508,5 @@ def parse_bot(root: Located, directory: Path) -> BotSpec:
         description=str(description or ""),
         synonyms=synonyms,
         sections=sections,
+        multi_intent=multi_intent,
     )

@@ -191,6 +191,9 @@ class Understanding:
     embedding: Any = field(default=None, compare=False, repr=False)
     # The text as the model read it when its spelling was corrected (bots/nlu/spelling.py); None: as typed.
     read_as: str | None = None
+    # The message's other request when it asks for two ("cancel order 12345 and also update my email address":
+    # cancel_order, also edit_account; bots/nlu/multi.py); () for one.
+    also: tuple[IntentScore, ...] = ()
 
     def to_dict(self) -> JSON:
         d: JSON = {
@@ -201,6 +204,8 @@ class Understanding:
         }
         if self.read_as is not None:
             d["read_as"] = self.read_as
+        if self.also:
+            d["also"] = [{"name": s.name, "confidence": s.confidence} for s in self.also]
         return d
 
 

@@ -187,7 +187,8 @@ def run_evaluation(args: argparse.Namespace) -> int:
                   "as errors, and as out of scope in the out-of-scope figures", file=sys.stderr)
         bot = bot_of(args.model, artifact_dir)
         nlu = OnnxNLU.load(artifact_dir, threads=args.threads, synonyms=data.synonyms,
-                           fallback_threshold=bot.fallback_threshold if bot is not None else None)
+                           fallback_threshold=bot.fallback_threshold if bot is not None else None,
+                           multi_intent=bot is not None and bot.multi_intent and not bot.rasa_project)
         samples = list(data.samples)
         shared = overlap(artifact_dir, samples)
         for part, n in shared.items():

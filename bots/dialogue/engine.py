@@ -123,6 +123,8 @@ LEFT_TEXT = "OK, you've left the queue, so no agent will reply here. If you need
 # the conversation tagged EMAIL_TAG (the review UI's filter), still waiting for an agent, who answers by e-mail.
 EMAIL_RECEIVED_TEXT = "Thanks, we'll answer you by e-mail at {email}."
 EMAIL_TAG = "email-reply"
+# The second request of a message that asked for two (bots/nlu/multi.py), offered once the first is answered.
+ALSO_TEXT = "You also asked about “{title}”: tap it when you're ready, and I'll help with that too."
 YES_NO = frozenset(name for name, _ in YES_NO_INTENTS)  # a bot's affirm and deny intents
 _random = random.Random()  # noqa: S311 - which response variation to say, not a secret
 
@@ -379,9 +381,22 @@ class _Turn:
         if self.handoff and self.state.paused:
             await self._waiting_starts()
         if not self.state.paused:  # a human has it now: the bot does not listen
+            self._offer_second_request()
             self.emit(ACTION, {"name": ACTION_LISTEN})
 
     # -- welcome and waiting for an agent -------------------------------------------
+    def _offer_second_request(self) -> None:
+        """A message that asked for two things (bots/nlu/multi.py: the NLU's ``also``): the first was answered
+        above; the second is offered as a button, for the customer to take up when ready (after the form the
+        first one started, say). bot.yml bots only: a Rasa project's stories decide every message it says."""
+        also = self.message.understanding.also
+        if not also or self.bot.rasa_project or also[0].name not in self.bot.intents or also[0].name == self.intent:
+            return
+        intent = self.bot.intents[also[0].name]
+        self.say(BotResponse(text=ALSO_TEXT.format(title=intent.shown), source="system",
+                             buttons=(Button(title=intent.shown, payload=f"/{intent.name}"),),
+                             metadata={"also": intent.name}))
+
     def _welcomed(self) -> bool:
         """Whether the conversation was welcomed: its state before this message has a welcome (the window of
         events kept reaches back to it: a conversation's first turns)."""

@@ -38,8 +38,9 @@ from tokenizers import Tokenizer
 
 from bots.artifact import Manifest, read_manifest
 from bots.errors import ArtifactError
+from bots.nlu import multi
 from bots.nlu.ngrams import NgramHead
-from bots.nlu.oos import INDEX_METHODS, OUT_OF_SCOPE, centroids_of, in_scope_scores, served_point
+from bots.nlu.oos import INDEX_METHODS, NOT_UNDERSTOOD, OUT_OF_SCOPE, centroids_of, in_scope_scores, served_point
 from bots.nlu.spelling import Correction, Speller, known_words
 from bots.types import Entity, IntentScore, Understanding
 
@@ -97,8 +98,10 @@ class OnnxNLU:
     """An IntentModel served from an artifact folder."""
 
     def __init__(self, artifact_dir: Path, manifest: Manifest, session: ort.InferenceSession, tokenizer: Tokenizer,
-                 synonyms: Mapping[str, str], *, group: int = _GROUP, fallback_threshold: float | None = None) -> None:
+                 synonyms: Mapping[str, str], *, group: int = _GROUP, fallback_threshold: float | None = None,
+                 multi_intent: bool = False) -> None:
         self.artifact_dir = artifact_dir
+        self.multi_intent = multi_intent  # read a message that asks for two things as two (bots/nlu/multi.py)
         self.group = group  # texts per model call (1: a batch-dependent legacy int8 model)
         self.manifest = manifest
         self.labels: tuple[str, ...] = manifest.labels
@@ -123,18 +126,21 @@ class OnnxNLU:
 
     @classmethod
     def load(cls, artifact_dir: Path, *, threads: int = 1, synonyms: Mapping[str, str] | None = None,
-             onnx_file: str | None = None, fallback_threshold: float | None = None) -> OnnxNLU:
+             onnx_file: str | None = None, fallback_threshold: float | None = None,
+             multi_intent: bool = False) -> OnnxNLU:
         """``threads`` sets ONNX Runtime's intra-op threads; ``synonyms`` (variant → canonical) add to
         the artifact's own; ``onnx_file`` overrides the manifest's choice (e.g. to compare fp32/int8);
-        ``fallback_threshold`` is the bot's override of the calibrated operating point (bots/nlu/oos.py)."""
+        ``fallback_threshold`` is the bot's override of the calibrated operating point (bots/nlu/oos.py);
+        ``multi_intent``: a message that asks for two things is read as two (bots/nlu/multi.py)."""
         artifact_dir = Path(artifact_dir)
         return cls.from_manifest(artifact_dir, read_manifest(artifact_dir), threads=threads, synonyms=synonyms,
-                                 onnx_file=onnx_file, fallback_threshold=fallback_threshold)
+                                 onnx_file=onnx_file, fallback_threshold=fallback_threshold,
+                                 multi_intent=multi_intent)
 
     @classmethod
     def from_manifest(cls, artifact_dir: Path, manifest: Manifest, *, threads: int = 1,
                       synonyms: Mapping[str, str] | None = None, onnx_file: str | None = None,
-                      fallback_threshold: float | None = None) -> OnnxNLU:
+                      fallback_threshold: float | None = None, multi_intent: bool = False) -> OnnxNLU:
         """Load with a manifest given in memory (training evaluates a model before its manifest is written)."""
         model_path = artifact_dir / (onnx_file or manifest.onnx_file)
         tok_path = artifact_dir / "tokenizer.json"
@@ -164,7 +170,7 @@ class OnnxNLU:
         scheme = session.get_modelmeta().custom_metadata_map.get(INT8_SCHEME_KEY)
         batch_dependent = "int8" in model_path.name and scheme != INT8_STATIC
         return cls(artifact_dir, manifest, session, tokenizer, merged, group=1 if batch_dependent else _GROUP,
-                   fallback_threshold=fallback_threshold)
+                   fallback_threshold=fallback_threshold, multi_intent=multi_intent)
 
     def _run(self, texts: Sequence[str], *, correct: bool = False) -> list[_Batch]:
         """Model outputs for ``texts``, in batches of texts of similar token length (sorted, then cut
@@ -225,6 +231,29 @@ class OnnxNLU:
         """Intent ranking (best first, top 10) and entities per text, with the out-of-scope rule applied:
         a text the bot's operating point rejects gets the intent ``nlu_fallback`` while ``confidence`` and
         ``ranking`` stay the model's own (bots/nlu/oos.py)."""
+        decided = [self.decide(s) for s in self.score(texts)]
+        if self.multi_intent:
+            self._two_requests(texts, decided)
+        return decided
+
+    def _two_requests(self, texts: Sequence[str], decided: list[Understanding]) -> None:
+        """A message that asks for two things (bots/nlu/multi.py): its intent becomes its first part's, and
+        ``also`` names the second's. Only messages with a clause boundary are read again."""
+        cuts = [(i, pair) for i, t in enumerate(texts) if (pair := multi.split(str(t))) is not None]
+        if not cuts:
+            return
+        read = self.predict_parts([part for _, pair in cuts for part in pair])
+        for k, (i, _) in enumerate(cuts):
+            first, second = read[2 * k], read[2 * k + 1]
+            if first.intent != second.intent and all(
+                    u.intent not in (NOT_UNDERSTOOD, OUT_OF_SCOPE) and u.confidence >= multi.MIN_CONFIDENCE
+                    for u in (first, second)):
+                whole = decided[i]
+                decided[i] = replace(first, entities=whole.entities, read_as=whole.read_as,
+                                     also=(IntentScore(second.intent, second.confidence),))
+
+    def predict_parts(self, texts: Sequence[str]) -> list[Understanding]:
+        """``predict`` without the two-request reading (each text one request)."""
         return [self.decide(s) for s in self.score(texts)]
 
     def decide(self, scored: Scored) -> Understanding:

@@ -51,7 +51,8 @@ def _seed_yesterday(data_dir: Path) -> None:
                                                timestamp=yesterday))
             await store.complete("tiny", cid, result.turn.seq, [
                 Event(NLU, {"intent": intent, "confidence": confidence, "ranking": [], "entities": [],
-                            **({"read_as": text.replace("ordr", "order")} if "ordr" in text else {})},
+                            **({"read_as": text.replace("ordr", "order"),
+                                "also": [{"name": "greet", "confidence": 0.95}]} if "ordr" in text else {})},
                       timestamp=yesterday),
                 Event(BOT, {"text": answer, "buttons": [], "source": "template", "metadata": {}}, timestamp=yesterday),
             ], SummaryUpdate(last_intent=intent, confidence=confidence))
@@ -217,6 +218,7 @@ def test_find_yesterdays_low_confidence_conversations_and_correct_one(stack: dic
     message = agent.locator(".msg.customer").first
     expect(message).to_contain_text("scrap ordr 4411")  # as typed, and as the model read it
     expect(message.locator(".read-as")).to_have_text("read as “scrap order 4411”")
+    expect(message.locator(".also")).to_have_text("also asked greet")  # its second request (bots/nlu/multi.py)
     expect(message).to_contain_text("intent track_order")
     expect(message).to_contain_text("confidence 0.34")
     expect(agent.locator(".msg.bot .badge.source").first).to_have_text("template")

@@ -109,6 +109,9 @@
           info.append(el("span", { class: fixed ? "old" : "", text: `entities ${entityText(nlu.entities)}` }));
         }
         if (nlu.read_as) info.append(el("span", { class: "read-as", text: `read as “${nlu.read_as}”` }));
+        if (nlu.also && nlu.also.length) {
+          info.append(el("span", { class: "also", text: `also asked ${nlu.also.map((s) => s.name).join(", ")}` }));
+        }
       } else if (turn.status === "pending") {
         info.append(el("span", { class: "pending", text: "waiting for the bot…" }));
       }
