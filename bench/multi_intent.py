@@ -1,6 +1,7 @@
 """Two requests in one message (bots/nlu/multi.py): how many are found, and how often one request is taken for two.
 
     .venv/bin/python bench/multi_intent.py [--sets bitext,banking77] [--pairs N] [--seed N] [--mode fast|finetune]
+                                           [--min-confidence X,Y,...]
 
 For each data set one model is trained as ``switchboard train`` trains it, and served as a bot.yml bot serves it
 (the calibrated out-of-scope point, spelling correction), with the two-request reading off and on:
@@ -12,6 +13,8 @@ For each data set one model is trained as ``switchboard train`` trains it, and s
   them ("…, and also …", "… and …", "…. Also, …", "… and then …"), seeded. Printed, with the reading off and
   on: the share whose intent is either of the two; on: the share whose first request is read right, and the
   share whose both requests are read right.
+
+``--min-confidence`` repeats the figures for each of these part confidences (default: bots/nlu/multi.py's).
 
 Inputs: ../shared/data (Bitext, CDLA-Sharing 1.0; BANKING77, CC BY 4.0): the bench stops with a message when
 they are missing. Not part of the test run.
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from spelling import banking77_sets, bitext_sets  # noqa: E402
 
+from bots.nlu import multi  # noqa: E402
 from bots.nlu.model import OnnxNLU  # noqa: E402
 from bots.types import Understanding  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -61,6 +65,30 @@ def read(nlu: OnnxNLU, texts: list[str], on: bool) -> list[Understanding]:
     return nlu.predict(texts)
 
 
+def report(nlu: OnnxNLU, name: str, test: list[Sample], made: list[tuple[str, str, str]]) -> None:
+    texts = [s.text for s in test]
+    off, on = read(nlu, texts, False), read(nlu, texts, True)
+    right_off = [u.intent == s.intent for u, s in zip(off, test, strict=True)]
+    right_on = [u.intent == s.intent for u, s in zip(on, test, strict=True)]
+    flagged = sum(bool(u.also) for u in on)
+    print(f"\n{name}: single requests ({len(test)}): served accuracy off {100 * sum(right_off) / len(test):.2f}%, "
+          f"on {100 * sum(right_on) / len(test):.2f}%; read as two {flagged} ({100 * flagged / len(test):.2f}%): "
+          f"made wrong {sum(a and not b for a, b in zip(right_off, right_on, strict=True))}, made right "
+          f"{sum(b and not a for a, b in zip(right_off, right_on, strict=True))}")
+    for u, s in [(u, s) for u, s in zip(on, test, strict=True) if u.also][:8]:
+        print(f"  e.g. {s.text!r} ({s.intent}) read as {u.intent} + {u.also[0].name}")
+    ptexts = [t for t, _, _ in made]
+    p_off, p_on = read(nlu, ptexts, False), read(nlu, ptexts, True)
+    n = len(made)
+    either = sum(u.intent in (a, b) for u, (_, a, b) in zip(p_off, made, strict=True))
+    either_on = sum(u.intent in (a, b) for u, (_, a, b) in zip(p_on, made, strict=True))
+    first = sum(u.intent == a for u, (_, a, _) in zip(p_on, made, strict=True))
+    both = sum(u.intent == a and bool(u.also) and u.also[0].name == b for u, (_, a, b) in zip(p_on, made, strict=True))
+    print(f"{name}: two requests ({n}): off, the one intent is one of the two {100 * either / n:.1f}%; on, it is one "
+          f"of the two {100 * either_on / n:.1f}%, the first read right {100 * first / n:.1f}%, both read right "
+          f"{100 * both / n:.1f}%", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default="bitext,banking77")
@@ -68,6 +96,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", default="fast", choices=("fast", "finetune"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-confidence", default=str(multi.MIN_CONFIDENCE), help="comma-separated")
     args = parser.parse_args()
     from training.pipeline import train as train_model
 
@@ -80,31 +109,9 @@ def main() -> None:
             trained = train_model(data, TrainConfig(mode=args.mode, threads=args.threads), bot_name=name,
                                   out_dir=Path(tmp) / "model")
             nlu = OnnxNLU.load(trained.directory, threads=args.threads)
-            texts = [s.text for s in test]
-            off, on = read(nlu, texts, False), read(nlu, texts, True)
-            right_off = [u.intent == s.intent for u, s in zip(off, test, strict=True)]
-            right_on = [u.intent == s.intent for u, s in zip(on, test, strict=True)]
-            flagged = sum(bool(u.also) for u in on)
-            print(f"\n{name}: single requests ({len(test)}): served accuracy off "
-                  f"{100 * sum(right_off) / len(test):.2f}%, on {100 * sum(right_on) / len(test):.2f}%; "
-                  f"read as two {flagged} "
-                  f"({100 * flagged / len(test):.2f}%): made wrong "
-                  f"{sum(a and not b for a, b in zip(right_off, right_on, strict=True))}, made right "
-                  f"{sum(b and not a for a, b in zip(right_off, right_on, strict=True))}")
-            for u, s in [(u, s) for u, s in zip(on, test, strict=True) if u.also][:8]:
-                print(f"  e.g. {s.text!r} ({s.intent}) read as {u.intent} + {u.also[0].name}")
-            made = pairs(test, args.pairs, args.seed)
-            ptexts = [t for t, _, _ in made]
-            p_off, p_on = read(nlu, ptexts, False), read(nlu, ptexts, True)
-            n = len(made)
-            either = sum(u.intent in (a, b) for u, (_, a, b) in zip(p_off, made, strict=True))
-            either_on = sum(u.intent in (a, b) for u, (_, a, b) in zip(p_on, made, strict=True))
-            first = sum(u.intent == a for u, (_, a, _) in zip(p_on, made, strict=True))
-            both = sum(u.intent == a and bool(u.also) and u.also[0].name == b
-                       for u, (_, a, b) in zip(p_on, made, strict=True))
-            print(f"{name}: two requests ({n}): off, the one intent is one of the two {100 * either / n:.1f}%; "
-                  f"on, it is one of the two {100 * either_on / n:.1f}%, the first read right {100 * first / n:.1f}%, "
-                  f"both read right {100 * both / n:.1f}%", flush=True)
+            for level in (float(x) for x in args.min_confidence.split(",")):
+                multi.MIN_CONFIDENCE = level
+                report(nlu, f"{name}, part confidence >= {level}", test, pairs(test, args.pairs, args.seed))
     print(f"load average {os.getloadavg()[0]:.1f}")
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 
 MIN_WORDS = 3  # each part: "track order 12345" yes, "and thanks" no
-MIN_CONFIDENCE = 0.9  # each part's intent confidence (softmax), besides the bot's out-of-scope rule
+MIN_CONFIDENCE = 0.8  # each part's intent confidence (softmax), besides the bot's out-of-scope rule
 _BOUNDARY = re.compile(r"(?:[.?!;,]\s*|\s+)(?:and also|and then|as well as|and|also|plus),?\s+", re.IGNORECASE)
 _WORDS = re.compile(r"\w+")
 

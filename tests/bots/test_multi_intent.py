@@ -62,7 +62,8 @@ def test_two_requests_need_two_confident_in_scope_intents() -> None:
         ("cancel_order", 0.97, "cancel_order", 0.95): ("change_shipping_address", ()),  # one request, said twice
         ("cancel_order", 0.97, "nlu_fallback", 0.95): ("change_shipping_address", ()),  # a part not understood
         ("cancel_order", 0.97, "out_of_scope", 0.99): ("change_shipping_address", ()),
-        ("cancel_order", 0.97, "edit_account", 0.85): ("change_shipping_address", ()),  # below MIN_CONFIDENCE
+        ("cancel_order", 0.97, "edit_account", 0.75): ("change_shipping_address", ()),  # below MIN_CONFIDENCE
+        ("cancel_order", 0.80, "edit_account", 0.85): ("cancel_order", ("edit_account",)),  # at MIN_CONFIDENCE
     }
     for (a, ca, b, cb), (intent, also) in cases.items():
         nlu = _nlu({"I want to cancel order 12345": _read(a, ca), "update my email address": _read(b, cb)})
