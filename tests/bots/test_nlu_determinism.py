@@ -22,6 +22,7 @@ import pytest
 from bots.artifact import latest_artifact
 from bots.nlu.batcher import MicroBatcher
 from bots.nlu.model import INT8_SCHEME_KEY, INT8_STATIC, OnnxNLU
+from bots.nlu.multi import split
 from bots.types import Understanding
 
 TOLERANCE = 1e-4
@@ -64,6 +65,8 @@ def artifact(tiny_bot_dir: Path) -> Path:
 
 def _same(alone: Understanding, batched: Understanding, where: str) -> None:
     assert batched.intent == alone.intent, where
+    assert [s.name for s in batched.also] == [s.name for s in alone.also], where  # a second request (multi.py)
+    assert batched.read_as == alone.read_as, where  # the spelling correction (bots/nlu/spelling.py)
     assert abs(batched.confidence - alone.confidence) <= TOLERANCE, where
     assert [s.name for s in batched.ranking] == [s.name for s in alone.ranking], where
     for a, b in zip(alone.ranking, batched.ranking, strict=True):
@@ -95,6 +98,18 @@ def test_a_text_scores_the_same_alone_and_in_any_batch(artifact: Path, onnx_file
     nlu = OnnxNLU.load(artifact, onnx_file=onnx_file)
     assert nlu.group > 1  # texts really share model calls
     _compare_batches(nlu, TEXTS)
+
+
+def test_the_two_request_reading_is_the_same_alone_and_in_any_batch(artifact: Path) -> None:
+    """With multi_intent (bot.yml bots) a message with a conjunction is read again as two parts, in a second model
+    call with the other messages' parts: the parts, too, score the same whatever shares their call."""
+    nlu = OnnxNLU.load(artifact, onnx_file="model.int8.onnx", multi_intent=True)
+    rng = random.Random(5)
+    texts = sorted({f"{rng.choice(TEXTS)}{rng.choice([' and also ', ' and ', '. Also, '])}{rng.choice(TEXTS)}"
+                    for _ in range(150)})
+    assert sum(split(t) is not None for t in texts) >= 100
+    assert sum(bool(u.also) for u in nlu.predict(texts)) >= 5  # two requests are found (18 of 150 with the tiny bot)
+    _compare_batches(nlu, texts)
 
 
 def test_the_int8_twin_uses_static_activation_scales(artifact: Path) -> None:
