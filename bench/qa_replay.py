@@ -49,7 +49,12 @@ CONVERSATIONS = ROOT / "bench" / "data" / "qa_conversations.yml"
 def read_conversations(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         sys.exit(f"bench/qa_replay.py: {path} is missing (the conversations ship in bench/data)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        sys.exit(f"bench/qa_replay.py: {where}: invalid YAML: {getattr(exc, 'problem', None) or exc}")
     if not isinstance(data, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
                                              and isinstance(c.get("turns"), list) for c in data):
         sys.exit(f"bench/qa_replay.py: {path}: expected a list of {{name, turns}}")

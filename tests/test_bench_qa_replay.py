@@ -48,6 +48,10 @@ def test_missing_inputs_stop_with_a_message(tiny_bot_dir: Path, tmp_path: Path) 
     (tmp_path / "bad.yml").write_text("name: x\n", encoding="utf-8")
     done = _run("--bot", str(tiny_bot_dir), "--conversations", str(tmp_path / "bad.yml"))
     assert done.returncode != 0 and "expected a list of {name, turns}" in done.stderr
+    (tmp_path / "broken.yml").write_text("- name: x\n  turns: [a, b\n- name: y\n", encoding="utf-8")
+    done = _run("--bot", str(tiny_bot_dir), "--conversations", str(tmp_path / "broken.yml"))
+    assert done.returncode != 0 and "broken.yml:" in done.stderr and "invalid YAML" in done.stderr
+    assert "Traceback" not in done.stderr
     untrained = tmp_path / "untrained"
     untrained.mkdir()
     (untrained / "bot.yml").write_text((tiny_bot_dir / "bot.yml").read_text(encoding="utf-8"), encoding="utf-8")
