@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -125,6 +126,9 @@ EMAIL_RECEIVED_TEXT = "Thanks, we'll answer you by e-mail at {email}."
 EMAIL_TAG = "email-reply"
 # The second request of a message that asked for two (bots/nlu/multi.py), offered once the first is answered.
 ALSO_TEXT = "You also asked about “{title}”: tap it when you're ready, and I'll help with that too."
+# A message that reads as a question: a question mark, or a question word first ("can I pay with apple pay").
+_QUESTION = re.compile(r"\?\s*$|^\s*(?:what|how|when|where|why|who|which|can|could|do|does|did|is|are|will|would|"
+                       r"should|may|have|has)\b", re.IGNORECASE)
 YES_NO = frozenset(name for name, _ in YES_NO_INTENTS)  # a bot's affirm and deny intents
 _random = random.Random()  # noqa: S311 - which response variation to say, not a secret
 
@@ -287,6 +291,7 @@ class _Turn:
         self.tags: list[str] = []
         self.refused: dict[str, str] = {}          # slot -> why this turn's value for it was refused
         self.counted: str | None = None             # the slot an interruption of this turn counts as a failed answer to
+        self.form_answer: BotResponse | None = None  # the answer to a question asked inside a form (not understood)
         self.extracted: set[str] = set()            # slots this turn's message filled
         # Values for the active form's slots wait for its validation before they are set (a refused value
         # never fills a slot, not even for a moment).
@@ -646,6 +651,8 @@ class _Turn:
                                timestamp=self.message.timestamp)])
 
     async def _default_fallback(self) -> _Outcome:
+        if self.form_answer is not None:  # a question asked inside a form, answered (``_question_answered``)
+            return _Outcome([self._bot_event(self.form_answer)])
         answered = await self._answer_from_provider(None)
         if answered is None or self._acts(answered):
             answered = await self._follow_up()
@@ -789,7 +796,7 @@ class _Turn:
             requested = self.state.requested_slot
             candidates = [s for s in form.required_slots if s in self.extracted]
             if requested is not None and not candidates and not returning and (
-                    requested not in self.refused or self._interrupts(form)):
+                    requested not in self.refused or self._interrupts(form) or await self._question_answered(form)):
                 raise _Rejected(form.name)
         if self.interrupted and not activating and self.state.latest_action == ACTION_LISTEN:
             # Run first after an interruption (Rasa's LoopInterrupted), the form does not validate: what the
@@ -922,6 +929,26 @@ class _Turn:
             return False
         slot = self.dialogue.slots.get(requested)
         return not (slot is not None and any(name == self.intent for name, _ in slot.from_intent))
+
+    async def _question_answered(self, form: Form) -> bool:
+        """bot.yml forms: a refused answer that the NLU did not understand and that reads as a question ("can I pay
+        with apple pay?" when an order number was asked) is put to the bot's answer provider; when it answers (a
+        known question or the knowledge base, as outside a form), the answer is said and the question asked
+        again, counted as a failed answer towards ``max_attempts`` as an out-of-scope one is (``_interrupts``).
+        Anything else stays a failed answer, told the slot's reason ("Order numbers contain digits only…")."""
+        requested = self.state.requested_slot
+        if (form.name not in self.dialogue.forms or requested is None or self.intent != NLU_FALLBACK_INTENT
+                or not _QUESTION.search(self.message.text)):
+            return False
+        limit = self._max_attempts(form, requested)
+        if limit is not None and self._attempts(form, requested) >= limit:
+            return False
+        answered = await self._answer_from_provider(None)
+        if answered is None or self._acts(answered):
+            return False
+        self.form_answer = answered
+        self.counted = requested
+        return True
 
     def _max_attempts(self, form: Form, slot: str) -> int | None:
         """Invalid answers to ``slot`` before the form gives up (bot.yml: the slot's ``max_attempts``, else the

@@ -334,3 +334,40 @@ async def test_i_dont_know_it_ends_the_form_at_once_with_a_way_on(tmp_path: Path
     # an answer that is not a no is still told why it is refused
     assert (await play(bot, dialogue, [track, ("A-12", "nlu_fallback", 0.3)]))[-1] == [
         "Order numbers are digits only, like 12345.", "What is the order number?"]
+
+
+class _Known:
+    """An answer provider that knows one question (as retrieval knows the bot's questions); nothing else fits."""
+
+    async def answer(self, kind: Any, text: str, understanding: Understanding, values: Any, *,
+                     partial: Any = None) -> Any:
+        from bots.types import BotResponse
+
+        return BotResponse(text="We accept cards and PayPal.", source="retrieval") if "pay" in text else None
+
+    async def follow_up(self, text: str, previous: str, understanding: Understanding, values: Any) -> Any:
+        return None
+
+
+async def test_a_question_not_understood_inside_a_form_is_answered_when_the_bot_knows_the_answer(
+        tmp_path: Path) -> None:
+    """"can I pay with apple pay?" (nlu_fallback) when an order number was asked was told "Order numbers are digits
+    only": a not-understood message that reads as a question is put to the answer provider; answered, the form asks
+    again (a failed answer towards max_attempts, as an out-of-scope one); unanswered, or not a question, it stays
+    a failed answer with the slot's reason."""
+    bot, dialogue = shop(tmp_path)
+    services = Services(answers=_Known())
+    track = ("where is my order", "track_order", 0.95)
+    apple = ("can I pay with apple pay?", "nlu_fallback", 0.37)
+    assert await play(bot, dialogue, [track, apple, ("12345", "track_order", 0.4)], services) == [
+        ["What is the order number?"], ["We accept cards and PayPal.", "What is the order number?"],
+        ["Order 12345 is on its way."]]
+    reason = "Order numbers are digits only, like 12345."
+    assert (await play(bot, dialogue, [track, ("what do I do now?", "nlu_fallback", 0.3)], services))[-1] == [
+        reason, "What is the order number?"]  # a question nothing answers
+    assert (await play(bot, dialogue, [track, ("paypal thing", "nlu_fallback", 0.3)], services))[-1] == [
+        reason, "What is the order number?"]  # not a question
+    assert (await play(bot, dialogue, [track, apple], Services()))[-1] == [reason, "What is the order number?"]
+    # counted: a second one ends the form with its way on
+    assert (await play(bot, dialogue, [track, apple, apple], services))[-1] == [
+        reason, "Sorry, I still can't use that as the order number."]
