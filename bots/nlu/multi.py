@@ -6,8 +6,9 @@ with examples; Switchboard finds the two requests by itself, like this:
 
 - The message is cut once, at the first conjunction that leaves at least ``MIN_WORDS`` words on each side:
   "and also", "and then", "and", "also", "plus", "as well as" (after a space or a punctuation mark: "…, and
-  also …", "…. Also, …"). A sentence boundary alone is no cut: "where is my order? it's 3707955617" is one
-  request and its detail.
+  also …", "…. Also, …"), else between two questions ("where is my order 98765? how do I get an invoice?": a
+  question mark, then a question word or a second question mark). Any other sentence boundary is no cut:
+  "where is my order? it's 3707955617" is one request and its detail.
 - Both parts are read by the same model, through the same out-of-scope rule as a whole message. The message has
   two requests when the parts read as two different intents of the bot, each in scope and each with a confidence
   of at least ``MIN_CONFIDENCE``. Then its intent is the first part's (what the customer asked first, with the
@@ -29,13 +30,21 @@ MIN_WORDS = 3  # each part: "track order 12345" yes, "and thanks" no
 MIN_CONFIDENCE = 0.8  # each part's intent confidence (softmax), besides the bot's out-of-scope rule
 _BOUNDARY = re.compile(r"(?:[.?!;,]\s*|\s+)(?:and also|and then|as well as|and|also|plus),?\s+", re.IGNORECASE)
 _WORDS = re.compile(r"\w+")
+_QUESTION_END = re.compile(r"\?\s+")
+_QUESTION = re.compile(r"^(?:what|how|when|where|why|who|which|can|could|do|does|did|is|are|will|would|should|may|"
+                       r"have|has)\b|\?\s*$", re.IGNORECASE)
 
 
 def split(text: str) -> tuple[str, str] | None:
-    """The message's two parts, cut at its first conjunction with ``MIN_WORDS`` words on each side; None when it
-    has none."""
+    """The message's two parts, cut at its first conjunction with ``MIN_WORDS`` words on each side, else between
+    two questions; None when it has neither."""
     for m in _BOUNDARY.finditer(text):
         first, second = text[:m.start()].strip(), text[m.end():].strip()
         if len(_WORDS.findall(first)) >= MIN_WORDS and len(_WORDS.findall(second)) >= MIN_WORDS:
+            return first, second
+    for m in _QUESTION_END.finditer(text):
+        first, second = text[:m.start() + 1].strip(), text[m.end():].strip()
+        if (len(_WORDS.findall(first)) >= MIN_WORDS and len(_WORDS.findall(second)) >= MIN_WORDS
+                and _QUESTION.search(second)):
             return first, second
     return None

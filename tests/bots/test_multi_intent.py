@@ -31,7 +31,10 @@ from tests.bots.test_form_answers import BOT
     ("I want to cancel order 12345. Also, how do I update my email?",
      ("I want to cancel order 12345", "how do I update my email?")),
     ("close my account, and then cancel all my orders", ("close my account", "cancel all my orders")),
-    ("actually, where is my order? it's 3707955617", None),  # a sentence boundary alone: one request, its detail
+    ("where is my order 98765? how do i get an invoice for it?",  # two questions
+     ("where is my order 98765?", "how do i get an invoice for it?")),
+    ("actually, where is my order? it's 3707955617", None),  # a question and its detail: one request
+    ("My card is about to expire. How much does a new one cost?", None),  # a sentence boundary alone
     ("cancel it and thanks", None),  # fewer than 3 words on a side
     ("bread and butter pudding", None),
     ("where is my order", None),
