@@ -136,6 +136,13 @@ class BotSpec:
     notes: tuple[str, ...] = ()
 
     @property
+    def two_requests(self) -> bool:
+        """Whether a message that asks for two things is read as two (bots/nlu/multi.py): ``multi_intent``, never for
+        a Rasa project, whose stories decide every message it says. The one rule serve, evaluate and the dialogue
+        follow."""
+        return self.multi_intent and not self.rasa_project
+
+    @property
     def file(self) -> Path:
         return self.directory / self.source
 

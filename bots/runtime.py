@@ -109,7 +109,7 @@ def load_onnx_model(artifact_dir: Path, spec: BotSpec, settings: Settings) -> In
 
     return OnnxNLU.load(artifact_dir, threads=settings.nlu_threads, synonyms=spec.synonyms,
                         fallback_threshold=spec.fallback_threshold,
-                        multi_intent=spec.multi_intent and not spec.rasa_project)
+                        multi_intent=spec.two_requests)
 
 
 @dataclass

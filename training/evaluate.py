@@ -188,7 +188,7 @@ def run_evaluation(args: argparse.Namespace) -> int:
         bot = bot_of(args.model, artifact_dir)
         nlu = OnnxNLU.load(artifact_dir, threads=args.threads, synonyms=data.synonyms,
                            fallback_threshold=bot.fallback_threshold if bot is not None else None,
-                           multi_intent=bot is not None and bot.multi_intent and not bot.rasa_project)
+                           multi_intent=bot is not None and bot.two_requests)
         samples = list(data.samples)
         shared = overlap(artifact_dir, samples)
         for part, n in shared.items():

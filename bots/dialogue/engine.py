@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -92,6 +91,7 @@ from bots.events import (
     customer_text,
 )
 from bots.handoff import WaitingQueue, describe_wait
+from bots.nlu.multi import is_question
 from bots.nlu.oos import OUT_OF_SCOPE
 from bots.pii import EMAIL_ADDRESS
 from bots.types import JSON, BotResponse, Button, Understanding
@@ -126,9 +126,6 @@ EMAIL_RECEIVED_TEXT = "Thanks, we'll answer you by e-mail at {email}."
 EMAIL_TAG = "email-reply"
 # The second request of a message that asked for two (bots/nlu/multi.py), offered once the first is answered.
 ALSO_TEXT = "You also asked about “{title}”: tap it when you're ready, and I'll help with that too."
-# A message that reads as a question: a question mark, or a question word first ("can I pay with apple pay").
-_QUESTION = re.compile(r"\?\s*$|^\s*(?:what|how|when|where|why|who|which|can|could|do|does|did|is|are|will|would|"
-                       r"should|may|have|has)\b", re.IGNORECASE)
 YES_NO = frozenset(name for name, _ in YES_NO_INTENTS)  # a bot's affirm and deny intents
 _random = random.Random()  # noqa: S311 - which response variation to say, not a secret
 
@@ -395,7 +392,7 @@ class _Turn:
         above; the second is offered as a button, for the customer to take up when ready (after the form the
         first one started, say). bot.yml bots only: a Rasa project's stories decide every message it says."""
         also = self.message.understanding.also
-        if not also or self.bot.rasa_project or also[0].name not in self.bot.intents or also[0].name == self.intent:
+        if not also or not self.bot.two_requests or also[0].name not in self.bot.intents or also[0].name == self.intent:
             return
         intent = self.bot.intents[also[0].name]
         self.say(BotResponse(text=ALSO_TEXT.format(title=intent.shown), source="system",
@@ -938,7 +935,7 @@ class _Turn:
         Anything else stays a failed answer, told the slot's reason ("Order numbers contain digits only…")."""
         requested = self.state.requested_slot
         if (form.name not in self.dialogue.forms or requested is None or self.intent != NLU_FALLBACK_INTENT
-                or not _QUESTION.search(self.message.text)):
+                or not is_question(self.message.text)):
             return False
         limit = self._max_attempts(form, requested)
         if limit is not None and self._attempts(form, requested) >= limit:

@@ -31,8 +31,14 @@ MIN_CONFIDENCE = 0.8  # each part's intent confidence (softmax), besides the bot
 _BOUNDARY = re.compile(r"(?:[.?!;,]\s*|\s+)(?:and also|and then|as well as|and|also|plus),?\s+", re.IGNORECASE)
 _WORDS = re.compile(r"\w+")
 _QUESTION_END = re.compile(r"\?\s+")
-_QUESTION = re.compile(r"^(?:what|how|when|where|why|who|which|can|could|do|does|did|is|are|will|would|should|may|"
-                       r"have|has)\b|\?\s*$", re.IGNORECASE)
+_QUESTION = re.compile(r"^\s*(?:what|how|when|where|why|who|which|can|could|do|does|did|is|are|will|would|should|"
+                       r"may|have|has)\b|\?\s*$", re.IGNORECASE)
+
+
+def is_question(text: str) -> bool:
+    """Whether ``text`` reads as a question: a question word first ("can I pay with apple pay"), or a question
+    mark last. Also what the dialogue asks of a message a form did not understand (bots/dialogue/engine.py)."""
+    return _QUESTION.search(text) is not None
 
 
 def split(text: str) -> tuple[str, str] | None:
@@ -45,6 +51,6 @@ def split(text: str) -> tuple[str, str] | None:
     for m in _QUESTION_END.finditer(text):
         first, second = text[:m.start() + 1].strip(), text[m.end():].strip()
         if (len(_WORDS.findall(first)) >= MIN_WORDS and len(_WORDS.findall(second)) >= MIN_WORDS
-                and _QUESTION.search(second)):
+                and is_question(second)):
             return first, second
     return None

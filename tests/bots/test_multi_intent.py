@@ -16,7 +16,7 @@ from bots.dialogue.spec import parse_dialogue
 from bots.dialogue.state import State
 from bots.errors import ConfigError
 from bots.nlu.model import OnnxNLU
-from bots.nlu.multi import split
+from bots.nlu.multi import is_question, split
 from bots.runtime import load_onnx_model
 from bots.settings import Settings
 from bots.types import Entity, IntentScore, Understanding
@@ -41,6 +41,13 @@ from tests.bots.test_form_answers import BOT
 ])
 def test_a_message_is_cut_at_its_first_conjunction(text: str, parts: tuple[str, str] | None) -> None:
     assert split(text) == parts
+
+
+def test_what_reads_as_a_question() -> None:
+    for text in ("can I pay with apple pay", "  What do I do now", "it was due Monday?", "Is it free ?"):
+        assert is_question(text), text
+    for text in ("12345", "it's 3707955617", "paypal thing", "I can't find it", "cancel order 12345 please"):
+        assert not is_question(text), text
 
 
 def _read(intent: str, confidence: float, *entities: Entity) -> Understanding:
