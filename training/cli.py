@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from bots.artifact import Manifest
 from bots.errors import ArtifactError, ConfigError
-from bots.nlu.oos import METHODS
+from bots.nlu.oos import DEFAULT_METHOD, METHODS
 
 if TYPE_CHECKING:
     from bots.botspec import BotSpec
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--oos-target", help="what the out-of-scope operating point aims at: accuracy (needs "
                                         "out_of_scope examples), in-scope>=X or in-scope-drop<=X "
                                         "(default in-scope-drop<=0.01)")
-    t.add_argument("--oos-method", choices=METHODS, help="the out-of-scope score (default knn_softmax)")
+    t.add_argument("--oos-method", choices=METHODS, help=f"the out-of-scope score (default {DEFAULT_METHOD})")
     t.add_argument("--ngram-features", metavar="SPEC",
                    help="the intent classifier's n-gram features, e.g. word,char_wb:1-4 (Rasa's default pipeline); "
                         "'none' for none (default: bot.yml training: ngram_features, or config.yml's "

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from bots.artifact import MANIFEST, Manifest, new_version, write_manifest
 from bots.nlu.model import OOS_INDEX, OnnxNLU
 from bots.nlu.ngrams import NgramHead, NgramVectorizer, parse_analyzers
-from bots.nlu.oos import METHODS, OUT_OF_SCOPE, OperatingPoint, Target
+from bots.nlu.oos import METHODS, OUT_OF_SCOPE, OperatingPoint, Target, class_floors
 from bots.nlu.spelling import write_vocabulary
 from training.config import TrainConfig
 from training.data import NluData, Sample, k_folds, stratified_split, text_hashes
@@ -126,13 +126,16 @@ def _score(directory: Path, manifest: Manifest, onnx_file: str, samples: list[Sa
 def write_oos_index(directory: Path, manifest: Manifest, onnx_file: str, train_set: list[Sample],
                     val_set: list[Sample], threads: int) -> None:
     """``oos_index.npz``: the served model's embeddings of the in-scope training examples, their label ids,
-    and the hashes of the training and held-out texts (bots/artifact.py)."""
+    each label's floor (bots/nlu/oos.py ``class_floors``), and the hashes of the training and held-out texts
+    (bots/artifact.py)."""
     nlu = OnnxNLU.from_manifest(directory, manifest, onnx_file=onnx_file, threads=threads)
     index = {name: i for i, name in enumerate(manifest.labels)}
     kept = [s for s in train_set if s.intent != OUT_OF_SCOPE]
     vectors = nlu.embed([s.text for s in kept]) if kept else np.zeros((0, nlu.dimension or 0), np.float32)
-    np.savez(directory / OOS_INDEX, embeddings=vectors.astype(np.float16),
-             labels=np.array([index[s.intent] for s in kept], dtype=np.int64),
+    stored = vectors.astype(np.float16)
+    labels = np.array([index[s.intent] for s in kept], dtype=np.int64)
+    np.savez(directory / OOS_INDEX, embeddings=stored, labels=labels,
+             floors=class_floors(stored.astype(np.float32), labels, len(manifest.labels)),
              train_hashes=text_hashes([s.text for s in train_set]),
              validation_hashes=text_hashes([s.text for s in val_set]))
 

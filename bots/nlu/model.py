@@ -40,12 +40,12 @@ from bots.artifact import Manifest, read_manifest
 from bots.errors import ArtifactError
 from bots.nlu import multi
 from bots.nlu.ngrams import NgramHead
-from bots.nlu.oos import INDEX_METHODS, NOT_UNDERSTOOD, OUT_OF_SCOPE, centroids_of, in_scope_scores, served_point
+from bots.nlu.oos import INDEX_METHODS, NOT_UNDERSTOOD, OUT_OF_SCOPE, ExampleIndex, in_scope_scores, served_point
 from bots.nlu.spelling import Correction, Speller, known_words
 from bots.types import Entity, IntentScore, Understanding
 
 __all__ = ["OUT_OF_SCOPE", "OnnxNLU", "Scored", "entity_label", "split_label"]
-OOS_INDEX = "oos_index.npz"  # training examples' embeddings (float16) and label ids: knn / centroid scores
+OOS_INDEX = "oos_index.npz"  # training examples' embeddings (float16), label ids, floors: the index scores
 _BATCH = 32
 _GROUP = 8  # texts of similar length run together: padding to the longest costs little
 # ONNX metadata training/export.py writes into an int8 file whose scores do not depend on the batch.
@@ -115,7 +115,7 @@ class OnnxNLU:
             raise ArtifactError(f"{artifact_dir}: the ONNX model lacks output(s) {sorted(missing)}; retrain the bot")
         shape = next(o.shape for o in session.get_outputs() if o.name == "sentence_embedding")
         self.dimension: int | None = shape[-1] if isinstance(shape[-1], int) else None
-        self._index, self._centroids = _load_index(artifact_dir)
+        self._index = _load_index(artifact_dir, len(self.labels))
         self.ngrams = NgramHead.load(artifact_dir, manifest.ngrams, len(self.labels)) if manifest.ngrams else None
         self.point = served_point(manifest.oos, manifest.oos_threshold, fallback_threshold)
         self.speller = (Speller.load(artifact_dir, manifest.spelling, known_words(tokenizer.get_vocab()))
@@ -273,8 +273,7 @@ class OnnxNLU:
             for row, (where, text) in enumerate(zip(batch.rows, batch.texts, strict=True)):
                 u = self._understand(text, probs[row], tag_probs[row], batch.offsets[row], batch.special[row],
                                      vectors[row], batch.corrections[row])
-                results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, self._centroids,
-                                                           u.confidence))
+                results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, u.confidence))
         return [r for r in results if r is not None]
 
     def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],
@@ -323,18 +322,20 @@ class OnnxNLU:
         return tuple(out)
 
 
-def _load_index(artifact_dir: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The training examples' embeddings (float32, L2-normalised rows) and their label centroids."""
+def _load_index(artifact_dir: Path, labels_known: int) -> ExampleIndex | None:
+    """The training examples' embeddings (float32, L2-normalised rows) by label, with centroids and floors
+    (computed here for an index written before floors were kept)."""
     path = artifact_dir / OOS_INDEX
     if not path.is_file():
-        return None, None
+        return None
     try:
         with np.load(path) as data:
-            index = np.ascontiguousarray(data["embeddings"], dtype=np.float32)
+            index = np.asarray(data["embeddings"], dtype=np.float32)
             labels = np.asarray(data["labels"], dtype=np.int64)
+            floors = np.asarray(data["floors"], dtype=np.float64) if "floors" in data.files else None
     except (OSError, ValueError, KeyError) as exc:
         raise ArtifactError(f"{path}: cannot read the out-of-scope index ({exc}); retrain the bot") from None
-    return index, centroids_of(index, labels)
+    return ExampleIndex.of(index, labels, labels_known, floors)
 
 
 def _word_spans(text: str, spans: list[tuple[str, int, int, list[float]]]) -> list[tuple[str, int, int, list[float]]]:

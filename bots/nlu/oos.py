@@ -22,7 +22,13 @@ In-scope scores (higher = more in scope), computed from what the model outputs a
 ``centroid``  cosine similarity of the sentence embedding to the nearest intent centroid of the training examples
 ``knn``       mean cosine similarity to the ``KNN_K`` nearest training example(s) (the artifact's ``oos_index.npz``)
 ``knn_softmax`` ``knn`` + ``SOFTMAX_WEIGHT`` x ``softmax``: far from every training example, or torn between
-              intents (the default: best of these on BANKING77's open-intent protocol, bench/RESULTS.md)
+              intents
+``intent_knn_softmax`` cosine similarity to the nearest training example *of the best intent*, less that
+              intent's own floor (the ``FLOOR_QUANTILE`` quantile of its training examples' similarity to their
+              nearest other example of the same intent: a tight intent such as "card arrival" needs a closer match
+              than a broad one such as "other"), + ``SOFTMAX_WEIGHT`` x ``softmax`` (the default: best of these on
+              BANKING77's open-intent protocol, bench/RESULTS.md). Floors are computed when the index is written
+              (``class_floors``) and kept in ``oos_index.npz``; an index written before them gets them at load.
 
 The operating point comes from, in this order:
 
@@ -44,11 +50,13 @@ import numpy as np
 
 OUT_OF_SCOPE = "out_of_scope"
 NOT_UNDERSTOOD = "nlu_fallback"  # bots.dialogue.domain.NLU_FALLBACK_INTENT
-METHODS = ("softmax", "energy", "centroid", "knn", "knn_softmax")
-INDEX_METHODS = ("centroid", "knn", "knn_softmax")  # need the training examples' embeddings (oos_index.npz)
-DEFAULT_METHOD = "knn_softmax"
+METHODS = ("softmax", "energy", "centroid", "knn", "knn_softmax", "intent_knn_softmax")
+INDEX_METHODS = ("centroid", "knn", "knn_softmax", "intent_knn_softmax")  # need oos_index.npz
+DEFAULT_METHOD = "intent_knn_softmax"
 KNN_K = 1
 SOFTMAX_WEIGHT = 0.25
+FLOOR_QUANTILE = 0.05
+FLOOR_QUERIES = 1000  # training examples per intent whose nearest same-intent neighbour sets its floor (at most)
 
 
 def as_label(intent: str) -> str:
@@ -56,29 +64,85 @@ def as_label(intent: str) -> str:
     return OUT_OF_SCOPE if intent == NOT_UNDERSTOOD else intent
 
 
-def in_scope_scores(logits: np.ndarray, vector: np.ndarray | None, index: np.ndarray | None,
-                    centroids: np.ndarray | None, confidence: float | None = None) -> dict[str, float]:
-    """Every in-scope score this text has (``centroid``/``knn`` only with an index), from its intent
-    logits [labels] and sentence embedding [dim]; ``confidence``: the served best-intent probability, which
-    is then the softmax score exactly (a threshold on it decides as one on the stored confidence). One text
-    at a time: the same value whatever else is in its batch."""
+@dataclass(frozen=True)
+class ExampleIndex:
+    """The training examples' embeddings (L2-normalised rows, float32) grouped by label id: rows
+    ``starts[i]:starts[i + 1]`` are label ``i``'s; its centroids; and each label's floor (``class_floors``)."""
+
+    embeddings: np.ndarray
+    starts: np.ndarray
+    centroids: np.ndarray
+    floors: np.ndarray
+
+    @classmethod
+    def of(cls, embeddings: np.ndarray, labels: np.ndarray, labels_known: int,
+           floors: np.ndarray | None = None) -> ExampleIndex:
+        """``labels_known``: how many labels the model has (a label may have no example in the index)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        order = np.argsort(labels, kind="stable")
+        emb = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32)[order])
+        lab = labels[order]
+        count = max(labels_known, int(lab.max()) + 1 if len(lab) else 0)
+        starts = np.searchsorted(lab, np.arange(count + 1)).astype(np.int64)
+        if floors is None or len(floors) != count:
+            floors = class_floors(emb, lab, count)
+        return cls(emb, starts, centroids_of(emb, lab, count), np.asarray(floors, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+
+def class_floors(embeddings: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Each label's floor: the ``FLOOR_QUANTILE`` quantile, over (up to ``FLOOR_QUERIES`` of) its training
+    examples, of the cosine similarity to their nearest *other* example of the same label. A label with a
+    single example takes the median floor of the others (0 when there is none)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    floors = np.full(count, np.nan)
+    for c in range(count):
+        rows = np.flatnonzero(labels == c)
+        if len(rows) < 2:
+            continue
+        queries = rows[np.linspace(0, len(rows) - 1, min(len(rows), FLOOR_QUERIES)).round().astype(np.int64)]
+        sims = emb[queries] @ emb[rows].T
+        own = np.searchsorted(rows, queries)
+        sims[np.arange(len(queries)), own] = -np.inf
+        floors[c] = float(np.quantile(sims.max(axis=1), FLOOR_QUANTILE))
+    known = floors[~np.isnan(floors)]
+    return np.where(np.isnan(floors), float(np.median(known)) if len(known) else 0.0, floors)
+
+
+def in_scope_scores(logits: np.ndarray, vector: np.ndarray | None, index: ExampleIndex | None,
+                    confidence: float | None = None) -> dict[str, float]:
+    """Every in-scope score this text has (the index methods only with an index), from its intent logits
+    [labels] and sentence embedding [dim]; ``confidence``: the served best-intent probability, which is then
+    the softmax score exactly (a threshold on it decides as one on the stored confidence). One text at a
+    time: the same value whatever else is in its batch."""
     z = logits.astype(np.float64)
-    top = float(z.max())
+    best = int(z.argmax())
+    top = float(z[best])
     lse = top + float(np.log(np.exp(z - top).sum()))
     scores = {"softmax": float(np.exp(top - lse)) if confidence is None else float(confidence), "energy": lse}
-    if vector is not None and index is not None and centroids is not None and len(index):
+    if vector is not None and index is not None and len(index):
         v = vector.astype(np.float32)
-        sims = index @ v
+        sims = index.embeddings @ v
         k = min(KNN_K, len(sims))
         scores["knn"] = float(np.partition(sims, len(sims) - k)[len(sims) - k:].mean())
-        scores["centroid"] = float((centroids @ v).max())
+        scores["centroid"] = float((index.centroids @ v).max())
         scores["knn_softmax"] = scores["knn"] + SOFTMAX_WEIGHT * scores["softmax"]
+        start, end = (int(index.starts[best]), int(index.starts[best + 1])) if best + 1 < len(index.starts) else (0, 0)
+        if end > start:  # the best intent's own examples, against its own floor
+            near = float(sims[start:end].max()) - float(index.floors[best])
+        else:  # an intent without examples in the index (a learned out_of_scope): every example, the median floor
+            near = scores["knn"] - float(np.median(index.floors)) if len(index.floors) else scores["knn"]
+        scores["intent_knn_softmax"] = near + SOFTMAX_WEIGHT * scores["softmax"]
     return scores
 
 
-def centroids_of(index: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def centroids_of(index: np.ndarray, labels: np.ndarray, count: int | None = None) -> np.ndarray:
     """L2-normalised mean embedding of each label's training examples, [labels, dim]."""
-    out = np.zeros((int(labels.max()) + 1 if len(labels) else 0, index.shape[1]), dtype=np.float32)
+    rows = int(labels.max()) + 1 if len(labels) else 0
+    out = np.zeros((max(rows, count or 0), index.shape[1]), dtype=np.float32)
     np.add.at(out, labels, index)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.asarray(out / np.maximum(norms, 1e-12), dtype=np.float32)

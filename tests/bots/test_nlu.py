@@ -16,7 +16,7 @@ import pytest
 from bots.artifact import read_manifest, write_manifest
 from bots.errors import ArtifactError
 from bots.nlu.model import OUT_OF_SCOPE, OnnxNLU
-from bots.nlu.oos import METHODS, NOT_UNDERSTOOD
+from bots.nlu.oos import FLOOR_QUANTILE, METHODS, NOT_UNDERSTOOD, ExampleIndex, class_floors, in_scope_scores
 
 ROOT = Path(__file__).resolve().parents[2]
 _BOT = """\
@@ -126,6 +126,46 @@ def test_the_operating_point_decides_not_understood(artifact: Path, tmp_path: Pa
     write_manifest(copy, dataclasses.replace(read_manifest(artifact), oos={"method": "knn_softmax", "threshold": 0.5}))
     with pytest.raises(ArtifactError, match=r"needs oos_index\.npz"):
         OnnxNLU.load(copy)
+
+
+def test_intent_knn_softmax_reads_the_best_intents_own_examples_against_its_own_floor() -> None:
+    """Label 0 is tight (its examples nearly coincide), label 1 broad. A text as close to label 0's nearest
+    example as label 1's examples are to each other passes label 1's floor but not label 0's."""
+    def unit(*v: float) -> np.ndarray:
+        a = np.array(v, dtype=np.float32)
+        return a / np.linalg.norm(a)
+    tight = [unit(1, 0.01 * i, 0) for i in range(5)]
+    broad = [unit(0.3 * i, 1, 0.2 * (i % 2)) for i in range(5)]
+    emb, labels = np.stack(broad + tight), np.array([1] * 5 + [0] * 5)
+    floors = class_floors(emb, labels, 2)
+    assert floors[0] > 0.99 > floors[1]
+    ix = ExampleIndex.of(emb, labels, 2)
+    np.testing.assert_allclose(ix.floors, floors)  # computed at load when the index does not keep them
+    assert list(ix.starts) == [0, 5, 10] and np.allclose(ix.embeddings[:5], np.stack(tight))
+    near_tight = unit(1, 0, float(np.sqrt(1 / floors[1] ** 2 - 1)))  # cos to tight's nearest = floors[1]
+    for best, v in ((0, near_tight), (1, broad[2])):
+        logits = np.array([2.0, 0.0]) if best == 0 else np.array([0.0, 2.0])
+        s = in_scope_scores(logits, v, ix)
+        own = float((ix.embeddings[ix.starts[best]:ix.starts[best + 1]] @ v).max())
+        assert s["intent_knn_softmax"] == pytest.approx(own - floors[best] + 0.25 * s["softmax"])
+    assert in_scope_scores(np.array([2.0, 0.0]), near_tight, ix)["intent_knn_softmax"] < 0.25
+    # A label with one example (no neighbour of its own) takes the others' median floor.
+    three = ExampleIndex.of(np.concatenate([emb, unit(0, 0, 1)[None]]), np.append(labels, 2), 3)
+    assert three.floors[2] == pytest.approx(float(np.median(floors))) and 0 < FLOOR_QUANTILE < 0.5
+
+
+def test_an_index_written_without_floors_serves_the_same_scores(artifact: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "old"
+    copy.mkdir()
+    for name in ("model.onnx", "tokenizer.json", "spelling.json"):
+        os.symlink(artifact / name, copy / name)
+    write_manifest(copy, read_manifest(artifact))
+    with np.load(artifact / "oos_index.npz") as data:
+        assert "floors" in data.files
+        np.savez(copy / "oos_index.npz", **{k: data[k] for k in data.files if k != "floors"})
+    texts = ["purple elephants dance", "book a flight to Oslo", "hello"]
+    old, new = OnnxNLU.load(copy).score(texts), OnnxNLU.load(artifact).score(texts)
+    assert [x.scores for x in old] == [x.scores for x in new]
 
 
 def test_typos_are_read_as_the_bots_words_and_entities_keep_what_was_typed(artifact: Path, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_validation_file_calibrates_for_the_stated_target(tmp_path: Path, tiny_b
     assert (oos["in_scope_examples"], oos["oos_examples"]) == (4, 7)
     assert {"oos_recall", "oos_precision", "in_scope_accuracy", "accuracy"} <= set(oos["figures"])
     printed = capsys.readouterr().out
-    assert "out of scope: knn_softmax score below" in printed and "target accuracy" in printed
+    assert "out of scope: intent_knn_softmax score below" in printed and "target accuracy" in printed
     assert "fallback_threshold 0.3 overrides this" in printed  # the tiny bot sets one: said, not silent
     # The point meets its target on the validation data: accuracy as good as any other threshold's.
     assert oos["figures"]["accuracy"] >= max(m["accuracy"] for m in oos["methods"].values()
@@ -95,7 +95,7 @@ def test_k_fold_calibration_trains_on_every_example(tmp_path: Path, tiny_bot: Pa
     # Scores made by a model on texts it was trained on would be higher: the out-of-fold ones are not those.
     seen = HeldOutScores.of(out, manifest, list(from_bot(load_bot(tiny_bot)).samples), 1)
     assert oos["figures"]["in_scope_rejected"] >= sum(
-        x["knn_softmax"] < oos["threshold"] for x in seen.scores) / examples
+        x["intent_knn_softmax"] < oos["threshold"] for x in seen.scores) / examples
     assert main(["train", str(tiny_bot), "--fast", "--calibration-folds", "1", "--out", str(tmp_path / "x")]) == 2
     assert "calibration_folds must be 0 (the held-out split) or 2 to 20, got 1" in capsys.readouterr().err
     validation = _csv(tmp_path / "val.csv", [("hello there", "greet")])
@@ -129,15 +129,16 @@ def test_evaluate_writes_the_sweep_curve_latency_and_warns_about_overlap(calibra
     assert main(["evaluate", str(calibrated_bot), str(data), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "warning: 2 of 20 evaluation texts are in the model's training data" in captured.err
-    assert "latency per query" in captured.out and "not understood when: knn_softmax <" in captured.out
+    assert "latency per query" in captured.out and "not understood when: intent_knn_softmax <" in captured.out
     sweep = json.loads((out / "oos_sweep.json").read_text())
-    assert sweep["method"] == "knn_softmax" and sweep["served"]["source"] == "calibrated"
+    assert sweep["method"] == "intent_knn_softmax" and sweep["served"]["source"] == "calibrated"
     assert sweep["sweep"][0]["threshold"] is None and sweep["sweep"][0]["oos_recall"] == 0.0  # accept all first
     assert sweep["sweep"][-1]["oos_recall"] >= sweep["sweep"][0]["oos_recall"]
     assert (out / "oos_curve.png").read_bytes()[:4] == b"\x89PNG"
     summary = (out / "summary.md").read_text()
-    for part in ("## Out of scope", "| served: knn_softmax <", "Threshold sweep of `knn_softmax`", "Latency per query",
-                 "## Top confusions", "**Warning**: 2 evaluation texts are in the model's training data"):
+    for part in ("## Out of scope", "| served: intent_knn_softmax <", "Threshold sweep of `intent_knn_softmax`",
+                 "Latency per query", "## Top confusions",
+                 "**Warning**: 2 evaluation texts are in the model's training data"):
         assert part in summary, part
     report = json.loads((out / "intent_report.json").read_text())
     assert report["out_of_scope"]["support"] == 10
@@ -187,4 +188,4 @@ def test_evaluate_scores_what_the_bot_serves(calibrated_bot: Path, tmp_path: Pat
     if override is not None:
         summary = (tmp_path / "r" / "summary.md").read_text()
         assert "served: softmax < 0.9 (bot fallback_threshold (override))" in summary
-        assert "calibrated (overridden by the bot): knn_softmax <" in summary
+        assert "calibrated (overridden by the bot): intent_knn_softmax <" in summary

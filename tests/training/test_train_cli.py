@@ -142,9 +142,9 @@ def test_out_of_scope_class_gets_a_calibrated_threshold(tmp_path: Path) -> None:
     assert main(["train", str(tmp_path), "--fast", "--no-quantize", "--out", str(tmp_path / "m")]) == 0
     m = read_manifest(tmp_path / "m")
     assert "out_of_scope" in m.labels
-    assert m.oos_threshold is None and m.oos["method"] == "knn_softmax" and m.oos["source"] == "calibrated"
+    assert m.oos_threshold is None and m.oos["method"] == "intent_knn_softmax" and m.oos["source"] == "calibrated"
     assert m.oos["target"] == "in-scope-drop<=0.01" and m.oos["calibrated_on"].startswith("held-out split")
-    assert set(m.oos["methods"]) == {"softmax", "energy", "centroid", "knn", "knn_softmax"}
+    assert set(m.oos["methods"]) == {"softmax", "energy", "centroid", "knn", "knn_softmax", "intent_knn_softmax"}
     assert {"in_scope_accuracy", "oos_precision", "oos_recall"} <= set(m.metrics)
     (r,) = OnnxNLU.load(tmp_path / "m").predict(["what is the weather in paris"])
     assert r.intent == "out_of_scope"
