@@ -10,7 +10,8 @@ An artifact is a folder ``BOT_DIR/models/<version>/``::
     tokenizer.json      Hugging Face ``tokenizers`` file
     oos_index.npz       the training examples' sentence embeddings as the served model computes them
                         (``embeddings`` float16 [examples, dim], ``labels`` int [examples]: their intent's
-                        index in ``labels``) for the knn / centroid out-of-scope scores (bots/nlu/oos.py),
+                        index in ``labels``; ``floors`` float [labels]: each intent's own floor, absent in
+                        indexes written before 2026-12-05) for the index out-of-scope scores (bots/nlu/oos.py),
                         and ``train_hashes`` / ``validation_hashes`` (uint64: the first 8 bytes of the
                         SHA-256 of each lower-cased, space-normalised text) that evaluate checks overlap against
     ngrams.npz          optional n-gram part of the intent classifier (bots/nlu/ngrams.py: vocabulary ``features``,
