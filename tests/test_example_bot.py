@@ -49,15 +49,17 @@ def test_settings(bot: BotSpec) -> None:
 
 SMALLTALK = {"greet", "goodbye", "thanks", "bot_challenge", "affirm", "deny", "stop", "out_of_scope",
              "give_order_number"}  # the hand-written intents of smalltalk.yml
+# Shop questions Bitext has no intent for, written by hand in smalltalk.yml and answered from the knowledge base.
+SHOP = {"damaged_item", "email_not_received", "visit_store"}
 
 
 def test_all_27_intents_have_many_examples_and_an_answer(bot: BotSpec) -> None:
-    assert len(bot.intents) == 27 + len(SMALLTALK) and SMALLTALK <= set(bot.intents)
+    assert len(bot.intents) == 27 + len(SMALLTALK) + len(SHOP) and SMALLTALK | SHOP <= set(bot.intents)
     for name, intent in bot.intents.items():
-        assert len(intent.examples) >= (20 if name in SMALLTALK else 100), name
+        assert len(intent.examples) >= (20 if name in SMALLTALK else 8 if name in SHOP else 100), name
         assert intent.responses, name
         assert len({e.text for e in intent.examples}) == len(intent.examples), f"{name}: duplicate examples"
-    assert sum(len(i.examples) for i in bot.intents.values() if i.name not in SMALLTALK) > 4400
+    assert sum(len(i.examples) for i in bot.intents.values() if i.name not in SMALLTALK | SHOP) > 4400
 
 
 def test_every_intent_has_a_human_title(bot: BotSpec) -> None:

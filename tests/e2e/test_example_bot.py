@@ -113,3 +113,20 @@ def test_knowledge_base_questions_get_grounded_composed_answers(app: TestClient,
     [answer] = r.json()["responses"]
     assert answer["source"] == "retrieval", answer
     assert fact in answer["text"], answer
+
+
+@pytest.mark.parametrize(("question", "fact"), [
+    ("my package arrived broken", "damaged"),
+    ("the email never arrived", "spam"),
+    ("can I pick it up at your store?", "online shop only"),
+])
+def test_shop_questions_bitext_has_no_intent_for_are_answered_not_sent_into_a_form(app: TestClient, question: str,
+                                                                                 fact: str) -> None:
+    """smalltalk.yml's damaged_item, email_not_received and visit_store (answer: knowledge): before them these read
+    as track_order / place_order, and the first two started the order form ("What is the order number?")."""
+    r = app.post("/bots/support/webhooks/web", json={"conversation_id": f"shop-{fact[:6]}", "message_id": "m1",
+                                                     "text": question})
+    assert r.status_code == 200, r.text
+    texts = [a["text"] for a in r.json()["responses"]]
+    assert any(fact in t for t in texts), texts
+    assert not any("order number" in t for t in texts), texts
