@@ -200,7 +200,8 @@ def calibrate(gold: Sequence[str], top: Sequence[str], scores: Sequence[float] |
             z = statistics.NormalDist().inv_cdf(1 - target.value)
             threshold = min(threshold, statistics.fmean(right) - z * statistics.stdev(right))
             details["note"] = (f"{n_in} held-out in-scope examples are too few to read a {target.value:g} quantile: "
-                               "the normal approximation of their scores was used")
+                               "the normal approximation of their scores was used (--calibration-folds 5 "
+                               "calibrates on every training example instead)")
     details["figures"] = {k: round(v, 6) for k, v in oos_figures(gold, top, values, probe, threshold).items()}
     return OperatingPoint(method, threshold, "calibrated", details)
 
