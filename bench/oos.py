@@ -3,7 +3,7 @@
     .venv/bin/python bench/oos.py [--mode fast|finetune] [--known 0.25,0.5,0.75] [--seeds 0,1,2]
                                   [--epochs N] [--threads N] [--max-test N] [--targets T1,T2]
                                   [--data DIR_OR_CSV] [--max-examples-per-intent N] [--ngram-features SPEC]
-                                  [--no-spelling]
+                                  [--no-spelling] [--oos-label NAME] [--oos-train]
 
 For each share of known intents and each seed: that share of the 77 intents is drawn at random
 (seeded), the model is trained on the training examples of those intents only (the pipeline's
@@ -22,6 +22,13 @@ Published ADB (BERT-base) figures to compare with: 25% known 78.85 / 71.62, 50% 
 (``text,intent`` or Bitext's columns) that is split 80/20 per intent (seeded; exact duplicate texts, case
 ignored, are dropped first, so no test text is also a training text), e.g. Bitext's customer-support CSV,
 whose 27 intents span several topics of a shop's support (BANKING77 is one domain).
+``--data`` also reads CLINC150's ``data_full.json`` (Larson et al., 2019; keys ``train``/``test``/``oos_test``/
+``oos_train``, lists of ``[text, intent]``) as it is distributed: ``--known 1`` is then its standard out-of-scope
+protocol (all 150 intents known, the ``oos_test`` queries out of scope). Its ``oos_train`` queries are left out
+unless ``--oos-train`` is given, when they train the learned ``out_of_scope`` intent (bots/nlu/oos.py).
+``--oos-label NAME`` names the label that means out of scope in a CSV (default ``oos``, CLINC150's; the bench
+prints how many examples it read so): such examples are out of scope in the test set and, in the training set,
+examples of the learned ``out_of_scope`` intent, which is always known.
 ``--ngram-features word,char_wb:1-4`` trains the intent classifier with n-gram features (bots/nlu/ngrams.py;
 default: TrainConfig's). ``--no-spelling`` trains and serves without the spelling correction
 (bots/nlu/spelling.py), which is on by default.
@@ -32,12 +39,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -76,14 +85,59 @@ def _texts_and_intents(path: Path) -> list[Sample]:
     return samples
 
 
-def _load(data: Path) -> tuple[list[Sample], list[Sample]]:
-    if data.is_file():  # one CSV: split it
-        return stratified_split(_texts_and_intents(data), 0.2, seed=0)
-    missing = [p for p in (data / "train.csv", data / "test.csv") if not p.is_file()]
+def _clinc(path: Path, oos_train: bool) -> tuple[list[Sample], list[Sample]]:
+    """CLINC150's ``data_full.json`` (or another of its variants, same keys): in-scope ``train`` (plus ``oos_train``
+    as ``out_of_scope`` examples when asked), ``test`` plus ``oos_test`` (out of scope)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        sys.exit(f"bench/oos.py: {path}: not readable as JSON: {exc}")
+    missing = [k for k in ("train", "test", "oos_test") if not isinstance(doc, dict) or k not in doc]
     if missing:
-        sys.exit(f"bench/oos.py: the data set is missing ({', '.join(map(str, missing))}); put train.csv and "
-                 f"test.csv (text,category) in {data} (BANKING77 by default), or pass --data with one CSV")
-    return list(load_csv(data / "train.csv").samples), list(load_csv(data / "test.csv").samples)
+        sys.exit(f"bench/oos.py: {path}: not CLINC150's format (no {', '.join(missing)}: expected the keys train, "
+                 "test, oos_test and optionally oos_train, each a list of [text, intent])")
+
+    def part(key: str, intent: str | None = None) -> list[Sample]:
+        rows = doc.get(key) or []
+        out = []
+        for i, row in enumerate(rows):
+            if not (isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row)):
+                sys.exit(f"bench/oos.py: {path}: {key}[{i}] is not a [text, intent] pair: {row!r:.80}")
+            if row[0].strip():
+                out.append(Sample(row[0].strip(), intent or row[1].strip(), (), f"{path}:{key}[{i}]"))
+        return out
+
+    train = part("train") + (part("oos_train", OUT_OF_SCOPE) if oos_train else [])
+    return train, part("test") + part("oos_test", OUT_OF_SCOPE)
+
+
+def _relabel(samples: list[Sample], label: str, where: str) -> list[Sample]:
+    """Examples labelled ``label`` (the data set's name for out of scope) become ``out_of_scope`` examples."""
+    if not label or label == OUT_OF_SCOPE:
+        return samples
+    out = [replace(s, intent=OUT_OF_SCOPE) if s.intent == label else s for s in samples]
+    n = sum(1 for s in samples if s.intent == label)
+    if n:
+        print(f"note: {n} {where} examples labelled {label!r} are read as out of scope (--oos-label)")
+    return out
+
+
+def _load(data: Path, oos_label: str = "oos", oos_train: bool = False) -> tuple[list[Sample], list[Sample]]:
+    if data.is_file() and data.suffix.lower() == ".json":
+        return _clinc(data, oos_train)
+    if data.is_file():  # one CSV: split it
+        train, test = stratified_split(_relabel(_texts_and_intents(data), oos_label, "data"), 0.2, seed=0)
+    else:
+        missing = [p for p in (data / "train.csv", data / "test.csv") if not p.is_file()]
+        if missing:
+            sys.exit(f"bench/oos.py: the data set is missing ({', '.join(map(str, missing))}); put train.csv and "
+                     f"test.csv (text,category) in {data} (BANKING77 by default), or pass --data with one CSV or "
+                     "CLINC150's data_full.json")
+        train = _relabel(list(load_csv(data / "train.csv").samples), oos_label, "training")
+        test = _relabel(list(load_csv(data / "test.csv").samples), oos_label, "test")
+    if not oos_train:
+        train = [s for s in train if s.intent != OUT_OF_SCOPE]
+    return train, test
 
 
 def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: int, cfg: TrainConfig,
@@ -91,9 +145,9 @@ def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: i
     """One draw of known intents: {(target, method): figures on the test set}."""
     from training.pipeline import train as train_model
 
-    intents = sorted({s.intent for s in train})
+    intents = sorted({s.intent for s in train} - {OUT_OF_SCOPE})  # a learned out_of_scope is always trained
     known = set(random.Random(seed).sample(intents, round(len(intents) * known_share)))
-    data = clean(NluData(tuple(s for s in train if s.intent in known)), min_examples=0,
+    data = clean(NluData(tuple(s for s in train if s.intent in known or s.intent == OUT_OF_SCOPE)), min_examples=0,
                  max_per_intent=cfg.max_examples_per_intent, seed=seed)  # as switchboard train does
     _, val = stratified_split(data.samples, 0 if cfg.calibration_folds else cfg.validation_fraction,
                               cfg.seed)  # the pipeline's held-out split (none with calibration folds)
@@ -139,7 +193,14 @@ def _spread(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", "--data-dir", dest="data", type=Path, default=DEFAULT_DATA,
-                   help="a folder with train.csv and test.csv (default: BANKING77), or one CSV split 80/20 per intent")
+                   help="a folder with train.csv and test.csv (default: BANKING77), one CSV split 80/20 per intent, or "
+                        "CLINC150's data_full.json")
+    p.add_argument("--oos-label", default="oos", metavar="NAME",
+                   help="the label meaning out of scope in the data's CSVs (default: oos, CLINC150's; out_of_scope "
+                        "always is)")
+    p.add_argument("--oos-train", action="store_true",
+                   help="train on the data's out-of-scope examples (CLINC150's oos_train) as the learned out_of_scope "
+                        "intent (default: left out, as in the open-intent protocol)")
     p.add_argument("--max-examples-per-intent", type=int, default=0, help="0 = every training example")
     p.add_argument("--calibration-folds", type=int, default=0, metavar="K",
                    help="calibrate on K-fold out-of-fold scores (switchboard train --calibration-folds K; only the "
@@ -156,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default=f"{TrainConfig().oos_target},in-scope-drop<=0.05",
                    help="out-of-scope targets to calibrate each method for (comma-separated; the first is served)")
     args = p.parse_args(argv)
-    train, test = _load(args.data)
+    train, test = _load(args.data, args.oos_label, args.oos_train)
     adb = ADB if args.data.resolve() == DEFAULT_DATA.resolve() else {}  # published figures are BANKING77's
     if args.max_test:
         test = test[:: max(1, len(test) // args.max_test)][: args.max_test]
