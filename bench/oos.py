@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import statistics
@@ -173,7 +174,8 @@ def run_one(train: list[Sample], test: list[Sample], known_share: float, seed: i
                 point = calibrate([s.intent for s in val], held_top, [x.scores[method] for x in held], method,
                                   Target.parse(target), calibrated_on="held-out split")
             if served:  # the bench's calibration is the pipeline's own
-                assert abs(point.threshold - trained.manifest.oos["threshold"]) < 1e-9, (point, trained.manifest.oos)
+                assert math.isclose(point.threshold, trained.manifest.oos["threshold"], abs_tol=1e-9), (
+                    point, trained.manifest.oos)
             scores = [x.scores[method] for x in scored]
             rejected = point.rejects(top, scores)
             predicted = [OUT_OF_SCOPE if r else t for r, t in zip(rejected, top, strict=True)]

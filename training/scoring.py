@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from bots.errors import ConfigError
 from bots.nlu.oos import OperatingPoint, Target, as_label
@@ -193,15 +194,24 @@ def calibrate(gold: Sequence[str], top: Sequence[str], scores: Sequence[float] |
     if best > 0:  # halfway to the next lower held-out score: the point does not sit on one example
         threshold = float((candidates[best] + candidates[best - 1]) / 2) if best > 1 else float(candidates[best] - 1e-6)
     if target.kind == "in-scope-drop" and target.value and n_in * target.value < _MIN_EXPECTED_REJECTIONS:
-        # Too few held-out examples to read a quantile that low (the budget is under 5 examples): the
-        # normal quantile of the correctly understood examples' scores, if lower (never stricter).
+        # Too few held-out examples to read a quantile that low (the budget is under 5 examples): the one-sided
+        # normal prediction bound of the correctly understood examples' scores, where a new in-scope message's
+        # score falls below it with probability target.value (Student's t with n - 1 degrees of freedom, widened
+        # by sqrt(1 + 1/n): the mean and spread are themselves estimated from n scores), if lower (never
+        # stricter). From 2 scores the bound is far below both, from 300 it is the normal quantile; from fewer
+        # than 2 there is no spread to read and the score rejects nothing.
         right = [v for v, g, t in zip(values, gold, top, strict=True) if g == t and g != OUT_OF_SCOPE]
+        folds = " (--calibration-folds 5 calibrates on every training example instead)"
         if len(right) >= 2:
-            z = statistics.NormalDist().inv_cdf(1 - target.value)
-            threshold = min(threshold, statistics.fmean(right) - z * statistics.stdev(right))
+            n = len(right)
+            k = float(scipy.stats.t.ppf(1 - target.value, n - 1)) * math.sqrt(1 + 1 / n)
+            threshold = min(threshold, statistics.fmean(right) - k * statistics.stdev(right))
             details["note"] = (f"{n_in} held-out in-scope examples are too few to read a {target.value:g} quantile: "
-                               "the normal approximation of their scores was used (--calibration-folds 5 "
-                               "calibrates on every training example instead)")
+                               f"the normal prediction bound of the {n} correctly read ones' scores was used{folds}")
+        else:
+            threshold = -math.inf
+            details["note"] = (f"{n_in} held-out in-scope examples, {len(right)} of them read correctly: too few to "
+                               f"calibrate on, so the score rejects nothing{folds}")
     details["figures"] = {k: round(v, 6) for k, v in oos_figures(gold, top, values, probe, threshold).items()}
     return OperatingPoint(method, threshold, "calibrated", details)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from bots.errors import ConfigError
@@ -92,11 +93,27 @@ def test_without_oos_examples_the_drop_target_is_a_quantile_and_accuracy_is_refu
         calibrate(gold, top, scores, "softmax", Target.parse("accuracy"), calibrated_on="held-out split")
 
 
-def test_few_held_out_examples_use_the_normal_quantile_never_the_minimum() -> None:
+def test_few_held_out_examples_use_a_prediction_bound_never_the_minimum() -> None:
+    target = Target.parse("in-scope-drop<=0.01")
     gold, top, scores = ["a"] * 4, ["a"] * 4, [0.80, 0.82, 0.84, 0.86]
-    point = calibrate(gold, top, scores, "softmax", Target.parse("in-scope-drop<=0.01"), calibrated_on="t")
-    assert point.threshold < 0.80 - 0.02  # not just under the lowest of four scores
-    assert "too few" in point.details["note"]
+    point = calibrate(gold, top, scores, "softmax", target, calibrated_on="t")
+    # mean 0.83, spread 0.0258: Student's t (3 degrees of freedom, 4.54) x sqrt(1 + 1/4) under the mean, where the
+    # normal quantile (2.33 spreads) would sit at 0.77, just under the lowest of four scores
+    assert point.threshold == pytest.approx(0.83 - 4.5407 * math.sqrt(1.25) * 0.025820, abs=1e-4)
+    assert "too few" in point.details["note"] and "prediction bound of the 4" in point.details["note"]
+    # two close scores say little about the spread: far below both, not the normal quantile just under them
+    two = calibrate(["a"] * 2, ["a"] * 2, [0.80, 0.81], "softmax", target, calibrated_on="t")
+    assert two.threshold < 0.6
+    # one score, no spread: nothing is rejected by the score (a threshold just under it would reject about half)
+    one = calibrate(["a"], ["a"], [0.8], "softmax", target, calibrated_on="t")
+    assert one.threshold == -math.inf and "rejects nothing" in one.details["note"]
+    assert not one.rejects(["a"], [0.01])[0]
+    # 300 examples: the budget holds 3, the bound is within a few percent of the normal quantile
+    rng = np.random.default_rng(0)
+    many = rng.normal(0.8, 0.05, 300)
+    big = calibrate(["a"] * 300, ["a"] * 300, many, "softmax", target, calibrated_on="t")
+    normal = float(many.mean() - 2.3263 * many.std(ddof=1))
+    assert normal - 0.005 < big.threshold <= normal + 1e-9
 
 
 def test_targets_parse_or_say_what_is_expected() -> None:
