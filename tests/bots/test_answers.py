@@ -376,9 +376,9 @@ def test_answer_knowledge_is_the_template_unless_a_passage_clearly_answers(tmp_p
 
 async def test_a_follow_up_is_read_with_the_customers_message_before_it(artifact: Path, nlu: OnnxNLU) -> None:
     """"is it free?" alone is not understood and nothing answers it; after "can I return an item?" the two
-    together find the returns page. A follow-up that adds nothing to the earlier question ("tell me a joke"
-    after one about returns) is not answered about returns, and an answer the bot has just given is not
-    repeated: the fallback answers both."""
+    together find the returns page. A follow-up that adds nothing to the earlier question ("who won the world
+    cup?" after one about returns; this tiny bot reads "tell me a joke" as greet, at 0.50) is not answered about
+    returns, and an answer the bot has just given is not repeated: the fallback answers both."""
     from bots.botspec import load_bot
     from bots.dialogue.engine import Message, Services, decide
     from bots.dialogue.spec import parse_dialogue
@@ -406,8 +406,8 @@ async def test_a_follow_up_is_read_with_the_customers_message_before_it(artifact
     assert alone.startswith("fallback: ")
     _, (follow,) = await chat("can I return an item?", "is it free?")
     assert follow.startswith("retrieval: ") and "Return shipping is free" in follow
-    _, (joke,) = await chat("is return shipping free?", "tell me a joke")
-    assert joke.startswith("fallback: ")
+    _, (off_topic,) = await chat("is return shipping free?", "who won the world cup?")
+    assert off_topic.startswith("fallback: ")
     (first,), (again,) = await chat("my parcel has not arrived", "what happens then?")
     assert "10 days after dispatch" in first and again.startswith("fallback: ")
 
