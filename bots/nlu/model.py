@@ -28,7 +28,7 @@ followed by that rule. ``switchboard evaluate`` calls the same two steps, so it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -231,7 +231,7 @@ class OnnxNLU:
         """Intent ranking (best first, top 10) and entities per text, with the out-of-scope rule applied:
         a text the bot's operating point rejects gets the intent ``nlu_fallback`` while ``confidence`` and
         ``ranking`` stay the model's own (bots/nlu/oos.py)."""
-        decided = [self.decide(s) for s in self.score(texts)]
+        decided = [self.decide(s) for s in self.score(texts, (self.point.method,))]
         if self.multi_intent:
             self._two_requests(texts, decided)
         return decided
@@ -254,7 +254,7 @@ class OnnxNLU:
 
     def predict_parts(self, texts: Sequence[str]) -> list[Understanding]:
         """``predict`` without the two-request reading (each text one request)."""
-        return [self.decide(s) for s in self.score(texts)]
+        return [self.decide(s) for s in self.score(texts, (self.point.method,))]
 
     def decide(self, scored: Scored) -> Understanding:
         """The out-of-scope rule at the bot's operating point, for one scored text."""
@@ -262,8 +262,9 @@ class OnnxNLU:
         intent = self.point.intent(u.intent, scored.scores)
         return u if intent == u.intent else replace(u, intent=intent)
 
-    def score(self, texts: Sequence[str]) -> list[Scored]:
-        """The model's understanding of each text (intent = its best one) and its in-scope scores."""
+    def score(self, texts: Sequence[str], methods: Collection[str] | None = None) -> list[Scored]:
+        """The model's understanding of each text (intent = its best one) and its in-scope scores (``methods``:
+        the index scores wanted, default all; each is the same value whichever others are asked for)."""
         results: list[Scored | None] = [None] * len(texts)
         for batch in self._run(texts, correct=True):
             logits = self._intent_logits(batch)
@@ -273,7 +274,8 @@ class OnnxNLU:
             for row, (where, text) in enumerate(zip(batch.rows, batch.texts, strict=True)):
                 u = self._understand(text, probs[row], tag_probs[row], batch.offsets[row], batch.special[row],
                                      vectors[row], batch.corrections[row])
-                results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, u.confidence))
+                results[where] = Scored(u, in_scope_scores(logits[row], vectors[row], self._index, u.confidence,
+                                                            methods))
         return [r for r in results if r is not None]
 
     def _understand(self, text: str, probs: np.ndarray, tag_probs: np.ndarray, offsets: list[tuple[int, int]],

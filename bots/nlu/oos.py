@@ -42,7 +42,7 @@ The operating point comes from, in this order:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,26 +113,35 @@ def class_floors(embeddings: np.ndarray, labels: np.ndarray, count: int) -> np.n
 
 
 def in_scope_scores(logits: np.ndarray, vector: np.ndarray | None, index: ExampleIndex | None,
-                    confidence: float | None = None) -> dict[str, float]:
-    """Every in-scope score this text has (the index methods only with an index), from its intent logits
+                    confidence: float | None = None, methods: Collection[str] | None = None) -> dict[str, float]:
+    """The in-scope scores this text has (the index methods only with an index), from its intent logits
     [labels] and sentence embedding [dim]; ``confidence``: the served best-intent probability, which is then
-    the softmax score exactly (a threshold on it decides as one on the stored confidence). One text at a
-    time: the same value whatever else is in its batch."""
+    the softmax score exactly (a threshold on it decides as one on the stored confidence). ``methods``: the
+    index scores wanted (default: all; serving asks only for its operating point's). One text at a time: the
+    same value whatever else is in its batch, and whichever other methods are asked for (each score is
+    computed the same way in every case: ``intent_knn_softmax`` from its intent's own rows only, so serving
+    reads a fifth of the index or less where ``knn`` reads all of it)."""
     z = logits.astype(np.float64)
     best = int(z.argmax())
     top = float(z[best])
     lse = top + float(np.log(np.exp(z - top).sum()))
     scores = {"softmax": float(np.exp(top - lse)) if confidence is None else float(confidence), "energy": lse}
-    if vector is not None and index is not None and len(index):
-        v = vector.astype(np.float32)
+    if vector is None or index is None or not len(index):
+        return scores
+    wanted = INDEX_METHODS if methods is None else methods
+    v = vector.astype(np.float32)
+    start, end = (int(index.starts[best]), int(index.starts[best + 1])) if best + 1 < len(index.starts) else (0, 0)
+    need_knn = any(m in wanted for m in ("knn", "knn_softmax")) or ("intent_knn_softmax" in wanted and end <= start)
+    if need_knn:
         sims = index.embeddings @ v
         k = min(KNN_K, len(sims))
         scores["knn"] = float(np.partition(sims, len(sims) - k)[len(sims) - k:].mean())
-        scores["centroid"] = float((index.centroids @ v).max())
         scores["knn_softmax"] = scores["knn"] + SOFTMAX_WEIGHT * scores["softmax"]
-        start, end = (int(index.starts[best]), int(index.starts[best + 1])) if best + 1 < len(index.starts) else (0, 0)
+    if "centroid" in wanted:
+        scores["centroid"] = float((index.centroids @ v).max())
+    if "intent_knn_softmax" in wanted:
         if end > start:  # the best intent's own examples, against its own floor
-            near = float(sims[start:end].max()) - float(index.floors[best])
+            near = float((index.embeddings[start:end] @ v).max()) - float(index.floors[best])
         else:  # an intent without examples in the index (a learned out_of_scope): every example, the median floor
             near = scores["knn"] - float(np.median(index.floors)) if len(index.floors) else scores["knn"]
         scores["intent_knn_softmax"] = near + SOFTMAX_WEIGHT * scores["softmax"]

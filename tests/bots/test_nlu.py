@@ -154,6 +154,28 @@ def test_intent_knn_softmax_reads_the_best_intents_own_examples_against_its_own_
     assert three.floors[2] == pytest.approx(float(np.median(floors))) and 0 < FLOOR_QUANTILE < 0.5
 
 
+def test_each_score_is_the_same_whichever_others_are_asked_for() -> None:
+    """Serving asks only for its operating point's score (``methods``); evaluate and calibration ask for all.
+    The value must be bit-identical either way, for a best intent with examples and one without (a learned
+    ``out_of_scope``, which reads every example), and serving must not pay for the full index when its
+    intent's own rows suffice."""
+    rng = np.random.default_rng(7)
+    emb = rng.normal(size=(60, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ix = ExampleIndex.of(emb, rng.integers(0, 4, size=60), 5)  # label 4 has no examples
+    for _ in range(50):
+        logits, v = rng.normal(size=5), rng.normal(size=16).astype(np.float32)
+        v /= np.linalg.norm(v)
+        every = in_scope_scores(logits, v, ix, 0.5)
+        assert set(every) == set(METHODS)
+        for method in METHODS:
+            alone = in_scope_scores(logits, v, ix, 0.5, (method,))
+            assert alone[method] == every[method], method
+    alone = in_scope_scores(np.array([3.0, 0, 0, 0, 0]), v, ix, None, ("intent_knn_softmax",))
+    assert "knn" not in alone and "centroid" not in alone  # only label 0's rows were read
+    assert "knn" in in_scope_scores(np.array([0, 0, 0, 0, 3.0]), v, ix, None, ("intent_knn_softmax",))
+
+
 def test_an_index_written_without_floors_serves_the_same_scores(artifact: Path, tmp_path: Path) -> None:
     copy = tmp_path / "old"
     copy.mkdir()
