@@ -84,15 +84,15 @@ CREATE TABLE IF NOT EXISTS turns (
 CREATE UNIQUE INDEX IF NOT EXISTS turn_message ON turns (bot, conversation_id, message_id)
     WHERE message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS turn_pending ON turns (status, bot, conversation_id, seq);
--- transcript search (bots/store/text.py): each turn's distinct words; a query word is a range on `word`
-CREATE TABLE IF NOT EXISTS turn_words (
+-- transcript search (bots/store/text.py): each conversation's distinct words, once however many of its turns have
+-- them (a word new to the conversation is the only row a turn writes); a query word is a range on `word`
+CREATE TABLE IF NOT EXISTS conversation_words (
     word TEXT NOT NULL,
     bot TEXT NOT NULL,
     conversation_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (word, bot, conversation_id, seq)
+    PRIMARY KEY (word, bot, conversation_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS turn_words_turn ON turn_words (bot, conversation_id, seq);
+CREATE INDEX IF NOT EXISTS conversation_words_conv ON conversation_words (bot, conversation_id);
 -- reminders (rasa-sdk ReminderScheduled), written by complete() with the turn that set them
 CREATE TABLE IF NOT EXISTS reminders (
     bot TEXT NOT NULL,
@@ -122,9 +122,6 @@ CREATE TABLE IF NOT EXISTS canned_replies (
 );
 -- readiness while writes fail (ping): a row written and deleted again; always empty
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, pad BLOB NOT NULL);
-CREATE TRIGGER IF NOT EXISTS turn_words_purge AFTER DELETE ON turns BEGIN
-    DELETE FROM turn_words WHERE bot = old.bot AND conversation_id = old.conversation_id AND seq = old.seq;
-END;
 """
 
 _SUMMARY_COLUMNS = (
@@ -151,17 +148,27 @@ _ADDED_INDEXES = (
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Files written before customers' waits and sentiment were kept get the ``_ADDED_COLUMNS`` (in one
-    write transaction, so two processes opening such a file do not both add them), then their indexes."""
+    """Files written before customers' waits and sentiment were kept get the ``_ADDED_COLUMNS``, and files
+    whose search words were kept per turn (``turn_words``) get them moved to ``conversation_words`` (in one
+    write transaction, so two processes opening such a file do not both do it), then the added indexes."""
     def missing() -> list[str]:
         have = {row["name"] for row in conn.execute("PRAGMA table_info(conversations)")}
         return [c for c in _ADDED_COLUMNS if c not in have]
 
-    if missing():
+    def per_turn_words() -> bool:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='turn_words'").fetchone()
+        return found is not None
+
+    if missing() or per_turn_words():
         conn.execute("BEGIN IMMEDIATE")
         try:
             for column in missing():
                 conn.execute(f"ALTER TABLE conversations ADD COLUMN {column} {_ADDED_COLUMNS[column]}")
+            if per_turn_words():  # a file from before conversation_words: the same words, once per conversation
+                conn.execute("INSERT OR IGNORE INTO conversation_words (word, bot, conversation_id)"
+                             " SELECT word, bot, conversation_id FROM turn_words")
+                conn.execute("DROP TRIGGER IF EXISTS turn_words_purge")
+                conn.execute("DROP TABLE turn_words")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -234,17 +241,26 @@ def _mark_fired(conn: sqlite3.Connection, bot: str, conversation_id: str, name: 
         " AND trigger_at=? AND status='scheduled'", (now, bot, conversation_id, name, trigger_at)).rowcount == 1
 
 
-def _index_words(conn: sqlite3.Connection, bot: str, conversation_id: str, seq: int, events: Sequence[Event],
+def _index_words(conn: sqlite3.Connection, bot: str, conversation_id: str, events: Sequence[Event],
                  *, indexed: int = 0) -> None:
-    """Add the turn's searchable words (in the caller's write transaction; words already there stay).
-    ``indexed``: the first events' words are there already (the customer's message, stored pending), so
-    only the words after theirs are written (``turn_words`` keeps the order words first appear in)."""
+    """Add the turn's searchable words to its conversation's (in the caller's write transaction; a word the
+    conversation has already is not written again). ``indexed``: the first events' words are there already
+    (the customer's message, stored pending), so only the words after theirs are given."""
     found = turn_words(events)
     if indexed:
         found = found[len(turn_words(events[:indexed])):]
     if found:
-        conn.execute("INSERT OR IGNORE INTO turn_words (word, bot, conversation_id, seq)"
-                     " SELECT value, ?, ?, ? FROM json_each(?)", (bot, conversation_id, seq, json.dumps(found)))
+        conn.execute("INSERT OR IGNORE INTO conversation_words (word, bot, conversation_id)"
+                     " SELECT value, ?, ? FROM json_each(?)", (bot, conversation_id, json.dumps(found)))
+
+
+def _reindex_words(conn: sqlite3.Connection, bot: str, conversation_id: str) -> None:
+    """The conversation's words again from the turns it has left (after retention deleted some of them: a
+    word only they had must stop finding it)."""
+    conn.execute("DELETE FROM conversation_words WHERE bot=? AND conversation_id=?", (bot, conversation_id))
+    for (events,) in conn.execute("SELECT events FROM turns WHERE bot=? AND conversation_id=? ORDER BY seq",
+                                  (bot, conversation_id)).fetchall():
+        _index_words(conn, bot, conversation_id, [Event.from_dict(e) for e in json.loads(events)])
 
 
 class SQLiteStore:
@@ -316,14 +332,18 @@ class SQLiteStore:
             purged = 0
             for bot, ttl in self.retention.items():
                 cutoff = when - ttl
-                purged += conn.execute(
-                    "DELETE FROM turns WHERE bot=? AND (COALESCE(completed_at, created_at) < ? OR conversation_id IN"
-                    " (SELECT conversation_id FROM conversations WHERE bot=? AND last_activity < ?))",
-                    (bot, cutoff, bot, cutoff),
-                ).rowcount
+                expired = ("bot=? AND (COALESCE(completed_at, created_at) < ? OR conversation_id IN"
+                           " (SELECT conversation_id FROM conversations WHERE bot=? AND last_activity < ?))")
+                touched = [r[0] for r in conn.execute(
+                    f"SELECT DISTINCT conversation_id FROM turns WHERE {expired}",  # noqa: S608 - ours
+                    (bot, cutoff, bot, cutoff)).fetchall()]
+                purged += conn.execute(f"DELETE FROM turns WHERE {expired}",  # noqa: S608 - ours
+                                       (bot, cutoff, bot, cutoff)).rowcount
                 purged += conn.execute(
                     "DELETE FROM conversations WHERE bot=? AND last_activity < ?", (bot, cutoff)
                 ).rowcount
+                for conversation_id in touched:  # a conversation gone has no turn left: its words go
+                    _reindex_words(conn, bot, conversation_id)
                 purged += conn.execute(
                     "DELETE FROM reminders WHERE bot=? AND MAX(trigger_at, updated_at) < ?", (bot, cutoff)
                 ).rowcount
@@ -386,7 +406,7 @@ class SQLiteStore:
                 (ref_bot, conversation_id, seq, message_id, "pending",
                  json.dumps([user_event.to_dict()]), _turn_text([user_event]), now),
             )
-            _index_words(conn, ref_bot, conversation_id, seq, [user_event])
+            _index_words(conn, ref_bot, conversation_id, [user_event])
             leased = lease_owner is not None and _take_lease(conn, ref_bot, conversation_id, lease_owner, lease_ttl_s)
             return EnqueueResult(turn, created=True, leased=leased)
 
@@ -471,7 +491,7 @@ class SQLiteStore:
                 (json.dumps([e.to_dict() for e in all_events]), _turn_text(all_events), now,
                  bot, conversation_id, seq),
             )
-            _index_words(conn, bot, conversation_id, seq, all_events, indexed=len(turn.events))
+            _index_words(conn, bot, conversation_id, all_events, indexed=len(turn.events))
             self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=True)
             if reminders:
                 _apply_reminders(conn, bot, conversation_id, seq, reminders, now)
@@ -499,7 +519,7 @@ class SQLiteStore:
                 (bot, conversation_id, seq, json.dumps([e.to_dict() for e in events]), _turn_text(events),
                  now, now),
             )
-            _index_words(conn, bot, conversation_id, seq, events)
+            _index_words(conn, bot, conversation_id, events)
             self._apply_summary(conn, bot, conversation_id, summary, now, count_turn=False)
             return Turn(bot, conversation_id, seq, None, "done", tuple(events), now, now)
 
@@ -608,11 +628,11 @@ class SQLiteStore:
                 add("0")
             for i, word in enumerate(wanted):
                 if i == 0:  # the longest word: a range on the primary key (no bot here, or the planner walks
-                    # turn_words_turn by bot) ...
-                    add("(bot, conversation_id) IN (SELECT bot, conversation_id FROM turn_words"
+                    # conversation_words_conv by bot) ...
+                    add("(bot, conversation_id) IN (SELECT bot, conversation_id FROM conversation_words"
                         " WHERE word >= ? AND word < ?)", word, prefix_end(word))
                 else:  # ... then each other word in the words of the conversations it found
-                    add("EXISTS (SELECT 1 FROM turn_words w WHERE w.bot = conversations.bot AND"
+                    add("EXISTS (SELECT 1 FROM conversation_words w WHERE w.bot = conversations.bot AND"
                         " w.conversation_id = conversations.conversation_id AND w.word >= ? AND w.word < ?)",
                         word, prefix_end(word))
         clause = ("WHERE " + " AND ".join(where)) if where else ""

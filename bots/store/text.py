@@ -14,9 +14,9 @@ Semantics of ``TranscriptQuery.text`` (the review UI's search box):
 
 Bounds: a turn indexes its first :data:`MAX_TURN_WORDS` distinct words, each cut to
 :data:`MAX_WORD_CHARS` characters (query words are cut the same way, so a long word still
-finds itself). The stores keep the words next to each turn (MongoDB: a ``words`` array on the
-turn document with a multikey index; SQLite: the ``turn_words`` table), and look a query
-word up as the index range ``[word, prefix_end(word))``.
+finds itself). MongoDB keeps the words next to each turn (a ``words`` array on the turn document
+with a multikey index); SQLite keeps each conversation's distinct words once (the
+``conversation_words`` table). Both look a query word up as the index range ``[word, prefix_end(word))``.
 """
 
 from __future__ import annotations

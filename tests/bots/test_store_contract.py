@@ -419,22 +419,64 @@ async def test_sqlite_purges_expired_conversations_on_its_own(tmp_path: Path) ->
 
 
 async def test_sqlite_purge_drops_the_search_words(tmp_path: Path) -> None:
-    """(A trigger deletes a turn's words with the turn; MongoDB keeps them in the turn document.)"""
+    """SQLite keeps a conversation's distinct words once (``conversation_words``): retention that deletes
+    some of a conversation's turns rebuilds its words from the turns left, so a word only the deleted turns
+    had finds nothing while the words of the rest still do (MongoDB keeps them in the turn document)."""
     import sqlite3
 
     store = SQLiteStore(tmp_path / "c.db", retention={"shop": 60.0})
     await store.start()
     try:
         await say(store, "old", "m1", "expired words", at=time.time() - 120)
-        await say(store, "new", "m1", "fresh words")
+        await say(store, "mixed", "m1", "ancient history", at=time.time() - 120)  # pending, so purged
+        await answer(store, "mixed", await say(store, "mixed", "m2", "history again"), "fresh words")
+        assert _ids(await store.search(TranscriptQuery(text="ancient"))) == ["mixed"]
         await store.purge_expired()
-        assert _ids(await store.search(TranscriptQuery(text="words"))) == ["new"]
+        assert _ids(await store.search(TranscriptQuery(text="words"))) == ["mixed"]
+        assert _ids(await store.search(TranscriptQuery(text="history fresh"))) == ["mixed"]
+        assert _ids(await store.search(TranscriptQuery(text="ancient"))) == []
+        assert _ids(await store.search(TranscriptQuery(text="expired"))) == []
     finally:
         await store.aclose()
     with sqlite3.connect(tmp_path / "c.db") as conn:
-        rows = conn.execute("SELECT word, conversation_id, seq FROM turn_words ORDER BY word").fetchall()
+        rows = conn.execute("SELECT word, conversation_id FROM conversation_words ORDER BY word").fetchall()
     conn.close()
-    assert rows == [("fresh", "new", 1), ("words", "new", 1)]
+    assert rows == [("again", "mixed"), ("fresh", "mixed"), ("history", "mixed"), ("words", "mixed")]
+
+
+async def test_sqlite_file_with_words_per_turn_is_moved_to_words_per_conversation(tmp_path: Path) -> None:
+    """A file written when the words were kept per turn (``turn_words``, emptied by a trigger) keeps its
+    search when opened by this version: the words move to ``conversation_words`` and the old table goes."""
+    import sqlite3
+
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path)
+    await store.start()
+    await say(store, "c1", "m1", "where is my parcel")
+    await store.aclose()
+    with sqlite3.connect(path) as conn:  # back to the old layout, with a word only the old table has
+        conn.executescript("""
+            CREATE TABLE turn_words (word TEXT NOT NULL, bot TEXT NOT NULL, conversation_id TEXT NOT NULL,
+                seq INTEGER NOT NULL, PRIMARY KEY (word, bot, conversation_id, seq)) WITHOUT ROWID;
+            CREATE INDEX turn_words_turn ON turn_words (bot, conversation_id, seq);
+            CREATE TRIGGER turn_words_purge AFTER DELETE ON turns BEGIN
+                DELETE FROM turn_words WHERE bot = old.bot AND conversation_id = old.conversation_id AND seq = old.seq;
+            END;
+            INSERT INTO turn_words SELECT word, bot, conversation_id, 1 FROM conversation_words;
+            INSERT INTO turn_words VALUES ('legacy', 'shop', 'c1', 1);
+            DELETE FROM conversation_words;
+        """)
+    conn.close()
+    store = SQLiteStore(path)
+    await store.start()
+    try:
+        assert _ids(await store.search(TranscriptQuery(text="legacy parcel"))) == ["c1"]
+    finally:
+        await store.aclose()
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "turn_words" not in names and "turn_words_purge" not in names and "conversation_words" in names
 
 
 async def test_customers_waiting_for_an_agent_per_bot(open_store: Any) -> None:
