@@ -31,7 +31,9 @@ CPU per message: user+system time of the server process and its descendants, rea
 /proc/PID/stat at the start and at the end of the measured window (warm-up excluded), divided by the
 messages answered within the window. Store round trips: the MongoDB server's ``network.numRequests``
 (serverStatus; the bench's own serverStatus calls subtracted; the driver's periodic monitoring
-``hello`` are included, a few per 10 s) over the same window, divided the same way. Linux only;
+``hello`` are included, a few per 10 s) over the same window, divided the same way. The load
+generator's own CPU per message (this process: the customers' event loop, on uvloop as the server's is,
+and the probes) is printed too: on a 2-core machine it is what the server cannot have. Linux only;
 loopback only; each run is bounded by --duration.
 """
 
@@ -44,6 +46,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -58,6 +61,7 @@ from typing import Any, Protocol
 
 import httpx
 import numpy as np
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -226,6 +230,26 @@ class CpuProbe:
         self.seconds = process_cpu_seconds(self.pid) - self._start
 
 
+class OwnCpuProbe:
+    """CPU seconds this process (the load generator: its event loop and the probes' threads) spent within
+    the window: what the customers cost the two cores the server shares with them."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self.seconds: float | None = None
+
+    @staticmethod
+    def _now() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        self.seconds = self._now() - self._start
+
+
 class BatchProbe:
     """Texts per NLU batch within the window (mean): the server's ``switchboard_nlu_batch_size`` histogram
     (its sum and count, every bot) read from /metrics. Larger batches cost less model time per text."""
@@ -346,6 +370,7 @@ class Result:
     error_kinds: dict[str, int] = field(default_factory=dict)
     log_tail: str = ""                   # the server's last log lines, kept when there were errors
     nlu_batch: float | None = None       # texts per NLU batch within the window (mean), Switchboard only
+    load_cpu_s: float | None = None      # the load generator's own CPU within the window
 
     def _per_message(self, value: float | None) -> float | None:
         return None if value is None or not self.answered_in_window else value / self.answered_in_window
@@ -353,13 +378,15 @@ class Result:
     def figures(self) -> dict[str, float | None]:
         lat = np.array(self.latencies) * 1000 if self.latencies else np.array([float("nan")])
         cpu = self._per_message(self.cpu_s)
+        load_cpu = self._per_message(self.load_cpu_s)
         db_cpu = self._per_message(self.db_cpu_s)
         trips = self._per_message(None if self.store_requests is None else float(self.store_requests))
         return {"msg/s": self.messages / self.seconds, "p50 ms": float(np.percentile(lat, 50)),
                 "p95 ms": float(np.percentile(lat, 95)), "p99 ms": float(np.percentile(lat, 99)),
                 "errors": float(self.errors), "CPU ms/msg": None if cpu is None else cpu * 1000,
                 "store trips/msg": trips, "DB CPU ms/msg": None if db_cpu is None else db_cpu * 1000,
-                "RSS MB": self.rss_mb, "ready s": self.ready_s, "NLU batch": self.nlu_batch}
+                "RSS MB": self.rss_mb, "ready s": self.ready_s, "NLU batch": self.nlu_batch,
+                "load gen CPU ms/msg": None if load_cpu is None else load_cpu * 1000}
 
     def line(self) -> str:
         f = self.figures()
@@ -368,6 +395,8 @@ class Result:
                 f"RSS {self.rss_mb:6.0f} MB  ready {self.ready_s:5.1f} s")
         if self.nlu_batch is not None:
             text += f"  NLU batch {self.nlu_batch:4.1f}"
+        if self.load_cpu_s is not None:
+            text += f"  load generator CPU {_fmt(f['load gen CPU ms/msg'], 2)} ms/msg"
         if self.errors:
             kinds = ", ".join(f"{k} x{v}" for k, v in sorted(self.error_kinds.items()))
             text += f"\n{'':<12} errors: {kinds}; server log tail:\n{self.log_tail or '(empty)'}"
@@ -390,7 +419,8 @@ def summary(results: Sequence[Result]) -> str:
         values = [v for r in results if (v := r.figures()[key]) is not None and not np.isnan(v)]
         if not values:
             continue
-        digits = 2 if key in ("CPU ms/msg", "store trips/msg", "DB CPU ms/msg") else 0 if key == "errors" else 1
+        two = ("CPU ms/msg", "store trips/msg", "DB CPU ms/msg", "load gen CPU ms/msg")
+        digits = 2 if key in two else 0 if key == "errors" else 1
         spread = f" ({min(values):.{digits}f}-{max(values):.{digits}f})" if len(values) > 1 else ""
         rows.append(f"{key} {statistics.median(values):.{digits}f}{spread}")
     return f"{results[0].name:<12} median of {len(results)} run(s), (min-max): " + "; ".join(rows)
@@ -568,10 +598,11 @@ def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, w
         cpu = CpuProbe(proc.pid)
         db_cpu = CpuProbe(mongo.pid) if mongo is not None and mongo.pid and local_db else None
         batches = BatchProbe(url) if name == "switchboard" else None
-        probes: list[Probe] = [cpu, *(p for p in (mongo, db_cpu, batches) if p is not None)]
+        own = OwnCpuProbe()
+        probes: list[Probe] = [cpu, own, *(p for p in (mongo, db_cpu, batches) if p is not None)]
         if profile is not None:
             probes.append(ProfileProbe(proc.pid, profile))
-        run = asyncio.run(drive(url, bot, args.concurrency, args.duration, args.warmup, workload, args.rate, probes))
+        run = uvloop.run(drive(url, bot, args.concurrency, args.duration, args.warmup, workload, args.rate, probes))
         rss = rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -583,7 +614,7 @@ def bench(name: str, cmd: list[str], env: dict[str, str], port: int, bot: str, w
                   mongo.requests if mongo is not None else None, mongo.opcounters if mongo is not None else {},
                   db_cpu.seconds if db_cpu is not None else None, run.error_kinds,
                   "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if run.errors else "",
-                  batches.mean if batches is not None else None)
+                  batches.mean if batches is not None else None, own.seconds)
 
 
 def has_model(bot_dir: Path) -> bool:

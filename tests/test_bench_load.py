@@ -129,6 +129,24 @@ def _own_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / load.CLOCK_TICKS
 
 
+def test_the_load_generators_own_cpu_is_read_and_printed_per_message() -> None:
+    """The customers share the server's cores: their CPU in the window is read (this process only, not
+    the server it started) and printed per answered message beside the server's."""
+    probe = load.OwnCpuProbe()
+    probe.start()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    time.sleep(0.2)  # waiting costs nothing
+    probe.stop()
+    assert probe.seconds is not None and 0.25 <= probe.seconds < 0.45
+    result = load.Result("switchboard", 100, 0, 1.0, [0.01] * 100, 250.0, 1.5, answered_in_window=100,
+                         cpu_s=0.3, load_cpu_s=probe.seconds)
+    assert result.figures()["load gen CPU ms/msg"] == pytest.approx(probe.seconds * 10)
+    assert f"load generator CPU {probe.seconds * 10:.2f} ms/msg" in result.line()
+    assert "load gen CPU ms/msg" in load.summary([result, result])
+
+
 def test_cpu_time_counts_the_whole_process_tree() -> None:
     """A server that does its work in a child process (the burner's child) is charged for it."""
     proc = subprocess.Popen([sys.executable, "-c", _BURNER], stdout=subprocess.PIPE, text=True)
