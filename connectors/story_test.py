@@ -154,22 +154,32 @@ def story_files(bot_dir: Path, paths: Sequence[Path] = ()) -> list[Path]:
     return list(files)
 
 
-def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogue: DialogueSpec) -> list[str]:
-    """Test-story steps naming what the bot does not have (``file:line``): they could never pass. Rasa's default
-    intents are in every domain: a user text may expect one, and one given without a text is sent as its payload
-    (``/nlu_fallback``), as a replay gives it directly (as ``rasa test`` does)."""
+def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str],
+                   dialogue: DialogueSpec) -> tuple[list[str], list[str]]:
+    """Test-story steps naming what the bot does not have (``file:line``): (problems, notes).
+
+    An intent or action the bot does not have is a note: such a step can never pass, but Rasa runs the story all
+    the same and counts the step wrong (its story reader warns "Found intent ... in stories which is not part of
+    the domain", ``rasa test`` warns of a bot utterance "which is not part of the training data / domain" and
+    compares the names, ``_collect_action_executed_predictions``), and so does this runner: the other steps and
+    stories are still tested. An ``active_loop`` that is not a form is a problem (refused): Rasa's policies
+    would predict that loop, an action it does not have. Rasa's default intents are in every domain: a user
+    text may expect one, and one given without a text is sent as its payload (``/nlu_fallback``), as a replay
+    gives it directly (as ``rasa test`` does)."""
     domain = dialogue.domain
     actions = {*DEFAULT_ACTIONS, *domain.action_names}
     intents = set(bot_intents) | set(domain.intents)
     problems: list[str] = []
+    notes: list[str] = []
+    never = "this step can never pass (rasa test runs the story too and counts the step wrong)"
 
     def check(step: Step, what: str) -> None:
         if step.kind == "intent" and step.name is not None and step.name not in intents:
             if step.name not in DEFAULT_INTENTS:  # 'nlu_fallback' is what a text not understood gets; given
                 # without a text, a default intent is sent as its payload ('/restart'), which every bot reads
-                problems.append(f"{step.where}: {what}: intent '{step.name}' is not one of the bot's intents")
+                notes.append(f"{step.where}: {what}: intent '{step.name}' is not one of the bot's intents: {never}")
         elif step.kind == "action" and step.name is not None and step.name not in actions:
-            problems.append(f"{step.where}: {what}: action '{step.name}' is not in the domain")
+            notes.append(f"{step.where}: {what}: action '{step.name}' is not in the domain: {never}")
         elif step.kind == "active_loop" and step.name is not None and step.name not in domain.forms:
             problems.append(f"{step.where}: {what}: active_loop '{step.name}' is not a form of the domain")
         for alt in step.alternatives:
@@ -178,7 +188,7 @@ def _unknown_names(stories: Sequence[Story], bot_intents: Sequence[str], dialogu
     for story in stories:
         for step in story.steps:
             check(step, f"test story '{story.name}'")
-    return problems
+    return problems, notes
 
 
 def _without_undeclared_slots(stories: Sequence[Story], dialogue: DialogueSpec, notes: list[str]) -> list[Story]:
@@ -607,7 +617,8 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
     ``settings`` are the serving settings (``Settings.from_env()`` by the CLI); the store is always a
     temporary embedded one. ``on_start(n)`` is told how many conversations will run, ``on_story`` gets
     each result as it is known (a progress bar). ConfigError for a bot ``serve`` would refuse, or test
-    stories that are malformed or name what the bot does not have (``file:line``); ArtifactError when
+    stories that are malformed or name a form the bot does not have (``file:line``; an intent or action it
+    does not have is warned about, and the step fails, as in ``rasa test``); ArtifactError when
     the bot has no trained model. ``replay``: each story is evaluated as ``rasa test`` does (its own events
     are the history, the policies predict its actions, nothing is run; see ``_ReplayRun``)."""
     files = story_files(bot_dir, paths)
@@ -635,7 +646,9 @@ async def run_story_tests(bot_dir: Path, paths: Sequence[Path] = (), *, settings
         try:
             runtime.validate([bot_dir])  # what serve checks before it listens
             bot = await runtime.load_bot(bot_dir)
-            problems = _unknown_names(stories, list(bot.spec.intents), bot.dialogue)
+            problems, unknown = _unknown_names(stories, list(bot.spec.intents), bot.dialogue)
+            for note in unknown:
+                log.warning("%s", note)
             if problems:
                 raise ConfigError(problems)
             slot_notes: list[str] = []
