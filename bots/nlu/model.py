@@ -348,6 +348,7 @@ def _word_spans(text: str, spans: list[tuple[str, int, int, list[float]]]) -> li
     the type that covers most of the word, weighed by confidence (DIET tags a token with one type)."""
     words: list[tuple[int, int, list[tuple[str, int, list[float]]]]] = []  # start, end, (type, length, scores)
     for kind, start, end, scores in spans:
+        start, end = _edge_trimmed(text, start, end)
         if not any(c.isalnum() for c in text[start:end]):
             continue
         piece = (kind, end - start, scores)
@@ -365,6 +366,38 @@ def _word_spans(text: str, spans: list[tuple[str, int, int, list[float]]]) -> li
         best = max(weight, key=lambda k: weight[k])
         out.append((best, start, end, [x for kind, _, scores in pieces if kind == best for x in scores]))
     return out
+
+
+def _word_char(c: str) -> bool:
+    """A character Rasa's WhitespaceTokenizer keeps at a word's edge (``\\w``, ``#``, ``@``, ``&``)."""
+    return c.isalnum() or c in "_#@&"
+
+
+def _edge_trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """A tagged span without the punctuation Rasa's WhitespaceTokenizer strips from a word's edges before
+    DIET tags it: a run of other characters that reaches whitespace or the end of the text ("4567." of
+    "call 555-123-4567.", "ORD-10002?"), and a run after whitespace or the start that a non-digit follows
+    ("(bus)"; "-5" and "$100" keep theirs). The subword pieces of Switchboard's encoder tag such punctuation
+    with the word, and a slot got "555-123-4567." where Rasa's has "555-123-4567"."""
+    trimmed = end
+    while trimmed > start and not _word_char(text[trimmed - 1]):
+        trimmed -= 1
+    if trimmed < end:
+        run = end
+        while run < len(text) and not _word_char(text[run]) and not text[run].isspace():
+            run += 1
+        if run == len(text) or text[run].isspace():
+            end = trimmed
+    first = start
+    while first < end and not _word_char(text[first]):
+        first += 1
+    if start < first < end and not text[first].isdigit():
+        run = start
+        while run > 0 and not _word_char(text[run - 1]) and not text[run - 1].isspace():
+            run -= 1
+        if run == 0 or text[run - 1].isspace():
+            start = first
+    return start, end
 
 
 def _inner(text: str, i: int) -> bool:

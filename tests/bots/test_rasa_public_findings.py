@@ -117,6 +117,24 @@ def test_an_entity_is_whole_words_as_rasas_tokenizers_cut_them() -> None:
         ("city", 5, 10, [1.0]), ("city", 14, 18, [1.0])]
 
 
+def test_an_entity_leaves_out_the_punctuation_rasas_tokenizer_strips_from_a_words_edges() -> None:
+    # Round 12: "is it ORD-10001 or ORD-10002?" (yoonjun1204/chatbot-frontend) gave order_id 'ORD-10002?', and
+    # "My new contact is 555-123-4567." (ZetaReticuli844/Dl-Creator-YS) new_contact '555-123-4567.': the
+    # encoder's subword pieces tag the trailing "?" or "." with the word, and the slot took them. Rasa's
+    # WhitespaceTokenizer strips such punctuation from a word's edges before DIET tags the word.
+    order = "is it ORD-10001 or ORD-10002?"
+    assert _word_spans(order, [("order_id", 6, 15, [0.9]), ("order_id", 19, 29, [0.8])]) == [
+        ("order_id", 6, 15, [0.9]), ("order_id", 19, 28, [0.8])]
+    contact = "My new contact is 555-123-4567."
+    assert _word_spans(contact, [("new_contact", 18, 31, [0.9])]) == [("new_contact", 18, 30, [0.9])]
+    assert _word_spans("(bus) license", [("vehicle", 0, 5, [0.7])]) == [("vehicle", 1, 4, [0.7])]
+    # what the tokenizer keeps: a sign before a digit, '#', '@', '&', punctuation inside a word
+    assert _word_spans("-5 degrees", [("temp", 0, 2, [0.6])]) == [("temp", 0, 2, [0.6])]
+    assert _word_spans("tag #rasa!", [("tag", 4, 10, [0.6])]) == [("tag", 4, 9, [0.6])]
+    assert _word_spans("St. Louis", [("city", 0, 9, [0.6])]) == [("city", 0, 9, [0.6])]
+    assert _word_spans("ends with ok?!", [("word", 10, 14, [0.6])]) == [("word", 10, 12, [0.6])]
+
+
 async def test_doubled_braces_in_a_response_are_literal_braces_and_a_payload_is_filled(tmp_path: Path) -> None:
     # The eco-travel project's buttons say '/inform_sustainability_preference{{"sustainability_level": ...}}':
     # Rasa's interpolation (str.format) sends /inform_sustainability_preference{"sustainability_level": ...}.
