@@ -128,6 +128,9 @@ class BotSpec:
     regexes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     lookups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pipeline: tuple[PipelineComponent, ...] = ()
+    # How many of ``pipeline`` a Rasa config.yml lists before the component whose entities Switchboard's model
+    # gives (DIETClassifier, CRFEntityExtractor): the model's entities join the message's there (0: first).
+    model_entities_at: int = 0
     # A Rasa project folder (config.yml decides its NLU settings): trained on every example, as ``rasa
     # train`` does, since its fallback threshold, not a calibrated point, decides (training/cli.py).
     rasa_project: bool = False

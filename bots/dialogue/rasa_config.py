@@ -63,6 +63,9 @@ REPLACED_COMPONENTS = frozenset({
     "LogisticRegressionClassifier", "SklearnIntentClassifier", "MitieIntentClassifier", "CRFEntityExtractor",
     "MitieEntityExtractor",
 })
+# Of those, the ones whose entities Switchboard's model gives (its entity head): they join a message's entities
+# where the pipeline lists the first of them (``BotSpec.model_entities_at``), as Rasa appends each extractor's.
+MODEL_ENTITY_COMPONENTS = frozenset({"DIETClassifier", "CRFEntityExtractor", "MitieEntityExtractor"})
 # Components Switchboard runs (their options travel in BotSpec.pipeline).
 RUN_COMPONENTS = frozenset({"FallbackClassifier", "EntitySynonymMapper", "RegexEntityExtractor",
                             "DucklingEntityExtractor", COUNT_VECTORS})
@@ -102,6 +105,7 @@ class RasaConfig:
     pipeline: tuple[PipelineComponent, ...] = RASA_DEFAULT_FEATURIZERS  # no pipeline: Rasa's default's n-grams
     language: Located | None = None
     custom_components: tuple[str, ...] = ()  # the pipeline's own components by module path, which do not run
+    model_entities_at: int = 0   # how many of ``pipeline`` come before the model's entities (its DIETClassifier)
 
 
 def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
@@ -133,8 +137,8 @@ def parse_config(path: Path | None, findings: Findings) -> RasaConfig:
     if "pipeline" in top and top["pipeline"].value is not None:
         language = config.language.value if config.language is not None else None
         custom: list[str] = []
-        config.pipeline, config.fallback_threshold, config.fallback_ambiguity = _pipeline(
-            top["pipeline"], findings, language, custom)
+        (config.pipeline, config.fallback_threshold, config.fallback_ambiguity,
+         config.model_entities_at) = _pipeline(top["pipeline"], findings, language, custom)
         config.custom_components = tuple(custom)
     if "policies" in top and top["policies"].value is not None:
         config.policy = _policies(top["policies"], findings)
@@ -155,10 +159,11 @@ def _component(item: Located, what: str, findings: Findings) -> tuple[str, dict[
 
 
 def _pipeline(item: Located, findings: Findings, language: str | None = None,
-              custom: list[str] | None = None) -> tuple[tuple[PipelineComponent, ...], float, float]:
+              custom: list[str] | None = None) -> tuple[tuple[PipelineComponent, ...], float, float, int]:
     kept: list[PipelineComponent] = []
     replaced: list[str] = []
     threshold = ambiguity = 0.0   # no FallbackClassifier in the pipeline: Rasa never predicts nlu_fallback
+    model_at: int | None = None   # where the model's entities join (no entity extractor listed: first)
     for x in as_list(item, "'pipeline'", findings) or []:
         found = _component(x, "pipeline component", findings)
         if found is None:
@@ -166,6 +171,8 @@ def _pipeline(item: Located, findings: Findings, language: str | None = None,
         name, options = found
         if name in REPLACED_COMPONENTS:
             replaced.append(name)
+            if name in MODEL_ENTITY_COMPONENTS and model_at is None:
+                model_at = len(kept)
         elif name == "ResponseSelector":
             findings.note(x.key_where(), "ResponseSelector: the retrieval intents' responses are picked by "
                                          "Switchboard's selector (the nearest NLU example by words and character "
@@ -204,7 +211,7 @@ def _pipeline(item: Located, findings: Findings, language: str | None = None,
         findings.note(item.key_where(), f"pipeline components {', '.join(dict.fromkeys(replaced))}: replaced by "
                                     f"Switchboard's NLU (its encoder with intent and entity heads, trained by "
                                     f"`switchboard train`); their options are not read")
-    return tuple(kept), threshold, ambiguity
+    return tuple(kept), threshold, ambiguity, model_at or 0
 
 
 def _policies(item: Located, findings: Findings) -> PolicyConfig:

@@ -208,6 +208,7 @@ def _bot_spec(directory: Path, paths: RasaPaths, domain: Domain, data: TrainingD
         channels=channels, description=f"Rasa project {directory.resolve().name}", synonyms=dict(data.synonyms),
         sections=sections, source=relative, regexes={k: tuple(v) for k, v in data.regexes.items()},
         lookups={k: tuple(v) for k, v in data.lookups.items()}, pipeline=config.pipeline,
+        model_entities_at=config.model_entities_at,
         notes=tuple(findings.notes), rasa_project=True,
     )
 

@@ -17,9 +17,10 @@ their roles and groups). What Rasa runs besides, Switchboard runs here, after th
   to itself) replace the value of every entity found *before it* in the pipeline, as Rasa's does.
 
 Entities are appended in that order; overlapping entities of several extractors are all kept (Rasa
-keeps them too; slot mappings choose by entity, role and group). The model's own entities come first,
-with the text they cover as their value (a Rasa pipeline maps synonyms only where it lists
-``EntitySynonymMapper``).
+keeps them too; slot mappings choose by entity, role and group, and a slot that is no list takes the last
+value). The model's own entities, with the text they cover as their value, join where ``config.yml``
+lists the entity extractor the model stands in for (``DIETClassifier``: ``BotSpec.model_entities_at``), first
+when it lists none (a Rasa pipeline maps synonyms only where it lists ``EntitySynonymMapper``).
 
 A bot whose pipeline names none of the three (every ``bot.yml`` bot) gets ``process`` as the identity:
 the model's entities, its synonyms applied, exactly as before this module existed.
@@ -287,13 +288,17 @@ class NluPipeline:
 
     steps: tuple[Step, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    model_at: int = 0   # how many steps run before the model's entities join (its DIETClassifier's place)
 
     @classmethod
     def for_bot(cls, spec: BotSpec) -> NluPipeline:
         """The bot's pipeline, from ``spec.pipeline``; ConfigError ``where: reason`` for bad options."""
         steps: list[Step] = []
         notes: list[str] = []
-        for component in spec.pipeline:
+        model_at = 0
+        for i, component in enumerate(spec.pipeline):
+            if i == spec.model_entities_at:
+                model_at = len(steps)
             try:
                 step = build_step(component, spec)
             except ValueError as exc:
@@ -304,7 +309,9 @@ class NluPipeline:
                 notes.append(f"{component.where}: {REGEX_EXTRACTOR}: {', '.join(step.unused)} not used: no NLU "
                              f"example annotates an entity of that name (Rasa uses only those too)")
             steps.append(step)
-        return cls(tuple(steps), tuple(notes))
+        if spec.model_entities_at >= len(spec.pipeline):
+            model_at = len(steps)
+        return cls(tuple(steps), tuple(notes), model_at)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -315,13 +322,18 @@ class NluPipeline:
         """``understanding`` (the model's) with the pipeline's entities added and mapped."""
         if not self.steps:
             return understanding
-        entities = [_as_tagged(text, e) for e in understanding.entities]
-        for step in self.steps:
+        model = [_as_tagged(text, e) for e in understanding.entities]
+        entities: list[Entity] = []
+        for i, step in enumerate(self.steps):
+            if i == self.model_at:
+                entities += model
             try:
                 entities = await step.apply(text, entities, reference_time)
             except Exception:
                 log.error("nlu step failed; the message keeps the other steps' entities", exc_info=True,
                           extra={"step": step.name})
+        if self.model_at >= len(self.steps):
+            entities += model
         return replace(understanding, entities=tuple(entities))
 
     async def process_many(self, texts: Sequence[str], understandings: Sequence[Understanding], *,

@@ -55,8 +55,9 @@ def spans(u: Understanding) -> list[tuple[str, str, str | None, str]]:
 
 
 def with_pipeline(spec: BotSpec, *components: tuple[str, dict[str, Any]]) -> BotSpec:
+    """``spec`` with these components after the model's (``model_entities_at`` 0: DIETClassifier first)."""
     return replace(spec, pipeline=tuple(PipelineComponent(name, options, f"config.yml:{i}")
-                                        for i, (name, options) in enumerate(components, 1)))
+                                        for i, (name, options) in enumerate(components, 1)), model_entities_at=0)
 
 
 # -- the fixture's pipeline, as config.yml lists it ------------------------------------------------------------
@@ -78,6 +79,39 @@ async def test_the_fixture_pipeline_adds_lookup_and_duckling_entities_after_the_
     assert money.rasa_value == 20 and money.additional_info == {"value": 20, "type": "value", "unit": "USD"}
     assert TEXT[money.start:money.end] == "20 dollars"
     assert u.intent == "transfer_money" and u.confidence == 0.95  # the model's intent is untouched
+
+
+async def test_the_models_entities_join_where_config_yml_lists_its_entity_extractor(tmp_path: Path) -> None:
+    # Round 12 (yoonjun1204/chatbot-frontend): config.yml lists RegexEntityExtractor before DIETClassifier, and
+    # "is it ORD-10001 or ORD-10002?" is found by both. Rasa appends each extractor's entities in pipeline order
+    # and a slot that is no list takes the last value (ActionExtractSlots: value[-1]): DIET's 'ORD-10002'.
+    # Switchboard put the model's entities first whatever the order, and the slot took the regex's '10002'.
+    import shutil
+    bot_dir = tmp_path / "transfer"
+    shutil.copytree(TRANSFER, bot_dir)
+    config = (bot_dir / "config.yml").read_text(encoding="utf-8")
+    diet = "  - name: DIETClassifier\n    epochs: 100\n"
+    assert diet in config
+    moved = config.replace(diet, "").replace("  - name: EntitySynonymMapper\n",
+                                             diet + "  - name: EntitySynonymMapper\n")
+    (bot_dir / "config.yml").write_text(moved, encoding="utf-8")
+    spec, _ = load_bot_folder(bot_dir)
+    assert spec.model_entities_at == 3   # CountVectorsFeaturizer, RegexEntityExtractor, DucklingEntityExtractor
+    said = model_says(TEXT, ("city", "Berlin", "to"), ("city", "Paris", "from"))
+    u = await NluPipeline.for_bot(spec).process(TEXT, said, reference_time=REF)
+    assert [(e.entity, e.extractor) for e in u.entities] == [
+        ("city", "RegexEntityExtractor"), ("city", "RegexEntityExtractor"),
+        ("amount-of-money", "DucklingEntityExtractor"), ("time", "DucklingEntityExtractor"),
+        ("city", ""), ("city", "")]                                   # the model's, where DIETClassifier is
+    # listed last, after the mapper: the model's entities come last and are not mapped (Rasa's order)
+    last = replace(with_pipeline(spec, ("RegexEntityExtractor", {}), ("EntitySynonymMapper", {})),
+                   model_entities_at=2)
+    text = "send 50 euros from nyc to Berlin"
+    u = await NluPipeline.for_bot(last).process(text, model_says(text, ("city", "nyc", "from")))
+    assert [(e.value, e.extractor) for e in u.entities] == [("New York", "RegexEntityExtractor"),
+                                                            ("Berlin", "RegexEntityExtractor"), ("nyc", "")]
+    # the fixture lists DIETClassifier first of the extractors: the model's entities first
+    assert load_bot_folder(TRANSFER)[0].model_entities_at == 1
 
 
 async def test_synonyms_map_what_came_before_the_mapper_case_insensitively(
