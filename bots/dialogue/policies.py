@@ -1080,6 +1080,12 @@ class Ensemble:
                                    excluded=excluded)
             if p is not None:
                 return p  # rules and the loop's happy path are certain and have the highest priority
+        if tracker.prev_action is None and tracker.intent is None:
+            # Nothing happened yet: a custom action's Restarted (orderbot's own action_restart) or a new session
+            # left the bot nothing to go on. Rasa's policies learn "listen" for that state from every story that
+            # starts with a message (StoryStep.explicit_events puts action_listen first; MemoizationPolicy predicts
+            # it; without one, action_listen is index 0 of a zero prediction); the learned policy never saw it.
+            return Prediction(ACTION_LISTEN, 1.0, "default")
         if self.memo is not None:
             p = self.memo.predict(tracker, current, excluded)
             if p is not None:

@@ -15,7 +15,8 @@ from bots.botspec import BotSpec
 from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
-from bots.dialogue.policies import Tracker, simulate
+from bots.dialogue.engine import policies_for
+from bots.dialogue.policies import Prediction, Tracker, simulate
 from bots.dialogue.rasa_data import read_test_stories
 from bots.errors import ConfigError
 from bots.events import NLU, Event
@@ -133,6 +134,31 @@ def test_an_entity_leaves_out_the_punctuation_rasas_tokenizer_strips_from_a_word
     assert _word_spans("tag #rasa!", [("tag", 4, 10, [0.6])]) == [("tag", 4, 9, [0.6])]
     assert _word_spans("St. Louis", [("city", 0, 9, [0.6])]) == [("city", 0, 9, [0.6])]
     assert _word_spans("ends with ok?!", [("word", 10, 14, [0.6])]) == [("word", 10, 12, [0.6])]
+
+
+def test_after_a_custom_restart_the_bot_listens_whatever_the_learned_policy_guesses() -> None:
+    # Round 12 (yoonjun1204/chatbot-frontend): its own action_restart returns Restarted(); the empty state after
+    # it went to the learned policy, which had never seen it and guessed utter_show_quick_replies (0.99): the
+    # bot showed its menu after "start a new chat". Rasa's policies learn "listen" for that state from every
+    # story that starts with a message (action_listen comes first), and its MemoizationPolicy predicts it.
+    _, dialogue = load_bot_folder(RASA / "moodbot")
+
+    class Guess:
+        priority = 1
+
+        def predict(self, tracker: Tracker, current: frozenset[str], excluded: frozenset[str]) -> Prediction:
+            return Prediction("utter_greet", 0.99, "LearnedPolicy")
+
+    ensemble = replace(policies_for(dialogue), learned=Guess())
+    tracker = Tracker(dialogue.domain)
+    tracker.new_session(False)
+    tracker.user("greet", ())
+    tracker.action("utter_greet")
+    tracker.action("action_restart")
+    tracker.new_session(False)   # the Restarted event
+    assert ensemble.predict(tracker, latest_action="action_restart").action == "action_listen"
+    tracker.user("mood_great", ())  # after a message the policies decide as before
+    assert ensemble.predict(tracker, latest_action="action_listen").action == "utter_happy"
 
 
 async def test_doubled_braces_in_a_response_are_literal_braces_and_a_payload_is_filled(tmp_path: Path) -> None:
