@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bots.dialogue.check import check_bot_folder  # noqa: E402
 from bots.dialogue.policies import story_paths  # noqa: E402
 from bots.dialogue.rasa_data import read_test_stories  # noqa: E402
 from bots.dialogue.rasa_project import is_rasa_project, rasa_test_files  # noqa: E402
@@ -94,6 +95,9 @@ def conversations_tested(tests: list[Path]) -> int:
 
 
 def run_project(path: Path, *, fast: bool, runs: int, settings: Settings) -> Project:
+    report = check_bot_folder(path)   # what switchboard check refuses (train refuses it too): a "refused" row
+    if report.errors:
+        raise ConfigError(report.errors)
     spec, _ = load_bot_folder(path)
     tests = rasa_test_files(path)
     examples = sum(len(i.examples) for i in spec.intents.values())

@@ -39,6 +39,33 @@ def test_a_project_check_refuses_is_a_row_and_the_bench_goes_on(tmp_path: Path,
     assert "refused by switchboard check:" in out and "domain.yml:" in out and "not_a_domain_key" in out
 
 
+def test_a_project_that_loads_but_check_refuses_is_a_refused_row_not_a_failed_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Round 12: a project that loads but that switchboard check refuses (a story structure conflict, a form
+    # without a question for its slot, a rule running an undeclared action) was trained, `switchboard train`
+    # refused it, and its row said "failed: see below" with the train output: not the "refused by check" row
+    # and errors the bench's docstring promises (and earlier rounds reported).
+    import bench.rasa_projects as bench
+
+    project = tmp_path / "moodbot"
+    shutil.copytree(MOODBOT, project, ignore=shutil.ignore_patterns("models", "results"))
+    stories = project / "data" / "stories.yml"
+    stories.write_text(stories.read_text(encoding="utf-8") + "\n- story: conflicting\n  steps:\n"
+                       "  - intent: greet\n  - action: utter_goodbye\n", encoding="utf-8")
+    trained: list[Path] = []
+
+    def fake_train(bot_dir: Path, fast: bool) -> tuple[int, float, str]:
+        trained.append(bot_dir)
+        return 2, 1.0, ""
+
+    monkeypatch.setattr(bench, "_train", fake_train)
+    assert main([str(project)]) == 1
+    out = capsys.readouterr().out
+    assert "| moodbot | | | refused by check: see below |" in out
+    assert "refused by switchboard check:" in out and "story structure conflict" in out
+    assert trained == []
+
+
 def test_a_project_whose_test_stories_do_not_parse_is_trained_and_says_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # A public project (ManojGTReddy/chatbot) indents a test story under the previous one's steps: its test
