@@ -32,11 +32,11 @@ def test_a_project_check_refuses_is_a_row_and_the_bench_goes_on(tmp_path: Path,
     project = tmp_path / "moodbot"
     shutil.copytree(MOODBOT, project, ignore=shutil.ignore_patterns("models", "results"))
     domain = project / "domain.yml"
-    domain.write_text(domain.read_text(encoding="utf-8") + "\nnot_a_domain_key: 1\n", encoding="utf-8")
+    domain.write_text(domain.read_text(encoding="utf-8") + "\nslots:\n  mood:\n    type: txt\n", encoding="utf-8")
     assert main([str(project)]) == 1
     out = capsys.readouterr().out
     assert "| moodbot | | | refused by check: see below |" in out
-    assert "refused by switchboard check:" in out and "domain.yml:" in out and "not_a_domain_key" in out
+    assert "refused by switchboard check:" in out and "domain.yml:" in out and "unknown type 'txt'" in out
 
 
 def test_a_project_that_loads_but_check_refuses_is_a_refused_row_not_a_failed_training(

@@ -61,6 +61,16 @@ _DOMAIN_UNSUPPORTED = {
     "e2e_actions": "end-to-end bot texts as actions; write responses",
     "state_machine": "Rasa Pro's state machines",
 }
+# Top-level keys that belong elsewhere, with where Rasa reads them (the domain schema takes them, and Rasa then
+# ignores them: a project that puts its synonyms in the domain trains without them).
+_DOMAIN_MISPLACED = {
+    "synonyms": "Rasa reads synonyms from the NLU data ('- synonym: NAME' items under 'nlu:' in data/)",
+    "nlu": "NLU data is read from the data/ files",
+    "stories": "stories are read from the data/ files",
+    "rules": "rules are read from the data/ files",
+    "pipeline": "the pipeline is read from config.yml",
+    "policies": "the policies are read from config.yml",
+}
 _MAPPING_KEYS: dict[str, tuple[str, ...]] = {
     "from_entity": ("type", "entity", "role", "group", "intent", "not_intent", "conditions"),
     "from_text": ("type", "intent", "not_intent", "conditions"),
@@ -113,8 +123,23 @@ def parse_domain(files: list[Path], findings: Findings) -> tuple[Domain, dict[st
     return domain, dict(merged.actions)
 
 
+def _check_top_keys(top: dict[str, Located], findings: Findings) -> None:
+    """Rasa's domain schema takes any top-level key (``allowempty: True``) and ``Domain.from_dict`` reads only its
+    own: a key it does not know is not read, and the project trains and serves without it. Noted at its line (with
+    where Rasa reads what it holds, for the usual misplaced sections), not refused; the keys Rasa reads and
+    Switchboard does not run keep their 'not supported' note."""
+    for key, value in top.items():
+        if key in DOMAIN_KEYS or key in _DOMAIN_UNSUPPORTED:
+            continue
+        hint = f"; {_DOMAIN_MISPLACED[key]}" if key in _DOMAIN_MISPLACED else ""
+        findings.note(value.key_where(), f"domain: '{key}' is not a domain key ({', '.join(DOMAIN_KEYS)}): not "
+                                         f"read, as Rasa does not read it{hint}")
+    check_keys({k: v for k, v in top.items() if k in DOMAIN_KEYS or k in _DOMAIN_UNSUPPORTED}, "domain",
+               DOMAIN_KEYS, findings, _DOMAIN_UNSUPPORTED)
+
+
 def _parse_file(top: dict[str, Located], merged: _Merged, findings: Findings) -> None:
-    check_keys(top, "domain", DOMAIN_KEYS, findings, _DOMAIN_UNSUPPORTED)
+    _check_top_keys(top, findings)
     check_version(top, findings)
     if "intents" in top:
         _merge_listed(top["intents"], "'intents'", "intent", _intent, merged.intents, findings)

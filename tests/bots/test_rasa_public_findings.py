@@ -695,3 +695,21 @@ stories:
     assert f"{bot_dir / 'tests' / 'test_stories.yml'}:9: test story 'a greeting, then a good mood': slot 'action' " \
            f"is not in the domain: this slot_was_set sets and expects nothing (Rasa's tracker ignores a slot it " \
            f"does not have)" in [r.getMessage() for r in caplog.records]
+
+
+def test_a_top_level_domain_key_rasa_does_not_read_is_a_note_not_a_refusal(tmp_path: Path) -> None:
+    # A public project (DelGaudioNunzioSE/Pepper_in_a_Mall) writes its synonyms under 'synonyms:' in domain.yml.
+    # Rasa's domain schema takes any top-level key (allowempty) and Domain.from_dict reads only its own, so Rasa
+    # trains the project (without those synonyms); check refused it ("domain: unknown key 'synonyms'").
+    bot_dir = _copy(tmp_path, "moodbot")
+    domain = bot_dir / "domain.yml"
+    domain.write_text(domain.read_text() + "\nsynonyms:\n  happy:\n    - glad\n")
+    line = domain.read_text().splitlines().index("synonyms:") + 1
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    assert _mentioning(report.notes, "'synonyms'") == [
+        f"{domain}:{line}: domain: 'synonyms' is not a domain key (version, intents, entities, slots, responses, "
+        f"forms, actions, session_config): not read, as Rasa does not read it; Rasa reads synonyms from the NLU "
+        f"data ('- synonym: NAME' items under 'nlu:' in data/)"]
+    spec, _ = load_bot_folder(bot_dir)
+    assert "glad" not in spec.synonyms
