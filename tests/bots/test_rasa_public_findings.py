@@ -697,6 +697,43 @@ stories:
            f"does not have)" in [r.getMessage() for r in caplog.records]
 
 
+@pytest.mark.parametrize("replay", [False, True])
+async def test_a_test_story_expecting_an_action_the_domain_lacks_is_tested_and_that_step_fails(
+        tmp_path: Path, replay: bool, caplog: pytest.LogCaptureFixture) -> None:
+    # A public project's test stories (Droze-svj/MOTTO-VISON) expect utter_ask_help, utter_reminder_set, ...,
+    # which its domain does not have. rasa test reads a story's action steps without checking them against the
+    # domain and evaluates the story: such a step is a wrong prediction (no policy can predict it). switchboard
+    # test refused the whole run at that line.
+    tests = """version: "3.1"
+stories:
+  - story: a greeting answered with a response the domain lacks
+    steps:
+      - user: |
+          hello
+        intent: greet
+      - action: utter_not_in_the_domain
+  - story: a good mood
+    steps:
+      - user: |
+          amazing
+        intent: mood_great
+      - action: utter_happy
+"""
+    bot_dir = project(tmp_path, "moodbot", tests)
+
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, {})
+
+    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader,
+                                    replay=replay)
+    failures = [f for s in results.stories for f in s.failures]
+    assert len(failures) == 1 and "'utter_not_in_the_domain' expected" in failures[0]
+    assert results.conversation_accuracy == 0.5
+    assert f"{bot_dir / 'tests' / 'test_stories.yml'}:8: test story 'a greeting answered with a response the " \
+           f"domain lacks': action 'utter_not_in_the_domain' is not in the domain: this step can never pass (rasa " \
+           f"test runs the story too and counts the step wrong)" in [r.getMessage() for r in caplog.records]
+
+
 def test_a_top_level_domain_key_rasa_does_not_read_is_a_note_not_a_refusal(tmp_path: Path) -> None:
     # A public project (DelGaudioNunzioSE/Pepper_in_a_Mall) writes its synonyms under 'synonyms:' in domain.yml.
     # Rasa's domain schema takes any top-level key (allowempty) and Domain.from_dict reads only its own, so Rasa
