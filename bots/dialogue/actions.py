@@ -364,8 +364,18 @@ def _missing_actions(dialogue: DialogueSpec, names: set[str]) -> tuple[list[str]
 def _local_actions(bot: BotSpec, dialogue: DialogueSpec) -> tuple[InProcessActions | None, set[str], list[str]]:
     """The actions module imported (its errors a ConfigError at file:line) with the names it defines and
     warnings; without an action server every action the dialogue runs must be one of them."""
+    local, names, errors, warnings = _local_actions_found(bot, dialogue)
+    if errors:
+        raise ConfigError(errors)
+    return local, names, warnings
+
+
+def _local_actions_found(bot: BotSpec, dialogue: DialogueSpec
+                         ) -> tuple[InProcessActions | None, set[str], list[str], list[str]]:
+    """``_local_actions`` with the missing actions' errors returned beside the warnings, not raised: a check
+    reports both (an action the dialogue runs and one it only declares)."""
     if dialogue.actions_module is None:
-        return None, set(), []
+        return None, set(), [], []
     try:
         module = _import_module(dialogue.actions_module, bot.name, dialogue.component_modules)
     except ConfigError as exc:
@@ -374,23 +384,28 @@ def _local_actions(bot: BotSpec, dialogue: DialogueSpec) -> tuple[InProcessActio
         # A Rasa server never imports its actions: the action server runs them, in a process (often an image)
         # of its own with the actions' dependencies. With one, a package that does not import here leaves
         # every action to it, as Rasa does.
-        return None, set(), [f"{problem}; every custom action runs on the action server (endpoints.yml: "
-                             f"action_endpoint), as Rasa runs them" for problem in exc.problems]
+        return None, set(), [], [f"{problem}; every custom action runs on the action server (endpoints.yml: "
+                                 f"action_endpoint), as Rasa runs them" for problem in exc.problems]
     executor = InProcessActions.executor_for(module)
     names = set(executor.actions)
     local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s)
     if dialogue.action_endpoint is None:
         errors, warnings = _missing_actions(dialogue, names)
-        if errors:
-            raise ConfigError(errors)
-        return local, names, warnings
-    return local, names, []
+        return local, names, errors, warnings
+    return local, names, [], []
 
 
 def check_actions(bot: BotSpec, dialogue: DialogueSpec) -> list[str]:
     """What ``load_actions`` checks, without a client for the action server: for start-up validation and
     ``switchboard check``. Raises a ConfigError for the errors; returns the warnings."""
     return _local_actions(bot, dialogue)[2]
+
+
+def action_findings(bot: BotSpec, dialogue: DialogueSpec) -> tuple[list[str], list[str]]:
+    """``check_actions``' errors and warnings, both returned (``switchboard check`` lists both): the warnings of
+    actions only declared are not lost when an action the dialogue runs is missing. The actions module's own
+    import errors still raise a ConfigError."""
+    return _local_actions_found(bot, dialogue)[2:]
 
 
 def load_actions(bot: BotSpec, dialogue: DialogueSpec) -> ActionRunner | None:

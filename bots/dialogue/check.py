@@ -84,11 +84,14 @@ def check_bot_folder(directory: Path | str) -> CheckReport:
         report.errors += result.errors
         report.warnings += result.warnings
         if result.ok:  # the actions module, imported as serve imports it: what serve would refuse
-            from bots.dialogue.actions import check_actions  # rasa-sdk only for bots with actions
+            from bots.dialogue.actions import action_findings  # rasa-sdk only for bots with actions
             try:
-                report.warnings += check_actions(spec, dialogue)
+                errors, warnings = action_findings(spec, dialogue)
             except ConfigError as exc:
                 report.errors += exc.problems
+            else:
+                report.errors += errors
+                report.warnings += warnings
         report.notes += [n for n in spec.notes if n not in report.notes]
     return report
 

@@ -72,6 +72,25 @@ def test_an_undefined_action_a_rule_runs_is_refused_by_check_as_by_serve(tmp_pat
         load_actions(spec, dialogue)
 
 
+def test_check_lists_a_declared_only_action_beside_a_missing_action_a_rule_runs(tmp_path: Path) -> None:
+    # A public project (horiaomar25/historicalfigures-ai-chat-app) lists Rasa's default actions under 'actions:'
+    # (its own overrides, as Rasa runs them, which its package does not define: errors) and
+    # action_revert_fallback_events, which nothing runs. check showed only the errors: the warning for the action
+    # the domain merely declares was lost with them.
+    bot_dir = _copy(tmp_path, "declared_actions")
+    rules = bot_dir / "data" / "rules.yml"
+    rules.write_text(rules.read_text().replace("action: action_give_hint", "action: action_never_written"))
+    domain = bot_dir / "domain.yml"
+    domain.write_text(domain.read_text().replace("  - action_never_written\n",
+                                                 "  - action_never_written\n  - action_only_declared\n"))
+    report = check_bot_folder(bot_dir)
+    defined = f"({bot_dir / 'actions.py'} defines action_give_hint)"
+    assert report.errors == [f"{bot_dir / 'domain.yml'}:9: unknown action 'action_never_written' {defined}"]
+    assert _mentioning(report.warnings, "action_only_declared") == [
+        f"{bot_dir / 'domain.yml'}:10: action 'action_only_declared' is declared but not defined {defined}; no "
+        f"story, rule or form runs it, so it is never run (define it, or remove it from the domain)"]
+
+
 @pytest.fixture
 async def override_runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     # the lookup model: an unknown text has confidence 0.1, below the fixture's fallback threshold
