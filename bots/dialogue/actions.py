@@ -24,10 +24,11 @@ import importlib.util
 import inspect
 import json
 import logging
+import os
 import pkgutil
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Awaitable, Coroutine, Generator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -191,13 +192,51 @@ def _class_source(cls: type) -> tuple[str | None, str]:
     return getattr(sys.modules.get(cls.__module__), "__file__", None), cls.__qualname__
 
 
-class InProcessActions:
-    """rasa-sdk actions from the bot's own module, run by rasa-sdk's ``ActionExecutor`` in this process."""
+class _InFolder(Awaitable[Any]):
+    """A coroutine run with the working directory set to ``folder`` during each of its steps, and given back
+    between them: the action sees the folder Rasa's action server runs in (``open('./files/x.json')`` reads
+    the project's file), while the other coroutines of the event loop, which run between its steps, keep the
+    process's own. The working directory is the process's: a worker thread that resolves a relative path while
+    a step runs (a bot reloading from a relative folder) would see the project folder too; give Switchboard
+    absolute paths where that matters."""
 
-    def __init__(self, executor: ActionExecutor, domain: JSON, timeout_s: float = DEFAULT_ACTION_TIMEOUT_S) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], folder: Path) -> None:
+        self._coro = coro
+        self._folder = folder
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                previous: str | None = os.getcwd()
+            except OSError:  # the process's working directory was removed: nothing to give back
+                previous = None
+            os.chdir(self._folder)
+            try:
+                yielded = self._coro.throw(error) if error is not None else self._coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                if previous is not None:
+                    with contextlib.suppress(OSError):
+                        os.chdir(previous)
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:  # noqa: BLE001 - thrown in (a cancellation): the action's to handle
+                value, error = None, exc
+
+
+class InProcessActions:
+    """rasa-sdk actions from the bot's own module, run by rasa-sdk's ``ActionExecutor`` in this process, in the
+    project folder (``folder``) as working directory, as Rasa's action server runs in it (``_InFolder``)."""
+
+    def __init__(self, executor: ActionExecutor, domain: JSON, timeout_s: float = DEFAULT_ACTION_TIMEOUT_S,
+                 folder: Path | None = None) -> None:
         self.executor = executor
         self.domain = domain
         self.timeout_s = timeout_s
+        self.folder = folder
 
     @staticmethod
     def executor_for(module: ModuleType) -> ActionExecutor:
@@ -240,7 +279,9 @@ class InProcessActions:
 
         call = {**_call(name, tracker), "domain": self.domain}
         try:
-            result = await asyncio.wait_for(self.executor.run(call), timeout=self.timeout_s)
+            running = self.executor.run(call)
+            result = await asyncio.wait_for(running if self.folder is None else _InFolder(running, self.folder),
+                                            timeout=self.timeout_s)
         except ActionExecutionRejection as exc:
             raise ActionRejected(name, exc.message) from None
         except ActionNotFoundException:
@@ -388,7 +429,8 @@ def _local_actions_found(bot: BotSpec, dialogue: DialogueSpec
                                  f"action_endpoint), as Rasa runs them" for problem in exc.problems]
     executor = InProcessActions.executor_for(module)
     names = set(executor.actions)
-    local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s)
+    local = InProcessActions(executor, domain_json(bot, dialogue, sorted(names)), dialogue.actions_timeout_s,
+                             folder=_project_folder(Path(dialogue.actions_module)).resolve())
     if dialogue.action_endpoint is None:
         errors, warnings = _missing_actions(dialogue, names)
         return local, names, errors, warnings

@@ -3,6 +3,7 @@ each on a small fixture of our own under tests/data/rasa/."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -769,3 +770,61 @@ def test_a_top_level_domain_key_rasa_does_not_read_is_a_note_not_a_refusal(tmp_p
         f"data ('- synonym: NAME' items under 'nlu:' in data/)"]
     spec, _ = load_bot_folder(bot_dir)
     assert "glad" not in spec.synonyms
+
+
+_ACTIONS_READING_THE_PROJECTS_FILES = '''import asyncio
+import json
+
+from rasa_sdk import Action
+
+
+class ActionGiveHint(Action):
+    def name(self):
+        return "action_give_hint"
+
+    def run(self, dispatcher, tracker, domain):
+        with open("./files/hints.json", encoding="utf-8") as file:
+            dispatcher.utter_message(text=json.load(file)["hint"])
+        return []
+
+
+class ActionNeverWritten(Action):
+    def name(self):
+        return "action_never_written"
+
+    async def run(self, dispatcher, tracker, domain):
+        await asyncio.sleep(0.01)  # another coroutine runs meanwhile; this one resumes in its folder
+        with open("files/hints.json", encoding="utf-8") as file:
+            dispatcher.utter_message(text=json.load(file)["later"])
+        return []
+'''
+
+
+async def test_actions_run_in_the_project_folder_as_rasa_s_action_server_does(tmp_path: Path) -> None:
+    # A public project's actions (DelGaudioNunzioSE/Pepper_in_a_Mall) read open('./files/results.txt'): Rasa's
+    # action server runs in the project folder (`rasa run actions` there, which imports the package from it).
+    # Run in Switchboard's process, every such action raised FileNotFoundError wherever switchboard was started.
+    bot_dir = project(tmp_path, "declared_actions")
+    (bot_dir / "actions.py").write_text(_ACTIONS_READING_THE_PROJECTS_FILES, encoding="utf-8")
+    (bot_dir / "files").mkdir()
+    (bot_dir / "files" / "hints.json").write_text('{"hint": "Behind the clock.", "later": "Under the rug."}')
+    spec, dialogue = load_bot_folder(bot_dir)
+    runner = load_actions(spec, dialogue)
+    assert isinstance(runner, InProcessActions)
+    here = Path.cwd()
+    assert here != bot_dir.resolve()
+    seen: list[Path] = []
+
+    async def meanwhile() -> None:  # the event loop's other coroutines keep the process's working directory
+        await asyncio.sleep(0.005)
+        seen.append(Path.cwd())
+
+    tracker = {"sender_id": "c1", "slots": {}, "latest_message": {"text": "hint", "intent": {"name": "hint"}},
+               "events": [], "paused": False, "followup_action": None, "active_loop": {},
+               "latest_action_name": "action_listen"}
+    hint = await runner.run("action_give_hint", tracker)
+    later, _ = await asyncio.gather(runner.run("action_never_written", tracker), meanwhile())
+    assert [m.get("text") for m in hint.responses] == ["Behind the clock."]  # without the fix: FileNotFoundError
+    assert [m.get("text") for m in later.responses] == ["Under the rug."]
+    assert seen == [here]
+    assert Path.cwd() == here
