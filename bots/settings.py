@@ -98,6 +98,12 @@ class Settings:
             parts.append(f"{name}={value!r}")
         return f"Settings({', '.join(parts)})"
 
+    def __post_init__(self) -> None:
+        # Fixed to the directory the process started in: a Rasa project's in-process custom actions run with
+        # their project folder as the working directory (bots/dialogue/actions.py), and a file under data_dir
+        # opened meanwhile by another thread (an export, the web token key) must not land there.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+
     @classmethod
     def variables(cls) -> tuple[str, ...]:
         """Every ``SWITCHBOARD_*`` variable there is, one per field."""

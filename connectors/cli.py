@@ -58,7 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
     configure(settings.log_level, json_lines=settings.log_json, filters=[RedactingFilter(Redactor())])
     tune_serving_process(settings)
     # Every bot is validated whole before listening: a problem exits 2 with every file:line at once.
-    app = create_app(settings, args.bot_dirs, freeze_after_load=True)
+    # absolute, as data_dir is: in-process custom actions change the working directory while they run
+    app = create_app(settings, [d.absolute() for d in args.bot_dirs], freeze_after_load=True)
     host = settings.host if args.host is None else args.host
     port = settings.port if args.port is None else args.port
     # uvloop and httptools (dependencies) named rather than "auto", which would fall back to the slower

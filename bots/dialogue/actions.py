@@ -197,8 +197,8 @@ class _InFolder(Awaitable[Any]):
     between them: the action sees the folder Rasa's action server runs in (``open('./files/x.json')`` reads
     the project's file), while the other coroutines of the event loop, which run between its steps, keep the
     process's own. The working directory is the process's: a worker thread that resolves a relative path while
-    a step runs (a bot reloading from a relative folder) would see the project folder too; give Switchboard
-    absolute paths where that matters."""
+    a step runs would see the project folder too, so Switchboard's own paths are absolute (``Settings.data_dir``,
+    ``serve``'s bot folders)."""
 
     def __init__(self, coro: Coroutine[Any, Any, Any], folder: Path) -> None:
         self._coro = coro

@@ -3,6 +3,8 @@ naming the variable for a bad value (start-up stops with it; nothing runs on a w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bots.errors import ConfigError
@@ -49,6 +51,9 @@ def test_defaults_are_the_fields_defaults_and_every_setting_is_read() -> None:
     import dataclasses
 
     assert Settings.from_env({}) == Settings()
+    # data_dir is fixed to where the process started: custom actions change the working directory as they run
+    assert Settings().data_dir == Path.cwd() / "data" and Settings.from_env({"SWITCHBOARD_DATA_DIR": "x/y"}).data_dir \
+        == Path.cwd() / "x" / "y"
     # Each field is read from its variable: a non-default value for every one comes through.
     env = {"SWITCHBOARD_DATA_DIR": "/srv/data", "SWITCHBOARD_PORT": "9000", "SWITCHBOARD_HOST": "0.0.0.0",
            "SWITCHBOARD_WIDGET_ORIGINS": "https://Shop.example/, https://b.example",
