@@ -305,6 +305,25 @@ def test_a_user_turn_no_action_follows_teaches_the_bot_to_listen_as_rasa_reads_s
     assert prediction is not None and prediction.action == "utter_happy"
 
 
+def test_a_rasa_project_without_config_yml_is_refused_as_rasa_train_refuses_it(tmp_path: Path) -> None:
+    # Round 13 (Armoredbrain/rasa_nlu_server): its rasa/ folder has a domain, NLU data, stories and test stories but
+    # no config.yml. rasa train exits ("The config file 'config.yml' does not exist. Use '--config' to specify a
+    # valid config file."); Switchboard checked it clean (0 errors, 0 notes) and trained a bot on defaults it
+    # assumed. A bot.yml pointing at Rasa files may still leave config.yml out (its default: "when present").
+    bot_dir = _copy(tmp_path, "moodbot")
+    (bot_dir / "config.yml").unlink()
+    report = check_bot_folder(bot_dir)
+    assert _mentioning(report.errors, "config.yml") == [
+        f"{bot_dir / 'config.yml'}: no config.yml: a Rasa project needs one, and rasa train refuses a project "
+        f"without it (\"The config file 'config.yml' does not exist\"); add one (rasa init's, with `language: en` "
+        f"and its pipeline and policies commented out, trains Rasa's defaults)"]
+    with pytest.raises(ConfigError, match=r"no config\.yml"):
+        load_bot_folder(bot_dir)
+    (bot_dir / "bot.yml").write_text("name: mood\nrasa: .\n")
+    spec, dialogue = load_bot_folder(bot_dir)
+    assert spec.name == "mood" and dialogue.stories
+
+
 def test_a_storys_entities_fill_the_slots_inside_a_form_as_the_engine_does() -> None:
     # Training and check play the stories with the same extraction: in a story, "Paris" answering the
     # departure city fills only that slot, and a chitchat's seat inside the form fills nothing (here with the
