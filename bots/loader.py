@@ -101,7 +101,8 @@ def _bot_yml_with_rasa(directory: Path, root: Located, findings: Findings) -> tu
     if paths is None or own is None:
         return None
     channels = own.channels if "channels" in top else None
-    spec, dialogue = read_rasa_paths(directory, paths, findings, name=own.name, channels=channels)
+    spec, dialogue = read_rasa_paths(directory, paths, findings, name=own.name, channels=channels,
+                                     config_required=False)
     if "handoff" in top:  # Switchboard's own (the hand-off texts, the satisfaction question): kept from bot.yml
         try:
             dialogue = replace(dialogue, handoff=parse_handoff(top["handoff"]))

@@ -551,9 +551,18 @@ class _Play:
         self.turns: list[int] = []
         self.origins: list[Story] = []
         self.turn = 0
+        self.listened = False  # the last step played was the bot listening (``action_listen``)
+
+    def waits(self) -> bool:
+        """Rasa's implicit listen (``StoryStep._add_action_listen``): the bot listens before a user turn, and at
+        the end of a story, unless the last thing the story did was listening. So after a user turn with no
+        action after it (two user steps in a row, a story ending with a user step) the bot listens too. Not at
+        the story's start: the conversation's own start is its listen (``Tracker.new_session``)."""
+        return self.tracker.prev_action is not None and not self.listened
 
     def act(self, name: str, where: str, origin: Story) -> None:
         self.tracker.action(name)
+        self.listened = name == ACTION_LISTEN
         self.wheres.append(where)
         self.turns.append(self.turn)
         self.origins.append(origin)
@@ -561,17 +570,20 @@ class _Play:
     def step(self, step: Step, origin: Story) -> None:
         tracker = self.tracker
         if step.kind == "intent":
-            if tracker.prev_action not in (None, ACTION_LISTEN):
+            if self.waits():
                 self.act(ACTION_LISTEN, step.where, origin)  # the bot waited for the customer (Rasa's implicit listen)
             self.turn += 1
             _step_user(tracker, step)
+            self.listened = False
         elif step.kind == "action" and step.name:
             self.act(step.name, step.where, origin)
         elif step.kind == "slot_was_set":
             for name, value in step.slots:
                 tracker.set_slot(name, _step_value(tracker.domain.slots.get(name), value, rule=self.rule))
+            self.listened = False
         elif step.kind == "active_loop":
             tracker.set_loop(SHOULD_NOT_BE_SET if step.name is None and self.rule else step.name)
+            self.listened = False
 
     def result(self) -> Trajectory:
         t = self.tracker
@@ -581,13 +593,13 @@ class _Play:
 
 def simulate(domain: Domain, story: Story, steps: Sequence[Step],
              origins: Sequence[Story] | None = None) -> Trajectory:
-    """A story path played as a conversation, ``action_listen`` after its last action (not when
+    """A story path played as a conversation, ``action_listen`` at its end unless it listened last (not when
     ``story.is_rule``; also at a checkpoint nothing continues: the bot waits there). ``origins``: the story
     each step comes from (default ``story``)."""
     play = _Play(domain, story, rule=False)
     for j, step in enumerate(steps):
         play.step(step, origins[j] if origins is not None and j < len(origins) else story)
-    if not story.is_rule and play.tracker.prev_action not in (None, ACTION_LISTEN):
+    if not story.is_rule and play.waits():
         last = play.origins[-1] if play.origins else story
         play.act(ACTION_LISTEN, last.where, last)
     return play.result()

@@ -101,11 +101,21 @@ def load_rasa_paths(directory: Path, paths: RasaPaths, *, name: str | None = Non
 
 
 def read_rasa_paths(directory: Path, paths: RasaPaths, findings: Findings, *, name: str | None = None,
-                    channels: tuple[str, ...] | None = None) -> tuple[BotSpec, DialogueSpec]:
+                    channels: tuple[str, ...] | None = None,
+                    config_required: bool = True) -> tuple[BotSpec, DialogueSpec]:
     """``load_rasa_paths`` without raising: errors and notes go to ``findings`` (``switchboard check``
-    shows both); the bot is built from whatever could be read."""
+    shows both); the bot is built from whatever could be read. ``config_required``: a Rasa project folder
+    needs its config.yml, as ``rasa train`` does; a bot.yml pointing at Rasa files may leave it out."""
     if not paths.domain:
         findings.error(str(directory), "no domain: a Rasa project needs domain.yml (or a domain/ folder)")
+    if paths.config is None and config_required:
+        # rasa train (rasa.cli.utils.get_validated_path / get_validated_config) exits: "The path 'config.yml' does
+        # not exist" / "The config file 'config.yml' does not exist. Use '--config' to specify a valid config
+        # file." Training on assumed defaults would be a bot the project's own Rasa never trained.
+        findings.error(str(directory / "config.yml"),
+                       "no config.yml: a Rasa project needs one, and rasa train refuses a project without it "
+                       "(\"The config file 'config.yml' does not exist\"); add one (rasa init's, with `language: en` "
+                       "and its pipeline and policies commented out, trains Rasa's defaults)")
     files = [f for p in paths.domain for f in domain_files(p)]
     for p in paths.domain:
         if p.is_dir() and not domain_files(p):

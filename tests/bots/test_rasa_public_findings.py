@@ -17,7 +17,7 @@ from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
 from bots.dialogue.engine import policies_for
-from bots.dialogue.policies import Prediction, Tracker, simulate
+from bots.dialogue.policies import Ensemble, Prediction, Tracker, simulate
 from bots.dialogue.rasa_data import read_test_stories
 from bots.errors import ConfigError
 from bots.events import NLU, Event
@@ -267,6 +267,61 @@ def test_with_an_action_server_actions_that_do_not_import_here_run_on_it(tmp_pat
     assert isinstance(load_actions(*load_bot_folder(bot_dir)), RemoteActions)
     (bot_dir / "endpoints.yml").unlink()
     assert _mentioning(check_bot_folder(bot_dir).errors, "database.py") == [failed]
+
+
+def test_a_user_turn_no_action_follows_teaches_the_bot_to_listen_as_rasa_reads_stories() -> None:
+    # Round 13 (Dermoplasto/Chatbot_test): interactive-learning stories give `give_email` twice in a row (the first
+    # without the address, the second with it, then action_email), and one story is a lone `give_email`. Rasa's
+    # story reader puts the bot's listen before every user turn and at the story's end unless the story has just
+    # listened (StoryStep._add_action_listen), so after the first message its MemoizationPolicy predicts
+    # action_listen. Switchboard merged the two turns into the second: "I want to give you my email" had no
+    # story state, and the learned policy ran action_email (0.97) before the customer gave the address.
+    _, dialogue = load_bot_folder(RASA / "moodbot")
+    story = Story("two messages in a row", (
+        Step("intent", "greet"), Step("action", "utter_greet"), Step("intent", "deny"),
+        Step("intent", "affirm"), Step("action", "utter_happy")))
+    t = simulate(dialogue.domain, story, story.steps)
+    assert t.actions == ("utter_greet", "action_listen", "action_listen", "utter_happy", "action_listen")
+    assert "intent:deny" in t.queries[2] and "intent:affirm" in t.queries[3]
+    lone = Story("a lone message", (Step("intent", "greet"),))
+    assert simulate(dialogue.domain, lone, lone.steps).actions == ("action_listen",)
+    explicit = Story("an explicit listen", (Step("intent", "greet"), Step("action", "action_listen"),
+                                            Step("intent", "affirm"), Step("action", "utter_happy")))
+    assert simulate(dialogue.domain, explicit, explicit.steps).actions == (
+        "action_listen", "utter_happy", "action_listen")  # no second listen after the story's own
+
+    ensemble = Ensemble.build(dialogue.domain, (*dialogue.stories, story), dialogue.policy)
+    tracker = Tracker(dialogue.domain)
+    tracker.new_session(False)
+    tracker.user("greet", ())
+    tracker.action("utter_greet")
+    tracker.action("action_listen")
+    tracker.user("deny", ())
+    prediction = ensemble.predict(tracker, latest_action="action_listen")
+    assert prediction is not None and prediction.action == "action_listen"
+    tracker.action("action_listen")
+    tracker.user("affirm", ())
+    prediction = ensemble.predict(tracker, latest_action="action_listen")
+    assert prediction is not None and prediction.action == "utter_happy"
+
+
+def test_a_rasa_project_without_config_yml_is_refused_as_rasa_train_refuses_it(tmp_path: Path) -> None:
+    # Round 13 (Armoredbrain/rasa_nlu_server): its rasa/ folder has a domain, NLU data, stories and test stories but
+    # no config.yml. rasa train exits ("The config file 'config.yml' does not exist. Use '--config' to specify a
+    # valid config file."); Switchboard checked it clean (0 errors, 0 notes) and trained a bot on defaults it
+    # assumed. A bot.yml pointing at Rasa files may still leave config.yml out (its default: "when present").
+    bot_dir = _copy(tmp_path, "moodbot")
+    (bot_dir / "config.yml").unlink()
+    report = check_bot_folder(bot_dir)
+    assert _mentioning(report.errors, "config.yml") == [
+        f"{bot_dir / 'config.yml'}: no config.yml: a Rasa project needs one, and rasa train refuses a project "
+        f"without it (\"The config file 'config.yml' does not exist\"); add one (rasa init's, with `language: en` "
+        f"and its pipeline and policies commented out, trains Rasa's defaults)"]
+    with pytest.raises(ConfigError, match=r"no config\.yml"):
+        load_bot_folder(bot_dir)
+    (bot_dir / "bot.yml").write_text("name: mood\nrasa: .\n")
+    spec, dialogue = load_bot_folder(bot_dir)
+    assert spec.name == "mood" and dialogue.stories
 
 
 def test_a_storys_entities_fill_the_slots_inside_a_form_as_the_engine_does() -> None:
