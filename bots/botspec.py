@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,7 +70,7 @@ class Example:
 
     text: str
     entities: tuple[Entity, ...] = ()
-    where: str = ""   # file:line of the example when it is not the intent's own line (Rasa nlu files)
+    where: str = ""   # file:line of the example (bot.yml, Rasa nlu files); "" when made in code
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,7 @@ def _parse_intent(name: str, item: Located, problems: list[str]) -> Intent | Non
     else:
         for raw, line in _examples_of(fields["examples"], problems, name):
             try:
-                examples.append(parse_example(raw))
+                examples.append(replace(parse_example(raw), where=f"{item.file}:{line}"))
             except ValueError as exc:
                 problems.append(f"{item.file}:{line}: {exc}")
         if not examples and isinstance(fields["examples"].value, list | str):

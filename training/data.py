@@ -114,12 +114,25 @@ def merge(parts: Iterable[NluData]) -> NluData:
     return NluData(tuple(samples), synonyms, tuple(warnings), tuple(declared))
 
 
+SHOWN_DUPLICATES = 5  # the duplicates a warning names, each at its file:line
+
+
+def _duplicates_warning(duplicates: Sequence[tuple[Sample, Sample]]) -> str:
+    """``dropped N duplicate example(s)``, with where the first few are and the example each repeats (the
+    same text, compared lower-cased with single spaces, under the same intent): a user can find and delete them."""
+    shown = "; ".join(f"{dropped.source or '?'}: {dropped.text!r} (as at {kept.source or '?'})"
+                      for dropped, kept in duplicates[:SHOWN_DUPLICATES])
+    more = len(duplicates) - SHOWN_DUPLICATES
+    return (f"dropped {len(duplicates)} duplicate example(s): {shown}"
+            + (f"; and {more} more" if more > 0 else ""))
+
+
 def clean(data: NluData, *, min_examples: int = 5, max_per_intent: int = 0, seed: int = 0) -> NluData:
     """De-duplicate, warn about conflicting labels and thin intents, optionally cap per intent."""
     warnings = list(data.warnings)
     first: dict[str, Sample] = {}
     kept: list[Sample] = []
-    duplicates = 0
+    duplicates: list[tuple[Sample, Sample]] = []  # (the dropped one, the one kept)
     for s in data.samples:
         key = normalised(s.text)
         seen = first.get(key)
@@ -135,9 +148,9 @@ def clean(data: NluData, *, min_examples: int = 5, max_per_intent: int = 0, seed
             warnings.append(f"{s.source or '?'}: {s.text!r} is labelled {s.intent!r} here and {seen.intent!r} "
                             f"at {seen.source or '?'}; keeping {seen.intent!r}")
         else:
-            duplicates += 1
+            duplicates.append((s, seen))
     if duplicates:
-        warnings.append(f"dropped {duplicates} duplicate example(s)")
+        warnings.append(_duplicates_warning(duplicates))
     if max_per_intent:
         by_intent: dict[str, list[Sample]] = defaultdict(list)
         for s in kept:

@@ -18,8 +18,16 @@ def test_clean_drops_duplicates_and_warns_about_conflicts_and_thin_intents() -> 
     out = clean(data, min_examples=2)
     assert [s.text for s in out.samples] == ["Hello", "bye"]
     assert any("b.csv:9" in w and "'goodbye'" in w and "a.yml:3" in w for w in out.warnings)
-    assert "dropped 1 duplicate example(s)" in out.warnings
+    assert "dropped 1 duplicate example(s): a.yml:4: 'hello ' (as at a.yml:3)" in out.warnings
     assert any("'goodbye' has only 1" in w for w in out.warnings)
+
+
+def test_many_duplicates_are_counted_and_the_first_five_named_at_their_lines() -> None:
+    data = NluData(tuple(Sample("hi", "greet", (), f"nlu.yml:{line}") for line in range(1, 9)))
+    out = clean(data, min_examples=1)
+    assert out.warnings == ("dropped 7 duplicate example(s): nlu.yml:2: 'hi' (as at nlu.yml:1); nlu.yml:3: 'hi' (as "
+                            "at nlu.yml:1); nlu.yml:4: 'hi' (as at nlu.yml:1); nlu.yml:5: 'hi' (as at nlu.yml:1); "
+                            "nlu.yml:6: 'hi' (as at nlu.yml:1); and 2 more",)
 
 
 def test_declared_intents_without_examples_warn() -> None:
