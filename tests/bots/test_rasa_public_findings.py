@@ -17,7 +17,7 @@ from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
 from bots.dialogue.engine import policies_for
-from bots.dialogue.policies import Prediction, Tracker, simulate
+from bots.dialogue.policies import Prediction, Tracker, simulate, slot_feature
 from bots.dialogue.rasa_data import read_test_stories
 from bots.errors import ConfigError
 from bots.events import NLU, Event
@@ -828,3 +828,24 @@ async def test_actions_run_in_the_project_folder_as_rasa_s_action_server_does(tm
     assert [m.get("text") for m in later.responses] == ["Under the rug."]
     assert seen == [here]
     assert Path.cwd() == here
+
+
+async def test_a_slot_value_rasa_cannot_featurise_leaves_the_slot_out_of_the_state(tmp_path: Path) -> None:
+    # Round 14 (Ymir-badam/Eco-travel-assignment): its float slot distance_km is filled from the text of every
+    # message outside the form (from_text, `active_loop: null`). Rasa's FloatSlot cannot featurise "hello"
+    # (`_as_feature` gives [0.0, 0.0]) and Domain._get_slots_sub_state leaves a slot whose features are all zero
+    # out of the state, so the policies see it unset and the stories' memoisation applies. Switchboard made it a
+    # "set" feature: no story had it, memoisation missed, and the bot said its fallback.
+    bot = "float_text_slot"
+    async with lookup_runtime(tmp_path, bot) as runtime:
+        assert await say(runtime, "hello", bot=bot) == ["Hi! Where are you travelling?"]
+        assert await say(runtime, "what's the greenest way to go", bot=bot) == [
+            "The train is the greenest way to go."]
+    _, dialogue = load_bot_folder(RASA / bot)
+    distance = dialogue.domain.slots["distance_km"]
+    assert slot_feature(distance, "hello") is None
+    assert slot_feature(distance, "600") == slot_feature(distance, 600.0) == "slot:distance_km:0.3"
+    # a bool slot as Rasa's bool_from_any reads it: "yes" is true, 2 is not 1, "maybe" is no value at all
+    flag = replace(distance, name="flag", type="bool")
+    assert [slot_feature(flag, v) for v in ("yes", "No", "1", 2, True, "maybe", [1])] == [
+        "slot:flag:True", "slot:flag:False", "slot:flag:True", "slot:flag:False", "slot:flag:True", None, None]
