@@ -849,3 +849,22 @@ async def test_a_slot_value_rasa_cannot_featurise_leaves_the_slot_out_of_the_sta
     flag = replace(distance, name="flag", type="bool")
     assert [slot_feature(flag, v) for v in ("yes", "No", "1", 2, True, "maybe", [1])] == [
         "slot:flag:True", "slot:flag:False", "slot:flag:True", "slot:flag:False", "slot:flag:True", None, None]
+
+
+def test_a_rasa_1_markdown_file_named_yml_is_refused_saying_it_is_markdown(tmp_path: Path) -> None:
+    # Round 14 (raksansuseendran/Chatbot): its data/nlu.yml is `## intent:greet` sections and its
+    # tests/test_stories.yml `## happy path` stories with `* greet` lines, Rasa 1's Markdown under a .yml name.
+    # Rasa 3's YAML reader refuses both (YamlSyntaxException), as Switchboard does; the error only said
+    # "expected <block end>, but found '-'", which does not tell a Rasa user what is wrong with the file.
+    bot = _copy(tmp_path, "moodbot")
+    (bot / "data" / "nlu.yml").write_text('version: "3.1"\n\n## intent:greet\n- hi\n- hello\n', encoding="utf-8")
+    (bot / "tests" / "test_stories.yml").write_text("## happy path\n* greet\n  - utter_greet\n", encoding="utf-8")
+    [error] = [e for e in check_bot_folder(bot).errors if "nlu.yml" in e]
+    assert error.startswith(f"{bot / 'data' / 'nlu.yml'}:4: invalid YAML: ") and "Rasa 1's Markdown format" in error
+    with pytest.raises(ConfigError) as raised:
+        read_test_stories([bot / "tests" / "test_stories.yml"])
+    assert ":2: invalid YAML: " in str(raised.value) and "Rasa 1's Markdown format" in str(raised.value)
+    # a YAML mistake in a file that is no Markdown gets no such hint
+    broken = 'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n  - hi\n'
+    (bot / "data" / "nlu.yml").write_text(broken, encoding="utf-8")
+    assert not any("Markdown" in e for e in check_bot_folder(bot).errors)
