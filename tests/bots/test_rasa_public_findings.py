@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.botspec import BotSpec
+from bots.botspec import BotSpec, fill_template
 from bots.dialogue.actions import InProcessActions, RemoteActions, load_actions
 from bots.dialogue.check import check_bot_folder
 from bots.dialogue.domain import REQUESTED_SLOT, Step, Story, StoryEntity
@@ -868,3 +868,22 @@ def test_a_rasa_1_markdown_file_named_yml_is_refused_saying_it_is_markdown(tmp_p
     broken = 'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n  - hi\n'
     (bot / "data" / "nlu.yml").write_text(broken, encoding="utf-8")
     assert not any("Markdown" in e for e in check_bot_folder(bot).errors)
+
+
+async def test_a_response_fills_a_placeholder_of_any_slot_name_as_rasas_interpolator(tmp_path: Path) -> None:
+    # Round 14 (v1lton/chatbot, read, not run): an ATIS flight bot whose slots are named after its entities,
+    # `fromloc.city_name`, and whose response says "from {fromloc.city_name} to {toloc.city_name}". Rasa's
+    # interpolator (rasa/core/nlg/interpolator.py, interpolate_text) takes any name without a newline or brace
+    # between the braces ({0[fromloc.city_name]}) and fills it; Switchboard's placeholders were identifiers
+    # only, so the customer read the braces and names.
+    bot = "dotted_slots"
+    async with lookup_runtime(tmp_path, bot) as runtime:
+        assert await say(runtime, "how many flights from boston to dallas", bot=bot) == [
+            "Flights from boston to dallas?"]
+        # the form asks with utter_ask_<slot> for a dotted slot name too
+        assert await say(runtime, "book a flight", bot=bot, conversation="c2") == [
+            "Where is the origin of your flight?"]
+        assert await say(runtime, "from denver", bot=bot, conversation="c2") == ["Where to, from denver?"]
+        assert await say(runtime, "to atlanta", bot=bot, conversation="c2") == ["Booking denver to atlanta."]
+    # a brace around other text stays as it is written, as in Rasa (its KeyError leaves the response unchanged)
+    assert fill_template(["{a.b} per {unit.} or {x..y}"], {"a.b": "1"}) == "1 per {unit.} or {x..y}"
