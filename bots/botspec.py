@@ -50,10 +50,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # [value][{"entity": "x"}, {"entity": "y", "role": "r"}] (several entities on one span).
 _ANNOTATION = re.compile(r"\[(?P<text>[^\[\]]+)\](?:\((?P<paren>[^()]+)\)|(?P<json>\{[^{}]*\})"
                          r"|\[(?P<list>\{[^\[\]]*\})\])")
-# ``{slot}`` in a response; names may hold '-' (``{amount-of-money}``), as Rasa's interpolation reads them.
+# ``{slot}`` in a response; names may hold '-' (``{amount-of-money}``) and dots between their parts
+# (``{fromloc.city_name}``, ATIS-style slots named after their entities), as Rasa's interpolation reads them
+# (rasa/core/nlg/interpolator.py rewrites ``{name}`` to ``{0[name]}`` precisely so that dotted names work).
 # ``{{`` and ``}}`` are a literal brace, as in Rasa's (str.format) interpolation: a button payload
 # '/inform{{"size": "large"}}' is sent as /inform{"size": "large"}. One left-to-right scan reads both.
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\}")
 
 # Sections validated elsewhere (dialogue engine, answers, training) but allowed here.
 _SECTIONS = {

@@ -103,6 +103,18 @@ def _to_located(node: yaml.Node, file: str, loader_cls: type[yaml.SafeLoader] = 
     return Located(value, line, file)
 
 
+_MARKDOWN_NLU = re.compile(r"^##\s*(intent|synonym|regex|lookup)\s*:", re.MULTILINE)
+_MARKDOWN_STORY = re.compile(r"^##\s*\S.*\n(?:\s*(?:<!--.*)?\n)*\s*\*\s*\S", re.MULTILINE)
+_MARKDOWN_HINT = (" (the file is written in Rasa 1's Markdown format, `## intent:` sections or `## story` headings "
+                  "with `* intent` lines; Rasa 3 reads YAML only, as here: Rasa 2's `rasa data convert` converts it)")
+
+
+def _rasa_markdown(text: str) -> bool:
+    """Whether a Rasa file that does not parse as YAML is Rasa 1's Markdown training data (NLU sections or stories),
+    which Rasa 3 refuses too (its YAML reader: ``YamlSyntaxException``)."""
+    return bool(_MARKDOWN_NLU.search(text) or _MARKDOWN_STORY.search(text))
+
+
 def load_located(path: Path, *, text: str | None = None, yaml12: bool = False) -> Located:
     """Parse ``path`` (or ``text`` attributed to it). Syntax errors become ConfigError with
     the line YAML reports. ``yaml12``: plain scalars resolved by YAML 1.2's core schema (Rasa files)."""
@@ -120,7 +132,8 @@ def load_located(path: Path, *, text: str | None = None, yaml12: bool = False) -
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(f"{file}:{line}: invalid YAML: {exc.problem or exc.context}") from None
+        hint = _MARKDOWN_HINT if yaml12 and _rasa_markdown(text) else ""
+        raise ConfigError(f"{file}:{line}: invalid YAML: {exc.problem or exc.context}{hint}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: invalid YAML: {exc}") from None
     if node is None:

@@ -413,20 +413,26 @@ class _StoryRun:
         confidence = nlu.get("confidence")
         if isinstance(confidence, int | float) and confidence < (self.bot.spec.fallback_threshold or 0.0):
             intent = NLU_FALLBACK_INTENT
-        if step.user_text is None or step.name is None:
-            return  # an intent given directly (a payload), or a user text without an intent to compare
+        if step.user_text is None:
+            return  # an intent given directly (a payload)
         predicted = [e for e in nlu.get("entities") or [] if isinstance(e, dict)]
         # Entity and value, as Rasa's evaluation compares them; one finding however many extractors made it.
         gold = {(e.entity, str(e.value)) for e in step.entities}
         got = {(str(e.get("entity")), str(e.get("value"))) for e in predicted}
-        self.results.intent_targets.append(step.name)
+        # A `user:` text without `intent:` expects no intent: Rasa's reader gives it none
+        # (YAMLStoryReader._parse_user_utterance) and `rasa test` compares the NLU's intent with that none
+        # (rasa.core.test._collect_user_uttered_predictions), so the story fails there, whatever the NLU says.
+        self.results.intent_targets.append(step.name if step.name is not None else "None")
         self.results.intent_predictions.append(intent)
         if intent == step.name and gold == got:
             return
         shown = annotated(step.user_text, [(str(e.get("entity")), e.get("value"), e.get("start"), e.get("end"),
                                             e.get("role"), e.get("group")) for e in predicted])
         self.comments[index] = f"{intent}: {shown}"
-        if intent != step.name:
+        if step.name is None:
+            self.fail(step.where, f"no intent given with the text: the NLU predicted {intent!r}, and rasa test "
+                                  f"compares it with none and fails the story (give the step its 'intent:')")
+        elif intent != step.name:
             self.fail(step.where, f"intent {step.name!r} expected, the NLU predicted {intent!r} "
                                   f"({confidence if confidence is not None else '?'})")
         if gold != got:

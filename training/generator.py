@@ -51,7 +51,7 @@ from training.export import export_kv_generator, quantize_generator_int8
 EOS = "<|endoftext|>"
 IGNORE = -100
 _MAX_ANSWER_TOKENS = 160
-_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_-]*\}")  # bots/botspec.py's placeholders
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\}")  # bots/botspec.py's placeholders
 _ENCODER_POSITIONS = 512  # all-MiniLM-L6-v2's
 
 

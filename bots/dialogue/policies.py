@@ -78,12 +78,31 @@ def entity_labels(entity: str, role: Any = None, group: Any = None) -> list[str]
 
 # ---------------------------------------------------------------------------------------------------------
 # Featurisation: one ``Tracker`` for stories and live conversations.
+def _rasa_bool(value: Any) -> bool | None:
+    """A bool slot's value as Rasa reads it (``rasa.shared.core.slots.bool_from_any``): a number is true when it
+    is 1, a text when it is "true"/"yes" (or a number text equal to 1) and false when "false"/"no"; anything
+    else (None here) cannot be converted."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value == 1.0
+    if isinstance(value, str):
+        if value.isnumeric():
+            return float(value) == 1.0
+        return {"true": True, "yes": True, "false": False, "no": False}.get(value.strip().lower())
+    return None
+
+
 def slot_feature(slot: Slot, value: Any) -> str | None:
-    """How a slot value shows in a frame (Rasa's slot featurisation, as a discrete feature)."""
+    """How a slot value shows in a frame (Rasa's slot featurisation, as a discrete feature). A value Rasa's slot
+    cannot featurise (a float slot's text, a bool slot's "maybe": ``FloatSlot``/``BooleanSlot._as_feature`` give
+    all zeros) is no feature, as Rasa leaves a slot whose features are all zero out of the state
+    (``Domain._get_slots_sub_state``): such a slot looks unset to the policies."""
     if value is None or not slot.influence_conversation:
         return None
     if slot.type == "bool":
-        return f"slot:{slot.name}:{bool(value) if not isinstance(value, str) else value.lower() == 'true'}"
+        truth = _rasa_bool(value)
+        return None if truth is None else f"slot:{slot.name}:{truth}"
     if slot.type == "categorical":
         lowered = {v.lower(): v for v in slot.values}
         return f"slot:{slot.name}:{lowered.get(str(value).lower(), '__other__')}"
@@ -91,7 +110,7 @@ def slot_feature(slot: Slot, value: Any) -> str | None:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            return f"slot:{slot.name}:set"
+            return None
         span = slot.max_value - slot.min_value
         scaled = 0.0 if span <= 0 else min(max((number - slot.min_value) / span, 0.0), 1.0)
         return f"slot:{slot.name}:{round(scaled, 1)}"
