@@ -883,3 +883,24 @@ async def test_actions_run_in_the_project_folder_as_rasa_s_action_server_does(tm
     assert [m.get("text") for m in later.responses] == ["Under the rug."]
     assert seen == [here]
     assert Path.cwd() == here
+
+
+def test_an_action_endpoint_key_rasa_keeps_and_never_uses_is_a_note_not_a_refusal(tmp_path: Path) -> None:
+    # A public project (Akshata19/chatbots) gives its action endpoint 'cors: ["*"]' (a setting of the action
+    # server, not of the endpoint). Rasa's EndpointConfig.from_dict takes any key (EndpointConfig(**data) keeps
+    # the others in kwargs) and its call to the action server never reads them, so Rasa trains and serves the
+    # project; check refused it ("'action_endpoint': unknown key 'cors' (known: url, timeout)").
+    bot_dir = _copy(tmp_path, "moodbot")
+    endpoints = bot_dir / "endpoints.yml"
+    endpoints.write_text('action_endpoint:\n  url: "http://localhost:5055/webhook"\n  cors:\n    - "*"\n'
+                         "  params:\n    key: value\n")
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    assert _mentioning(report.notes, "'cors'") == [
+        f"{endpoints}:3: 'action_endpoint': 'cors' is not a setting of it: not read (Rasa's EndpointConfig keeps "
+        f"any other key and its action server call never uses it)"]
+    assert _mentioning(report.notes, "'params'") == [
+        f"{endpoints}:5: not supported: 'action_endpoint': 'params' (query parameters to the action server)"]
+    _, dialogue = load_bot_folder(bot_dir)
+    assert dialogue.action_endpoint is not None
+    assert dialogue.action_endpoint.url == "http://localhost:5055/webhook"
