@@ -141,8 +141,11 @@ def _import_module(path: Path, bot: str, skip: tuple[str, ...] = ()) -> ModuleTy
     module = importlib.util.module_from_spec(spec)
     _forget_modules(name)  # a reload (a newer model swapped in) imports the package's modules afresh
     sys.modules[name] = module
+    project = _project_folder(path).resolve()
     try:
-        with _project_importable(_project_folder(path).resolve()):
+        # in the project folder as working directory, as Rasa's action server imports the actions in the folder
+        # it runs in: a module may read the project's files at import (``open("teacher.json")``)
+        with _project_importable(project), _working_folder(project):
             if namespace:  # its own name too: a namespace package loses to a module of that name anywhere on
                 # sys.path (another bot folder's actions.py), and rasa-sdk's server has only this folder there
                 own = importlib.machinery.ModuleSpec(folder.name, None, is_package=True)
@@ -192,6 +195,23 @@ def _class_source(cls: type) -> tuple[str | None, str]:
     return getattr(sys.modules.get(cls.__module__), "__file__", None), cls.__qualname__
 
 
+@contextlib.contextmanager
+def _working_folder(folder: Path) -> Iterator[None]:
+    """``folder`` as the process's working directory, the previous one given back after (none to give back
+    when it was removed)."""
+    try:
+        previous: str | None = os.getcwd()
+    except OSError:  # the process's working directory was removed: nothing to give back
+        previous = None
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(previous)
+
+
 class _InFolder(Awaitable[Any]):
     """A coroutine run with the working directory set to ``folder`` during each of its steps, and given back
     between them: the action sees the folder Rasa's action server runs in (``open('./files/x.json')`` reads
@@ -209,18 +229,10 @@ class _InFolder(Awaitable[Any]):
         error: BaseException | None = None
         while True:
             try:
-                previous: str | None = os.getcwd()
-            except OSError:  # the process's working directory was removed: nothing to give back
-                previous = None
-            os.chdir(self._folder)
-            try:
-                yielded = self._coro.throw(error) if error is not None else self._coro.send(value)
+                with _working_folder(self._folder):
+                    yielded = self._coro.throw(error) if error is not None else self._coro.send(value)
             except StopIteration as stop:
                 return stop.value
-            finally:
-                if previous is not None:
-                    with contextlib.suppress(OSError):
-                        os.chdir(previous)
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:  # noqa: BLE001 - thrown in (a cancellation): the action's to handle

@@ -334,7 +334,10 @@ def _action_endpoint(item: Located, findings: Findings) -> ActionEndpoint | None
     check_keys(fields, "'action_endpoint'", ("url", "timeout"), findings,
                {"token": "authenticate the action server in front of it (e.g. a private network)",
                 "token_name": "see 'token'", "headers": "request headers to the action server",
-                "cafile": "a custom CA: install it in the system's trust store"})
+                "cafile": "a custom CA: install it in the system's trust store",
+                "params": "query parameters to the action server",
+                "basic_auth": "see 'token'"},
+               ignored="Rasa's EndpointConfig keeps any other key and its action server call never uses it")
     if "url" not in fields:
         findings.error(item.key_where(), "'action_endpoint' needs 'url' (e.g. http://localhost:5055/webhook)")
         return None

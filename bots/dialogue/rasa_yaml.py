@@ -92,14 +92,17 @@ def as_list(item: Located, what: str, findings: Findings) -> list[Located] | Non
 
 
 def check_keys(fields: dict[str, Located], what: str, known: tuple[str, ...], findings: Findings,
-               unsupported: dict[str, str] | None = None) -> None:
+               unsupported: dict[str, str] | None = None, ignored: str | None = None) -> None:
     """Keys outside ``known``: a note for the ones Rasa knows and Switchboard does not run (with the
-    reason), an error for any other (a typo Rasa would refuse too)."""
+    reason), an error for any other (a typo Rasa would refuse too). Where Rasa takes any other key and
+    ignores it (``ignored`` says how), such a key is a note saying so, not an error."""
     for key, value in fields.items():
         if key in known:
             continue
         if unsupported is not None and key in unsupported:
             findings.unsupported(value.key_where(), f"{what}: '{key}' ({unsupported[key]})")
+        elif ignored is not None:
+            findings.note(value.key_where(), f"{what}: '{key}' is not a setting of it: not read ({ignored})")
         else:
             findings.error(value.key_where(), f"{what}: unknown key '{key}' (known: {', '.join(known)})")
 

@@ -979,3 +979,67 @@ async def test_a_user_text_without_an_intent_fails_its_story_as_rasa_test_compar
     # end to end the bot answers the NLU's intent; replayed, the history holds the story's (none) intent, as Rasa's
     # (WronglyClassifiedUserUtterance keeps the story's), and no rule applies to it
     assert results.action_accuracy == (0.75 if replay else 1.0)
+
+
+def test_an_action_endpoint_key_rasa_keeps_and_never_uses_is_a_note_not_a_refusal(tmp_path: Path) -> None:
+    # A public project (Akshata19/chatbots) gives its action endpoint 'cors: ["*"]' (a setting of the action
+    # server, not of the endpoint). Rasa's EndpointConfig.from_dict takes any key (EndpointConfig(**data) keeps
+    # the others in kwargs) and its call to the action server never reads them, so Rasa trains and serves the
+    # project; check refused it ("'action_endpoint': unknown key 'cors' (known: url, timeout)").
+    bot_dir = _copy(tmp_path, "moodbot")
+    endpoints = bot_dir / "endpoints.yml"
+    endpoints.write_text('action_endpoint:\n  url: "http://localhost:5055/webhook"\n  cors:\n    - "*"\n'
+                         "  params:\n    key: value\n")
+    report = check_bot_folder(bot_dir)
+    assert report.errors == []
+    assert _mentioning(report.notes, "'cors'") == [
+        f"{endpoints}:3: 'action_endpoint': 'cors' is not a setting of it: not read (Rasa's EndpointConfig keeps "
+        f"any other key and its action server call never uses it)"]
+    assert _mentioning(report.notes, "'params'") == [
+        f"{endpoints}:5: not supported: 'action_endpoint': 'params' (query parameters to the action server)"]
+    _, dialogue = load_bot_folder(bot_dir)
+    assert dialogue.action_endpoint is not None
+    assert dialogue.action_endpoint.url == "http://localhost:5055/webhook"
+
+
+_ACTIONS_READING_A_FILE_AT_IMPORT = '''import json
+
+from rasa_sdk import Action
+
+with open("files/hints.json", encoding="utf-8") as file:
+    HINTS = json.load(file)
+
+
+class ActionGiveHint(Action):
+    def name(self):
+        return "action_give_hint"
+
+    def run(self, dispatcher, tracker, domain):
+        dispatcher.utter_message(text=HINTS["hint"])
+        return []
+'''
+
+
+async def test_actions_are_imported_in_the_project_folder_as_rasa_s_action_server_imports_them(
+        tmp_path: Path) -> None:
+    # A public project's actions module (Mansukh-Singh/Basic-Teacher-Recommender-Chatbot-Rasa-Project) reads
+    # open("teacher.json") when it is imported: `rasa run actions` imports the package in the project folder it
+    # runs in. Switchboard ran the actions there but imported them wherever it was started, so check refused the
+    # project ("importing the actions module failed: FileNotFoundError") and serve could not load it.
+    bot_dir = project(tmp_path, "declared_actions")
+    (bot_dir / "actions.py").write_text(_ACTIONS_READING_A_FILE_AT_IMPORT, encoding="utf-8")
+    (bot_dir / "files").mkdir()
+    (bot_dir / "files" / "hints.json").write_text('{"hint": "Behind the clock."}')
+    here = Path.cwd()
+    assert here != bot_dir.resolve()
+    report = check_bot_folder(bot_dir)
+    assert _mentioning(report.errors, "actions.py") == []  # without the fix: FileNotFoundError at actions.py:5
+    spec, dialogue = load_bot_folder(bot_dir)
+    runner = load_actions(spec, dialogue)
+    assert isinstance(runner, InProcessActions)
+    assert Path.cwd() == here
+    tracker = {"sender_id": "c1", "slots": {}, "latest_message": {"text": "hint", "intent": {"name": "hint"}},
+               "events": [], "paused": False, "followup_action": None, "active_loop": {},
+               "latest_action_name": "action_listen"}
+    hint = await runner.run("action_give_hint", tracker)
+    assert [m.get("text") for m in hint.responses] == ["Behind the clock."]
