@@ -16,6 +16,7 @@ from bots.runtime import Runtime
 from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
 from bots.types import Entity, IntentScore, Understanding
+from connectors.story_test import StoryTestResults, run_story_tests
 
 RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
 Overrides = Mapping[str, tuple[str, tuple[Entity, ...]]]
@@ -74,3 +75,12 @@ async def lookup_runtime(tmp_path: Path, name: str, overrides: Overrides | None 
         yield runtime
     finally:
         await runtime.aclose()
+
+
+async def lookup_story_tests(bot_dir: Path, overrides: Overrides | None = None, *,
+                             replay: bool = False) -> StoryTestResults:
+    """``switchboard test`` of ``bot_dir`` (a ``project`` copy) with the lookup model as its NLU."""
+    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
+        return LookupModel(spec, overrides or {})
+
+    return await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader, replay=replay)

@@ -27,9 +27,8 @@ from bots.runtime import Runtime
 from bots.settings import Settings
 from bots.store.sqlite import SQLiteStore
 from bots.types import Entity, IntentScore, Understanding
-from connectors.story_test import run_story_tests
 from tests.bots.keyword_model import message, say
-from tests.bots.lookup_model import LookupModel, lookup_runtime, project
+from tests.bots.lookup_model import LookupModel, lookup_runtime, lookup_story_tests, project
 
 RASA = Path(__file__).resolve().parents[1] / "data" / "rasa"
 
@@ -237,11 +236,7 @@ async def test_a_form_fills_only_the_slot_it_asks_for_and_an_ignored_intent_fill
     # for (_fails_unique_entity_mapping_check), and the form's ignored_intents block every slot's mapping
     # that does not name another form (SlotMapping.intent_is_desired). Switchboard filled both cities from
     # "Paris" (the form ended with a trip from Paris to Paris) and filled `seat` from a chitchat in the form.
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
-    results = await run_story_tests(project(tmp_path, "trip_form"), settings=Settings(nlu_max_wait_ms=0.0),
-                                    model_loader=loader)
+    results = await lookup_story_tests(project(tmp_path, "trip_form"))
     assert [s.name for s in results.stories] == ["one city fills the slot the form asks for",
                                                 "an ignored intent fills no slot while the form is active"]
     assert [f for s in results.stories for f in s.failures] == []
@@ -354,11 +349,7 @@ async def test_a_rejected_form_stays_rejected_until_it_runs_again(tmp_path: Path
     # newsletter was "noted" instead of stopped. Found with the restaurant project's formbot-style stop story.
     # (Replayed as rasa test does, the stories passed already: the replay emulates the rejection when a story
     # says so; both ways must agree.)
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
-    results = await run_story_tests(project(tmp_path, "stop_form"), settings=Settings(nlu_max_wait_ms=0.0),
-                                    model_loader=loader, replay=replay)
+    results = await lookup_story_tests(project(tmp_path, "stop_form"), replay=replay)
     assert len(results.stories) == 2
     assert [f for s in results.stories for f in s.failures] == []
 
@@ -393,10 +384,7 @@ stories:
         "        entity: cuisine\n        conditions:\n          - active_loop: restaurant_form\n"
         "            requested_slot: cuisine\n", "        entity: cuisine\n"))
 
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {"italian please": ("inform", (Entity("cuisine", "italian", 0, 7),))})
-
-    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader)
+    results = await lookup_story_tests(bot_dir, {"italian please": ("inform", (Entity("cuisine", "italian", 0, 7),))})
     assert [f for s in results.stories for f in s.failures] == []
     assert results.conversation_accuracy == 1.0
 
@@ -421,10 +409,7 @@ stories:
     assert check_bot_folder(bot_dir).errors == []
     assert load_bot_folder(bot_dir)[1].actions_module == bot_dir / "actions"
 
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
-    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader)
+    results = await lookup_story_tests(bot_dir)
     assert [f for s in results.stories for f in s.failures] == []
     assert results.conversation_accuracy == 1.0
 
@@ -485,11 +470,7 @@ stories:
   - action: utter_trip
 """
 
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
-    results = await run_story_tests(project(tmp_path, "trip_form", tests), settings=Settings(nlu_max_wait_ms=0.0),
-                                    model_loader=loader, replay=replay)
+    results = await lookup_story_tests(project(tmp_path, "trip_form", tests), replay=replay)
     assert [f for s in results.stories for f in s.failures] == []
     assert results.conversation_accuracy == 1.0
 
@@ -561,11 +542,7 @@ stories:
   - bot: A trip from Paris to Rome.
 """
 
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
-    results = await run_story_tests(project(tmp_path, "trip_form", tests), settings=Settings(nlu_max_wait_ms=0.0),
-                                    model_loader=loader)
+    results = await lookup_story_tests(project(tmp_path, "trip_form", tests))
     assert [f for s in results.stories for f in s.failures] == []
     assert results.action_targets == ["trip_form", "action_listen", "trip_form", "A trip from Paris to Rome.",
                                       "action_listen"]
@@ -759,12 +736,7 @@ stories:
       - action: utter_happy
 """
     bot_dir = project(tmp_path, "moodbot", tests)
-
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
-    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader,
-                                    replay=replay)
+    results = await lookup_story_tests(bot_dir, replay=replay)
     assert [f for s in results.stories for f in s.failures] == []
     assert results.conversation_accuracy == 1.0
     assert f"{bot_dir / 'tests' / 'test_stories.yml'}:9: test story 'a greeting, then a good mood': slot 'action' " \
@@ -795,12 +767,7 @@ stories:
       - action: utter_happy
 """
     bot_dir = project(tmp_path, "moodbot", tests)
-
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
-    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader,
-                                    replay=replay)
+    results = await lookup_story_tests(bot_dir, replay=replay)
     failures = [f for s in results.stories for f in s.failures]
     assert len(failures) == 1 and "'utter_not_in_the_domain' expected" in failures[0]
     assert results.conversation_accuracy == 0.5
@@ -964,13 +931,8 @@ async def test_a_user_text_without_an_intent_fails_its_story_as_rasa_test_compar
     intent: greet
   - action: utter_greet
 """
-
-    def loader(artifact: Path, spec: BotSpec, settings: Settings) -> LookupModel:
-        return LookupModel(spec, {})
-
     bot_dir = project(tmp_path, "float_text_slot", tests)
-    results = await run_story_tests(bot_dir, settings=Settings(nlu_max_wait_ms=0.0), model_loader=loader,
-                                    replay=replay)
+    results = await lookup_story_tests(bot_dir, replay=replay)
     assert [(s.name, s.passed) for s in results.stories] == [("no intent given", False), ("intent given", True)]
     assert results.stories[0].failures[0] == (
         f"{bot_dir / 'tests' / 'test_stories.yml'}:4: story 'no intent given': no intent given with the text: the NLU "
