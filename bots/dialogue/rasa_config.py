@@ -174,9 +174,10 @@ def _pipeline(item: Located, findings: Findings, language: str | None = None,
             if name in MODEL_ENTITY_COMPONENTS and model_at is None:
                 model_at = len(kept)
         elif name == "ResponseSelector":
-            findings.note(x.key_where(), "ResponseSelector: the retrieval intents' responses are picked by "
+            findings.note(x.key_where(), "ResponseSelector: its options are not read; the responses of retrieval "
+                                         "intents (chitchat/ask_name), where the project has any, are picked by "
                                          "Switchboard's selector (the nearest NLU example by words and character "
-                                         "n-grams); its options are not read")
+                                         "n-grams)")
         elif name in RUN_COMPONENTS:
             if name == "FallbackClassifier":
                 check_keys(options, name, ("threshold", "ambiguity_threshold"), findings)
