@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,80 @@ async def test_data_files_are_owner_only_whatever_the_umask(tmp_path: Path) -> N
     assert {"conversations.db", "conversations.db-wal", "conversations.db-shm", "staff.db"} <= set(files)
     assert modes == dict.fromkeys(files, 0o600)
     assert [(p.stat().st_mode & 0o777) for p in (data, data.parent)] == [0o700, 0o700]
+
+
+def _commits(db: SQLiteFile) -> list[str]:
+    """The COMMIT statements the inline connection runs from now on."""
+    assert db._inline is not None
+    seen: list[str] = []
+    db._inline.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    return seen
+
+
+def _insert(key: str, *, fail: bool = False) -> Callable[[sqlite3.Connection], str]:
+    def write(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO t VALUES (?, 1)", (key,))
+        if fail:
+            raise ValueError(f"{key} refused after its insert")
+        return key
+
+    return write
+
+
+async def _keys(db: SQLiteFile) -> list[str]:
+    return [r[0] for r in await db.run(lambda c: c.execute("SELECT k FROM t ORDER BY k").fetchall())]
+
+
+async def test_inline_writes_made_in_one_turn_of_the_loop_commit_in_one_transaction(tmp_path: Path) -> None:
+    db = SQLiteFile(tmp_path / "x.db", SCHEMA)
+    await db.write(_insert("first"), inline=True)  # opened
+    commits = _commits(db)
+    assert await asyncio.gather(*(db.write(_insert(k), inline=True) for k in "abcde")) == list("abcde")
+    assert commits == ["COMMIT"]  # one transaction for the five
+    await db.write(_insert("f"), inline=True)  # made alone: a group of its own
+    assert commits == ["COMMIT", "COMMIT"]
+    assert await _keys(db) == ["a", "b", "c", "d", "e", "f", "first"]
+    await db.close()
+
+
+async def test_a_write_that_raises_in_a_group_is_undone_alone(tmp_path: Path) -> None:
+    db = SQLiteFile(tmp_path / "x.db", SCHEMA)
+    await db.write(_insert("first"), inline=True)
+    outcomes = await asyncio.gather(db.write(_insert("a"), inline=True), db.write(_insert("b", fail=True), inline=True),
+                                    db.write(_insert("c"), inline=True), return_exceptions=True)
+    assert outcomes[0] == "a" and outcomes[2] == "c"
+    assert isinstance(outcomes[1], ValueError)
+    assert await _keys(db) == ["a", "c", "first"]  # b's insert was rolled back with it, the others committed
+    await db.close()
+
+
+async def test_a_commit_that_fails_fails_every_write_of_its_group_and_writes_none(tmp_path: Path) -> None:
+    schema = ("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER);"
+              "CREATE TABLE IF NOT EXISTS child (k TEXT REFERENCES t(k) DEFERRABLE INITIALLY DEFERRED);")
+    db = SQLiteFile(tmp_path / "x.db", schema, pragmas=("journal_mode=WAL", "foreign_keys=ON"))
+    await db.write(_insert("first"), inline=True)
+
+    def orphan(conn: sqlite3.Connection) -> str:  # checked at COMMIT: the whole group's commit fails
+        conn.execute("INSERT INTO child VALUES ('nobody')")
+        return "orphan"
+
+    outcomes = await asyncio.gather(db.write(_insert("a"), inline=True), db.write(orphan, inline=True),
+                                    return_exceptions=True)
+    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
+    assert await _keys(db) == ["first"]  # a, told it failed, is not written either
+    assert await db.write(_insert("b"), inline=True) == "b"  # the next group starts clean
+    await db.close()
+
+
+async def test_a_write_cancelled_before_its_group_began_is_not_made(tmp_path: Path) -> None:
+    db = SQLiteFile(tmp_path / "x.db", SCHEMA)
+    await db.write(_insert("first"), inline=True)
+    kept = asyncio.ensure_future(db.write(_insert("kept"), inline=True))
+    dropped = asyncio.ensure_future(db.write(_insert("dropped"), inline=True))
+    await asyncio.sleep(0)  # both have joined the group; the group's commit has not begun
+    dropped.cancel()
+    assert await kept == "kept"
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert await _keys(db) == ["first", "kept"]
+    await db.close()
