@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 log = logging.getLogger("switchboard.sqlite")
 
+_Write = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]  # an inline write and its caller's future
+
 CHECKPOINT_EVERY = 300  # inline write transactions between two checkpoints (about 4,000 WAL pages, 16 MB, on the
 # example bot: about one a second at 300 msg/s; each holds the store for its two fdatasync, about 10-15 ms here)
 
@@ -66,7 +68,7 @@ class SQLiteFile:
         self._checkpoint: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # inline writes waiting for their group's transaction, and the task that commits them (write)
-        self._group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._group: list[_Write] = []
         self._committer: asyncio.Task[None] | None = None
         # Why the file could not be written (disk full, I/O error), until a write succeeds again.
         self.failure: str | None = None
@@ -173,7 +175,7 @@ class SQLiteFile:
             if live:
                 await self._commit(live)
 
-    async def _commit(self, group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]) -> None:
+    async def _commit(self, group: list[_Write]) -> None:
         try:
             async with self._lock:
                 await self._commit_locked(group)
@@ -184,8 +186,7 @@ class SQLiteFile:
                 future.cancel()
             raise
 
-    async def _commit_locked(self, group: list[tuple[Callable[[sqlite3.Connection], Any],
-                                                     asyncio.Future[Any]]]) -> None:
+    async def _commit_locked(self, group: list[_Write]) -> None:
         await self._open()
         if self._inline is not None:
             try:
@@ -258,8 +259,7 @@ def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Con
     return tx
 
 
-def _in_savepoints(conn: sqlite3.Connection, group: list[tuple[Callable[[sqlite3.Connection], Any],
-                                                                asyncio.Future[Any]]],
+def _in_savepoints(conn: sqlite3.Connection, group: list[_Write],
                    ) -> list[tuple[asyncio.Future[Any], Exception | None, Any]]:
     """The group's writes in one transaction, each in a savepoint: (future, its error or None, its result) for
     each, once committed. Raises (nothing written) when ``BEGIN``, ``COMMIT`` or the transaction itself fails."""
@@ -297,8 +297,7 @@ def _settle(future: asyncio.Future[Any], error: BaseException | None, result: An
         future.set_result(result)
 
 
-def _settle_all(group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
-                error: BaseException) -> None:
+def _settle_all(group: list[_Write], error: BaseException) -> None:
     for _, future in group:
         _settle(future, error, None)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -41,7 +40,7 @@ from torch import nn
 
 from bots.answers.generation import prompt_ids  # one prompt format for training and serving
 from bots.answers.retrieval import AnswerSelector
-from bots.botspec import BotSpec
+from bots.botspec import BotSpec, placeholders
 from bots.errors import ConfigError
 from training.answers import AnswerIndex, QAPair, build_index, write_index
 from training.answers_config import LORA_ABOVE, PACKAGED_MINILM, AnswersConfig, GenerationSettings
@@ -51,7 +50,6 @@ from training.export import export_kv_generator, quantize_generator_int8
 EOS = "<|endoftext|>"
 IGNORE = -100
 _MAX_ANSWER_TOKENS = 160
-_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\}")  # bots/botspec.py's placeholders
 _ENCODER_POSITIONS = 512  # all-MiniLM-L6-v2's
 
 
@@ -168,7 +166,7 @@ def _load_minilm(corpus: Sequence[str], context: int) -> _Base:
         model: Any = EncoderDecoderModel.from_encoder_decoder_pretrained(str(base), str(base), local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
-    names = sorted({m.group(0) for text in corpus for m in _PLACEHOLDER.finditer(text)})
+    names = sorted({f"{{{name}}}" for text in corpus for name in placeholders(text)})  # as responses fill them
     before = tokenizer.get_vocab_size()
     tokenizer.add_tokens([AddedToken(n, normalized=False, single_word=False) for n in names])
     if tokenizer.get_vocab_size() > before:
